@@ -1,0 +1,1 @@
+"""The cloud tier: generation workers, model build/publish, fleet ingest and console."""

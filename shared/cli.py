@@ -1,0 +1,115 @@
+"""The `aivos` command. Subcommands live beside the code they drive and are imported lazily,
+so `aivos edge ...` never imports the cloud tier (and the edge install has no torch)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from shared import __version__
+from shared.errors import AivosError
+
+__all__ = ["main", "cli"]
+
+# command path -> "module:attribute" of a click command or group
+_COMMANDS: dict[str, dict[str, str]] = {
+    "": {
+        "up": "shared.up:up_cmd",
+        "ask": "edge.client_cli:ask_cmd",
+    },
+    "models": {
+        "build": "cloud.modelbuild.cli:build_cmd",
+        "publish": "cloud.fleet.cli:publish_cmd",
+    },
+    "intents": {
+        "train": "cloud.modelbuild.cli:train_cmd",
+        "eval": "edge.intent.cli:eval_cmd",
+    },
+    "edge": {"serve": "edge.cli:serve_cmd"},
+    "tokens": {"create": "edge.store.cli:tokens_create_cmd", "revoke": "edge.store.cli:tokens_revoke_cmd"},
+    "audit": {"verify": "edge.store.cli:audit_verify_cmd"},
+    "kb": {"add": "edge.knowledge.cli:kb_add_cmd"},
+    "nats": {"config": "shared.natsconf.cli:nats_config_cmd"},
+    "cloud": {
+        "worker": "cloud.worker.cli:worker_cmd",
+        "ingest": "cloud.ingest.cli:ingest_cmd",
+        "stats": "cloud.ingest.cli:stats_cmd",
+        "audit": "cloud.ingest.cli:audit_cmd",
+    },
+}
+
+_HELP = {
+    "models": "Build and publish intent model bundles (cloud tier).",
+    "intents": "Train and evaluate intent bundles on your own labelled data.",
+    "edge": "Run the branch-site agent.",
+    "tokens": "Create and revoke API tokens of the edge agent.",
+    "audit": "Inspect the edge agent's hash-chained audit log.",
+    "kb": "Manage the edge agent's knowledge index.",
+    "nats": "NATS topology helpers (hub and site leaf configs).",
+    "cloud": "Cloud tier services: generation workers, fleet ingest.",
+}
+
+
+def _load(target: str) -> click.Command:
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        raise click.ClickException(
+            f"this command needs a module that is not installed ({missing}); "
+            "install the full tier with: pip install 'aivos[cloud]'"
+        ) from exc
+    command = getattr(module, attr)
+    assert isinstance(command, click.Command)
+    return command
+
+
+class LazyGroup(click.Group):
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            command = _load(self._lazy[cmd_name])
+            command.name = cmd_name
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, lazy=_COMMANDS[""], context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="aivos")
+def cli() -> None:
+    """aivos: edge-to-cloud hybrid inference appliance."""
+
+
+for _group_name, _commands in _COMMANDS.items():
+    if _group_name:
+        cli.add_command(LazyGroup(name=_group_name, lazy=_commands, help=_HELP.get(_group_name)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    console = Console(stderr=True)
+    try:
+        cli.main(args=argv, prog_name="aivos", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        console.print("[red]aborted[/red]")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AivosError as exc:
+        console.print(f"[bold red]error[/bold red] ({exc.code}): {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,95 @@
+"""The one exception hierarchy. Adapters translate third-party errors with `raise X from exc`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AivosError",
+    "ConfigError",
+    "DataError",
+    "BundleError",
+    "ModelNotFound",
+    "BundleTampered",
+    "LinkDown",
+    "NoResponders",
+    "DeadlineExceeded",
+    "WorkerSaturated",
+    "PolicyDenied",
+    "QuotaExceeded",
+    "NotFound",
+]
+
+
+class AivosError(Exception):
+    """Base of every domain failure raised by aivos."""
+
+    code = "aivos_error"
+
+
+class ConfigError(AivosError):
+    """Invalid configuration; `path` names the offending key (e.g. `router.intents.x`)."""
+
+    code = "invalid_config"
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class DataError(AivosError):
+    """Bad input data; `source` names the file (and line) or field at fault."""
+
+    code = "invalid_data"
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class BundleError(AivosError):
+    """A model bundle is unusable."""
+
+    code = "bad_bundle"
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class ModelNotFound(BundleError):
+    code = "model_not_found"
+
+
+class BundleTampered(BundleError):
+    code = "bundle_tampered"
+
+
+class LinkDown(AivosError):
+    code = "link_down"
+
+    def __init__(self, site: str, message: str = "uplink is down") -> None:
+        self.site = site
+        super().__init__(f"{site}: {message}")
+
+
+class NoResponders(AivosError):
+    code = "no_responders"
+
+
+class DeadlineExceeded(AivosError):
+    code = "deadline_exceeded"
+
+
+class WorkerSaturated(AivosError):
+    code = "worker_saturated"
+
+
+class PolicyDenied(AivosError):
+    code = "policy_denied"
+
+
+class QuotaExceeded(AivosError):
+    code = "quota_exceeded"
+
+
+class NotFound(AivosError):
+    code = "not_found"

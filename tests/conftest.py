@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/<area>.py, one module per area."""
+
+pytest_plugins = [
+    "tests.fixtures.model",
+    "tests.fixtures.nats",
+]
