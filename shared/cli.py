@@ -54,16 +54,24 @@ _HELP = {
 }
 
 
-def _load(target: str) -> click.Command:
+def _unavailable(name: str, missing: str) -> click.Command:
+    message = (
+        f"'{name}' needs a module that is not installed ({missing}); "
+        "install the cloud tier with: pip install 'aivos[cloud]'"
+    )
+
+    def fail() -> None:
+        raise click.ClickException(message)
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {missing} is not installed)")
+
+
+def _load(name: str, target: str) -> click.Command:
     module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        missing = exc.name or module_name
-        raise click.ClickException(
-            f"this command needs a module that is not installed ({missing}); "
-            "install the full tier with: pip install 'aivos[cloud]'"
-        ) from exc
+        return _unavailable(name, exc.name or module_name)
     command = getattr(module, attr)
     assert isinstance(command, click.Command)
     return command
@@ -79,7 +87,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self._lazy:
-            command = _load(self._lazy[cmd_name])
+            command = _load(cmd_name, self._lazy[cmd_name])
             command.name = cmd_name
             return command
         return super().get_command(ctx, cmd_name)

@@ -1,0 +1,91 @@
+"""Every error leaves the API as `{"error": {"code", "message", "detail"?}}`; no stack traces."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from edge.api.schemas import ErrorBody, ErrorDetail
+from shared.errors import AivosError, DataError, NotFound, PolicyDenied, QuotaExceeded
+
+__all__ = ["ApiError", "exception_handlers", "error_response"]
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(HTTPException):
+    """An HTTP error with an explicit machine-readable code."""
+
+    def __init__(
+        self, status_code: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=headers)
+        self.code = code
+        self.message = message
+        self.extra_detail = detail
+
+
+def error_response(
+    status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(ErrorDetail(code=code, message=message, detail=detail)),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if isinstance(exc, ApiError):
+        return error_response(status, exc.code, exc.message, exc.extra_detail, headers)
+    if isinstance(exc, ValidationException):
+        detail = exc.extra if exc.extra else None
+        return error_response(400, "invalid_request", str(exc.detail), detail, headers)
+    message = str(exc.detail) if exc.detail else _CODES.get(status, "error").replace("_", " ")
+    return error_response(status, _CODES.get(status, "error"), message, None, headers)
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: AivosError) -> Response[ErrorBody]:
+    if isinstance(exc, QuotaExceeded):
+        return error_response(507, exc.code, str(exc))
+    if isinstance(exc, DataError):
+        return error_response(400, exc.code, str(exc))
+    if isinstance(exc, NotFound):
+        return error_response(404, exc.code, str(exc))
+    if isinstance(exc, PolicyDenied):
+        return error_response(403, exc.code, str(exc))
+    log.warning("domain error on %s: %s", request.url.path, exc.code)
+    return error_response(503, exc.code, str(exc))
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", "internal error; see the agent log")
+
+
+exception_handlers: dict[Any, Any] = {
+    HTTPException: _http_error,
+    AivosError: _domain_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,125 @@
+"""Typed settings of the edge agent, built once at start-up (TOML file + `AIVOS_*` env)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from edge.router import RouterPolicy
+from shared.config import load_config
+from shared.paths import default_bundle_dir
+
+__all__ = [
+    "EdgeSettings",
+    "ServerSettings",
+    "ModelSettings",
+    "LimitSettings",
+    "KnowledgeSettings",
+    "MemorySettings",
+    "OutboxSettings",
+    "JobSettings",
+    "UplinkSettings",
+    "load_edge_settings",
+]
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    json_logs: bool = True
+    log_level: str = "INFO"
+
+
+class ModelSettings(_Section):
+    bundle: str | None = None  # directory; None = the default bundle
+    providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: Annotated[int, Meta(ge=0)] = 0  # 0 = onnxruntime's choice
+    max_batch: Annotated[int, Meta(ge=1, le=256)] = 32
+    max_wait_ms: Annotated[float, Meta(ge=0, le=50)] = 0.0
+    concurrent_batches: Annotated[int, Meta(ge=1, le=8)] = 1
+
+
+class LimitSettings(_Section):
+    max_body_bytes: Positive = 64 * 1024
+    max_text_chars: Positive = 4000
+    rate_per_second: Annotated[float, Meta(gt=0)] = 2000.0  # per token
+    rate_burst: Positive = 4000
+
+
+class KnowledgeSettings(_Section):
+    top_k: Annotated[int, Meta(ge=0, le=20)] = 3
+    min_score: Annotated[float, Meta(ge=-1, le=1)] = 0.25
+
+
+class MemorySettings(_Section):
+    turns: Annotated[int, Meta(ge=0, le=200)] = 10
+    retention_days: Annotated[float, Meta(gt=0)] = 30.0
+
+
+class OutboxSettings(_Section):
+    quota: Positive = 100_000
+
+
+class JobSettings(_Section):
+    callback_allow_hosts: list[str] = msgspec.field(default_factory=list)
+    callback_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+
+
+class UplinkSettings(_Section):
+    nats_url: str | None = None  # the site's leaf node (or the hub); None = offline box
+    region: str = "local"
+    escalation_budget_ms: Annotated[int, Meta(ge=50, le=120_000)] = 8000
+    first_token_budget_ms: Annotated[int, Meta(ge=50, le=120_000)] = 3000
+    max_tokens: Annotated[int, Meta(ge=1, le=4096)] = 128
+    retry_interval_s: Annotated[float, Meta(gt=0)] = 2.0
+
+
+class EdgeSettings(_Section):
+    data_dir: str = "./var/edge"
+    site_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "site-1"
+    router_policy: str | None = None  # path to a router policy TOML; else [router]
+    server: ServerSettings = ServerSettings()
+    model: ModelSettings = ModelSettings()
+    limits: LimitSettings = LimitSettings()
+    router: RouterPolicy = RouterPolicy()
+    knowledge: KnowledgeSettings = KnowledgeSettings()
+    memory: MemorySettings = MemorySettings()
+    outbox: OutboxSettings = OutboxSettings()
+    jobs: JobSettings = JobSettings()
+    uplink: UplinkSettings = UplinkSettings()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def bundle_path(self) -> Path:
+        return Path(self.model.bundle) if self.model.bundle else default_bundle_dir()
+
+
+def load_edge_settings(config: Path | None = None, **overrides: object) -> EdgeSettings:
+    """File < `AIVOS_*` environment < CLI overrides (dotted keys, e.g. `server.port`)."""
+    extra: dict[str, object] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = extra
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[leaf] = value
+    return load_config(EdgeSettings, config, extra=extra, ignore_env_keys=NON_SETTINGS_ENV)
+
+
+# Variables read by the CLI itself, not settings keys.
+NON_SETTINGS_ENV = ("AIVOS_HOME", "AIVOS_TOKEN", "AIVOS_URL", "AIVOS_OPERATOR_TOKEN")
