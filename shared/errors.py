@@ -16,6 +16,7 @@ __all__ = [
     "PolicyDenied",
     "QuotaExceeded",
     "NotFound",
+    "StoreClosed",
 ]
 
 
@@ -93,3 +94,9 @@ class QuotaExceeded(AivosError):
 
 class NotFound(AivosError):
     code = "not_found"
+
+
+class StoreClosed(AivosError):
+    """A write was submitted to the edge store after it was closed."""
+
+    code = "store_closed"

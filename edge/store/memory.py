@@ -1,0 +1,115 @@
+"""Per-session memory: short-term turns (the last N kept per session) and long-term facts
+(key -> JSON value per session), with retention by age."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from edge.store._codec import canonical_json, iso_ago, loads, now_iso
+
+__all__ = [
+    "Turn",
+    "Fact",
+    "add_turn",
+    "turns",
+    "put_fact",
+    "get_fact",
+    "list_facts",
+    "delete_fact",
+    "delete_session",
+    "purge_older_than",
+]
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    session_id: str
+    role: str
+    text: str
+    ts: str
+
+
+class Fact(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    key: str
+    value: Any
+    updated_at: str
+
+
+def add_turn(conn: sqlite3.Connection, session_id: str, role: str, text: str, *, keep: int) -> Turn:
+    ts = now_iso()
+    cur = conn.execute(
+        "INSERT INTO memory_turns(session_id, role, text, ts) VALUES (?, ?, ?, ?)",
+        (session_id, role, text, ts),
+    )
+    seq = int(cur.lastrowid or 0)
+    conn.execute(
+        "DELETE FROM memory_turns WHERE session_id = ? AND seq <= ("
+        " SELECT seq FROM memory_turns WHERE session_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+        (session_id, session_id, keep),
+    )
+    return Turn(seq=seq, session_id=session_id, role=role, text=text, ts=ts)
+
+
+def turns(conn: sqlite3.Connection, session_id: str, limit: int = 100) -> list[Turn]:
+    """The session's most recent turns, oldest first."""
+    rows = conn.execute(
+        "SELECT seq, session_id, role, text, ts FROM memory_turns WHERE session_id = ? "
+        "ORDER BY seq DESC LIMIT ?",
+        (session_id, limit),
+    ).fetchall()
+    return [Turn(seq=r[0], session_id=r[1], role=r[2], text=r[3], ts=r[4]) for r in reversed(rows)]
+
+
+def put_fact(conn: sqlite3.Connection, session_id: str, key: str, value: Any) -> Fact:
+    ts = now_iso()
+    conn.execute(
+        "INSERT INTO memory_facts(session_id, key, value, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(session_id, key) DO UPDATE SET value = excluded.value, "
+        "updated_at = excluded.updated_at",
+        (session_id, key, canonical_json(value), ts),
+    )
+    return Fact(session_id=session_id, key=key, value=value, updated_at=ts)
+
+
+def get_fact(conn: sqlite3.Connection, session_id: str, key: str) -> Fact | None:
+    row = conn.execute(
+        "SELECT value, updated_at FROM memory_facts WHERE session_id = ? AND key = ?",
+        (session_id, key),
+    ).fetchone()
+    if row is None:
+        return None
+    return Fact(session_id=session_id, key=key, value=loads(row[0]), updated_at=row[1])
+
+
+def list_facts(conn: sqlite3.Connection, session_id: str) -> list[Fact]:
+    rows = conn.execute(
+        "SELECT key, value, updated_at FROM memory_facts WHERE session_id = ? ORDER BY key",
+        (session_id,),
+    )
+    return [Fact(session_id=session_id, key=r[0], value=loads(r[1]), updated_at=r[2]) for r in rows]
+
+
+def delete_fact(conn: sqlite3.Connection, session_id: str, key: str) -> bool:
+    cur = conn.execute(
+        "DELETE FROM memory_facts WHERE session_id = ? AND key = ?", (session_id, key)
+    )
+    return cur.rowcount > 0
+
+
+def delete_session(conn: sqlite3.Connection, session_id: str) -> int:
+    """Forget a session entirely; returns the number of turns and facts deleted."""
+    n = conn.execute("DELETE FROM memory_turns WHERE session_id = ?", (session_id,)).rowcount
+    n += conn.execute("DELETE FROM memory_facts WHERE session_id = ?", (session_id,)).rowcount
+    return n
+
+
+def purge_older_than(conn: sqlite3.Connection, days: float) -> int:
+    """Delete turns and facts last written more than `days` ago; returns rows deleted."""
+    cutoff = iso_ago(days)
+    n = conn.execute("DELETE FROM memory_turns WHERE ts < ?", (cutoff,)).rowcount
+    n += conn.execute("DELETE FROM memory_facts WHERE updated_at < ?", (cutoff,)).rowcount
+    return n

@@ -1,0 +1,176 @@
+"""Named, recorded schema migrations (in the manner of sqlite-utils `migrations.py`).
+
+`MIGRATIONS` is an ordered list of `(name, function)`. `apply()` runs, in order, those whose
+name is not yet in `_migrations`, each in its own transaction together with the row that
+records it, so applying is idempotent and a crash mid-way leaves no half-applied migration.
+Never edit or reorder a migration that has shipped: append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+__all__ = ["MIGRATIONS", "Migration", "apply", "applied"]
+
+Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
+
+
+def _m0001_audit(db: sqlite_utils.Database) -> None:
+    db.table("audit").create(
+        {
+            "seq": int,
+            "id": str,
+            "ts": str,
+            "kind": str,
+            "intent": str,
+            "confidence": float,
+            "decision": str,
+            "model_version": str,
+            "latency_ms": float,
+            "pii_counts": str,
+            "trace_id": str,
+            "detail": str,
+            "prev_hash": str,
+            "hash": str,
+        },
+        pk="seq",
+        not_null={"id", "ts", "kind", "pii_counts", "detail", "prev_hash", "hash"},
+    )
+    db.table("audit").create_index(["id"], unique=True)
+    # The chain head: lets verify() notice rows deleted from the end of the chain.
+    db.table("audit_head").create({"one": int, "seq": int, "hash": str}, pk="one")
+
+
+def _m0002_outbox(db: sqlite_utils.Database) -> None:
+    db.table("outbox").create(
+        {
+            "seq": int,
+            "id": str,
+            "data_class": str,
+            "subject": str,
+            "payload": bytes,
+            "created_at": str,
+            "attempts": int,
+            "sent_at": str,
+        },
+        pk="seq",
+        not_null={"id", "data_class", "subject", "payload", "created_at", "attempts"},
+        defaults={"attempts": 0, "subject": ""},
+    )
+    db.table("outbox").create_index(["id"], unique=True)
+    db.execute("CREATE INDEX idx_outbox_pending ON outbox(seq) WHERE sent_at IS NULL")
+    # Pending count kept by triggers, so the quota check is O(1) whatever the backlog.
+    db.table("outbox_meta").create({"one": int, "pending": int}, pk="one")
+    db.execute("INSERT INTO outbox_meta(one, pending) VALUES (1, 0)")
+    db.executescript(
+        """
+        CREATE TRIGGER outbox_pending_ins AFTER INSERT ON outbox WHEN NEW.sent_at IS NULL
+        BEGIN UPDATE outbox_meta SET pending = pending + 1 WHERE one = 1; END;
+        CREATE TRIGGER outbox_pending_sent AFTER UPDATE OF sent_at ON outbox
+        WHEN OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL
+        BEGIN UPDATE outbox_meta SET pending = pending - 1 WHERE one = 1; END;
+        CREATE TRIGGER outbox_pending_del AFTER DELETE ON outbox WHEN OLD.sent_at IS NULL
+        BEGIN UPDATE outbox_meta SET pending = pending - 1 WHERE one = 1; END;
+        """
+    )
+
+
+def _m0003_jobs(db: sqlite_utils.Database) -> None:
+    db.table("jobs").create(
+        {
+            "id": str,
+            "kind": str,
+            "state": str,
+            "request": str,
+            "result": str,
+            "error": str,
+            "callback_url": str,
+            "attempts": int,
+            "created_at": str,
+            "updated_at": str,
+            "deadline": str,
+        },
+        pk="id",
+        not_null={"kind", "state", "request", "attempts", "created_at", "updated_at"},
+        defaults={"attempts": 0},
+    )
+    db.table("jobs").create_index(["state", "created_at"])
+
+
+def _m0004_memory(db: sqlite_utils.Database) -> None:
+    db.table("memory_turns").create(
+        {"seq": int, "session_id": str, "role": str, "text": str, "ts": str},
+        pk="seq",
+        not_null={"session_id", "role", "text", "ts"},
+    )
+    db.table("memory_turns").create_index(["session_id", "seq"])
+    db.table("memory_turns").create_index(["ts"])
+    db.table("memory_facts").create(
+        {"session_id": str, "key": str, "value": str, "updated_at": str},
+        pk=("session_id", "key"),
+        not_null={"value", "updated_at"},
+    )
+    db.table("memory_facts").create_index(["updated_at"])
+
+
+def _m0005_tokens(db: sqlite_utils.Database) -> None:
+    db.table("tokens").create(
+        {"name": str, "scope": str, "hash": str, "created_at": str, "revoked_at": str},
+        pk="name",
+        not_null={"scope", "hash", "created_at"},
+    )
+    db.table("tokens").create_index(["hash"], unique=True)
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_audit", _m0001_audit),
+    ("0002_outbox", _m0002_outbox),
+    ("0003_jobs", _m0003_jobs),
+    ("0004_memory", _m0004_memory),
+    ("0005_tokens", _m0005_tokens),
+]
+
+
+def _ensure_table(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    """Names of the migrations recorded in this database, in the order they were applied."""
+    _ensure_table(conn)
+    return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def apply(conn: sqlite3.Connection, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply pending migrations on an autocommit connection; returns the names applied now."""
+    todo = MIGRATIONS if migrations is None else migrations
+    done = set(applied(conn))
+    db = sqlite_utils.Database(conn)
+    ran: list[str] = []
+    for name, fn in todo:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have applied it meanwhile.
+            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
+            fn(db)
+            conn.execute(
+                "INSERT INTO _migrations(name, applied_at) VALUES (?, ?)",
+                (name, datetime.now(UTC).isoformat()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        ran.append(name)
+    return ran
