@@ -1,0 +1,391 @@
+"""`KnowledgeIndex`: documents → chunks → vectors in a usearch HNSW index, on disk.
+
+Layout of `directory`:
+
+- ``meta.sqlite``   documents, chunks and their vectors (the durable truth, see `meta.py`)
+- ``index.usearch`` the HNSW graph (cosine, f16), a cache rebuilt from meta.sqlite at need
+- ``manifest.json`` embedding version and dim of the index file, and the meta generation
+  it was saved at
+- ``lock``          an fcntl lock serialising writers across processes (agent + `aivos kb add`)
+
+A mutation commits to meta.sqlite first, then saves the index to a temp file, renames it
+over ``index.usearch`` and finally rewrites the manifest the same way. A crash anywhere
+leaves the manifest's generation behind meta.sqlite's, and the next `open` rebuilds the
+file from the stored vectors. Searches run on a read-only memory-mapped view and never see
+a half-applied change; mutations work on a private writable copy and then swap the view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import numpy as np
+from usearch.index import Index
+
+from edge.knowledge.chunking import chunk_document, document_title
+from edge.knowledge.meta import MetaStore
+from edge.knowledge.types import DocumentInfo, Embedder, Passage
+from shared.errors import DataError, NotFound
+from shared.ids import new_id
+
+__all__ = ["KnowledgeIndex", "INDEX_DTYPE"]
+
+log = logging.getLogger(__name__)
+
+INDEX_DTYPE = "f16"  # recall@10 equal to f32 on MiniLM vectors, half the memory (benchmarks/)
+_FORMAT = 1
+_EMBED_BATCH = 64
+
+
+class _Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    format: int
+    embedding_version: str
+    embedding_dim: int
+    metric: str
+    dtype: str
+    generation: int
+    n_chunks: int
+
+
+class KnowledgeIndex:
+    """The site's passages. Thread-safe: searches run concurrently, mutations are serialised
+    (within the process by a lock, across processes by an fcntl lock on `directory/lock`)."""
+
+    def __init__(self, directory: Path, embedder: Embedder, meta: MetaStore) -> None:
+        self.directory = directory
+        self.embedder = embedder
+        self.rebuilt = False
+        self._meta = meta
+        self._dim = int(embedder.embedding_dim)
+        self._version = str(embedder.embedding_version)
+        self._write_lock = threading.Lock()
+        self._view: Index | None = None
+        self._writable: Index | None = None
+        self._generation = -1
+        self._manifest_stamp: tuple[int, int] | None = None
+
+    # -- paths ------------------------------------------------------------------------------
+    @property
+    def index_path(self) -> Path:
+        return self.directory / "index.usearch"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    @property
+    def embedding_version(self) -> str:
+        return self._version
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, directory: str | Path, embedder: Embedder) -> KnowledgeIndex:
+        """Open (creating if needed) the index in `directory` for `embedder`'s vectors.
+
+        Re-embeds every stored chunk when the index was built by another embedding version,
+        and rebuilds the index file from meta.sqlite when it is missing, stale or unreadable.
+        """
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        index = cls(root, embedder, MetaStore(root / "meta.sqlite"))
+        try:
+            with index._locked():
+                index._load()
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    def close(self) -> None:
+        self._view = None
+        self._writable = None
+        self._meta.close()
+
+    def __enter__(self) -> KnowledgeIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._meta.count_chunks()
+
+    # -- documents --------------------------------------------------------------------------
+    def add_document(self, source: str, text: str, title: str | None = None) -> DocumentInfo:
+        """Chunk, embed and store a document; a document with the same `source` is replaced.
+
+        Re-adding identical text (and title) is a no-op that returns the stored document.
+        """
+        if not source.strip():
+            raise DataError("source", "source is empty")
+        chunks = chunk_document(source, text)
+        title = title if title is not None else document_title(text)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        existing = self._meta.document_by_source(source)
+        if existing and existing.sha256 == digest and existing.title == title:
+            return existing
+        vectors = self._embed([c.embed_text for c in chunks], source)
+        info = DocumentInfo(
+            doc_id=new_id(),
+            source=source,
+            title=title,
+            sha256=digest,
+            added_at=time.time(),
+            n_chunks=len(chunks),
+        )
+        rows = [(c.ordinal, c.text, c.heading) for c in chunks]
+        with self._locked():
+            self._sync()
+            removed, added, gen = self._meta.replace_document(info, rows, vectors, self._version)
+            self._apply(removed, np.asarray(added, dtype=np.uint64), vectors, gen)
+        log.info("knowledge document %s added: %d chunks", info.doc_id, info.n_chunks)
+        return info
+
+    def delete_document(self, doc_id: str) -> bool:
+        """Remove a document and its passages; False when there was no such document."""
+        with self._locked():
+            self._sync()
+            result = self._meta.delete_document(doc_id)
+            if result is None:
+                return False
+            keys, gen = result
+            self._apply(keys, None, None, gen)
+        log.info("knowledge document %s deleted (%d chunks)", doc_id, len(keys))
+        return True
+
+    def list_documents(self) -> list[DocumentInfo]:
+        return self._meta.documents()
+
+    def get_document(self, doc_id: str) -> DocumentInfo:
+        for doc in self._meta.documents():
+            if doc.doc_id == doc_id:
+                return doc
+        raise NotFound(f"no knowledge document {doc_id}")
+
+    # -- search -----------------------------------------------------------------------------
+    def search(self, query: str, k: int = 3) -> list[Passage]:
+        if not query.strip():
+            raise DataError("query", "query is empty")
+        return self.search_vector(self._embed([query], "query")[0], k)
+
+    def search_vector(self, vec: np.ndarray, k: int = 3) -> list[Passage]:
+        """The `k` passages nearest to an L2-normalised query embedding, best first."""
+        query = np.asarray(vec, dtype=np.float32).reshape(-1)
+        if query.shape[0] != self._dim:
+            raise DataError("vector", f"expected {self._dim} dimensions, got {query.shape[0]}")
+        if k <= 0:
+            return []
+        self._refresh_if_changed()
+        view = self._view
+        if view is None or len(view) == 0:
+            return []
+        found = view.search(query, min(k, len(view)))
+        keys = [int(key) for key in found.keys]
+        dists = [float(d) for d in found.distances]
+        rows = self._meta.lookup(keys)
+        out = []
+        for key, dist in zip(keys, dists, strict=True):
+            row = rows.get(key)
+            if row is None:  # deleted between the view swap and now
+                continue
+            _, text, heading, doc_id, source = row
+            score = min(1.0, max(-1.0, 1.0 - dist))
+            out.append(Passage(text, source, doc_id, key, round(score, 6), heading))
+        return out
+
+    # -- internals --------------------------------------------------------------------------
+    def _embed(self, texts: list[str], source: str) -> np.ndarray:
+        parts = [
+            np.asarray(self.embedder.embed_batch(texts[i : i + _EMBED_BATCH]), dtype=np.float32)
+            for i in range(0, len(texts), _EMBED_BATCH)
+        ]
+        out = np.concatenate(parts) if parts else np.zeros((0, self._dim), np.float32)
+        if out.shape != (len(texts), self._dim):
+            raise DataError(source, f"embedder returned shape {out.shape}")
+        return out
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._write_lock, open(self.directory / "lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _read_manifest(self) -> _Manifest | None:
+        try:
+            return msgspec.json.decode(self.manifest_path.read_bytes(), type=_Manifest)
+        except FileNotFoundError:
+            return None
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("knowledge manifest unreadable (%s); the index will be rebuilt", exc)
+            return None
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.manifest_path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _load(self) -> None:
+        """Bring the in-memory view in line with the files (caller holds the locks)."""
+        self._writable = None
+        stored_version = self._meta.get_state("embedding_version")
+        if self._meta.count_chunks() and stored_version != self._version:
+            log.warning(
+                "knowledge index was embedded with %s, the model uses %s: re-embedding %d chunks",
+                stored_version,
+                self._version,
+                self._meta.count_chunks(),
+            )
+            self._reembed()
+            self._rebuild()
+            self.rebuilt = True
+            return
+        gen = self._meta.generation()
+        manifest = self._read_manifest()
+        reason = None
+        if manifest is None:
+            reason = "no manifest"
+        elif manifest.embedding_version != self._version or manifest.embedding_dim != self._dim:
+            reason = "manifest is for another embedding version"
+        elif manifest.generation != gen:
+            reason = f"index is at generation {manifest.generation}, metadata at {gen}"
+        else:
+            try:
+                view = Index.restore(str(self.index_path), view=True)
+            except Exception as exc:  # usearch raises RuntimeError/ValueError on bad files
+                view, reason = None, f"index file unreadable ({exc})"
+            if view is None and reason is None:
+                reason = "index file missing"
+            elif view is not None and (
+                len(view) != self._meta.count_chunks() or view.ndim != self._dim
+            ):
+                reason = "index file does not match the metadata"
+            elif view is not None:
+                self._view, self._generation = view, gen
+                self._manifest_stamp = self._stamp()
+                return
+        fresh = reason == "no manifest" and not self._meta.count_chunks()
+        if not fresh:
+            log.warning("rebuilding knowledge index from meta.sqlite: %s", reason)
+        self._rebuild()
+        self.rebuilt = self.rebuilt or not fresh
+
+    def _reembed(self) -> None:
+        def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for batch in self._meta.iter_texts(_EMBED_BATCH):
+                keys = np.array([k for k, _ in batch], dtype=np.uint64)
+                yield keys, self._embed([t for _, t in batch], "re-embed")
+
+        self._meta.replace_vectors(batches(), self._version)
+
+    def _rebuild(self) -> None:
+        index = self._new_index()
+        for keys, vecs in self._meta.iter_vectors(self._dim):
+            index.add(keys, vecs)
+        self._save(index, self._meta.generation())
+        self._writable = index
+
+    def _new_index(self) -> Index:
+        return Index(ndim=self._dim, metric="cos", dtype=INDEX_DTYPE)
+
+    def _sync(self) -> None:
+        """Before a mutation: pick up changes another process committed since we loaded."""
+        if self._meta.generation() != self._generation:
+            log.info("knowledge index changed on disk; reloading")
+            self._load()
+
+    def _apply(
+        self, removed: list[int], keys: np.ndarray | None, vectors: np.ndarray | None, gen: int
+    ) -> None:
+        index = self._writable
+        if index is None:
+            index = Index.restore(str(self.index_path), view=False)
+            if index is None:  # pragma: no cover - the file was checked on load
+                index = self._new_index()
+        for key in removed:
+            index.remove(key)
+        if keys is not None and vectors is not None and len(keys):
+            index.add(keys, vectors)
+        self._writable = index
+        self._save(index, gen)
+
+    def _save(self, index: Index, gen: int) -> None:
+        """Write the index then the manifest, each via temp file + fsync + rename; re-view."""
+        tmp = self.directory / f".index.{os.getpid()}.tmp"
+        index.save(str(tmp))
+        _fsync_path(tmp)
+        os.replace(tmp, self.index_path)
+        manifest = _Manifest(
+            format=_FORMAT,
+            embedding_version=self._version,
+            embedding_dim=self._dim,
+            metric="cos",
+            dtype=INDEX_DTYPE,
+            generation=gen,
+            n_chunks=len(index),
+        )
+        _atomic_write(self.manifest_path, msgspec.json.format(msgspec.json.encode(manifest)))
+        _fsync_path(self.directory)
+        self._view = Index.restore(str(self.index_path), view=True)
+        self._generation = gen
+        self._manifest_stamp = self._stamp()
+
+    def _refresh_if_changed(self) -> None:
+        """Searches pick up an index another process (e.g. `aivos kb add`) saved."""
+        stamp = self._stamp()
+        if stamp == self._manifest_stamp or stamp is None:
+            return
+        if not self._write_lock.acquire(blocking=False):
+            return  # our own writer is mid-save; it swaps the view when done
+        try:
+            manifest = self._read_manifest()
+            if manifest is None or manifest.generation == self._generation:
+                self._manifest_stamp = stamp
+                return
+            if manifest.embedding_version != self._version:
+                return  # another embedder rebuilt the index; our reopen will re-embed
+            view = Index.restore(str(self.index_path), view=True)
+            self._view, self._writable = view, None
+            self._generation = manifest.generation
+            self._manifest_stamp = stamp
+            log.info("knowledge index reloaded at generation %d", manifest.generation)
+        except Exception as exc:  # a racing writer replaced the file again; next search retries
+            log.debug("knowledge index reload deferred: %s", exc)
+        finally:
+            self._write_lock.release()
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

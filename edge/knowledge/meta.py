@@ -1,0 +1,234 @@
+"""`meta.sqlite`: the durable truth of the knowledge index.
+
+Documents, their chunks (text, heading path) and each chunk's vector (float32 blob) live
+here, so the usearch file is a cache that can always be rebuilt from this database without
+re-embedding. `state.generation` is bumped by every committed mutation; the index manifest
+records the generation its file was saved at, which is how a stale file is detected.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edge.knowledge.types import DocumentInfo
+
+__all__ = ["MetaStore", "ChunkRow"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    source TEXT NOT NULL UNIQUE,
+    title TEXT,
+    sha256 TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    n_chunks INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    key INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    heading TEXT NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# (key, text, heading, doc_id, source)
+ChunkRow = tuple[int, str, str, str, str]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class MetaStore:
+    """One writer connection (callers serialise writes) plus one reader per searching thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = _connect(path)
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.execute("PRAGMA synchronous=FULL")
+        self._writer.executescript(_SCHEMA)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        self._writer.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    # -- state ------------------------------------------------------------------------------
+    def get_state(self, name: str) -> str | None:
+        row = self._writer.execute("SELECT value FROM state WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def generation(self) -> int:
+        return int(self.get_state("generation") or 0)
+
+    def _bump(self, conn: sqlite3.Connection) -> int:
+        gen = int(self.get_state("generation") or 0) + 1
+        conn.execute("INSERT OR REPLACE INTO state VALUES ('generation', ?)", (str(gen),))
+        return gen
+
+    # -- reads ------------------------------------------------------------------------------
+    def count_chunks(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+    def documents(self) -> list[DocumentInfo]:
+        rows = self._reader().execute(
+            "SELECT doc_id, source, title, sha256, added_at, n_chunks FROM documents "
+            "ORDER BY added_at, doc_id"
+        )
+        return [DocumentInfo(*row) for row in rows]
+
+    def document_by_source(self, source: str) -> DocumentInfo | None:
+        row = self._writer.execute(
+            "SELECT doc_id, source, title, sha256, added_at, n_chunks FROM documents "
+            "WHERE source=?",
+            (source,),
+        ).fetchone()
+        return None if row is None else DocumentInfo(*row)
+
+    def chunk_keys(self, doc_id: str) -> list[int]:
+        rows = self._writer.execute("SELECT key FROM chunks WHERE doc_id=?", (doc_id,))
+        return [int(r[0]) for r in rows]
+
+    def lookup(self, keys: Iterable[int]) -> dict[int, ChunkRow]:
+        wanted = [int(k) for k in keys]
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._reader().execute(
+            "SELECT c.key, c.text, c.heading, c.doc_id, d.source FROM chunks c "
+            f"JOIN documents d ON d.doc_id = c.doc_id WHERE c.key IN ({marks})",
+            wanted,
+        )
+        return {int(r[0]): (int(r[0]), r[1], r[2], r[3], r[4]) for r in rows}
+
+    def iter_vectors(self, dim: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(keys, vectors) batches of every stored chunk, in key order."""
+        cursor = self._writer.execute("SELECT key, vector FROM chunks ORDER BY key")
+        while rows := cursor.fetchmany(batch):
+            keys = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield keys, vecs.reshape(len(rows), dim)
+
+    def iter_texts(self, batch: int = 64) -> Iterator[list[tuple[int, str]]]:
+        """(key, text embedded) batches of every stored chunk, for a re-embed."""
+        rows = self._writer.execute("SELECT key, heading, text FROM chunks ORDER BY key").fetchall()
+        for start in range(0, len(rows), batch):
+            yield [
+                (int(k), f"{h}\n{t}" if h else str(t)) for k, h, t in rows[start : start + batch]
+            ]
+
+    # -- writes (callers hold the index's write lock) -----------------------------------------
+    def replace_document(
+        self,
+        info: DocumentInfo,
+        chunks: list[tuple[int, str, str]],
+        vectors: np.ndarray,
+        embedding_version: str,
+    ) -> tuple[list[int], list[int], int]:
+        """Insert `info` with its chunks, dropping any document with the same source.
+
+        Returns (removed keys, new keys, new generation), committed in one transaction.
+        """
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            old = conn.execute("SELECT doc_id FROM documents WHERE source=?", (info.source,))
+            removed: list[int] = []
+            for (old_id,) in old.fetchall():
+                removed += self.chunk_keys(old_id)
+                conn.execute("DELETE FROM documents WHERE doc_id=?", (old_id,))
+            conn.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?)",
+                (info.doc_id, info.source, info.title, info.sha256, info.added_at, info.n_chunks),
+            )
+            added = []
+            for (ordinal, text, heading), vec in zip(chunks, vectors, strict=True):
+                cur = conn.execute(
+                    "INSERT INTO chunks (doc_id, ordinal, text, heading, vector) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (info.doc_id, ordinal, text, heading, np.asarray(vec, np.float32).tobytes()),
+                )
+                added.append(int(cur.lastrowid or 0))
+            conn.execute(
+                "INSERT OR REPLACE INTO state VALUES ('embedding_version', ?)",
+                (embedding_version,),
+            )
+            gen = self._bump(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return removed, added, gen
+
+    def delete_document(self, doc_id: str) -> tuple[list[int], int] | None:
+        """Drop a document and its chunks; None when there is no such document."""
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            keys = self.chunk_keys(doc_id)
+            cur = conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+            if cur.rowcount == 0:
+                conn.execute("ROLLBACK")
+                return None
+            gen = self._bump(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return keys, gen
+
+    def replace_vectors(
+        self, updates: Iterable[tuple[np.ndarray, np.ndarray]], embedding_version: str
+    ) -> int:
+        """Store re-embedded vectors for every chunk and the version that made them."""
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for keys, vecs in updates:
+                conn.executemany(
+                    "UPDATE chunks SET vector=? WHERE key=?",
+                    [
+                        (np.asarray(v, np.float32).tobytes(), int(k))
+                        for k, v in zip(keys, vecs, strict=True)
+                    ],
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO state VALUES ('embedding_version', ?)",
+                (embedding_version,),
+            )
+            gen = self._bump(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return gen
