@@ -100,3 +100,15 @@ class StoreClosed(AivosError):
     """A write was submitted to the edge store after it was closed."""
 
     code = "store_closed"
+
+
+class ResidencyDenied(PolicyDenied):
+    """The residency policy keeps `data_class` on site, or forbids sending it to `region`."""
+
+    code = "residency_denied"
+
+    def __init__(self, data_class: str, region: str, reason: str) -> None:
+        self.data_class = data_class
+        self.region = region
+        self.reason = reason
+        super().__init__(f"{data_class} may not leave the site for region {region!r}: {reason}")

@@ -1,0 +1,45 @@
+"""Residency policy and PII masking: what may leave the site, and in what form.
+
+policy = ResidencyPolicy.from_mapping(config["residency"])
+gate = ExitGate(policy)                       # masker: built-ins + policy's custom regexes
+mapping = MaskMapping()                       # one per request; never leaves the site
+d = gate.apply(DataClass.ESCALATION_PROMPT, {"prompt": text, "passages": [...]},
+               region="eu-west", mapping=mapping)   # raises ResidencyDenied if not allowed
+send(d.payload); audit(d.counts)
+answer = gate.restore(generated, mapping)
+"""
+
+from shared.errors import PolicyDenied, ResidencyDenied
+from shared.residency.gate import ExitGate, GateCounts, GateDecision
+from shared.residency.masker import Masker, MaskMapping, MaskResult, default_masker
+from shared.residency.policy import (
+    DEFAULT_EXEMPT_KEYS,
+    CustomRecognizer,
+    DataClass,
+    ResidencyPolicy,
+    Rule,
+    recommended_policy,
+)
+from shared.residency.recognizers import Recognizer, RegexRecognizer, Span, builtin_recognizers
+
+__all__ = [
+    "ResidencyPolicy",
+    "DataClass",
+    "Rule",
+    "CustomRecognizer",
+    "DEFAULT_EXEMPT_KEYS",
+    "recommended_policy",
+    "ExitGate",
+    "GateDecision",
+    "GateCounts",
+    "Masker",
+    "MaskMapping",
+    "MaskResult",
+    "default_masker",
+    "Recognizer",
+    "RegexRecognizer",
+    "Span",
+    "builtin_recognizers",
+    "PolicyDenied",
+    "ResidencyDenied",
+]

@@ -1,0 +1,140 @@
+"""Replace PII by typed placeholders (`<EMAIL_1>`) and put the values back into an answer.
+
+One `MaskMapping` per request: pass it to every `mask` call of that request (prompt,
+passages, memory) so the same value always gets the same placeholder, then use it to
+`restore` the generated answer. The mapping holds raw PII: it never leaves the site.
+It refuses to be pickled or encoded by msgspec, and its repr shows counts only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+
+import msgspec
+
+from shared.residency.recognizers import Recognizer, builtin_recognizers, find_all
+
+__all__ = ["Masker", "MaskMapping", "MaskResult", "default_masker", "PLACEHOLDER_RE"]
+
+# Tolerant of what a model may do to a placeholder: spaces inside the brackets, lower case.
+PLACEHOLDER_RE = re.compile(r"<\s*([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_(\d+)\s*>")
+
+
+def _digits(value: str) -> str:
+    return "".join(c for c in value if c.isalnum()).upper()
+
+
+def _ip(value: str) -> str:
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        return value
+
+
+# The same value written differently ("4111 1111 ..." vs "4111-1111-...") gets one placeholder.
+_NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "EMAIL": str.lower,
+    "PHONE": _digits,
+    "CARD": _digits,
+    "IBAN": _digits,
+    "SSN": _digits,
+    "IPV4": _ip,
+    "IPV6": _ip,
+}
+
+
+class MaskMapping:
+    """Placeholder <-> value table of one request. Site-local: not picklable, not encodable."""
+
+    __slots__ = ("_by_key", "_values", "_next")
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str], str] = {}
+        self._values: dict[str, str] = {}
+        self._next: dict[str, int] = {}
+
+    def placeholder(self, entity: str, value: str) -> str:
+        """The placeholder of `value` (typed `entity`), allocating `<ENTITY_n>` on first sight."""
+        key = (entity, _NORMALIZERS.get(entity, _identity)(value))
+        found = self._by_key.get(key)
+        if found is not None:
+            return found
+        n = self._next.get(entity, 0) + 1
+        self._next[entity] = n
+        token = f"<{entity}_{n}>"
+        self._by_key[key] = token
+        self._values[token] = value
+        return token
+
+    def value(self, placeholder: str) -> str | None:
+        """The original value of a placeholder such as `<EMAIL_1>`, or None if unknown."""
+        return self._values.get(placeholder)
+
+    def entities(self) -> dict[str, int]:
+        """Distinct values per entity type held by this mapping."""
+        return dict(self._next)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"MaskMapping(distinct={self.entities()})"
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("MaskMapping holds raw PII and must not be serialised or leave the site")
+
+
+def _identity(value: str) -> str:
+    return value
+
+
+class MaskResult(msgspec.Struct, frozen=True):
+    """The masked text, the (shared) mapping, and how many values of each type were replaced."""
+
+    text: str
+    mapping: MaskMapping
+    counts: dict[str, int]
+
+
+class Masker:
+    """Masks the spans that `recognizers` find; recognizers listed first win ties."""
+
+    def __init__(self, recognizers: Sequence[Recognizer]) -> None:
+        self.recognizers: tuple[Recognizer, ...] = tuple(recognizers)
+
+    @property
+    def entities(self) -> list[str]:
+        return [r.entity for r in self.recognizers]
+
+    def mask(self, text: str, mapping: MaskMapping | None = None) -> MaskResult:
+        mapping = MaskMapping() if mapping is None else mapping
+        spans = find_all(text, self.recognizers)
+        if not spans:
+            return MaskResult(text, mapping, {})
+        counts: dict[str, int] = {}
+        parts: list[str] = []
+        pos = 0
+        for span in spans:
+            parts.append(text[pos : span.start])
+            parts.append(mapping.placeholder(span.entity, text[span.start : span.end]))
+            counts[span.entity] = counts.get(span.entity, 0) + 1
+            pos = span.end
+        parts.append(text[pos:])
+        return MaskResult("".join(parts), mapping, counts)
+
+    @staticmethod
+    def restore(text: str, mapping: MaskMapping) -> str:
+        """Put the original values back for every placeholder of `mapping` found in `text`."""
+
+        def sub(m: re.Match[str]) -> str:
+            value = mapping.value(f"<{m.group(1).upper()}_{m.group(2)}>")
+            return m.group(0) if value is None else value
+
+        return PLACEHOLDER_RE.sub(sub, text)
+
+
+def default_masker(custom: Iterable[Recognizer] = ()) -> Masker:
+    """A masker with the built-in recognizers plus `custom` ones (checked after the built-ins)."""
+    return Masker([*builtin_recognizers(), *custom])

@@ -1,0 +1,315 @@
+"""PII recognizers: one small Protocol, the built-ins implement it, plus config-driven regexes.
+
+A recognizer finds spans of one entity type in a text. Structured types are validated
+beyond the regex (Luhn for cards, mod-97 for IBANs, `ipaddress` for IPs, SSA area rules
+for SSNs) so look-alikes such as order numbers or invalid card numbers are not flagged.
+`find_all` merges the spans of several recognizers: on overlap the longest span wins,
+ties go to the recognizer listed first (the most specific), then to the earliest start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+__all__ = [
+    "Span",
+    "Recognizer",
+    "RegexRecognizer",
+    "EmailRecognizer",
+    "PhoneRecognizer",
+    "CardRecognizer",
+    "IbanRecognizer",
+    "Ipv4Recognizer",
+    "Ipv6Recognizer",
+    "SsnRecognizer",
+    "builtin_recognizers",
+    "find_all",
+    "luhn_valid",
+    "iban_valid",
+]
+
+
+class Span(msgspec.Struct, frozen=True):
+    """`text[start:end]` is a value of type `entity` (e.g. `EMAIL`)."""
+
+    start: int
+    end: int
+    entity: str
+
+
+@runtime_checkable
+class Recognizer(Protocol):
+    """Finds the values of one entity type; `entity` is an upper-case name used in placeholders."""
+
+    entity: str
+
+    def find(self, text: str) -> list[Span]: ...
+
+
+class RegexRecognizer:
+    """A recognizer from a regular expression (group 0 is the value); used for custom config rules."""
+
+    def __init__(self, entity: str, pattern: str | re.Pattern[str]) -> None:
+        self.entity = entity
+        self._re = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+    def find(self, text: str) -> list[Span]:
+        return [
+            Span(m.start(), m.end(), self.entity)
+            for m in self._re.finditer(text)
+            if m.end() > m.start()
+        ]
+
+
+# --- e-mail -----------------------------------------------------------------------------
+
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
+
+
+class EmailRecognizer(RegexRecognizer):
+    def __init__(self) -> None:
+        super().__init__("EMAIL", _EMAIL)
+
+
+# --- phone ------------------------------------------------------------------------------
+
+# Not preceded by a digit (or digit + separator) and not followed by one: a phone number
+# must not be carved out of a longer digit sequence such as a card number.
+_NOT_AFTER_DIGIT = r"(?<![\w+])(?<!\d[ .-])"
+_NOT_BEFORE_DIGIT = r"(?![ .-]?\d)(?!\w)"
+_PHONE = re.compile(
+    _NOT_AFTER_DIGIT
+    + r"(?:"
+    # international: +CC then groups (spaces, dashes, dots, optional (0) or (area))
+    + r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}"
+    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567
+    + r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}"
+    + r"|\d{3}([.-])\d{3}\1\d{4}"
+    + r"|\d{3} \d{3} \d{4}"
+    # European national with trunk 0: 020 7946 0958, 06 12 34 56 78, 030 12345678, 0612345678
+    + r"|0\d(?: \d{2}){4}"
+    + r"|0\d{1,4}[ /-]\d{3,8}(?:[ -]\d{3,4})?"
+    + r"|0\d{9,10}"
+    + r")"
+    + _NOT_BEFORE_DIGIT
+)
+
+
+class PhoneRecognizer:
+    """International (`+CC ...`, 8–15 digits) and common national formats (NANP, trunk-0 Europe)."""
+
+    entity = "PHONE"
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        for m in _PHONE.finditer(text):
+            value = m.group(0)
+            digits = sum(c.isdigit() for c in value)
+            lo = 8 if value.startswith("+") else 10
+            if lo <= digits <= 15:
+                spans.append(Span(m.start(), m.end(), self.entity))
+        return spans
+
+
+# --- payment cards ----------------------------------------------------------------------
+
+_CARD = re.compile(r"(?<![\w+.,-])\d(?:[ -]?\d){12,18}(?![\w]|[.,-]\d)")
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6(?:011|4[4-9]|5|2))")
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when the digit string passes the Luhn checksum."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+class CardRecognizer:
+    """13–19 digit payment card numbers (spaces or dashes allowed) with a known IIN prefix and Luhn."""
+
+    entity = "CARD"
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        for m in _CARD.finditer(text):
+            raw = m.group(0)
+            seps = {c for c in raw if not c.isdigit()}
+            if len(seps) > 1:
+                continue
+            digits = raw.replace(" ", "").replace("-", "")
+            if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_valid(digits):
+                spans.append(Span(m.start(), m.end(), self.entity))
+        return spans
+
+
+# --- IBAN -------------------------------------------------------------------------------
+
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
+    "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18,
+    "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
+    "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
+    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
+    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24,
+    "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+}  # fmt: skip
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})")
+
+
+def iban_valid(iban: str) -> bool:
+    """True when the compact IBAN has its country's length and passes ISO 7064 mod 97-10."""
+    iban = iban.replace(" ", "").upper()
+    if _IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban.isalnum():
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+class IbanRecognizer:
+    """IBANs, compact or in groups separated by single spaces, validated by length and mod-97."""
+
+    entity = "IBAN"
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        n = len(text)
+        for m in _IBAN_START.finditer(text):
+            want = _IBAN_LENGTHS.get(m.group(1))
+            if want is None:
+                continue
+            chars = [m.group(1), m.group(2)]
+            count, i = 4, m.end()
+            while count < want and i < n:
+                c = text[i]
+                if c == " " and i + 1 < n and text[i + 1].isalnum() and text[i - 1] != " ":
+                    i += 1
+                    continue
+                if not (c.isascii() and c.isalnum()):
+                    break
+                chars.append(c.upper())
+                count += 1
+                i += 1
+            if count != want or (i < n and text[i].isalnum()):
+                continue
+            if iban_valid("".join(chars)):
+                spans.append(Span(m.start(), i, self.entity))
+        return spans
+
+
+# --- IP addresses -----------------------------------------------------------------------
+
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?=[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?![\w:.]\w|\w)"
+)
+
+
+class Ipv4Recognizer:
+    entity = "IPV4"
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        for m in _IPV4.finditer(text):
+            try:
+                ipaddress.IPv4Address(m.group(0))
+            except ValueError:
+                continue
+            spans.append(Span(m.start(), m.end(), self.entity))
+        return spans
+
+
+class Ipv6Recognizer:
+    """Candidates from a loose regex, validated by `ipaddress.IPv6Address` (so times and MACs fail)."""
+
+    entity = "IPV6"
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        for m in _IPV6.finditer(text):
+            value, end = m.group(0), m.end()
+            # a sentence may end with a colon right after the address
+            while value.endswith(":") and not value.endswith("::"):
+                value, end = value[:-1], end - 1
+            if value.count(":") < 2:
+                continue
+            try:
+                ipaddress.IPv6Address(value)
+            except ValueError:
+                continue
+            spans.append(Span(m.start(), end, self.entity))
+        return spans
+
+
+# --- US SSN -----------------------------------------------------------------------------
+
+_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|-\d)")
+_SSN_BARE = re.compile(
+    r"(?i:\b(?:ssn|social security(?: number| no\.?)?)\b)[^\d\n]{0,20}(?<!\d)(\d{3})(\d{2})(\d{4})(?!\d)"
+)
+
+
+def _ssn_valid(area: str, group: str, serial: str) -> bool:
+    a = int(area)
+    return a != 0 and a != 666 and a < 900 and group != "00" and serial != "0000"
+
+
+class SsnRecognizer:
+    """US SSNs `AAA-GG-SSSS` / `AAA GG SSSS` (or 9 bare digits right after "SSN"); SSA invalid
+    ranges (area 000, 666, 900–999; group 00; serial 0000) are rejected."""
+
+    entity = "SSN"
+
+    def find(self, text: str) -> list[Span]:
+        spans = []
+        for m in _SSN.finditer(text):
+            if _ssn_valid(m.group(1), m.group(3), m.group(4)):
+                spans.append(Span(m.start(), m.end(), self.entity))
+        for m in _SSN_BARE.finditer(text):
+            if _ssn_valid(m.group(1), m.group(2), m.group(3)):
+                spans.append(Span(m.start(1), m.end(3), self.entity))
+        return spans
+
+
+def builtin_recognizers() -> list[Recognizer]:
+    """The built-ins, most specific first (this order breaks ties between equal-length spans)."""
+    return [
+        IbanRecognizer(),
+        CardRecognizer(),
+        SsnRecognizer(),
+        EmailRecognizer(),
+        Ipv6Recognizer(),
+        Ipv4Recognizer(),
+        PhoneRecognizer(),
+    ]
+
+
+def find_all(text: str, recognizers: Sequence[Recognizer]) -> list[Span]:
+    """Non-overlapping spans of all recognizers, in text order (longest wins, then list order)."""
+    candidates: list[tuple[int, int, int, Span]] = []
+    for rank, rec in enumerate(recognizers):
+        for span in rec.find(text):
+            candidates.append((-(span.end - span.start), rank, span.start, span))
+    if not candidates:
+        return []
+    candidates.sort(key=lambda c: c[:3])
+    chosen: list[Span] = []
+    for *_, span in candidates:
+        if all(span.end <= s.start or span.start >= s.end for s in chosen):
+            chosen.append(span)
+    chosen.sort(key=lambda s: s.start)
+    return chosen
