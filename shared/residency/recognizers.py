@@ -121,7 +121,11 @@ class PhoneRecognizer:
 
 # --- payment cards ----------------------------------------------------------------------
 
-_CARD = re.compile(r"(?<![\w+.,-])\d(?:[ -]?\d){12,18}(?![\w]|[.,-]\d)")
+# not carved out of a longer digit run, nor out of an IBAN ("DE89 3704 ...")
+_CARD = re.compile(
+    r"(?<![\w+.,-])(?<!\d[ -])(?<![A-Z]{2}\d{2} )(?<![A-Z]{2}\d{2} [A-Z0-9]{4} )"
+    r"\d(?:[ -]?\d){12,18}(?!\w|[ .,-]\d)"
+)
 _CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6(?:011|4[4-9]|5|2))")
 
 
