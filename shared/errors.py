@@ -17,6 +17,7 @@ __all__ = [
     "QuotaExceeded",
     "NotFound",
     "StoreClosed",
+    "GenerationFailed",
 ]
 
 
@@ -112,3 +113,13 @@ class ResidencyDenied(PolicyDenied):
         self.region = region
         self.reason = reason
         super().__init__(f"{data_class} may not leave the site for region {region!r}: {reason}")
+
+
+class GenerationFailed(AivosError):
+    """A generation worker answered with an error (`reason` is the worker's error code)."""
+
+    code = "generation_failed"
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {message}" if message else reason)

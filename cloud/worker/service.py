@@ -1,0 +1,216 @@
+"""The generation worker: serves ``aivos.gen.*`` in the queue group ``aivos-gen``.
+
+Per request (see `shared.messages` for the protocol):
+
+* undecodable -> `Error(bad_request)`; deadline already passed -> `Error(deadline_exceeded)`;
+* `concurrency` requests already in flight -> `Saturated(retry_after_ms)` at once, so the
+  edge can retry (the queue group may pick another worker) or fall back;
+* otherwise `Accepted`, then one `Token` per chunk as the backend produces it (when the
+  request asks to stream), then `Done`; if the deadline passes mid-generation the backend
+  is stopped and `Error(deadline_exceeded)` is sent.
+
+`drain()` stops taking requests (unsubscribes), lets in-flight ones finish within a grace
+period, then drains the connection. The CLI calls it on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from cloud.worker.backend import GenerationBackend
+from shared.messages import (
+    Accepted,
+    Done,
+    Error,
+    GenerateRequest,
+    Reply,
+    Saturated,
+    Timings,
+    Token,
+    decode_request,
+    encode,
+)
+from shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP
+
+__all__ = ["GenerationWorker"]
+
+log = logging.getLogger(__name__)
+
+
+class GenerationWorker:
+    """Serve generation requests from NATS with one `GenerationBackend`."""
+
+    def __init__(
+        self,
+        backend: GenerationBackend,
+        *,
+        concurrency: int = 2,
+        name: str | None = None,
+        subject: str = GEN_ALL_SITES,
+        queue: str = GEN_QUEUE_GROUP,
+        retry_after_ms: int = 50,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.backend = backend
+        self.concurrency = concurrency
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.subject = subject
+        self.queue = queue
+        self.retry_after_ms = retry_after_ms
+        self._nc: NATS | None = None
+        self._sub: Subscription | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.served = 0
+        self.rejected = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self, nc: NATS) -> None:
+        """Join the queue group on `nc` (nats-py restores the subscription on reconnect)."""
+        self._nc = nc
+        self._sub = await nc.subscribe(self.subject, queue=self.queue, cb=self._on_request)
+        await nc.flush()
+        log.info(
+            "worker %s serving %s (queue %s, backend %s, concurrency %d)",
+            self.name,
+            self.subject,
+            self.queue,
+            self.backend.name,
+            self.concurrency,
+        )
+
+    async def drain(self, grace_s: float = 30.0) -> None:
+        """Stop taking requests, finish in-flight ones (cancel after `grace_s`)."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._nc is not None and self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+
+    async def _reply(self, subject: str, message: Reply) -> None:
+        assert self._nc is not None
+        with contextlib.suppress(Exception):  # the link may be gone; the edge times out
+            await self._nc.publish(subject, encode(message))
+
+    async def _on_request(self, msg: Msg) -> None:
+        # Runs serially for the subscription: decide fast, generate in a task.
+        received = time.monotonic()
+        reply_to = msg.reply
+        if not reply_to:
+            return
+        try:
+            request = decode_request(msg.data)
+        except msgspec.MsgspecError as exc:
+            await self._reply(reply_to, Error(request_id="", code="bad_request", message=str(exc)))
+            return
+        if request.expired():
+            log.info("dropping expired request %s", request.request_id)
+            await self._reply(
+                reply_to,
+                Error(
+                    request_id=request.request_id,
+                    code="deadline_exceeded",
+                    message="deadline passed before the worker started",
+                ),
+            )
+            return
+        if len(self._tasks) >= self.concurrency:
+            self.rejected += 1
+            await self._reply(
+                reply_to,
+                Saturated(
+                    request_id=request.request_id,
+                    retry_after_ms=self.retry_after_ms,
+                    worker=self.name,
+                ),
+            )
+            return
+        await self._reply(reply_to, Accepted(request_id=request.request_id, worker=self.name))
+        task = asyncio.create_task(self._serve(request, reply_to, received))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request: GenerateRequest, reply_to: str, received: float) -> None:
+        start = time.monotonic()
+        first: float | None = None
+        parts: list[str] = []
+        stream = self.backend.stream(request)
+        try:
+            async with asyncio.timeout(request.remaining_ms() / 1000.0):
+                async for text in stream:
+                    if first is None:
+                        first = time.monotonic()
+                    if request.stream:
+                        await self._reply(
+                            reply_to,
+                            Token(request_id=request.request_id, seq=len(parts), text=text),
+                        )
+                    parts.append(text)
+        except TimeoutError:
+            log.info("request %s hit its deadline after %d chunks", request.request_id, len(parts))
+            await self._reply(
+                reply_to,
+                Error(
+                    request_id=request.request_id,
+                    code="deadline_exceeded",
+                    message="deadline passed during generation",
+                ),
+            )
+            return
+        except asyncio.CancelledError:
+            await self._reply(
+                reply_to,
+                Error(
+                    request_id=request.request_id, code="shutting_down", message="worker stopped"
+                ),
+            )
+            raise
+        except Exception as exc:
+            log.warning("request %s failed: %s", request.request_id, type(exc).__name__)
+            await self._reply(
+                reply_to,
+                Error(request_id=request.request_id, code="backend_error", message=str(exc)),
+            )
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.aclose()  # type: ignore[attr-defined]
+        end = time.monotonic()
+        self.served += 1
+        timings = Timings(
+            queue_ms=(start - received) * 1000.0,
+            first_token_ms=((first or end) - start) * 1000.0,
+            total_ms=(end - received) * 1000.0,
+        )
+        await self._reply(
+            reply_to,
+            Done(
+                request_id=request.request_id,
+                text="".join(parts),
+                n_tokens=len(parts),
+                timings=timings,
+                backend=self.backend.name,
+                worker=self.name,
+            ),
+        )

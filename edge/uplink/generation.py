@@ -1,0 +1,178 @@
+"""Edge-side generation client: escalate a `GenerateRequest` to the cloud workers.
+
+The request is published to ``aivos.gen.<site>`` with a private reply inbox; the worker
+answers `Accepted`, then `Token` chunks (when ``request.stream``), then `Done`. Chunks
+are yielded as they arrive, so time to first token is one NATS round trip plus the
+model's prefill.
+
+Failures raise `shared.errors` exceptions, so the router can fall back deterministically:
+
+* `NoResponders`  - no worker is subscribed (NATS 503 status, detected at once);
+* `WorkerSaturated` - every attempt hit a worker at its concurrency limit;
+* `DeadlineExceeded` - nothing (or not everything) arrived within the budget,
+  including a worker that died mid-request;
+* `LinkDown` - the NATS connection is closed or reconnecting;
+* `GenerationFailed` - the worker reported an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from shared.errors import (
+    DeadlineExceeded,
+    GenerationFailed,
+    LinkDown,
+    NoResponders,
+    WorkerSaturated,
+)
+from shared.messages import (
+    Accepted,
+    Done,
+    Error,
+    GenerateRequest,
+    Saturated,
+    Token,
+    decode_reply,
+    encode,
+    now_ms,
+)
+from shared.subjects import gen_subject
+
+__all__ = ["stream_generate", "generate"]
+
+log = logging.getLogger(__name__)
+
+_LINK_POLL_S = 0.1  # how often a waiting client re-checks the connection state
+
+
+def _link_ok(nc: NATS) -> bool:
+    return bool(nc.is_connected) and not nc.is_reconnecting and not nc.is_closed
+
+
+def _budget(request: GenerateRequest, timeout_s: float | None) -> tuple[GenerateRequest, float]:
+    """The request with an absolute deadline set, and that deadline on the monotonic clock."""
+    remaining_ms = request.remaining_ms()
+    if timeout_s is not None:
+        remaining_ms = min(remaining_ms, timeout_s * 1000.0)
+    if math.isinf(remaining_ms):
+        raise DeadlineExceeded("a generation request needs timeout_s or deadline_unix_ms")
+    if remaining_ms <= 0:
+        raise DeadlineExceeded(f"request {request.request_id}: budget already spent")
+    deadline_ms = now_ms() + int(remaining_ms)
+    if request.deadline_unix_ms <= 0 or deadline_ms < request.deadline_unix_ms:
+        request = msgspec.structs.replace(request, deadline_unix_ms=deadline_ms)
+    return request, time.monotonic() + remaining_ms / 1000.0
+
+
+async def stream_generate(
+    nc: NATS,
+    request: GenerateRequest,
+    *,
+    timeout_s: float | None = None,
+    saturated_retries: int = 2,
+) -> AsyncIterator[Token | Done]:
+    """Send `request` and yield `Token` chunks in order, then the final `Done`.
+
+    The budget is the smaller of `timeout_s` and the request's own deadline; the request
+    sent carries the resulting absolute deadline so the worker can drop it once expired.
+    A `Saturated` answer is retried (the queue group may pick another worker) up to
+    `saturated_retries` times while the budget allows, then `WorkerSaturated` is raised.
+    """
+    request, deadline = _budget(request, timeout_s)
+    if not _link_ok(nc):
+        raise LinkDown(request.site, "NATS connection is not connected")
+    subject = gen_subject(request.site)
+    inbox = nc.new_inbox()
+    queue: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def _on_msg(msg: Msg) -> None:
+        queue.put_nowait(msg)
+
+    sub = await nc.subscribe(inbox, cb=_on_msg)
+    payload = encode(request)
+    attempts = 0
+    next_seq = 0
+    try:
+        await nc.publish(subject, payload, reply=inbox)
+        while True:
+            msg = await _next(nc, queue, deadline, request)
+            if msg.headers and msg.headers.get("Status") == "503":
+                raise NoResponders(f"no generation worker serves {subject}")
+            try:
+                reply = decode_reply(msg.data)
+            except msgspec.MsgspecError as exc:
+                raise GenerationFailed("bad_reply", str(exc)) from exc
+            if reply.request_id != request.request_id:
+                continue  # a late answer to an earlier attempt; never expected, but harmless
+            if isinstance(reply, Accepted):
+                continue
+            if isinstance(reply, Token):
+                if reply.seq != next_seq:
+                    raise GenerationFailed(
+                        "out_of_order", f"token {reply.seq}, expected {next_seq}"
+                    )
+                next_seq += 1
+                yield reply
+            elif isinstance(reply, Done):
+                yield reply
+                return
+            elif isinstance(reply, Saturated):
+                attempts += 1
+                wait_s = reply.retry_after_ms / 1000.0
+                if attempts > saturated_retries or time.monotonic() + wait_s >= deadline:
+                    raise WorkerSaturated(f"generation workers saturated ({attempts} attempts)")
+                await asyncio.sleep(wait_s)
+                await nc.publish(subject, payload, reply=inbox)
+            elif isinstance(reply, Error):
+                if reply.code == "deadline_exceeded":
+                    raise DeadlineExceeded(f"worker dropped request: {reply.message}")
+                raise GenerationFailed(reply.code, reply.message)
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def _next(
+    nc: NATS, queue: asyncio.Queue[Msg], deadline: float, request: GenerateRequest
+) -> Msg:
+    """The next reply message, or DeadlineExceeded / LinkDown."""
+    while True:
+        if not queue.empty():
+            return queue.get_nowait()
+        if not _link_ok(nc):
+            raise LinkDown(request.site, "NATS connection lost during generation")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"request {request.request_id}: no answer within budget")
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=min(left, _LINK_POLL_S))
+        except TimeoutError:
+            continue
+
+
+async def generate(
+    nc: NATS,
+    request: GenerateRequest,
+    *,
+    timeout_s: float | None = None,
+    saturated_retries: int = 2,
+) -> Done:
+    """Send `request` and return the final `Done` (tokens, if streamed, are consumed)."""
+    stream = stream_generate(nc, request, timeout_s=timeout_s, saturated_retries=saturated_retries)
+    try:
+        async for item in stream:
+            if isinstance(item, Done):
+                return item
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    raise GenerationFailed("no_done", "reply stream ended without Done")

