@@ -30,7 +30,14 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
-from usearch.index import Index
+
+# Importing usearch (2.26) before onnxruntime (1.32) in one process makes the later
+# onnxruntime import segfault; loading onnxruntime first is safe. The edge agent and
+# `aivos kb add` need both, so fix the order here, where usearch enters the process.
+with contextlib.suppress(ImportError):
+    import onnxruntime  # noqa: F401
+
+from usearch.index import Index  # noqa: E402
 
 from edge.knowledge.chunking import chunk_document, document_title
 from edge.knowledge.meta import MetaStore
