@@ -78,6 +78,9 @@ class EmailRecognizer(RegexRecognizer):
     def __init__(self) -> None:
         super().__init__("EMAIL", _EMAIL)
 
+    def find(self, text: str) -> list[Span]:
+        return super().find(text) if "@" in text else []
+
 
 # --- phone ------------------------------------------------------------------------------
 
@@ -243,7 +246,9 @@ class Ipv6Recognizer:
     entity = "IPV6"
 
     def find(self, text: str) -> list[Span]:
-        spans = []
+        spans: list[Span] = []
+        if text.count(":") < 2:
+            return spans
         for m in _IPV6.finditer(text):
             value, end = m.group(0), m.end()
             # a sentence may end with a colon right after the address
