@@ -110,7 +110,7 @@ def render_leaf(conf: LeafConfig) -> str:
         lines += _jetstream(conf.store_dir, conf.site)
     lines += [
         "leafnodes {",
-        "  reconnect: 1",
+        "  reconnect: \"1s\"",
         "  remotes = [",
         f"    {{ url: {_q(conf.hub_leaf_url)} }}",
         "  ]",

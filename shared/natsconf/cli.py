@@ -1,0 +1,103 @@
+"""`aivos nats config`: write the hub and site-leaf nats-server configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+from shared.subjects import validate_site
+
+__all__ = ["nats_config_cmd", "write_configs"]
+
+
+def write_configs(out: Path, hub: HubConfig, leaves: list[LeafConfig]) -> list[Path]:
+    """Write ``hub.conf`` and one ``leaf-<site>.conf`` per leaf into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "hub.conf"]
+    paths[0].write_text(render_hub(hub))
+    for leaf in leaves:
+        path = out / f"leaf-{leaf.site}.conf"
+        path.write_text(render_leaf(leaf))
+        paths.append(path)
+    return paths
+
+
+@click.command("config")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory to write hub.conf and leaf-<site>.conf into.",
+)
+@click.option("--site", "sites", multiple=True, help="Site id of a leaf config (repeatable).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Hub listen address.")
+@click.option("--hub-port", default=4222, show_default=True, help="Hub client port.")
+@click.option("--hub-leaf-port", default=7422, show_default=True, help="Hub leaf-node port.")
+@click.option(
+    "--hub-monitor-port", default=8222, show_default=True, help="Hub HTTP monitor port (0 = off)."
+)
+@click.option("--hub-store-dir", default=None, help="Hub JetStream dir [default: OUT/hub-js].")
+@click.option(
+    "--hub-url",
+    default=None,
+    help="Leaf-node URL leaves dial [default: nats-leaf://HOST:HUB_LEAF_PORT].",
+)
+@click.option("--leaf-host", default="127.0.0.1", show_default=True, help="Leaf listen address.")
+@click.option(
+    "--leaf-port", default=4223, show_default=True, help="Leaf client port (agent connects here)."
+)
+@click.option(
+    "--leaf-monitor-port", default=0, show_default=True, help="Leaf HTTP monitor port (0 = off)."
+)
+@click.option(
+    "--leaf-jetstream/--no-leaf-jetstream",
+    default=False,
+    show_default=True,
+    help="Give each leaf a local JetStream (domain = site).",
+)
+@click.option(
+    "--leaf-store-dir", default=None, help="Leaf JetStream dir [default: OUT/leaf-<site>-js]."
+)
+def nats_config_cmd(
+    out: Path,
+    sites: tuple[str, ...],
+    host: str,
+    hub_port: int,
+    hub_leaf_port: int,
+    hub_monitor_port: int,
+    hub_store_dir: str | None,
+    hub_url: str | None,
+    leaf_host: str,
+    leaf_port: int,
+    leaf_monitor_port: int,
+    leaf_jetstream: bool,
+    leaf_store_dir: str | None,
+) -> None:
+    """Write nats-server configs: a JetStream hub and one leaf node per --site."""
+    out = out.resolve()
+    hub = HubConfig(
+        store_dir=hub_store_dir or str(out / "hub-js"),
+        host=host,
+        port=hub_port,
+        leaf_port=hub_leaf_port,
+        monitor_port=hub_monitor_port,
+    )
+    leaves = [
+        LeafConfig(
+            site=validate_site(site),
+            hub_leaf_url=hub_url or hub.leaf_url,
+            host=leaf_host,
+            port=leaf_port + i,
+            monitor_port=leaf_monitor_port + i if leaf_monitor_port else 0,
+            store_dir=(leaf_store_dir or str(out / f"leaf-{site}-js")) if leaf_jetstream else None,
+        )
+        for i, site in enumerate(sites)
+    ]
+    console = Console()
+    for path in write_configs(out, hub, leaves):
+        console.print(f"wrote [bold]{path}[/bold]")
+    console.print(f"run with: nats-server -c {out / 'hub.conf'}", highlight=False)

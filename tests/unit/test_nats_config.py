@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from shared.natsconf import HubConfig, LeafConfig, nats_server_binary, render_hub, render_leaf
+from shared.natsconf.cli import nats_config_cmd
+
+
+def _check_with_server(path: Path) -> subprocess.CompletedProcess[str]:
+    # `nats-server -t` parses the config and exits without serving.
+    return subprocess.run(
+        [str(nats_server_binary()), "-t", "-c", str(path)], capture_output=True, text=True
+    )
+
+
+def test_hub_config_has_durable_jetstream_and_no_advertise(tmp_path: Path) -> None:
+    text = render_hub(HubConfig(store_dir=str(tmp_path / "js"), monitor_port=8222))
+    assert "sync_interval: always" in text
+    assert 'domain: "hub"' in text
+    assert "no_advertise: true" in text
+    conf = tmp_path / "hub.conf"
+    conf.write_text(text)
+    result = _check_with_server(conf)
+    assert result.returncode == 0, result.stderr
+
+
+def test_leaf_config_points_at_hub_and_optionally_has_jetstream(tmp_path: Path) -> None:
+    plain = render_leaf(LeafConfig(site="b1", hub_leaf_url="nats-leaf://10.0.0.1:7422"))
+    assert "nats-leaf://10.0.0.1:7422" in plain
+    assert "jetstream" not in plain
+    js = render_leaf(LeafConfig(site="b1", store_dir=str(tmp_path / "ljs")))
+    assert 'domain: "b1"' in js
+    assert "sync_interval: always" in js
+    conf = tmp_path / "leaf.conf"
+    conf.write_text(js)
+    result = _check_with_server(conf)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_writes_hub_and_one_leaf_per_site(tmp_path: Path) -> None:
+    out = tmp_path / "conf"
+    result = CliRunner().invoke(
+        nats_config_cmd,
+        ["--out", str(out), "--site", "b1", "--site", "b2", "--hub-url", "nats-leaf://hub:7422"],
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.conf")) == [
+        "hub.conf",
+        "leaf-b1.conf",
+        "leaf-b2.conf",
+    ]
+    assert "nats-leaf://hub:7422" in (out / "leaf-b2.conf").read_text()
+    assert "port: 4224" in (out / "leaf-b2.conf").read_text()
