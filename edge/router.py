@@ -40,7 +40,9 @@ class IntentRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RouterPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default: Decision = "local"
     intents: dict[str, IntentRule] = msgspec.field(default_factory=dict)
-    refuse_message: str = "Sorry, this request cannot be handled here. Please ask a member of staff."
+    refuse_message: str = (
+        "Sorry, this request cannot be handled here. Please ask a member of staff."
+    )
 
     def validate_against(self, labels: list[str]) -> None:
         """Fail loudly when the policy names an intent the bundle does not know."""

@@ -30,7 +30,10 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "eval": "edge.intent.cli:eval_cmd",
     },
     "edge": {"serve": "edge.cli:serve_cmd"},
-    "tokens": {"create": "edge.store.cli:tokens_create_cmd", "revoke": "edge.store.cli:tokens_revoke_cmd"},
+    "tokens": {
+        "create": "edge.store.cli:tokens_create_cmd",
+        "revoke": "edge.store.cli:tokens_revoke_cmd",
+    },
     "audit": {"verify": "edge.store.cli:audit_verify_cmd"},
     "kb": {"add": "edge.knowledge.cli:kb_add_cmd"},
     "nats": {"config": "shared.natsconf.cli:nats_config_cmd"},
@@ -93,7 +96,9 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-@click.group(cls=LazyGroup, lazy=_COMMANDS[""], context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup, lazy=_COMMANDS[""], context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="aivos")
 def cli() -> None:
     """aivos: edge-to-cloud hybrid inference appliance."""

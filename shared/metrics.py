@@ -13,7 +13,24 @@ from typing import TypeVar
 
 __all__ = ["Registry", "Counter", "Gauge", "Histogram", "LATENCY_BUCKETS_S"]
 
-LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LATENCY_BUCKETS_S = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -34,7 +51,10 @@ class _Metric:
         self._lock = threading.Lock()
 
     def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"] + self._samples()
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} {self.kind}",
+        ] + self._samples()
 
     def _samples(self) -> list[str]:
         raise NotImplementedError
@@ -84,7 +104,9 @@ class Gauge(_Metric):
 class Histogram(_Metric):
     kind = "histogram"
 
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+    def __init__(
+        self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS_S
+    ) -> None:
         super().__init__(name, help_text)
         self.buckets = tuple(sorted(buckets))
         self._series: dict[Labels, list[float]] = {}  # bucket counts..., +Inf count, sum
@@ -105,7 +127,9 @@ class Histogram(_Metric):
             cumulative = 0.0
             for bound, count in zip(self.buckets, series, strict=False):
                 cumulative += count
-                lines.append(f"{self.name}_bucket{_fmt_labels(key, [('le', repr(bound))])} {cumulative}")
+                lines.append(
+                    f"{self.name}_bucket{_fmt_labels(key, [('le', repr(bound))])} {cumulative}"
+                )
             total = cumulative + series[len(self.buckets)]
             lines.append(f"{self.name}_bucket{_fmt_labels(key, [('le', '+Inf')])} {total}")
             lines.append(f"{self.name}_sum{_fmt_labels(key)} {series[-1]}")
@@ -126,7 +150,9 @@ class Registry:
     def gauge(self, name: str, help_text: str, read: Callable[[], float] | None = None) -> Gauge:
         return self._add(Gauge(name, help_text, read))
 
-    def histogram(self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> Histogram:
+    def histogram(
+        self, name: str, help_text: str, buckets: tuple[float, ...] = LATENCY_BUCKETS_S
+    ) -> Histogram:
         return self._add(Histogram(name, help_text, buckets))
 
     def _add(self, metric: _M) -> _M:
@@ -138,4 +164,3 @@ class Registry:
         for metric in self._metrics:
             lines.extend(metric.render())
         return "\n".join(lines) + "\n"
-

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.nats",
+    "tests.fixtures.edge",
 ]

@@ -31,7 +31,9 @@ class _Authenticator(Protocol):
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
-    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -45,7 +47,12 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         tokens: _Authenticator = state.tokens
         principal = tokens.authenticate(token.strip())
         if principal is None:
-            raise ApiError(401, "unauthorized", "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "invalid or revoked token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         limiter: RateLimiter = state.rate_limiter
         wait = limiter.allow(principal.name)
         if wait > 0:

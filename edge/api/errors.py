@@ -35,7 +35,12 @@ class ApiError(HTTPException):
     """An HTTP error with an explicit machine-readable code."""
 
     def __init__(
-        self, status_code: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(status_code=status_code, detail=message, headers=headers)
         self.code = code
@@ -79,6 +84,10 @@ def _domain_error(request: Request[Any, Any, Any], exc: AivosError) -> Response[
     return error_response(503, exc.code, str(exc))
 
 
+def _bad_encoding(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ErrorBody]:
+    return error_response(400, "invalid_encoding", "request body is not valid UTF-8")
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "internal error; see the agent log")
@@ -87,5 +96,6 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Err
 exception_handlers: dict[Any, Any] = {
     HTTPException: _http_error,
     AivosError: _domain_error,
+    UnicodeDecodeError: _bad_encoding,
     Exception: _unexpected,
 }

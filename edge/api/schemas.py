@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
-Metadata = Annotated[dict[str, Any], Meta(max_properties=32)]
+Metadata = Annotated[dict[str, Any], Meta(max_length=32)]
 
 
 class _In(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -80,8 +80,8 @@ class JobAccepted(msgspec.Struct, frozen=True):
 class JobOut(msgspec.Struct, frozen=True):
     job_id: str
     status: str
-    created_at: float
-    updated_at: float
+    created_at: str
+    updated_at: str
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -112,14 +112,14 @@ class FactIn(_In):
 
 class FactOut(msgspec.Struct, frozen=True):
     key: str
-    value: str
-    updated_at: float
+    value: Any
+    updated_at: str
 
 
 class TurnOut(msgspec.Struct, frozen=True):
     role: str
     text: str
-    ts: float
+    ts: str
 
 
 class SessionOut(msgspec.Struct, frozen=True):

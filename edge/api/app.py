@@ -1,0 +1,64 @@
+"""`create_app(settings)`: the edge agent's Litestar application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+
+from edge.agent import Agent
+from edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
+from edge.api.controllers.health import HealthController
+from edge.api.controllers.infer import InferController
+from edge.api.controllers.jobs import JobsController
+from edge.api.controllers.knowledge import KnowledgeController
+from edge.api.controllers.sessions import SessionsController
+from edge.api.errors import exception_handlers
+from edge.api.ratelimit import RateLimiter
+from edge.settings import EdgeSettings
+from shared import __version__
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
+    """Build the app. The agent (model, store, index, uplink) opens in the lifespan."""
+    holder: dict[str, Agent] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        running = agent or Agent(settings)
+        await running.start()
+        holder["agent"] = running
+        app.state.tokens = running.tokens
+        app.state.rate_limiter = RateLimiter(
+            settings.limits.rate_per_second, settings.limits.rate_burst
+        )
+        try:
+            yield
+        finally:
+            await running.stop()
+
+    def provide_agent() -> Agent:
+        return holder["agent"]
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            InferController,
+            JobsController,
+            KnowledgeController,
+            SessionsController,
+        ],
+        dependencies={"agent": Provide(provide_agent, sync_to_thread=False)},
+        middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=OPEN_PATHS)],
+        exception_handlers=exception_handlers,
+        lifespan=[lifespan],
+        request_max_body_size=settings.limits.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="aivos edge agent", version=__version__, path="/schema"),
+        debug=False,
+    )

@@ -1,0 +1,28 @@
+"""`POST /v1/infer`: classify, route, answer (or stream the answer as Server-Sent Events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.response import ServerSentEvent
+
+from edge.agent import Agent
+from edge.api.auth import requires
+from edge.api.schemas import InferRequest, InferResponse
+
+__all__ = ["InferController"]
+
+
+class InferController(Controller):
+    path = "/v1/infer"
+    guards = [requires("client")]
+
+    @post("/", status_code=200)
+    async def infer(
+        self, data: InferRequest, agent: Agent, request: Request[Any, Any, Any]
+    ) -> InferResponse | ServerSentEvent:
+        wants_sse = data.stream or "text/event-stream" in request.headers.get("accept", "")
+        if wants_sse:
+            return ServerSentEvent(agent.infer_events(data))
+        return await agent.infer(data)

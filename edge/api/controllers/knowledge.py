@@ -1,0 +1,39 @@
+"""The site's knowledge index: add, list, delete documents; search passages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, post
+from litestar.params import Parameter
+
+from edge.agent import Agent
+from edge.api.auth import requires
+from edge.api.schemas import DocumentOut, KnowledgeIn, SearchOut
+
+__all__ = ["KnowledgeController"]
+
+
+class KnowledgeController(Controller):
+    path = "/v1/knowledge"
+
+    @post("/", status_code=201, guards=[requires("operator")])
+    async def add(self, data: KnowledgeIn, agent: Agent) -> DocumentOut:
+        return await agent.add_document(data)
+
+    @get("/", guards=[requires("client")])
+    async def list_documents(self, agent: Agent) -> list[DocumentOut]:
+        return await agent.list_documents()
+
+    @get("/search", guards=[requires("client")])
+    async def search(
+        self,
+        agent: Agent,
+        q: Annotated[str, Parameter(min_length=1, max_length=4000)],
+        k: Annotated[int, Parameter(ge=1, le=20)] = 3,
+    ) -> SearchOut:
+        return await agent.search(q, k)
+
+    @delete("/{doc_id:str}", status_code=204, guards=[requires("operator")])
+    async def remove(self, doc_id: str, agent: Agent) -> None:
+        await agent.delete_document(doc_id)

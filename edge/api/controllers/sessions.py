@@ -1,0 +1,48 @@
+"""Per-session memory: recent turns (short-term) and facts (long-term)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, put
+from litestar.params import Parameter
+
+from edge.agent import Agent
+from edge.api.auth import requires
+from edge.api.schemas import FactIn, FactOut, SessionOut
+
+__all__ = ["SessionsController"]
+
+SessionPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+KeyPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+
+
+class SessionsController(Controller):
+    path = "/v1/sessions/{session_id:str}"
+    guards = [requires("client")]
+
+    @get("/")
+    async def get_session(self, session_id: SessionPath, agent: Agent) -> SessionOut:
+        return await agent.get_session(session_id)
+
+    @delete("/", status_code=204)
+    async def forget(self, session_id: SessionPath, agent: Agent) -> None:
+        await agent.forget_session(session_id)
+
+    @get("/facts")
+    async def facts(self, session_id: SessionPath, agent: Agent) -> list[FactOut]:
+        return (await agent.get_session(session_id)).facts
+
+    @put("/facts/{key:str}")
+    async def put_fact(
+        self, session_id: SessionPath, key: KeyPath, data: FactIn, agent: Agent
+    ) -> FactOut:
+        return await agent.put_fact(session_id, key, data.value)
+
+    @get("/facts/{key:str}")
+    async def get_fact(self, session_id: SessionPath, key: KeyPath, agent: Agent) -> FactOut:
+        return await agent.get_fact(session_id, key)
+
+    @delete("/facts/{key:str}", status_code=204)
+    async def delete_fact(self, session_id: SessionPath, key: KeyPath, agent: Agent) -> None:
+        await agent.delete_fact(session_id, key)

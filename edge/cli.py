@@ -1,0 +1,90 @@
+"""`aivos edge serve`: run the branch-site agent."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import uvicorn
+
+from shared.logs import configure_logging
+
+__all__ = ["serve_cmd"]
+
+log = logging.getLogger("aivos.edge")
+
+
+@click.command("serve")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="All agent state lives here.",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Intent model bundle (default: the built-in bundle).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML settings file.",
+)
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080; 0 picks a free one).")
+@click.option(
+    "--nats", "nats_url", default=None, help="NATS URL of the site leaf node (or the hub)."
+)
+def serve_cmd(
+    data_dir: Path,
+    bundle: Path | None,
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    nats_url: str | None,
+) -> None:
+    """Serve the local API until interrupted."""
+    from edge.api.app import create_app
+    from edge.settings import load_edge_settings
+
+    settings = load_edge_settings(
+        config_path,
+        **{
+            "data_dir": str(data_dir),
+            "model.bundle": str(bundle) if bundle else None,
+            "server.host": host,
+            "server.port": port,
+            "uplink.nats_url": nats_url,
+        },
+    )
+    configure_logging(settings.server.log_level, settings.server.json_logs)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    _ReadyLoggingServer(config).run()
+
+
+class _ReadyLoggingServer(uvicorn.Server):
+    """Logs one line with the bound URL once the agent accepts connections."""
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            log.info(
+                "edge agent ready at http://%s:%s",
+                host,
+                port,
+                extra={"fields": {"url": f"http://{host}:{port}"}},
+            )
