@@ -1,0 +1,102 @@
+"""Intent quality: fp32 vs int8 on CLINC150 test, and the in-scope / oos trade-off curve.
+
+    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR
+
+Uses the bundle's own threshold (calibrated on val) for the headline numbers; the curve
+sweeps the threshold over the test split only to show the trade-off. Writes
+docs/img/intent_tradeoff.png and benchmarks/results/intent_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from _intent_common import fp32_twin  # run as a script: benchmarks/ is on sys.path
+
+from edge.intent import IntentModel
+from shared.datasets import load_examples
+from shared.paths import clinc150_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _probs(model: IntentModel, texts: list[str]) -> np.ndarray:
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    confs = np.zeros(len(texts))
+    preds = np.empty(len(texts), dtype=object)
+    for s in range(0, len(order), 64):
+        idx = order[s : s + 64]
+        for i, p in zip(idx, model.classify_batch([texts[i] for i in idx]), strict=True):
+            confs[i], preds[i] = p.confidence, p.intent
+    return np.stack([confs, preds], 1)
+
+
+def _scores(out: np.ndarray, truth: np.ndarray, t: float, oos: str) -> tuple[float, float]:
+    conf, pred = out[:, 0].astype(float), out[:, 1]
+    accepted = (conf >= t) & (pred != oos)
+    is_oos = truth == oos
+    return float(((pred == truth) & accepted)[~is_oos].mean()), float((~accepted)[is_oos].mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--artifacts", type=Path, required=True)
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "intent_tradeoff.png")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "intent_quality.json"
+    )
+    args = ap.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test = load_examples(f"{clinc150_path()}#test")
+    texts = [e.text for e in test]
+    truth = np.array([e.label for e in test], dtype=object)
+    report: dict[str, object] = {}
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = fp32_twin(args.bundle, args.artifacts, Path(tmp) / "fp32")
+        for name, path in (("int8", args.bundle), ("fp32", fp32)):
+            model = IntentModel.load(path)
+            oos = model.manifest.oos_label
+            out = _probs(model, texts)
+            acc, rec = _scores(out, truth, model.threshold, oos)
+            grid = np.linspace(0.0, 0.999, 200)
+            curve = [_scores(out, truth, float(t), oos) for t in grid]
+            report[name] = {
+                "threshold": model.threshold,
+                "in_scope_accuracy": acc,
+                "oos_recall": rec,
+                "curve": [[float(t), a, r] for t, (a, r) in zip(grid, curve, strict=True)],
+            }
+            print(
+                f"{name}: threshold={model.threshold:.3f} in-scope={acc:.4f} oos-recall={rec:.4f}"
+            )
+            ax.plot([r for _, r in curve], [a for a, _ in curve], label=name)
+            ax.scatter([rec], [acc], marker="o", zorder=3)
+    ax.axhline(0.955, color="grey", ls="--", lw=0.8)
+    ax.axvline(0.60, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("out-of-scope recall (CLINC150 test)")
+    ax.set_ylabel("in-scope accuracy (CLINC150 test)")
+    ax.set_title("Threshold sweep; dots = threshold calibrated on val")
+    ax.set_ylim(0.85, 1.0)
+    ax.legend()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.plot} and {args.out}")
+
+
+if __name__ == "__main__":
+    main()

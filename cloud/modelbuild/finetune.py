@@ -1,0 +1,209 @@
+"""Fine-tune MiniLM with a cosine intent head (torch). The result is what gets exported.
+
+The model is: encoder -> mean pooling over real tokens -> L2 normalisation -> logits =
+`scale * emb @ normalize(W).T + b`. The head therefore folds into one MatMul + Add with
+`W_eff = scale * normalize(W)`, which is what `onnxgraph.fold_head` appends to the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from cloud.modelbuild.source import base_model_dir, offline
+
+__all__ = ["TrainConfig", "TrainedHead", "IntentNet", "train_intent_model", "load_base"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    encoder_lr: float = 8e-5
+    head_lr: float = 5e-3
+    scale: float = 24.0
+    max_length: int = 64  # training window; CLINC queries are far shorter
+    seed: int = 13
+    head_only_epochs: int = 0  # extra epochs training the head on frozen embeddings
+    frozen_layers: int = 2  # bottom transformer layers kept frozen (embeddings always are)
+
+
+@dataclass(frozen=True)
+class TrainedHead:
+    """The folded head: logits = emb @ weight.T + bias."""
+
+    weight: np.ndarray  # (n_labels, dim) float32
+    bias: np.ndarray  # (n_labels,) float32
+
+
+class IntentNet(nn.Module):
+    def __init__(self, encoder: nn.Module, n_labels: int, dim: int, scale: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.weight = nn.Parameter(torch.randn(n_labels, dim) * 0.01)
+        self.bias = nn.Parameter(torch.zeros(n_labels))
+        self.scale = scale
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return F.normalize(mean, dim=-1)
+
+    def logits(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.scale * emb @ F.normalize(self.weight, dim=-1).T + self.bias
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.embed(input_ids, attention_mask))
+
+    def folded_head(self) -> TrainedHead:
+        with torch.no_grad():
+            w = (self.scale * F.normalize(self.weight, dim=-1)).float().numpy()
+            b = self.bias.float().numpy()
+        return TrainedHead(weight=w.astype(np.float32), bias=b.astype(np.float32))
+
+
+def load_base() -> tuple[Any, Any]:
+    offline()
+    path = base_model_dir()
+    encoder = AutoModel.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return encoder, tokenizer
+
+
+def _batches(
+    tokenizer: object, texts: Sequence[str], max_length: int, batch_size: int, order: list[int]
+) -> list[tuple[list[int], dict[str, torch.Tensor]]]:
+    out = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(  # type: ignore[operator]
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        out.append((idx, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}))
+    return out
+
+
+def _embed_all(
+    net: IntentNet, tokenizer: object, texts: Sequence[str], max_length: int
+) -> torch.Tensor:
+    net.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    embs = torch.empty(len(texts), net.weight.shape[1])
+    with torch.no_grad():
+        for idx, batch in _batches(tokenizer, texts, max_length, 128, order):
+            embs[idx] = net.embed(batch["input_ids"], batch["attention_mask"])
+    return embs
+
+
+def train_intent_model(
+    texts: Sequence[str],
+    label_ids: Sequence[int],
+    n_labels: int,
+    config: TrainConfig,
+    progress: ProgressFn | None = None,
+) -> tuple[IntentNet, object]:
+    """Train and return (net, tokenizer). `progress(n)` is called after each optimizer step."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    encoder, tokenizer = load_base()
+    dim = int(encoder.config.hidden_size)
+    net = IntentNet(encoder, n_labels, dim, config.scale)
+    # Word embeddings + the bottom layers stay frozen: a third of the step time, and the
+    # general-purpose geometry of the embedding space (used for retrieval too) moves less.
+    frozen = [encoder.embeddings, *encoder.encoder.layer[: config.frozen_layers]]
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad = False
+    labels = torch.tensor(list(label_ids), dtype=torch.long)
+
+    # Start the head at the class centroids of the frozen embeddings: training then only
+    # refines, which is what makes one or two epochs enough.
+    embs = _embed_all(net, tokenizer, texts, config.max_length)
+    with torch.no_grad():
+        centroids = torch.zeros(n_labels, dim).index_add_(0, labels, embs)
+        net.weight.copy_(F.normalize(centroids, dim=-1))
+
+    steps_per_epoch = (len(texts) + config.batch_size - 1) // config.batch_size
+    if config.head_only_epochs:
+        head_opt = torch.optim.AdamW([net.weight, net.bias], lr=config.head_lr)
+        for _ in range(config.head_only_epochs):
+            perm = torch.randperm(len(texts))
+            for start in range(0, len(texts), config.batch_size):
+                sel = perm[start : start + config.batch_size]
+                loss = F.cross_entropy(net.logits(embs[sel]), labels[sel])
+                head_opt.zero_grad()
+                loss.backward()
+                head_opt.step()
+                if progress:
+                    progress(1)
+
+    if config.epochs:
+        total = steps_per_epoch * config.epochs
+        opt = torch.optim.AdamW(
+            [
+                {
+                    "params": [p for p in net.encoder.parameters() if p.requires_grad],
+                    "lr": config.encoder_lr,
+                },
+                {"params": [net.weight, net.bias], "lr": config.head_lr},
+            ],
+            weight_decay=0.01,
+        )
+        warmup = max(1, total // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1)))
+        )
+        for epoch in range(config.epochs):
+            net.train()
+            # Bucket by length (less padding), then shuffle the buckets.
+            order = list(range(len(texts)))
+            rng.shuffle(order)
+            chunks = [
+                order[i : i + config.batch_size * 20]
+                for i in range(0, len(order), config.batch_size * 20)
+            ]
+            order = [i for chunk in chunks for i in sorted(chunk, key=lambda j: len(texts[j]))]
+            batches = _batches(tokenizer, texts, config.max_length, config.batch_size, order)
+            rng.shuffle(batches)
+            running = 0.0
+            for idx, batch in batches:
+                loss = F.cross_entropy(
+                    net(batch["input_ids"], batch["attention_mask"]), labels[idx]
+                )
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                running += loss.item()
+                if progress:
+                    progress(1)
+            log.info("epoch %d: mean loss %.4f", epoch + 1, running / max(1, len(batches)))
+    net.eval()
+    return net, tokenizer
+
+
+def save_encoder(net: IntentNet, tokenizer: object, out: Path) -> None:
+    """Save the (fine-tuned) encoder as a transformers model directory, for export."""
+    out.mkdir(parents=True, exist_ok=True)
+    net.encoder.save_pretrained(str(out))  # type: ignore[operator]
+    tokenizer.save_pretrained(str(out))  # type: ignore[attr-defined]

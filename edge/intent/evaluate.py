@@ -1,0 +1,78 @@
+"""Evaluate a bundle on labelled data with the project's counting rules.
+
+In-scope query: correct only with the right label AND confidence >= threshold.
+Out-of-scope query (label `oos`): recalled when below the threshold or predicted `oos`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+
+from edge.intent.runtime import IntentModel
+from shared.datasets import Example
+
+__all__ = ["EvalReport", "evaluate"]
+
+
+class EvalReport(msgspec.Struct, frozen=True):
+    bundle_version: str
+    threshold: float
+    provider: str
+    n_in_scope: int
+    n_oos: int
+    in_scope_accuracy: float
+    oos_recall: float
+    label_accuracy: float  # right label regardless of threshold (in-scope rows)
+    n_truncated: int
+    latency_ms_p50: float  # single-query classify(), tokenization included
+    latency_ms_p99: float
+
+
+def evaluate(
+    model: IntentModel,
+    examples: Sequence[Example],
+    batch_size: int = 64,
+    latency_samples: int = 200,
+) -> EvalReport:
+    oos = model.manifest.oos_label
+    texts = [e.text for e in examples]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    preds = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        for i, p in zip(idx, model.classify_batch([texts[i] for i in idx]), strict=True):
+            preds[i] = p  # type: ignore[call-overload]
+    n_in = n_oos = ok_in = ok_label = ok_oos = n_trunc = 0
+    for example, pred in zip(examples, preds, strict=True):
+        assert pred is not None
+        n_trunc += pred.truncated
+        if example.label == oos:
+            n_oos += 1
+            ok_oos += not pred.in_scope
+        else:
+            n_in += 1
+            ok_label += pred.intent == example.label
+            ok_in += pred.intent == example.label and pred.in_scope
+    timings = []
+    for text in texts[: max(0, latency_samples)]:
+        t0 = time.perf_counter()
+        model.classify(text)
+        timings.append((time.perf_counter() - t0) * 1000)
+    lat = np.asarray(timings) if timings else np.zeros(1)
+    return EvalReport(
+        bundle_version=model.version,
+        threshold=model.threshold,
+        provider=model.provider,
+        n_in_scope=n_in,
+        n_oos=n_oos,
+        in_scope_accuracy=ok_in / n_in if n_in else 0.0,
+        oos_recall=ok_oos / n_oos if n_oos else 0.0,
+        label_accuracy=ok_label / n_in if n_in else 0.0,
+        n_truncated=n_trunc,
+        latency_ms_p50=float(np.percentile(lat, 50)),
+        latency_ms_p99=float(np.percentile(lat, 99)),
+    )
