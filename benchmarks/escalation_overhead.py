@@ -1,0 +1,327 @@
+"""Escalation overhead: edge -> NATS (leaf -> hub) -> worker -> edge, against calling the
+same llama.cpp model in process; time to first token; tokens/s with 1 and 2 workers.
+
+Run:  python benchmarks/escalation_overhead.py [--n 30] [--max-tokens 16] [--out FILE]
+
+Setup (all real): a hub nats-server with JetStream, a site leaf, workers started with
+`aivos cloud worker` as separate processes, the edge client connected to the leaf.
+Three measurements per request are reported:
+
+* protocol round trip: a worker whose backend does no work (``--backend echo`` below, an
+  in-benchmark backend) - the pure cost of the NATS path and the message protocol;
+* added latency with the real model = client-side total minus the worker's own
+  ``Done.timings.total_ms`` (receipt -> Done), per request;
+* end-to-end p50 of escalated vs in-process generation, and time to first token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nats
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
+from edge.uplink.generation import stream_generate  # noqa: E402
+from shared.messages import Done, GenerateRequest, Token  # noqa: E402
+from shared.natsconf import HubConfig, LeafConfig, NatsServer, free_port  # noqa: E402
+from shared.subjects import gen_subject  # noqa: E402
+
+PROMPTS = [
+    "What are the opening hours of the branch?",
+    "How do I reset my online banking password?",
+    "Explain what an overdraft fee is.",
+    "Can I change the address on my account?",
+    "What documents do I need to open an account?",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    idx = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
+    return values[idx]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": pct(values, 0.5),
+        "p90": pct(values, 0.9),
+        "mean": statistics.fmean(values) if values else float("nan"),
+        "n": len(values),
+    }
+
+
+def spawn_worker(url: str, name: str, threads: int, concurrency: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from shared.cli import main; main()",
+            "cloud",
+            "worker",
+            "--nats",
+            url,
+            "--threads",
+            str(threads),
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            name,
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_workers(nc: nats.NATS, site: str, names: set[str], timeout: float = 120) -> None:
+    """Wait until every named worker has answered a probe (queue group picks randomly)."""
+    from shared.messages import decode_reply, encode
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    probe = GenerateRequest(request_id="probe", site=site, prompt="", max_tokens=1)
+    while seen != names:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"workers not ready: {names - seen}")
+        try:
+            msg = await nc.request(gen_subject(site), encode(probe), timeout=30)
+            reply = decode_reply(msg.data)
+            worker = getattr(reply, "worker", "")
+            if worker:
+                seen.add(worker)
+        except Exception:
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # let the probes' generations finish
+
+
+async def escalate(nc: nats.NATS, req: GenerateRequest) -> tuple[float, float, Done]:
+    t0 = time.perf_counter()
+    ttft = float("nan")
+    async for item in stream_generate(nc, req, timeout_s=120):
+        if isinstance(item, Token) and ttft != ttft:
+            ttft = (time.perf_counter() - t0) * 1000
+        if isinstance(item, Done):
+            return (time.perf_counter() - t0) * 1000, ttft, item
+    raise RuntimeError("no Done")
+
+
+def in_process(backend: LlamaCppBackend, req: GenerateRequest) -> tuple[float, float, int]:
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    ttft = float("nan")
+    n = 0
+    for _ in backend._generate(req, stop):  # noqa: SLF001 - same code path the worker runs
+        if n == 0:
+            ttft = (time.perf_counter() - t0) * 1000
+        n += 1
+    return (time.perf_counter() - t0) * 1000, ttft, n
+
+
+def request(i: int, site: str, max_tokens: int, stream: bool = True) -> GenerateRequest:
+    return GenerateRequest(
+        request_id=f"b{i}",
+        site=site,
+        prompt=PROMPTS[i % len(PROMPTS)],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=stream,
+    )
+
+
+async def echo_round_trips(hub_url: str, edge: nats.NATS, n: int) -> dict[str, float]:
+    """Protocol-only round trip via leaf->hub with a worker whose backend yields one chunk."""
+    from cloud.worker.service import GenerationWorker
+
+    class _One:
+        name = "echo"
+
+        async def stream(self, request: GenerateRequest):  # type: ignore[no-untyped-def]
+            yield "ok"
+
+        async def aclose(self) -> None:
+            return None
+
+    wnc = await nats.connect(hub_url)
+    worker = GenerationWorker(_One(), concurrency=4, name="echo", subject=gen_subject("echo"))
+    await worker.start(wnc)
+    await asyncio.sleep(0.5)
+    times = []
+    for i in range(n + 20):
+        t0 = time.perf_counter()
+        async for _ in stream_generate(edge, request(i, "echo", 1), timeout_s=10):
+            pass
+        if i >= 20:
+            times.append((time.perf_counter() - t0) * 1000)
+    await worker.drain()
+    await wnc.close()
+    return summary(times)
+
+
+async def throughput(
+    edge: nats.NATS, site: str, total: int, parallel: int, max_tokens: int
+) -> dict[str, float]:
+    sem = asyncio.Semaphore(parallel)
+    tokens = 0
+
+    async def one(i: int) -> None:
+        nonlocal tokens
+        async with sem:
+            _, _, done = await escalate(edge, request(i, site, max_tokens))
+            tokens += done.n_tokens
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(total)))
+    wall = time.perf_counter() - t0
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "requests": total}
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    cores = os.cpu_count() or 2
+    work = Path(tempfile.mkdtemp(prefix="aivos-bench-"))
+    hub = NatsServer(
+        HubConfig(
+            store_dir=str(work / "js"),
+            port=free_port(),
+            leaf_port=free_port(),
+            monitor_port=free_port(),
+        ),
+        work,
+    ).start()
+    leaf = NatsServer(
+        LeafConfig(
+            site="bench", hub_leaf_url=hub.leaf_url, port=free_port(), monitor_port=free_port()
+        ),
+        work,
+    ).start()
+    leaf.wait_leafnodes(1)
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, object] = {
+        "machine": {
+            "cores": cores,
+            "python": platform.python_version(),
+            "load_avg_start": os.getloadavg(),
+        },
+        "params": {"n": args.n, "max_tokens": args.max_tokens, "threads": args.threads},
+    }
+    try:
+        edge = await nats.connect(leaf.url)
+        results["protocol_round_trip_ms"] = await echo_round_trips(hub.url, edge, args.n * 5)
+
+        backend = LlamaCppBackend(n_threads=args.threads)
+        procs.append(spawn_worker(hub.url, "w1", args.threads, 4))
+        await wait_workers(edge, "bench", {"w1"})
+        # interleave baseline and escalation so load changes hit both alike
+        base_total, base_ttft, esc_total, esc_ttft, added, worker_total = [], [], [], [], [], []
+        for i in range(2):  # warm-up
+            in_process(backend, request(i, "bench", args.max_tokens))
+            await escalate(edge, request(i, "bench", args.max_tokens))
+        for i in range(args.n):
+            req = request(i, "bench", args.max_tokens)
+            total, ttft, _ = await asyncio.to_thread(in_process, backend, req)
+            base_total.append(total)
+            base_ttft.append(ttft)
+            total, ttft, done = await escalate(edge, req)
+            esc_total.append(total)
+            esc_ttft.append(ttft)
+            worker_total.append(done.timings.total_ms)
+            added.append(total - done.timings.total_ms)
+        results["in_process_ms"] = summary(base_total)
+        results["escalated_ms"] = summary(esc_total)
+        results["added_ms"] = summary(added)
+        results["worker_total_ms"] = summary(worker_total)
+        results["ttft_in_process_ms"] = summary(base_ttft)
+        results["ttft_escalated_ms"] = summary(esc_ttft)
+        del backend
+
+        tput: dict[str, object] = {}
+        tput["1_worker"] = await throughput(edge, "bench", args.tput_requests, 4, args.tput_tokens)
+        procs.append(spawn_worker(hub.url, "w2", args.threads, 4))
+        await wait_workers(edge, "bench", {"w1", "w2"})
+        tput["2_workers"] = await throughput(edge, "bench", args.tput_requests, 4, args.tput_tokens)
+        results["throughput"] = tput
+        await edge.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        leaf.stop()
+        hub.stop()
+    results["machine"]["load_avg_end"] = os.getloadavg()  # type: ignore[index]
+    return results
+
+
+def report(res: dict[str, object]) -> None:
+    console = Console()
+    table = Table(title="Escalation overhead (edge -> leaf -> hub -> worker -> edge)")
+    for col in ("measure", "p50 ms", "p90 ms", "ratio p50 (esc / in-proc)"):
+        table.add_column(col)
+
+    def row(label: str, key: str, base: str | None = None) -> None:
+        s = res[key]
+        assert isinstance(s, dict)
+        ratio = ""
+        if base:
+            b = res[base]
+            assert isinstance(b, dict)
+            ratio = f"{s['p50'] / b['p50']:.3f}"
+        table.add_row(label, f"{s['p50']:.2f}", f"{s['p90']:.2f}", ratio)
+
+    row("protocol round trip (no-op backend)", "protocol_round_trip_ms")
+    row("in-process llama.cpp", "in_process_ms")
+    row("escalated llama.cpp", "escalated_ms", "in_process_ms")
+    row("added by escalation (client - worker)", "added_ms")
+    row("time to first token, in-process", "ttft_in_process_ms")
+    row("time to first token, escalated", "ttft_escalated_ms", "ttft_in_process_ms")
+    console.print(table)
+    tput = res["throughput"]
+    assert isinstance(tput, dict)
+    t2 = Table(title="Generation throughput (4 requests in flight)")
+    for col in ("workers", "tokens/s", "ratio vs 1 worker"):
+        t2.add_column(col)
+    one = tput["1_worker"]["tokens_per_s"]
+    for key, label in (("1_worker", "1"), ("2_workers", "2")):
+        tps = tput[key]["tokens_per_s"]
+        t2.add_row(label, f"{tps:.1f}", f"{tps / one:.2f}")
+    console.print(t2)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=30, help="measured requests per side")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="llama.cpp threads per worker and for the in-process baseline",
+    )
+    parser.add_argument("--tput-requests", type=int, default=16)
+    parser.add_argument("--tput-tokens", type=int, default=48)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "escalation_overhead.json"
+    )
+    args = parser.parse_args()
+    res = asyncio.run(main(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2))
+    report(res)
+    print(f"wrote {args.out}")
