@@ -233,23 +233,41 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         for i in range(2):  # warm-up
             in_process(backend, request(i, "bench", args.max_tokens))
             await escalate(edge, request(i, "bench", args.max_tokens))
+        nostream_total: list[float] = []
         for i in range(args.n):
             req = request(i, "bench", args.max_tokens)
-            total, ttft, _ = await asyncio.to_thread(in_process, backend, req)
-            base_total.append(total)
-            base_ttft.append(ttft)
-            total, ttft, done = await escalate(edge, req)
-            esc_total.append(total)
-            esc_ttft.append(ttft)
-            worker_total.append(done.timings.total_ms)
-            added.append(total - done.timings.total_ms)
+            plain = request(i, "bench", args.max_tokens, stream=False)
+
+            async def run_baseline(req: GenerateRequest = req) -> None:
+                total, ttft, _ = await asyncio.to_thread(in_process, backend, req)
+                base_total.append(total)
+                base_ttft.append(ttft)
+
+            async def run_escalated(
+                req: GenerateRequest = req, plain: GenerateRequest = plain
+            ) -> None:
+                total, ttft, done = await escalate(edge, req)
+                esc_total.append(total)
+                esc_ttft.append(ttft)
+                worker_total.append(done.timings.total_ms)
+                added.append(total - done.timings.total_ms)
+                total, _, done = await escalate(edge, plain)
+                nostream_total.append(total)
+                added.append(total - done.timings.total_ms)
+
+            # alternate the order so drifting machine load hits both sides alike
+            first, second = (
+                (run_baseline, run_escalated) if i % 2 == 0 else (run_escalated, run_baseline)
+            )
+            await first()
+            await second()
         results["in_process_ms"] = summary(base_total)
         results["escalated_ms"] = summary(esc_total)
+        results["escalated_nostream_ms"] = summary(nostream_total)
         results["added_ms"] = summary(added)
         results["worker_total_ms"] = summary(worker_total)
         results["ttft_in_process_ms"] = summary(base_ttft)
         results["ttft_escalated_ms"] = summary(esc_ttft)
-        del backend
 
         tput: dict[str, object] = {}
         tput["1_worker"] = await throughput(edge, "bench", args.tput_requests, 4, args.tput_tokens)
@@ -287,7 +305,8 @@ def report(res: dict[str, object]) -> None:
 
     row("protocol round trip (no-op backend)", "protocol_round_trip_ms")
     row("in-process llama.cpp", "in_process_ms")
-    row("escalated llama.cpp", "escalated_ms", "in_process_ms")
+    row("escalated llama.cpp, streamed", "escalated_ms", "in_process_ms")
+    row("escalated llama.cpp, not streamed", "escalated_nostream_ms", "in_process_ms")
     row("added by escalation (client - worker)", "added_ms")
     row("time to first token, in-process", "ttft_in_process_ms")
     row("time to first token, escalated", "ttft_escalated_ms", "ttft_in_process_ms")

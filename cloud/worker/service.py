@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -157,7 +158,9 @@ class GenerationWorker:
         parts: list[str] = []
         stream = self.backend.stream(request)
         try:
-            async with asyncio.timeout(request.remaining_ms() / 1000.0):
+            remaining_ms = request.remaining_ms()
+            budget_s = None if math.isinf(remaining_ms) else remaining_ms / 1000.0
+            async with asyncio.timeout(budget_s):
                 async for text in stream:
                     if first is None:
                         first = time.monotonic()

@@ -169,3 +169,18 @@ async def test_leaf_to_hub_cut_gives_no_responders_then_recovers(
             assert done.text == "one two three "
         finally:
             await edge.close()
+
+
+async def test_request_without_deadline_is_served(nats_hub: NatsServer) -> None:
+    async with running_worker(nats_hub.url, ScriptedBackend(["a", "b"])):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            inbox = edge.new_inbox()
+            sub = await edge.subscribe(inbox)
+            await edge.publish(gen_subject("site1"), encode(_req(stream=True)), reply=inbox)
+            kinds = []
+            while not kinds or kinds[-1] not in ("Done", "Error"):
+                kinds.append(type(decode_reply((await sub.next_msg(timeout=10)).data)).__name__)
+        finally:
+            await edge.close()
+    assert kinds == ["Accepted", "Token", "Token", "Done"]
