@@ -1,0 +1,312 @@
+"""Store-and-forward sync: drain the outbox straight into the hub stream ``AIVOS_SYNC``.
+
+    drainer = OutboxDrainer(store, gate, site="branch-7")
+    task = asyncio.create_task(drainer.run(nc))   # nc: connected to the site leaf or the hub
+    ...; drainer.wake()                           # after writes that enqueue records
+    ...; drainer.wake(link=True)                  # on NATS "reconnected"
+    await drainer.stop(); await task
+
+Each round reads up to `batch` pending records in outbox (seq) order, passes each through
+the exit gate for its data class, publishes the allowed ones with ``publish_async`` (one
+pipelined burst, acks gathered with a timeout) and marks sent only the records whose
+PubAck came back. ``Nats-Msg-Id`` is ``<site>:<record id>``, so a resend inside the
+stream's duplicate window is dropped by JetStream, and one after it is absorbed by the
+cloud ingest's upsert by ``(site, id)``.
+
+Records the policy keeps on site (`local-only` data class, or a region not allowed) are
+deleted from the outbox and counted in `stats.denied` — they never reach the wire. When
+the hub cannot be reached (leaf link down: NATS answers "no responders" at once; or acks
+time out) the drainer retries with capped exponential backoff (`retry_cap_s`, default
+0.5 s), so sync resumes within about half a second of the link coming back, without
+waiting for any JetStream sourcing back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+from edge.store import OutboxRecord, Store
+from shared.errors import ResidencyDenied
+from shared.metrics import Registry
+from shared.residency import ExitGate
+from shared.subjects import HUB_DOMAIN, sync_subject, validate_site
+from shared.syncwire import SyncEnvelope, encode_envelope, ensure_sync_stream, msg_id
+from shared.tracing import inject_headers, tracer
+
+__all__ = ["OutboxDrainer", "SyncStats", "ensure_sync_stream"]
+
+log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
+_JSON = msgspec.json.Decoder()
+
+
+class SyncStats(msgspec.Struct, kw_only=True):
+    """Drainer counters since start. `lag` = outbox records still pending after the last
+    round; `last_sync_ts` = unix time of the last round that got acks (None before)."""
+
+    sent: int = 0
+    denied: int = 0
+    errors: int = 0
+    batches: int = 0
+    last_sync_ts: float | None = None
+    lag: int = 0
+    connected: bool = False
+    last_error: str | None = None
+
+
+class _Prepared(msgspec.Struct, frozen=True):
+    id: str
+    subject: str
+    body: bytes
+
+
+class OutboxDrainer:
+    def __init__(
+        self,
+        store: Store,
+        gate: ExitGate,
+        site: str,
+        *,
+        batch: int = 500,
+        region: str | None = None,
+        domain: str | None = HUB_DOMAIN,
+        ack_timeout_s: float = 5.0,
+        retry_base_s: float = 0.05,
+        retry_cap_s: float = 0.5,
+        idle_poll_s: float = 1.0,
+        registry: Registry | None = None,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        self.store = store
+        self.gate = gate
+        self.site = validate_site(site)
+        self.batch = batch
+        self.region = region
+        self.domain = domain
+        self.ack_timeout_s = ack_timeout_s
+        self.retry_base_s = retry_base_s
+        self.retry_cap_s = retry_cap_s
+        self.idle_poll_s = idle_poll_s
+        self.stats = SyncStats()
+        self._wake = asyncio.Event()
+        self._link_wake = asyncio.Event()
+        self._stopping = False
+        self._drained = asyncio.Event()
+        self._m: dict[str, Any] = {}
+        if registry is not None:
+            self._m = {
+                "sent": registry.counter(
+                    "aivos_sync_sent_total", "Outbox records acknowledged by the hub stream."
+                ),
+                "denied": registry.counter(
+                    "aivos_sync_denied_total",
+                    "Outbox records the residency policy kept on site (dropped).",
+                ),
+                "errors": registry.counter(
+                    "aivos_sync_errors_total", "Sync rounds that failed (hub unreachable)."
+                ),
+                "lag": registry.gauge(
+                    "aivos_sync_lag_records",
+                    "Outbox records waiting to sync.",
+                    read=lambda: float(self.stats.lag),
+                ),
+                "last": registry.gauge(
+                    "aivos_sync_last_success_timestamp_seconds",
+                    "Unix time of the last acknowledged sync batch.",
+                    read=lambda: float(self.stats.last_sync_ts or 0.0),
+                ),
+            }
+
+    # -- control -------------------------------------------------------------------------
+    def wake(self, *, link: bool = False) -> None:
+        """Poke the drainer: new records were written (`link=False`; ignored while it backs
+        off from a failure) or the link came back (`link=True`; retries at once)."""
+        self._wake.set()
+        if link:
+            self._link_wake.set()
+
+    async def stop(self) -> None:
+        """Ask `run` to return after the current round."""
+        self._stopping = True
+        self._wake.set()
+        self._link_wake.set()
+
+    async def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until a round finds nothing pending (tests, benchmarks). False on timeout."""
+        self._drained.clear()
+        self.wake()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- loop ----------------------------------------------------------------------------
+    async def run(self, nc: NATS) -> None:
+        """Drain until `stop()`: rounds back to back while records are pending, then sleep
+        until `wake()` (or `idle_poll_s`). Never raises for link failures."""
+        js = nc.jetstream(domain=self.domain, publish_async_max_pending=max(4 * self.batch, 1000))
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            if not _link_ok(nc):
+                self.stats.connected = False
+                await self._sleep(self.retry_cap_s, self._link_wake)
+                continue
+            try:
+                handled = await self.drain_once(js)
+            except _RoundFailed as exc:
+                failures += 1
+                self._fail(str(exc))
+                delay = _backoff(failures, self.retry_base_s, self.retry_cap_s)
+                self._link_wake.clear()
+                await self._sleep(delay, self._link_wake)
+                continue
+            except Exception as exc:  # a store or gate bug must not kill the loop silently
+                failures += 1
+                log.exception("sync: drain round failed")
+                self._fail(type(exc).__name__)
+                await self._sleep(_backoff(failures, 0.5, 5.0), self._link_wake)
+                continue
+            failures = 0
+            self.stats.connected = True
+            if handled == 0:
+                self._drained.set()
+                await self._sleep(self.idle_poll_s, self._wake)
+        log.info("sync: drainer stopped (sent=%d denied=%d)", self.stats.sent, self.stats.denied)
+
+    async def _sleep(self, timeout_s: float, event: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    def _fail(self, reason: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = reason
+        self.stats.connected = False
+        if "errors" in self._m:
+            self._m["errors"].inc()
+
+    # -- one round -----------------------------------------------------------------------
+    async def drain_once(self, js: JetStreamContext) -> int:
+        """One bounded round: returns how many records it took off the outbox (sent + denied).
+        Raises `_RoundFailed` when no record of the batch could be published."""
+        prepared, denied = await asyncio.to_thread(self._prepare)
+        if denied:
+            await self.store.transact(lambda c: _delete(c, denied))
+            self.stats.denied += len(denied)
+            if "denied" in self._m:
+                self._m["denied"].inc(len(denied))
+        if not prepared:
+            self.stats.lag = self.store.outbox_depth()
+            return len(denied)
+        with _tracer.start_as_current_span(
+            "sync.publish_batch",
+            attributes={"aivos.site": self.site, "aivos.records": len(prepared)},
+        ):
+            headers_base = dict(inject_headers({}))
+            acked, failure = await self._publish(js, prepared, headers_base)
+        if acked:
+            await self.store.mark_sent(acked)
+            self.stats.sent += len(acked)
+            self.stats.batches += 1
+            self.stats.last_sync_ts = time.time()
+            if "sent" in self._m:
+                self._m["sent"].inc(len(acked))
+        self.stats.lag = self.store.outbox_depth()
+        if failure is not None:
+            if not acked:
+                raise _RoundFailed(failure)
+            self._fail(failure)  # partial: the rest is retried in the next round
+        return len(acked) + len(denied)
+
+    def _prepare(self) -> tuple[list[_Prepared], list[str]]:
+        """Read a batch and pass it through the gate (in a worker thread: masking is CPU)."""
+        records = self.store.outbox_pending(limit=self.batch)
+        prepared: list[_Prepared] = []
+        denied: list[str] = []
+        for record in records:
+            try:
+                decision = self.gate.apply(
+                    record.data_class, _JSON.decode(record.payload), region=self.region
+                )
+            except ResidencyDenied:
+                denied.append(record.id)
+                continue
+            prepared.append(
+                _Prepared(
+                    record.id,
+                    sync_subject(self.site, record.data_class),
+                    encode_envelope(self._envelope(record, decision.payload)),
+                )
+            )
+        return prepared, denied
+
+    def _envelope(self, record: OutboxRecord, payload: Any) -> SyncEnvelope:
+        trace_id = payload.get("trace_id") if isinstance(payload, dict) else None
+        return SyncEnvelope(
+            id=record.id,
+            site=self.site,
+            data_class=record.data_class,
+            kind=record.subject,
+            seq=record.seq,
+            created_at=record.created_at,
+            payload=payload,
+            trace_id=trace_id if isinstance(trace_id, str) else None,
+        )
+
+    async def _publish(
+        self, js: JetStreamContext, prepared: list[_Prepared], headers_base: dict[str, str]
+    ) -> tuple[list[str], str | None]:
+        futures: list[tuple[str, asyncio.Future[api.PubAck]]] = []
+        failure: str | None = None
+        try:
+            for item in prepared:
+                headers = {**headers_base, "Nats-Msg-Id": msg_id(self.site, item.id)}
+                fut = await js.publish_async(item.subject, item.body, headers=headers)
+                futures.append((item.id, fut))
+        except Exception as exc:  # connection closing/reconnecting mid-batch
+            failure = f"publish: {type(exc).__name__}"
+        if futures:
+            _, pending = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout_s)
+            for fut in pending:
+                fut.cancel()
+            if pending:
+                failure = failure or f"ack timeout ({len(pending)} records)"
+        acked: list[str] = []
+        for record_id, fut in futures:
+            if fut.cancelled():
+                continue
+            error = fut.exception()
+            if error is None:
+                acked.append(record_id)
+            elif failure is None:
+                failure = f"publish: {type(error).__name__}"
+        return acked, failure
+
+
+class _RoundFailed(Exception):
+    pass
+
+
+def _delete(conn: Any, ids: list[str]) -> None:
+    conn.executemany("DELETE FROM outbox WHERE id = ? AND sent_at IS NULL", [(i,) for i in ids])
+
+
+def _link_ok(nc: NATS) -> bool:
+    return bool(nc.is_connected) and not nc.is_reconnecting and not nc.is_closed
+
+
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    ceiling = min(cap, base * (2 ** min(attempt, 20)))
+    return random.uniform(ceiling / 2, ceiling)
