@@ -155,6 +155,7 @@ async def run_ingest(
     stop: asyncio.Event,
     *,
     durable: str = DEFAULT_DURABLE,
+    batch: int = 500,
     ack_wait_s: float = 30.0,
     duplicate_window_s: float = 120.0,
     ready: asyncio.Event | None = None,
@@ -163,7 +164,11 @@ async def run_ingest(
     store = CloudStore.open(data_dir)
     nc = await connect_nats(nats_url, name="aivos-ingest")
     ingest = SyncIngest(
-        store, durable=durable, ack_wait_s=ack_wait_s, duplicate_window_s=duplicate_window_s
+        store,
+        durable=durable,
+        batch=batch,
+        ack_wait_s=ack_wait_s,
+        duplicate_window_s=duplicate_window_s,
     )
     try:
         await ingest.start(nc)
