@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator
 
 import msgspec
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -98,12 +99,15 @@ async def stream_generate(
     async def _on_msg(msg: Msg) -> None:
         queue.put_nowait(msg)
 
-    sub = await nc.subscribe(inbox, cb=_on_msg)
+    try:
+        sub = await nc.subscribe(inbox, cb=_on_msg)
+    except nats.errors.Error as exc:
+        raise LinkDown(request.site, f"cannot subscribe: {type(exc).__name__}") from exc
     payload = encode(request)
     attempts = 0
     next_seq = 0
     try:
-        await nc.publish(subject, payload, reply=inbox)
+        await _publish(nc, subject, payload, inbox, request.site)
         while True:
             msg = await _next(nc, queue, deadline, request)
             if msg.headers and msg.headers.get("Status") == "503":
@@ -132,7 +136,7 @@ async def stream_generate(
                 if attempts > saturated_retries or time.monotonic() + wait_s >= deadline:
                     raise WorkerSaturated(f"generation workers saturated ({attempts} attempts)")
                 await asyncio.sleep(wait_s)
-                await nc.publish(subject, payload, reply=inbox)
+                await _publish(nc, subject, payload, inbox, request.site)
             elif isinstance(reply, Error):
                 if reply.code == "deadline_exceeded":
                     raise DeadlineExceeded(f"worker dropped request: {reply.message}")
@@ -140,6 +144,13 @@ async def stream_generate(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def _publish(nc: NATS, subject: str, payload: bytes, inbox: str, site: str) -> None:
+    try:
+        await nc.publish(subject, payload, reply=inbox)
+    except nats.errors.Error as exc:  # closed, reconnecting with a full buffer, ...
+        raise LinkDown(site, f"cannot publish: {type(exc).__name__}") from exc
 
 
 async def _next(

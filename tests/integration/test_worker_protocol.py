@@ -184,3 +184,10 @@ async def test_request_without_deadline_is_served(nats_hub: NatsServer) -> None:
         finally:
             await edge.close()
     assert kinds == ["Accepted", "Token", "Token", "Done"]
+
+
+async def test_closed_connection_raises_link_down(nats_hub: NatsServer) -> None:
+    edge = await nats.connect(nats_hub.url)
+    await edge.close()
+    with pytest.raises(LinkDown):
+        await generate(edge, _req(), timeout_s=5)
