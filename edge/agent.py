@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from litestar.response import ServerSentEventMessage
 
 from edge.answers import fallback_answer, local_answer
 from edge.api.errors import ApiError
@@ -32,31 +33,54 @@ from edge.api.schemas import (
 )
 from edge.batcher import MicroBatcher
 from edge.callbacks import CallbackSender, validate_callback_url
+from edge.escalation import Escalator, Prepared
 from edge.intent.runtime import IntentModel, Prediction
+from edge.jobrunner import EscalationJobRunner
 from edge.knowledge.index import KnowledgeIndex
 from edge.observability import AgentMetrics
-from edge.router import RouterPolicy, load_router_policy, route
+from edge.router import Route, RouterPolicy, load_router_policy, route
 from edge.settings import EdgeSettings
+from edge.stats import RollingStats
 from edge.store import AuditRecord, Store
-from shared.errors import NotFound, QuotaExceeded
+from edge.uplink.link import Uplink
+from shared.errors import AivosError, NotFound, QuotaExceeded, ResidencyDenied
 from shared.ids import new_id
+from shared.residency import DataClass, ExitGate, ResidencyPolicy
 
 __all__ = ["Agent"]
 
 log = logging.getLogger(__name__)
 
 
+class _Understood(msgspec.Struct):
+    """What the model and the router made of one request."""
+
+    request_id: str
+    started: float
+    prediction: Prediction
+    model_version: str
+    passages: list[PassageOut]
+    route: Route
+
+
 class Agent:
     def __init__(self, settings: EdgeSettings) -> None:
         self.settings = settings
         self.metrics = AgentMetrics()
+        self.stats = RollingStats()
         self.policy: RouterPolicy = settings.router
+        self.residency: ResidencyPolicy = settings.residency
+        self.gate = ExitGate(settings.residency, registry=self.metrics.registry)
+        self.uplink = Uplink(settings.uplink.nats_url, settings.site_id)
+        self.escalator = Escalator(self.uplink, self.gate, max_tokens=settings.uplink.max_tokens)
         self.model: IntentModel
         self.store: Store
         self.index: KnowledgeIndex
-        self.batcher: MicroBatcher[Prediction]
+        self.batcher: MicroBatcher[tuple[Prediction, str]]
+        self.jobs: EscalationJobRunner
         self.callbacks = CallbackSender(settings.jobs.callback_timeout_s)
         self._background: set[asyncio.Task[Any]] = set()
+        self._swap_lock = asyncio.Lock()
         self._started = False
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -78,20 +102,35 @@ class Agent:
             outbox_quota=settings.outbox.quota,
             memory_retention_days=settings.memory.retention_days,
             memory_turns_keep=max(1, settings.memory.turns),
+            sync_memory=self.gate.allows(DataClass.MEMORY),
         )
         self.tokens = self.store.tokens
         self.index = await asyncio.to_thread(KnowledgeIndex.open, data / "knowledge", self.model)
         self.batcher = MicroBatcher(
-            self.model.classify_batch,
+            self._classify_batch,
             max_batch=settings.model.max_batch,
             max_wait_ms=settings.model.max_wait_ms,
             concurrency=settings.model.concurrent_batches,
         )
         self.batcher.stats.observer = self.metrics.observe_batch
         await self.batcher.start()
+        self.jobs = EscalationJobRunner(
+            self.store,
+            self.escalator,
+            budget_s=settings.uplink.job_budget_ms / 1000,
+            retry_interval_s=settings.uplink.retry_interval_s,
+            notify=self._notify,
+        )
+        self.uplink.on_up(self.jobs.wake)
         self.metrics.bind(self)
         self._started = True
+        await self.uplink.start()
         self._spawn(self._resume_jobs())
+        self._spawn(self.jobs.run())
+        if settings.uplink.nats_url and not self.escalator.allowed():
+            log.warning(
+                "uplink configured but residency.classes.escalation_prompt is local-only: nothing will escalate"
+            )
         log.info(
             "agent started",
             extra={
@@ -103,6 +142,7 @@ class Agent:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.uplink.stop()
         if self._started:
             await self.batcher.close()
             await asyncio.to_thread(self.index.close)
@@ -127,6 +167,49 @@ class Agent:
             provider=self.model.provider if self._started else None,
         )
 
+    # ----- fleet hooks (remote config, model swap, heartbeats) -------------------------------
+
+    def _classify_batch(self, texts: list[str]) -> list[tuple[Prediction, str]]:
+        model = self.model  # one model per batch, even while a swap happens
+        return [(p, model.version) for p in model.classify_batch(texts)]
+
+    async def swap_model(self, model: IntentModel) -> IntentModel:
+        """Make `model` live atomically; in-flight batches finish on the old one.
+
+        The knowledge index is re-embedded first when the embedding changes."""
+        async with self._swap_lock:
+            self.policy.validate_against(list(model.labels))
+            old = self.model
+            if model.embedding_version != old.embedding_version:
+                new_index = await asyncio.to_thread(
+                    KnowledgeIndex.open, self.settings.data_path / "knowledge", model
+                )
+                old_index, self.index = self.index, new_index
+                self.model = model
+                await asyncio.to_thread(old_index.close)
+            else:
+                self.model = model
+            log.info("model swapped", extra={"fields": {"from": old.version, "to": model.version}})
+            return old
+
+    def apply_remote_config(
+        self, router: RouterPolicy | None = None, residency: ResidencyPolicy | None = None
+    ) -> None:
+        """Validate, then apply without a restart; raises (and changes nothing) when invalid."""
+        if router is not None:
+            router.validate_against(list(self.model.labels))
+        if residency is not None:
+            gate = ExitGate(residency, registry=None)
+            self.gate, self.residency = gate, residency
+            self.escalator.gate = gate
+            self.store.sync_memory = gate.allows(DataClass.MEMORY)
+        if router is not None:
+            self.policy = router
+
+    @property
+    def link_state(self) -> str:
+        return self.uplink.state
+
     # ----- inference -------------------------------------------------------------------------
 
     def _check_text(self, text: str) -> str:
@@ -139,13 +222,6 @@ class Agent:
         if not text.strip():
             raise ApiError(400, "empty_text", "text must contain non-whitespace characters")
         return text
-
-    async def _understand(self, text: str) -> tuple[Prediction, list[PassageOut], float]:
-        started = time.perf_counter()
-        prediction = await self.batcher.submit(text)
-        model_s = time.perf_counter() - started
-        passages = self._retrieve(prediction.embedding, self.settings.knowledge.top_k)
-        return prediction, passages, model_s
 
     def _retrieve(self, vector: Any, k: int) -> list[PassageOut]:
         if k <= 0 or len(self.index) == 0:
@@ -164,11 +240,13 @@ class Agent:
             if p.score >= floor
         ]
 
-    async def infer(self, req: InferRequest) -> InferResponse:
+    async def _understand(self, req: InferRequest) -> _Understood:
         started = time.perf_counter()
-        text = self._check_text(req.text)
-        request_id = new_id()
-        prediction, passages, model_s = await self._understand(text)
+        self._check_text(req.text)
+        batch_started = time.perf_counter()
+        prediction, model_version = await self.batcher.submit(req.text)
+        self.metrics.model_wait.observe(time.perf_counter() - batch_started)
+        passages = self._retrieve(prediction.embedding, self.settings.knowledge.top_k)
         decision = route(
             self.policy,
             prediction.intent,
@@ -176,46 +254,201 @@ class Agent:
             self.model.threshold,
             self.model.manifest.oos_label,
         )
+        return _Understood(new_id(), started, prediction, model_version, passages, decision)
+
+    def _memory_for(self, session_id: str | None) -> list[str]:
+        if not session_id:
+            return []
+        turns = [f"{t.role}: {t.text}" for t in self.store.turns(session_id)]
+        facts = [f"{f.key}: {f.value}" for f in self.store.list_facts(session_id)]
+        return facts + turns
+
+    def _prepare(self, u: _Understood, req: InferRequest, stream: bool = False) -> Prepared | None:
+        """The masked escalation, or None when the policy keeps prompts on site."""
+        try:
+            return self.escalator.prepare(
+                u.request_id, req.text, u.passages, self._memory_for(req.session_id), stream=stream
+            )
+        except ResidencyDenied:
+            return None
+
+    async def _fallback_job(self, u: _Understood, req: InferRequest) -> str:
+        job = await self.store.create_job(
+            "escalation",
+            {
+                "text": req.text,
+                "session_id": req.session_id,
+                "request_id": u.request_id,
+                "passages": [msgspec.to_builtins(p) for p in u.passages],
+                "memory": self._memory_for(req.session_id),
+            },
+            state="waiting_for_uplink",
+        )
+        self.jobs.wake()
+        return job.id
+
+    async def infer(self, req: InferRequest) -> InferResponse:
+        u = await self._understand(req)
+        decision = u.route.decision
         job_id: str | None = None
-        if decision.decision == "local":
+        pii_counts: dict[str, int] = {}
+        reason = u.route.reason
+        if decision == "local":
             answer, answered_by = (
-                local_answer(prediction.intent, passages, decision.template),
+                local_answer(u.prediction.intent, u.passages, u.route.template),
                 "local",
             )
-        elif decision.decision == "refuse":
+        elif decision == "refuse":
             answer, answered_by = self.policy.refuse_message, "refusal"
         else:
-            job = await self.store.create_job(
-                "escalation",
-                {"text": text, "session_id": req.session_id, "request_id": request_id},
-                state="waiting_for_uplink",
-            )
-            job_id = job.id
-            answer, answered_by = fallback_answer(passages, job_id), "fallback"
-        latency_ms = (time.perf_counter() - started) * 1000
+            prepared = self._prepare(u, req)
+            answer, answered_by = "", "fallback"
+            if prepared is None:
+                reason = "escalation_denied_by_policy"
+                answer = fallback_answer(u.passages, None)
+            else:
+                pii_counts = prepared.pii_counts
+                if self.escalator.available:
+                    try:
+                        answer, _ = await self.escalator.complete(
+                            prepared, self.settings.uplink.escalation_budget_ms / 1000
+                        )
+                        answered_by = "cloud"
+                        self.metrics.escalations.inc(outcome="answered")
+                    except AivosError as exc:
+                        self.metrics.escalations.inc(outcome=exc.code)
+                        reason = f"fallback:{exc.code}"
+                else:
+                    self.metrics.escalations.inc(outcome="link_down")
+                    reason = "fallback:link_down"
+                if answered_by == "fallback":
+                    job_id = await self._fallback_job(u, req)
+                    answer = fallback_answer(u.passages, job_id)
+        return await self._finish(u, req, answer, answered_by, job_id, pii_counts, reason)
+
+    async def _finish(
+        self,
+        u: _Understood,
+        req: InferRequest,
+        answer: str,
+        answered_by: str,
+        job_id: str | None,
+        pii_counts: dict[str, int],
+        reason: str,
+    ) -> InferResponse:
+        latency_ms = (time.perf_counter() - u.started) * 1000
         response = InferResponse(
-            request_id=request_id,
-            intent=prediction.intent,
-            confidence=round(float(prediction.confidence), 4),
-            decision=decision.decision,
+            request_id=u.request_id,
+            intent=u.prediction.intent,
+            confidence=round(float(u.prediction.confidence), 4),
+            decision=u.route.decision,
             answer=answer,
-            passages=passages,
-            model_version=self.model.version,
+            passages=u.passages,
+            model_version=u.model_version,
             latency_ms=round(latency_ms, 3),
             job_id=job_id,
-            answered_by=answered_by,
-            truncated=prediction.truncated,
+            answered_by=answered_by,  # type: ignore[arg-type]
+            truncated=u.prediction.truncated,
         )
-        await self._record(req, response, decision.reason)
-        self.metrics.observe_request(response.decision, latency_ms / 1000, model_s)
+        try:
+            await self._record(req, response, reason, pii_counts)
+        except Exception:
+            self.stats.record_error()
+            raise
+        self.metrics.observe_request(response.decision, latency_ms / 1000)
+        self.stats.record(response.decision, latency_ms / 1000)
         return response
 
-    async def infer_events(self, req: InferRequest) -> AsyncIterator[str]:
-        """SSE stream: one `result` event now (local answers have nothing more to stream)."""
-        response = await self.infer(req)
-        yield msgspec.json.encode(response).decode()
+    async def infer_events(self, req: InferRequest) -> AsyncIterator[ServerSentEventMessage]:
+        """Server-Sent Events: `meta` at once, `token` chunks as generated, `done` with the
+        full response (the same body /v1/infer returns), or `error`."""
+        try:
+            u = await self._understand(req)
+        except ApiError as exc:
+            yield _sse("error", {"error": {"code": exc.code, "message": exc.message}})
+            return
+        yield _sse(
+            "meta",
+            {
+                "request_id": u.request_id,
+                "intent": u.prediction.intent,
+                "confidence": round(float(u.prediction.confidence), 4),
+                "decision": u.route.decision,
+                "passages": [msgspec.to_builtins(p) for p in u.passages],
+            },
+        )
+        prepared = self._prepare(u, req, stream=True) if u.route.decision == "escalate" else None
+        if prepared is None or not self.escalator.available:
+            response = await self._complete_without_stream(u, req, prepared)
+            if response.answer:
+                yield _sse("token", {"text": response.answer})
+            yield _sse("done", msgspec.to_builtins(response))
+            return
+        answer = ""
+        try:
+            async for item in self.escalator.stream(
+                prepared, self.settings.uplink.escalation_budget_ms / 1000
+            ):
+                if isinstance(item, str):
+                    yield _sse("token", {"text": item})
+                else:
+                    answer = item[0]
+            self.metrics.escalations.inc(outcome="answered")
+            response = await self._finish(
+                u, req, answer, "cloud", None, prepared.pii_counts, u.route.reason
+            )
+        except AivosError as exc:
+            self.metrics.escalations.inc(outcome=exc.code)
+            job_id = await self._fallback_job(u, req)
+            fallback = fallback_answer(u.passages, job_id)
+            yield _sse("token", {"text": ("\n\n" if answer else "") + fallback})
+            response = await self._finish(
+                u, req, fallback, "fallback", job_id, prepared.pii_counts, f"fallback:{exc.code}"
+            )
+        yield _sse("done", msgspec.to_builtins(response))
 
-    async def _record(self, req: InferRequest, resp: InferResponse, reason: str) -> None:
+    async def _complete_without_stream(
+        self, u: _Understood, req: InferRequest, prepared: Prepared | None
+    ) -> InferResponse:
+        decision = u.route.decision
+        if decision == "local":
+            return await self._finish(
+                u,
+                req,
+                local_answer(u.prediction.intent, u.passages, u.route.template),
+                "local",
+                None,
+                {},
+                u.route.reason,
+            )
+        if decision == "refuse":
+            return await self._finish(
+                u, req, self.policy.refuse_message, "refusal", None, {}, u.route.reason
+            )
+        if prepared is None:
+            return await self._finish(
+                u,
+                req,
+                fallback_answer(u.passages, None),
+                "fallback",
+                None,
+                {},
+                "escalation_denied_by_policy",
+            )
+        job_id = await self._fallback_job(u, req)
+        return await self._finish(
+            u,
+            req,
+            fallback_answer(u.passages, job_id),
+            "fallback",
+            job_id,
+            prepared.pii_counts,
+            "fallback:link_down",
+        )
+
+    async def _record(
+        self, req: InferRequest, resp: InferResponse, reason: str, pii_counts: dict[str, int]
+    ) -> None:
         """Durably audit the decision (and the session's turns) before acknowledging.
 
         The writes are issued together so they land in the same group commit."""
@@ -227,14 +460,16 @@ class Agent:
             decision=resp.decision,
             model_version=resp.model_version,
             latency_ms=resp.latency_ms,
+            pii_counts=pii_counts,
             detail={
                 "reason": reason,
                 "answered_by": resp.answered_by,
                 "n_passages": len(resp.passages),
                 "job_id": resp.job_id,
+                "site": self.settings.site_id,
             },
         )
-        writes = [self.store.append_audit(audit)]
+        writes = [self.store.append_audit(audit, sync=self.gate.allows(DataClass.AUDIT))]
         if req.session_id and self.settings.memory.turns > 0:
             writes.append(self.store.add_turn(req.session_id, "user", req.text))
             writes.append(self.store.add_turn(req.session_id, "assistant", resp.answer or ""))
@@ -265,24 +500,39 @@ class Agent:
         if job.state != "queued":
             return
         request = job.request
+        req = InferRequest(
+            text=request["text"],
+            session_id=request.get("session_id"),
+            metadata=request.get("metadata"),
+        )
         try:
-            result = await self.infer(
-                InferRequest(
-                    text=request["text"],
-                    session_id=request.get("session_id"),
-                    metadata=request.get("metadata"),
+            u = await self._understand(req)
+            if u.route.decision != "escalate" or self._prepare(u, req) is None:
+                response = await self._complete_without_stream(u, req, None)
+                await self.store.update_job(
+                    job_id, state="done", result=msgspec.to_builtins(response)
                 )
-            )
+            else:
+                context = {
+                    "text": req.text,
+                    "session_id": req.session_id,
+                    "request_id": u.request_id,
+                    "passages": [msgspec.to_builtins(p) for p in u.passages],
+                    "memory": self._memory_for(req.session_id),
+                }
+                response = await self._finish(
+                    u, req, fallback_answer(u.passages, job_id), "fallback", job_id, {}, "async_job"
+                )
+                await self.store.update_job(
+                    job_id,
+                    state="waiting_for_uplink",
+                    result={**msgspec.to_builtins(response), "escalation": context},
+                )
+                self.jobs.wake()
+                return
         except Exception as exc:
             log.warning("job %s failed: %s", job_id, type(exc).__name__)
             await self.store.update_job(job_id, state="failed", error=str(exc))
-            await self._notify(job_id)
-            return
-        payload = msgspec.to_builtins(result)
-        if result.decision == "escalate":
-            await self.store.update_job(job_id, state="waiting_for_uplink", result=payload)
-            return
-        await self.store.update_job(job_id, state="done", result=payload)
         await self._notify(job_id)
 
     async def _notify(self, job_id: str) -> None:
@@ -318,7 +568,7 @@ class Agent:
 
     async def search(self, query: str, k: int) -> SearchOut:
         self._check_text(query)
-        prediction = await self.batcher.submit(query)
+        prediction, _ = await self.batcher.submit(query)
         return SearchOut(
             query=query,
             passages=self._retrieve(prediction.embedding, k),
@@ -373,3 +623,7 @@ def _job_out(job: Any) -> JobOut:
         result=job.result,
         error=job.error,
     )
+
+
+def _sse(event: str, data: Any) -> ServerSentEventMessage:
+    return ServerSentEventMessage(event=event, data=msgspec.json.encode(data).decode())

@@ -33,7 +33,7 @@ def local_answer(intent: str, passages: Sequence[_Passage], template: str | None
     return f"{top.text}\n\n(source: {top.source})"
 
 
-def fallback_answer(passages: Sequence[_Passage], job_id: str) -> str:
+def fallback_answer(passages: Sequence[_Passage], job_id: str | None) -> str:
     """What the box says when generation is not available right now."""
     lines = ["I can't give a complete answer right now."]
     if passages:

@@ -27,6 +27,10 @@ class AgentMetrics:
         self.model_latency = r.histogram(
             "aivos_model_latency_seconds", "Time in the intent model per batch."
         )
+        self.model_wait = r.histogram(
+            "aivos_model_wait_seconds",
+            "Per request: queueing for the model plus the batch's inference.",
+        )
         self.batch_size = r.histogram(
             "aivos_batch_size", "Requests per onnxruntime call.", _BATCH_BUCKETS
         )
@@ -70,7 +74,7 @@ class AgentMetrics:
         self.batch_size.observe(size)
         self.model_latency.observe(seconds)
 
-    def observe_request(self, decision: str, seconds: float, model_seconds: float) -> None:
+    def observe_request(self, decision: str, seconds: float) -> None:
         self.requests.inc(decision=decision)
         self.latency.observe(seconds, decision=decision)
 

@@ -11,6 +11,7 @@ from msgspec import Meta
 from edge.router import RouterPolicy
 from shared.config import load_config
 from shared.paths import default_bundle_dir
+from shared.residency import ResidencyPolicy, recommended_policy
 
 __all__ = [
     "EdgeSettings",
@@ -78,15 +79,15 @@ class JobSettings(_Section):
 class UplinkSettings(_Section):
     nats_url: str | None = None  # the site's leaf node (or the hub); None = offline box
     region: str = "local"
-    escalation_budget_ms: Annotated[int, Meta(ge=50, le=120_000)] = 8000
-    first_token_budget_ms: Annotated[int, Meta(ge=50, le=120_000)] = 3000
+    escalation_budget_ms: Annotated[int, Meta(ge=50, le=600_000)] = 8000  # synchronous answers
+    job_budget_ms: Annotated[int, Meta(ge=50, le=600_000)] = 60_000  # background job completion
     max_tokens: Annotated[int, Meta(ge=1, le=4096)] = 128
     retry_interval_s: Annotated[float, Meta(gt=0)] = 2.0
 
 
 class EdgeSettings(_Section):
     data_dir: str = "./var/edge"
-    site_id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "site-1"
+    site_id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "site-1"
     router_policy: str | None = None  # path to a router policy TOML; else [router]
     server: ServerSettings = ServerSettings()
     model: ModelSettings = ModelSettings()
@@ -97,6 +98,9 @@ class EdgeSettings(_Section):
     outbox: OutboxSettings = OutboxSettings()
     jobs: JobSettings = JobSettings()
     uplink: UplinkSettings = UplinkSettings()
+    # Classes without a rule stay on site (deny by default). The shipped rules let escalation
+    # prompts and audit leave masked and keep memory local; override with [residency].
+    residency: ResidencyPolicy = msgspec.field(default_factory=recommended_policy)
 
     @property
     def data_path(self) -> Path:

@@ -1,0 +1,124 @@
+"""Completes escalation jobs once the uplink is back: claim, generate, store, notify.
+
+A job is claimed (state `running`) before generation and finished in one write after it,
+so a job is never completed twice; a job that was `running` when the agent died is put
+back to `waiting_for_uplink` on start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edge.escalation import Escalator
+from edge.store import Job, Store
+from shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
+
+__all__ = ["EscalationJobRunner"]
+
+log = logging.getLogger(__name__)
+
+_MAX_ATTEMPTS = 5
+
+
+class EscalationJobRunner:
+    def __init__(
+        self,
+        store: Store,
+        escalator: Escalator,
+        *,
+        budget_s: float,
+        retry_interval_s: float,
+        notify: Callable[[str], Awaitable[None]],
+        on_done: Callable[[Job, dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.escalator = escalator
+        self.budget_s = budget_s
+        self.retry_interval_s = retry_interval_s
+        self.notify = notify
+        self.on_done = on_done
+        self._wake = asyncio.Event()
+        self.completed = 0
+        self.failed = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def recover(self) -> None:
+        for job in self.store.list_jobs("running", limit=100_000):
+            await self.store.update_job(job.id, state="waiting_for_uplink")
+
+    async def run(self) -> None:
+        await self.recover()
+        while True:
+            if self.escalator.available:
+                progressed = await self._drain_once()
+                if progressed:
+                    continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.retry_interval_s)
+            except TimeoutError:
+                pass
+
+    async def _drain_once(self) -> bool:
+        job = await self.store.claim_job(states=("waiting_for_uplink",))
+        if job is None:
+            return False
+        # escalation jobs carry their context as the request; async /v1/jobs jobs that
+        # escalated keep it under result["escalation"]
+        request = (job.result or {}).get("escalation") or job.request
+        try:
+            prepared = self.escalator.prepare(
+                request["request_id"],
+                request["text"],
+                [_P(**p) for p in request.get("passages", [])],
+                request.get("memory", []),
+            )
+            answer, done = await self.escalator.complete(prepared, self.budget_s)
+        except ResidencyDenied as exc:
+            await self._fail(job, f"policy: {exc}")
+            return True
+        except GenerationFailed as exc:
+            if job.attempts >= _MAX_ATTEMPTS:
+                await self._fail(job, f"generation failed: {exc}")
+            else:
+                await self.store.update_job(job.id, state="waiting_for_uplink", error=str(exc))
+            return False
+        except (LinkDown, AivosError) as exc:  # no responders, deadline, saturated, link lost
+            log.info("job %s back to waiting_for_uplink (%s)", job.id, type(exc).__name__)
+            await self.store.update_job(
+                job.id, state="waiting_for_uplink", error=type(exc).__name__
+            )
+            return False
+        result = dict(job.result or {})
+        result.update(
+            {
+                "answer": answer,
+                "answered_by": "cloud",
+                "backend": done.backend,
+                "n_tokens": done.n_tokens,
+                "pii_counts": prepared.pii_counts,
+            }
+        )
+        await self.store.update_job(job.id, state="done", result=result, error=None)
+        self.completed += 1
+        if self.on_done is not None:
+            await self.on_done(job, result)
+        await self.notify(job.id)
+        return True
+
+    async def _fail(self, job: Job, reason: str) -> None:
+        self.failed += 1
+        await self.store.update_job(job.id, state="failed", error=reason)
+        await self.notify(job.id)
+
+
+class _P:
+    def __init__(self, text: str, source: str = "", score: float = 0.0, **_: Any) -> None:
+        self.text = text
+        self.source = source
+        self.score = score
