@@ -18,6 +18,8 @@ __all__ = [
     "NotFound",
     "StoreClosed",
     "GenerationFailed",
+    "WorkflowInvalid",
+    "StepFailed",
 ]
 
 
@@ -123,3 +125,20 @@ class GenerationFailed(AivosError):
     def __init__(self, reason: str, message: str = "") -> None:
         self.reason = reason
         super().__init__(f"{reason}: {message}" if message else reason)
+
+
+class WorkflowInvalid(DataError):
+    """A workflow definition is malformed; `source` names the file, step and field."""
+
+    code = "invalid_workflow"
+
+
+class StepFailed(AivosError):
+    """A workflow step failed; `retryable` says whether another attempt may succeed."""
+
+    code = "step_failed"
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = False) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        super().__init__(f"{reason}: {message}")

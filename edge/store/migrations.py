@@ -126,12 +126,38 @@ def _m0005_tokens(db: sqlite_utils.Database) -> None:
     db.table("tokens").create_index(["hash"], unique=True)
 
 
+def _m0006_workflows(db: sqlite_utils.Database) -> None:
+    """Durable workflow runs (edge/workflows): one row per run, one row per executed step."""
+    db.execute(
+        """CREATE TABLE workflow_runs (
+            id TEXT PRIMARY KEY, workflow TEXT NOT NULL, digest TEXT NOT NULL,
+            trigger TEXT NOT NULL, state TEXT NOT NULL, inputs TEXT NOT NULL,
+            cursor TEXT, seq INTEGER NOT NULL DEFAULT 0, response TEXT, error TEXT,
+            trace_id TEXT NOT NULL, dedup_key TEXT UNIQUE, active_s REAL NOT NULL DEFAULT 0,
+            deadline_missed INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL, finished_at TEXT)"""
+    )
+    db.execute("CREATE INDEX idx_workflow_runs_state ON workflow_runs(state, created_at)")
+    db.execute("CREATE INDEX idx_workflow_runs_created ON workflow_runs(created_at)")
+    db.execute(
+        """CREATE TABLE workflow_steps (
+            run_id TEXT NOT NULL REFERENCES workflow_runs(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL, step_id TEXT NOT NULL, kind TEXT NOT NULL,
+            state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, input TEXT,
+            output TEXT, error TEXT, idem_key TEXT, attempt_log TEXT NOT NULL DEFAULT '[]',
+            started_at TEXT NOT NULL, finished_at TEXT, duration_ms REAL,
+            wait_until REAL, decision TEXT, decided_by TEXT, note TEXT,
+            PRIMARY KEY (run_id, seq))"""
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_audit", _m0001_audit),
     ("0002_outbox", _m0002_outbox),
     ("0003_jobs", _m0003_jobs),
     ("0004_memory", _m0004_memory),
     ("0005_tokens", _m0005_tokens),
+    ("0006_workflows", _m0006_workflows),
 ]
 
 

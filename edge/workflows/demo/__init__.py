@@ -1,0 +1,34 @@
+"""The support-scenario demo: a fake core-banking service and the example workflows.
+
+`DEMO_DIR` holds `workflows/*.toml` and `secrets.toml`; `demo_settings(corebank_url)`
+builds the `WorkflowSettings` that `aivos up --demo` (and the tests) use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.workflows.settings import ConnectorSettings, WorkflowSettings
+
+__all__ = ["DEMO_DIR", "WORKFLOWS_DIR", "SECRETS_FILE", "demo_settings"]
+
+DEMO_DIR = Path(__file__).resolve().parent
+WORKFLOWS_DIR = DEMO_DIR / "workflows"
+SECRETS_FILE = DEMO_DIR / "secrets.toml"
+
+
+def demo_settings(
+    corebank_url: str, *, site_id: str = "site-1", **overrides: object
+) -> WorkflowSettings:
+    """Settings for the demo workflows, calling the fake core-banking service at `corebank_url`."""
+    import msgspec
+
+    base = WorkflowSettings(
+        directory=str(WORKFLOWS_DIR),
+        secrets_file=str(SECRETS_FILE),
+        site_id=site_id,
+        connectors={
+            "corebank": ConnectorSettings(base_url=corebank_url, credential="corebank"),
+        },
+    )
+    return msgspec.structs.replace(base, **overrides) if overrides else base
