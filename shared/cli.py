@@ -36,6 +36,11 @@ _COMMANDS: dict[str, dict[str, str]] = {
     },
     "audit": {"verify": "edge.store.cli:audit_verify_cmd"},
     "kb": {"add": "edge.knowledge.cli:kb_add_cmd"},
+    "workflows": {
+        "validate": "edge.workflows.cli:validate_cmd",
+        "list": "edge.workflows.cli:list_cmd",
+        "run": "edge.workflows.cli:run_cmd",
+    },
     "nats": {"config": "shared.natsconf.cli:nats_config_cmd"},
     "cloud": {
         "worker": "cloud.worker.cli:worker_cmd",
@@ -52,6 +57,7 @@ _HELP = {
     "tokens": "Create and revoke API tokens of the edge agent.",
     "audit": "Inspect the edge agent's hash-chained audit log.",
     "kb": "Manage the edge agent's knowledge index.",
+    "workflows": "Validate, list and run edge workflows.",
     "nats": "NATS topology helpers (hub and site leaf configs).",
     "cloud": "Cloud tier services: generation workers, fleet ingest.",
 }
@@ -126,3 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -143,8 +143,8 @@ class WorkflowEngine:
         assert self._http is not None, "WorkflowEngine.start() has not run"
         return self._http
 
-    async def start(self) -> None:
-        """Load secrets and workflows, then resume every unfinished run."""
+    async def start(self, *, resume: bool = True) -> None:
+        """Load secrets and workflows, then (with `resume`) resume every unfinished run."""
         if self._secrets is None:
             self._secrets = await asyncio.to_thread(Secrets.load, self.settings.secrets_file)
         if self._set is None:
@@ -158,8 +158,9 @@ class WorkflowEngine:
             max_connections=self.settings.max_http_connections,
         )
         self._started = True
-        for run in _state.active_runs(self.store.readers.get()):
-            self._spawn(run.id)
+        if resume:
+            for run in _state.active_runs(self.store.readers.get()):
+                self._spawn(run.id)
         if self.workflows.by_nats and self.nc_provider is not None:
             self._nats_task = asyncio.create_task(self._nats_loop())
         log.info("workflow engine started: %d workflows", len(self.workflows))
@@ -478,7 +479,7 @@ class WorkflowEngine:
             except KeyError:
                 missing: str = cursor
 
-                def fail(c: Any) -> None:
+                def fail(c: Any, missing: str = missing) -> None:
                     _state.update_run(
                         c, run_id, state="failed", cursor=missing, error=f"step {missing!r} is gone"
                     )

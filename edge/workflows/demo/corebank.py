@@ -92,7 +92,7 @@ class CoreBank:
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> CoreBank:
         bank = self

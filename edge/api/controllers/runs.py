@@ -1,0 +1,105 @@
+"""Workflow runs: `GET /v1/runs`, `GET /v1/runs/{id}` (the step timeline, PII-masked), and
+the operator actions approve / reject / cancel / retry (`operator` scope).
+
+The engine arrives by dependency injection as `workflows` (a `WorkflowEngine`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.params import Parameter
+from msgspec import Meta
+
+from edge.api.auth import requires
+from edge.api.errors import ApiError
+from edge.workflows.engine import RunConflict, WorkflowEngine
+from edge.workflows.views import RunDetail, RunResult, RunSummary, summary
+
+__all__ = ["RunsController", "RunList", "DecisionIn"]
+
+
+class RunList(msgspec.Struct, frozen=True):
+    runs: list[RunSummary]
+    next_before: str | None = None
+
+
+class DecisionIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    note: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+def _operator(request: Request[Any, Any, Any]) -> str:
+    return str(getattr(request.user, "name", "operator"))
+
+
+async def _note(request: Request[Any, Any, Any]) -> str | None:
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        return msgspec.json.decode(body, type=DecisionIn).note
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "invalid_request", f"bad decision body: {exc}") from exc
+
+
+class RunsController(Controller):
+    path = "/v1/runs"
+    guards = [requires("client")]
+
+    @get("/")
+    async def list_runs(
+        self,
+        workflows: WorkflowEngine,
+        state: str | None = None,
+        workflow: str | None = None,
+        before: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    ) -> RunList:
+        rows = workflows.list_runs(state=state, workflow=workflow, limit=limit, before=before)
+        return RunList(
+            runs=[summary(r) for r in rows],
+            next_before=rows[-1].id if len(rows) == limit else None,
+        )
+
+    @get("/{run_id:str}")
+    async def get_run(self, run_id: str, workflows: WorkflowEngine) -> RunDetail:
+        return workflows.run_detail(run_id)
+
+    @post("/{run_id:str}/approve", guards=[requires("operator")], status_code=200)
+    async def approve(
+        self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
+    ) -> RunResult:
+        note = await _note(request)
+        try:
+            return await workflows.approve(run_id, _operator(request), note)
+        except RunConflict as exc:
+            raise ApiError(409, "run_conflict", str(exc)) from exc
+
+    @post("/{run_id:str}/reject", guards=[requires("operator")], status_code=200)
+    async def reject(
+        self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
+    ) -> RunResult:
+        note = await _note(request)
+        try:
+            return await workflows.reject(run_id, _operator(request), note)
+        except RunConflict as exc:
+            raise ApiError(409, "run_conflict", str(exc)) from exc
+
+    @post("/{run_id:str}/cancel", guards=[requires("operator")], status_code=200)
+    async def cancel(
+        self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
+    ) -> RunResult:
+        try:
+            return await workflows.cancel(run_id, _operator(request))
+        except RunConflict as exc:
+            raise ApiError(409, "run_conflict", str(exc)) from exc
+
+    @post("/{run_id:str}/retry", guards=[requires("operator")], status_code=202)
+    async def retry(
+        self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
+    ) -> RunResult:
+        try:
+            return await workflows.retry(run_id, _operator(request))
+        except RunConflict as exc:
+            raise ApiError(409, "run_conflict", str(exc)) from exc
