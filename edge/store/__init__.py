@@ -87,6 +87,7 @@ class Store:
         memory_retention_days: float,
         memory_turns_keep: int,
         sync_memory: bool,
+        token_recheck_s: float = 1.0,
     ) -> None:
         self.data_dir = data_dir
         self.path = db_path(data_dir)
@@ -97,7 +98,7 @@ class Store:
         self.writer = Writer(writer_conn)
         self.readers = Readers(self.path)
         self.outbox = Outbox(outbox_quota)
-        self.tokens = TokenStore(self.readers.get)
+        self.tokens = TokenStore(self.readers.get, recheck_s=token_recheck_s)
 
     @classmethod
     def open(
@@ -108,6 +109,7 @@ class Store:
         memory_retention_days: float = 30.0,
         memory_turns_keep: int = 20,
         sync_memory: bool = False,
+        token_recheck_s: float = 1.0,
     ) -> Store:
         """Open (creating if needed) `data_dir/aivos.db`, apply migrations, start the writer."""
         data_dir = Path(data_dir)
@@ -125,6 +127,7 @@ class Store:
             memory_retention_days=memory_retention_days,
             memory_turns_keep=memory_turns_keep,
             sync_memory=sync_memory,
+            token_recheck_s=token_recheck_s,
         )
 
     def close(self) -> None:

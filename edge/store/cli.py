@@ -1,0 +1,83 @@
+"""`aivos tokens create|revoke` and `aivos audit verify`.
+
+Safe to run while the agent serves the same data directory: SQLite serialises the two
+processes' writes (the agent notices a revocation within about a second).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from edge.store import Store
+from edge.store.audit import verify
+from edge.store.db import db_path, open_reader
+from edge.store.tokens import SCOPES
+from shared.errors import NotFound
+
+__all__ = ["tokens_create_cmd", "tokens_revoke_cmd", "audit_verify_cmd"]
+
+_data_dir = click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The agent's data directory (holds aivos.db).",
+)
+
+
+@click.command("create")
+@_data_dir
+@click.option("--scope", required=True, type=click.Choice(SCOPES), help="What the token may do.")
+@click.option("--name", default=None, help="A unique name (default: SCOPE-<random id>).")
+def tokens_create_cmd(data_dir: Path, scope: str, name: str | None) -> None:
+    """Create an API token. The token is printed once, alone on the last line."""
+    store = Store.open(data_dir)
+    try:
+        name, token = store.create_token_sync(scope, name)
+    finally:
+        store.close()
+    Console(stderr=True).print(
+        f"created token [bold]{name}[/bold] (scope {scope}); it is shown only once:",
+        highlight=False,
+    )
+    click.echo(token)
+
+
+@click.command("revoke")
+@_data_dir
+@click.argument("name")
+def tokens_revoke_cmd(data_dir: Path, name: str) -> None:
+    """Revoke the token called NAME."""
+    store = Store.open(data_dir)
+    try:
+        store.revoke_token_sync(name)
+    finally:
+        store.close()
+    Console().print(f"revoked token [bold]{name}[/bold]", highlight=False)
+
+
+@click.command("verify")
+@_data_dir
+def audit_verify_cmd(data_dir: Path) -> None:
+    """Check the audit hash chain; exit 0 when intact, 1 naming the first bad row."""
+    path = db_path(data_dir)
+    if not path.exists():
+        raise NotFound(f"no store at {path}")
+    console = Console()
+    conn = open_reader(path)
+    try:
+        conn.execute("BEGIN")
+        result = verify(conn)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    if result.ok:
+        console.print(f"[green]audit chain intact[/green]: {result.n_rows} rows", highlight=False)
+        return
+    console.print(
+        f"[bold red]audit chain broken[/bold red] at seq {result.first_bad_seq}: {result.reason}",
+        highlight=False,
+    )
+    raise click.exceptions.Exit(1)
