@@ -142,3 +142,13 @@ class StepFailed(AivosError):
         self.reason = reason
         self.retryable = retryable
         super().__init__(f"{reason}: {message}")
+
+
+class AuditChainBroken(AivosError):
+    """The audit hash chain does not verify; `seq` is the first bad row."""
+
+    code = "audit_chain_broken"
+
+    def __init__(self, seq: int | None, message: str) -> None:
+        self.seq = seq
+        super().__init__(message)

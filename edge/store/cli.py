@@ -15,7 +15,7 @@ from edge.store import Store
 from edge.store.audit import verify
 from edge.store.db import db_path, open_reader
 from edge.store.tokens import SCOPES
-from shared.errors import NotFound
+from shared.errors import AuditChainBroken, NotFound
 
 __all__ = ["tokens_create_cmd", "tokens_revoke_cmd", "audit_verify_cmd"]
 
@@ -76,8 +76,8 @@ def audit_verify_cmd(data_dir: Path) -> None:
     if result.ok:
         console.print(f"[green]audit chain intact[/green]: {result.n_rows} rows", highlight=False)
         return
-    console.print(
-        f"[bold red]audit chain broken[/bold red] at seq {result.first_bad_seq}: {result.reason}",
-        highlight=False,
+    raise AuditChainBroken(
+        result.first_bad_seq,
+        f"audit chain broken at seq {result.first_bad_seq} "
+        f"({result.n_rows} rows checked): {result.reason}",
     )
-    raise click.exceptions.Exit(1)
