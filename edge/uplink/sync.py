@@ -70,6 +70,12 @@ class _Prepared(msgspec.Struct, frozen=True):
     body: bytes
 
 
+class _Batch(msgspec.Struct, frozen=True):
+    items: list[_Prepared]
+    denied: list[str]
+    last_seq: int
+
+
 class OutboxDrainer:
     def __init__(
         self,
@@ -84,6 +90,7 @@ class OutboxDrainer:
         retry_base_s: float = 0.05,
         retry_cap_s: float = 0.5,
         idle_poll_s: float = 1.0,
+        max_batches: int = 20,
         registry: Registry | None = None,
     ) -> None:
         if batch < 1:
@@ -98,6 +105,7 @@ class OutboxDrainer:
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self.idle_poll_s = idle_poll_s
+        self.max_batches = max_batches
         self.stats = SyncStats()
         self._wake = asyncio.Event()
         self._link_wake = asyncio.Event()
@@ -199,41 +207,61 @@ class OutboxDrainer:
 
     # -- one round -----------------------------------------------------------------------
     async def drain_once(self, js: JetStreamContext) -> int:
-        """One bounded round: returns how many records it took off the outbox (sent + denied).
-        Raises `_RoundFailed` when no record of the batch could be published."""
-        prepared, denied = await asyncio.to_thread(self._prepare)
-        if denied:
-            await self.store.transact(lambda c: _delete(c, denied))
-            self.stats.denied += len(denied)
-            if "denied" in self._m:
-                self._m["denied"].inc(len(denied))
-        if not prepared:
-            self.stats.lag = self.store.outbox_depth()
-            return len(denied)
-        with _tracer.start_as_current_span(
-            "sync.publish_batch",
-            attributes={"aivos.site": self.site, "aivos.records": len(prepared)},
-        ):
-            headers_base = dict(inject_headers({}))
-            acked, failure = await self._publish(js, prepared, headers_base)
-        if acked:
-            await self.store.mark_sent(acked)
-            self.stats.sent += len(acked)
-            self.stats.batches += 1
-            self.stats.last_sync_ts = time.time()
-            if "sent" in self._m:
-                self._m["sent"].inc(len(acked))
+        """One round of up to `max_batches` bounded batches, pipelined: the next batch is read
+        and passed through the gate while the hub acknowledges the current one. Returns how
+        many records it took off the outbox (sent + denied). Raises `_RoundFailed` when a
+        batch could not be published at all (nothing acked)."""
+        handled = 0
+        batch = await asyncio.to_thread(self._prepare, 0)
+        for _ in range(self.max_batches):
+            handled += await self._drop(batch.denied)
+            if not batch.items:
+                break
+            with _tracer.start_as_current_span(
+                "sync.publish_batch",
+                attributes={"aivos.site": self.site, "aivos.records": len(batch.items)},
+            ):
+                headers_base = dict(inject_headers({}))
+                futures, failure = await self._send(js, batch.items, headers_base)
+            upcoming = asyncio.ensure_future(asyncio.to_thread(self._prepare, batch.last_seq))
+            acked, failure = await self._acks(futures, failure)
+            if acked:
+                await self.store.mark_sent(acked)
+                self._count_sent(len(acked))
+                handled += len(acked)
+            if failure is not None:
+                upcoming.cancel()
+                self.stats.lag = self.store.outbox_depth()
+                if not acked:
+                    raise _RoundFailed(failure)
+                self._fail(failure)  # partial: the rest is retried in the next round
+                return handled
+            batch = await upcoming
         self.stats.lag = self.store.outbox_depth()
-        if failure is not None:
-            if not acked:
-                raise _RoundFailed(failure)
-            self._fail(failure)  # partial: the rest is retried in the next round
-        return len(acked) + len(denied)
+        return handled
 
-    def _prepare(self) -> tuple[list[_Prepared], list[str]]:
-        """Read a batch and pass it through the gate (in a worker thread: masking is CPU)."""
-        records = self.store.outbox_pending(limit=self.batch)
-        prepared: list[_Prepared] = []
+    async def _drop(self, denied: list[str]) -> int:
+        """Delete records the policy keeps on site from the outbox (counted, never sent)."""
+        if not denied:
+            return 0
+        await self.store.transact(lambda c: _delete(c, denied))
+        self.stats.denied += len(denied)
+        if "denied" in self._m:
+            self._m["denied"].inc(len(denied))
+        return len(denied)
+
+    def _count_sent(self, n: int) -> None:
+        self.stats.sent += n
+        self.stats.batches += 1
+        self.stats.last_sync_ts = time.time()
+        if "sent" in self._m:
+            self._m["sent"].inc(n)
+
+    def _prepare(self, after_seq: int) -> _Batch:
+        """Read a batch after `after_seq` and pass it through the gate (runs in a worker
+        thread: masking is CPU work)."""
+        records = self.store.outbox_pending(limit=self.batch, after_seq=after_seq)
+        items: list[_Prepared] = []
         denied: list[str] = []
         for record in records:
             try:
@@ -243,14 +271,15 @@ class OutboxDrainer:
             except ResidencyDenied:
                 denied.append(record.id)
                 continue
-            prepared.append(
+            items.append(
                 _Prepared(
                     record.id,
                     sync_subject(self.site, record.data_class),
                     encode_envelope(self._envelope(record, decision.payload)),
                 )
             )
-        return prepared, denied
+        last_seq = records[-1].seq if records else after_seq
+        return _Batch(items, denied, last_seq)
 
     def _envelope(self, record: OutboxRecord, payload: Any) -> SyncEnvelope:
         trace_id = payload.get("trace_id") if isinstance(payload, dict) else None
@@ -265,18 +294,23 @@ class OutboxDrainer:
             trace_id=trace_id if isinstance(trace_id, str) else None,
         )
 
-    async def _publish(
-        self, js: JetStreamContext, prepared: list[_Prepared], headers_base: dict[str, str]
-    ) -> tuple[list[str], str | None]:
+    async def _send(
+        self, js: JetStreamContext, items: list[_Prepared], headers_base: dict[str, str]
+    ) -> tuple[list[tuple[str, asyncio.Future[api.PubAck]]], str | None]:
         futures: list[tuple[str, asyncio.Future[api.PubAck]]] = []
-        failure: str | None = None
         try:
-            for item in prepared:
+            for item in items:
                 headers = {**headers_base, "Nats-Msg-Id": msg_id(self.site, item.id)}
                 fut = await js.publish_async(item.subject, item.body, headers=headers)
                 futures.append((item.id, fut))
         except Exception as exc:  # connection closing/reconnecting mid-batch
-            failure = f"publish: {type(exc).__name__}"
+            return futures, f"publish: {type(exc).__name__}"
+        return futures, None
+
+    async def _acks(
+        self, futures: list[tuple[str, asyncio.Future[api.PubAck]]], failure: str | None
+    ) -> tuple[list[str], str | None]:
+        """Wait for the PubAcks (up to `ack_timeout_s`); the ids acked, in order."""
         if futures:
             _, pending = await asyncio.wait([f for _, f in futures], timeout=self.ack_timeout_s)
             for fut in pending:
