@@ -1,0 +1,35 @@
+"""The edge side of fleet management: heartbeats, remote config, bundle rollouts.
+
+    client = EdgeFleetClient(agent)          # after `await agent.start()`
+    await client.start()
+    ...
+    await client.stop()                       # before `await agent.stop()`
+
+`active_bundle_dir(data_path)` tells `Agent.start` which bundle the fleet made active.
+"""
+
+from edge.fleet.bundles import BundleManager, InstallTimings, load_trusted_keys
+from edge.fleet.canary import CanaryResult, run_canary
+from edge.fleet.client import EdgeFleetClient
+from edge.fleet.guard import GuardVerdict, HealthGuard, judge
+from edge.fleet.layout import ActivePointer, FleetPaths, active_bundle_dir
+from edge.fleet.options import FleetOptions, GuardOptions
+from edge.fleet.status import FleetStatus
+
+__all__ = [
+    "EdgeFleetClient",
+    "FleetOptions",
+    "GuardOptions",
+    "FleetStatus",
+    "FleetPaths",
+    "ActivePointer",
+    "active_bundle_dir",
+    "BundleManager",
+    "InstallTimings",
+    "load_trusted_keys",
+    "CanaryResult",
+    "run_canary",
+    "GuardVerdict",
+    "HealthGuard",
+    "judge",
+]

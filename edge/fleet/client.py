@@ -1,0 +1,84 @@
+"""`EdgeFleetClient`: the edge side of fleet management, started by the agent when an
+uplink is configured. It runs three loops on the agent's uplink connection:
+
+* heartbeats (`HeartbeatPublisher`),
+* the remote config watch (`RemoteConfig`),
+* bundle rollouts (`BundleManager`), driven by the config's ``bundle_version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from edge.fleet.bundles import BundleManager
+from edge.fleet.config_apply import ResolvedConfig
+from edge.fleet.heartbeat import HeartbeatPublisher
+from edge.fleet.layout import FleetPaths
+from edge.fleet.options import FleetOptions
+from edge.fleet.remote_config import RemoteConfig
+from edge.fleet.reports import Reporter
+from edge.fleet.status import FleetStatus
+
+if TYPE_CHECKING:
+    from edge.agent import Agent
+
+__all__ = ["EdgeFleetClient"]
+
+log = logging.getLogger(__name__)
+
+
+class EdgeFleetClient:
+    def __init__(self, agent: Agent, options: FleetOptions | None = None) -> None:
+        self.agent = agent
+        self.options = options or getattr(agent.settings, "fleet", None) or FleetOptions()
+        self.paths = FleetPaths(agent.settings.data_path, self.options.trusted_keys_dir)
+        self.status = FleetStatus()
+        self.reporter = Reporter(agent)
+        self._tasks: list[asyncio.Task[Any]] = []
+        # Built in start(): they read the live agent (model, policies).
+        self.heartbeats: HeartbeatPublisher
+        self.config: RemoteConfig
+        self.bundles: BundleManager
+
+    async def start(self) -> None:
+        """Start after `Agent.start` has loaded the model and store."""
+        agent, opts = self.agent, self.options
+        await asyncio.to_thread(self.paths.fleet.mkdir, parents=True, exist_ok=True)
+        self.heartbeats = HeartbeatPublisher(
+            agent, self.status, opts.heartbeat_interval_s, opts.stats_window_s
+        )
+        self.bundles = BundleManager(agent, self.status, self.reporter, self.paths, opts)
+        self.config = RemoteConfig(
+            agent, self.status, self.reporter, self.paths, self._on_config, retry_s=opts.retry_s
+        )
+        await self.config.apply_persisted()
+        agent.uplink.on_up(self._on_link_up)
+        self._tasks = [asyncio.create_task(self.bundles.run(), name="fleet-bundles")]
+        if agent.uplink.url:
+            self._tasks += [
+                asyncio.create_task(self.heartbeats.run(), name="fleet-heartbeats"),
+                asyncio.create_task(self.config.run(), name="fleet-config"),
+            ]
+        log.info("fleet client started for site %s", agent.settings.site_id)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks = []
+
+    def _on_link_up(self) -> None:
+        self.config.reconnected()
+        self.bundles.poke()
+
+    async def _on_config(self, resolved: ResolvedConfig) -> None:
+        if resolved.heartbeat_interval_s is not None:
+            self.heartbeats.set_interval(resolved.heartbeat_interval_s)
+        else:
+            self.heartbeats.set_interval(self.options.heartbeat_interval_s)
+        self.bundles.set_desired(resolved.bundle_version)

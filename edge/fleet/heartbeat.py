@@ -1,0 +1,158 @@
+"""Heartbeats: the site's health on ``aivos.hb.<site>`` every `interval_s` seconds.
+
+A heartbeat is telemetry: it passes the residency gate (`DataClass.TELEMETRY`) like any
+data leaving the site, and is dropped (and counted) when the policy keeps telemetry on
+site. While the link is down nothing is sent or queued: a stale heartbeat would make the
+registry show an offline site as healthy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+import psutil
+
+import shared
+from edge.fleet.status import FleetStatus
+from shared.errors import ResidencyDenied
+from shared.fleet import Decisions, Heartbeat, now_ms
+from shared.residency import DataClass
+from shared.subjects import heartbeat_subject
+
+if TYPE_CHECKING:
+    from edge.agent import Agent
+
+__all__ = ["HeartbeatPublisher", "build_heartbeat"]
+
+log = logging.getLogger(__name__)
+
+
+class _Sample(msgspec.Struct, frozen=True):
+    outbox_depth: int
+    job_backlog: int
+    cpu_percent: float
+    mem_percent: float
+    disk_percent: float
+
+
+def _sample(agent: Agent) -> _Sample:
+    """Blocking reads (psutil, SQLite): run in a worker thread."""
+    data = agent.settings.data_path
+    try:
+        disk = psutil.disk_usage(str(data)).percent
+    except OSError:
+        disk = 0.0
+    return _Sample(
+        outbox_depth=agent.store.outbox_depth(),
+        job_backlog=len(agent.store.list_jobs("waiting_for_uplink", limit=1_000_000)),
+        cpu_percent=psutil.cpu_percent(interval=None),
+        mem_percent=psutil.virtual_memory().percent,
+        disk_percent=disk,
+    )
+
+
+async def build_heartbeat(
+    agent: Agent, status: FleetStatus, interval_s: float, stats_window_s: float
+) -> Heartbeat:
+    sample = await asyncio.to_thread(_sample, agent)
+    snap = agent.stats.snapshot(stats_window_s)
+    model = agent.model
+    return Heartbeat(
+        site_id=agent.settings.site_id,
+        agent_version=shared.__version__,
+        bundle_version=model.version,
+        provider=model.provider,
+        link_state=agent.link_state,
+        outbox_depth=sample.outbox_depth,
+        job_backlog=sample.job_backlog,
+        request_rate=snap.rate_per_s,
+        decisions=Decisions(
+            local=snap.decisions.get("local", 0),
+            escalate=snap.decisions.get("escalate", 0),
+            refuse=snap.decisions.get("refuse", 0),
+        ),
+        p50_ms=snap.p50_ms,
+        p99_ms=snap.p99_ms,
+        cpu_percent=sample.cpu_percent,
+        mem_percent=sample.mem_percent,
+        disk_percent=sample.disk_percent,
+        config_version_applied=status.config_version_applied,
+        config_error=status.config_error,
+        sent_at_unix_ms=now_ms(),
+        bundle_status=status.bundle_status,
+        bundle_message=status.bundle_message,
+        bundle_target=status.bundle_target,
+        error_rate=round(snap.error_rate, 6),
+        interval_s=interval_s,
+    )
+
+
+class HeartbeatPublisher:
+    def __init__(
+        self,
+        agent: Agent,
+        status: FleetStatus,
+        interval_s: float = 10.0,
+        stats_window_s: float = 60.0,
+    ) -> None:
+        self.agent = agent
+        self.status = status
+        self.stats_window_s = stats_window_s
+        self._interval_s = interval_s
+        self._changed = asyncio.Event()
+        self._subject = heartbeat_subject(agent.settings.site_id)
+        registry = agent.metrics.registry
+        self._m_sent = registry.counter("aivos_fleet_heartbeats_total", "Heartbeats by outcome.")
+        psutil.cpu_percent(interval=None)  # prime: the first reading is meaningless
+
+    @property
+    def interval_s(self) -> float:
+        return self._interval_s
+
+    def set_interval(self, interval_s: float) -> None:
+        """Change the period (remote config); the next beat follows the new period."""
+        if interval_s != self._interval_s:
+            self._interval_s = interval_s
+            self._changed.set()
+
+    async def publish_once(self) -> bool:
+        """Send one heartbeat now; False when skipped (link down) or denied by the policy."""
+        uplink = self.agent.uplink
+        nc = uplink.nc
+        if nc is None or not uplink.connected:
+            self.status.heartbeats_skipped += 1
+            self._m_sent.inc(outcome="skipped_link_down")
+            return False
+        hb = await build_heartbeat(self.agent, self.status, self._interval_s, self.stats_window_s)
+        try:
+            decision = self.agent.gate.apply(DataClass.TELEMETRY, msgspec.to_builtins(hb))
+        except ResidencyDenied:
+            self.status.heartbeats_denied += 1
+            self._m_sent.inc(outcome="denied")
+            return False
+        try:
+            await nc.publish(self._subject, msgspec.json.encode(decision.payload))
+        except Exception as exc:  # the link dropped between the check and the send
+            log.info("heartbeat not sent: %s", type(exc).__name__)
+            self.status.heartbeats_skipped += 1
+            self._m_sent.inc(outcome="skipped_link_down")
+            return False
+        self.status.heartbeats_sent += 1
+        self._m_sent.inc(outcome="sent")
+        return True
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.publish_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat failed")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._interval_s)
