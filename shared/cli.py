@@ -47,6 +47,24 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "ingest": "cloud.ingest.cli:ingest_cmd",
         "stats": "cloud.ingest.cli:stats_cmd",
         "audit": "cloud.ingest.cli:audit_cmd",
+        "console": "cloud.console.cli:console_cmd",
+        "fleet": "cloud.fleet.cli:fleet_serve_cmd",
+    },
+    "fleet": {
+        "keygen": "cloud.fleet.cli:keygen_cmd",
+        "add": "cloud.fleet.cli:add_cmd",
+        "sites": "cloud.fleet.cli:sites_cmd",
+        "config": "cloud.fleet.cli:config_group",
+        "operator": "cloud.fleet.cli:operator_group",
+        "operator-token": "cloud.fleet.cli:operator_token_group",
+    },
+    "rollout": {
+        "start": "cloud.fleet.cli:rollout_start_cmd",
+        "list": "cloud.fleet.cli:rollout_list_cmd",
+        "pause": "cloud.fleet.cli:rollout_pause_cmd",
+        "resume": "cloud.fleet.cli:rollout_resume_cmd",
+        "abort": "cloud.fleet.cli:rollout_abort_cmd",
+        "rollback": "cloud.fleet.cli:rollout_rollback_cmd",
     },
 }
 
@@ -60,6 +78,8 @@ _HELP = {
     "workflows": "Validate, list and run edge workflows.",
     "nats": "NATS topology helpers (hub and site leaf configs).",
     "cloud": "Cloud tier services: generation workers, fleet ingest.",
+    "fleet": "Fleet registry: sites, remote config, operators, signing keys.",
+    "rollout": "Staged, health-gated model bundle rollouts.",
 }
 
 

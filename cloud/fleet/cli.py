@@ -1,0 +1,384 @@
+"""Fleet CLIs: ``aivos models publish``, ``aivos fleet ...``, ``aivos rollout ...`` and
+``aivos cloud fleet`` (registry ingest + rollout controller without the console)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from cloud.fleet.config import ConfigStore, load_config_file
+from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.rollout import (
+    abort_rollout,
+    pause_rollout,
+    resume_rollout,
+    rollback_rollout,
+    start_rollout,
+)
+from cloud.fleet.tokens import add_operator, create_operator_token
+from cloud.ingest.store import default_data_dir
+from shared.errors import ConfigError
+from shared.fleet import generate_signing_key, load_private_key
+from shared.logs import configure_logging
+from shared.natsconf.connect import connect_nats
+from shared.subjects import HUB_DOMAIN
+
+__all__ = [
+    "publish_cmd",
+    "keygen_cmd",
+    "add_cmd",
+    "sites_cmd",
+    "config_group",
+    "operator_group",
+    "operator_token_group",
+    "rollout_start_cmd",
+    "rollout_list_cmd",
+    "rollout_pause_cmd",
+    "rollout_resume_cmd",
+    "rollout_abort_cmd",
+    "rollout_rollback_cmd",
+    "fleet_serve_cmd",
+]
+
+log = logging.getLogger(__name__)
+_out = Console()
+T = TypeVar("T")
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cloud data directory [default: $AIVOS_HOME/cloud].",
+)
+_NATS = click.option(
+    "--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="Hub NATS URL."
+)
+_ACTOR = click.option(
+    "--actor", default="cli", show_default=True, help="Operator name recorded in the audit."
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _registry(data_dir: Path | None) -> SqliteRegistry:
+    return SqliteRegistry.open(data_dir if data_dir is not None else default_data_dir())
+
+
+async def _with_js(nats_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    nc = await connect_nats(nats_url, name="aivos-fleet-cli", connect_timeout_s=10.0)
+    try:
+        return await fn(nc.jetstream(domain=HUB_DOMAIN))
+    finally:
+        await nc.drain()
+
+
+# ----- models publish / fleet keygen ---------------------------------------------------------
+
+
+@click.command("publish")
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_NATS
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Ed25519 signing key (PEM) [default: DATA_DIR/keys/bundle_signing.key].",
+)
+@_DATA_DIR
+def publish_cmd(
+    bundle_dir: Path, nats_url: str, key_path: Path | None, data_dir: Path | None
+) -> None:
+    """Sign BUNDLE_DIR and upload it to the hub's model object store."""
+    from cloud.fleet.publish import publish_bundle
+
+    if key_path is None:
+        key_path = (data_dir or default_data_dir()) / "keys" / "bundle_signing.key"
+    key = load_private_key(key_path)
+    result = asyncio.run(_with_js(nats_url, lambda js: publish_bundle(js, bundle_dir, key)))
+    _out.print(
+        f"published bundle [bold]{result.bundle_version}[/bold] "
+        f"({len(result.objects)} objects, {result.total_bytes / 1e6:.1f} MB, key {result.key_id})"
+    )
+
+
+@click.command("keygen")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for bundle_signing.key (private, 0600) and bundle_signing.pub.",
+)
+def keygen_cmd(out: Path) -> None:
+    """Create the cloud's Ed25519 bundle signing key pair."""
+    priv, pub = generate_signing_key(out)
+    _out.print(f"private key: {priv}\npublic key (give to the sites): {pub}")
+
+
+# ----- fleet sites / config ------------------------------------------------------------------
+
+
+@click.command("add")
+@click.argument("site")
+@_DATA_DIR
+@_ACTOR
+def add_cmd(site: str, data_dir: Path | None, actor: str) -> None:
+    """Pre-register SITE in the fleet registry."""
+    reg = _registry(data_dir)
+    try:
+        created = reg.register_site(site)
+        if created:
+            reg.record_action(actor, "site.add", site)
+    finally:
+        reg.close()
+    _out.print(f"site {site} {'registered' if created else 'was already registered'}")
+
+
+@click.command("sites")
+@_DATA_DIR
+@_JSON
+def sites_cmd(data_dir: Path | None, as_json: bool) -> None:
+    """List the sites with their state and last-seen age."""
+    reg = _registry(data_dir)
+    try:
+        sites = reg.sites()
+    finally:
+        reg.close()
+    if as_json:
+        click.echo(msgspec.json.encode(sites).decode())
+        return
+    table = Table("site", "state", "last seen", "bundle", "config", "health")
+    for s in sites:
+        age = "never" if s.last_seen_age_s is None else f"{s.last_seen_age_s:.0f}s ago"
+        table.add_row(
+            s.site_id,
+            s.state,
+            age,
+            s.bundle_version or "-",
+            f"{s.config_applied}/{s.config_desired}",
+            s.health,
+        )
+    _out.print(table)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Desired config of the fleet (defaults) and of single sites."""
+
+
+@config_group.command("set")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", default=None, help="Site to configure [default: fleet-wide defaults].")
+@_NATS
+@_DATA_DIR
+@_ACTOR
+def _config_set(
+    file: Path, site: str | None, nats_url: str, data_dir: Path | None, actor: str
+) -> None:
+    """Push FILE (TOML: router, thresholds, residency, bundle_version, heartbeat_interval_s)
+    as the desired config of SITE, or as the fleet defaults."""
+    data = load_config_file(file)
+
+    async def put(js: Any) -> int:
+        store = await ConfigStore.open(js)
+        return await store.put(site, data)
+
+    version = asyncio.run(_with_js(nats_url, put))
+    reg = _registry(data_dir)
+    try:
+        if site is not None:
+            reg.set_desired([site], config=version, bundle=data.get("bundle_version"))
+        else:
+            reg.set_desired([s.site_id for s in reg.sites()], config=version)
+        reg.record_action(actor, "config.set", site or "_defaults", {"version": version, **data})
+    finally:
+        reg.close()
+    _out.print(f"config version {version} stored for {site or 'all sites (defaults)'}")
+
+
+# ----- operators -----------------------------------------------------------------------------
+
+
+@click.group("operator")
+def operator_group() -> None:
+    """Console operators (username + password)."""
+
+
+@operator_group.command("add")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@_DATA_DIR
+def _operator_add(username: str, password: str, data_dir: Path | None) -> None:
+    """Create or update an operator."""
+    reg = _registry(data_dir)
+    try:
+        add_operator(reg, username, password)
+    finally:
+        reg.close()
+    _out.print(f"operator {username} saved")
+
+
+@click.group("operator-token")
+def operator_token_group() -> None:
+    """Operator API tokens (bearer tokens for the console's JSON API)."""
+
+
+@operator_token_group.command("create")
+@click.option("--name", default="operator", show_default=True)
+@_DATA_DIR
+def _token_create(name: str, data_dir: Path | None) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+    token = create_operator_token(data_dir or default_data_dir(), name)
+    click.echo(token)
+
+
+# ----- rollouts ------------------------------------------------------------------------------
+
+
+def _percent(value: str) -> float:
+    try:
+        return float(value.rstrip("%"))
+    except ValueError as exc:
+        raise ConfigError("canary", f"not a percentage: {value!r}") from exc
+
+
+@click.command("start")
+@click.option("--bundle", "bundle_version", required=True, help="Bundle version to roll out.")
+@click.option("--sites", default=None, help="Comma-separated site ids.")
+@click.option("--all", "all_sites", is_flag=True, help="Every registered site.")
+@click.option("--canary", default="10%", show_default=True, help="Canary wave size.")
+@click.option("--soak", "soak_s", default=60.0, show_default=True, help="Seconds healthy per wave.")
+@click.option("--max-error-rate", default=0.05, show_default=True)
+@click.option("--max-p99-ms", default=2000.0, show_default=True)
+@_DATA_DIR
+@_ACTOR
+def rollout_start_cmd(
+    bundle_version: str,
+    sites: str | None,
+    all_sites: bool,
+    canary: str,
+    soak_s: float,
+    max_error_rate: float,
+    max_p99_ms: float,
+    data_dir: Path | None,
+    actor: str,
+) -> None:
+    """Start a staged rollout (carried out by the running console / ``aivos cloud fleet``)."""
+    if bool(sites) == all_sites:
+        raise click.UsageError("give exactly one of --sites or --all")
+    targets = None if all_sites else [s.strip() for s in (sites or "").split(",") if s.strip()]
+    reg = _registry(data_dir)
+    try:
+        rollout_id = start_rollout(
+            reg,
+            bundle_version=bundle_version,
+            sites=targets,
+            canary_percent=_percent(canary),
+            actor=actor,
+            soak_s=soak_s,
+            guards={"max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms},
+        )
+        rollout = reg.rollout(rollout_id)
+    finally:
+        reg.close()
+    for w in rollout.wave_progress():
+        _out.print(f"wave {w['wave']}: {w['total']} site(s)")
+    click.echo(rollout_id)
+
+
+@click.command("list")
+@_DATA_DIR
+@_JSON
+def rollout_list_cmd(data_dir: Path | None, as_json: bool) -> None:
+    """Recent rollouts with their per-wave progress."""
+    reg = _registry(data_dir)
+    try:
+        rollouts = reg.rollouts()
+    finally:
+        reg.close()
+    if as_json:
+        click.echo(msgspec.json.encode(rollouts).decode())
+        return
+    table = Table("id", "bundle", "state", "wave", "progress", "message")
+    for r in rollouts:
+        progress = "  ".join(
+            f"w{w['wave']}: {w['counts'].get('healthy', 0)}/{w['total']}" for w in r.wave_progress()
+        )
+        table.add_row(r.id, r.bundle_version, r.state, str(r.current_wave), progress, r.message)
+    _out.print(table)
+
+
+def _simple(action: str, fn: Callable[[SqliteRegistry, str, str], Any]) -> click.Command:
+    @click.command(action)
+    @click.argument("rollout_id")
+    @_DATA_DIR
+    @_ACTOR
+    def cmd(rollout_id: str, data_dir: Path | None, actor: str) -> None:
+        reg = _registry(data_dir)
+        try:
+            rollout = fn(reg, rollout_id, actor)
+        finally:
+            reg.close()
+        _out.print(f"rollout {rollout_id}: {rollout.state}")
+
+    cmd.help = f"{action.capitalize()} a rollout."
+    return cmd
+
+
+rollout_pause_cmd = _simple("pause", pause_rollout)
+rollout_resume_cmd = _simple("resume", resume_rollout)
+rollout_abort_cmd = _simple("abort", abort_rollout)
+
+
+@click.command("rollback")
+@click.argument("rollout_id")
+@_NATS
+@_DATA_DIR
+@_ACTOR
+def rollout_rollback_cmd(rollout_id: str, nats_url: str, data_dir: Path | None, actor: str) -> None:
+    """Give every site the rollout touched its previous bundle back."""
+    reg = _registry(data_dir)
+
+    async def run(js: Any) -> Any:
+        store = await ConfigStore.open(js)
+        return await rollback_rollout(reg, store, rollout_id, actor)
+
+    try:
+        rollout = asyncio.run(_with_js(nats_url, run))
+    finally:
+        reg.close()
+    _out.print(f"rollout {rollout_id}: {rollout.state}")
+
+
+# ----- aivos cloud fleet ---------------------------------------------------------------------
+
+
+@click.command("fleet")
+@_NATS
+@_DATA_DIR
+@click.option("--log-level", default="INFO", show_default=True)
+def fleet_serve_cmd(nats_url: str, data_dir: Path | None, log_level: str) -> None:
+    """Run heartbeat ingest and the rollout controller (without the console)."""
+    from cloud.fleet.service import FleetService
+
+    configure_logging(log_level, json_logs=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with FleetService(data_dir or default_data_dir(), nats_url):
+            await stop.wait()
+
+    asyncio.run(main())

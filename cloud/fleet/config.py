@@ -1,0 +1,113 @@
+"""Desired config in the JetStream KV bucket ``aivos_config`` (hub domain).
+
+Keys: ``_defaults`` (fleet-wide) and ``<site>`` (overrides), each a partial `SiteConfig`
+JSON object. Every put stamps ``version`` = 1 + the highest version in the bucket, so a
+site's effective version (max of both keys) increases on every change that concerns it.
+See `shared.fleet` for the merge rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from nats.js.api import KeyValueConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from shared.errors import ConfigError
+from shared.fleet import DEFAULTS_KEY, SiteConfig, effective_config, merge_config
+from shared.subjects import CONFIG_BUCKET, config_key
+
+__all__ = ["ConfigStore", "load_config_file"]
+
+log = logging.getLogger(__name__)
+
+_ALLOWED = set(SiteConfig.__struct_fields__) - {"version"}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A partial config from a TOML (or JSON) file; unknown top-level keys fail loudly."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        data = json.loads(raw) if p.suffix == ".json" else tomllib.loads(raw.decode())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(p), f"cannot read config: {exc}") from exc
+    validate_partial(data, str(p))
+    return data
+
+
+def validate_partial(data: dict[str, Any], where: str = "config") -> None:
+    unknown = set(data) - _ALLOWED
+    if unknown:
+        raise ConfigError(
+            f"{where}.{sorted(unknown)[0]}", f"unknown key; allowed: {sorted(_ALLOWED)}"
+        )
+    # the merged result must decode (types); the edge validates the tables themselves
+    effective_config(None, json.dumps(data).encode())
+
+
+class ConfigStore:
+    """Put/get desired config. ``js`` must address the hub domain."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, *, create: bool = True) -> ConfigStore:
+        try:
+            kv = await js.key_value(CONFIG_BUCKET)
+        except BucketNotFoundError:
+            if not create:
+                raise
+            kv = await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=16))
+        return cls(kv)
+
+    async def _get(self, key: str) -> dict[str, Any]:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return {}
+        if not entry.value:
+            return {}
+        value = json.loads(entry.value)
+        return value if isinstance(value, dict) else {}
+
+    async def _max_version(self) -> int:
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return 0
+        best = 0
+        for key in keys:
+            best = max(best, int((await self._get(key)).get("version", 0) or 0))
+        return best
+
+    async def get_raw(self, site: str | None) -> dict[str, Any]:
+        """The stored partial document of a site (or of the defaults when `site` is None)."""
+        return await self._get(DEFAULTS_KEY if site is None else config_key(site))
+
+    async def put(self, site: str | None, data: dict[str, Any], *, merge: bool = False) -> int:
+        """Store a partial config for `site` (None = fleet defaults); returns its version.
+
+        With `merge`, `data` is deep-merged into what is stored (used for one-field changes
+        such as a rollout's ``bundle_version``)."""
+        validate_partial(data)
+        key = DEFAULTS_KEY if site is None else config_key(site)
+        doc = merge_config(await self._get(key), data) if merge else dict(data)
+        doc.pop("version", None)
+        version = await self._max_version() + 1
+        doc["version"] = version
+        await self.kv.put(key, json.dumps(doc, sort_keys=True).encode())
+        log.info("config %s set to version %d", key, version)
+        return version
+
+    async def effective(self, site: str) -> SiteConfig:
+        defaults = await self._get(DEFAULTS_KEY)
+        own = await self._get(config_key(site))
+        return effective_config(json.dumps(defaults).encode(), json.dumps(own).encode())

@@ -1,0 +1,149 @@
+"""Heartbeat and report ingest: subscribe on the hub, batch-write to the registry.
+
+Messages are decoded on the event loop (cheap) and buffered; a flusher writes each batch
+in one SQLite transaction in a worker thread, every `flush_interval_s` or as soon as
+`max_batch` messages wait. A malformed message is counted and dropped, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from cloud.fleet.registry import SqliteRegistry
+from shared.errors import AivosError
+from shared.fleet import (
+    BundleReport,
+    ConfigReport,
+    Heartbeat,
+    bundle_report_all,
+    config_report_all,
+    decode_bundle_report,
+    decode_config_report,
+    decode_heartbeat,
+    now_ms,
+)
+from shared.subjects import heartbeat_all
+
+__all__ = ["IngestCounters", "HeartbeatIngest"]
+
+log = logging.getLogger(__name__)
+
+
+class IngestCounters(msgspec.Struct):
+    received: int = 0
+    written: int = 0
+    invalid: int = 0
+    batches: int = 0
+    # send -> committed lag of the last batch (ms, from the heartbeat's sent_at_unix_ms)
+    last_lag_ms: float = 0.0
+    max_lag_ms: float = 0.0
+
+
+class HeartbeatIngest:
+    def __init__(
+        self, registry: SqliteRegistry, *, flush_interval_s: float = 0.2, max_batch: int = 2000
+    ) -> None:
+        self.registry = registry
+        self.flush_interval_s = flush_interval_s
+        self.max_batch = max_batch
+        self.counters = IngestCounters()
+        self._beats: list[tuple[Heartbeat, float]] = []
+        self._cfg: list[tuple[ConfigReport, float]] = []
+        self._bundle: list[tuple[BundleReport, float]] = []
+        self._subs: list[Subscription] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, nc: NATS) -> None:
+        self._subs = [
+            await nc.subscribe(heartbeat_all(), cb=self._on_heartbeat, pending_msgs_limit=200_000),
+            await nc.subscribe(config_report_all(), cb=self._on_config_report),
+            await nc.subscribe(bundle_report_all(), cb=self._on_bundle_report),
+        ]
+        await nc.flush()
+        self._task = asyncio.create_task(self._flusher(), name="fleet-ingest")
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = []
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        self.counters.received += 1
+        try:
+            hb = decode_heartbeat(msg.data)
+        except AivosError:
+            self.counters.invalid += 1
+            return
+        if msg.subject.rsplit(".", 1)[-1] != hb.site_id:
+            self.counters.invalid += 1  # a site may only speak for itself
+            return
+        self._beats.append((hb, time.time()))
+        if len(self._beats) >= self.max_batch:
+            self._wake.set()
+
+    async def _on_config_report(self, msg: Msg) -> None:
+        try:
+            report = decode_config_report(msg.data)
+        except AivosError:
+            self.counters.invalid += 1
+            return
+        self._cfg.append((report, time.time()))
+        self._wake.set()
+
+    async def _on_bundle_report(self, msg: Msg) -> None:
+        try:
+            report = decode_bundle_report(msg.data)
+        except AivosError:
+            self.counters.invalid += 1
+            return
+        self._bundle.append((report, time.time()))
+        self._wake.set()
+
+    async def _flusher(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("fleet ingest: batch write failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        beats, self._beats = self._beats, []
+        cfg, self._cfg = self._cfg, []
+        bundle, self._bundle = self._bundle, []
+        if beats:
+            try:
+                await asyncio.to_thread(self.registry.ingest_heartbeats, beats)
+            except Exception:
+                self._beats[:0] = beats
+                raise
+            done = now_ms()
+            lags = [done - hb.sent_at_unix_ms for hb, _ in beats if hb.sent_at_unix_ms]
+            if lags:
+                self.counters.last_lag_ms = float(max(lags))
+                self.counters.max_lag_ms = max(self.counters.max_lag_ms, float(max(lags)))
+            self.counters.written += len(beats)
+            self.counters.batches += 1
+        if cfg:
+            await asyncio.to_thread(self.registry.add_config_reports, cfg)
+        if bundle:
+            await asyncio.to_thread(self.registry.add_bundle_reports, bundle)

@@ -1,0 +1,63 @@
+"""Sign a bundle and upload it to the JetStream object store ``aivos_models`` (hub domain).
+
+Objects are ``<version>/<file>`` for every file the manifest lists, then ``manifest.json``,
+then ``signature.json`` last: a bundle whose signature object exists is complete. Files are
+streamed from disk (never read whole into memory).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.js.api import ObjectStoreConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError
+from nats.js.object_store import ObjectStore
+
+from shared.bundle import MANIFEST_NAME, load_bundle_manifest
+from shared.fleet import SIGNATURE_NAME, BundleSignature, bundle_object_name, sign_bundle
+from shared.subjects import MODELS_BUCKET
+
+__all__ = ["PublishResult", "open_models_store", "publish_bundle"]
+
+log = logging.getLogger(__name__)
+
+
+class PublishResult(msgspec.Struct, frozen=True):
+    bundle_version: str
+    key_id: str
+    objects: list[str]
+    total_bytes: int
+
+
+async def open_models_store(js: JetStreamContext, *, create: bool = True) -> ObjectStore:
+    try:
+        return await js.object_store(MODELS_BUCKET)
+    except BucketNotFoundError:
+        if not create:
+            raise
+        return await js.create_object_store(config=ObjectStoreConfig(bucket=MODELS_BUCKET))
+
+
+async def publish_bundle(
+    js: JetStreamContext, bundle_dir: str | Path, private_key: Ed25519PrivateKey
+) -> PublishResult:
+    """Verify + sign `bundle_dir` (writes its ``signature.json``), then upload it."""
+    root = Path(bundle_dir)
+    manifest = load_bundle_manifest(root)
+    signature: BundleSignature = sign_bundle(root, private_key)
+    store = await open_models_store(js)
+    names = [*sorted(manifest.files), MANIFEST_NAME, SIGNATURE_NAME]
+    objects: list[str] = []
+    total = 0
+    for name in names:
+        obj = bundle_object_name(manifest.bundle_version, name)
+        with (root / name).open("rb") as fh:
+            info = await store.put(obj, fh)
+        objects.append(obj)
+        total += info.size or 0
+        log.info("published %s (%d bytes)", obj, info.size or 0)
+    return PublishResult(manifest.bundle_version, signature.key_id, objects, total)

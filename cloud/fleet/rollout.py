@@ -1,0 +1,297 @@
+"""Staged, health-gated bundle rollouts.
+
+A rollout has waves: wave 1 = the canary sites (``canary_percent`` of the targets, at least
+one), wave 2 = the rest. The controller (`RolloutController.tick`, run every second inside
+the console or ``aivos cloud fleet``) drives every ``running`` rollout from its state in
+the registry, so it survives restarts:
+
+1. each ``pending`` site of the current wave gets the bundle as its desired
+   ``bundle_version`` in the KV bucket -> ``deploying``;
+2. a site is ``healthy`` once it is online and its heartbeat shows the new bundle live
+   (``bundle_version`` = V, ``bundle_status`` ok) within the guards (error rate, p99);
+3. it is ``failed`` when it reports the new bundle as verify_failed / canary_failed /
+   rolled_back / error, or runs it outside the guards -> the rollout is ``halted``;
+4. when every site of the wave has been healthy for ``soak_s``, the next wave starts; after
+   the last wave the rollout is ``completed``.
+
+Operator actions: pause/resume (stop/continue progressing), abort (stop for good; sites
+already switched keep the new bundle), rollback (every site the rollout touched gets its
+previous bundle back as desired bundle_version; state ``rolled_back``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from cloud.fleet.registry import RolloutRow, SqliteRegistry
+from shared.errors import ConfigError, NotFound
+from shared.fleet import validate_bundle_version
+
+__all__ = [
+    "FAILED_STATUSES",
+    "DEFAULT_GUARDS",
+    "DesiredBundleSink",
+    "RolloutController",
+    "start_rollout",
+    "pause_rollout",
+    "resume_rollout",
+    "abort_rollout",
+    "rollback_rollout",
+    "plan_waves",
+]
+
+log = logging.getLogger(__name__)
+
+FAILED_STATUSES = frozenset({"verify_failed", "canary_failed", "rolled_back", "error"})
+DEFAULT_GUARDS = {"max_error_rate": 0.05, "max_p99_ms": 2000.0}
+_ACTIVE = ("running", "paused")
+
+
+class DesiredBundleSink(Protocol):
+    """Where desired bundle versions go (the KV-backed `ConfigStore` in production)."""
+
+    async def put(
+        self, site: str | None, data: dict[str, object], *, merge: bool = False
+    ) -> int: ...
+
+
+def plan_waves(sites: Sequence[str], canary_percent: float) -> list[list[str]]:
+    """[canary, rest]: ceil(percent of the sites), at least one; no empty wave."""
+    if not sites:
+        raise ConfigError("sites", "a rollout needs at least one site")
+    if not 0 < canary_percent <= 100:
+        raise ConfigError("canary", "canary percent must be in (0, 100]")
+    ordered = sorted(set(sites))
+    n = max(1, math.ceil(len(ordered) * canary_percent / 100))
+    waves = [ordered[:n], ordered[n:]]
+    return [w for w in waves if w]
+
+
+def start_rollout(
+    registry: SqliteRegistry,
+    *,
+    bundle_version: str,
+    sites: Sequence[str] | None,
+    canary_percent: float,
+    actor: str,
+    soak_s: float = 60.0,
+    guards: dict[str, float] | None = None,
+) -> str:
+    """Create a running rollout (the controller carries it out); returns its id."""
+    validate_bundle_version(bundle_version)
+    known = {s.site_id: s for s in registry.sites()}
+    targets = list(known) if sites is None else list(sites)
+    missing = [s for s in targets if s not in known]
+    if missing:
+        raise NotFound(f"unknown sites: {', '.join(missing)}")
+    busy = {
+        s.site_id
+        for r in registry.rollouts(states=_ACTIVE)
+        for s in r.sites
+        if s.site_id in targets
+    }
+    if busy:
+        raise ConfigError("sites", f"already in an active rollout: {', '.join(sorted(busy))}")
+    waves = plan_waves(targets, canary_percent)
+    rollout_id = f"r-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    merged_guards = {**DEFAULT_GUARDS, **(guards or {})}
+    registry.create_rollout(
+        rollout_id,
+        bundle_version,
+        [[(s, known[s].bundle_version) for s in wave] for wave in waves],
+        canary_percent=canary_percent,
+        soak_s=soak_s,
+        guards=merged_guards,
+        created_by=actor,
+    )
+    registry.record_action(
+        actor,
+        "rollout.start",
+        rollout_id,
+        {
+            "bundle_version": bundle_version,
+            "waves": waves,
+            "canary_percent": canary_percent,
+            "soak_s": soak_s,
+            "guards": merged_guards,
+        },
+    )
+    return rollout_id
+
+
+def _transition(
+    registry: SqliteRegistry,
+    rollout_id: str,
+    actor: str,
+    action: str,
+    allowed: Sequence[str],
+    to: str,
+) -> RolloutRow:
+    rollout = registry.rollout(rollout_id)
+    if rollout.state not in allowed:
+        raise ConfigError("rollout", f"cannot {action} a rollout that is {rollout.state}")
+    registry.update_rollout(rollout_id, state=to, message=f"{action} by {actor}")
+    registry.record_action(actor, f"rollout.{action}", rollout_id, {"from": rollout.state})
+    return registry.rollout(rollout_id)
+
+
+def pause_rollout(registry: SqliteRegistry, rollout_id: str, actor: str) -> RolloutRow:
+    return _transition(registry, rollout_id, actor, "pause", ("running",), "paused")
+
+
+def resume_rollout(registry: SqliteRegistry, rollout_id: str, actor: str) -> RolloutRow:
+    return _transition(registry, rollout_id, actor, "resume", ("paused", "halted"), "running")
+
+
+def abort_rollout(registry: SqliteRegistry, rollout_id: str, actor: str) -> RolloutRow:
+    return _transition(
+        registry, rollout_id, actor, "abort", ("running", "paused", "halted"), "aborted"
+    )
+
+
+async def rollback_rollout(
+    registry: SqliteRegistry, sink: DesiredBundleSink, rollout_id: str, actor: str
+) -> RolloutRow:
+    """Set every touched site's desired bundle back to the one it ran before the rollout."""
+    rollout = registry.rollout(rollout_id)
+    if rollout.state == "rolled_back":
+        raise ConfigError("rollout", "already rolled back")
+    reverted: dict[str, str] = {}
+    for s in rollout.sites:
+        if s.status == "pending" or s.previous_bundle is None:
+            continue
+        version = await sink.put(s.site_id, {"bundle_version": s.previous_bundle}, merge=True)
+        registry.set_desired([s.site_id], config=version, bundle=s.previous_bundle)
+        registry.update_rollout_site(rollout_id, s.site_id, status="rolled_back", message="")
+        reverted[s.site_id] = s.previous_bundle
+    registry.update_rollout(rollout_id, state="rolled_back", message=f"rolled back by {actor}")
+    registry.record_action(actor, "rollout.rollback", rollout_id, {"reverted": reverted})
+    return registry.rollout(rollout_id)
+
+
+class RolloutController:
+    def __init__(
+        self, registry: SqliteRegistry, sink: DesiredBundleSink, *, tick_s: float = 1.0
+    ) -> None:
+        self.registry = registry
+        self.sink = sink
+        self.tick_s = tick_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="rollout-controller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("rollout controller tick failed")
+            await asyncio.sleep(self.tick_s)
+
+    async def tick(self) -> None:
+        for rollout in self.registry.rollouts(states=("running",)):
+            await self._advance(rollout)
+
+    def _failure(self, rollout: RolloutRow, site_id: str) -> str | None:
+        """Why this site failed the new bundle, or None."""
+        hb = self.registry.heartbeat(site_id)
+        v = rollout.bundle_version
+        for ev in self.registry.bundle_events(site_id, limit=10):
+            if (
+                ev.bundle_version == v
+                and ev.status in FAILED_STATUSES
+                and ev.ts >= rollout.created_at
+            ):
+                return f"{ev.status}: {ev.message}".rstrip(": ")
+        if hb is None:
+            return None
+        if hb.bundle_target == v and hb.bundle_status in FAILED_STATUSES:
+            return f"{hb.bundle_status}: {hb.bundle_message}".rstrip(": ")
+        if hb.bundle_version == v and hb.bundle_status == "ok":
+            g = rollout.guards
+            if hb.error_rate > g.get("max_error_rate", math.inf):
+                return f"error rate {hb.error_rate:.3f} above guard {g['max_error_rate']}"
+            if hb.p99_ms > g.get("max_p99_ms", math.inf):
+                return f"p99 {hb.p99_ms:.0f} ms above guard {g['max_p99_ms']:.0f} ms"
+        return None
+
+    def _healthy(self, rollout: RolloutRow, site_id: str) -> bool:
+        hb = self.registry.heartbeat(site_id)
+        if hb is None or self.registry.site(site_id).state != "online":
+            return False
+        return hb.bundle_version == rollout.bundle_version and hb.bundle_status == "ok"
+
+    async def _advance(self, rollout: RolloutRow) -> None:
+        now = time.time()
+        wave = [s for s in rollout.sites if s.wave == rollout.current_wave]
+        failed: list[str] = []
+        all_soaked = True
+        for s in wave:
+            if s.status == "pending":
+                version = await self.sink.put(
+                    s.site_id, {"bundle_version": rollout.bundle_version}, merge=True
+                )
+                self.registry.set_desired(
+                    [s.site_id], config=version, bundle=rollout.bundle_version
+                )
+                self.registry.update_rollout_site(rollout.id, s.site_id, status="deploying")
+                all_soaked = False
+                continue
+            if s.status not in ("deploying", "healthy"):
+                if s.status == "failed":
+                    failed.append(f"{s.site_id}: {s.message}")
+                continue
+            why = self._failure(rollout, s.site_id)
+            if why is not None:
+                self.registry.update_rollout_site(
+                    rollout.id, s.site_id, status="failed", message=why
+                )
+                failed.append(f"{s.site_id}: {why}")
+            elif self._healthy(rollout, s.site_id):
+                since = s.healthy_since or now
+                if s.status != "healthy" or s.healthy_since is None:
+                    self.registry.update_rollout_site(
+                        rollout.id, s.site_id, status="healthy", healthy_since=since
+                    )
+                if now - since < rollout.soak_s:
+                    all_soaked = False
+            else:
+                if s.status == "healthy":  # went offline or changed bundle: start over
+                    self.registry.update_rollout_site(rollout.id, s.site_id, status="deploying")
+                all_soaked = False
+        if failed:
+            what = "canary" if rollout.current_wave == 1 else f"wave {rollout.current_wave}"
+            message = f"halted: {what} site failed ({'; '.join(failed)})"
+            self.registry.update_rollout(rollout.id, state="halted", message=message)
+            self.registry.record_action(
+                "controller", "rollout.halt", rollout.id, {"failed": failed}
+            )
+            log.warning("rollout %s halted", rollout.id)
+            return
+        if not all_soaked:
+            return
+        last_wave = max(s.wave for s in rollout.sites)
+        if rollout.current_wave < last_wave:
+            self.registry.update_rollout(
+                rollout.id,
+                current_wave=rollout.current_wave + 1,
+                message=f"wave {rollout.current_wave} healthy; wave {rollout.current_wave + 1} started",
+            )
+        else:
+            self.registry.update_rollout(rollout.id, state="completed", message="all waves healthy")
+            self.registry.record_action("controller", "rollout.complete", rollout.id, {})
