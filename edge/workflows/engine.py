@@ -126,6 +126,7 @@ class WorkflowEngine:
         self._http: HttpCaller | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._approval_events: dict[str, asyncio.Event] = {}
+        self._paused: dict[str, asyncio.Event] = {}  # set while a run waits for an operator
         self._replay = ReplayGuard()
         self._nats_task: asyncio.Task[None] | None = None
         self._started = False
@@ -229,10 +230,20 @@ class WorkflowEngine:
             self._spawn(run_id)
         return await self.wait(run.id, wait_s)
 
-    async def wait(self, run_id: str, wait_s: float) -> RunResult:
+    async def wait(self, run_id: str, wait_s: float, *, return_on_pause: bool = True) -> RunResult:
+        """Wait up to `wait_s` for the run to finish (or to pause for an operator)."""
         task = self._tasks.get(run_id)
         if task is not None and wait_s > 0:
-            await asyncio.wait({task}, timeout=wait_s)
+            paused = self._paused.setdefault(run_id, asyncio.Event())
+            if not return_on_pause:
+                paused = asyncio.Event()
+            pause_wait = asyncio.ensure_future(paused.wait())
+            try:
+                await asyncio.wait(
+                    {task, pause_wait}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                pause_wait.cancel()
         return result_of(self.get_run(run_id))
 
     def _spawn(self, run_id: str) -> None:
@@ -245,6 +256,7 @@ class WorkflowEngine:
             if self._tasks.get(rid) is t:
                 del self._tasks[rid]
             self._approval_events.pop(rid, None)
+            self._paused.pop(rid, None)
             if not t.cancelled() and t.exception() is not None:
                 log.error("workflow run %s crashed", rid, exc_info=t.exception())
 
@@ -900,6 +912,14 @@ class WorkflowEngine:
                     },
                 )
             )
+        else:
+            # resumed (restart, or /retry after a cancel): the run is waiting again
+            await self.store.transact(
+                lambda c: c.execute(
+                    "UPDATE workflow_runs SET state = 'waiting_approval' WHERE id = ?", (run.id,)
+                )
+            )
+        self._paused.setdefault(run.id, asyncio.Event()).set()
         event = self._approval_events.setdefault(run.id, asyncio.Event())
         default = "approved" if step.default == "approve" else "rejected"
         while True:
@@ -916,6 +936,7 @@ class WorkflowEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=left)
             event.clear()
+        self._paused.pop(run.id, None)
         output = {"decision": row.decision, "by": row.decided_by, "note": row.note}
         if row.decision == "approved":
             return _Outcome(output, input=row.input)

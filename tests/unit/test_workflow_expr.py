@@ -26,7 +26,7 @@ CTX = {
         ("inputs.amount == '120'", False),
         ("'vip' in inputs.tags", True),
         ("'ell' in inputs.text", True),
-        ("steps.billing.body.items.0.id == \"X1\"", True),
+        ('steps.billing.body.items.0.id == "X1"', True),
         ("steps.missing.value == null", True),
         ("steps.missing.value > 3", False),
         ("inputs.text > 3", False),

@@ -35,35 +35,117 @@ MALFORMED = [
     ("missing step id", HEAD + '[[steps]]\nkind = "respond"\ntemplate = "x"\n', ["#1", "id"]),
     ("unknown step field", HEAD + HTTP + "cmd = 'rm'\n", ["step 'call' (#1)", "cmd"]),
     ("duplicate id", HEAD + RESPOND + RESPOND, ["step 'answer' (#2)", "duplicate"]),
-    ("http without connector", HEAD + '[[steps]]\nid = "c"\nkind = "http"\npath = "/x"\n', ["step 'c'", "connector"]),
-    ("connector not allow-listed", HEAD + HTTP.replace("corebank", "evil"), ["step 'call'", "field 'connector'", "allow-list"]),
+    (
+        "http without connector",
+        HEAD + '[[steps]]\nid = "c"\nkind = "http"\npath = "/x"\n',
+        ["step 'c'", "connector"],
+    ),
+    (
+        "connector not allow-listed",
+        HEAD + HTTP.replace("corebank", "evil"),
+        ["step 'call'", "field 'connector'", "allow-list"],
+    ),
     ("bad timeout", HEAD + HTTP + "timeout_s = -1\n", ["step 'call' (#1)", "field 'timeout_s'"]),
     ("too many retries", HEAD + HTTP + "retries = 99\n", ["field 'retries'"]),
     ("absolute url as path", HEAD + HTTP.replace('"/x"', '"http://evil/x"'), ["field 'path'"]),
     ("GET with body", HEAD + HTTP + 'body = { a = "b" }\n', ["field 'body'", "GET"]),
-    ("unknown template root", HEAD + RESPOND.replace('"ok"', '"{env.HOME}"'), ["step 'answer'", "field 'template'", "env.HOME"]),
-    ("later step reference", HEAD + RESPOND.replace('"ok"', '"{steps.call.body}"') + HTTP, ["step 'answer'", "earlier step"]),
-    ("format-string exploit", HEAD + RESPOND.replace('"ok"', '"{inputs.x.__class__!r}"'), ["field 'template'", "dotted reference"]),
-    ("bad branch expression", HEAD + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "__import__(\'os\')"\nthen = "answer"\n' + RESPOND, ["step 'b'", "field 'when'"]),
-    ("jump backwards", HEAD + RESPOND + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "true"\nthen = "answer"\n', ["step 'b'", "field 'then'", "forward"]),
-    ("jump to unknown", HEAD + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "true"\nthen = "nowhere"\n', ["field 'then'", "nowhere"]),
+    (
+        "unknown template root",
+        HEAD + RESPOND.replace('"ok"', '"{env.HOME}"'),
+        ["step 'answer'", "field 'template'", "env.HOME"],
+    ),
+    (
+        "later step reference",
+        HEAD + RESPOND.replace('"ok"', '"{steps.call.body}"') + HTTP,
+        ["step 'answer'", "earlier step"],
+    ),
+    (
+        "format-string exploit",
+        HEAD + RESPOND.replace('"ok"', '"{inputs.x.__class__!r}"'),
+        ["field 'template'", "dotted reference"],
+    ),
+    (
+        "bad branch expression",
+        HEAD
+        + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "__import__(\'os\')"\nthen = "answer"\n'
+        + RESPOND,
+        ["step 'b'", "field 'when'"],
+    ),
+    (
+        "jump backwards",
+        HEAD + RESPOND + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "true"\nthen = "answer"\n',
+        ["step 'b'", "field 'then'", "forward"],
+    ),
+    (
+        "jump to unknown",
+        HEAD + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "true"\nthen = "nowhere"\n',
+        ["field 'then'", "nowhere"],
+    ),
     ("bad on_error", HEAD + HTTP + 'on_error = "retry_forever"\n', ["field 'on_error'"]),
-    ("emit both targets", HEAD + '[[steps]]\nid = "e"\nkind = "emit"\nnats = "x"\nwebhook = "notify"\n', ["step 'e'", "exactly one"]),
-    ("emit bad subject", HEAD + '[[steps]]\nid = "e"\nkind = "emit"\nnats = "a.b.>"\n', ["step 'e'", "field 'nats'"]),
-    ("approve bad default", HEAD + '[[steps]]\nid = "a"\nkind = "approve"\ndefault = "maybe"\n', ["step 'a'", "field 'default'"]),
-    ("empty allow-list", HEAD + GEN + "fields = { category = [] }\n", ["step 'draft'", "fields.category"]),
+    (
+        "emit both targets",
+        HEAD + '[[steps]]\nid = "e"\nkind = "emit"\nnats = "x"\nwebhook = "notify"\n',
+        ["step 'e'", "exactly one"],
+    ),
+    (
+        "emit bad subject",
+        HEAD + '[[steps]]\nid = "e"\nkind = "emit"\nnats = "a.b.>"\n',
+        ["step 'e'", "field 'nats'"],
+    ),
+    (
+        "approve bad default",
+        HEAD + '[[steps]]\nid = "a"\nkind = "approve"\ndefault = "maybe"\n',
+        ["step 'a'", "field 'default'"],
+    ),
+    (
+        "empty allow-list",
+        HEAD + GEN + "fields = { category = [] }\n",
+        ["step 'draft'", "fields.category"],
+    ),
     ("bad event name", HEAD + '[trigger]\nevents = ["nodot"]\n' + RESPOND, ["trigger.events"]),
     ("loader-owned field", HEAD + 'digest = "x"\n' + RESPOND, ["field 'digest'"]),
-    ("model text into http body", HEAD + GEN + HTTP.replace('"/x"', '"/x"\nmethod = "POST"\nbody = { note = "{steps.draft.text}" }'), ["step 'call'", "model output"]),
-    ("model text into http path", HEAD + GEN + HTTP.replace('"/x"', '"/x/{steps.draft.text}"'), ["step 'call'", "model output"]),
-    ("model text into emit", HEAD + GEN + '[[steps]]\nid = "e"\nkind = "emit"\nnats = "out"\npayload = { t = "{steps.draft.text}" }\n', ["step 'e'", "model output"]),
-    ("model text drives a branch", HEAD + GEN + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "\'yes\' in steps.draft.text"\nthen = "answer"\n' + RESPOND, ["step 'b'", "model output"]),
-    ("undeclared field", HEAD + GEN + 'fields = { category = ["a"] }\n' + HTTP.replace('"/x"', '"/x/{steps.draft.fields.amount}"'), ["step 'call'", "model output"]),
+    (
+        "model text into http body",
+        HEAD
+        + GEN
+        + HTTP.replace('"/x"', '"/x"\nmethod = "POST"\nbody = { note = "{steps.draft.text}" }'),
+        ["step 'call'", "model output"],
+    ),
+    (
+        "model text into http path",
+        HEAD + GEN + HTTP.replace('"/x"', '"/x/{steps.draft.text}"'),
+        ["step 'call'", "model output"],
+    ),
+    (
+        "model text into emit",
+        HEAD
+        + GEN
+        + '[[steps]]\nid = "e"\nkind = "emit"\nnats = "out"\npayload = { t = "{steps.draft.text}" }\n',
+        ["step 'e'", "model output"],
+    ),
+    (
+        "model text drives a branch",
+        HEAD
+        + GEN
+        + '[[steps]]\nid = "b"\nkind = "branch"\nwhen = "\'yes\' in steps.draft.text"\nthen = "answer"\n'
+        + RESPOND,
+        ["step 'b'", "model output"],
+    ),
+    (
+        "undeclared field",
+        HEAD
+        + GEN
+        + 'fields = { category = ["a"] }\n'
+        + HTTP.replace('"/x"', '"/x/{steps.draft.fields.amount}"'),
+        ["step 'call'", "model output"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "text", "needles"), MALFORMED, ids=[c[0] for c in MALFORMED])
-def test_malformed_workflow_is_refused_with_a_clear_error(case: str, text: str, needles: list[str]) -> None:
+def test_malformed_workflow_is_refused_with_a_clear_error(
+    case: str, text: str, needles: list[str]
+) -> None:
     with pytest.raises(WorkflowInvalid) as info:
         parse_workflow(text, "bad.toml", connectors=CONNECTORS)
     message = str(info.value)
@@ -78,7 +160,10 @@ def test_guarded_model_output_is_accepted() -> None:
         + GEN
         + 'fields = { category = ["billing", "fraud"] }\n'
         + '[[steps]]\nid = "check"\nkind = "approve"\nreview = ["steps.draft.text"]\n'
-        + HTTP.replace('"/x"', '"/x/{steps.draft.fields.category}"\nmethod = "POST"\nbody = { note = "{steps.draft.text}" }')
+        + HTTP.replace(
+            '"/x"',
+            '"/x/{steps.draft.fields.category}"\nmethod = "POST"\nbody = { note = "{steps.draft.text}" }',
+        )
     )
     wf = parse_workflow(reviewed, "ok.toml", connectors=CONNECTORS)
     assert [s.id for s in wf.steps] == ["draft", "check", "call"]
@@ -97,7 +182,9 @@ def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
 
 
 def _example_files() -> list[Path]:
-    return sorted(WORKFLOWS_DIR.glob("*.toml")) + sorted((ROOT / "examples" / "workflows").glob("*.toml"))
+    return sorted(WORKFLOWS_DIR.glob("*.toml")) + sorted(
+        (ROOT / "examples" / "workflows").glob("*.toml")
+    )
 
 
 @pytest.mark.parametrize("path", _example_files(), ids=lambda p: p.name)
@@ -123,9 +210,16 @@ def test_docs_examples_are_real_files_that_load() -> None:
 
 def test_fields_are_parsed_against_their_allow_list() -> None:
     schema = {"category": ["duplicate_charge", "fraud"], "urgent": ["yes", "no"]}
-    assert parse_fields("category: Fraud\nurgent: yes", schema) == {"category": "fraud", "urgent": "yes"}
-    assert parse_fields('{"category": "duplicate_charge"}', schema) == {"category": "duplicate_charge"}
+    assert parse_fields("category: Fraud\nurgent: yes", schema) == {
+        "category": "fraud",
+        "urgent": "yes",
+    }
+    assert parse_fields('{"category": "duplicate_charge"}', schema) == {
+        "category": "duplicate_charge"
+    }
     # not allow-listed, ambiguous, or injected values are dropped
     assert parse_fields("category: transfer_all_funds", schema) == {}
     assert parse_fields("category: fraud\ncategory: duplicate_charge", schema) == {}
-    assert parse_fields("amount: 99999\ncategory: fraud", {"category": ["fraud"]}) == {"category": "fraud"}
+    assert parse_fields("amount: 99999\ncategory: fraud", {"category": ["fraud"]}) == {
+        "category": "fraud"
+    }
