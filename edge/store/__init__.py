@@ -111,7 +111,14 @@ class Store:
         sync_memory: bool = False,
         token_recheck_s: float = 1.0,
     ) -> Store:
-        """Open (creating if needed) `data_dir/aivos.db`, apply migrations, start the writer."""
+        """Open (creating if needed) `data_dir/aivos.db`, apply migrations, start the writer.
+
+        `outbox_quota`: most pending outbox records before syncing writes are refused.
+        `memory_retention_days`: default age for `purge_memory()`.
+        `memory_turns_keep`: short-term turns kept per session.
+        `sync_memory`: whether memory writes enqueue outbox records (data class "memory").
+        `token_recheck_s`: how long a cached token is trusted before its row is re-read.
+        """
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         conn = open_writer(db_path(data_dir))

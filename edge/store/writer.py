@@ -37,11 +37,33 @@ _STOP = object()
 
 
 class _Op:
-    __slots__ = ("fn", "future")
+    """One submitted function and where its outcome goes: an asyncio future on its loop, or
+    a concurrent future for blocking callers."""
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    __slots__ = ("fn", "loop", "afuture", "cfuture")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.fn = fn
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.loop = loop
+        self.afuture: asyncio.Future[Any] | None = None if loop is None else loop.create_future()
+        self.cfuture: concurrent.futures.Future[Any] | None = (
+            concurrent.futures.Future() if loop is None else None
+        )
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Runs on the caller's loop: resolve a whole batch with one wake-up."""
+    for fut, ok, value in outcomes:
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 class WriterStats:
@@ -68,8 +90,10 @@ class Writer:
         self._thread.start()
 
     # -- submitting -------------------------------------------------------------------
-    def _enqueue(self, fn: Callable[[sqlite3.Connection], Any]) -> _Op:
-        op = _Op(fn)
+    def _enqueue(
+        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop | None
+    ) -> _Op:
+        op = _Op(fn, loop)
         with self._close_lock:
             if self._closed:
                 raise StoreClosed("the store writer is closed")
@@ -78,14 +102,17 @@ class Writer:
 
     async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in the next group transaction; returns its result once committed."""
-        op = self._enqueue(fn)
-        result: T = await asyncio.wrap_future(op.future)
+        op = self._enqueue(fn, asyncio.get_running_loop())
+        assert op.afuture is not None
+        # If the caller is cancelled, the write still happens (it may already be committed).
+        result: T = await asyncio.shield(op.afuture)
         return result
 
     def submit_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking variant for the CLI and for threads; never call it on the event loop."""
-        op = self._enqueue(fn)
-        result: T = op.future.result()
+        op = self._enqueue(fn, None)
+        assert op.cfuture is not None
+        result: T = op.cfuture.result()
         return result
 
     @property
@@ -135,20 +162,31 @@ class Writer:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback failed")
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(exc)
             self.stats.failed_ops += len(batch)
+            self._deliver([(op, False, exc) for op in batch])
             return
         self.stats.commits += 1
         self.stats.ops += len(batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        self.stats.failed_ops += sum(1 for _, ok, _ in outcomes if not ok)
+        self._deliver(outcomes)
+
+    @staticmethod
+    def _deliver(outcomes: list[tuple[_Op, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for op, ok, value in outcomes:
-            if ok:
-                op.future.set_result(value)
-            else:
-                self.stats.failed_ops += 1
-                op.future.set_exception(value)
+            if op.cfuture is not None:
+                if ok:
+                    op.cfuture.set_result(value)
+                else:
+                    op.cfuture.set_exception(value)
+            elif op.loop is not None and op.afuture is not None:
+                by_loop.setdefault(op.loop, []).append((op.afuture, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the caller's loop is closed; nobody is waiting
+                log.debug("dropping %d results for a closed event loop", len(items))
 
     @staticmethod
     def _run_op(conn: sqlite3.Connection, op: _Op) -> tuple[_Op, bool, Any]:
