@@ -69,18 +69,26 @@ async def connect_nats(
     attempt = 0
     while True:
         try:
-            return await nats.connect(
+            # A bounded attempt per call: nats-py would retry the first connect forever with
+            # max_reconnect_attempts=-1, without our backoff or deadline. Unlimited
+            # reconnects are switched on once connected (nats-py reads options dynamically).
+            nc = await nats.connect(
                 url,
                 name=name,
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
                 closed_cb=_closed,
                 error_cb=_error,
-                max_reconnect_attempts=-1,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
                 reconnect_to_server_handler=_pick,
                 connect_timeout=2,
                 **options,
             )
+            nc.options["allow_reconnect"] = True
+            nc.options["max_reconnect_attempts"] = -1
+            return nc
         except Exception as exc:  # nats-py raises several unrelated types here
             delay = backoff_delay(attempt, backoff_base, backoff_cap)
             attempt += 1
