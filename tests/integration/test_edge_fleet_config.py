@@ -1,0 +1,166 @@
+"""Heartbeats and remote config with a real hub nats-server and a real edge agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.api.schemas import InferRequest
+from shared.bundle import load_bundle_manifest
+from shared.fleet import (
+    DEFAULTS_KEY,
+    config_report_subject,
+    decode_config_report,
+    decode_heartbeat,
+)
+from shared.natsconf import NatsServer
+from shared.subjects import heartbeat_subject
+from tests.integration.test_edge_fleet_rig import Cloud, new_site, running_site, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+
+
+def _golden(bundle: Path) -> tuple[str, str]:
+    g = load_bundle_manifest(bundle).golden[0]
+    return g.text, g.intent
+
+
+async def test_heartbeat_reaches_the_hub_with_site_health(
+    tmp_path: Path, small_bundle: Path, nats_hub: NatsServer
+) -> None:
+    site = new_site()
+    async with Cloud.connect(nats_hub.url) as cloud:
+        sub = await cloud.nc.subscribe(heartbeat_subject(site))
+        async with running_site(tmp_path / "edge", small_bundle, site, nats_hub.url) as (
+            agent,
+            client,
+        ):
+            text, _ = _golden(small_bundle)
+            for _ in range(3):
+                await agent.infer(InferRequest(text=text))
+            hb = None
+            for _ in range(50):  # the first beats may predate the requests
+                hb = decode_heartbeat((await sub.next_msg(timeout=10)).data)
+                if hb.decisions.local + hb.decisions.escalate + hb.decisions.refuse >= 3:
+                    break
+            assert hb is not None
+            assert hb.site_id == site
+            assert hb.bundle_version == agent.model.version
+            assert hb.provider == "CPUExecutionProvider"
+            assert hb.link_state == "up"
+            assert hb.agent_version
+            assert hb.decisions.local + hb.decisions.escalate + hb.decisions.refuse == 3
+            assert hb.request_rate > 0 and hb.p99_ms >= hb.p50_ms > 0
+            assert 0 <= hb.cpu_percent and 0 < hb.mem_percent <= 100 and 0 < hb.disk_percent
+            assert hb.outbox_depth == 0 and hb.job_backlog == 0
+            assert hb.interval_s == pytest.approx(0.2)
+            assert client.status.heartbeats_sent >= 1
+
+
+async def test_heartbeats_denied_by_residency_are_not_sent(
+    tmp_path: Path, small_bundle: Path, nats_hub: NatsServer
+) -> None:
+    site = new_site()
+    async with Cloud.connect(nats_hub.url) as cloud:
+        sub = await cloud.nc.subscribe(heartbeat_subject(site))
+        policy = {"region": "default", "classes": {"telemetry": "local-only"}}
+        async with running_site(
+            tmp_path / "edge", small_bundle, site, nats_hub.url, residency=policy
+        ) as (_, client):
+            await wait_until(lambda: client.status.heartbeats_denied >= 3, what="denials")
+            assert client.status.heartbeats_sent == 0
+            assert sub.pending_msgs == 0
+            await cloud.nc.flush()
+            assert sub.pending_msgs == 0
+
+
+async def test_config_push_applies_without_restart_and_invalid_is_rejected(
+    tmp_path: Path, small_bundle: Path, nats_hub: NatsServer
+) -> None:
+    site = new_site()
+    text, intent = _golden(small_bundle)
+    async with Cloud.connect(nats_hub.url) as cloud:
+        reports = await cloud.nc.subscribe(config_report_subject(site))
+        hbs = await cloud.nc.subscribe(heartbeat_subject(site))
+        async with running_site(tmp_path / "edge", small_bundle, site, nats_hub.url) as (
+            agent,
+            client,
+        ):
+            before = await agent.infer(InferRequest(text=text))
+            assert before.intent == intent and before.decision == "local"
+
+            # fleet default refuses the intent; the site override raises the heartbeat period
+            await cloud.put_config(
+                DEFAULTS_KEY, {"version": 1, "router": {"intents": {intent: {"decision": "refuse"}}}}
+            )
+            await cloud.put_config(site, {"version": 2, "heartbeat_interval_s": 0.3})
+            await wait_until(lambda: client.status.config_version_applied == 2, what="applied")
+            report = decode_config_report((await reports.next_msg(timeout=10)).data)
+            while report.version < 2:
+                report = decode_config_report((await reports.next_msg(timeout=10)).data)
+            assert (report.status, report.error) == ("applied", None)
+            after = await agent.infer(InferRequest(text=text))
+            assert after.decision == "refuse"
+            assert client.heartbeats.interval_s == pytest.approx(0.3)
+
+            # an unknown intent is invalid: rejected, reported, last good kept
+            await cloud.put_config(
+                site, {"version": 3, "router": {"intents": {"no_such_intent": {"decision": "local"}}}}
+            )
+            report = decode_config_report((await reports.next_msg(timeout=10)).data)
+            assert report.version == 3 and report.status == "rejected"
+            assert report.error and "no_such_intent" in report.error
+            assert client.status.config_version_applied == 2
+            assert (await agent.infer(InferRequest(text=text))).decision == "refuse"
+            while True:
+                hb = decode_heartbeat((await hbs.next_msg(timeout=10)).data)
+                if hb.config_error:
+                    break
+            assert "no_such_intent" in hb.config_error and hb.config_version_applied == 2
+
+            # not JSON at all: rejected too
+            await cloud.put_raw(site, b"{not json")
+            report = decode_config_report((await reports.next_msg(timeout=10)).data)
+            assert report.status == "rejected"
+
+            # a valid config again clears the error; dropping the router override reverts
+            await cloud.put_config(DEFAULTS_KEY, {"version": 5})
+            await cloud.put_config(site, {"version": 6, "thresholds": {intent: 0.999999}})
+            await wait_until(lambda: client.status.config_version_applied == 6, what="v6")
+            assert client.status.config_error is None
+            out = await agent.infer(InferRequest(text=text))
+            assert out.decision == "escalate"  # stricter threshold: out of scope
+
+        persisted = json.loads((tmp_path / "edge" / "fleet" / "applied_config.json").read_bytes())
+        assert persisted["version"] == 6
+
+        # restart offline: the last applied config is applied again without the link
+        async with running_site(tmp_path / "edge", small_bundle, site, None) as (agent, client):
+            assert client.status.config_version_applied == 6
+            assert (await agent.infer(InferRequest(text=text))).decision == "escalate"
+
+
+async def test_watch_waits_for_the_bucket_and_survives_a_hub_restart(
+    tmp_path: Path, small_bundle: Path, nats_hub_factory: object
+) -> None:
+    hub: NatsServer = nats_hub_factory()  # type: ignore[operator]
+    site = new_site()
+    text, intent = _golden(small_bundle)
+    async with running_site(tmp_path / "edge", small_bundle, site, hub.url) as (agent, client):
+        await wait_until(lambda: agent.uplink.connected, what="link")
+        assert not client.config.watching.is_set()  # no bucket yet: retrying
+        async with Cloud.connect(hub.url) as cloud:
+            await cloud.put_config(site, {"version": 1, "router": {"default": "refuse"}})
+            await wait_until(lambda: client.status.config_version_applied == 1, what="v1")
+        hub.stop()
+        await wait_until(lambda: not agent.uplink.connected, what="link down")
+        hub.start()
+        await wait_until(lambda: agent.uplink.connected, timeout_s=90, what="link back")
+        async with Cloud.connect(hub.url) as cloud:
+            await cloud.put_config(
+                site, {"version": 2, "router": {"intents": {intent: {"decision": "refuse"}}}}
+            )
+            await wait_until(lambda: client.status.config_version_applied == 2, what="v2")
+        assert (await agent.infer(InferRequest(text=text))).decision == "refuse"

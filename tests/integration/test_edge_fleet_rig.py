@@ -1,0 +1,175 @@
+"""Shared rig of the edge fleet integration tests (no tests here).
+
+The cloud side is played with plain nats-py calls following `shared.fleet`'s contract:
+config as partial `SiteConfig` JSON in KV ``aivos_config`` (keys ``_defaults``/``<site>``),
+bundles as one object per file ``<version>/<name>`` in ``aivos_models``, signed with
+`shared.fleet.sign_bundle`. The site is a real `Agent` (real bundle, SQLite, usearch)
+connected to a real hub nats-server, with an `EdgeFleetClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NATSClient
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from edge.agent import Agent
+from edge.fleet import EdgeFleetClient, FleetOptions, GuardOptions
+from shared.bundle import MANIFEST_NAME
+from shared.fleet import (
+    SIGNATURE_NAME,
+    bundle_object_name,
+    generate_signing_key,
+    load_private_key,
+    sign_bundle,
+)
+from shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
+from tests.fixtures.edge import make_edge_settings
+
+__all__ = [
+    "Cloud",
+    "fast_options",
+    "make_variant",
+    "new_site",
+    "running_site",
+    "signing_key",
+    "wait_until",
+]
+
+# Prompts and audit stay on site: the tests exercise fleet traffic only, and an
+# escalation (no worker here) answers at once with a local fallback.
+LOCAL_RESIDENCY = {
+    "region": "default",
+    "classes": {
+        "escalation_prompt": "local-only",
+        "audit": "local-only",
+        "memory": "local-only",
+        "telemetry": "allow",
+    },
+}
+
+
+async def wait_until(pred: Callable[[], bool], timeout_s: float = 60.0, what: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.02)
+
+
+def new_site() -> str:
+    return f"site-{uuid.uuid4().hex[:8]}"
+
+
+def signing_key(tmp: Path) -> tuple[Ed25519PrivateKey, Path]:
+    priv, pub = generate_signing_key(tmp / "keys")
+    return load_private_key(priv), pub
+
+
+def make_variant(
+    src: Path,
+    dest: Path,
+    version: str,
+    key: Ed25519PrivateKey | None,
+    *,
+    threshold: float | None = None,
+    wrong_golden: bool = False,
+) -> Path:
+    """Copy bundle `src` to `dest` as `version` (optionally changed), then sign it."""
+    shutil.copytree(src, dest)
+    (dest / SIGNATURE_NAME).unlink(missing_ok=True)
+    manifest = json.loads((dest / MANIFEST_NAME).read_bytes())
+    manifest["bundle_version"] = version
+    if threshold is not None:
+        manifest["threshold"] = threshold
+    if wrong_golden:
+        labels = [lb for lb in manifest["labels"] if lb != manifest.get("oos_label", "oos")]
+        for g in manifest["golden"]:
+            g["intent"] = labels[(labels.index(g["intent"]) + 1) % len(labels)]
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+    if key is not None:
+        sign_bundle(dest, key)
+    return dest
+
+
+class Cloud:
+    """The cloud's view: a connection to the hub, the config KV and the model store."""
+
+    def __init__(self, nc: NATSClient, kv: KeyValue, models: ObjectStore) -> None:
+        self.nc = nc
+        self.kv = kv
+        self.models = models
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str) -> AsyncIterator[Cloud]:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        kv = await js.create_key_value(bucket=CONFIG_BUCKET, history=5)
+        models = await js.create_object_store(MODELS_BUCKET)
+        try:
+            yield cls(nc, kv, models)
+        finally:
+            await nc.close()
+
+    async def put_config(self, key: str, config: dict[str, Any]) -> None:
+        await self.kv.put(key, json.dumps(config).encode())
+
+    async def put_raw(self, key: str, value: bytes) -> None:
+        await self.kv.put(key, value)
+
+    async def publish(self, bundle: Path) -> str:
+        manifest = json.loads((bundle / MANIFEST_NAME).read_bytes())
+        version = str(manifest["bundle_version"])
+        for name in (SIGNATURE_NAME, MANIFEST_NAME, *manifest["files"]):
+            with (bundle / name).open("rb") as fh:
+                await self.models.put(bundle_object_name(version, name), fh)
+        return version
+
+
+def fast_options(**guard: Any) -> FleetOptions:
+    guard_opts = GuardOptions(**guard) if guard else GuardOptions(enabled=False)
+    return FleetOptions(heartbeat_interval_s=0.2, retry_s=0.2, guard=guard_opts)
+
+
+@contextlib.asynccontextmanager
+async def running_site(
+    data_dir: Path,
+    bundle: Path,
+    site: str,
+    url: str | None,
+    *,
+    trusted: Path | None = None,
+    options: FleetOptions | None = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[Agent, EdgeFleetClient]]:
+    if trusted is not None:
+        keys = data_dir / "fleet" / "trusted_keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        shutil.copy(trusted, keys / "cloud.pub")
+    settings = make_edge_settings(
+        data_dir,
+        bundle,
+        site_id=site,
+        **{"uplink.nats_url": url, "residency": LOCAL_RESIDENCY, **overrides},
+    )
+    agent = Agent(settings)
+    await agent.start()
+    client = EdgeFleetClient(agent, options or fast_options())
+    await client.start()
+    try:
+        yield agent, client
+    finally:
+        await client.stop()
+        await agent.stop()
