@@ -8,6 +8,7 @@ Readers never block the writer in WAL mode; they are `query_only`.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -25,6 +26,10 @@ def db_path(data_dir: str | Path) -> Path:
 def open_writer(path: str | Path) -> sqlite3.Connection:
     """The one write connection; usable from any thread, but only the writer thread uses it."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not Path(path).exists():
+        # Owner-only: the file holds the audit log and token hashes (SQLite gives the
+        # -wal and -shm files the same permissions).
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

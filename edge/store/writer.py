@@ -145,7 +145,10 @@ class Writer:
                     stop = True
                     break
                 batch.append(item)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except Exception:  # never let the writer die: callers would wait forever
+                log.exception("store writer: unexpected error delivering a batch")
 
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn

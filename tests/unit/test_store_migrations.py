@@ -50,3 +50,8 @@ def test_a_failing_migration_leaves_nothing_behind(tmp_path):
         migrations.apply(conn, [*migrations.MIGRATIONS, ("0099_broken", broken)])
     assert "0099_broken" not in migrations.applied(conn)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'half'").fetchone() is None
+
+
+def test_the_database_file_is_private_to_its_owner(tmp_path):
+    Store.open(tmp_path).close()
+    assert db_path(tmp_path).stat().st_mode & 0o077 == 0
