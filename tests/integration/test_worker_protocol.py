@@ -191,3 +191,32 @@ async def test_closed_connection_raises_link_down(nats_hub: NatsServer) -> None:
     await edge.close()
     with pytest.raises(LinkDown):
         await generate(edge, _req(), timeout_s=5)
+
+
+async def test_second_worker_takes_load_when_first_is_busy(nats_hub: NatsServer) -> None:
+    gate = asyncio.Event()
+    b1, b2 = ScriptedBackend(["1"], gate=gate), ScriptedBackend(["2"], gate=gate)
+    async with (
+        running_worker(nats_hub.url, b1, concurrency=1, name="w1"),
+        running_worker(nats_hub.url, b2, concurrency=1, name="w2"),
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            tasks = [
+                asyncio.create_task(
+                    generate(
+                        edge,
+                        _req(site="scale", request_id=f"s{i}"),
+                        timeout_s=30,
+                        saturated_retries=50,
+                    )
+                )
+                for i in range(2)
+            ]
+            await b1.started.wait()
+            await b2.started.wait()  # both workers hold one request each
+            gate.set()
+            done = await asyncio.gather(*tasks)
+        finally:
+            await edge.close()
+    assert {d.worker for d in done} == {"w1", "w2"}
