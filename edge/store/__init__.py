@@ -59,6 +59,7 @@ from edge.store.memory import Fact, Turn
 from edge.store.outbox import Outbox, OutboxRecord
 from edge.store.tokens import TokenInfo, TokenStore
 from edge.store.writer import Writer, WriterStats
+from shared.errors import StoreClosed
 
 __all__ = [
     "Store",
@@ -156,7 +157,7 @@ class Store:
     async def check_writable(self) -> bool:
         try:
             await self.writer.submit(lambda c: c.execute("UPDATE outbox_meta SET one = one"))
-        except (sqlite3.Error, OSError):
+        except (sqlite3.Error, OSError, StoreClosed):
             return False
         return True
 

@@ -92,3 +92,11 @@ async def test_close_flushes_queued_writes_and_refuses_new_ones(tmp_path):
 
 def test_submit_sync_returns_the_committed_result(store):
     assert store.transact_sync(lambda c: c.execute("SELECT 41 + 1").fetchone()[0]) == 42
+
+
+async def test_health_checks(tmp_path):
+    store = Store.open(tmp_path)
+    assert await store.check_writable() is True
+    assert store.integrity_check() == "ok"
+    await asyncio.to_thread(store.close)
+    assert await store.check_writable() is False
