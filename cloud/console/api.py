@@ -1,0 +1,149 @@
+"""The console's JSON API: the same data as the pages (operator token or session)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post, put
+from litestar.exceptions import ClientException, NotFoundException
+
+from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
+from cloud.console.auth import Operator, api_guard
+from cloud.console.queries import AuditHit, AuditQuery, FleetQuery, overview, search_audit
+from cloud.console.views import site_detail
+from cloud.fleet.registry import ActionRow, RolloutRow, SiteRow, SqliteRegistry
+from cloud.fleet.service import FleetService
+from shared.errors import AivosError, NotFound
+
+__all__ = ["ApiController", "RolloutIn"]
+
+
+class RolloutIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    bundle_version: str
+    sites: list[str] | None = None  # None = every registered site
+    canary_percent: float = 10.0
+    soak_s: float = 60.0
+    guards: dict[str, float] | None = None
+
+
+class ConfigOut(msgspec.Struct, frozen=True):
+    site: str
+    version: int
+
+
+def _bad(exc: AivosError) -> ClientException:
+    return ClientException(detail=str(exc), extra={"code": exc.code})
+
+
+class ApiController(Controller):
+    path = "/api"
+    guards = [api_guard]
+
+    @get("/sites")
+    async def sites(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+    ) -> list[SiteRow]:
+        """Every site: state online|offline, last_seen_age_s, bundle_version, health, ..."""
+        q = request.query_params
+        query = FleetQuery(
+            q=q.get("q", ""),
+            state=q.get("state", ""),
+            health=q.get("health", ""),
+            sort=q.get("sort", "site"),
+            dir=q.get("dir", "asc"),
+        )
+        return (await asyncio.to_thread(overview, registry, query)).sites
+
+    @get("/overview")
+    async def counts(self, registry: SqliteRegistry) -> dict[str, Any]:
+        view = await asyncio.to_thread(overview, registry, FleetQuery())
+        return {"total": view.total, "counts": view.counts}
+
+    @get("/sites/{site_id:str}")
+    async def site(self, fleet: FleetService, site_id: str) -> dict[str, Any]:
+        detail = await site_detail(fleet, site_id)
+        return msgspec.to_builtins(detail)  # type: ignore[no-any-return]
+
+    @put("/config/{target:str}")
+    async def put_config(
+        self,
+        request: Request[Any, Any, Any],
+        fleet: FleetService,
+        target: str,
+        data: dict[str, Any],
+    ) -> ConfigOut:
+        """Desired config of a site, or of the fleet with target ``_defaults``."""
+        op: Operator = request.state.operator
+        try:
+            version = await set_config(
+                fleet, op.name, None if target == "_defaults" else target, data
+            )
+        except AivosError as exc:
+            raise _bad(exc) from exc
+        return ConfigOut(site=target, version=version)
+
+    @get("/rollouts")
+    async def rollouts(self, registry: SqliteRegistry) -> list[RolloutRow]:
+        return await asyncio.to_thread(registry.rollouts)
+
+    @get("/rollouts/{rollout_id:str}")
+    async def rollout(self, registry: SqliteRegistry, rollout_id: str) -> RolloutRow:
+        try:
+            return await asyncio.to_thread(registry.rollout, rollout_id)
+        except NotFound as exc:
+            raise NotFoundException(str(exc)) from exc
+
+    @post("/rollouts")
+    async def start(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry, data: RolloutIn
+    ) -> RolloutRow:
+        op: Operator = request.state.operator
+        try:
+            rollout_id = await begin_rollout(
+                registry,
+                op.name,
+                bundle_version=data.bundle_version,
+                sites=data.sites,
+                canary_percent=data.canary_percent,
+                soak_s=data.soak_s,
+                guards=data.guards,
+            )
+        except AivosError as exc:
+            raise _bad(exc) from exc
+        return await asyncio.to_thread(registry.rollout, rollout_id)
+
+    @post("/rollouts/{rollout_id:str}/{action:str}", status_code=200)
+    async def act(
+        self, request: Request[Any, Any, Any], fleet: FleetService, rollout_id: str, action: str
+    ) -> RolloutRow:
+        if action not in ROLLOUT_ACTIONS:
+            raise NotFoundException(f"unknown action {action}")
+        op: Operator = request.state.operator
+        try:
+            return await rollout_action(fleet, op.name, rollout_id, action)
+        except NotFound as exc:
+            raise NotFoundException(str(exc)) from exc
+        except AivosError as exc:
+            raise _bad(exc) from exc
+
+    @get("/audit")
+    async def audit(self, request: Request[Any, Any, Any]) -> list[AuditHit]:
+        q = request.query_params
+        query = AuditQuery(
+            site=q.get("site", ""),
+            intent=q.get("intent", ""),
+            decision=q.get("decision", ""),
+            since=q.get("since", ""),
+            until=q.get("until", ""),
+            limit=min(int(q.get("limit", "200") or 200), 5000),
+        )
+        return await asyncio.to_thread(search_audit, request.app.state.cloud_store(), query)
+
+    @get("/actions")
+    async def actions(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+    ) -> list[ActionRow]:
+        target = request.query_params.get("target") or None
+        return await asyncio.to_thread(registry.actions, 300, target)

@@ -1,0 +1,42 @@
+"""Run the console with uvicorn, in-process (`serve`) or from the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import uvicorn
+
+from cloud.console.app import ConsoleSettings, create_app
+
+__all__ = ["serve"]
+
+
+async def serve(
+    data_dir: str | Path,
+    nats_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8600,
+    ready_event: asyncio.Event | None = None,
+    *,
+    secure_cookies: bool = False,
+) -> None:
+    """Serve the console until cancelled; sets `ready_event` once it accepts requests."""
+    settings = ConsoleSettings(
+        data_dir=Path(data_dir), nats_url=nats_url, secure_cookies=secure_cookies
+    )
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if ready_event is not None:
+            ready_event.set()
+        await task
+    finally:
+        server.should_exit = True
+        if not task.done():
+            await task

@@ -1,0 +1,270 @@
+"""The console's HTML pages (server-rendered Jinja templates, forms with CSRF tokens)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body
+from litestar.response import Redirect, Template
+
+from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
+from cloud.console.auth import Operator, check_csrf, page_guard
+from cloud.console.charts import line_chart
+from cloud.console.queries import AuditQuery, FleetQuery, overview, search_audit
+from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.service import FleetService
+from shared.errors import AivosError, NotFound
+
+__all__ = ["PagesController", "site_detail"]
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+def _ctx(request: Request[Any, Any, Any], nav: str, **extra: Any) -> dict[str, Any]:
+    op: Operator = request.state.operator
+    flash = request.query_params.get("flash", "")
+    error = request.query_params.get("error", "")
+    return {
+        "operator": op.name,
+        "csrf": op.csrf,
+        "nav": nav,
+        "flash": flash,
+        "error": error,
+        **extra,
+    }
+
+
+async def site_detail(fleet: FleetService, site_id: str) -> dict[str, Any]:
+    reg = fleet.registry
+    try:
+        site = await asyncio.to_thread(reg.site, site_id)
+    except NotFound as exc:
+        raise NotFoundException(str(exc)) from exc
+    history = await asyncio.to_thread(reg.history, site_id)
+    reports = await asyncio.to_thread(reg.config_reports, site_id)
+    bundles = await asyncio.to_thread(reg.bundle_events, site_id)
+    hb = await asyncio.to_thread(reg.heartbeat, site_id)
+    desired: dict[str, Any] = {}
+    effective: dict[str, Any] | None = None
+    if fleet.config is not None:
+        try:
+            desired = await fleet.config.get_raw(site_id)
+            effective = msgspec.to_builtins(await fleet.config.effective(site_id))
+        except AivosError:
+            effective = None
+    return {
+        "site": site,
+        "heartbeat": hb,
+        "history": history,
+        "config_reports": reports,
+        "bundle_events": bundles,
+        "desired_override": desired,
+        "desired_effective": effective,
+    }
+
+
+def _charts(history: list[Any]) -> list[Any]:
+    ts = [p.ts for p in history]
+    return [
+        line_chart(
+            "Latency",
+            ts,
+            {"p50": [p.p50_ms for p in history], "p99": [p.p99_ms for p in history]},
+            unit="ms",
+        ),
+        line_chart(
+            "Decision mix (per heartbeat window)",
+            ts,
+            {
+                "local": [float(p.local) for p in history],
+                "escalate": [float(p.escalate) for p in history],
+                "refuse": [float(p.refuse) for p in history],
+            },
+        ),
+        line_chart("Outbox depth", ts, {"outbox": [float(p.outbox_depth) for p in history]}),
+        line_chart(
+            "Requests/s and error rate",
+            ts,
+            {"req/s": [p.request_rate for p in history], "errors": [p.error_rate for p in history]},
+        ),
+    ]
+
+
+def _bundle_changes(history: list[Any]) -> list[tuple[float, str]]:
+    changes: list[tuple[float, str]] = []
+    for p in history:
+        if not changes or changes[-1][1] != p.bundle_version:
+            changes.append((p.ts, p.bundle_version))
+    return list(reversed(changes))
+
+
+def _back(url: str, **params: str) -> Redirect:
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in params.items() if v})
+    return Redirect(f"{url}?{query}" if query else url, status_code=303)
+
+
+class PagesController(Controller):
+    guards = [page_guard]
+    include_in_schema = False
+
+    @get("/")
+    async def fleet_page(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+    ) -> Template:
+        q = request.query_params
+        query = FleetQuery(
+            q=q.get("q", ""),
+            state=q.get("state", ""),
+            health=q.get("health", ""),
+            sort=q.get("sort", "site"),
+            dir=q.get("dir", "asc"),
+        )
+        view = await asyncio.to_thread(overview, registry, query)
+        return Template("fleet.html", context=_ctx(request, "fleet", view=view, query=query))
+
+    @get("/sites/{site_id:str}")
+    async def site_page(
+        self, request: Request[Any, Any, Any], fleet: FleetService, site_id: str
+    ) -> Template:
+        detail = await site_detail(fleet, site_id)
+        rollouts = [
+            r
+            for r in await asyncio.to_thread(fleet.registry.rollouts)
+            if any(s.site_id == site_id for s in r.sites)
+        ]
+        return Template(
+            "site.html",
+            context=_ctx(
+                request,
+                "fleet",
+                charts=_charts(detail["history"]),
+                bundle_changes=_bundle_changes(detail["history"]),
+                rollouts=rollouts,
+                desired_json=json.dumps(detail["desired_override"], indent=2, sort_keys=True),
+                effective_json=json.dumps(detail["desired_effective"], indent=2, sort_keys=True),
+                **detail,
+            ),
+        )
+
+    @post("/sites/{site_id:str}/config")
+    async def site_config(
+        self, request: Request[Any, Any, Any], fleet: FleetService, site_id: str, data: Form
+    ) -> Redirect:
+        op: Operator = request.state.operator
+        check_csrf(op, data.get("csrf"))
+        url = f"/sites/{site_id}"
+        try:
+            doc = json.loads(data.get("config", "") or "{}")
+            if not isinstance(doc, dict):
+                raise ValueError("the config must be a JSON object")
+            version = await set_config(fleet, op.name, site_id, doc)
+        except (ValueError, AivosError) as exc:
+            return _back(url, error=f"config not saved: {exc}")
+        return _back(url, flash=f"desired config version {version} stored")
+
+    @get("/rollouts")
+    async def rollouts_page(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+    ) -> Template:
+        rollouts = await asyncio.to_thread(registry.rollouts)
+        sites = await asyncio.to_thread(registry.sites)
+        bundles = sorted({s.bundle_version for s in sites if s.bundle_version})
+        return Template(
+            "rollouts.html",
+            context=_ctx(
+                request, "rollouts", rollouts=rollouts, n_sites=len(sites), bundles=bundles
+            ),
+        )
+
+    @post("/rollouts")
+    async def rollout_start(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry, data: Form
+    ) -> Redirect:
+        op: Operator = request.state.operator
+        check_csrf(op, data.get("csrf"))
+        raw_sites = data.get("sites", "").strip()
+        sites = (
+            None
+            if raw_sites in ("", "*", "all")
+            else [s.strip() for s in raw_sites.split(",") if s.strip()]
+        )
+        try:
+            rollout_id = await begin_rollout(
+                registry,
+                op.name,
+                bundle_version=data.get("bundle_version", "").strip(),
+                sites=sites,
+                canary_percent=float(data.get("canary_percent", "10").rstrip("%") or 10),
+                soak_s=float(data.get("soak_s", "60") or 60),
+            )
+        except (ValueError, AivosError) as exc:
+            return _back("/rollouts", error=f"rollout not started: {exc}")
+        return _back(f"/rollouts/{rollout_id}", flash="rollout started")
+
+    @get("/rollouts/{rollout_id:str}")
+    async def rollout_page(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry, rollout_id: str
+    ) -> Template:
+        try:
+            rollout = await asyncio.to_thread(registry.rollout, rollout_id)
+        except NotFound as exc:
+            raise NotFoundException(str(exc)) from exc
+        actions = await asyncio.to_thread(registry.actions, 50, rollout_id)
+        return Template(
+            "rollout.html",
+            context=_ctx(request, "rollouts", rollout=rollout, actions=actions),
+        )
+
+    @post("/rollouts/{rollout_id:str}/{action:str}")
+    async def rollout_act(
+        self,
+        request: Request[Any, Any, Any],
+        fleet: FleetService,
+        rollout_id: str,
+        action: str,
+        data: Form,
+    ) -> Redirect:
+        op: Operator = request.state.operator
+        check_csrf(op, data.get("csrf"))
+        url = f"/rollouts/{rollout_id}"
+        if action not in ROLLOUT_ACTIONS:
+            raise NotFoundException(f"unknown action {action}")
+        try:
+            rollout = await rollout_action(fleet, op.name, rollout_id, action)
+        except AivosError as exc:
+            return _back(url, error=str(exc))
+        return _back(url, flash=f"{action}: rollout is now {rollout.state}")
+
+    @get("/audit")
+    async def audit_page(self, request: Request[Any, Any, Any], fleet: FleetService) -> Template:
+        q = request.query_params
+        query = AuditQuery(
+            site=q.get("site", ""),
+            intent=q.get("intent", ""),
+            decision=q.get("decision", ""),
+            since=q.get("since", ""),
+            until=q.get("until", ""),
+            limit=min(int(q.get("limit", "200") or 200), 1000),
+        )
+        store = request.app.state.cloud_store()
+        hits = await asyncio.to_thread(search_audit, store, query)
+        return Template(
+            "audit.html",
+            context=_ctx(request, "audit", query=query, hits=hits, has_store=store is not None),
+        )
+
+    @get("/actions")
+    async def actions_page(
+        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+    ) -> Template:
+        target = request.query_params.get("target") or None
+        actions = await asyncio.to_thread(registry.actions, 300, target)
+        return Template("actions.html", context=_ctx(request, "actions", actions=actions))
