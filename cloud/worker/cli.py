@@ -109,11 +109,14 @@ async def run_worker(
 )
 @click.option(
     "--concurrency",
+    type=click.IntRange(min=1),
     default=2,
     show_default=True,
     help="Requests in flight before answering Saturated.",
 )
-@click.option("--threads", default=2, show_default=True, help="llama.cpp threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="llama.cpp threads."
+)
 @click.option("--name", default=None, help="Worker name in replies and logs [default: host-pid].")
 @click.option("--log-level", default="INFO", show_default=True)
 def worker_cmd(

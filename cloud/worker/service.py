@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from cloud.worker.backend import GenerationBackend
+from shared.errors import ConfigError
 from shared.messages import (
     Accepted,
     Done,
@@ -62,7 +63,7 @@ class GenerationWorker:
         retry_after_ms: int = 50,
     ) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+            raise ConfigError("worker.concurrency", "must be >= 1")
         self.backend = backend
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
