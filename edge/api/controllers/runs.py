@@ -51,12 +51,12 @@ class RunsController(Controller):
     async def list_runs(
         self,
         workflows: WorkflowEngine,
-        state: str | None = None,
+        run_state: Annotated[str | None, Parameter(query="state")] = None,
         workflow: str | None = None,
         before: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> RunList:
-        rows = workflows.list_runs(state=state, workflow=workflow, limit=limit, before=before)
+        rows = workflows.list_runs(state=run_state, workflow=workflow, limit=limit, before=before)
         return RunList(
             runs=[summary(r) for r in rows],
             next_before=rows[-1].id if len(rows) == limit else None,

@@ -1,0 +1,271 @@
+"""The workflow HTTP surface (runs + events controllers) on a Litestar app assembled the way
+`create_app` does: bearer-token auth, scopes, structured errors, `workflows` injected."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.testing import TestClient
+
+from edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
+from edge.api.controllers.events import EventsController
+from edge.api.controllers.runs import RunsController
+from edge.api.errors import exception_handlers
+from edge.api.ratelimit import RateLimiter
+from edge.store import Store
+from edge.workflows import WorkflowEngine, WorkflowSettings
+from edge.workflows.demo.corebank import CoreBank
+from edge.workflows.secrets import Credential, Secrets, WebhookSecret
+from edge.workflows.settings import ConnectorSettings
+from edge.workflows.signatures import sign
+
+WEBHOOK_SECRET = "whsec-test"
+
+DISPUTE = """
+name = "dispute_event"
+[trigger]
+events = ["corebank.dispute"]
+intents = ["report_fraud"]
+
+[[steps]]
+id = "check"
+kind = "approve"
+message = "Dispute for {inputs.account_id} ({inputs.email})"
+timeout_s = 3600
+
+[[steps]]
+id = "open"
+kind = "http"
+connector = "corebank"
+method = "POST"
+path = "/disputes"
+body = { account_id = "{inputs.account_id}" }
+
+[[steps]]
+id = "answer"
+kind = "respond"
+template = "opened {steps.open.body.id} for {inputs.email}"
+"""
+
+
+class Api:
+    def __init__(
+        self, client: TestClient[Any], engine: WorkflowEngine, tokens: dict[str, str]
+    ) -> None:
+        self.client = client
+        self.engine = engine
+        self.tokens = tokens
+
+    def auth(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[scope]}"}
+
+    def wait(self, run_id: str, *states: str) -> dict[str, Any]:
+        """Poll the run until it reaches one of `states` (a condition, not a timing)."""
+        deadline = time.monotonic() + 30
+        while True:
+            body = self.client.get(f"/v1/runs/{run_id}", headers=self.auth("client")).json()
+            if body["run"]["state"] in states or time.monotonic() > deadline:
+                return body
+            time.sleep(0.01)
+
+    def event(
+        self,
+        body: dict[str, Any],
+        *,
+        secret: str = WEBHOOK_SECRET,
+        ts: int | None = None,
+        **headers: str,
+    ) -> Any:
+        raw = json.dumps(body).encode()
+        stamp = int(time.time()) if ts is None else ts
+        signed = {
+            "X-Aivos-Timestamp": str(stamp),
+            "X-Aivos-Signature": sign(secret, stamp, raw),
+            "Content-Type": "application/json",
+        }
+        return self.client.post("/v1/events/corebank", content=raw, headers={**signed, **headers})
+
+
+@pytest.fixture
+def bank() -> Iterator[CoreBank]:
+    with CoreBank(token="tok") as b:
+        yield b
+
+
+@pytest.fixture
+def api(tmp_path: Path, bank: CoreBank) -> Iterator[Api]:
+    (tmp_path / "dispute.toml").write_text(DISPUTE)
+    settings = WorkflowSettings(
+        files=[str(tmp_path / "dispute.toml")],
+        connectors={"corebank": ConnectorSettings(base_url=bank.url, credential="corebank")},
+    )
+    secrets = Secrets(
+        credentials={"corebank": Credential(value="Bearer tok")},
+        webhooks={"corebank": WebhookSecret(secret=WEBHOOK_SECRET)},
+    )
+    store = Store.open(tmp_path / "edge")
+    tokens = {s: store.create_token_sync(s, f"t-{s}")[1] for s in ("client", "operator")}
+    engine = WorkflowEngine(store, settings, secrets=secrets)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await engine.start()  # on the app's loop, as create_app does
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = Litestar(
+        route_handlers=[RunsController, EventsController],
+        dependencies={"workflows": Provide(lambda: engine, sync_to_thread=False)},
+        middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=OPEN_PATHS)],
+        exception_handlers=exception_handlers,
+        lifespan=[lifespan],
+    )
+    app.state.tokens = store.tokens
+    app.state.rate_limiter = RateLimiter(10_000, 10_000)
+    with TestClient(app) as client:
+        yield Api(client, engine, tokens)
+    store.close()
+
+
+BODY = {"type": "dispute", "account_id": "ACC-1001", "email": "jane.doe@example.com"}
+
+
+def test_signed_event_starts_a_run_and_operator_approves_it(api: Api, bank: CoreBank) -> None:
+    resp = api.event(BODY)
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    assert accepted["event"] == "corebank.dispute"
+    (run,) = accepted["runs"]
+    run_id = run["run_id"]
+    api.wait(run_id, "waiting_approval")
+
+    listed = api.client.get("/v1/runs", headers=api.auth("client"))
+    assert listed.status_code == 200
+    assert [r["run_id"] for r in listed.json()["runs"]] == [run_id]
+    assert listed.json()["runs"][0]["state"] == "waiting_approval"
+
+    # a client may look but not decide
+    forbidden = api.client.post(f"/v1/runs/{run_id}/approve", headers=api.auth("client"))
+    assert forbidden.status_code == 403
+    assert bank.side_effects == []
+
+    ok = api.client.post(
+        f"/v1/runs/{run_id}/approve", headers=api.auth("operator"), json={"note": "verified"}
+    )
+    assert ok.status_code == 200, ok.text
+    api.wait(run_id, "succeeded")
+    again = api.client.post(f"/v1/runs/{run_id}/approve", headers=api.auth("operator"))
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "run_conflict"
+
+    detail = (api.client.get(f"/v1/runs/{run_id}", headers=api.auth("client"))).json()
+    assert detail["run"]["state"] == "succeeded"
+    assert [s["step"] for s in detail["steps"]] == ["check", "open", "answer"]
+    assert detail["steps"][0]["approval"]["decided_by"] == "t-operator"
+    assert detail["steps"][1]["attempts"] == 1 and detail["steps"][1]["idempotency_key"]
+    # the timeline is PII-masked: the e-mail never appears, a placeholder does
+    text = json.dumps(detail)
+    assert "jane.doe@example.com" not in text
+    assert "<EMAIL_" in text
+    assert len(bank.side_effects) == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("unsigned", "unsigned"),
+        ("wrong_secret", "bad_signature"),
+        ("stale", "stale_timestamp"),
+        ("tampered", "bad_signature"),
+    ],
+)
+def test_bad_webhook_signature_is_rejected_and_audited(api: Api, case: str, reason: str) -> None:
+    if case == "unsigned":
+        resp = api.client.post("/v1/events/corebank", json=BODY)
+    elif case == "wrong_secret":
+        resp = api.event(BODY, secret="guess")
+    elif case == "stale":
+        resp = api.event(BODY, ts=int(time.time()) - 3600)
+    else:
+        raw = json.dumps(BODY).encode()
+        stamp = int(time.time())
+        resp = api.client.post(
+            "/v1/events/corebank",
+            content=raw.replace(b"ACC-1001", b"ACC-2002"),
+            headers={
+                "X-Aivos-Timestamp": str(stamp),
+                "X-Aivos-Signature": sign(WEBHOOK_SECRET, stamp, raw),
+            },
+        )
+    assert resp.status_code == 401
+    assert resp.json()["error"] == {
+        "code": "bad_signature",
+        "message": "the event is not correctly signed",
+        "detail": {"reason": reason},
+    }
+    assert api.engine.list_runs() == []
+    audits = [r for r in api.engine.store.recent_audit(20) if r.kind == "auth_failure"]
+    assert (
+        audits and audits[0].detail["reason"] == reason and audits[0].detail["source"] == "corebank"
+    )
+
+
+def test_replayed_and_redelivered_events_start_no_second_run(api: Api) -> None:
+    raw = json.dumps(BODY).encode()
+    stamp = int(time.time())
+    headers = {
+        "X-Aivos-Timestamp": str(stamp),
+        "X-Aivos-Signature": sign(WEBHOOK_SECRET, stamp, raw),
+    }
+    first = api.client.post("/v1/events/corebank", content=raw, headers=headers)
+    replay = api.client.post("/v1/events/corebank", content=raw, headers=headers)
+    assert (first.status_code, replay.status_code) == (202, 401)
+    assert replay.json()["error"]["detail"]["reason"] == "replayed"
+    # a redelivery (new signature, same delivery id) maps to the same run
+    a = api.event(BODY, ts=stamp - 2, **{"X-Aivos-Delivery": "d-1"})
+    b = api.event(BODY, ts=stamp - 1, **{"X-Aivos-Delivery": "d-1"})
+    assert a.json()["runs"][0]["run_id"] == b.json()["runs"][0]["run_id"]
+    assert len(api.engine.list_runs()) == 2
+
+
+def test_unknown_source_and_unknown_run(api: Api) -> None:
+    resp = api.event(BODY, secret="x")
+    assert resp.status_code == 401
+    other = api.client.post(
+        "/v1/events/nosuch",
+        content=b"{}",
+        headers={"X-Aivos-Timestamp": "1", "X-Aivos-Signature": "sha256=00"},
+    )
+    assert other.status_code == 401
+    assert other.json()["error"]["detail"]["reason"] == "unknown_source"
+    missing = api.client.get("/v1/runs/NOPE", headers=api.auth("client"))
+    assert missing.status_code == 404
+    unauth = api.client.get("/v1/runs")
+    assert unauth.status_code == 401
+
+
+def test_cancel_and_retry_endpoints(api: Api) -> None:
+    run_id = (api.event(BODY)).json()["runs"][0]["run_id"]
+    api.wait(run_id, "waiting_approval")
+    assert (
+        api.client.post(f"/v1/runs/{run_id}/cancel", headers=api.auth("client"))
+    ).status_code == 403
+    cancelled = api.client.post(f"/v1/runs/{run_id}/cancel", headers=api.auth("operator"))
+    assert cancelled.json()["state"] == "cancelled"
+    retried = api.client.post(f"/v1/runs/{run_id}/retry", headers=api.auth("operator"))
+    assert retried.status_code == 202
+    assert api.wait(run_id, "waiting_approval")["run"]["state"] == "waiting_approval"
+    rejected = api.client.post(f"/v1/runs/{run_id}/reject", headers=api.auth("operator"))
+    assert rejected.status_code == 200
+    assert api.wait(run_id, "rejected")["run"]["state"] == "rejected"
