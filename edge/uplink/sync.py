@@ -6,19 +6,20 @@
     ...; drainer.wake(link=True)                  # on NATS "reconnected"
     await drainer.stop(); await task
 
-Each round reads up to `batch` pending records in outbox (seq) order, passes each through
-the exit gate for its data class, publishes the allowed ones with ``publish_async`` (one
-pipelined burst, acks gathered with a timeout) and marks sent only the records whose
-PubAck came back. ``Nats-Msg-Id`` is ``<site>:<record id>``, so a resend inside the
-stream's duplicate window is dropped by JetStream, and one after it is absorbed by the
-cloud ingest's upsert by ``(site, id)``.
+Each round drains up to `max_batches` batches of at most `batch` records in outbox (seq)
+order: every record passes the exit gate for its data class, the allowed ones are published
+with ``publish_async`` (one pipelined burst per batch, PubAcks gathered with a timeout),
+and only the records whose PubAck came back are marked sent. While the hub acknowledges
+one batch, the next one is read and masked in a worker thread. ``Nats-Msg-Id`` is
+``<site>:<record id>``, so a resend inside the stream's duplicate window is dropped by
+JetStream, and one after it is absorbed by the cloud ingest's upsert by ``(site, id)``.
 
 Records the policy keeps on site (`local-only` data class, or a region not allowed) are
 deleted from the outbox and counted in `stats.denied` — they never reach the wire. When
 the hub cannot be reached (leaf link down: NATS answers "no responders" at once; or acks
 time out) the drainer retries with capped exponential backoff (`retry_cap_s`, default
-0.5 s), so sync resumes within about half a second of the link coming back, without
-waiting for any JetStream sourcing back-off.
+0.5 s) and a small probe batch (16 records: retries cost little while the link is down),
+so sync resumes within about half a second of the link coming back; full batches follow.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = ["OutboxDrainer", "SyncStats", "ensure_sync_stream"]
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 _JSON = msgspec.json.Decoder()
+_PROBE_BATCH = 16
 
 
 class SyncStats(msgspec.Struct, kw_only=True):
@@ -107,6 +109,7 @@ class OutboxDrainer:
         self.idle_poll_s = idle_poll_s
         self.max_batches = max_batches
         self.stats = SyncStats()
+        self._ok = True  # the last publish round succeeded
         self._wake = asyncio.Event()
         self._link_wake = asyncio.Event()
         self._stopping = False
@@ -170,6 +173,7 @@ class OutboxDrainer:
             self._wake.clear()
             if not _link_ok(nc):
                 self.stats.connected = False
+                self._ok = False
                 await self._sleep(self.retry_cap_s, self._link_wake)
                 continue
             try:
@@ -212,7 +216,10 @@ class OutboxDrainer:
         many records it took off the outbox (sent + denied). Raises `_RoundFailed` when a
         batch could not be published at all (nothing acked)."""
         handled = 0
-        batch = await asyncio.to_thread(self._prepare, 0)
+        # after a failure, probe with a small first batch: cheap retries while the link is
+        # down, and a quick first ack when it is back; full batches follow at once
+        first = self.batch if self._ok else min(self.batch, _PROBE_BATCH)
+        batch = await asyncio.to_thread(self._prepare, 0, first)
         for _ in range(self.max_batches):
             handled += await self._drop(batch.denied)
             if not batch.items:
@@ -225,6 +232,7 @@ class OutboxDrainer:
                 futures, failure = await self._send(js, batch.items, headers_base)
             upcoming = asyncio.ensure_future(asyncio.to_thread(self._prepare, batch.last_seq))
             acked, failure = await self._acks(futures, failure)
+            self._ok = failure is None
             if acked:
                 await self.store.mark_sent(acked)
                 self._count_sent(len(acked))
@@ -257,10 +265,10 @@ class OutboxDrainer:
         if "sent" in self._m:
             self._m["sent"].inc(n)
 
-    def _prepare(self, after_seq: int) -> _Batch:
+    def _prepare(self, after_seq: int, limit: int | None = None) -> _Batch:
         """Read a batch after `after_seq` and pass it through the gate (runs in a worker
         thread: masking is CPU work)."""
-        records = self.store.outbox_pending(limit=self.batch, after_seq=after_seq)
+        records = self.store.outbox_pending(limit=limit or self.batch, after_seq=after_seq)
         items: list[_Prepared] = []
         denied: list[str] = []
         for record in records:
