@@ -31,6 +31,8 @@ class HubConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     monitor_port: int = 0  # 0 = no HTTP monitoring endpoint
     server_name: str = "aivos-hub"
     max_payload: int = 8 * 1024 * 1024
+    ping_interval_s: int = 10  # nats-server default is 2 min: a silent WAN drop goes unseen
+    ping_max: int = 3
 
     @property
     def url(self) -> str:
@@ -51,6 +53,8 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     monitor_port: int = 0
     store_dir: str | None = None  # set to enable a local JetStream (domain = site)
     max_payload: int = 8 * 1024 * 1024
+    ping_interval_s: int = 10
+    ping_max: int = 3
 
     @property
     def url(self) -> str:
@@ -65,17 +69,17 @@ def _q(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid quoted nats-server config string
 
 
-def _common(
-    server_name: str, host: str, port: int, monitor_port: int, max_payload: int
-) -> list[str]:
+def _common(conf: HubConfig | LeafConfig) -> list[str]:
     lines = [
-        f"server_name: {_q(server_name)}",
-        f"host: {_q(host)}",
-        f"port: {port}",
-        f"max_payload: {max_payload}",
+        f"server_name: {_q(conf.server_name)}",
+        f"host: {_q(conf.host)}",
+        f"port: {conf.port}",
+        f"max_payload: {conf.max_payload}",
+        f'ping_interval: "{conf.ping_interval_s}s"',
+        f"ping_max: {conf.ping_max}",
     ]
-    if monitor_port:
-        lines.append(f"http: {_q(f'{host}:{monitor_port}')}")
+    if conf.monitor_port:
+        lines.append(f"http: {_q(f'{conf.host}:{conf.monitor_port}')}")
     return lines
 
 
@@ -91,7 +95,7 @@ def _jetstream(store_dir: str, domain: str) -> list[str]:
 
 def render_hub(conf: HubConfig) -> str:
     """nats-server config text for the hub."""
-    lines = _common(conf.server_name, conf.host, conf.port, conf.monitor_port, conf.max_payload)
+    lines = _common(conf)
     lines += _jetstream(conf.store_dir, HUB_DOMAIN)
     lines += [
         "leafnodes {",
@@ -105,12 +109,12 @@ def render_hub(conf: HubConfig) -> str:
 def render_leaf(conf: LeafConfig) -> str:
     """nats-server config text for a site leaf node."""
     validate_site(conf.site)
-    lines = _common(conf.server_name, conf.host, conf.port, conf.monitor_port, conf.max_payload)
+    lines = _common(conf)
     if conf.store_dir:
         lines += _jetstream(conf.store_dir, conf.site)
     lines += [
         "leafnodes {",
-        "  reconnect: \"1s\"",
+        '  reconnect: "1s"',
         "  remotes = [",
         f"    {{ url: {_q(conf.hub_leaf_url)} }}",
         "  ]",

@@ -220,3 +220,27 @@ async def test_second_worker_takes_load_when_first_is_busy(nats_hub: NatsServer)
         finally:
             await edge.close()
     assert {d.worker for d in done} == {"w1", "w2"}
+
+
+async def test_silent_leaf_link_loss_is_noticed_by_pings_then_recovers(
+    nats_hub: NatsServer,
+    nats_leaf_factory: Callable[..., NatsServer],
+    tcp_proxy_factory: Callable[[str, int], TcpProxy],
+) -> None:
+    proxy = tcp_proxy_factory(nats_hub.conf.host, nats_hub.conf.leaf_port)
+    leaf = nats_leaf_factory("site3", f"nats-leaf://{proxy.url_hostport}", ping_interval_s=1)
+    async with running_worker(nats_hub.url, ScriptedBackend()):
+        edge = await nats.connect(leaf.url)
+        try:
+            await wait_for_responders(edge, "site3")
+            proxy.blackhole()
+            while leaf.leafnode_count() > 0:  # ping_interval 1s x ping_max 2
+                await asyncio.sleep(0.1)
+            with pytest.raises(NoResponders):
+                await generate(edge, _req(site="site3"), timeout_s=10)
+            proxy.restore()
+            await asyncio.to_thread(leaf.wait_leafnodes, 1, 30.0)
+            await wait_for_responders(edge, "site3")
+            assert (await generate(edge, _req(site="site3"), timeout_s=10)).text
+        finally:
+            await edge.close()
