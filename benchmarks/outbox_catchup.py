@@ -222,6 +222,26 @@ async def bench_sync_publish(tmp: Path, hub: NatsServer, n: int) -> dict[str, An
         leaf.stop()
 
 
+async def bench_hub_ceiling(hub: NatsServer, n: int, size: int) -> dict[str, Any]:
+    """How fast the hub stores (and fsyncs, `sync_interval: always`) pipelined publishes
+    from a client on the hub itself: the ceiling any drainer can reach on this machine."""
+    nc = await nats.connect(hub.url)
+    try:
+        js = nc.jetstream(publish_async_max_pending=4000)
+        body = b"x" * size
+        t0 = time.perf_counter()
+        futs = [
+            await js.publish_async(
+                "aivos.sync.ceiling.audit", body, headers={"Nats-Msg-Id": f"ceiling:{i}"}
+            )
+            for i in range(n)
+        ]
+        await asyncio.gather(*futs)
+        return {"records": n, "bytes": size, "rate_per_s": round(n / (time.perf_counter() - t0))}
+    finally:
+        await nc.close()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aivos-catchup-") as d:
         tmp = Path(d)
@@ -231,6 +251,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await ensure_sync_stream(nc.jetstream())
             await nc.close()
             ours = await bench_drainer(tmp, hub, args.n, args.outage_s)
+            ceiling = await bench_hub_ceiling(hub, args.sync_n, 800)
             sync_pub = await bench_sync_publish(tmp, hub, args.sync_n)
             sourcing = (
                 None
@@ -247,6 +268,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         },
         "aivos_drainer": ours,
         "baseline_sync_js_publish": sync_pub,
+        "hub_store_ceiling": ceiling,
         "baseline_stream_sourcing": sourcing,
         "targets": {"restore_to_first_synced_s": 2.0, "drain_rate_per_s": 5000},
     }
@@ -299,6 +321,7 @@ def main() -> None:
         "-",
     )
     table.add_row("sync js.publish", "-", "-", str(pub["drain_rate_per_s"]))
+    table.add_row("hub ceiling", "-", "-", str(result["hub_store_ceiling"]["rate_per_s"]))
     Console().print(table)
     Console().print(f"ratios: {result['ratios']}  -> {args.out}")
 
