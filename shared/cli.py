@@ -138,7 +138,9 @@ for _group_name, _commands in _COMMANDS.items():
 def main(argv: list[str] | None = None) -> None:
     console = Console(stderr=True)
     try:
-        cli.main(args=argv, prog_name="aivos", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="aivos", standalone_mode=False)
+        if isinstance(code, int) and code != 0:  # `raise click.exceptions.Exit(n)` returns n here
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

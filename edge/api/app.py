@@ -61,4 +61,5 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
         request_max_body_size=settings.limits.max_body_bytes,
         openapi_config=OpenAPIConfig(title="aivos edge agent", version=__version__, path="/schema"),
         debug=False,
+        logging_config=None,  # the entry point configures logging (JSON lines for services)
     )
