@@ -134,6 +134,8 @@ def main() -> None:
                         if body["decision"] == "local":
                             lat[mode].append(dt * 1000)
                 done += args.block
+            shutdown_tracing()  # flush the request spans before counting them
+            request_spans = _Collector.spans
             setup_tracing("aivos-edge-bench", otlp_endpoint=endpoint)
             cost["otlp_exporter"] = span_cost_us()
             shutdown_tracing()
@@ -156,7 +158,7 @@ def main() -> None:
             }
             for mode, v in lat.items()
         },
-        "spans_exported_per_request": round(_Collector.spans / requests_traced, 2),
+        "spans_exported_per_request": round(request_spans / requests_traced, 2),
         "one_span_us": {k: round(v, 2) for k, v in cost.items()},
     }
     a, b = result["local_path_ms"]["ids_only"], result["local_path_ms"]["otlp_exporter"]

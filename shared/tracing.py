@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -116,9 +116,14 @@ class _ProxyTracer(trace.Tracer):
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._for: TracerProvider | None = None
+        self._tracer: trace.Tracer = trace.NoOpTracer()
 
     def _real(self) -> trace.Tracer:
-        return _provider.get_tracer(self._name)
+        provider = _provider
+        if provider is not self._for:  # re-resolve only after setup_tracing
+            self._tracer, self._for = provider.get_tracer(self._name), provider
+        return self._tracer
 
     def start_span(  # type: ignore[override]
         self,
@@ -142,7 +147,6 @@ class _ProxyTracer(trace.Tracer):
             set_status_on_exception,
         )
 
-    @contextmanager
     def start_as_current_span(  # type: ignore[override]
         self,
         name: str,
@@ -154,8 +158,8 @@ class _ProxyTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
-    ) -> Iterator[trace.Span]:
-        with self._real().start_as_current_span(
+    ) -> AbstractContextManager[trace.Span]:
+        return self._real().start_as_current_span(
             name,
             context,
             kind,
@@ -165,8 +169,7 @@ class _ProxyTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
             end_on_exit,
-        ) as span:
-            yield span
+        )
 
 
 def tracer(name: str) -> trace.Tracer:
