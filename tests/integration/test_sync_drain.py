@@ -173,3 +173,20 @@ async def test_resend_after_mark_sent_is_lost_is_absorbed(rig_factory: Any) -> N
     assert await rig.drainer.wait_idle(30)
     assert rig.drainer.stats.sent == 100  # both sends acked by the hub ...
     assert rig.cloud_ids() == ids  # ... but stored once
+
+
+async def test_ingest_terminates_undecodable_messages(rig_factory: Any) -> None:
+    rig: SyncRig = await rig_factory()
+    await rig.start_edge(policy())
+    await rig.start_ingest()
+    nc = await nats.connect(rig.hub.url)
+    try:
+        js = nc.jetstream()
+        await js.publish(f"aivos.sync.{SITE}.audit", b"not json", headers={"Nats-Msg-Id": "bad"})
+        await js.publish(f"aivos.sync.{SITE}.audit", b'{"id": 1}', headers={"Nats-Msg-Id": "b2"})
+    finally:
+        await nc.close()
+    ids = await rig.audit(3)
+    await wait_until(lambda: len(rig.cloud_ids()) == 3, what="good records after bad ones")
+    assert rig.cloud_ids() == ids
+    assert rig.ingest is not None and rig.ingest.stats.rejected == 2
