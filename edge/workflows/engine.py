@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from edge.store import AuditRecord, Store
+from edge.store import audit as _audit
 from edge.workflows import state as _state
 from edge.workflows.connectors import HttpCaller, quote_segment
 from edge.workflows.expr import parse_expr
@@ -127,6 +128,8 @@ class WorkflowEngine:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._approval_events: dict[str, asyncio.Event] = {}
         self._paused: dict[str, asyncio.Event] = {}  # set while a run waits for an operator
+        # step writes submitted but not yet awaited, per run (see _persist)
+        self._unsynced: dict[str, list[asyncio.Future[None]]] = {}
         self._replay = ReplayGuard()
         self._nats_task: asyncio.Task[None] | None = None
         self._started = False
@@ -175,6 +178,9 @@ class WorkflowEngine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+        unsynced = [f for pending in self._unsynced.values() for f in pending]
+        self._unsynced.clear()
+        await asyncio.gather(*unsynced, return_exceptions=True)
         if self._http is not None:
             await self._http.aclose()
         self._started = False
@@ -316,6 +322,8 @@ class WorkflowEngine:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        # writes the run already submitted land first, so "cancelled" is the last word
+        await asyncio.gather(*self._unsynced.pop(run_id, []), return_exceptions=True)
         await self.store.transact(
             lambda c: _state.update_run(
                 c, run_id, state="cancelled", cursor=run.cursor, error=f"cancelled by {by}"
@@ -678,11 +686,42 @@ class WorkflowEngine:
                 "run_state": run_state,
             },
         )
-        # issued together: both land in the same group commit
-        await asyncio.gather(self.store.transact(write), self._append_audit(audit))
+
+        def write_and_audit(c: Any) -> None:
+            write(c)
+            self._audit_in(c, audit)
+
+        future = asyncio.ensure_future(self.store.transact(write_and_audit))
+        pending = self._unsynced.setdefault(run.id, [])
+        pending.append(future)
         self.metrics.steps.inc(kind=kind, outcome=step_state)
         if run_state != "running":
+            # the run ends or pauses here: everything it wrote is on disk before anyone
+            # hears about it
+            await self._sync(run.id)
             self.metrics.runs.inc(workflow=run.workflow, state=run_state)
+
+    def _audit_in(self, conn: Any, record: AuditRecord) -> None:
+        """The step's audit row, in the step's own transaction (the store facade's
+        `append_audit`, composed: audit row + outbox record)."""
+        row = _audit.append(conn, record)
+        # outbox full: the local audit row stays; it is not lost, only not synced
+        with contextlib.suppress(QuotaExceeded):
+            self.store.outbox.enqueue(
+                conn, "audit", row, subject=row.kind, record_id=f"audit-{row.id}"
+            )
+
+    async def _ordered(self, run_id: str) -> None:
+        """Let this run's pipelined step writes reach the writer queue before a write that
+        the caller awaits (tasks created earlier run their first step before we resume)."""
+        if self._unsynced.get(run_id):
+            await asyncio.sleep(0)
+
+    async def _sync(self, run_id: str) -> None:
+        """Wait until this run's pipelined step writes are committed (raising their error)."""
+        pending = self._unsynced.pop(run_id, [])
+        if pending:
+            await asyncio.gather(*pending)
 
     # ----- step kinds ------------------------------------------------------------------------
 
@@ -780,6 +819,7 @@ class WorkflowEngine:
         idem_key = prior.idem_key if prior is not None and prior.idem_key else f"{run.id}.{step.id}"
         if prior is None or prior.state != "running":
             # the key is durable BEFORE the call: a crash after the call re-sends the same key
+            await self._ordered(run.id)
             await self.store.transact(
                 lambda c: _state.begin_step(
                     c,
@@ -792,6 +832,7 @@ class WorkflowEngine:
                     idem_key=idem_key,
                 )
             )
+        await self._sync(run.id)  # earlier steps committed with (or before) the key
         kind = kind_of(step)
 
         def on_retry() -> None:
@@ -884,6 +925,7 @@ class WorkflowEngine:
             message = Template(step.message).render(ctx)
             review = {ref: render_value("{" + ref + "}", ctx, strict=False) for ref in step.review}
             wait_until = time.time() + step.timeout_s
+            await self._ordered(run.id)
             await self.store.transact(
                 lambda c: _state.begin_step(
                     c,
@@ -897,6 +939,7 @@ class WorkflowEngine:
                     run_state="waiting_approval",
                 )
             )
+            await self._sync(run.id)
             await self._append_audit(
                 AuditRecord(
                     id=new_id(),

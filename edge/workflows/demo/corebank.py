@@ -101,7 +101,7 @@ class CoreBank:
             pass
 
         Handler.bank = bank
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _Server((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -209,6 +209,11 @@ class CoreBank:
                     0.0,
                 )
         return 404, {"error": "no such control endpoint"}, 0.0
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 2048  # many concurrent runs connect at once (benchmarks)
+    daemon_threads = True
 
 
 class _Handler(BaseHTTPRequestHandler):
