@@ -14,8 +14,10 @@ one batch, the next one is read and masked in a worker thread. ``Nats-Msg-Id`` i
 ``<site>:<record id>``, so a resend inside the stream's duplicate window is dropped by
 JetStream, and one after it is absorbed by the cloud ingest's upsert by ``(site, id)``.
 
-Records the policy keeps on site (`local-only` data class, or a region not allowed) are
-deleted from the outbox and counted in `stats.denied` — they never reach the wire. When
+Records of a `local-only` data class are deleted from the outbox and counted in
+`stats.denied`: they never reach the wire. A destination region the policy does not allow
+is treated as a configuration fault instead: the records stay queued (in order) and every
+round fails (`stats.errors`, `last_error`) until the policy or region is fixed. When
 the hub cannot be reached (leaf link down: NATS answers "no responders" at once; or acks
 time out) the drainer retries with capped exponential backoff (`retry_cap_s`, default
 0.5 s) and a small probe batch (16 records: retries cost little while the link is down),
@@ -76,6 +78,7 @@ class _Batch(msgspec.Struct, frozen=True):
     items: list[_Prepared]
     denied: list[str]
     last_seq: int
+    blocked: str | None = None  # why reading stopped early (a region the policy forbids)
 
 
 class OutboxDrainer:
@@ -223,6 +226,10 @@ class OutboxDrainer:
         for _ in range(self.max_batches):
             handled += await self._drop(batch.denied)
             if not batch.items:
+                if batch.blocked is not None:
+                    self._ok = False
+                    self.stats.lag = self.store.outbox_depth()
+                    raise _RoundFailed(batch.blocked)
                 break
             with _tracer.start_as_current_span(
                 "sync.publish_batch",
@@ -237,6 +244,7 @@ class OutboxDrainer:
                 await self.store.mark_sent(acked)
                 self._count_sent(len(acked))
                 handled += len(acked)
+            failure = failure or batch.blocked
             if failure is not None:
                 upcoming.cancel()
                 self.stats.lag = self.store.outbox_depth()
@@ -276,9 +284,13 @@ class OutboxDrainer:
                 decision = self.gate.apply(
                     record.data_class, _JSON.decode(record.payload), region=self.region
                 )
-            except ResidencyDenied:
-                denied.append(record.id)
-                continue
+            except ResidencyDenied as exc:
+                if self.gate.policy.rule(record.data_class) == "local-only":
+                    denied.append(record.id)  # never leaves: dropped (counted) by the caller
+                    continue
+                # a destination region the policy forbids is a configuration problem, not
+                # data that must stay: keep this record and the later ones queued, in order
+                return _Batch(items, denied, record.seq - 1, f"residency: {exc.reason}")
             items.append(
                 _Prepared(
                     record.id,

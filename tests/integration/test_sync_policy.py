@@ -3,6 +3,7 @@ records that must sync loudly while local-only work goes on."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import nats
 import pytest
 
 from edge.store import AuditRecord
+from edge.uplink.sync import OutboxDrainer
 from shared.errors import QuotaExceeded
 from shared.syncwire import decode_envelope
 from tests.integration import test_sync_drain as _drain
@@ -110,3 +112,34 @@ async def test_full_outbox_refuses_loudly_local_only_continues_then_resumes(
     await wait_until(lambda: len(rig.cloud_ids()) == 45, 30, "new records synced")
     assert rig.cloud_ids() == accepted + more
     assert "local-1" not in {r.payload.get("id") for r in rig.cloud.records(site=SITE)}
+
+
+async def test_forbidden_region_keeps_records_queued_not_dropped(rig_factory: Any) -> None:
+    rig: SyncRig = await rig_factory()
+    await rig.start_edge(policy(), batch=50)
+    await rig.drainer.stop()  # replace it with one aimed at a region the policy forbids
+    rig.drainer = OutboxDrainer(rig.store, rig.gate, SITE, batch=50, region="us-east")
+    await rig.start_ingest()
+    ids = await rig.audit(20)
+    assert rig.store.outbox_depth() == 20
+    nc = await nats.connect(rig.leaf.url)
+    task = asyncio.create_task(rig.drainer.run(nc))
+    try:
+        await wait_until(lambda: rig.drainer.stats.errors > 0, what="a blocked round")
+        assert rig.drainer.stats.last_error == "residency: region not allowed"
+        assert rig.drainer.stats.denied == 0 and rig.drainer.stats.sent == 0
+        assert rig.store.outbox_depth() == 20  # kept, in order, for a fixed configuration
+    finally:
+        await rig.drainer.stop()
+        await task
+        await nc.close()
+    fixed = OutboxDrainer(rig.store, rig.gate, SITE, batch=50)  # the policy's own region
+    nc = await nats.connect(rig.leaf.url)
+    task = asyncio.create_task(fixed.run(nc))
+    try:
+        await wait_until(lambda: len(rig.cloud_ids()) == 20, what="records after the fix")
+        assert rig.cloud_ids() == ids
+    finally:
+        await fixed.stop()
+        await task
+        await nc.close()
