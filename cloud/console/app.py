@@ -186,6 +186,7 @@ def _html_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
 
 
 def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> Litestar:
+    owned = fleet is None
     fleet = fleet or FleetService(settings.data_dir, settings.nats_url, tick_s=settings.tick_s)
     cloud_store: list[Any] = []
 
@@ -199,14 +200,14 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if settings.connect:
+        if owned and settings.connect:
             await fleet.start()
         try:
             yield
         finally:
-            if settings.connect:
+            if owned and settings.connect:
                 await fleet.stop()
-            else:
+            elif owned:
                 fleet.registry.close()
             for store in cloud_store:
                 store.close()
