@@ -1,0 +1,411 @@
+"""Edge agent load benchmark (issue 3): the real agent vs a FastAPI + PyTorch baseline.
+
+Starts `aivos edge serve` as a subprocess (fresh data dir, a `client` token from
+`aivos tokens create`, the example KB from `aivos kb add`), then drives `POST /v1/infer`
+over loopback with the load generator (benchmarks/_loadgen.py) in a separate process,
+using CLINC150 test queries (in-scope + out-of-scope, shuffled). Then does the same for
+benchmarks/baseline_fastapi.py. Reports p50/p99 latency and requests/s per concurrency
+level for both stacks and the ratios; writes JSON.
+
+    python benchmarks/edge_load.py --bundle DIR [--artifacts DIR] [--levels 1,16,64]
+
+`--artifacts` (from `aivos models build --keep-artifacts DIR`) gives the baseline the same
+fine-tuned encoder and head as the bundle. `--profile DIR` additionally records a py-spy
+profile of each server at the highest concurrency level (slower numbers for that level).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["main"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+_PY = sys.executable
+_AIVOS = [_PY, "-m", "shared.cli"] if not shutil.which("aivos") else ["aivos"]
+console = Console()
+
+TARGETS = {"p50_c1_ms": 3.0, "rps_c64": 600.0, "p99_c64_ms": 30.0, "throughput_ratio": 4.0}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _queries(path: Path, seed: int) -> list[str]:
+    data = json.loads(path.read_text())
+    texts = [t for t, _ in data["test"]] + [t for t, _ in data["oos_test"]]
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+@contextlib.contextmanager
+def _server(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[int]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=_ROOT)
+        try:
+            _wait_ready(ready_url, proc, timeout=300)
+            yield proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        p = psutil.Process(pid)
+        total = p.cpu_times().user + p.cpu_times().system
+        for child in p.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.cpu_times().user + child.cpu_times().system
+        return total
+    return float("nan")
+
+
+def _drive(
+    url: str,
+    token: str,
+    queries: Path,
+    levels: list[int],
+    args: argparse.Namespace,
+    pid: int,
+    name: str,
+) -> list[dict[str, object]]:
+    rows = []
+    for i, c in enumerate(levels):
+        profiler = None
+        if args.profile and c == max(levels):
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profiler = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-o",
+                    str(args.profile / f"{name}_c{c}.txt"),
+                    "-f",
+                    "raw",
+                    "-t",
+                    "-r",
+                    "200",
+                    "-d",
+                    str(int(args.duration + args.warmup + 2)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        proc = subprocess.Popen(
+            [
+                _PY,
+                str(_ROOT / "benchmarks" / "_loadgen.py"),
+                "--url",
+                url,
+                "--token",
+                token,
+                "--queries",
+                str(queries),
+                "--concurrency",
+                str(c),
+                "--count",
+                str(args.count),
+                "--duration",
+                str(args.duration),
+                "--warmup",
+                str(args.warmup),
+                "--offset",
+                str(i * 997),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(args.warmup)  # server CPU is sampled over the recorded window only
+        cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
+        stdout, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed ({proc.returncode})")
+        cpu1, t1 = _cpu_seconds(pid), time.perf_counter()
+        row = json.loads(stdout.strip().splitlines()[-1])
+        row["server_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
+        if row["rps"]:
+            row["server_cpu_ms_per_req"] = round(
+                1000 * (cpu1 - cpu0) / (t1 - t0) / float(row["rps"]),  # type: ignore[arg-type]
+                3,
+            )
+        if profiler is not None:
+            profiler.wait()
+            row["profiled"] = True
+        rows.append(row)
+        console.print(
+            f"  {name:>8} c={c:<3} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
+            f"p99 {row['p99_ms']:>7} ms  n={row['completed']} statuses={row['statuses']} "
+            f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
+            f"cpu_ms/req server={row.get('server_cpu_ms_per_req')} client={row['client_cpu_ms_per_req']}"
+        )
+    return rows
+
+
+def _run_agent(args: argparse.Namespace, work: Path, queries: Path) -> list[dict[str, object]]:
+    data = work / "agent"
+    env = dict(os.environ)
+    env.setdefault("AIVOS_LIMITS__RATE_PER_SECOND", "100000")  # measure serving, not the limiter
+    env.setdefault("AIVOS_LIMITS__RATE_BURST", "100000")
+    for item in args.agent_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    bundle = ["--bundle", str(args.bundle)] if args.bundle else []
+    created = subprocess.run(
+        [*_AIVOS, "tokens", "create", "--data-dir", str(data), "--scope", "client"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    token = created.stdout.strip().splitlines()[-1].strip()
+    subprocess.run(
+        [*_AIVOS, "kb", "add", "--data-dir", str(data), *bundle, str(args.kb)],
+        capture_output=True,
+        check=True,
+        env=env,
+    )
+    port = _free_port()
+    cmd = [*_AIVOS, "edge", "serve", "--data-dir", str(data), *bundle, "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with _server(cmd, env, f"{base}/readyz", work / "agent.log") as pid:
+        rows = _drive(f"{base}/v1/infer", token, queries, args.levels, args, pid, "agent")
+    return rows
+
+
+def _run_baseline(args: argparse.Namespace, work: Path, queries: Path) -> list[dict[str, object]]:
+    port = _free_port()
+    token = "baseline-" + os.urandom(8).hex()
+    cmd = [
+        _PY,
+        str(_ROOT / "benchmarks" / "baseline_fastapi.py"),
+        "--port",
+        str(port),
+        "--kb",
+        str(args.kb),
+        "--db",
+        str(work / "baseline.db"),
+        "--token",
+        token,
+    ]
+    if args.artifacts:
+        cmd += ["--artifacts", str(args.artifacts), "--bundle", str(args.bundle)]
+    base = f"http://127.0.0.1:{port}"
+    with _server(cmd, dict(os.environ), f"{base}/readyz", work / "baseline.log") as pid:
+        rows = _drive(f"{base}/v1/infer", token, queries, args.levels, args, pid, "baseline")
+    return rows
+
+
+def _ratios(
+    agent: list[dict[str, object]], base: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    out = []
+    for a, b in zip(agent, base, strict=True):
+        out.append(
+            {
+                "concurrency": a["concurrency"],
+                "throughput_ratio": round(float(a["rps"]) / float(b["rps"]), 2),  # type: ignore[arg-type]
+                "p50_latency_ratio": round(float(b["p50_ms"]) / float(a["p50_ms"]), 2),  # type: ignore[arg-type]
+                "p99_latency_ratio": round(float(b["p99_ms"]) / float(a["p99_ms"]), 2),  # type: ignore[arg-type]
+            }
+        )
+    return out
+
+
+def _targets(agent: list[dict[str, object]], ratios: list[dict[str, object]]) -> dict[str, object]:
+    by_c = {r["concurrency"]: r for r in agent}
+    rat = {r["concurrency"]: r for r in ratios}
+    out: dict[str, object] = {}
+    if 1 in by_c:
+        v = float(by_c[1]["p50_ms"])  # type: ignore[arg-type]
+        out["p50_c1_ms"] = {"value": v, "target": "<= 3", "met": v <= TARGETS["p50_c1_ms"]}
+    if 64 in by_c:
+        rps, p99 = float(by_c[64]["rps"]), float(by_c[64]["p99_ms"])  # type: ignore[arg-type]
+        out["rps_c64"] = {"value": rps, "target": ">= 600", "met": rps >= TARGETS["rps_c64"]}
+        out["p99_c64_ms"] = {"value": p99, "target": "<= 30", "met": p99 <= TARGETS["p99_c64_ms"]}
+    if 64 in rat:
+        t = float(rat[64]["throughput_ratio"])  # type: ignore[arg-type]
+        out["throughput_ratio_c64"] = {
+            "value": t,
+            "target": ">= 4",
+            "met": t >= TARGETS["throughput_ratio"],
+        }
+    return out
+
+
+def _table(
+    agent: list[dict[str, object]], base: list[dict[str, object]], ratios: list[dict[str, object]]
+) -> Table:
+    t = Table(title="POST /v1/infer over loopback (client-side latency)")
+    for col in (
+        "conc.",
+        "agent req/s",
+        "agent p50 ms",
+        "agent p99 ms",
+        "baseline req/s",
+        "baseline p50 ms",
+        "baseline p99 ms",
+        "throughput x",
+        "p50 x",
+        "p99 x",
+    ):
+        t.add_column(col, justify="right")
+    for a, b, r in zip(agent, base, ratios, strict=True):
+        t.add_row(
+            str(a["concurrency"]),
+            f"{a['rps']:.0f}",
+            f"{a['p50_ms']:.2f}",
+            f"{a['p99_ms']:.2f}",
+            f"{b['rps']:.0f}",
+            f"{b['p50_ms']:.2f}",
+            f"{b['p99_ms']:.2f}",
+            f"{r['throughput_ratio']:.1f}",
+            f"{r['p50_latency_ratio']:.1f}",
+            f"{r['p99_latency_ratio']:.1f}",
+        )
+    return t
+
+
+def _machine() -> dict[str, object]:
+    import psutil
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "unknown",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "unknown",
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "note": "server and load generator share all cores of this machine",
+    }
+
+
+def main() -> None:
+    from shared.paths import clinc150_path, default_bundle_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path, default=None, help="default: the default bundle")
+    ap.add_argument("--artifacts", type=Path, default=None, help="build artifacts for baseline")
+    ap.add_argument("--kb", type=Path, default=_ROOT / "docs" / "examples" / "kb")
+    ap.add_argument("--data", type=Path, default=None, help="CLINC150 data_full.json")
+    ap.add_argument("--levels", default="1,16,64")
+    ap.add_argument("--count", type=int, default=3000, help="max recorded requests per level")
+    ap.add_argument("--duration", type=float, default=15.0, help="max seconds per level")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds per level, not recorded")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=_ROOT / "benchmarks" / "results" / "edge_load.json")
+    ap.add_argument("--stacks", default="agent,baseline")
+    ap.add_argument(
+        "--agent-env", action="append", default=[], help="KEY=VALUE for the agent (repeatable)"
+    )
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy profiles to this dir")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    args = ap.parse_args()
+    args.levels = [int(x) for x in args.levels.split(",")]
+    args.bundle = args.bundle or default_bundle_dir()
+    if not (args.bundle / "manifest.json").is_file():
+        sys.exit(f"no bundle at {args.bundle}: run `aivos models build` or pass --bundle")
+    stacks = args.stacks.split(",")
+    data = args.data or Path(clinc150_path())
+    machine = _machine()
+    work = Path(tempfile.mkdtemp(prefix="aivos-edge-load-"))
+    queries = work / "queries.json"
+    texts = _queries(data, args.seed)
+    queries.write_text(json.dumps(texts))
+    console.print(f"{len(texts)} CLINC150 test queries (in-scope + oos); work dir {work}")
+    results: dict[str, object] = {
+        "benchmark": "edge_load",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "config": {
+            "levels": args.levels,
+            "count": args.count,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "queries": len(texts),
+            "bundle": str(args.bundle),
+            "bundle_version": json.loads((args.bundle / "manifest.json").read_text())[
+                "bundle_version"
+            ],
+            "baseline_head": "bundle artifacts" if args.artifacts else "logistic regression",
+            "agent_env": args.agent_env,
+            "profiled": bool(args.profile),
+        },
+    }
+    try:
+        agent = _run_agent(args, work, queries) if "agent" in stacks else []
+        base = _run_baseline(args, work, queries) if "baseline" in stacks else []
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["agent"], results["baseline"] = agent, base
+    machine["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    if agent and base:
+        ratios = _ratios(agent, base)
+        results["ratios"] = ratios
+        console.print(_table(agent, base, ratios))
+    else:
+        ratios = []
+    if agent:
+        results["targets"] = _targets(agent, ratios)
+        console.print_json(data=results["targets"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
