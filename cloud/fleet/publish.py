@@ -39,7 +39,7 @@ async def open_models_store(js: JetStreamContext, *, create: bool = True) -> Obj
     except BucketNotFoundError:
         if not create:
             raise
-        return await js.create_object_store(config=ObjectStoreConfig(bucket=MODELS_BUCKET))
+        return await js.create_object_store(MODELS_BUCKET, config=ObjectStoreConfig())
 
 
 async def publish_bundle(
