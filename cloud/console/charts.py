@@ -62,7 +62,7 @@ def line_chart(
         parts.append(
             f'<text x="{t}" y="{height - 4}" text-anchor="{anchor}" class="axis">{label}</text>'
         )
-    legend_x = width - pad_r
+    legend_x = width - pad_r - sum(8 + 7 * len(name) for name in series)
     for i, (name, vs) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         points = " ".join(
@@ -72,9 +72,9 @@ def line_chart(
         parts.append(
             f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.6"/>'
         )
-        legend_x -= 8 + 7 * len(name)
         parts.append(
             f'<text x="{legend_x}" y="14" class="legend" fill="{color}">{escape(name)}</text>'
         )
+        legend_x += 8 + 7 * len(name)
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -87,11 +87,21 @@ def _charts(history: list[Any]) -> list[Any]:
                 "refuse": [float(p.refuse) for p in history],
             },
         ),
-        line_chart("Outbox depth", ts, {"outbox": [float(p.outbox_depth) for p in history]}),
         line_chart(
-            "Requests/s and error rate",
+            "Outbox depth and job backlog",
             ts,
-            {"req/s": [p.request_rate for p in history], "errors": [p.error_rate for p in history]},
+            {
+                "outbox": [float(p.outbox_depth) for p in history],
+                "jobs": [float(p.job_backlog) for p in history],
+            },
+        ),
+        line_chart("Requests/s", ts, {"req/s": [p.request_rate for p in history]}),
+        line_chart("Error rate", ts, {"errors": [100 * p.error_rate for p in history]}, unit="%"),
+        line_chart(
+            "Host",
+            ts,
+            {"cpu": [p.cpu for p in history], "mem": [p.mem for p in history]},
+            unit="%",
         ),
     ]
 
