@@ -25,6 +25,7 @@ import msgspec
 
 from edge.store import AuditRecord, Store
 from edge.store import audit as _audit
+from edge.store._codec import now_iso as _codec_now
 from edge.workflows import state as _state
 from edge.workflows.connectors import HttpCaller, quote_segment
 from edge.workflows.expr import parse_expr
@@ -129,7 +130,7 @@ class WorkflowEngine:
         self._approval_events: dict[str, asyncio.Event] = {}
         self._paused: dict[str, asyncio.Event] = {}  # set while a run waits for an operator
         # step writes submitted but not yet awaited, per run (see _persist)
-        self._unsynced: dict[str, list[asyncio.Future[None]]] = {}
+        self._unsynced: dict[str, list[asyncio.Future[Any]]] = {}
         self._replay = ReplayGuard()
         self._nats_task: asyncio.Task[None] | None = None
         self._started = False
@@ -217,24 +218,53 @@ class WorkflowEngine:
         Returns the finished run's response, or (still running / waiting for approval) a
         handle to poll. With `dedup_key`, a second start returns the first run."""
         run_id = new_id()
-        first = workflow.steps[0].id
-        run = await self.store.transact(
-            lambda c: _state.insert_run(
+        trace = trace_id or new_id()
+
+        def insert(c: Any) -> _state.RunRow:
+            return _state.insert_run(
                 c,
                 run_id=run_id,
                 workflow=workflow.name,
                 digest=workflow.digest,
                 trigger=trigger,
                 inputs=inputs,
-                cursor=first,
-                trace_id=trace_id or new_id(),
+                cursor=workflow.steps[0].id,
+                trace_id=trace,
                 dedup_key=dedup_key,
             )
-        )
-        if run.id == run_id:
-            self.metrics.runs_started.inc(workflow=workflow.name, trigger=trigger.split(":")[0])
-            self._spawn(run_id)
-        return await self.wait(run.id, wait_s)
+
+        if dedup_key is not None:  # must know now whether this is a redelivery
+            run = await self.store.transact(insert)
+            if run.id != run_id:
+                return await self.wait(run.id, wait_s)
+        else:
+            # pipelined like the step writes: durable before any side effect, pause or answer
+            self._unsynced.setdefault(run_id, []).append(
+                asyncio.ensure_future(self.store.transact(insert))
+            )
+            now = _codec_now()
+            run = _state.RunRow(
+                id=run_id,
+                workflow=workflow.name,
+                digest=workflow.digest,
+                trigger=trigger,
+                state="running",
+                inputs=inputs,
+                cursor=workflow.steps[0].id,
+                seq=0,
+                response=None,
+                error=None,
+                trace_id=trace,
+                dedup_key=None,
+                active_s=0.0,
+                deadline_missed=False,
+                created_at=now,
+                updated_at=now,
+                finished_at=None,
+            )
+        self.metrics.runs_started.inc(workflow=workflow.name, trigger=trigger.split(":")[0])
+        self._spawn(run_id, run)
+        return await self.wait(run_id, wait_s)
 
     async def wait(self, run_id: str, wait_s: float, *, return_on_pause: bool = True) -> RunResult:
         """Wait up to `wait_s` for the run to finish (or to pause for an operator)."""
@@ -250,12 +280,13 @@ class WorkflowEngine:
                 )
             finally:
                 pause_wait.cancel()
+        await self._sync(run_id)  # a handle names a run that is on disk
         return result_of(self.get_run(run_id))
 
-    def _spawn(self, run_id: str) -> None:
+    def _spawn(self, run_id: str, new_run: _state.RunRow | None = None) -> None:
         if run_id in self._tasks:
             return
-        task = asyncio.create_task(self._drive(run_id), name=f"workflow-run-{run_id}")
+        task = asyncio.create_task(self._drive(run_id, new_run), name=f"workflow-run-{run_id}")
         self._tasks[run_id] = task
 
         def done(t: asyncio.Task[None], rid: str = run_id) -> None:
@@ -464,9 +495,11 @@ class WorkflowEngine:
 
     # ----- driving a run ---------------------------------------------------------------------
 
-    async def _drive(self, run_id: str) -> None:
+    async def _drive(self, run_id: str, new_run: _state.RunRow | None = None) -> None:
+        """Execute the run's steps from its cursor. `new_run`: a run just created in this
+        process (its row may still be in the writer queue; it has no steps yet)."""
         conn = self.store.readers.get()
-        run = _state.get_run(conn, run_id)
+        run = new_run if new_run is not None else _state.get_run(conn, run_id)
         if run.state not in _state.ACTIVE:
             return
         wf = self.workflows.by_name.get(run.workflow)
@@ -485,7 +518,7 @@ class WorkflowEngine:
             "steps": {},
         }
         approvals: dict[str, str] = {}
-        for row in _state.steps_of(conn, run_id):
+        for row in _state.steps_of(conn, run_id) if new_run is None else []:
             if row.seq <= run.seq:
                 ctx["steps"][row.step_id] = row.output
                 if row.kind == "approve" and isinstance(row.output, dict):
@@ -507,7 +540,12 @@ class WorkflowEngine:
                 await self.store.transact(fail)
                 return
             seq += 1
-            prior = _state.in_flight(conn, run_id, seq)
+            # only the first step after a resume / retry can have been started before
+            prior = (
+                _state.in_flight(conn, run_id, seq)
+                if seq == run.seq + 1 and new_run is None
+                else None
+            )
             if prior is not None and prior.step_id != step.id:
                 prior = None
             log_entries: list[dict[str, Any]] = list(prior.attempt_log) if prior else []

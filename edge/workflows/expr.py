@@ -221,12 +221,13 @@ class Expr:
     def __init__(self, text: str) -> None:
         self.text = text
         self._ast = _Parser(text).parse()
-        self.refs: list[tuple[str, ...]] = []
+        refs: list[tuple[str, ...]] = []
+        self._refs = refs
         self._collect(self._ast)
 
     def _collect(self, node: _Node) -> None:
         if node[0] == "ref":
-            self.refs.append(node[1])
+            self._refs.append(node[1])
         elif node[0] in ("and", "or"):
             self._collect(node[1])
             self._collect(node[2])
@@ -235,6 +236,10 @@ class Expr:
         elif node[0] == "cmp":
             self._collect(node[2])
             self._collect(node[3])
+
+    @property
+    def refs(self) -> tuple[tuple[str, ...], ...]:
+        return tuple(self._refs)
 
     def evaluate(self, context: Mapping[str, Any]) -> bool:
         return _truthy(self._eval(self._ast, context))
@@ -254,5 +259,14 @@ class Expr:
         return _compare(node[1], self._eval(node[2], ctx), self._eval(node[3], ctx))
 
 
+_CACHE: dict[str, Expr] = {}
+
+
 def parse_expr(text: str) -> Expr:
-    return Expr(text)
+    """Parse (cached by text: an Expr is immutable once built)."""
+    expr = _CACHE.get(text)
+    if expr is None:
+        expr = Expr(text)
+        if len(_CACHE) < 10_000:
+            _CACHE[text] = expr
+    return expr

@@ -38,14 +38,14 @@ Ref = tuple[str, ...]
 def side_effect_refs(step: Step) -> list[Ref]:
     """References a side-effect (or control-flow) step reads."""
     if isinstance(step, HttpStep):
-        refs = Template(step.path).refs
+        refs = list(Template(step.path).refs)
         refs += [r for v in step.query.values() for r in Template(v).refs]
         refs += value_refs(step.body) if step.body is not None else []
         return refs
     if isinstance(step, EmitStep):
-        return value_refs(step.payload) + Template(step.path).refs
+        return value_refs(step.payload) + list(Template(step.path).refs)
     if isinstance(step, BranchStep):
-        return parse_expr(step.when).refs
+        return list(parse_expr(step.when).refs)
     return []
 
 

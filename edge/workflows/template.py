@@ -16,7 +16,7 @@ import msgspec
 from edge.workflows.expr import resolve_ref
 from shared.errors import DataError, StepFailed
 
-__all__ = ["Template", "render_value", "TemplateSyntaxError"]
+__all__ = ["Template", "render_value", "value_refs", "TemplateSyntaxError"]
 
 
 class TemplateSyntaxError(DataError):
@@ -37,9 +37,22 @@ def _to_text(value: Any) -> str:
 
 
 class Template:
-    """A parsed template; `refs` lists the dotted references it reads."""
+    """A parsed template; `refs` lists the dotted references it reads. Parsed templates
+    are cached by text (workflow files hold a bounded set), so re-rendering is cheap."""
 
-    def __init__(self, text: str) -> None:
+    _cache: dict[str, Template] = {}
+
+    def __new__(cls, text: str) -> Template:
+        cached = cls._cache.get(text)
+        if cached is not None:
+            return cached
+        self = super().__new__(cls)
+        self._parse(text)
+        if len(cls._cache) < 10_000:
+            cls._cache[text] = self
+        return self
+
+    def _parse(self, text: str) -> None:
         self.text = text
         self._parts: list[str | tuple[str, ...]] = []
         pos = 0
@@ -63,7 +76,9 @@ class Template:
             pos = m.end()
         if pos < len(text):
             self._parts.append(text[pos:])
-        self.refs: list[tuple[str, ...]] = [p for p in self._parts if isinstance(p, tuple)]
+        self.refs: tuple[tuple[str, ...], ...] = tuple(
+            p for p in self._parts if isinstance(p, tuple)
+        )
 
     @property
     def single_ref(self) -> tuple[str, ...] | None:
@@ -117,7 +132,7 @@ def render_value(value: Any, context: Mapping[str, Any], *, strict: bool) -> Any
 def value_refs(value: Any) -> list[tuple[str, ...]]:
     """Every reference in the string leaves of a TOML value."""
     if isinstance(value, str):
-        return Template(value).refs
+        return list(Template(value).refs)
     if isinstance(value, dict):
         return [r for v in value.values() for r in value_refs(v)]
     if isinstance(value, list):

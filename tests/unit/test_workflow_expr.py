@@ -58,7 +58,7 @@ def test_non_language_is_rejected(expr: str) -> None:
 
 
 def test_expression_lists_its_references() -> None:
-    assert parse_expr("steps.a.b > 1 and inputs.c").refs == [("steps", "a", "b"), ("inputs", "c")]
+    assert parse_expr("steps.a.b > 1 and inputs.c").refs == (("steps", "a", "b"), ("inputs", "c"))
 
 
 def test_template_substitutes_dotted_references() -> None:
