@@ -107,86 +107,87 @@ def _drive(
     url: str,
     token: str,
     queries: Path,
-    levels: list[int],
+    level: int,
+    offset: int,
     args: argparse.Namespace,
     pid: int,
     name: str,
-) -> list[dict[str, object]]:
-    rows = []
-    for i, c in enumerate(levels):
-        profiler = None
-        if args.profile and c == max(levels):
-            args.profile.mkdir(parents=True, exist_ok=True)
-            profiler = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "-p",
-                    str(pid),
-                    "-o",
-                    str(args.profile / f"{name}_c{c}.txt"),
-                    "-f",
-                    "raw",
-                    "-t",
-                    "-r",
-                    "200",
-                    "-d",
-                    str(int(args.duration + args.warmup + 2)),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        proc = subprocess.Popen(
+) -> dict[str, object]:
+    c = level
+    profiler = None
+    if args.profile and c == max(args.levels):
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profiler = subprocess.Popen(
             [
-                _PY,
-                str(_ROOT / "benchmarks" / "_loadgen.py"),
-                "--url",
-                url,
-                "--token",
-                token,
-                "--queries",
-                str(queries),
-                "--concurrency",
-                str(c),
-                "--count",
-                str(args.count),
-                "--duration",
-                str(args.duration),
-                "--warmup",
-                str(args.warmup),
-                "--offset",
-                str(i * 997),
+                "py-spy",
+                "record",
+                "-p",
+                str(pid),
+                "-o",
+                str(args.profile / f"{name}_c{c}.txt"),
+                "-f",
+                "raw",
+                "-t",
+                "-r",
+                "200",
+                "-d",
+                str(int(args.duration + args.warmup + 2)),
             ],
-            stdout=subprocess.PIPE,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        time.sleep(args.warmup)  # server CPU is sampled over the recorded window only
-        cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
-        stdout, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"load generator failed ({proc.returncode})")
-        cpu1, t1 = _cpu_seconds(pid), time.perf_counter()
-        row = json.loads(stdout.strip().splitlines()[-1])
-        row["server_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
-        if row["rps"]:
-            row["server_cpu_ms_per_req"] = round(
-                1000 * (cpu1 - cpu0) / (t1 - t0) / float(row["rps"]),  # type: ignore[arg-type]
-                3,
-            )
-        if profiler is not None:
-            profiler.wait()
-            row["profiled"] = True
-        rows.append(row)
-        console.print(
-            f"  {name:>8} c={c:<3} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
-            f"p99 {row['p99_ms']:>7} ms  n={row['completed']} statuses={row['statuses']} "
-            f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
-            f"cpu_ms/req server={row.get('server_cpu_ms_per_req')} client={row['client_cpu_ms_per_req']}"
+    proc = subprocess.Popen(
+        [
+            _PY,
+            str(_ROOT / "benchmarks" / "_loadgen.py"),
+            "--url",
+            url,
+            "--token",
+            token,
+            "--queries",
+            str(queries),
+            "--concurrency",
+            str(c),
+            "--count",
+            str(args.count),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            "--offset",
+            str(offset),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(args.warmup)  # server CPU is sampled over the recorded window only
+    cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
+    stdout, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    cpu1, t1 = _cpu_seconds(pid), time.perf_counter()
+    row = json.loads(stdout.strip().splitlines()[-1])
+    row["server_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
+    if row["rps"]:
+        row["server_cpu_ms_per_req"] = round(
+            1000 * (cpu1 - cpu0) / (t1 - t0) / float(row["rps"]),  # type: ignore[arg-type]
+            3,
         )
-    return rows
+    if profiler is not None:
+        profiler.wait()
+        row["profiled"] = True
+    console.print(
+        f"  {name:>8} c={c:<3} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
+        f"p99 {row['p99_ms']:>7} ms  n={row['completed']} statuses={row['statuses']} "
+        f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
+        f"cpu_ms/req server={row.get('server_cpu_ms_per_req')} client={row['client_cpu_ms_per_req']}"
+    )
+    return row
 
 
-def _run_agent(args: argparse.Namespace, work: Path, queries: Path) -> list[dict[str, object]]:
+@contextlib.contextmanager
+def _agent(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, str, int]]:
+    """The real agent: fresh data dir, a client token, the example KB; (url, token, pid)."""
     data = work / "agent"
     env = dict(os.environ)
     env.setdefault("AIVOS_LIMITS__RATE_PER_SECOND", "100000")  # measure serving, not the limiter
@@ -213,11 +214,12 @@ def _run_agent(args: argparse.Namespace, work: Path, queries: Path) -> list[dict
     cmd = [*_AIVOS, "edge", "serve", "--data-dir", str(data), *bundle, "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
     with _server(cmd, env, f"{base}/readyz", work / "agent.log") as pid:
-        rows = _drive(f"{base}/v1/infer", token, queries, args.levels, args, pid, "agent")
-    return rows
+        yield f"{base}/v1/infer", token, pid
 
 
-def _run_baseline(args: argparse.Namespace, work: Path, queries: Path) -> list[dict[str, object]]:
+@contextlib.contextmanager
+def _baseline(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, str, int]]:
+    """benchmarks/baseline_fastapi.py on a free port; (url, token, pid)."""
     port = _free_port()
     token = "baseline-" + os.urandom(8).hex()
     cmd = [
@@ -236,8 +238,7 @@ def _run_baseline(args: argparse.Namespace, work: Path, queries: Path) -> list[d
         cmd += ["--artifacts", str(args.artifacts), "--bundle", str(args.bundle)]
     base = f"http://127.0.0.1:{port}"
     with _server(cmd, dict(os.environ), f"{base}/readyz", work / "baseline.log") as pid:
-        rows = _drive(f"{base}/v1/infer", token, queries, args.levels, args, pid, "baseline")
-    return rows
+        yield f"{base}/v1/infer", token, pid
 
 
 def _ratios(
@@ -251,6 +252,12 @@ def _ratios(
                 "throughput_ratio": round(float(a["rps"]) / float(b["rps"]), 2),  # type: ignore[arg-type]
                 "p50_latency_ratio": round(float(b["p50_ms"]) / float(a["p50_ms"]), 2),  # type: ignore[arg-type]
                 "p99_latency_ratio": round(float(b["p99_ms"]) / float(a["p99_ms"]), 2),  # type: ignore[arg-type]
+                # server CPU per request, baseline / agent: robust to other load on the machine
+                "cpu_efficiency_ratio": round(
+                    float(b.get("server_cpu_ms_per_req") or "nan")  # type: ignore[arg-type]
+                    / float(a.get("server_cpu_ms_per_req") or "nan"),  # type: ignore[arg-type]
+                    2,
+                ),
             }
         )
     return out
@@ -292,6 +299,7 @@ def _table(
         "throughput x",
         "p50 x",
         "p99 x",
+        "CPU/req x",
     ):
         t.add_column(col, justify="right")
     for a, b, r in zip(agent, base, ratios, strict=True):
@@ -306,6 +314,7 @@ def _table(
             f"{r['throughput_ratio']:.1f}",
             f"{r['p50_latency_ratio']:.1f}",
             f"{r['p99_latency_ratio']:.1f}",
+            f"{r['cpu_efficiency_ratio']:.1f}",
         )
     return t
 
@@ -385,9 +394,20 @@ def main() -> None:
             "profiled": bool(args.profile),
         },
     }
+    agent: list[dict[str, object]] = []
+    base: list[dict[str, object]] = []
     try:
-        agent = _run_agent(args, work, queries) if "agent" in stacks else []
-        base = _run_baseline(args, work, queries) if "baseline" in stacks else []
+        # Both servers run side by side and the levels alternate between them, so a change in
+        # background load on the machine hits both stacks alike.
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            if "agent" in stacks:
+                servers["agent"] = (stack.enter_context(_agent(args, work)), agent)
+            if "baseline" in stacks:
+                servers["baseline"] = (stack.enter_context(_baseline(args, work)), base)
+            for i, level in enumerate(args.levels):
+                for name, ((url, token, pid), rows) in servers.items():
+                    rows.append(_drive(url, token, queries, level, i * 997, args, pid, name))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
