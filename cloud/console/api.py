@@ -56,6 +56,11 @@ class ApiController(Controller):
         )
         return (await asyncio.to_thread(overview, registry, query)).sites
 
+    @get("/ingest")
+    async def ingest(self, fleet: FleetService) -> dict[str, Any]:
+        """Heartbeat ingest counters (received, written, invalid, batches, lag)."""
+        return msgspec.to_builtins(fleet.ingest.counters)  # type: ignore[no-any-return]
+
     @get("/overview")
     async def counts(self, registry: SqliteRegistry) -> dict[str, Any]:
         view = await asyncio.to_thread(overview, registry, FleetQuery())
