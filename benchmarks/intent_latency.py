@@ -124,7 +124,11 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "loadavg_1m_at_end": os.getloadavg()[0],
+                },
                 "n_single": len(single),
                 "n_bulk": len(bulk),
                 "results": results,
