@@ -133,6 +133,7 @@ class WorkflowEngine:
         self._unsynced: dict[str, list[asyncio.Future[Any]]] = {}
         self._replay = ReplayGuard()
         self._nats_task: asyncio.Task[None] | None = None
+        self.triggers_subscribed = asyncio.Event()  # set once the NATS triggers listen
         self._started = False
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -464,6 +465,7 @@ class WorkflowEngine:
                         subject = event_subject(self.settings.site_id, name)
                         await nc.subscribe(subject, cb=self._nats_handler(name, wfs))
                     subscribed_on = nc
+                    self.triggers_subscribed.set()
                     log.info(
                         "workflow triggers subscribed on %d subjects", len(self.workflows.by_nats)
                     )

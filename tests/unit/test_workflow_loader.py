@@ -4,14 +4,17 @@ the shipped examples (demo, examples/, docs) all load."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from edge.workflows.demo import WORKFLOWS_DIR
 from edge.workflows.generation import parse_fields
 from edge.workflows.loader import WorkflowSet, load_workflow, parse_workflow
-from edge.workflows.settings import ConnectorSettings
+from edge.workflows.secrets import Secrets
+from edge.workflows.settings import ConnectorSettings, WorkflowSettings
 from shared.errors import WorkflowInvalid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,11 +204,23 @@ def test_docs_examples_are_real_files_that_load() -> None:
         assert load_workflow(ROOT / rel, connectors=CONNECTORS).name
     blocks = re.findall(r"```toml\n(.*?)```", doc, re.S)
     assert blocks
+    kinds = set()
     for block in blocks:
         source = block.splitlines()[0].lstrip("# ").strip()
         if source.endswith(".toml") and "/" in source:
             # a block headed by its file name shows that file verbatim
-            assert (ROOT / source).read_text().strip() == block.strip(), source
+            shown = block.split("\n", 1)[1]  # after the file-name line
+            assert (ROOT / source).read_text().strip() == shown.strip(), source
+            kinds.add("file")
+        elif source.startswith("agent.toml"):
+            msgspec.convert(tomllib.loads(block)["workflows"], WorkflowSettings)
+            kinds.add("config")
+        elif source.startswith("secrets.toml"):
+            msgspec.convert(tomllib.loads(block), Secrets)
+            kinds.add("secrets")
+        else:
+            raise AssertionError(f"unchecked toml block in docs: {source!r}")
+    assert kinds == {"file", "config", "secrets"}
 
 
 def test_fields_are_parsed_against_their_allow_list() -> None:
