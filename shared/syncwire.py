@@ -13,10 +13,12 @@ by the ingest's upsert, so the effect is exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import msgspec
+import nats.js.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
 
@@ -64,9 +66,14 @@ def decode_envelope(data: bytes) -> SyncEnvelope:
 
 
 def sync_stream_config(
-    *, duplicate_window_s: float = 120.0, max_age_s: float | None = None, replicas: int = 1
+    *,
+    duplicate_window_s: float = 120.0,
+    max_age_s: float | None = None,
+    replicas: int = 1,
+    allow_atomic: bool = True,
 ) -> api.StreamConfig:
-    """``AIVOS_SYNC`` on ``aivos.sync.>``: file storage, limits retention, dedup window."""
+    """``AIVOS_SYNC`` on ``aivos.sync.>``: file storage, limits retention, dedup window,
+    atomic batch publishing allowed (nats-server >= 2.12)."""
     return api.StreamConfig(
         name=SYNC_STREAM,
         subjects=[SYNC_ALL],
@@ -75,6 +82,7 @@ def sync_stream_config(
         duplicate_window=duplicate_window_s,
         max_age=max_age_s,
         num_replicas=replicas,
+        allow_atomic=allow_atomic or None,
     )
 
 
@@ -84,19 +92,33 @@ async def ensure_sync_stream(
     duplicate_window_s: float = 120.0,
     max_age_s: float | None = None,
     replicas: int = 1,
+    allow_atomic: bool = True,
     update: bool = True,
 ) -> api.StreamInfo:
     """Create the hub stream ``AIVOS_SYNC`` if missing. When it exists: with `update`,
     apply this config (e.g. a new duplicate window); without, keep it as it is.
     From a site connection pass the hub's context (``nc.jetstream(domain="hub")``)."""
     config = sync_stream_config(
-        duplicate_window_s=duplicate_window_s, max_age_s=max_age_s, replicas=replicas
+        duplicate_window_s=duplicate_window_s,
+        max_age_s=max_age_s,
+        replicas=replicas,
+        allow_atomic=allow_atomic,
     )
     try:
         info = await js.stream_info(SYNC_STREAM)
     except Exception:  # nats.js.errors.NotFoundError (or a domain that is not there yet)
-        return await js.add_stream(config)
+        try:
+            return await js.add_stream(config)
+        except nats.js.errors.BadRequestError:  # a server without atomic batches (< 2.12)
+            return await js.add_stream(_without_atomic(config))
     if not update:
         return info
     log.info("sync stream exists; applying config")
-    return await js.update_stream(config)
+    try:
+        return await js.update_stream(config)
+    except nats.js.errors.BadRequestError:
+        return await js.update_stream(_without_atomic(config))
+
+
+def _without_atomic(config: api.StreamConfig) -> api.StreamConfig:
+    return dataclasses.replace(config, allow_atomic=None)

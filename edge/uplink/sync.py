@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 _JSON = msgspec.json.Decoder()
 _PROBE_BATCH = 16
+_ATOMIC_MAX = 1000  # nats-server's default limit of messages per atomic batch
+_ERR_ATOMIC_DISABLED = 10174
+_ERR_ATOMIC_DUPLICATE = 10201
 
 
 class SyncStats(msgspec.Struct, kw_only=True):
@@ -96,6 +102,7 @@ class OutboxDrainer:
         retry_cap_s: float = 0.5,
         idle_poll_s: float = 1.0,
         max_batches: int = 20,
+        atomic: bool = True,
         registry: Registry | None = None,
     ) -> None:
         if batch < 1:
@@ -111,6 +118,9 @@ class OutboxDrainer:
         self.retry_cap_s = retry_cap_s
         self.idle_poll_s = idle_poll_s
         self.max_batches = max_batches
+        self.atomic = atomic
+        self._nc: NATS | None = None
+        self._replies = _Replies()
         self.stats = SyncStats()
         self._ok = True  # the last publish round succeeded
         self._wake = asyncio.Event()
@@ -171,6 +181,8 @@ class OutboxDrainer:
         """Drain until `stop()`: rounds back to back while records are pending, then sleep
         until `wake()` (or `idle_poll_s`). Never raises for link failures."""
         js = nc.jetstream(domain=self.domain, publish_async_max_pending=max(4 * self.batch, 1000))
+        self._nc = nc
+        await self._replies.start(nc)
         failures = 0
         while not self._stopping:
             self._wake.clear()
@@ -231,14 +243,12 @@ class OutboxDrainer:
                     self.stats.lag = self.store.outbox_depth()
                     raise _RoundFailed(batch.blocked)
                 break
+            upcoming = asyncio.ensure_future(asyncio.to_thread(self._prepare, batch.last_seq))
             with _tracer.start_as_current_span(
                 "sync.publish_batch",
                 attributes={"aivos.site": self.site, "aivos.records": len(batch.items)},
             ):
-                headers_base = dict(inject_headers({}))
-                futures, failure = await self._send(js, batch.items, headers_base)
-            upcoming = asyncio.ensure_future(asyncio.to_thread(self._prepare, batch.last_seq))
-            acked, failure = await self._acks(futures, failure)
+                acked, failure = await self._publish(js, batch.items, dict(inject_headers({})))
             self._ok = failure is None
             if acked:
                 await self.store.mark_sent(acked)
@@ -314,6 +324,71 @@ class OutboxDrainer:
             trace_id=trace_id if isinstance(trace_id, str) else None,
         )
 
+    async def _publish(
+        self, js: JetStreamContext, items: list[_Prepared], headers_base: dict[str, str]
+    ) -> tuple[list[str], str | None]:
+        """Publish one batch; returns the ids the hub acknowledged and the failure, if any.
+
+        Atomic batch first (one commit, one fsync at the hub); when the batch holds a record
+        the stream already has (a resend inside the duplicate window) or the stream does not
+        allow atomic batches, per-record ``publish_async`` with gathered acks instead."""
+        if self.atomic and self._nc is not None and len(items) <= _ATOMIC_MAX:
+            outcome = await self._send_atomic(self._nc, items, headers_base)
+            if outcome is not None:
+                return outcome
+        futures, failure = await self._send(js, items, headers_base)
+        return await self._acks(futures, failure)
+
+    async def _send_atomic(
+        self, nc: NATS, items: list[_Prepared], headers_base: dict[str, str]
+    ) -> tuple[list[str], str | None] | None:
+        """One JetStream atomic batch (server >= 2.12, stream ``allow_atomic``); None means
+        "publish these records one by one instead"."""
+        batch_id = uuid.uuid4().hex
+        token, reply, fut = self._replies.new()
+        last = len(items)
+        try:
+            for i, item in enumerate(items, 1):
+                headers = {
+                    **headers_base,
+                    "Nats-Msg-Id": msg_id(self.site, item.id),
+                    "Nats-Batch-Id": batch_id,
+                    "Nats-Batch-Sequence": str(i),
+                }
+                if i == last:
+                    headers["Nats-Batch-Commit"] = "1"
+                    await nc.publish(item.subject, item.body, reply=reply, headers=headers)
+                else:
+                    await nc.publish(item.subject, item.body, headers=headers)
+            msg = await asyncio.wait_for(fut, self.ack_timeout_s)
+        except TimeoutError:
+            return [], "ack timeout (atomic batch)"
+        except Exception as exc:  # connection closing/reconnecting mid-batch
+            return [], f"publish: {type(exc).__name__}"
+        finally:
+            self._replies.forget(token)
+        if msg.headers and msg.headers.get("Status") == "503":
+            return [], "publish: no responders (hub unreachable)"
+        try:
+            response = json.loads(msg.data or b"{}")
+        except ValueError:
+            return [], "publish: bad reply"
+        error = response.get("error")
+        if error:
+            code = error.get("err_code")
+            if code == _ERR_ATOMIC_DUPLICATE:
+                return None  # a resend: per record, the hub acks the duplicates as such
+            if code == _ERR_ATOMIC_DISABLED:
+                log.info(
+                    "sync: the hub stream does not allow atomic batches; publishing per record"
+                )
+                self.atomic = False
+                return None
+            return [], f"publish: {error.get('description', 'error')}"
+        if response.get("count") != last:
+            return [], "publish: atomic batch count mismatch"
+        return [item.id for item in items], None
+
     async def _send(
         self, js: JetStreamContext, items: list[_Prepared], headers_base: dict[str, str]
     ) -> tuple[list[tuple[str, asyncio.Future[api.PubAck]]], str | None]:
@@ -351,6 +426,35 @@ class OutboxDrainer:
 
 class _RoundFailed(Exception):
     pass
+
+
+class _Replies:
+    """One wildcard reply subscription for batch commits (its interest crosses the leaf
+    once, not per batch); futures keyed by token."""
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._futures: dict[str, asyncio.Future[Msg]] = {}
+
+    async def start(self, nc: NATS) -> None:
+        if self._prefix:
+            return
+        self._prefix = nc.new_inbox()
+        await nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._futures.get(msg.subject.rpartition(".")[2])
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def new(self) -> tuple[str, str, asyncio.Future[Msg]]:
+        token = uuid.uuid4().hex
+        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._futures[token] = fut
+        return token, f"{self._prefix}.{token}", fut
+
+    def forget(self, token: str) -> None:
+        self._futures.pop(token, None)
 
 
 def _delete(conn: Any, ids: list[str]) -> None:

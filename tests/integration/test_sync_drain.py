@@ -127,12 +127,14 @@ async def rig_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     rigs: list[SyncRig] = []
 
-    async def make(*, duplicate_window_s: float = 120.0) -> SyncRig:
+    async def make(*, duplicate_window_s: float = 120.0, atomic: bool = True) -> SyncRig:
         hub = nats_hub_factory()
         proxy = tcp_proxy_factory("127.0.0.1", hub.conf.leaf_port)  # type: ignore[union-attr]
         leaf = nats_leaf_factory(SITE, f"nats-leaf://{proxy.url_hostport}")
         nc = await nats.connect(hub.url)
-        await ensure_sync_stream(nc.jetstream(), duplicate_window_s=duplicate_window_s)
+        await ensure_sync_stream(
+            nc.jetstream(), duplicate_window_s=duplicate_window_s, allow_atomic=atomic
+        )
         await nc.close()
         rig = SyncRig(tmp_path / f"rig{len(rigs)}", hub, leaf, proxy)
         rigs.append(rig)
@@ -173,6 +175,17 @@ async def test_resend_after_mark_sent_is_lost_is_absorbed(rig_factory: Any) -> N
     assert await rig.drainer.wait_idle(30)
     assert rig.drainer.stats.sent == 100  # both sends acked by the hub ...
     assert rig.cloud_ids() == ids  # ... but stored once
+    assert rig.drainer.atomic  # the duplicate batch fell back to per-record publishing once
+
+
+async def test_stream_without_atomic_batches_falls_back_to_per_record(rig_factory: Any) -> None:
+    rig: SyncRig = await rig_factory(atomic=False)
+    await rig.start_edge(policy(), batch=40)
+    await rig.start_ingest()
+    ids = await rig.audit(100)
+    await wait_until(lambda: len(rig.cloud_ids()) == 100, what="records via per-record publish")
+    assert rig.cloud_ids() == ids
+    assert not rig.drainer.atomic
 
 
 async def test_ingest_terminates_undecodable_messages(rig_factory: Any) -> None:
