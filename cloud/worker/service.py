@@ -27,6 +27,8 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from cloud.worker.backend import GenerationBackend
 from shared.errors import ConfigError
@@ -43,10 +45,12 @@ from shared.messages import (
     encode,
 )
 from shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP
+from shared.tracing import extract_context, tracer
 
 __all__ = ["GenerationWorker"]
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 
 class GenerationWorker:
@@ -149,9 +153,22 @@ class GenerationWorker:
             )
             return
         await self._reply(reply_to, Accepted(request_id=request.request_id, worker=self.name))
-        task = asyncio.create_task(self._serve(request, reply_to, received))
+        parent = extract_context(msg.headers)
+        task = asyncio.create_task(self._serve_traced(request, reply_to, received, parent))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _serve_traced(
+        self, request: GenerateRequest, reply_to: str, received: float, parent: Context
+    ) -> None:
+        """`_serve` inside a `worker.generate` span, child of the edge's `nats.request`."""
+        with _tracer.start_as_current_span(
+            "worker.generate",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"aivos.worker": self.name, "aivos.site": request.site},
+        ):
+            await self._serve(request, reply_to, received)
 
     async def _serve(self, request: GenerateRequest, reply_to: str, received: float) -> None:
         start = time.monotonic()

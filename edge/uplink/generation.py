@@ -28,6 +28,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind, set_span_in_context
 
 from shared.errors import (
     DeadlineExceeded,
@@ -48,10 +49,13 @@ from shared.messages import (
     now_ms,
 )
 from shared.subjects import gen_subject
+from shared.tracing import inject_headers, tracer
 
 __all__ = ["stream_generate", "generate"]
 
 log = logging.getLogger(__name__)
+
+_tracer = tracer(__name__)
 
 _LINK_POLL_S = 0.1  # how often a waiting client re-checks the connection state
 
@@ -106,8 +110,12 @@ async def stream_generate(
     payload = encode(request)
     attempts = 0
     next_seq = 0
+    span = _tracer.start_span(
+        "nats.request", kind=SpanKind.CLIENT, attributes={"messaging.destination": subject}
+    )
+    headers = dict(inject_headers({}, context=set_span_in_context(span)))
     try:
-        await _publish(nc, subject, payload, inbox, request.site)
+        await _publish(nc, subject, payload, inbox, request.site, headers)
         while True:
             msg = await _next(nc, queue, deadline, request)
             if msg.headers and msg.headers.get("Status") == "503":
@@ -136,19 +144,22 @@ async def stream_generate(
                 if attempts > saturated_retries or time.monotonic() + wait_s >= deadline:
                     raise WorkerSaturated(f"generation workers saturated ({attempts} attempts)")
                 await asyncio.sleep(wait_s)
-                await _publish(nc, subject, payload, inbox, request.site)
+                await _publish(nc, subject, payload, inbox, request.site, headers)
             elif isinstance(reply, Error):
                 if reply.code == "deadline_exceeded":
                     raise DeadlineExceeded(f"worker dropped request: {reply.message}")
                 raise GenerationFailed(reply.code, reply.message)
     finally:
+        span.end()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
 
 
-async def _publish(nc: NATS, subject: str, payload: bytes, inbox: str, site: str) -> None:
+async def _publish(
+    nc: NATS, subject: str, payload: bytes, inbox: str, site: str, headers: dict[str, str]
+) -> None:
     try:
-        await nc.publish(subject, payload, reply=inbox)
+        await nc.publish(subject, payload, reply=inbox, headers=headers or None)
     except nats.errors.Error as exc:  # closed, reconnecting with a full buffer, ...
         raise LinkDown(site, f"cannot publish: {type(exc).__name__}") from exc
 
