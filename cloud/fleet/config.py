@@ -65,7 +65,7 @@ class ConfigStore:
         except BucketNotFoundError:
             if not create:
                 raise
-            kv = await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=16))
+            kv = await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=5))
         return cls(kv)
 
     async def _get(self, key: str) -> dict[str, Any]:
