@@ -103,6 +103,23 @@ def _cpu_seconds(pid: int) -> float:
     return float("nan")
 
 
+def _runq_wait_seconds(pid: int) -> float:
+    """Seconds the server's threads (and children's) spent runnable but not running."""
+    import psutil
+
+    total = 0.0
+    try:
+        pids = [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return float("nan")
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError, ValueError):
+                    total += int(Path(f"/proc/{p}/task/{tid}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def _drive(
     url: str,
     token: str,
@@ -161,13 +178,15 @@ def _drive(
         text=True,
     )
     time.sleep(args.warmup)  # server CPU is sampled over the recorded window only
-    cpu0, t0 = _cpu_seconds(pid), time.perf_counter()
+    cpu0, t0, rq0 = _cpu_seconds(pid), time.perf_counter(), _runq_wait_seconds(pid)
     stdout, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode})")
-    cpu1, t1 = _cpu_seconds(pid), time.perf_counter()
+    cpu1, t1, rq1 = _cpu_seconds(pid), time.perf_counter(), _runq_wait_seconds(pid)
     row = json.loads(stdout.strip().splitlines()[-1])
     row["server_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
+    # > 0: the server's threads wanted a core and had to wait for one (other load)
+    row["server_runq_wait_threads"] = round((rq1 - rq0) / (t1 - t0), 2)
     if row["rps"]:
         row["server_cpu_ms_per_req"] = round(
             1000 * (cpu1 - cpu0) / (t1 - t0) / float(row["rps"]),  # type: ignore[arg-type]
@@ -180,6 +199,7 @@ def _drive(
         f"  {name:>8} c={c:<3} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
         f"p99 {row['p99_ms']:>7} ms  n={row['completed']} statuses={row['statuses']} "
         f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
+        f"runq_wait={row['server_runq_wait_threads']} "
         f"cpu_ms/req server={row.get('server_cpu_ms_per_req')} client={row['client_cpu_ms_per_req']}"
     )
     return row
