@@ -10,7 +10,8 @@
 the whole pipeline is exactly once.
 """
 
-from cloud.ingest.consumer import IngestStats, SyncIngest, run_ingest
+from typing import Any
+
 from cloud.ingest.store import CloudRecord, CloudStore, IngestStore, default_data_dir
 
 __all__ = [
@@ -22,3 +23,12 @@ __all__ = [
     "default_data_dir",
     "run_ingest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the consumer pulls in the NATS client; `aivos cloud stats|audit` do not need it
+    if name in ("IngestStats", "SyncIngest", "run_ingest"):
+        from cloud.ingest import consumer
+
+        return getattr(consumer, name)
+    raise AttributeError(name)

@@ -14,7 +14,6 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from cloud.ingest.consumer import DEFAULT_DURABLE, run_ingest
 from cloud.ingest.store import CloudStore, default_data_dir
 from shared.logs import configure_logging
 
@@ -45,7 +44,7 @@ def _dir(data_dir: Path | None) -> Path:
 @_DATA_DIR
 @click.option(
     "--durable",
-    default=DEFAULT_DURABLE,
+    default="aivos-ingest",
     show_default=True,
     help="Durable consumer name (one per cloud store).",
 )
@@ -74,6 +73,7 @@ def ingest_cmd(
 ) -> None:
     """Consume the hub stream AIVOS_SYNC into the cloud store until SIGTERM/SIGINT."""
     configure_logging(log_level, json_logs=True)
+    from cloud.ingest.consumer import run_ingest  # NATS client: only for this command
 
     async def main() -> None:
         stop = asyncio.Event()
