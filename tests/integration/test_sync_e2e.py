@@ -1,0 +1,118 @@
+"""End to end through the edge HTTP API: audited requests made while the site's link is cut
+reach the cloud store once the link is back, exactly once and in order (real agent, real
+bundle, hub + leaf behind a TCP proxy, `aivos cloud ingest` as a separate process)."""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+import pytest
+from litestar.testing import TestClient
+
+import edge.agent
+from cloud.ingest import CloudStore
+from edge.api.app import create_app
+from shared.natsconf import NatsServer
+from shared.syncwire import ensure_sync_stream
+from tests.fixtures.edge import issue_token, make_edge_settings
+from tests.fixtures.nats import TcpProxy
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        "OutboxDrainer" not in inspect.getsource(edge.agent),
+        reason="the agent does not run the outbox drainer yet",
+    ),
+]
+
+SITE = "branch-e2e"
+
+
+def _wait(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _ensure_stream(url: str) -> None:
+    import asyncio
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        try:
+            await ensure_sync_stream(nc.jetstream())
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def test_link_cut_through_the_http_api(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub_factory: Callable[[], NatsServer],
+    nats_leaf_factory: Callable[..., NatsServer],
+    tcp_proxy_factory: Callable[[str, int], TcpProxy],
+) -> None:
+    hub = nats_hub_factory()
+    proxy = tcp_proxy_factory("127.0.0.1", hub.conf.leaf_port)  # type: ignore[union-attr]
+    leaf = nats_leaf_factory(SITE, f"nats-leaf://{proxy.url_hostport}")
+    _ensure_stream(hub.url)
+    cloud_dir = tmp_path / "cloud"
+    ingest = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "aivos"),
+            "cloud",
+            "ingest",
+            "--nats",
+            hub.url,
+            "--data-dir",
+            str(cloud_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    data_dir = tmp_path / "edge"
+    token = issue_token(data_dir, "client", "e2e")
+    settings = make_edge_settings(
+        data_dir, small_bundle, site_id=SITE, **{"uplink.nats_url": leaf.url}
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    cloud = CloudStore.open(cloud_dir)
+    try:
+        with TestClient(create_app(settings)) as client:
+
+            def ask(text: str) -> str:
+                r = client.post("/v1/infer", json={"text": text}, headers=headers)
+                assert r.status_code in (200, 201), r.text
+                return str(r.json()["request_id"])
+
+            before = [ask(f"what is the balance in my checking account {i}") for i in range(5)]
+            _wait(lambda: cloud.total() >= 5, 60, "records before the cut")
+            proxy.cut()
+            during = [ask(f"what's my account balance number {i}") for i in range(20)]
+            time.sleep(1.0)
+            assert cloud.total() == 5
+            proxy.restore()
+            _wait(lambda: cloud.total() >= 25, 60, "records written during the cut")
+            time.sleep(1.0)  # anything duplicated would have landed by now
+            audit = cloud.records(data_class="audit", site=SITE)
+            assert [r.payload["id"] for r in audit] == before + during
+            if "current_trace_id" in inspect.getsource(edge.agent):  # audit rows carry trace ids
+                assert all(r.trace_id and len(r.trace_id) == 32 for r in audit)
+    finally:
+        cloud.close()
+        ingest.send_signal(signal.SIGTERM)
+        try:
+            ingest.wait(10)
+        except subprocess.TimeoutExpired:
+            ingest.kill()
