@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cloud.fleet.registry import RolloutRow, SqliteRegistry
+from cloud.fleet.registry import Registry, RolloutRow
 from cloud.fleet.rollout import (
     abort_rollout,
     pause_rollout,
@@ -48,7 +48,7 @@ async def set_config(
 
 
 async def begin_rollout(
-    registry: SqliteRegistry,
+    registry: Registry,
     actor: str,
     *,
     bundle_version: str,

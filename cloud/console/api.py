@@ -12,8 +12,8 @@ from litestar.exceptions import ClientException, NotFoundException
 from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from cloud.console.auth import Operator, api_guard
 from cloud.console.queries import AuditHit, AuditQuery, FleetQuery, overview, search_audit
-from cloud.console.views import site_detail
-from cloud.fleet.registry import ActionRow, RolloutRow, SiteRow, SqliteRegistry
+from cloud.console.views import RegistryDep, site_detail
+from cloud.fleet.registry import ActionRow, RolloutRow, SiteRow
 from cloud.fleet.service import FleetService
 from shared.errors import AivosError, NotFound
 
@@ -42,9 +42,7 @@ class ApiController(Controller):
     guards = [api_guard]
 
     @get("/sites")
-    async def sites(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry
-    ) -> list[SiteRow]:
+    async def sites(self, request: Request[Any, Any, Any], registry: RegistryDep) -> list[SiteRow]:
         """Every site: state online|offline, last_seen_age_s, bundle_version, health, ..."""
         q = request.query_params
         query = FleetQuery(
@@ -62,7 +60,7 @@ class ApiController(Controller):
         return msgspec.to_builtins(fleet.ingest.counters)  # type: ignore[no-any-return]
 
     @get("/overview")
-    async def counts(self, registry: SqliteRegistry) -> dict[str, Any]:
+    async def counts(self, registry: RegistryDep) -> dict[str, Any]:
         view = await asyncio.to_thread(overview, registry, FleetQuery())
         return {"total": view.total, "counts": view.counts}
 
@@ -90,11 +88,11 @@ class ApiController(Controller):
         return ConfigOut(site=target, version=version)
 
     @get("/rollouts")
-    async def rollouts(self, registry: SqliteRegistry) -> list[RolloutRow]:
+    async def rollouts(self, registry: RegistryDep) -> list[RolloutRow]:
         return await asyncio.to_thread(registry.rollouts)
 
     @get("/rollouts/{rollout_id:str}")
-    async def rollout(self, registry: SqliteRegistry, rollout_id: str) -> RolloutRow:
+    async def rollout(self, registry: RegistryDep, rollout_id: str) -> RolloutRow:
         try:
             return await asyncio.to_thread(registry.rollout, rollout_id)
         except NotFound as exc:
@@ -102,7 +100,7 @@ class ApiController(Controller):
 
     @post("/rollouts")
     async def start(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry, data: RolloutIn
+        self, request: Request[Any, Any, Any], registry: RegistryDep, data: RolloutIn
     ) -> RolloutRow:
         op: Operator = request.state.operator
         try:
@@ -148,7 +146,7 @@ class ApiController(Controller):
 
     @get("/actions")
     async def actions(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+        self, request: Request[Any, Any, Any], registry: RegistryDep
     ) -> list[ActionRow]:
         target = request.query_params.get("target") or None
         return await asyncio.to_thread(registry.actions, 300, target)

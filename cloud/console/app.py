@@ -36,7 +36,7 @@ from cloud.console.auth import (
 )
 from cloud.console.queries import open_cloud_store
 from cloud.console.views import PagesController
-from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.registry import Registry
 from cloud.fleet.service import FleetService
 from cloud.fleet.tokens import verify_password
 
@@ -114,7 +114,7 @@ class LoginController(Controller):
 
     @post("/login")
     async def login(self, request: Request[Any, Any, Any], data: Form) -> Redirect:
-        registry: SqliteRegistry = request.app.state.registry
+        registry: Registry = request.app.state.registry
         cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
         if not cookie or not secrets.compare_digest(cookie, data.get("csrf", "")):
             return Redirect("/login?error=Your+form+expired%3B+try+again", status_code=303)
@@ -158,7 +158,7 @@ class LoginController(Controller):
             and op.via == "session"
             and secrets.compare_digest(data.get("csrf", ""), op.csrf)
         ):
-            registry: SqliteRegistry = request.app.state.registry
+            registry: Registry = request.app.state.registry
             await asyncio.to_thread(registry.drop_session, op.session_hash)
             await asyncio.to_thread(registry.record_action, op.name, "logout", "console")
         return Redirect(
@@ -215,7 +215,7 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
     def provide_fleet() -> FleetService:
         return fleet
 
-    def provide_registry() -> SqliteRegistry:
+    def provide_registry() -> Registry:
         return fleet.registry
 
     app = Litestar(

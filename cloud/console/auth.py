@@ -20,7 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.registry import Registry
 from cloud.fleet.tokens import check_token, hash_token
 
 __all__ = [
@@ -55,8 +55,8 @@ class Operator:
         self.session_hash = session_hash
 
 
-def _registry(connection: ASGIConnection[Any, Any, Any, Any]) -> SqliteRegistry:
-    registry: SqliteRegistry = connection.app.state.registry
+def _registry(connection: ASGIConnection[Any, Any, Any, Any]) -> Registry:
+    registry: Registry = connection.app.state.registry
     return registry
 
 
@@ -95,7 +95,7 @@ def api_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandle
     connection.state.operator = op
 
 
-def new_session(registry: SqliteRegistry, username: str) -> str:
+def new_session(registry: Registry, username: str) -> str:
     token = secrets.token_urlsafe(32)
     registry.add_session(
         hash_token(token), username, secrets.token_urlsafe(24), time.time() + SESSION_TTL_S

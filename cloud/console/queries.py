@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from cloud.fleet.registry import SiteRow, SqliteRegistry
+from cloud.fleet.registry import Registry, SiteRow
 from cloud.ingest.store import CloudStore
 
 __all__ = [
@@ -50,7 +49,7 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     sites: list[SiteRow]
 
 
-def overview(registry: SqliteRegistry, query: FleetQuery) -> Overview:
+def overview(registry: Registry, query: FleetQuery) -> Overview:
     sites = registry.sites()
     counts = {"online": 0, "offline": 0, "healthy": 0, "degraded": 0, "never_seen": 0}
     for s in sites:
@@ -161,7 +160,3 @@ def _counts(value: Any) -> dict[str, int]:
         except msgspec.DecodeError:
             return {}
     return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
-def distinct(values: Sequence[str | None]) -> list[str]:
-    return sorted({v for v in values if v})

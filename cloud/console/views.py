@@ -10,20 +10,22 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body
+from litestar.params import Body, Dependency
 from litestar.response import Redirect, Template
 
 from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from cloud.console.auth import Operator, check_csrf, page_guard
 from cloud.console.charts import line_chart
 from cloud.console.queries import AuditQuery, FleetQuery, overview, search_audit
-from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.registry import Registry
 from cloud.fleet.service import FleetService
 from shared.errors import AivosError, NotFound
 
-__all__ = ["PagesController", "site_detail"]
+__all__ = ["PagesController", "RegistryDep", "site_detail"]
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+# a Protocol cannot be validated at run time: the provider is trusted
+RegistryDep = Annotated[Registry, Dependency(skip_validation=True)]
 
 
 def _ctx(request: Request[Any, Any, Any], nav: str, **extra: Any) -> dict[str, Any]:
@@ -126,9 +128,7 @@ class PagesController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def fleet_page(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry
-    ) -> Template:
+    async def fleet_page(self, request: Request[Any, Any, Any], registry: RegistryDep) -> Template:
         q = request.query_params
         query = FleetQuery(
             q=q.get("q", ""),
@@ -182,7 +182,7 @@ class PagesController(Controller):
 
     @get("/rollouts")
     async def rollouts_page(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+        self, request: Request[Any, Any, Any], registry: RegistryDep
     ) -> Template:
         rollouts = await asyncio.to_thread(registry.rollouts)
         sites = await asyncio.to_thread(registry.sites)
@@ -196,7 +196,7 @@ class PagesController(Controller):
 
     @post("/rollouts")
     async def rollout_start(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry, data: Form
+        self, request: Request[Any, Any, Any], registry: RegistryDep, data: Form
     ) -> Redirect:
         op: Operator = request.state.operator
         check_csrf(op, data.get("csrf"))
@@ -221,7 +221,7 @@ class PagesController(Controller):
 
     @get("/rollouts/{rollout_id:str}")
     async def rollout_page(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry, rollout_id: str
+        self, request: Request[Any, Any, Any], registry: RegistryDep, rollout_id: str
     ) -> Template:
         try:
             rollout = await asyncio.to_thread(registry.rollout, rollout_id)
@@ -273,7 +273,7 @@ class PagesController(Controller):
 
     @get("/actions")
     async def actions_page(
-        self, request: Request[Any, Any, Any], registry: SqliteRegistry
+        self, request: Request[Any, Any, Any], registry: RegistryDep
     ) -> Template:
         target = request.query_params.get("target") or None
         actions = await asyncio.to_thread(registry.actions, 300, target)

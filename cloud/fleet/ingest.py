@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.registry import Registry
 from shared.errors import AivosError
 from shared.fleet import (
     BundleReport,
@@ -49,7 +49,7 @@ class IngestCounters(msgspec.Struct):
 
 class HeartbeatIngest:
     def __init__(
-        self, registry: SqliteRegistry, *, flush_interval_s: float = 0.2, max_batch: int = 2000
+        self, registry: Registry, *, flush_interval_s: float = 0.2, max_batch: int = 2000
     ) -> None:
         self.registry = registry
         self.flush_interval_s = flush_interval_s

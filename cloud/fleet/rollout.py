@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from cloud.fleet.registry import RolloutRow, SqliteRegistry
+from cloud.fleet.registry import Registry, RolloutRow
 from shared.errors import ConfigError, NotFound
 from shared.fleet import validate_bundle_version
 
@@ -75,7 +75,7 @@ def plan_waves(sites: Sequence[str], canary_percent: float) -> list[list[str]]:
 
 
 def start_rollout(
-    registry: SqliteRegistry,
+    registry: Registry,
     *,
     bundle_version: str,
     sites: Sequence[str] | None,
@@ -127,7 +127,7 @@ def start_rollout(
 
 
 def _transition(
-    registry: SqliteRegistry,
+    registry: Registry,
     rollout_id: str,
     actor: str,
     action: str,
@@ -142,22 +142,22 @@ def _transition(
     return registry.rollout(rollout_id)
 
 
-def pause_rollout(registry: SqliteRegistry, rollout_id: str, actor: str) -> RolloutRow:
+def pause_rollout(registry: Registry, rollout_id: str, actor: str) -> RolloutRow:
     return _transition(registry, rollout_id, actor, "pause", ("running",), "paused")
 
 
-def resume_rollout(registry: SqliteRegistry, rollout_id: str, actor: str) -> RolloutRow:
+def resume_rollout(registry: Registry, rollout_id: str, actor: str) -> RolloutRow:
     return _transition(registry, rollout_id, actor, "resume", ("paused", "halted"), "running")
 
 
-def abort_rollout(registry: SqliteRegistry, rollout_id: str, actor: str) -> RolloutRow:
+def abort_rollout(registry: Registry, rollout_id: str, actor: str) -> RolloutRow:
     return _transition(
         registry, rollout_id, actor, "abort", ("running", "paused", "halted"), "aborted"
     )
 
 
 async def rollback_rollout(
-    registry: SqliteRegistry, sink: DesiredBundleSink, rollout_id: str, actor: str
+    registry: Registry, sink: DesiredBundleSink, rollout_id: str, actor: str
 ) -> RolloutRow:
     """Set every touched site's desired bundle back to the one it ran before the rollout."""
     rollout = registry.rollout(rollout_id)
@@ -177,9 +177,7 @@ async def rollback_rollout(
 
 
 class RolloutController:
-    def __init__(
-        self, registry: SqliteRegistry, sink: DesiredBundleSink, *, tick_s: float = 1.0
-    ) -> None:
+    def __init__(self, registry: Registry, sink: DesiredBundleSink, *, tick_s: float = 1.0) -> None:
         self.registry = registry
         self.sink = sink
         self.tick_s = tick_s

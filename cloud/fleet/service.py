@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 
 from cloud.fleet.config import ConfigStore
 from cloud.fleet.ingest import HeartbeatIngest
-from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.registry import Registry, SqliteRegistry
 from cloud.fleet.rollout import RolloutController
 from shared.natsconf.connect import connect_nats
 from shared.subjects import HUB_DOMAIN
@@ -35,7 +35,7 @@ class FleetService:
         self.nats_url = nats_url
         self.domain = domain
         self.tick_s = tick_s
-        self.registry = SqliteRegistry.open(self.data_dir)
+        self.registry: Registry = SqliteRegistry.open(self.data_dir)
         self.ingest = HeartbeatIngest(self.registry, flush_interval_s=flush_interval_s)
         self.nc: NATS | None = None
         self.config: ConfigStore | None = None

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from pathlib import Path
 
-from cloud.fleet.registry import SqliteRegistry
+from cloud.fleet.registry import Registry, SqliteRegistry
 from shared.errors import ConfigError
 
 __all__ = [
@@ -57,7 +57,7 @@ def new_token() -> str:
     return TOKEN_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
 
-def add_operator(registry: SqliteRegistry, username: str, password: str) -> None:
+def add_operator(registry: Registry, username: str, password: str) -> None:
     if not username or len(username) > 64 or not username.isprintable():
         raise ConfigError("username", "use 1-64 printable characters")
     if len(password) < 8:
@@ -78,7 +78,7 @@ def create_operator_token(data_dir: str | Path, name: str = "operator") -> str:
         registry.close()
 
 
-def check_token(registry: SqliteRegistry, token: str) -> str | None:
+def check_token(registry: Registry, token: str) -> str | None:
     """The token's name if it is valid, else None."""
     if not token.startswith(TOKEN_PREFIX):
         return None
