@@ -115,15 +115,21 @@ def open_cloud_store(data_dir: Path) -> CloudStore | None:
 
 
 def search_audit(store: CloudStore | None, query: AuditQuery, scan: int = 50_000) -> list[AuditHit]:
-    """Newest first. Records are shown exactly as synced (already masked at the site)."""
+    """Newest first (by the record's time at the site). Records are shown exactly as
+    synced (already masked at the site). Scans at most `scan` records."""
     if store is None:
         return []
     records = store.records(data_class="audit", site=query.site or None, limit=None)
     since, until = _iso(query.since), _iso(query.until)
     hits: list[AuditHit] = []
-    for rec in reversed(records[-scan:]):
+
+    def when(rec: Any) -> str:
         p = rec.payload if isinstance(rec.payload, dict) else {}
-        ts = str(p.get("ts") or rec.created_at)
+        return str(p.get("ts") or rec.created_at)
+
+    for rec in sorted(records[-scan:], key=when, reverse=True):
+        p = rec.payload if isinstance(rec.payload, dict) else {}
+        ts = when(rec)
         bare = ts.replace("Z", "").split("+")[0]
         if query.intent and p.get("intent") != query.intent:
             continue

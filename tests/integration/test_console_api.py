@@ -159,3 +159,61 @@ def test_writes_need_csrf_and_are_audited(console: Any) -> None:
     assert ("alice", "rollout.start") in audited and ("alice", "rollout.abort") in audited
     assert ("token:operator", "rollout.start") in audited
     assert ("token:operator", "rollout.pause") in audited
+
+
+def test_audit_search_over_synced_records(tmp_path: Path) -> None:
+    from cloud.ingest.store import CloudStore
+    from shared.syncwire import SyncEnvelope
+
+    def env(site: str, seq: int, intent: str, decision: str, ts: str) -> SyncEnvelope:
+        return SyncEnvelope(
+            id=f"r{seq}",
+            site=site,
+            data_class="audit",
+            kind="decision",
+            seq=seq,
+            created_at=ts,
+            payload={
+                "id": f"r{seq}",
+                "ts": ts,
+                "kind": "decision",
+                "intent": intent,
+                "decision": decision,
+                "confidence": 0.9,
+                "latency_ms": 2.0,
+                "model_version": "v1",
+                "pii_counts": {"EMAIL": 1},
+                "detail": {"text": "<EMAIL>"},
+            },
+        )
+
+    store = CloudStore.open(tmp_path)
+    store.upsert_many(
+        [
+            env("shop-1", 1, "balance", "local", "2026-01-01T10:00:00.000Z"),
+            env("shop-1", 2, "lost_card", "escalate", "2026-01-01T11:00:00.000Z"),
+            env("shop-2", 1, "balance", "refuse", "2026-01-02T09:00:00.000Z"),
+        ]
+    )
+    store.close()
+    token = create_operator_token(tmp_path)
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(ConsoleSettings(data_dir=tmp_path, connect=False))) as client:
+        hits = client.get("/api/audit", headers=auth).json()
+        assert [(h["site"], h["id"]) for h in hits] == [
+            ("shop-2", "r1"),
+            ("shop-1", "r2"),
+            ("shop-1", "r1"),
+        ]
+        by_intent = client.get("/api/audit?intent=balance", headers=auth).json()
+        assert {h["site"] for h in by_intent} == {"shop-1", "shop-2"}
+        assert [
+            h["id"]
+            for h in client.get("/api/audit?site=shop-1&decision=escalate", headers=auth).json()
+        ] == ["r2"]
+        window = client.get(
+            "/api/audit?since=2026-01-01T10:30&until=2026-01-02T00:00", headers=auth
+        ).json()
+        assert [h["id"] for h in window] == ["r2"]
+        # shown as synced: masked text and PII counts only
+        assert hits[0]["detail"] == {"text": "<EMAIL>"} and hits[0]["pii_counts"] == {"EMAIL": 1}
