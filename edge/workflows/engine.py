@@ -816,7 +816,11 @@ class WorkflowEngine:
         by = "local"
         if step.mode == "cloud":
             masked = self.masker.mask(text)
-            system = Template(step.system).render(ctx) if step.system else None
+            system = (
+                self.masker.mask(Template(step.system).render(ctx), masked.mapping).text
+                if step.system
+                else None
+            )
             try:
                 generated = await self.generator(
                     masked.text,
