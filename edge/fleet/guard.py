@@ -76,6 +76,7 @@ class HealthGuard:
             await asyncio.sleep(min(opts.check_interval_s, max(0.0, deadline - time.monotonic())))
             live = self.stats.snapshot(opts.window_s, since=since)
             verdict = judge(opts, baseline, live)
+            log.debug("guard check: %s (live %s, baseline %s)", verdict, live, baseline)
             if verdict.breached:
                 log.warning("bundle health guard breached: %s", verdict.reason)
                 return verdict
