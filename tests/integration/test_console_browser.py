@@ -30,7 +30,8 @@ _missing = not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists())
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        _missing, reason="headless Chromium not installed (apt-get install chromium chromium-driver)"
+        _missing,
+        reason="headless Chromium not installed (apt-get install chromium chromium-driver)",
     ),
 ]
 
