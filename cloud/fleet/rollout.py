@@ -14,7 +14,8 @@ the registry, so it survives restarts:
 4. when every site of the wave has been healthy for ``soak_s``, the next wave starts; after
    the last wave the rollout is ``completed``.
 
-Operator actions: pause/resume (stop/continue progressing), abort (stop for good; sites
+Operator actions: pause/resume (stop/continue progressing; a halted rollout is not resumed:
+its failed site would fail again — abort or roll it back), abort (stop for good; sites
 already switched keep the new bundle), rollback (every site the rollout touched gets its
 previous bundle back as desired bundle_version; state ``rolled_back``).
 """
@@ -147,7 +148,7 @@ def pause_rollout(registry: Registry, rollout_id: str, actor: str) -> RolloutRow
 
 
 def resume_rollout(registry: Registry, rollout_id: str, actor: str) -> RolloutRow:
-    return _transition(registry, rollout_id, actor, "resume", ("paused", "halted"), "running")
+    return _transition(registry, rollout_id, actor, "resume", ("paused",), "running")
 
 
 def abort_rollout(registry: Registry, rollout_id: str, actor: str) -> RolloutRow:
