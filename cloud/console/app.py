@@ -31,6 +31,7 @@ from cloud.console.auth import (
     SESSION_COOKIE,
     SESSION_TTL_S,
     LoginRequired,
+    LoginThrottle,
     identify,
     new_session,
 )
@@ -119,15 +120,25 @@ class LoginController(Controller):
         if not cookie or not secrets.compare_digest(cookie, data.get("csrf", "")):
             return Redirect("/login?error=Your+form+expired%3B+try+again", status_code=303)
         username = data.get("username", "")
+        throttle: LoginThrottle = request.app.state.login_throttle
+        if throttle.blocked(username):
+            await asyncio.to_thread(
+                registry.record_action, username or "?", "login.throttled", "console"
+            )
+            return Redirect(
+                "/login?error=Too+many+failed+attempts%3B+try+again+later", status_code=303
+            )
         stored = await asyncio.to_thread(registry.operator_hash, username)
         ok = stored is not None and await asyncio.to_thread(
             verify_password, data.get("password", ""), stored
         )
         if not ok:
+            throttle.failed(username)
             await asyncio.to_thread(
                 registry.record_action, username or "?", "login.failed", "console"
             )
             return Redirect("/login?error=Wrong+username+or+password", status_code=303)
+        throttle.succeeded(username)
         token = await asyncio.to_thread(new_session, registry, username)
         await asyncio.to_thread(registry.record_action, username, "login", "console")
         target = data.get("next", "/")
@@ -244,4 +255,5 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
     app.state.registry = fleet.registry
     app.state.secure_cookies = settings.secure_cookies
     app.state.cloud_store = get_cloud_store
+    app.state.login_throttle = LoginThrottle()
     return app

@@ -34,6 +34,7 @@ __all__ = [
     "api_guard",
     "new_session",
     "check_csrf",
+    "LoginThrottle",
 ]
 
 SESSION_COOKIE = "aivos_session"
@@ -106,3 +107,35 @@ def new_session(registry: Registry, username: str) -> str:
 def check_csrf(op: Operator, submitted: str | None) -> None:
     if not submitted or not hmac.compare_digest(submitted, op.csrf):
         raise PermissionDeniedException("invalid CSRF token; reload the page and retry")
+
+
+class LoginThrottle:
+    """At most `max_failures` failed logins per username within `window_s`; then that
+    username is refused (even with the right password) until the window has passed."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, username: str, now: float) -> list[float]:
+        recent = [t for t in self._failures.get(username, []) if now - t < self.window_s]
+        if recent:
+            self._failures[username] = recent
+        else:
+            self._failures.pop(username, None)
+        return recent
+
+    def blocked(self, username: str) -> bool:
+        return len(self._recent(username, time.time())) >= self.max_failures
+
+    def failed(self, username: str) -> None:
+        now = time.time()
+        self._recent(username, now)
+        self._failures.setdefault(username, []).append(now)
+        if len(self._failures) > 10_000:  # bounded memory under a spray of usernames
+            oldest = min(self._failures, key=lambda u: self._failures[u][-1])
+            self._failures.pop(oldest, None)
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(username, None)

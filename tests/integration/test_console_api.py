@@ -111,6 +111,17 @@ def test_login_session_cookie_and_pages(console: Any) -> None:
     assert "login" in actions and "login.failed" in actions
 
 
+def test_repeated_failed_logins_are_throttled(console: Any) -> None:
+    client, _, registry = console
+    for _ in range(5):
+        assert "Wrong" in _login(client, "guess").headers["location"].replace("+", " ")
+    # now even the right password is refused for this username, for a while
+    refused = _login(client)
+    assert "Too many" in refused.headers["location"].replace("+", " ")
+    assert client.get("/", follow_redirects=False).status_code == 303
+    assert "login.throttled" in {a.action for a in registry.actions()}
+
+
 def test_writes_need_csrf_and_are_audited(console: Any) -> None:
     client, token, registry = console
     _login(client)
