@@ -155,9 +155,14 @@ def browser() -> Iterator[Any]:
 
 
 def _wait(driver: Any, predicate: Any, timeout: float = 30.0) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(predicate)
+    # a form post navigates: an element found just before the new page loads goes stale
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=ignored).until(
+        predicate
+    )
 
 
 def test_operator_logs_in_views_fleet_and_site_starts_and_aborts_rollout(
