@@ -7,7 +7,12 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post, put
-from litestar.exceptions import ClientException, NotFoundException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    ServiceUnavailableException,
+)
 
 from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from cloud.console.auth import Operator, api_guard
@@ -15,7 +20,7 @@ from cloud.console.queries import AuditHit, AuditQuery, FleetQuery, overview, se
 from cloud.console.views import RegistryDep, site_detail
 from cloud.fleet.registry import ActionRow, RolloutRow, SiteRow
 from cloud.fleet.service import FleetService
-from shared.errors import AivosError, NotFound
+from shared.errors import AivosError, LinkDown, NotFound
 
 __all__ = ["ApiController", "RolloutIn"]
 
@@ -33,7 +38,9 @@ class ConfigOut(msgspec.Struct, frozen=True):
     version: int
 
 
-def _bad(exc: AivosError) -> ClientException:
+def _bad(exc: AivosError) -> HTTPException:
+    if isinstance(exc, LinkDown):  # the hub is unreachable: retry later
+        return ServiceUnavailableException(detail=str(exc), extra={"code": exc.code})
     return ClientException(detail=str(exc), extra={"code": exc.code})
 
 

@@ -212,7 +212,7 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if owned and settings.connect:
-            await fleet.start()
+            await fleet.start(wait_for_hub=False)
         try:
             yield
         finally:

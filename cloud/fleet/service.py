@@ -3,6 +3,8 @@ rollout controller, started and stopped together (by the console or ``aivos clou
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -13,7 +15,8 @@ from cloud.fleet.config import ConfigStore
 from cloud.fleet.ingest import HeartbeatIngest
 from cloud.fleet.registry import Registry, SqliteRegistry
 from cloud.fleet.rollout import RolloutController
-from shared.natsconf.connect import connect_nats
+from shared.errors import LinkDown
+from shared.natsconf.connect import backoff_delay, connect_nats
 from shared.subjects import HUB_DOMAIN
 
 __all__ = ["FleetService"]
@@ -40,18 +43,46 @@ class FleetService:
         self.nc: NATS | None = None
         self.config: ConfigStore | None = None
         self.controller: RolloutController | None = None
+        self._connector: asyncio.Task[None] | None = None
 
-    async def start(self) -> FleetService:
-        self.nc = await connect_nats(self.nats_url, name="aivos-fleet")
-        js = self.nc.jetstream(domain=self.domain)
+    async def start(self, *, wait_for_hub: bool = True) -> FleetService:
+        """Connect and start ingest + controller. With ``wait_for_hub=False`` an unreachable
+        hub does not fail the start: the connection is retried in the background (the
+        console serves the registry meanwhile; config and rollout actions report LinkDown)."""
+        if wait_for_hub:
+            await self._connect(connect_timeout_s=30.0)
+        else:
+            self._connector = asyncio.create_task(self._connect_forever(), name="fleet-connect")
+        return self
+
+    async def _connect(self, connect_timeout_s: float) -> None:
+        nc = await connect_nats(
+            self.nats_url, name="aivos-fleet", connect_timeout_s=connect_timeout_s
+        )
+        self.nc = nc
+        js = nc.jetstream(domain=self.domain)
         self.config = await ConfigStore.open(js)
-        await self.ingest.start(self.nc)
+        await self.ingest.start(nc)
         self.controller = RolloutController(self.registry, self.config, tick_s=self.tick_s)
         self.controller.start()
         log.info("fleet service up (data dir %s)", self.data_dir)
-        return self
+
+    async def _connect_forever(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect(connect_timeout_s=10.0)
+                return
+            except LinkDown:
+                attempt += 1
+                log.warning("fleet: hub unreachable (attempt %d); retrying", attempt)
+                await asyncio.sleep(backoff_delay(attempt, base=1.0, cap=30.0))
 
     async def stop(self) -> None:
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
         if self.controller is not None:
             await self.controller.stop()
         await self.ingest.stop()

@@ -228,3 +228,17 @@ def test_audit_search_over_synced_records(tmp_path: Path) -> None:
         assert [h["id"] for h in window] == ["r2"]
         # shown as synced: masked text and PII counts only
         assert hits[0]["detail"] == {"text": "<EMAIL>"} and hits[0]["pii_counts"] == {"EMAIL": 1}
+
+
+def test_console_serves_the_registry_while_the_hub_is_unreachable(tmp_path: Path) -> None:
+    from shared.natsconf.server import free_port
+
+    token = create_operator_token(tmp_path)
+    auth = {"Authorization": f"Bearer {token}"}
+    settings = ConsoleSettings(data_dir=tmp_path, nats_url=f"nats://127.0.0.1:{free_port()}")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/api/sites", headers=auth).status_code == 200
+        resp = client.put("/api/config/shop-1", json={"thresholds": {"x": 0.5}}, headers=auth)
+        assert resp.status_code == 503
+        assert resp.json()["extra"]["code"] == "link_down"
