@@ -53,7 +53,7 @@ async def test_heartbeat_reaches_the_hub_with_site_health(
             assert hb.agent_version
             assert hb.decisions.local + hb.decisions.escalate + hb.decisions.refuse == 3
             assert hb.request_rate > 0 and hb.p99_ms >= hb.p50_ms > 0
-            assert 0 <= hb.cpu_percent and 0 < hb.mem_percent <= 100 and 0 < hb.disk_percent
+            assert hb.cpu_percent >= 0 and 0 < hb.mem_percent <= 100 and hb.disk_percent > 0
             assert hb.outbox_depth == 0 and hb.job_backlog == 0
             assert hb.interval_s == pytest.approx(0.2)
             assert client.status.heartbeats_sent >= 1
@@ -93,7 +93,8 @@ async def test_config_push_applies_without_restart_and_invalid_is_rejected(
 
             # fleet default refuses the intent; the site override raises the heartbeat period
             await cloud.put_config(
-                DEFAULTS_KEY, {"version": 1, "router": {"intents": {intent: {"decision": "refuse"}}}}
+                DEFAULTS_KEY,
+                {"version": 1, "router": {"intents": {intent: {"decision": "refuse"}}}},
             )
             await cloud.put_config(site, {"version": 2, "heartbeat_interval_s": 0.3})
             await wait_until(lambda: client.status.config_version_applied == 2, what="applied")
@@ -107,7 +108,8 @@ async def test_config_push_applies_without_restart_and_invalid_is_rejected(
 
             # an unknown intent is invalid: rejected, reported, last good kept
             await cloud.put_config(
-                site, {"version": 3, "router": {"intents": {"no_such_intent": {"decision": "local"}}}}
+                site,
+                {"version": 3, "router": {"intents": {"no_such_intent": {"decision": "local"}}}},
             )
             report = decode_config_report((await reports.next_msg(timeout=10)).data)
             assert report.version == 3 and report.status == "rejected"

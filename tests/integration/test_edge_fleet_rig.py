@@ -25,6 +25,7 @@ from nats.js.object_store import ObjectStore
 
 from edge.agent import Agent
 from edge.fleet import EdgeFleetClient, FleetOptions, GuardOptions
+from edge.settings import EdgeSettings
 from shared.bundle import MANIFEST_NAME
 from shared.fleet import (
     SIGNATURE_NAME,
@@ -43,6 +44,7 @@ __all__ = [
     "new_site",
     "running_site",
     "signing_key",
+    "site_settings",
     "wait_until",
 ]
 
@@ -59,12 +61,16 @@ LOCAL_RESIDENCY = {
 }
 
 
-async def wait_until(pred: Callable[[], bool], timeout_s: float = 60.0, what: str = "") -> None:
+async def wait_until(
+    pred: Callable[[], bool], timeout_s: float = 60.0, what: str | Callable[[], str] = ""
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not pred():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or pred}")
+            raise AssertionError(
+                f"timed out waiting for {what() if callable(what) else what or pred}"
+            )
         await asyncio.sleep(0.02)
 
 
@@ -143,6 +149,28 @@ def fast_options(**guard: Any) -> FleetOptions:
     return FleetOptions(heartbeat_interval_s=0.2, retry_s=0.2, guard=guard_opts)
 
 
+def site_settings(
+    data_dir: Path,
+    bundle: Path,
+    site: str,
+    url: str | None,
+    *,
+    trusted: Path | None = None,
+    **overrides: Any,
+) -> EdgeSettings:
+    """Settings of a test site; `trusted` (a public key PEM) is installed as a trusted key."""
+    if trusted is not None:
+        keys = data_dir / "fleet" / "trusted_keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        shutil.copy(trusted, keys / "cloud.pub")
+    return make_edge_settings(
+        data_dir,
+        bundle,
+        site_id=site,
+        **{"uplink.nats_url": url, "residency": LOCAL_RESIDENCY, **overrides},
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_site(
     data_dir: Path,
@@ -154,17 +182,7 @@ async def running_site(
     options: FleetOptions | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[Agent, EdgeFleetClient]]:
-    if trusted is not None:
-        keys = data_dir / "fleet" / "trusted_keys"
-        keys.mkdir(parents=True, exist_ok=True)
-        shutil.copy(trusted, keys / "cloud.pub")
-    settings = make_edge_settings(
-        data_dir,
-        bundle,
-        site_id=site,
-        **{"uplink.nats_url": url, "residency": LOCAL_RESIDENCY, **overrides},
-    )
-    agent = Agent(settings)
+    agent = Agent(site_settings(data_dir, bundle, site, url, trusted=trusted, **overrides))
     await agent.start()
     client = EdgeFleetClient(agent, options or fast_options())
     await client.start()

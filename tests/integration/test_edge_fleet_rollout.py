@@ -8,15 +8,17 @@ import json
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
+import uvicorn
 
+from edge.agent import Agent
 from edge.api.app import create_app
 from edge.api.schemas import InferRequest
-from edge.fleet import active_bundle_dir
+from edge.fleet import EdgeFleetClient, active_bundle_dir
 from shared.bundle import load_bundle_manifest
 from shared.fleet import bundle_report_subject, decode_bundle_report, decode_heartbeat
-from shared.natsconf import NatsServer
+from shared.natsconf import NatsServer, free_port
 from shared.subjects import heartbeat_subject
 from tests.fixtures.edge import issue_token
 from tests.integration.test_edge_fleet_rig import (
@@ -26,6 +28,7 @@ from tests.integration.test_edge_fleet_rig import (
     new_site,
     running_site,
     signing_key,
+    site_settings,
     wait_until,
 )
 
@@ -94,13 +97,15 @@ async def test_tampered_and_unsigned_bundles_are_rejected(
             v1 = agent.model.version
             for n, bundle in enumerate((tampered, untrusted), start=1):
                 version = load_bundle_manifest(bundle).bundle_version if n == 2 else None
-                version = version or json.loads((bundle / "manifest.json").read_bytes())[
-                    "bundle_version"
-                ]
+                version = (
+                    version or json.loads((bundle / "manifest.json").read_bytes())["bundle_version"]
+                )
                 await cloud.put_config(site, {"version": n, "bundle_version": version})
                 await wait_until(
-                    lambda v=version: client.status.bundle_target == v
-                    and client.status.bundle_status == "verify_failed",
+                    lambda v=version: (
+                        client.status.bundle_target == v
+                        and client.status.bundle_status == "verify_failed"
+                    ),
                     what="verify_failed",
                 )
                 assert agent.model.version == v1
@@ -163,7 +168,7 @@ async def test_guard_rolls_back_a_bundle_that_escalates_everything(
                 out = await agent.infer(InferRequest(text=golden[len(served) % len(golden)]))
                 served.append((out.model_version, out.decision))
                 assert len(served) < 1000, "the guard never tripped"
-            assert ("escalate" in {d for v, d in served if v == worse})
+            assert "escalate" in {d for v, d in served if v == worse}
             assert agent.model.version == v1
             assert "escalation rate" in client.status.bundle_message
             assert active_bundle_dir(tmp_path / "edge") == small_bundle
@@ -186,16 +191,28 @@ async def test_concurrent_requests_during_a_swap_all_succeed(
     token = issue_token(data, "client", "load")
     async with Cloud.connect(nats_hub.url) as cloud:
         await cloud.publish(variant)
-        async with running_site(data, small_bundle, site, nats_hub.url, trusted=pub) as (
-            agent,
-            client,
-        ):
-            app = create_app(agent.settings, agent=_Started(agent))  # type: ignore[arg-type]
-            async with AsyncTestClient(app) as http:
+        agent = Agent(site_settings(data, small_bundle, site, nats_hub.url, trusted=pub))
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(agent.settings, agent=agent),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+            )
+        )
+        serving = asyncio.create_task(server.serve())  # the app's lifespan starts the agent
+        await wait_until(lambda: server.started, what="http server")
+        client = EdgeFleetClient(agent, fast_options())
+        await client.start()
+        v1 = agent.model.version
+        versions: list[str] = []
+        statuses: list[int] = []
+        errors: list[str] = []
+        stop = asyncio.Event()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
                 headers = {"Authorization": f"Bearer {token}"}
-                versions: list[str] = []
-                statuses: list[int] = []
-                stop = asyncio.Event()
 
                 async def caller(i: int) -> None:
                     n = 0
@@ -208,35 +225,28 @@ async def test_concurrent_requests_during_a_swap_all_succeed(
                         statuses.append(r.status_code)
                         if r.status_code == 200:
                             versions.append(r.json()["model_version"])
+                        else:
+                            errors.append(r.text[:300])
                         n += 1
 
                 callers = [asyncio.create_task(caller(i)) for i in range(8)]
-                await wait_until(lambda: len(statuses) >= 40, what="traffic")
-                await cloud.put_config(site, {"version": 1, "bundle_version": v2})
-                await wait_until(lambda: agent.model.version == v2, what="swap")
-                await wait_until(lambda: versions.count(v2) >= 40, what="traffic on v2")
-                stop.set()
-                await asyncio.gather(*callers)
-            assert set(statuses) == {200}, statuses
-            first_v2 = versions.index(v2)
-            assert versions[:first_v2] and set(versions[:first_v2]) == {agent.model.version} - {
-                v2
-            } | {versions[0]}
-            assert len(statuses) >= 80
-
-
-class _Started:
-    """An already started agent handed to `create_app`: the app's lifespan must not start
-    or stop it a second time."""
-
-    def __init__(self, agent: object) -> None:
-        self._agent = agent
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._agent, name)
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
+                try:
+                    await wait_until(lambda: len(statuses) >= 40, what="traffic")
+                    await cloud.put_config(site, {"version": 1, "bundle_version": v2})
+                    await wait_until(lambda: agent.model.version == v2, what="swap")
+                    await wait_until(
+                        lambda: versions.count(v2) >= 40,
+                        what=lambda: f"v2 traffic: {sorted(set(statuses))} {errors[:1]}",
+                    )
+                finally:
+                    stop.set()
+                    await asyncio.gather(*callers, return_exceptions=True)
+        finally:
+            await client.stop()
+            server.should_exit = True
+            await serving
+    assert set(statuses) == {200}, errors[:3]
+    first_v2 = versions.index(v2)
+    assert first_v2 > 0 and set(versions[:first_v2]) == {v1}
+    assert set(versions) == {v1, v2}
+    assert len(statuses) >= 80
