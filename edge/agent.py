@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,7 @@ class Agent:
             checks=checks,
             model_version=self.model.version if self._started else None,
             provider=self.model.provider if self._started else None,
+            link=self.uplink.state,
         )
 
     # ----- fleet hooks (remote config, model swap, heartbeats) -------------------------------
@@ -469,7 +470,9 @@ class Agent:
                 "site": self.settings.site_id,
             },
         )
-        writes = [self.store.append_audit(audit, sync=self.gate.allows(DataClass.AUDIT))]
+        writes: list[Awaitable[Any]] = [
+            self.store.append_audit(audit, sync=self.gate.allows(DataClass.AUDIT))
+        ]
         if req.session_id and self.settings.memory.turns > 0:
             writes.append(self.store.add_turn(req.session_id, "user", req.text))
             writes.append(self.store.add_turn(req.session_id, "assistant", resp.answer or ""))

@@ -9,8 +9,10 @@ __all__ = ["local_answer", "fallback_answer", "humanize_intent"]
 
 
 class _Passage(Protocol):
-    text: str
-    source: str
+    @property
+    def text(self) -> str: ...
+    @property
+    def source(self) -> str: ...
 
 
 def humanize_intent(intent: str) -> str:

@@ -22,9 +22,12 @@ __all__ = ["Escalator", "Prepared", "PlaceholderStreamRestorer"]
 
 
 class _PassageLike(Protocol):
-    text: str
-    source: str
-    score: float
+    @property
+    def text(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def score(self) -> float: ...
 
 
 class Prepared(msgspec.Struct):

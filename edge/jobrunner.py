@@ -8,6 +8,7 @@ back to `waiting_for_uplink` on start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -59,10 +60,8 @@ class EscalationJobRunner:
                 if progressed:
                     continue
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.retry_interval_s)
-            except TimeoutError:
-                pass
 
     async def _drain_once(self) -> bool:
         job = await self.store.claim_job(states=("waiting_for_uplink",))

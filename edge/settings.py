@@ -34,14 +34,14 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
-class ServerSettings(_Section):
+class ServerSettings(_Section, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 8080
     json_logs: bool = True
     log_level: str = "INFO"
 
 
-class ModelSettings(_Section):
+class ModelSettings(_Section, frozen=True, forbid_unknown_fields=True):
     bundle: str | None = None  # directory; None = the default bundle
     providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: Annotated[int, Meta(ge=0)] = 0  # 0 = onnxruntime's choice
@@ -50,33 +50,33 @@ class ModelSettings(_Section):
     concurrent_batches: Annotated[int, Meta(ge=1, le=8)] = 1
 
 
-class LimitSettings(_Section):
+class LimitSettings(_Section, frozen=True, forbid_unknown_fields=True):
     max_body_bytes: Positive = 64 * 1024
     max_text_chars: Positive = 4000
     rate_per_second: Annotated[float, Meta(gt=0)] = 2000.0  # per token
     rate_burst: Positive = 4000
 
 
-class KnowledgeSettings(_Section):
+class KnowledgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     top_k: Annotated[int, Meta(ge=0, le=20)] = 3
     min_score: Annotated[float, Meta(ge=-1, le=1)] = 0.25
 
 
-class MemorySettings(_Section):
+class MemorySettings(_Section, frozen=True, forbid_unknown_fields=True):
     turns: Annotated[int, Meta(ge=0, le=200)] = 10
     retention_days: Annotated[float, Meta(gt=0)] = 30.0
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(_Section, frozen=True, forbid_unknown_fields=True):
     quota: Positive = 100_000
 
 
-class JobSettings(_Section):
+class JobSettings(_Section, frozen=True, forbid_unknown_fields=True):
     callback_allow_hosts: list[str] = msgspec.field(default_factory=list)
     callback_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
 
 
-class UplinkSettings(_Section):
+class UplinkSettings(_Section, frozen=True, forbid_unknown_fields=True):
     nats_url: str | None = None  # the site's leaf node (or the hub); None = offline box
     region: str = "local"
     escalation_budget_ms: Annotated[int, Meta(ge=50, le=600_000)] = 8000  # synchronous answers
@@ -85,7 +85,7 @@ class UplinkSettings(_Section):
     retry_interval_s: Annotated[float, Meta(gt=0)] = 2.0
 
 
-class EdgeSettings(_Section):
+class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "./var/edge"
     site_id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "site-1"
     router_policy: str | None = None  # path to a router policy TOML; else [router]

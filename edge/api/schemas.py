@@ -35,7 +35,7 @@ class _In(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
-class InferRequest(_In):
+class InferRequest(_In, frozen=True, forbid_unknown_fields=True):
     text: str
     session_id: SessionId | None = None
     metadata: Metadata | None = None
@@ -64,7 +64,7 @@ class InferResponse(msgspec.Struct, frozen=True, omit_defaults=False):
     truncated: bool = False
 
 
-class JobRequest(_In):
+class JobRequest(_In, frozen=True, forbid_unknown_fields=True):
     text: str
     session_id: SessionId | None = None
     metadata: Metadata | None = None
@@ -86,7 +86,7 @@ class JobOut(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
-class KnowledgeIn(_In):
+class KnowledgeIn(_In, frozen=True, forbid_unknown_fields=True):
     source: Annotated[str, Meta(min_length=1, max_length=512)]
     text: str
     title: Annotated[str, Meta(max_length=512)] | None = None
@@ -106,7 +106,7 @@ class SearchOut(msgspec.Struct, frozen=True):
     embedding_version: str
 
 
-class FactIn(_In):
+class FactIn(_In, frozen=True, forbid_unknown_fields=True):
     value: Annotated[str, Meta(max_length=4000)]
 
 
@@ -147,3 +147,4 @@ class ReadyOut(msgspec.Struct, frozen=True):
     checks: dict[str, bool]
     model_version: str | None = None
     provider: str | None = None
+    link: str | None = None  # uplink state (informational: an offline box is still ready)

@@ -14,6 +14,14 @@ from edge.api.schemas import InferRequest, InferResponse
 __all__ = ["InferController"]
 
 
+class _EventStream(ServerSentEvent):
+    """SSE whose media type wins over the handler's JSON default."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = "text/event-stream"
+        return super().to_asgi_response(*args, **kwargs)
+
+
 class InferController(Controller):
     path = "/v1/infer"
     guards = [requires("client")]
@@ -24,5 +32,5 @@ class InferController(Controller):
     ) -> InferResponse | ServerSentEvent:
         wants_sse = data.stream or "text/event-stream" in request.headers.get("accept", "")
         if wants_sse:
-            return ServerSentEvent(agent.infer_events(data))
+            return _EventStream(agent.infer_events(data))
         return await agent.infer(data)

@@ -1,0 +1,302 @@
+"""Escalation from a real edge agent through a site leaf to generation workers on the hub:
+answers, streaming, PII masking at the exit gate, link cuts and worker crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import nats
+import pytest
+
+from benchmarks.pii_dataset import generate as generate_pii
+from edge.agent import Agent
+from edge.api.schemas import InferRequest
+from shared.messages import decode_request
+from shared.natsconf.server import NatsServer, free_port
+from tests.fixtures.edge import issue_token, make_edge_settings
+from tests.fixtures.nats import ScriptedBackend, running_worker, wait_for_responders
+from tests.fixtures.netproxy import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+SITE = "site1"
+
+
+def _settings(tmp_path: Path, bundle: Path, leaf: NatsServer, **extra: Any) -> Any:
+    return make_edge_settings(
+        tmp_path / "edge",
+        bundle,
+        site_id=SITE,
+        **{
+            "uplink.nats_url": leaf.url,
+            "uplink.escalation_budget_ms": 3000,
+            "uplink.job_budget_ms": 5000,
+            "uplink.retry_interval_s": 0.2,
+            "router.default": "escalate",  # every query escalates in these tests
+            **extra,
+        },
+    )
+
+
+async def _started_agent(settings: Any) -> Agent:
+    agent = Agent(settings)
+    await agent.start()
+    assert await agent.uplink.wait_up(10)
+    return agent
+
+
+async def _wait_jobs_done(agent: Agent, job_ids: list[str], timeout_s: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        states = {agent.store.get_job(j).state for j in job_ids}
+        if states == {"done"}:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"jobs not done: {states}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def proxied_leaf(
+    nats_hub: NatsServer, nats_leaf_factory: Callable[..., NatsServer]
+) -> tuple[NatsServer, TcpProxy]:
+    host, port = nats_hub.leaf_url.removeprefix("nats-leaf://").split(":")
+    proxy = TcpProxy(0, (host, int(port))).start()
+    leaf = nats_leaf_factory(SITE, f"nats-leaf://127.0.0.1:{proxy.port}")
+    yield leaf, proxy
+    proxy.close()
+
+
+@pytest.fixture
+async def hub_capture(
+    nats_hub: NatsServer, proxied_leaf: tuple[NatsServer, TcpProxy]
+) -> AsyncIterator[list[bytes]]:
+    """Everything that reaches the hub on generation subjects (what left the site)."""
+    nc = await nats.connect(nats_hub.url)
+    seen: list[bytes] = []
+    arrived = asyncio.Event()
+
+    async def keep(msg: Any) -> None:
+        seen.append(msg.data)
+
+    async def probe_arrived(msg: Any) -> None:
+        arrived.set()
+
+    await nc.subscribe("aivos.gen.>", cb=keep)
+    await nc.subscribe("aivos.capture.probe", cb=probe_arrived)
+    await nc.flush()
+    # interest crosses the leaf link asynchronously: wait until the leaf forwards to us
+    site_nc = await nats.connect(proxied_leaf[0].url)
+    for _ in range(200):
+        await site_nc.publish("aivos.capture.probe", b"")
+        await site_nc.flush()
+        try:
+            await asyncio.wait_for(arrived.wait(), 0.05)
+            break
+        except TimeoutError:
+            continue
+    await site_nc.close()
+    assert arrived.is_set(), "hub subscription never became visible to the leaf"
+    yield seen
+    await nc.close()
+
+
+async def test_escalation_is_answered_by_the_cloud_and_pii_is_masked(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+    hub_capture: list[bytes],
+) -> None:
+    leaf, _ = proxied_leaf
+    backend = ScriptedBackend()  # echoes the (masked) prompt back
+    async with running_worker(nats_hub.url, backend):
+        agent = await _started_agent(_settings(tmp_path, small_bundle, leaf))
+        try:
+            await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
+            text = "my email is jane.roe@example.com and card 4111 1111 1111 1111 was charged twice"
+            resp = await agent.infer(InferRequest(text=text))
+        finally:
+            await agent.stop()
+    assert resp.decision == "escalate"
+    assert resp.answered_by == "cloud"
+    # the worker saw placeholders; the answer returned locally has the values back
+    prompt = backend.requests[-1].prompt
+    assert "jane.roe@example.com" not in prompt and "<EMAIL_1>" in prompt
+    assert "4111" not in prompt and "<CARD_1>" in prompt
+    assert "jane.roe@example.com" in (resp.answer or "")
+    assert any(b"<EMAIL_1>" in m for m in hub_capture), "the capture saw the escalation"
+    assert all(b"jane.roe@example.com" not in m and b"4111 1111" not in m for m in hub_capture)
+
+
+async def test_labelled_pii_set_never_leaves_raw(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+    hub_capture: list[bytes],
+) -> None:
+    leaf, _ = proxied_leaf
+    records = generate_pii(60, seed=11)
+    async with running_worker(nats_hub.url, ScriptedBackend(["ok"])):
+        agent = await _started_agent(_settings(tmp_path, small_bundle, leaf))
+        try:
+            await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
+            for record in records:
+                await agent.infer(InferRequest(text=str(record["text"])[:4000]))
+        finally:
+            await agent.stop()
+    requests = [
+        decode_request(m)
+        for m in hub_capture
+        if b'"type":"generate"' in m and b'"request_id":"probe"' not in m
+    ]
+    assert len(requests) >= len(records)
+    left = "\n".join(msgspec.json.encode(r).decode() for r in requests)
+    leaked = [s["value"] for rec in records for s in rec["spans"] if s["value"] in left]  # type: ignore[index, union-attr]
+    assert leaked == []
+
+
+async def test_link_cut_falls_back_at_once_and_jobs_complete_after_restore(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+) -> None:
+    leaf, proxy = proxied_leaf
+    backend = ScriptedBackend(["fine, ", "thanks"])
+    async with running_worker(nats_hub.url, backend):
+        agent = await _started_agent(_settings(tmp_path, small_bundle, leaf))
+        try:
+            await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
+            proxy.cut()
+            jobs = []
+            for i in range(5):
+                resp = await agent.infer(
+                    InferRequest(text=f"question number {i} about the weather")
+                )
+                assert resp.answered_by == "fallback"
+                assert resp.latency_ms < 3000  # never waits past the escalation budget
+                assert resp.job_id
+                jobs.append(resp.job_id)
+            assert {agent.store.get_job(j).state for j in jobs} <= {"waiting_for_uplink", "running"}
+            proxy.restore()
+            await _wait_jobs_done(agent, jobs)
+            results = [agent.store.get_job(j).result for j in jobs]
+        finally:
+            await agent.stop()
+    assert all(r["answered_by"] == "cloud" and r["answer"] == "fine, thanks" for r in results)
+    served = [r.request_id for r in backend.requests if r.request_id != "probe"]
+    job_requests = [r for r in served if served.count(r) > 1]
+    assert job_requests == [], "a job was generated twice"
+
+
+async def test_sse_streams_tokens_over_real_http(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+) -> None:
+    leaf, _ = proxied_leaf
+    data_dir = tmp_path / "edge"
+    token = issue_token(data_dir, "client", "sse")
+    port = free_port()
+    env = {**os.environ, "AIVOS_SITE_ID": SITE, "AIVOS_ROUTER__DEFAULT": "escalate"}
+    cmd = [sys.executable, "-m", "shared.cli", "edge", "serve", "--data-dir", str(data_dir)]
+    cmd += ["--bundle", str(small_bundle), "--port", str(port), "--nats", leaf.url]
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    chunks = ["Hello", " from", " the", " cloud"]
+    try:
+        async with running_worker(nats_hub.url, ScriptedBackend(chunks, delay_s=0.05)):
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                for _ in range(400):
+                    try:
+                        ready = await client.get("/readyz")
+                        if ready.status_code == 200 and ready.json()["link"] == "up":
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.05)
+                probe = await nats.connect(leaf.url)
+                await wait_for_responders(probe, SITE)
+                await probe.close()
+                events: list[tuple[str, Any]] = []
+                headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+                async with client.stream(
+                    "POST", "/v1/infer", json={"text": "say something nice"}, headers=headers
+                ) as resp:
+                    assert resp.headers["content-type"].startswith("text/event-stream")
+                    event = ""
+                    async for line in resp.aiter_lines():
+                        if line.startswith("event: "):
+                            event = line.removeprefix("event: ")
+                        elif line.startswith("data: "):
+                            events.append((event, msgspec.json.decode(line.removeprefix("data: "))))
+    finally:
+        agent.terminate()
+        agent.wait(timeout=15)
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "meta"
+    assert [data["text"] for kind, data in events if kind == "token"] == chunks
+    assert kinds[-1] == "done"
+    done = events[-1][1]
+    assert done["answer"] == "Hello from the cloud"
+    assert done["answered_by"] == "cloud"
+
+
+async def test_worker_killed_mid_request_falls_back_and_job_completes(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+) -> None:
+    leaf, _ = proxied_leaf
+    worker_cmd = [
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "cloud",
+        "worker",
+        "--nats",
+        nats_hub.url,
+        "--threads",
+        "1",
+    ]
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        worker_cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+    )
+    agent = await _started_agent(
+        _settings(tmp_path, small_bundle, leaf, **{"uplink.max_tokens": 200})
+    )
+    try:
+        await wait_for_responders(agent.uplink.nc, SITE, timeout_s=120)  # type: ignore[arg-type]
+        task = asyncio.create_task(
+            agent.infer(InferRequest(text="write a long story about a lighthouse keeper"))
+        )
+        await asyncio.sleep(0.5)  # the worker is generating now
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        resp = await asyncio.wait_for(task, timeout=10)
+        assert resp.answered_by == "fallback"
+        assert resp.latency_ms < 4000
+        assert resp.job_id
+        worker = subprocess.Popen(
+            worker_cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
+        await _wait_jobs_done(agent, [resp.job_id], timeout_s=120)
+        assert agent.store.get_job(resp.job_id).result["answered_by"] == "cloud"
+    finally:
+        await agent.stop()
+        worker.kill()
+        worker.wait()
