@@ -34,6 +34,7 @@ from edge.api.schemas import (
 from edge.batcher import MicroBatcher
 from edge.callbacks import CallbackSender, validate_callback_url
 from edge.escalation import Escalator, Prepared
+from edge.fleet import EdgeFleetClient, active_bundle_dir
 from edge.intent.runtime import IntentModel, Prediction
 from edge.jobrunner import EscalationJobRunner
 from edge.knowledge.index import KnowledgeIndex
@@ -43,13 +44,17 @@ from edge.settings import EdgeSettings
 from edge.stats import RollingStats
 from edge.store import AuditRecord, Store
 from edge.uplink.link import Uplink
+from edge.uplink.sync import OutboxDrainer
+from edge.workflows import WorkflowEngine
 from shared.errors import AivosError, NotFound, QuotaExceeded, ResidencyDenied
 from shared.ids import new_id
 from shared.residency import DataClass, ExitGate, ResidencyPolicy
+from shared.tracing import current_trace_id, setup_tracing, tracer
 
 __all__ = ["Agent"]
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 
 class _Understood(msgspec.Struct):
@@ -82,6 +87,10 @@ class Agent:
         self._background: set[asyncio.Task[Any]] = set()
         self._swap_lock = asyncio.Lock()
         self._started = False
+        self.drainer: OutboxDrainer
+        self.workflows: WorkflowEngine
+        self.fleet: EdgeFleetClient | None = None
+        self._drain_task: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -89,9 +98,13 @@ class Agent:
         settings = self.settings
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
+        if settings.tracing.otlp_endpoint:
+            setup_tracing(f"aivos-edge-{settings.site_id}", settings.tracing.otlp_endpoint)
         threads = settings.model.intra_op_threads or None
+        # a bundle installed by a fleet rollout wins over the configured one
+        bundle = active_bundle_dir(data) or settings.bundle_path
         self.model = await asyncio.to_thread(
-            IntentModel.load, settings.bundle_path, settings.model.providers, threads
+            IntentModel.load, bundle, settings.model.providers, threads
         )
         if settings.router_policy:
             self.policy = load_router_policy(Path(settings.router_policy))
@@ -122,11 +135,27 @@ class Agent:
             notify=self._notify,
         )
         self.uplink.on_up(self.jobs.wake)
+        self.drainer = OutboxDrainer(
+            self.store, self.gate, settings.site_id, registry=self.metrics.registry
+        )
+        self.uplink.on_up(self._sync_up)
+        self.workflows = WorkflowEngine(
+            self.store,
+            msgspec.structs.replace(settings.workflows, site_id=settings.site_id),
+            index=self.index,
+            nc_provider=lambda: self.uplink.nc if self.uplink.connected else None,
+            masker=self.gate.masker,
+            registry=self.metrics.registry,
+        )
+        await self.workflows.start()
         self.metrics.bind(self)
         self._started = True
         await self.uplink.start()
         self._spawn(self._resume_jobs())
         self._spawn(self.jobs.run())
+        if settings.uplink.nats_url:
+            self.fleet = EdgeFleetClient(self)
+            await self.fleet.start()
         if settings.uplink.nats_url and not self.escalator.allowed():
             log.warning(
                 "uplink configured but residency.classes.escalation_prompt is local-only: nothing will escalate"
@@ -138,7 +167,21 @@ class Agent:
             },
         )
 
+    def _sync_up(self) -> None:
+        """On every (re)connect: make sure the outbox drainer runs, and poke it."""
+        if self._drain_task is None and self.uplink.nc is not None:
+            self._drain_task = asyncio.create_task(self.drainer.run(self.uplink.nc))
+        self.drainer.wake(link=True)
+
     async def stop(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.stop()
+        if self._started:
+            await self.workflows.stop()
+            await self.drainer.stop()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+            await asyncio.gather(self._drain_task, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -245,16 +288,19 @@ class Agent:
         started = time.perf_counter()
         self._check_text(req.text)
         batch_started = time.perf_counter()
-        prediction, model_version = await self.batcher.submit(req.text)
+        with _tracer.start_as_current_span("edge.model"):
+            prediction, model_version = await self.batcher.submit(req.text)
         self.metrics.model_wait.observe(time.perf_counter() - batch_started)
-        passages = self._retrieve(prediction.embedding, self.settings.knowledge.top_k)
-        decision = route(
-            self.policy,
-            prediction.intent,
-            prediction.confidence,
-            self.model.threshold,
-            self.model.manifest.oos_label,
-        )
+        with _tracer.start_as_current_span("edge.retrieval"):
+            passages = self._retrieve(prediction.embedding, self.settings.knowledge.top_k)
+        with _tracer.start_as_current_span("edge.router"):
+            decision = route(
+                self.policy,
+                prediction.intent,
+                prediction.confidence,
+                self.model.threshold,
+                self.model.manifest.oos_label,
+            )
         return _Understood(new_id(), started, prediction, model_version, passages, decision)
 
     def _memory_for(self, session_id: str | None) -> list[str]:
@@ -266,12 +312,37 @@ class Agent:
 
     def _prepare(self, u: _Understood, req: InferRequest, stream: bool = False) -> Prepared | None:
         """The masked escalation, or None when the policy keeps prompts on site."""
-        try:
-            return self.escalator.prepare(
-                u.request_id, req.text, u.passages, self._memory_for(req.session_id), stream=stream
-            )
-        except ResidencyDenied:
-            return None
+        with _tracer.start_as_current_span("edge.policy_gate"):
+            try:
+                return self.escalator.prepare(
+                    u.request_id,
+                    req.text,
+                    u.passages,
+                    self._memory_for(req.session_id),
+                    stream=stream,
+                )
+            except ResidencyDenied:
+                return None
+
+    async def _run_workflow(
+        self, u: _Understood, req: InferRequest, workflow: Any
+    ) -> InferResponse:
+        """Intent-routed workflow: wait up to the budget, else answer with the run handle."""
+        inputs = {"text": req.text, "session_id": req.session_id, **(req.metadata or {})}
+        result = await self.workflows.start_run(
+            workflow,
+            inputs,
+            wait_s=self.settings.workflows.default_wait_s,
+            trigger="intent",
+            trace_id=current_trace_id(),
+        )
+        answer = result.response or (
+            f"Your request is being handled (run {result.run_id}, state {result.state}). "
+            f"Follow it at {result.status_url}."
+        )
+        return await self._finish(
+            u, req, answer, "workflow", None, {}, f"workflow:{workflow.name}", run_id=result.run_id
+        )
 
     async def _fallback_job(self, u: _Understood, req: InferRequest) -> str:
         job = await self.store.create_job(
@@ -289,8 +360,19 @@ class Agent:
         return job.id
 
     async def infer(self, req: InferRequest) -> InferResponse:
+        with _tracer.start_as_current_span("edge.http.infer"):
+            return await self._infer(req)
+
+    async def _infer(self, req: InferRequest) -> InferResponse:
         u = await self._understand(req)
         decision = u.route.decision
+        workflow = (
+            self.workflows.workflow_for_intent(u.prediction.intent)
+            if decision != "refuse"
+            else None
+        )
+        if workflow is not None and u.route.reason != "out_of_scope":
+            return await self._run_workflow(u, req, workflow)
         job_id: str | None = None
         pii_counts: dict[str, int] = {}
         reason = u.route.reason
@@ -311,9 +393,10 @@ class Agent:
                 pii_counts = prepared.pii_counts
                 if self.escalator.available:
                     try:
-                        answer, _ = await self.escalator.complete(
-                            prepared, self.settings.uplink.escalation_budget_ms / 1000
-                        )
+                        with _tracer.start_as_current_span("edge.escalate"):
+                            answer, _ = await self.escalator.complete(
+                                prepared, self.settings.uplink.escalation_budget_ms / 1000
+                            )
                         answered_by = "cloud"
                         self.metrics.escalations.inc(outcome="answered")
                     except AivosError as exc:
@@ -336,6 +419,7 @@ class Agent:
         job_id: str | None,
         pii_counts: dict[str, int],
         reason: str,
+        run_id: str | None = None,
     ) -> InferResponse:
         latency_ms = (time.perf_counter() - u.started) * 1000
         response = InferResponse(
@@ -350,6 +434,7 @@ class Agent:
             job_id=job_id,
             answered_by=answered_by,  # type: ignore[arg-type]
             truncated=u.prediction.truncated,
+            run_id=run_id,
         )
         try:
             await self._record(req, response, reason, pii_counts)
@@ -462,6 +547,7 @@ class Agent:
             model_version=resp.model_version,
             latency_ms=resp.latency_ms,
             pii_counts=pii_counts,
+            trace_id=current_trace_id(),
             detail={
                 "reason": reason,
                 "answered_by": resp.answered_by,
@@ -482,6 +568,7 @@ class Agent:
                 if isinstance(result, QuotaExceeded):
                     self.metrics.outbox_refused.inc()
                 raise result
+        self.drainer.wake()
 
     # ----- jobs ------------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from edge.fleet.options import FleetOptions
 from edge.router import RouterPolicy
+from edge.workflows.settings import WorkflowSettings
 from shared.config import load_config
 from shared.paths import default_bundle_dir
 from shared.residency import ResidencyPolicy, recommended_policy
@@ -85,6 +87,10 @@ class UplinkSettings(_Section, frozen=True, forbid_unknown_fields=True):
     retry_interval_s: Annotated[float, Meta(gt=0)] = 2.0
 
 
+class TracingSettings(_Section, frozen=True, forbid_unknown_fields=True):
+    otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces; None = no export
+
+
 class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "./var/edge"
     site_id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "site-1"
@@ -101,6 +107,9 @@ class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     # Classes without a rule stay on site (deny by default). The shipped rules let escalation
     # prompts and audit leave masked and keep memory local; override with [residency].
     residency: ResidencyPolicy = msgspec.field(default_factory=recommended_policy)
+    workflows: WorkflowSettings = WorkflowSettings()
+    fleet: FleetOptions = FleetOptions()
+    tracing: TracingSettings = TracingSettings()
 
     @property
     def data_path(self) -> Path:

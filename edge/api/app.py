@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
@@ -12,10 +13,12 @@ from litestar.openapi import OpenAPIConfig
 
 from edge.agent import Agent
 from edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
+from edge.api.controllers.events import EventsController
 from edge.api.controllers.health import HealthController
 from edge.api.controllers.infer import InferController
 from edge.api.controllers.jobs import JobsController
 from edge.api.controllers.knowledge import KnowledgeController
+from edge.api.controllers.runs import RunsController
 from edge.api.controllers.sessions import SessionsController
 from edge.api.errors import exception_handlers
 from edge.api.ratelimit import RateLimiter
@@ -46,6 +49,9 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
     def provide_agent() -> Agent:
         return holder["agent"]
 
+    def provide_workflows() -> Any:
+        return holder["agent"].workflows
+
     return Litestar(
         route_handlers=[
             HealthController,
@@ -53,8 +59,13 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
             JobsController,
             KnowledgeController,
             SessionsController,
+            RunsController,
+            EventsController,
         ],
-        dependencies={"agent": Provide(provide_agent, sync_to_thread=False)},
+        dependencies={
+            "agent": Provide(provide_agent, sync_to_thread=False),
+            "workflows": Provide(provide_workflows, sync_to_thread=False),
+        },
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=OPEN_PATHS)],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

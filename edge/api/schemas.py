@@ -60,8 +60,9 @@ class InferResponse(msgspec.Struct, frozen=True, omit_defaults=False):
     model_version: str
     latency_ms: float
     job_id: str | None = None
-    answered_by: Literal["local", "cloud", "fallback", "refusal"] = "local"
+    answered_by: Literal["local", "cloud", "fallback", "refusal", "workflow"] = "local"
     truncated: bool = False
+    run_id: str | None = None
 
 
 class JobRequest(_In, frozen=True, forbid_unknown_fields=True):

@@ -67,6 +67,9 @@ class IntentModel:
         if _CPU not in chosen:
             chosen.append(_CPU)
         options = ort.SessionOptions()
+        # A spinning intra-op pool burns ~2x the CPU per query on a small box shared with the
+        # HTTP server and SQLite writer (measured in benchmarks/edge_load.py); park idle threads.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads is not None:
             options.intra_op_num_threads = intra_op_threads
