@@ -53,13 +53,15 @@ class Appliance:
 
     # ----- helpers ---------------------------------------------------------------------------
 
-    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> _Child:
+    def _spawn(
+        self, name: str, *args: str, env: dict[str, str] | None = None, module: str = "shared.cli"
+    ) -> _Child:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
         handle = log.open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", module, *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -112,7 +114,10 @@ class Appliance:
         )
         self.hub = NatsServer(hub_conf, nats_dir).start()
         leaf_conf = LeafConfig(
-            site=self.site, hub_leaf_url=self.hub.leaf_url, port=free_port(), monitor_port=free_port()
+            site=self.site,
+            hub_leaf_url=self.hub.leaf_url,
+            port=free_port(),
+            monitor_port=free_port(),
         )
         self.leaf = NatsServer(leaf_conf, nats_dir).start()
         self.leaf.wait_leafnodes(1)
@@ -156,6 +161,8 @@ class Appliance:
         lines = [f'site_id = "{self.site}"', "[server]", "json_logs = true"]
         if self.leaf is not None:
             lines += ["[uplink]", f'nats_url = "{self.leaf.url}"']
+        if self.demo:
+            lines += self._start_demo_services()
         config.write_text("\n".join(lines) + "\n")
         port = self.edge_port or free_port()
         self._spawn(
@@ -177,6 +184,26 @@ class Appliance:
         )
         self.lines["edge"] = url
         self.lines["token"] = _client_token(edge_dir)
+
+    def _start_demo_services(self) -> list[str]:
+        """The fake core-banking system and the example workflow (the support scenario)."""
+        from edge.workflows.demo import SECRETS_FILE, WORKFLOWS_DIR
+
+        port = free_port()
+        self._spawn("corebank", "--port", str(port), module="edge.workflows.demo.corebank")
+        url = f"http://127.0.0.1:{port}"
+        self._wait(
+            "demo core-banking service", lambda: httpx.get(url, timeout=1).status_code < 500, 30
+        )
+        self.lines["corebank"] = url
+        return [
+            "[workflows]",
+            f"directory = {json.dumps(str(WORKFLOWS_DIR))}",
+            f"secrets_file = {json.dumps(str(SECRETS_FILE))}",
+            "[workflows.connectors.corebank]",
+            f'base_url = "{url}"',
+            'credential = "corebank"',
+        ]
 
     def wait_for_worker(self) -> None:
         """Ready means an escalation can be answered: probe the worker over NATS."""
@@ -294,7 +321,7 @@ def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: b
                 app.start_edge(bundle)
                 if not edge_only:
                     app.wait_for_worker()
-            for name in ("edge", "token", "console", "operator-token", "hub", "leaf"):
+            for name in ("edge", "token", "console", "operator-token", "hub", "leaf", "corebank"):
                 if name in app.lines:
                     click.echo(f"{name}: {app.lines[name]}")
             sys.stdout.flush()

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NATSClient
@@ -167,7 +168,12 @@ def site_settings(
         data_dir,
         bundle,
         site_id=site,
-        **{"uplink.nats_url": url, "residency": LOCAL_RESIDENCY, **overrides},
+        **{
+            "uplink.nats_url": url,
+            "residency": LOCAL_RESIDENCY,
+            "fleet": msgspec.to_builtins(fast_options()),
+            **overrides,
+        },
     )
 
 
@@ -182,12 +188,15 @@ async def running_site(
     options: FleetOptions | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[Agent, EdgeFleetClient]]:
-    agent = Agent(site_settings(data_dir, bundle, site, url, trusted=trusted, **overrides))
+    fleet = msgspec.to_builtins(options or fast_options())
+    agent = Agent(
+        site_settings(data_dir, bundle, site, url, trusted=trusted, fleet=fleet, **overrides)
+    )
     await agent.start()
-    client = EdgeFleetClient(agent, options or fast_options())
-    await client.start()
+    if agent.fleet is None:  # offline site (no uplink URL): run the client by hand
+        agent.fleet = EdgeFleetClient(agent, options or fast_options())
+        await agent.fleet.start()
     try:
-        yield agent, client
+        yield agent, agent.fleet
     finally:
-        await client.stop()
         await agent.stop()

@@ -15,7 +15,7 @@ import uvicorn
 from edge.agent import Agent
 from edge.api.app import create_app
 from edge.api.schemas import InferRequest
-from edge.fleet import EdgeFleetClient, active_bundle_dir
+from edge.fleet import active_bundle_dir
 from shared.bundle import load_bundle_manifest
 from shared.fleet import bundle_report_subject, decode_bundle_report, decode_heartbeat
 from shared.natsconf import NatsServer, free_port
@@ -203,8 +203,7 @@ async def test_concurrent_requests_during_a_swap_all_succeed(
         )
         serving = asyncio.create_task(server.serve())  # the app's lifespan starts the agent
         await wait_until(lambda: server.started, what="http server")
-        client = EdgeFleetClient(agent, fast_options())
-        await client.start()
+        assert agent.fleet is not None  # started by the agent, with the rig's fast options
         v1 = agent.model.version
         versions: list[str] = []
         statuses: list[int] = []
@@ -242,7 +241,6 @@ async def test_concurrent_requests_during_a_swap_all_succeed(
                     stop.set()
                     await asyncio.gather(*callers, return_exceptions=True)
         finally:
-            await client.stop()
             server.should_exit = True
             await serving
     assert set(statuses) == {200}, errors[:3]

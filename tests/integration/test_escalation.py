@@ -217,31 +217,33 @@ async def test_sse_streams_tokens_over_real_http(
     url = f"http://127.0.0.1:{port}"
     chunks = ["Hello", " from", " the", " cloud"]
     try:
-        async with running_worker(nats_hub.url, ScriptedBackend(chunks, delay_s=0.05)):
-            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-                for _ in range(400):
-                    try:
-                        ready = await client.get("/readyz")
-                        if ready.status_code == 200 and ready.json()["link"] == "up":
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.05)
-                probe = await nats.connect(leaf.url)
-                await wait_for_responders(probe, SITE)
-                await probe.close()
-                events: list[tuple[str, Any]] = []
-                headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-                async with client.stream(
-                    "POST", "/v1/infer", json={"text": "say something nice"}, headers=headers
-                ) as resp:
-                    assert resp.headers["content-type"].startswith("text/event-stream")
-                    event = ""
-                    async for line in resp.aiter_lines():
-                        if line.startswith("event: "):
-                            event = line.removeprefix("event: ")
-                        elif line.startswith("data: "):
-                            events.append((event, msgspec.json.decode(line.removeprefix("data: "))))
+        async with (
+            running_worker(nats_hub.url, ScriptedBackend(chunks, delay_s=0.05)),
+            httpx.AsyncClient(base_url=url, timeout=10) as client,
+        ):
+            for _ in range(400):
+                try:
+                    ready = await client.get("/readyz")
+                    if ready.status_code == 200 and ready.json()["link"] == "up":
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+            probe = await nats.connect(leaf.url)
+            await wait_for_responders(probe, SITE)
+            await probe.close()
+            events: list[tuple[str, Any]] = []
+            headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+            async with client.stream(
+                "POST", "/v1/infer", json={"text": "say something nice"}, headers=headers
+            ) as resp:
+                assert resp.headers["content-type"].startswith("text/event-stream")
+                event = ""
+                async for line in resp.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        events.append((event, msgspec.json.decode(line.removeprefix("data: "))))
     finally:
         agent.terminate()
         agent.wait(timeout=15)
