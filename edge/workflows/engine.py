@@ -834,7 +834,13 @@ class WorkflowEngine:
                 log.info("generate step %s fell back: %s", step.id, type(exc).__name__)
                 text, by = Template(step.fallback).render(ctx), "fallback"
         fields = parse_fields(text, step.fields)
-        return _Outcome({"text": text, "by": by, "fields": fields})
+        missing = [name for name in step.fields if name not in fields]
+        if missing and by != "fallback":
+            # model text that does not validate never fills a field: the operator-written
+            # fallback does (it is checked against the same allow-list)
+            fallback_fields = parse_fields(Template(step.fallback).render(ctx), step.fields)
+            fields.update({k: v for k, v in fallback_fields.items() if k in missing})
+        return _Outcome({"text": text, "by": by, "fields": fields, "fields_missing_from_model": missing})
 
     async def _side_effect(
         self,
