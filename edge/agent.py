@@ -373,42 +373,31 @@ class Agent:
         )
         if workflow is not None and u.route.reason != "out_of_scope":
             return await self._run_workflow(u, req, workflow)
-        job_id: str | None = None
-        pii_counts: dict[str, int] = {}
-        reason = u.route.reason
-        if decision == "local":
-            answer, answered_by = (
-                local_answer(u.prediction.intent, u.passages, u.route.template),
-                "local",
-            )
-        elif decision == "refuse":
-            answer, answered_by = self.policy.refuse_message, "refusal"
-        else:
-            prepared = self._prepare(u, req)
-            answer, answered_by = "", "fallback"
-            if prepared is None:
-                reason = "escalation_denied_by_policy"
-                answer = fallback_answer(u.passages, None)
-            else:
-                pii_counts = prepared.pii_counts
-                if self.escalator.available:
-                    try:
-                        with _tracer.start_as_current_span("edge.escalate"):
-                            answer, _ = await self.escalator.complete(
-                                prepared, self.settings.uplink.escalation_budget_ms / 1000
-                            )
-                        answered_by = "cloud"
-                        self.metrics.escalations.inc(outcome="answered")
-                    except AivosError as exc:
-                        self.metrics.escalations.inc(outcome=exc.code)
-                        reason = f"fallback:{exc.code}"
-                else:
-                    self.metrics.escalations.inc(outcome="link_down")
-                    reason = "fallback:link_down"
-                if answered_by == "fallback":
-                    job_id = await self._fallback_job(u, req)
-                    answer = fallback_answer(u.passages, job_id)
-        return await self._finish(u, req, answer, answered_by, job_id, pii_counts, reason)
+        prepared = self._prepare(u, req) if decision == "escalate" else None
+        if prepared is None or not self.escalator.available:
+            if prepared is not None:
+                self.metrics.escalations.inc(outcome="link_down")
+            return await self._complete_without_stream(u, req, prepared)
+        try:
+            with _tracer.start_as_current_span("edge.escalate"):
+                answer, _ = await self.escalator.complete(
+                    prepared, self.settings.uplink.escalation_budget_ms / 1000
+                )
+        except AivosError as exc:
+            self.metrics.escalations.inc(outcome=exc.code)
+            return await self._fall_back(u, req, prepared, f"fallback:{exc.code}")
+        self.metrics.escalations.inc(outcome="answered")
+        return await self._finish(
+            u, req, answer, "cloud", None, prepared.pii_counts, u.route.reason
+        )
+
+    async def _fall_back(
+        self, u: _Understood, req: InferRequest, prepared: Prepared, reason: str
+    ) -> InferResponse:
+        """The deterministic local answer plus a durable job that completes the escalation."""
+        job_id = await self._fallback_job(u, req)
+        answer = fallback_answer(u.passages, job_id)
+        return await self._finish(u, req, answer, "fallback", job_id, prepared.pii_counts, reason)
 
     async def _finish(
         self,
@@ -485,12 +474,8 @@ class Agent:
             )
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
-            job_id = await self._fallback_job(u, req)
-            fallback = fallback_answer(u.passages, job_id)
-            yield _sse("token", {"text": ("\n\n" if answer else "") + fallback})
-            response = await self._finish(
-                u, req, fallback, "fallback", job_id, prepared.pii_counts, f"fallback:{exc.code}"
-            )
+            response = await self._fall_back(u, req, prepared, f"fallback:{exc.code}")
+            yield _sse("token", {"text": ("\n\n" if answer else "") + (response.answer or "")})
         yield _sse("done", msgspec.to_builtins(response))
 
     async def _complete_without_stream(
@@ -521,16 +506,7 @@ class Agent:
                 {},
                 "escalation_denied_by_policy",
             )
-        job_id = await self._fallback_job(u, req)
-        return await self._finish(
-            u,
-            req,
-            fallback_answer(u.passages, job_id),
-            "fallback",
-            job_id,
-            prepared.pii_counts,
-            "fallback:link_down",
-        )
+        return await self._fall_back(u, req, prepared, "fallback:link_down")
 
     async def _record(
         self, req: InferRequest, resp: InferResponse, reason: str, pii_counts: dict[str, int]
