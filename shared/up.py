@@ -209,15 +209,16 @@ class Appliance:
         """Ready means an escalation can be answered: probe the worker over NATS."""
         import asyncio
 
+        import nats
+
+        from edge.uplink.generation import generate
+        from shared.messages import GenerateRequest
+
         assert self.leaf is not None
+        leaf_url = self.leaf.url
 
         async def probe() -> bool:
-            import nats
-
-            from edge.uplink.generation import generate  # noqa: I001 (edge is installed with shared)
-            from shared.messages import GenerateRequest
-
-            nc = await nats.connect(self.leaf.url if self.leaf else "")
+            nc = await nats.connect(leaf_url)
             try:
                 req = GenerateRequest(
                     request_id="up-probe", site=self.site, prompt="hi", max_tokens=1

@@ -1,0 +1,88 @@
+"""`aivos up` starts the whole appliance; `aivos ask` gets a local and a generated answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _read_lines(proc: subprocess.Popen[str], wanted: set[str], timeout_s: float) -> dict[str, str]:
+    assert proc.stdout is not None
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while not wanted <= found.keys():
+        assert time.monotonic() < deadline, f"aivos up printed only {sorted(found)}"
+        assert proc.poll() is None, "aivos up exited early"
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            name, sep, value = line.strip().partition(": ")
+            if sep:
+                found[name] = value
+    return found
+
+
+def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(small_bundle, home / "bundles" / "default")
+    # a generous budget: on a loaded CI box the 135M model may take seconds to answer
+    env = {**os.environ, "AIVOS_HOME": str(home), "AIVOS_UPLINK__ESCALATION_BUDGET_MS": "45000"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "up",
+        "--data-dir",
+        str(tmp_path / "up"),
+        "--port",
+        "0",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        lines = _read_lines(proc, {"edge", "token", "console", "operator-token"}, 240)
+        ask = [sys.executable, "-m", "shared.cli", "ask", "--json"]
+        local = subprocess.run(
+            [*ask, "what is the balance of my checking account"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert local.returncode == 0, local.stderr
+        body = json.loads(local.stdout)
+        assert (body["intent"], body["decision"], body["answered_by"]) == (
+            "balance",
+            "local",
+            "local",
+        )
+        generated = subprocess.run(
+            [*ask, "who painted the mona lisa"], env=env, capture_output=True, text=True, timeout=60
+        )
+        body = json.loads(generated.stdout)
+        assert body["decision"] == "escalate"
+        assert body["answered_by"] == "cloud", body
+        assert body["answer"]
+        sites = httpx.get(
+            f"{lines['console']}/api/sites",
+            headers={"Authorization": f"Bearer {lines['operator-token']}"},
+            timeout=10,
+        )
+        assert sites.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
