@@ -840,7 +840,9 @@ class WorkflowEngine:
             # fallback does (it is checked against the same allow-list)
             fallback_fields = parse_fields(Template(step.fallback).render(ctx), step.fields)
             fields.update({k: v for k, v in fallback_fields.items() if k in missing})
-        return _Outcome({"text": text, "by": by, "fields": fields, "fields_missing_from_model": missing})
+        return _Outcome(
+            {"text": text, "by": by, "fields": fields, "fields_missing_from_model": missing}
+        )
 
     async def _side_effect(
         self,

@@ -30,12 +30,26 @@ QUERIES = [
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _start(data_dir: Path, bundle: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "edge", "serve", "--data-dir", str(data_dir), "--bundle", str(bundle), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "edge",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--bundle",
+            str(bundle),
+            "--port",
+            str(port),
+        ],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ, "AIVOS_LIMITS__RATE_PER_SECOND": "100000"},
@@ -68,7 +82,9 @@ def _fire(url: str, token: str, acked: list[str], stop: threading.Event, seed: i
 
 def test_sigkill_loses_no_acknowledged_request(tmp_path: Path, small_bundle: Path) -> None:
     data_dir = tmp_path / "edge"
-    created = _cli("tokens", "create", "--data-dir", str(data_dir), "--scope", "client", "--name", "load")
+    created = _cli(
+        "tokens", "create", "--data-dir", str(data_dir), "--scope", "client", "--name", "load"
+    )
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
     port = free_port()
@@ -79,7 +95,10 @@ def test_sigkill_loses_no_acknowledged_request(tmp_path: Path, small_bundle: Pat
     for round_no in range(20):
         proc = _start(data_dir, small_bundle, port, log)
         stop = threading.Event()
-        threads = [threading.Thread(target=_fire, args=(url, token, acked, stop, round_no * 10 + i)) for i in range(4)]
+        threads = [
+            threading.Thread(target=_fire, args=(url, token, acked, stop, round_no * 10 + i))
+            for i in range(4)
+        ]
         for t in threads:
             t.start()
         time.sleep(rng.uniform(0.2, 1.0))
