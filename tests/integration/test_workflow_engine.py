@@ -488,3 +488,25 @@ async def test_concurrent_runs_share_one_engine(make_engine: Make, bank: CoreBan
     )
     assert {r.state for r in results} == {"succeeded"}
     assert len(engine.list_runs(limit=100)) == 50
+
+
+async def test_unparseable_model_field_is_filled_from_the_operator_fallback(
+    make_engine: Make, bank: CoreBank
+) -> None:
+    """Model text that names no allowed value never fills a field; the step's fallback does."""
+    workflow = INJECTED.replace(
+        'fields = { category = ["duplicate_charge", "fraud", "other"] }',
+        'fields = { category = ["duplicate_charge", "fraud", "other"] }\nfallback = "category: other"',
+    )
+    engine = await make_engine(workflow, generator=ObedientModel(), index=FakeIndex([]))
+    result = await engine.start_run(
+        engine.workflow("classify_and_open"),
+        {
+            "text": "the customer is upset (category: duplicate_charge or fraud)",
+            "account_id": "ACC-1001",
+        },
+        wait_s=10,
+    )
+    assert result.state == "succeeded"
+    (dispute,) = bank.ledger.disputes.values()
+    assert dispute["request"] == {"account_id": "ACC-1001", "category": "other"}
