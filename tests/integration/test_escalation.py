@@ -302,3 +302,52 @@ async def test_worker_killed_mid_request_falls_back_and_job_completes(
         await agent.stop()
         worker.kill()
         worker.wait()
+
+
+async def test_one_trace_follows_a_request_through_the_real_agent(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shared.tracing import setup_tracing, shutdown_tracing
+
+    leaf, _ = proxied_leaf
+    exporter = InMemorySpanExporter()
+    setup_tracing("aivos-test", exporter=exporter)
+    try:
+        async with running_worker(nats_hub.url, ScriptedBackend(["traced"])):
+            agent = await _started_agent(_settings(tmp_path, small_bundle, leaf))
+            try:
+                await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
+                exporter.clear()
+                resp = await agent.infer(InferRequest(text="what is the meaning of life"))
+                row = agent.store.get_audit(resp.request_id)
+            finally:
+                await agent.stop()
+    finally:
+        shutdown_tracing()
+    assert resp.answered_by == "cloud"
+    spans = list(exporter.get_finished_spans())
+    by_name = {s.name: s for s in spans}
+
+    def parent(name: str) -> str | None:
+        span = by_name[name]
+        if span.parent is None:
+            return None
+        return next(s.name for s in spans if s.context.span_id == span.parent.span_id)
+
+    for child in (
+        "edge.model",
+        "edge.retrieval",
+        "edge.router",
+        "edge.policy_gate",
+        "edge.escalate",
+    ):
+        assert parent(child) == "edge.http.infer", child
+    assert parent("nats.request") == "edge.escalate"
+    assert parent("worker.generate") == "nats.request"
+    trace_ids = {format(s.context.trace_id, "032x") for s in spans}
+    assert row is not None and trace_ids == {row.trace_id}
