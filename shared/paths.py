@@ -6,7 +6,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["aivos_home", "default_bundle_dir", "clinc150_path"]
+__all__ = ["aivos_home", "default_bundle_dir", "default_cloud_dir", "clinc150_path"]
 
 
 def aivos_home() -> Path:
@@ -17,6 +17,11 @@ def aivos_home() -> Path:
 
 def default_bundle_dir() -> Path:
     return aivos_home() / "bundles" / "default"
+
+
+def default_cloud_dir() -> Path:
+    """The cloud store and fleet registry of `aivos up` and the `aivos cloud` commands."""
+    return aivos_home() / "cloud"
 
 
 def clinc150_path() -> Path:

@@ -25,7 +25,7 @@ from rich.console import Console
 
 from shared.natsconf.render import HubConfig, LeafConfig
 from shared.natsconf.server import NatsServer, free_port
-from shared.paths import aivos_home, default_bundle_dir
+from shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
 
 __all__ = ["up_cmd", "Appliance"]
 
@@ -45,6 +45,8 @@ class Appliance:
     site: str
     edge_port: int
     edge_only: bool
+    # the cloud store and fleet registry: `aivos cloud stats/audit --data-dir` read it here
+    cloud_dir: Path
     demo: bool = False
     hub: NatsServer | None = None
     leaf: NatsServer | None = None
@@ -127,7 +129,7 @@ class Appliance:
     def start_cloud(self) -> None:
         assert self.hub is not None
         self._spawn("worker", "cloud", "worker", "--nats", self.hub.url)
-        cloud_dir = self.data_dir / "cloud"
+        cloud_dir = self.cloud_dir
         if _has_module("cloud.ingest.cli"):
             self._spawn(
                 "ingest", "cloud", "ingest", "--nats", self.hub.url, "--data-dir", str(cloud_dir)
@@ -309,9 +311,20 @@ def _signals_as_keyboard_interrupt() -> Iterator[None]:
 @click.option("--demo", is_flag=True, help="Also start the demo workflow services.")
 def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: bool) -> None:
     """Run the whole appliance on this machine until Ctrl-C."""
+    # Given --data-dir D, everything lives under D and the cloud tier's store is D itself
+    # (so `aivos cloud stats --data-dir D` reads it); by default the cloud store is the
+    # default of the `aivos cloud` commands.
+    cloud_dir = data_dir or default_cloud_dir()
     data_dir = data_dir or aivos_home() / "appliance"
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = Appliance(data_dir=data_dir, site=site, edge_port=port, edge_only=edge_only, demo=demo)
+    app = Appliance(
+        data_dir=data_dir,
+        site=site,
+        edge_port=port,
+        edge_only=edge_only,
+        cloud_dir=cloud_dir,
+        demo=demo,
+    )
     with _signals_as_keyboard_interrupt():
         try:
             bundle = app.ensure_bundle()

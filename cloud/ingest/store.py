@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from shared.paths import aivos_home
+from shared.paths import default_cloud_dir
 from shared.syncwire import SyncEnvelope
 
 __all__ = ["CloudRecord", "CloudStore", "IngestStore", "UpsertResult", "default_data_dir"]
@@ -45,7 +45,7 @@ INSERT OR IGNORE INTO ingest_meta(one, duplicates) VALUES (1, 0);
 
 def default_data_dir() -> Path:
     """`aivos_home()/cloud`: where `aivos up` and `aivos cloud ...` keep the cloud store."""
-    return aivos_home() / "cloud"
+    return default_cloud_dir()
 
 
 class CloudRecord(msgspec.Struct, frozen=True, kw_only=True):

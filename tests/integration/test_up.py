@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,18 +20,23 @@ pytestmark = pytest.mark.slow
 
 
 def _read_lines(proc: subprocess.Popen[str], wanted: set[str], timeout_s: float) -> dict[str, str]:
+    """`NAME: VALUE` lines of `aivos up`, read by a thread (no select on a buffered pipe)."""
     assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
     found: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
     while not wanted <= found.keys():
         assert time.monotonic() < deadline, f"aivos up printed only {sorted(found)}"
-        assert proc.poll() is None, "aivos up exited early"
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            line = proc.stdout.readline()
-            name, sep, value = line.strip().partition(": ")
-            if sep:
-                found[name] = value
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            assert proc.poll() is None, "aivos up exited early"
+            continue
+        name, sep, value = line.strip().partition(": ")
+        if sep:
+            found[name] = value
     return found
 
 
@@ -82,6 +88,28 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
             timeout=10,
         )
         assert sites.status_code == 200
+        # the audit records of both questions reach the cloud store that `up` runs
+        stats_cmd = [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "cloud",
+            "stats",
+            "--data-dir",
+            str(tmp_path / "up"),
+            "--json",
+        ]
+        deadline = time.monotonic() + 30
+        while True:
+            stats = json.loads(
+                subprocess.run(
+                    stats_cmd, env=env, capture_output=True, text=True, timeout=60
+                ).stdout
+            )
+            if stats["sites"].get("site-1", {}).get("audit", 0) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert stats["sites"]["site-1"]["audit"] >= 2
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
