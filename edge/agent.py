@@ -268,7 +268,8 @@ class Agent:
         return text
 
     def _retrieve(self, vector: Any, k: int) -> list[PassageOut]:
-        if k <= 0 or len(self.index) == 0:
+        # no len(self.index) check: it costs a SQLite count, and an empty index answers []
+        if k <= 0:
             return []
         found = self.index.search_vector(vector, k)
         floor = self.settings.knowledge.min_score
