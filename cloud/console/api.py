@@ -51,14 +51,7 @@ class ApiController(Controller):
     @get("/sites")
     async def sites(self, request: Request[Any, Any, Any], registry: RegistryDep) -> list[SiteRow]:
         """Every site: state online|offline, last_seen_age_s, bundle_version, health, ..."""
-        q = request.query_params
-        query = FleetQuery(
-            q=q.get("q", ""),
-            state=q.get("state", ""),
-            health=q.get("health", ""),
-            sort=q.get("sort", "site"),
-            dir=q.get("dir", "asc"),
-        )
+        query = FleetQuery.from_params(request.query_params)
         return (await asyncio.to_thread(overview, registry, query)).sites
 
     @get("/ingest")
@@ -140,15 +133,7 @@ class ApiController(Controller):
 
     @get("/audit")
     async def audit(self, request: Request[Any, Any, Any]) -> list[AuditHit]:
-        q = request.query_params
-        query = AuditQuery(
-            site=q.get("site", ""),
-            intent=q.get("intent", ""),
-            decision=q.get("decision", ""),
-            since=q.get("since", ""),
-            until=q.get("until", ""),
-            limit=min(int(q.get("limit", "200") or 200), 5000),
-        )
+        query = AuditQuery.from_params(request.query_params, max_limit=5000)
         return await asyncio.to_thread(search_audit, request.app.state.cloud_store(), query)
 
     @get("/actions")

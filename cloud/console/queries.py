@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,17 @@ class FleetQuery(msgspec.Struct, frozen=True, kw_only=True):
     sort: str = "site"
     dir: str = "asc"
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> FleetQuery:
+        """The filters and sort of a fleet overview request (page or API)."""
+        return cls(
+            q=params.get("q", ""),
+            state=params.get("state", ""),
+            health=params.get("health", ""),
+            sort=params.get("sort", "site"),
+            dir=params.get("dir", "asc"),
+        )
+
 
 class Overview(msgspec.Struct, frozen=True, kw_only=True):
     counts: dict[str, int]
@@ -78,6 +90,18 @@ class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):
     since: str = ""  # ISO date/time (UTC), inclusive
     until: str = ""  # ISO date/time (UTC), exclusive
     limit: int = 200
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str], max_limit: int) -> AuditQuery:
+        """The filters of an audit search request (page or API), limit capped at `max_limit`."""
+        return cls(
+            site=params.get("site", ""),
+            intent=params.get("intent", ""),
+            decision=params.get("decision", ""),
+            since=params.get("since", ""),
+            until=params.get("until", ""),
+            limit=min(int(params.get("limit", "200") or 200), max_limit),
+        )
 
 
 class AuditHit(msgspec.Struct, frozen=True, kw_only=True):

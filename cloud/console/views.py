@@ -129,14 +129,7 @@ class PagesController(Controller):
 
     @get("/")
     async def fleet_page(self, request: Request[Any, Any, Any], registry: RegistryDep) -> Template:
-        q = request.query_params
-        query = FleetQuery(
-            q=q.get("q", ""),
-            state=q.get("state", ""),
-            health=q.get("health", ""),
-            sort=q.get("sort", "site"),
-            dir=q.get("dir", "asc"),
-        )
+        query = FleetQuery.from_params(request.query_params)
         view = await asyncio.to_thread(overview, registry, query)
         return Template("fleet.html", context=_ctx(request, "fleet", view=view, query=query))
 
@@ -255,15 +248,7 @@ class PagesController(Controller):
 
     @get("/audit")
     async def audit_page(self, request: Request[Any, Any, Any], fleet: FleetService) -> Template:
-        q = request.query_params
-        query = AuditQuery(
-            site=q.get("site", ""),
-            intent=q.get("intent", ""),
-            decision=q.get("decision", ""),
-            since=q.get("since", ""),
-            until=q.get("until", ""),
-            limit=min(int(q.get("limit", "200") or 200), 1000),
-        )
+        query = AuditQuery.from_params(request.query_params, max_limit=1000)
         store = request.app.state.cloud_store()
         hits = await asyncio.to_thread(search_audit, store, query)
         return Template(
