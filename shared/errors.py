@@ -16,6 +16,7 @@ __all__ = [
     "PolicyDenied",
     "QuotaExceeded",
     "NotFound",
+    "Conflict",
     "StoreClosed",
     "GenerationFailed",
     "WorkflowInvalid",
@@ -97,6 +98,12 @@ class QuotaExceeded(AivosError):
 
 class NotFound(AivosError):
     code = "not_found"
+
+
+class Conflict(AivosError):
+    """The target is not in a state that allows the operation (HTTP 409)."""
+
+    code = "conflict"
 
 
 class StoreClosed(AivosError):

@@ -9,7 +9,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from edge.api.schemas import ErrorBody, ErrorDetail
-from shared.errors import AivosError, DataError, NotFound, PolicyDenied, QuotaExceeded
+from shared.errors import AivosError, Conflict, DataError, NotFound, PolicyDenied, QuotaExceeded
 
 __all__ = ["ApiError", "exception_handlers", "error_response"]
 
@@ -78,6 +78,8 @@ def _domain_error(request: Request[Any, Any, Any], exc: AivosError) -> Response[
         return error_response(400, exc.code, str(exc))
     if isinstance(exc, NotFound):
         return error_response(404, exc.code, str(exc))
+    if isinstance(exc, Conflict):
+        return error_response(409, exc.code, str(exc))
     if isinstance(exc, PolicyDenied):
         return error_response(403, exc.code, str(exc))
     log.warning("domain error on %s: %s", request.url.path, exc.code)

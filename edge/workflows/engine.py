@@ -51,7 +51,7 @@ from edge.workflows.spec import (
 )
 from edge.workflows.template import Template, render_value
 from edge.workflows.views import EventAccepted, RunDetail, RunResult, detail, result_of
-from shared.errors import AivosError, NotFound, QuotaExceeded, StepFailed
+from shared.errors import AivosError, Conflict, NotFound, QuotaExceeded, StepFailed
 from shared.ids import new_id
 from shared.metrics import Registry
 from shared.residency import Masker, default_masker
@@ -62,7 +62,7 @@ __all__ = ["WorkflowEngine", "RunConflict", "EventRefused"]
 log = logging.getLogger(__name__)
 
 
-class RunConflict(AivosError):
+class RunConflict(Conflict):
     """The run is not in a state that allows this operation."""
 
     code = "run_conflict"

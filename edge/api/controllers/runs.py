@@ -14,7 +14,7 @@ from msgspec import Meta
 
 from edge.api.auth import requires
 from edge.api.errors import ApiError
-from edge.workflows.engine import RunConflict, WorkflowEngine
+from edge.workflows.engine import WorkflowEngine
 from edge.workflows.views import RunDetail, RunResult, RunSummary, summary
 
 __all__ = ["RunsController", "RunList", "DecisionIn"]
@@ -71,35 +71,23 @@ class RunsController(Controller):
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
         note = await _note(request)
-        try:
-            return await workflows.approve(run_id, _operator(request), note)
-        except RunConflict as exc:
-            raise ApiError(409, "run_conflict", str(exc)) from exc
+        return await workflows.approve(run_id, _operator(request), note)
 
     @post("/{run_id:str}/reject", guards=[requires("operator")], status_code=200)
     async def reject(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
         note = await _note(request)
-        try:
-            return await workflows.reject(run_id, _operator(request), note)
-        except RunConflict as exc:
-            raise ApiError(409, "run_conflict", str(exc)) from exc
+        return await workflows.reject(run_id, _operator(request), note)
 
     @post("/{run_id:str}/cancel", guards=[requires("operator")], status_code=200)
     async def cancel(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
-        try:
-            return await workflows.cancel(run_id, _operator(request))
-        except RunConflict as exc:
-            raise ApiError(409, "run_conflict", str(exc)) from exc
+        return await workflows.cancel(run_id, _operator(request))
 
     @post("/{run_id:str}/retry", guards=[requires("operator")], status_code=202)
     async def retry(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
-        try:
-            return await workflows.retry(run_id, _operator(request))
-        except RunConflict as exc:
-            raise ApiError(409, "run_conflict", str(exc)) from exc
+        return await workflows.retry(run_id, _operator(request))
