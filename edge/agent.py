@@ -345,17 +345,19 @@ class Agent:
             u, req, answer, "workflow", None, {}, f"workflow:{workflow.name}", run_id=result.run_id
         )
 
+    def _escalation_context(self, u: _Understood, req: InferRequest) -> dict[str, Any]:
+        """What the job runner needs to escalate this request later (stays on site)."""
+        return {
+            "text": req.text,
+            "session_id": req.session_id,
+            "request_id": u.request_id,
+            "passages": [msgspec.to_builtins(p) for p in u.passages],
+            "memory": self._memory_for(req.session_id),
+        }
+
     async def _fallback_job(self, u: _Understood, req: InferRequest) -> str:
         job = await self.store.create_job(
-            "escalation",
-            {
-                "text": req.text,
-                "session_id": req.session_id,
-                "request_id": u.request_id,
-                "passages": [msgspec.to_builtins(p) for p in u.passages],
-                "memory": self._memory_for(req.session_id),
-            },
-            state="waiting_for_uplink",
+            "escalation", self._escalation_context(u, req), state="waiting_for_uplink"
         )
         self.jobs.wake()
         return job.id
@@ -574,19 +576,13 @@ class Agent:
         )
         try:
             u = await self._understand(req)
-            if u.route.decision != "escalate" or self._prepare(u, req) is None:
+            if u.route.decision != "escalate" or not self.escalator.allowed():
                 response = await self._complete_without_stream(u, req, None)
                 await self.store.update_job(
                     job_id, state="done", result=msgspec.to_builtins(response)
                 )
             else:
-                context = {
-                    "text": req.text,
-                    "session_id": req.session_id,
-                    "request_id": u.request_id,
-                    "passages": [msgspec.to_builtins(p) for p in u.passages],
-                    "memory": self._memory_for(req.session_id),
-                }
+                context = self._escalation_context(u, req)
                 response = await self._finish(
                     u, req, fallback_answer(u.passages, job_id), "fallback", job_id, {}, "async_job"
                 )
