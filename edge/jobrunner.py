@@ -13,6 +13,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
+
+from edge.api.schemas import PassageOut
 from edge.escalation import Escalator
 from edge.store import Job, Store
 from shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
@@ -74,7 +77,7 @@ class EscalationJobRunner:
             prepared = self.escalator.prepare(
                 request["request_id"],
                 request["text"],
-                [_P(**p) for p in request.get("passages", [])],
+                msgspec.convert(request.get("passages", []), list[PassageOut]),
                 request.get("memory", []),
             )
             answer, done = await self.escalator.complete(prepared, self.budget_s)
@@ -114,10 +117,3 @@ class EscalationJobRunner:
         self.failed += 1
         await self.store.update_job(job.id, state="failed", error=reason)
         await self.notify(job.id)
-
-
-class _P:
-    def __init__(self, text: str, source: str = "", score: float = 0.0, **_: Any) -> None:
-        self.text = text
-        self.source = source
-        self.score = score
