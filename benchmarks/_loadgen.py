@@ -9,8 +9,15 @@ the cores with the server under test.
 A run warms up for `warmup_s` (not recorded), then records until `count` requests have
 completed or `duration_s` has passed, whichever comes first. Prints one JSON object.
 
+With `--rate R` the run is paced instead of closed-loop (the wrk2 method): the workers
+together offer R requests/s on a fixed schedule, each connection sending its next request at
+its scheduled time (or at once when it is late). Latency is measured from the *scheduled*
+time, so a stalled server is charged for the requests it delayed (no coordinated omission).
+A closed loop at concurrency c only measures queueing: by Little's law its latency is
+c / throughput, whatever the server does.
+
     python benchmarks/_loadgen.py --url http://127.0.0.1:8080/v1/infer --token T \
-        --queries queries.json --concurrency 16 --count 3000 --duration 15
+        --queries queries.json --concurrency 16 --count 3000 --duration 15 [--rate 600]
 """
 
 from __future__ import annotations
@@ -73,16 +80,27 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, close
 
 
-async def _worker(host: str, port: int, requests: list[bytes], st: _State) -> None:
+async def _worker(
+    host: str, port: int, requests: list[bytes], st: _State, interval_s: float, phase_s: float
+) -> None:
+    """One connection. `interval_s` > 0 paces it: request k is due at start + phase + k*interval."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
+    due = time.perf_counter() + phase_s
     while not st.stop:
         if writer is None:
             reader, writer = await asyncio.open_connection(host, port)
         assert reader is not None
         req = requests[st.take()]
+        if interval_s > 0:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            t0 = int(due * 1e9)  # perf_counter_ns() shares perf_counter()'s clock
+            due += interval_s
+        else:
+            t0 = time.perf_counter_ns()
         recording = st.recording
-        t0 = time.perf_counter_ns()
         try:
             writer.write(req)
             status, close = await _read_response(reader)
@@ -115,6 +133,7 @@ async def run_load(
     count: int,
     duration_s: float,
     warmup_s: float,
+    rate: float = 0.0,
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -128,7 +147,11 @@ async def run_load(
         )
         requests.append(head.encode() + body)
     st = _State(len(requests), count)
-    workers = [asyncio.create_task(_worker(host, port, requests, st)) for _ in range(concurrency)]
+    interval = concurrency / rate if rate > 0 else 0.0
+    workers = [
+        asyncio.create_task(_worker(host, port, requests, st, interval, i / rate if rate else 0))
+        for i in range(concurrency)
+    ]
     await asyncio.sleep(warmup_s)
     st.record_started = time.perf_counter()
     cpu0 = time.process_time()
@@ -148,6 +171,7 @@ async def run_load(
             st.errors[type(w.exception()).__name__] += 1
         w.cancel()
     result = summarise(st, concurrency)
+    result["offered_rps"] = rate or None
     done = max(1, len(st.latencies_ns))
     result["client_cpu_ms_per_req"] = round(1000 * cpu / done, 3)
     return result
@@ -188,12 +212,22 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=15.0, help="max recording seconds")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--offset", type=int, default=0, help="start at this query index")
+    ap.add_argument(
+        "--rate", type=float, default=0.0, help="paced: requests/s offered (0 = closed loop)"
+    )
     args = ap.parse_args()
     texts = json.loads(args.queries.read_text())
     texts = texts[args.offset :] + texts[: args.offset]
     result = asyncio.run(
         run_load(
-            args.url, args.token, texts, args.concurrency, args.count, args.duration, args.warmup
+            args.url,
+            args.token,
+            texts,
+            args.concurrency,
+            args.count,
+            args.duration,
+            args.warmup,
+            args.rate,
         )
     )
     print(json.dumps(result))

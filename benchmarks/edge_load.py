@@ -129,10 +129,11 @@ def _drive(
     args: argparse.Namespace,
     pid: int,
     name: str,
+    rate: float = 0.0,
 ) -> dict[str, object]:
     c = level
     profiler = None
-    if args.profile and c == max(args.levels):
+    if args.profile and c == max(args.levels) and not rate:
         args.profile.mkdir(parents=True, exist_ok=True)
         profiler = subprocess.Popen(
             [
@@ -173,6 +174,8 @@ def _drive(
             str(args.warmup),
             "--offset",
             str(offset),
+            "--rate",
+            str(rate),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -195,8 +198,9 @@ def _drive(
     if profiler is not None:
         profiler.wait()
         row["profiled"] = True
+    paced = f"@{rate:g}/s" if rate else "closed"
     console.print(
-        f"  {name:>8} c={c:<3} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
+        f"  {name:>8} c={c:<3} {paced:>8} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
         f"p99 {row['p99_ms']:>7} ms  n={row['completed']} statuses={row['statuses']} "
         f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
         f"runq_wait={row['server_runq_wait_threads']} "
@@ -283,7 +287,14 @@ def _ratios(
     return out
 
 
-def _targets(agent: list[dict[str, object]], ratios: list[dict[str, object]]) -> dict[str, object]:
+def _targets(
+    agent: list[dict[str, object]],
+    ratios: list[dict[str, object]],
+    paced: list[dict[str, object]],
+) -> dict[str, object]:
+    """The issue's bar. 'p99 <= 30 ms at >= 600 req/s with 64 connections' is read from the
+    paced run at 600 req/s; the closed loop's p99 at c=64 is queueing (Little's law: about
+    64 / throughput), reported beside it."""
     by_c = {r["concurrency"]: r for r in agent}
     rat = {r["concurrency"]: r for r in ratios}
     out: dict[str, object] = {}
@@ -293,7 +304,19 @@ def _targets(agent: list[dict[str, object]], ratios: list[dict[str, object]]) ->
     if 64 in by_c:
         rps, p99 = float(by_c[64]["rps"]), float(by_c[64]["p99_ms"])  # type: ignore[arg-type]
         out["rps_c64"] = {"value": rps, "target": ">= 600", "met": rps >= TARGETS["rps_c64"]}
-        out["p99_c64_ms"] = {"value": p99, "target": "<= 30", "met": p99 <= TARGETS["p99_c64_ms"]}
+        out["p99_c64_closed_loop_ms"] = {"value": p99, "note": "queueing: ~64 / throughput"}
+    at600 = next(
+        (r for r in paced if r["concurrency"] == 64 and r["offered_rps"] == TARGETS["rps_c64"]),
+        None,
+    )
+    if at600 is not None:
+        p99, rps = float(at600["p99_ms"]), float(at600["rps"])  # type: ignore[arg-type]
+        out["p99_c64_at_600rps_ms"] = {
+            "value": p99,
+            "achieved_rps": rps,
+            "target": "<= 30 at >= 600 req/s",
+            "met": p99 <= TARGETS["p99_c64_ms"] and rps >= 0.99 * TARGETS["rps_c64"],
+        }
     if 64 in rat:
         t = float(rat[64]["throughput_ratio"])  # type: ignore[arg-type]
         out["throughput_ratio_c64"] = {
@@ -371,6 +394,11 @@ def main() -> None:
     ap.add_argument("--kb", type=Path, default=_ROOT / "docs" / "examples" / "kb")
     ap.add_argument("--data", type=Path, default=None, help="CLINC150 data_full.json")
     ap.add_argument("--levels", default="1,16,64")
+    ap.add_argument(
+        "--paced",
+        default="64@600,64@800,64@1000",
+        help="agent only: CONCURRENCY@RATE runs at a fixed offered rate ('' = none)",
+    )
     ap.add_argument("--count", type=int, default=3000, help="max recorded requests per level")
     ap.add_argument("--duration", type=float, default=15.0, help="max seconds per level")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds per level, not recorded")
@@ -384,6 +412,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
     args = ap.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.paced = [
+        (int(c), float(r)) for c, _, r in (x.partition("@") for x in args.paced.split(",") if x)
+    ]
     args.bundle = args.bundle or default_bundle_dir()
     if not (args.bundle / "manifest.json").is_file():
         sys.exit(f"no bundle at {args.bundle}: run `aivos models build` or pass --bundle")
@@ -401,6 +432,7 @@ def main() -> None:
         "machine": machine,
         "config": {
             "levels": args.levels,
+            "paced": args.paced,
             "count": args.count,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -416,6 +448,7 @@ def main() -> None:
     }
     agent: list[dict[str, object]] = []
     base: list[dict[str, object]] = []
+    paced: list[dict[str, object]] = []
     try:
         # Both servers run side by side and the levels alternate between them, so a change in
         # background load on the machine hits both stacks alike.
@@ -428,10 +461,17 @@ def main() -> None:
             for i, level in enumerate(args.levels):
                 for name, ((url, token, pid), rows) in servers.items():
                     rows.append(_drive(url, token, queries, level, i * 997, args, pid, name))
+            if "agent" in servers:
+                (url, token, pid), _ = servers["agent"]
+                for j, (level, rate) in enumerate(args.paced):
+                    offset = (len(args.levels) + j) * 997
+                    paced.append(
+                        _drive(url, token, queries, level, offset, args, pid, "agent", rate)
+                    )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results["agent"], results["baseline"] = agent, base
+    results["agent"], results["baseline"], results["agent_paced"] = agent, base, paced
     machine["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     if agent and base:
         ratios = _ratios(agent, base)
@@ -440,7 +480,7 @@ def main() -> None:
     else:
         ratios = []
     if agent:
-        results["targets"] = _targets(agent, ratios)
+        results["targets"] = _targets(agent, ratios, paced)
         console.print_json(data=results["targets"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

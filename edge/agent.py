@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,28 @@ from edge.workflows import WorkflowEngine
 from shared.errors import AivosError, NotFound, QuotaExceeded, ResidencyDenied
 from shared.ids import new_id
 from shared.residency import DataClass, ExitGate, ResidencyPolicy
-from shared.tracing import current_trace_id, setup_tracing, tracer
+from shared.tracing import current_trace_id, setup_tracing, tracer, tracing_enabled
 
 __all__ = ["Agent"]
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+
+
+def _child_span(name: str) -> AbstractContextManager[Any]:
+    """A step's span inside a request, skipped when spans are not exported: the request's
+    root span still carries the trace id, and every span costs event-loop time per request."""
+    return _tracer.start_as_current_span(name) if tracing_enabled() else nullcontext()
+
+
+class _Classified(msgspec.Struct):
+    """One query through the batch worker: the model's prediction and the passages retrieved
+    with its embedding (retrieval runs in the worker thread, off the event loop)."""
+
+    prediction: Prediction
+    model_version: str
+    passages: list[PassageOut]
+    retrieval_ns: tuple[int, int]  # wall-clock start and end, for the edge.retrieval span
 
 
 class _Understood(msgspec.Struct):
@@ -81,7 +98,10 @@ class Agent:
         self.model: IntentModel
         self.store: Store
         self.index: KnowledgeIndex
-        self.batcher: MicroBatcher[tuple[Prediction, str]]
+        self.batcher: MicroBatcher[_Classified]
+        # (model, index) as one value: a batch worker reads both at once, so a swap can never
+        # pair a query embedded by one model with an index embedded by another
+        self._serving: tuple[IntentModel, KnowledgeIndex]
         self.jobs: EscalationJobRunner
         self.callbacks = CallbackSender(settings.jobs.callback_timeout_s)
         self._background: set[asyncio.Task[Any]] = set()
@@ -119,11 +139,12 @@ class Agent:
         )
         self.tokens = self.store.tokens
         self.index = await asyncio.to_thread(KnowledgeIndex.open, data / "knowledge", self.model)
+        self._serving = (self.model, self.index)
         self.batcher = MicroBatcher(
             self._classify_batch,
             max_batch=settings.model.max_batch,
             max_wait_ms=settings.model.max_wait_ms,
-            concurrency=settings.model.concurrent_batches,
+            concurrency=settings.model.batch_workers,
         )
         self.batcher.stats.observer = self.metrics.observe_batch
         await self.batcher.start()
@@ -213,9 +234,16 @@ class Agent:
 
     # ----- fleet hooks (remote config, model swap, heartbeats) -------------------------------
 
-    def _classify_batch(self, texts: list[str]) -> list[tuple[Prediction, str]]:
-        model = self.model  # one model per batch, even while a swap happens
-        return [(p, model.version) for p in model.classify_batch(texts)]
+    def _classify_batch(self, texts: list[str]) -> list[_Classified]:
+        """Runs in a batch worker thread: classify, then retrieve for each query."""
+        model, index = self._serving  # one model and its index per batch, even mid-swap
+        k = self.settings.knowledge.top_k
+        out = []
+        for prediction in model.classify_batch(texts):
+            started = time.time_ns()
+            passages = self._retrieve(index, prediction.embedding, k)
+            out.append(_Classified(prediction, model.version, passages, (started, time.time_ns())))
+        return out
 
     async def swap_model(self, model: IntentModel) -> IntentModel:
         """Make `model` live atomically; in-flight batches finish on the old one.
@@ -230,9 +258,12 @@ class Agent:
                 )
                 old_index, self.index = self.index, new_index
                 self.model = model
+                self._serving = (model, new_index)
+                self.workflows.index = new_index  # retrieve steps must not search a closed index
                 await asyncio.to_thread(old_index.close)
             else:
                 self.model = model
+                self._serving = (model, self.index)
             log.info("model swapped", extra={"fields": {"from": old.version, "to": model.version}})
             return old
 
@@ -267,11 +298,11 @@ class Agent:
             raise ApiError(400, "empty_text", "text must contain non-whitespace characters")
         return text
 
-    def _retrieve(self, vector: Any, k: int) -> list[PassageOut]:
-        # no len(self.index) check: it costs a SQLite count, and an empty index answers []
+    def _retrieve(self, index: KnowledgeIndex, vector: Any, k: int) -> list[PassageOut]:
+        # no len(index) check: it costs a SQLite count, and an empty index answers []
         if k <= 0:
             return []
-        found = self.index.search_vector(vector, k)
+        found = index.search_vector(vector, k)
         floor = self.settings.knowledge.min_score
         return [
             PassageOut(
@@ -289,12 +320,14 @@ class Agent:
         started = time.perf_counter()
         self._check_text(req.text)
         batch_started = time.perf_counter()
-        with _tracer.start_as_current_span("edge.model"):
-            prediction, model_version = await self.batcher.submit(req.text)
+        with _child_span("edge.model"):
+            done = await self.batcher.submit(req.text)
         self.metrics.model_wait.observe(time.perf_counter() - batch_started)
-        with _tracer.start_as_current_span("edge.retrieval"):
-            passages = self._retrieve(prediction.embedding, self.settings.knowledge.top_k)
-        with _tracer.start_as_current_span("edge.router"):
+        if tracing_enabled():  # retrieval ran in the batch worker: record it after the fact
+            start_ns, end_ns = done.retrieval_ns
+            _tracer.start_span("edge.retrieval", start_time=start_ns).end(end_time=end_ns)
+        prediction = done.prediction
+        with _child_span("edge.router"):
             decision = route(
                 self.policy,
                 prediction.intent,
@@ -302,7 +335,9 @@ class Agent:
                 self.model.threshold,
                 self.model.manifest.oos_label,
             )
-        return _Understood(new_id(), started, prediction, model_version, passages, decision)
+        return _Understood(
+            new_id(), started, prediction, done.model_version, done.passages, decision
+        )
 
     def _memory_for(self, session_id: str | None) -> list[str]:
         if not session_id:
@@ -313,7 +348,7 @@ class Agent:
 
     def _prepare(self, u: _Understood, req: InferRequest, stream: bool = False) -> Prepared | None:
         """The masked escalation, or None when the policy keeps prompts on site."""
-        with _tracer.start_as_current_span("edge.policy_gate"):
+        with _child_span("edge.policy_gate"):
             try:
                 return self.escalator.prepare(
                     u.request_id,
@@ -631,10 +666,15 @@ class Agent:
 
     async def search(self, query: str, k: int) -> SearchOut:
         self._check_text(query)
-        prediction, _ = await self.batcher.submit(query)
+        done = await self.batcher.submit(query)
+        passages = (
+            done.passages
+            if k == self.settings.knowledge.top_k
+            else self._retrieve(self.index, done.prediction.embedding, k)
+        )
         return SearchOut(
             query=query,
-            passages=self._retrieve(prediction.embedding, k),
+            passages=passages,
             embedding_version=self.model.embedding_version,
         )
 

@@ -85,6 +85,8 @@ def build_bundle(
     keep_artifacts: Path | None = None,
     console: Console | None = None,
     max_train_examples: int | None = None,
+    layers: int = 0,
+    frozen_layers: int = 2,
 ) -> Manifest:
     """Train and write a bundle to `out` (atomically). Returns its manifest."""
     from cloud.modelbuild.finetune import TrainConfig, save_encoder, train_intent_model
@@ -113,7 +115,13 @@ def build_bundle(
                 f"{val_source}: example {i}", f"label {e.label!r} is not in the training data"
             )
 
-    config = TrainConfig(epochs=epochs, head_only_epochs=head_only_epochs, seed=seed)
+    config = TrainConfig(
+        epochs=epochs,
+        head_only_epochs=head_only_epochs,
+        seed=seed,
+        layers=layers,
+        frozen_layers=frozen_layers,
+    )
     steps = ((len(train) + config.batch_size - 1) // config.batch_size) * (
         epochs + head_only_epochs
     )

@@ -67,10 +67,12 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
 
 
 def requires(scope: str) -> Any:
-    """A guard that admits principals whose scope ranks at least `scope`."""
+    """A guard that admits principals whose scope ranks at least `scope`.
+
+    Async on purpose: Litestar runs a sync guard in a worker thread on every request."""
     needed = SCOPE_RANK[scope]
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.user
         if SCOPE_RANK.get(getattr(principal, "scope", ""), -1) < needed:
             raise ApiError(403, "forbidden", f"this route needs the '{scope}' scope")
