@@ -58,6 +58,14 @@ log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
 
+async def _outcome(write: Awaitable[Any]) -> Any:
+    """The write's result, or the exception it raised (as gather(return_exceptions=True))."""
+    try:
+        return await write
+    except Exception as exc:
+        return exc
+
+
 def _child_span(name: str) -> AbstractContextManager[Any]:
     """A step's span inside a request, skipped when spans are not exported: the request's
     root span still carries the trace id, and every span costs event-loop time per request."""
@@ -576,7 +584,12 @@ class Agent:
         if req.session_id and self.settings.memory.turns > 0:
             writes.append(self.store.add_turn(req.session_id, "user", req.text))
             writes.append(self.store.add_turn(req.session_id, "assistant", resp.answer or ""))
-        results = await asyncio.gather(*writes, return_exceptions=True)
+        # one write (no session) is awaited directly: gather() would wrap it in a task
+        results = (
+            [await _outcome(writes[0])]
+            if len(writes) == 1
+            else await asyncio.gather(*writes, return_exceptions=True)
+        )
         for result in results:
             if isinstance(result, BaseException):
                 if isinstance(result, QuotaExceeded):

@@ -56,6 +56,7 @@ class TrainingSummary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     epochs: int
     fine_tuned_encoder: bool
     seconds: float
+    encoder_layers: int = 0  # transformer layers kept from the base model (0 = not recorded)
 
 
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -184,6 +184,7 @@ def build_bundle(
                     epochs=epochs,
                     fine_tuned_encoder=epochs > 0,
                     seconds=round(time.monotonic() - started, 1),
+                    encoder_layers=_encoder_layers(net),
                 ),
                 metrics={
                     "val_in_scope_accuracy": round(in_acc, 4),
@@ -203,6 +204,10 @@ def build_bundle(
         f"threshold={threshold:.3f} val in-scope={in_acc:.2%} val oos-recall={oos_rec:.2%}"
     )
     return manifest
+
+
+def _encoder_layers(net: object) -> int:
+    return len(net.encoder.encoder.layer)  # type: ignore[attr-defined]
 
 
 def _write_tokenizer(path: Path) -> Path:
