@@ -8,6 +8,7 @@ at a time (the concurrency limit counts waiting ones too). Scale out with more w
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import threading
@@ -25,6 +26,42 @@ __all__ = ["LlamaCppBackend", "default_gguf_path"]
 log = logging.getLogger(__name__)
 
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _without_amx_buffers() -> Iterator[None]:
+    """On CPUs with AMX, load the model without llama.cpp's "extra buffer types".
+
+    With them, llama.cpp routes matmuls to its AMX kernel, which segfaults on the first
+    decode of this model (`ggml_backend_amx_mul_mat`; llama-cpp-python 0.3.36, Xeon with
+    amx_int8): the worker process dies on its first request. llama-cpp-python has no
+    constructor argument for `use_extra_bufts`, so the defaults it starts from are patched
+    while the model loads. Other CPUs keep the extra buffers (repacked AVX2 kernels)."""
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+    if not _cpu_has_amx() or not hasattr(original(), "use_extra_bufts"):
+        yield
+        return
+
+    def without_extra_buffers() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_buffers
+    log.info("AMX CPU: llama.cpp extra buffer types off (their AMX matmul crashes)")
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
 
 
 def default_gguf_path() -> Path:
@@ -62,14 +99,15 @@ class LlamaCppBackend:
             raise ModelNotFound(str(self.model_path), "GGUF model file not found")
         self.n_threads = n_threads
         self._lock = threading.Lock()
-        self._llm: Any = Llama(
-            model_path=str(self.model_path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            seed=seed,
-            verbose=False,
-        )
+        with _without_amx_buffers():
+            self._llm: Any = Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                seed=seed,
+                verbose=False,
+            )
         log.info("llama.cpp model %s loaded (%d threads)", self.model_path.name, n_threads)
 
     def _generate(self, request: GenerateRequest, stop: threading.Event) -> Iterator[str]:
