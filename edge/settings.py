@@ -47,16 +47,17 @@ class ServerSettings(_Section, frozen=True, forbid_unknown_fields=True):
 class ModelSettings(_Section, frozen=True, forbid_unknown_fields=True):
     bundle: str | None = None  # directory; None = the default bundle
     providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
-    # One thread per ORT call and one call in flight per core: waking a second intra-op
-    # thread costs more than it saves on short queries (docs/performance.md).
+    # One thread per ORT call: waking a second intra-op thread costs more than it saves on
+    # short queries. One batch in flight per core, less one core left to the event loop and
+    # the store writer (docs/performance.md).
     intra_op_threads: Annotated[int, Meta(ge=0)] = 1  # 0 = onnxruntime's choice
     max_batch: Annotated[int, Meta(ge=1, le=256)] = 32
     max_wait_ms: Annotated[float, Meta(ge=0, le=50)] = 0.0
-    concurrent_batches: Annotated[int, Meta(ge=0, le=64)] = 0  # 0 = one per CPU core
+    concurrent_batches: Annotated[int, Meta(ge=0, le=64)] = 0  # 0 = CPU cores - 1 (min 1)
 
     @property
     def batch_workers(self) -> int:
-        return self.concurrent_batches or max(1, os.cpu_count() or 1)
+        return self.concurrent_batches or max(1, (os.cpu_count() or 1) - 1)
 
 
 class LimitSettings(_Section, frozen=True, forbid_unknown_fields=True):

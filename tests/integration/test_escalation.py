@@ -330,7 +330,8 @@ async def test_one_trace_follows_a_request_through_the_real_agent(
     finally:
         shutdown_tracing()
     assert resp.answered_by == "cloud"
-    spans = list(exporter.get_finished_spans())
+    # the outbox drainer may ship the audit row meanwhile: its span is a trace of its own
+    spans = [s for s in exporter.get_finished_spans() if s.name != "sync.publish_batch"]
     by_name = {s.name: s for s in spans}
 
     def parent(name: str) -> str | None:
