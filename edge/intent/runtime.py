@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 _CPU = "CPUExecutionProvider"
 # Rows per onnxruntime call after sorting a batch by token count. Measured on CLINC150 with
 # one intra-op thread: groups of 4 ran 1,226 queries/s against 668 for whole padded batches
-# of 64; the per-call overhead only wins below 4 (benchmarks/intent_latency.py).
+# of 64 and 775 for single rows (docs/performance.md).
 SUB_BATCH = 4
 
 
