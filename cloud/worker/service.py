@@ -4,7 +4,11 @@ Per request (see `shared.messages` for the protocol):
 
 * undecodable -> `Error(bad_request)`; deadline already passed -> `Error(deadline_exceeded)`;
 * `concurrency` requests already in flight -> `Saturated(retry_after_ms)` at once, so the
-  edge can retry (the queue group may pick another worker) or fall back;
+  edge can retry (the queue group may pick another worker) or fall back; `background`
+  requests (escalations completed after an outage) get at most `concurrency - 1` places,
+  so one is always left for an `interactive` one;
+* the backend runs at most `slots` requests at once (llama.cpp: 1); accepted requests wait
+  for a slot interactive-first (`cloud.worker.slots`), within their deadline;
 * otherwise `Accepted`, then one `Token` per chunk as the backend produces it (when the
   request asks to stream), then `Done`; if the deadline passes mid-generation the backend
   is stopped and `Error(deadline_exceeded)` is sent.
@@ -31,6 +35,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from cloud.worker.backend import GenerationBackend
+from cloud.worker.slots import PrioritySlots
 from shared.errors import ConfigError
 from shared.messages import (
     Accepted,
@@ -65,11 +70,14 @@ class GenerationWorker:
         subject: str = GEN_ALL_SITES,
         queue: str = GEN_QUEUE_GROUP,
         retry_after_ms: int = 50,
+        slots: int | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError("worker.concurrency", "must be >= 1")
         self.backend = backend
         self.concurrency = concurrency
+        # how many generations the backend runs at once (None: no limit of the worker's own)
+        self.slots = PrioritySlots(slots or getattr(backend, "parallel", None))
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.subject = subject
         self.queue = queue
@@ -141,7 +149,10 @@ class GenerationWorker:
                 ),
             )
             return
-        if len(self._tasks) >= self.concurrency:
+        places = self.concurrency
+        if request.priority == "background" and places > 1:
+            places -= 1  # keep a place for an interactive request
+        if len(self._tasks) >= places:
             self.rejected += 1
             await self._reply(
                 reply_to,
@@ -178,7 +189,8 @@ class GenerationWorker:
         try:
             remaining_ms = request.remaining_ms()
             budget_s = None if math.isinf(remaining_ms) else remaining_ms / 1000.0
-            async with asyncio.timeout(budget_s):
+            async with asyncio.timeout(budget_s), self.slots.hold(request.priority):
+                start = time.monotonic()  # waiting for a slot counts as queueing
                 async for text in stream:
                     if first is None:
                         first = time.monotonic()

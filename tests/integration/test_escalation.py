@@ -129,6 +129,7 @@ async def test_escalation_is_answered_by_the_cloud_and_pii_is_masked(
             await agent.stop()
     assert resp.decision == "escalate"
     assert resp.answered_by == "cloud"
+    assert backend.requests[-1].priority == "interactive"  # someone waits on this one
     # the worker saw placeholders; the answer returned locally has the values back
     prompt = backend.requests[-1].prompt
     assert "jane.roe@example.com" not in prompt and "<EMAIL_1>" in prompt
@@ -198,6 +199,8 @@ async def test_link_cut_falls_back_at_once_and_jobs_complete_after_restore(
     served = [r.request_id for r in backend.requests if r.request_id != "probe"]
     job_requests = [r for r in served if served.count(r) > 1]
     assert job_requests == [], "a job was generated twice"
+    # completions after the outage queue behind live requests at the worker
+    assert {r.priority for r in backend.requests if r.request_id != "probe"} == {"background"}
 
 
 async def test_sse_streams_tokens_over_real_http(

@@ -244,3 +244,59 @@ async def test_silent_leaf_link_loss_is_noticed_by_pings_then_recovers(
             assert (await generate(edge, _req(site="site3"), timeout_s=10)).text
         finally:
             await edge.close()
+
+
+async def test_interactive_requests_overtake_queued_background_ones(nats_hub: NatsServer) -> None:
+    gate = asyncio.Event()
+    backend = ScriptedBackend(["x"], gate=gate)
+    backend.parallel = 1  # type: ignore[attr-defined]  # like llama.cpp: one at a time
+    async with running_worker(nats_hub.url, backend, concurrency=4) as worker:
+        edge = await nats.connect(nats_hub.url)
+        try:
+
+            def send(rid: str, priority: str) -> asyncio.Task[Done]:
+                req = _req(site="prio", request_id=rid, priority=priority)
+                return asyncio.create_task(generate(edge, req, timeout_s=10))
+
+            first = send("a", "background")  # takes the only slot, held by the gate
+            await asyncio.wait_for(backend.started.wait(), 5)
+            queued_background = send("b", "background")
+            while worker.slots.waiting < 1:
+                await asyncio.sleep(0.01)
+            interactive = send("c", "interactive")
+            while worker.slots.waiting < 2:
+                await asyncio.sleep(0.01)
+            gate.set()
+            await asyncio.gather(first, queued_background, interactive)
+        finally:
+            await edge.close()
+    assert [r.request_id for r in backend.requests] == ["a", "c", "b"]
+
+
+async def test_background_requests_leave_a_place_for_interactive(nats_hub: NatsServer) -> None:
+    gate = asyncio.Event()
+    backend = ScriptedBackend(["x"], gate=gate)
+    async with running_worker(nats_hub.url, backend, concurrency=2):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            held = asyncio.create_task(
+                generate(edge, _req(site="places", priority="background"), timeout_s=10)
+            )
+            await asyncio.wait_for(backend.started.wait(), 5)
+            with pytest.raises(WorkerSaturated):
+                await generate(
+                    edge,
+                    _req(site="places", request_id="r2", priority="background"),
+                    timeout_s=10,
+                    saturated_retries=0,
+                )
+            live = asyncio.create_task(
+                generate(edge, _req(site="places", request_id="r3"), timeout_s=10)
+            )
+            while len(backend.requests) < 2:  # the interactive one got the kept place
+                await asyncio.sleep(0.01)
+            gate.set()
+            done = await asyncio.gather(held, live)
+        finally:
+            await edge.close()
+    assert [d.request_id for d in done] == ["r1", "r3"]
