@@ -34,7 +34,7 @@ def _training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(1, 6),
             default=DEFAULT_LAYERS,
             show_default=True,
-            help="Transformer layers kept from the 6-layer base (fewer = faster, less accurate).",
+            help="Transformer layers kept from the 6-layer base (fewer: faster, worse retrieval).",
         ),
         click.option(
             "--frozen-layers",
