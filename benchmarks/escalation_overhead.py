@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
 from edge.uplink.generation import stream_generate  # noqa: E402
 from shared.messages import Done, GenerateRequest, Token  # noqa: E402
-from shared.natsconf import HubConfig, LeafConfig, NatsServer, free_port  # noqa: E402
+from shared.natsconf import LeafConfig, NatsServer, free_port, start_local_hub  # noqa: E402
 from shared.subjects import gen_subject  # noqa: E402
 
 PROMPTS = [
@@ -196,15 +196,7 @@ async def throughput(
 async def main(args: argparse.Namespace) -> dict[str, object]:
     cores = os.cpu_count() or 2
     work = Path(tempfile.mkdtemp(prefix="aivos-bench-"))
-    hub = NatsServer(
-        HubConfig(
-            store_dir=str(work / "js"),
-            port=free_port(),
-            leaf_port=free_port(),
-            monitor_port=free_port(),
-        ),
-        work,
-    ).start()
+    hub = start_local_hub(work)
     leaf = NatsServer(
         LeafConfig(
             site="bench", hub_leaf_url=hub.leaf_url, port=free_port(), monitor_port=free_port()

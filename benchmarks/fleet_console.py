@@ -48,8 +48,7 @@ from cloud.console.queries import FleetQuery, overview  # noqa: E402
 from cloud.fleet.registry import SiteRow, SqliteRegistry, site_state  # noqa: E402
 from cloud.fleet.sim import SimSite  # noqa: E402
 from cloud.fleet.tokens import add_operator, create_operator_token  # noqa: E402
-from shared.natsconf.render import HubConfig  # noqa: E402
-from shared.natsconf.server import NatsServer, free_port  # noqa: E402
+from shared.natsconf.server import free_port, start_local_hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,15 +279,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     data = work / "cloud"
-    hub = NatsServer(
-        HubConfig(
-            store_dir=str(work / "js"),
-            port=free_port(),
-            leaf_port=free_port(),
-            monitor_port=free_port(),
-        ),
-        work,
-    ).start()
+    hub = start_local_hub(work)
     console_proc = None
     try:
         t0 = time.perf_counter()

@@ -36,7 +36,7 @@ from shared.fleet import (
     load_private_key,
     sign_bundle,
 )
-from shared.natsconf import HubConfig, NatsServer, free_port
+from shared.natsconf import start_local_hub
 from shared.paths import default_bundle_dir
 from shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
 
@@ -53,15 +53,7 @@ def _variant(src: Path, dest: Path, version: str, key_path: Path) -> Path:
 
 async def _main(bundle: Path, rounds: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="rollout-bench-"))
-    hub = NatsServer(
-        HubConfig(
-            store_dir=str(work / "js"),
-            port=free_port(),
-            leaf_port=free_port(),
-            monitor_port=free_port(),
-        ),
-        work,
-    ).start()
+    hub = start_local_hub(work)
     try:
         priv, pub = generate_signing_key(work / "keys")
         data = work / "edge"

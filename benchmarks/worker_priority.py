@@ -33,7 +33,7 @@ from cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
 from cloud.worker.service import GenerationWorker  # noqa: E402
 from edge.uplink.generation import generate  # noqa: E402
 from shared.messages import GenerateRequest  # noqa: E402
-from shared.natsconf import HubConfig, NatsServer, free_port  # noqa: E402
+from shared.natsconf import start_local_hub  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_priority.json"
 PROMPT = "Explain what an overdraft fee is and how to avoid one."
@@ -63,9 +63,7 @@ async def _round(edge: nats.NATS, backlog: int, max_tokens: int, mode: str, n: i
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="aivos-prio-"))
-    hub = NatsServer(
-        HubConfig(store_dir=str(work / "js"), port=free_port(), leaf_port=free_port()), work
-    ).start()
+    hub = start_local_hub(work)
     backend = LlamaCppBackend(n_threads=args.threads)
     worker_nc = await nats.connect(hub.url)
     # room for the whole backlog plus the live request: nothing is answered Saturated

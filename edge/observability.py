@@ -25,11 +25,12 @@ class AgentMetrics:
             "aivos_request_latency_seconds", "End-to-end /v1/infer latency by decision."
         )
         self.model_latency = r.histogram(
-            "aivos_model_latency_seconds", "Time in the intent model per batch."
+            "aivos_model_latency_seconds",
+            "Time per batch in a batch worker: the intent model, then knowledge retrieval.",
         )
         self.model_wait = r.histogram(
             "aivos_model_wait_seconds",
-            "Per request: queueing for the model plus the batch's inference.",
+            "Per request: queueing for a batch worker plus the batch's model and retrieval.",
         )
         self.batch_size = r.histogram(
             "aivos_batch_size", "Requests per onnxruntime call.", _BATCH_BUCKETS

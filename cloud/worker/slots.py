@@ -46,7 +46,7 @@ class PrioritySlots:
             self._release()
 
     async def _acquire(self, rank: int) -> None:
-        if self._free > 0 and not self.waiting:
+        if self._free > 0:  # a freed slot goes straight to a live waiter, so none is waiting
             self._free -= 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -1,7 +1,7 @@
 """NATS topology helpers: render hub/leaf configs and run nats-server processes."""
 
 from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
-from shared.natsconf.server import NatsServer, free_port, nats_server_binary
+from shared.natsconf.server import NatsServer, free_port, nats_server_binary, start_local_hub
 
 __all__ = [
     "HubConfig",
@@ -11,4 +11,5 @@ __all__ = [
     "NatsServer",
     "free_port",
     "nats_server_binary",
+    "start_local_hub",
 ]

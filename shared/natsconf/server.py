@@ -24,7 +24,7 @@ from types import TracebackType
 from shared.errors import AivosError, ConfigError
 from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
 
-__all__ = ["NatsServer", "NatsServerError", "free_port", "nats_server_binary"]
+__all__ = ["NatsServer", "NatsServerError", "free_port", "nats_server_binary", "start_local_hub"]
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +223,14 @@ class NatsServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def start_local_hub(workdir: Path) -> NatsServer:
+    """A hub with JetStream on free loopback ports under `workdir` (tests, benchmarks)."""
+    conf = HubConfig(
+        store_dir=str(workdir / "jetstream"),
+        port=free_port(),
+        leaf_port=free_port(),
+        monitor_port=free_port(),
+    )
+    return NatsServer(conf, workdir).start()
