@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.bundle import load_bundle_manifest, sha256_file, staged_bundle, write_manifest
+from aivos.shared.bundle import load_bundle_manifest, sha256_file, staged_bundle, write_manifest
 
 __all__ = ["fp32_twin"]
 

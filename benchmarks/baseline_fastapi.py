@@ -52,8 +52,8 @@ class InferRequest(BaseModel):
 
 def _kb_passages(kb: Path) -> list[tuple[str, str]]:
     """(source, passage) pairs, chunked exactly as the agent chunks them."""
-    from edge.knowledge.chunking import chunk_document, decode_document
-    from edge.knowledge.cli import collect_documents
+    from aivos.edge.knowledge.chunking import chunk_document, decode_document
+    from aivos.edge.knowledge.cli import collect_documents
 
     out: list[tuple[str, str]] = []
     for source, file in collect_documents([kb]):
@@ -69,7 +69,7 @@ def _head(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray,
         return head["weight"], head["bias"], list(manifest["labels"]), float(manifest["threshold"])
     from sklearn.linear_model import LogisticRegression
 
-    from shared.paths import clinc150_path
+    from aivos.shared.paths import clinc150_path
 
     data = json.loads(Path(clinc150_path()).read_text())
     rng = np.random.default_rng(0)

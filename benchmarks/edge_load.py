@@ -40,7 +40,7 @@ __all__ = ["main"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 _PY = sys.executable
-_AIVOS = [_PY, "-m", "shared.cli"] if not shutil.which("aivos") else ["aivos"]
+_AIVOS = [_PY, "-m", "aivos"] if not shutil.which("aivos") else ["aivos"]
 console = Console()
 
 TARGETS = {"p50_c1_ms": 3.0, "rps_c64": 600.0, "p99_c64_ms": 30.0, "throughput_ratio": 4.0}
@@ -386,7 +386,7 @@ def _machine() -> dict[str, object]:
 
 
 def main() -> None:
-    from shared.paths import clinc150_path, default_bundle_dir
+    from aivos.shared.paths import clinc150_path, default_bundle_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=None, help="default: the default bundle")

@@ -35,11 +35,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
-from edge.uplink.generation import stream_generate  # noqa: E402
-from shared.messages import Done, GenerateRequest, Token  # noqa: E402
-from shared.natsconf import LeafConfig, NatsServer, free_port, start_local_hub  # noqa: E402
-from shared.subjects import gen_subject  # noqa: E402
+from aivos.cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
+from aivos.edge.uplink.generation import stream_generate  # noqa: E402
+from aivos.shared.messages import Done, GenerateRequest, Token  # noqa: E402
+from aivos.shared.natsconf import LeafConfig, NatsServer, free_port, start_local_hub  # noqa: E402
+from aivos.shared.subjects import gen_subject  # noqa: E402
 
 PROMPTS = [
     "What are the opening hours of the branch?",
@@ -72,7 +72,7 @@ def spawn_worker(url: str, name: str, threads: int, concurrency: int) -> subproc
         [
             sys.executable,
             "-c",
-            "from shared.cli import main; main()",
+            "from aivos.cli import main; main()",
             "cloud",
             "worker",
             "--nats",
@@ -93,7 +93,7 @@ def spawn_worker(url: str, name: str, threads: int, concurrency: int) -> subproc
 
 async def wait_workers(nc: nats.NATS, site: str, names: set[str], timeout: float = 120) -> None:
     """Wait until every named worker has answered a probe (queue group picks randomly)."""
-    from shared.messages import decode_reply, encode
+    from aivos.shared.messages import decode_reply, encode
 
     seen: set[str] = set()
     deadline = time.monotonic() + timeout
@@ -148,7 +148,7 @@ def request(i: int, site: str, max_tokens: int, stream: bool = True) -> Generate
 
 async def echo_round_trips(hub_url: str, edge: nats.NATS, n: int) -> dict[str, float]:
     """Protocol-only round trip via leaf->hub with a worker whose backend yields one chunk."""
-    from cloud.worker.service import GenerationWorker
+    from aivos.cloud.worker.service import GenerationWorker
 
     class _One:
         name = "echo"

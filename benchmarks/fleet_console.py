@@ -44,11 +44,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.console.queries import FleetQuery, overview  # noqa: E402
-from cloud.fleet.registry import SiteRow, SqliteRegistry, site_state  # noqa: E402
-from cloud.fleet.sim import SimSite  # noqa: E402
-from cloud.fleet.tokens import add_operator, create_operator_token  # noqa: E402
-from shared.natsconf.server import free_port, start_local_hub  # noqa: E402
+from aivos.cloud.console.queries import FleetQuery, overview  # noqa: E402
+from aivos.cloud.fleet.registry import SiteRow, SqliteRegistry, site_state  # noqa: E402
+from aivos.cloud.fleet.sim import SimSite  # noqa: E402
+from aivos.cloud.fleet.tokens import add_operator, create_operator_token  # noqa: E402
+from aivos.shared.natsconf.server import free_port, start_local_hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def wait_written(
 def naive_sites(conn: sqlite3.Connection, now: float) -> list[SiteRow]:
     import msgspec
 
-    from cloud.fleet.registry import Heartbeat  # same decoder as the real path
+    from aivos.cloud.fleet.registry import Heartbeat  # same decoder as the real path
 
     decoder = msgspec.json.Decoder(Heartbeat)
     out: list[SiteRow] = []
@@ -201,8 +201,8 @@ def naive_sites(conn: sqlite3.Connection, now: float) -> list[SiteRow]:
 def baseline(data_dir: Path, repeats: int, no_index_repeats: int = 1) -> dict[str, Any]:
     from jinja2 import Environment, FileSystemLoader
 
-    from cloud.console.app import _age, _ts
-    from cloud.console.queries import Overview
+    from aivos.cloud.console.app import _age, _ts
+    from aivos.cloud.console.queries import Overview
 
     env = Environment(
         loader=FileSystemLoader(ROOT / "cloud" / "console" / "templates"), autoescape=True
@@ -295,7 +295,7 @@ def main() -> None:
             [
                 sys.executable,
                 "-c",
-                "from shared.cli import main; main()",
+                "from aivos.cli import main; main()",
                 "cloud",
                 "console",
                 "--nats",

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.fleet.sim import SimSite  # noqa: E402
-from shared.natsconf.connect import connect_nats  # noqa: E402
-from shared.subjects import HUB_DOMAIN, sync_subject  # noqa: E402
-from shared.syncwire import SyncEnvelope, encode_envelope, ensure_sync_stream, msg_id  # noqa: E402
+from aivos.cloud.fleet.sim import SimSite  # noqa: E402
+from aivos.shared.natsconf.connect import connect_nats  # noqa: E402
+from aivos.shared.subjects import HUB_DOMAIN, sync_subject  # noqa: E402
+from aivos.shared.syncwire import SyncEnvelope, encode_envelope, ensure_sync_stream, msg_id  # noqa: E402
 
 _INTENTS = ["card_declined", "balance", "transfer", "lost_card", "fees", "oos"]
 _DECISIONS = ["local", "local", "local", "escalate", "refuse"]

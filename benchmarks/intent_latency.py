@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from _intent_common import fp32_twin  # run as a script: benchmarks/ is on sys.path
 
-from edge.intent import IntentModel
-from shared.datasets import load_examples
-from shared.paths import clinc150_path
+from aivos.edge.intent import IntentModel
+from aivos.shared.datasets import load_examples
+from aivos.shared.paths import clinc150_path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -44,8 +44,8 @@ def synthetic(n: int, q: int, dim: int = 384, seed: int = 0) -> tuple[np.ndarray
 
 
 def real(bundle: str, n: int, q: int) -> tuple[np.ndarray, np.ndarray]:
-    from edge.intent.runtime import IntentModel
-    from shared.paths import clinc150_path
+    from aivos.edge.intent.runtime import IntentModel
+    from aivos.shared.paths import clinc150_path
 
     data = json.loads(clinc150_path().read_bytes())
     texts = [row[0] for split in ("train", "val", "oos_train", "oos_val") for row in data[split]]

@@ -43,10 +43,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.store import AuditRecord, Store  # noqa: E402
-from edge.uplink.sync import OutboxDrainer, ensure_sync_stream  # noqa: E402
-from shared.natsconf import HubConfig, LeafConfig, NatsServer, free_port  # noqa: E402
-from shared.residency import ExitGate, ResidencyPolicy  # noqa: E402
+from aivos.edge.store import AuditRecord, Store  # noqa: E402
+from aivos.edge.uplink.sync import OutboxDrainer, ensure_sync_stream  # noqa: E402
+from aivos.shared.natsconf import HubConfig, LeafConfig, NatsServer, free_port  # noqa: E402
+from aivos.shared.residency import ExitGate, ResidencyPolicy  # noqa: E402
 from tests.fixtures.netproxy import TcpProxy  # noqa: E402
 
 SITE = "bench1"

@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pii_dataset import ENTITIES, generate  # noqa: E402
 
-from shared.residency import (  # noqa: E402
+from aivos.shared.residency import (  # noqa: E402
     DataClass,
     ExitGate,
     MaskMapping,
     default_masker,
     recommended_policy,
 )
-from shared.residency.recognizers import find_all  # noqa: E402
+from aivos.shared.residency.recognizers import find_all  # noqa: E402
 
 _PROMPT = (
     "Hi, I was charged twice for my card 4111 1111 1111 1111 on 2024-03-15, order ORD-2024-004512. "

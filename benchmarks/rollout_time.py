@@ -25,20 +25,20 @@ from pathlib import Path
 
 import nats
 
-from edge.agent import Agent
-from edge.fleet import EdgeFleetClient, FleetOptions, GuardOptions
-from edge.settings import load_edge_settings
-from shared.bundle import MANIFEST_NAME
-from shared.fleet import (
+from aivos.edge.agent import Agent
+from aivos.edge.fleet import EdgeFleetClient, FleetOptions, GuardOptions
+from aivos.edge.settings import load_edge_settings
+from aivos.shared.bundle import MANIFEST_NAME
+from aivos.shared.fleet import (
     SIGNATURE_NAME,
     bundle_object_name,
     generate_signing_key,
     load_private_key,
     sign_bundle,
 )
-from shared.natsconf import start_local_hub
-from shared.paths import default_bundle_dir
-from shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
+from aivos.shared.natsconf import start_local_hub
+from aivos.shared.paths import default_bundle_dir
+from aivos.shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
 
 
 def _variant(src: Path, dest: Path, version: str, key_path: Path) -> Path:

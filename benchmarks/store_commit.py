@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge.store import AuditRecord, Store
-from edge.store import audit as audit_mod
-from edge.store.db import db_path, open_writer
-from edge.store.migrations import apply
-from edge.store.outbox import Outbox
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.store import audit as audit_mod
+from aivos.edge.store.db import db_path, open_writer
+from aivos.edge.store.migrations import apply
+from aivos.edge.store.outbox import Outbox
 
 
 def _record(prefix: str, i: int) -> AuditRecord:

@@ -34,11 +34,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.api.app import create_app  # noqa: E402
-from edge.settings import load_edge_settings  # noqa: E402
-from edge.store import Store  # noqa: E402
-from shared.paths import default_bundle_dir  # noqa: E402
-from shared.tracing import setup_tracing, shutdown_tracing, tracer  # noqa: E402
+from aivos.edge.api.app import create_app  # noqa: E402
+from aivos.edge.settings import load_edge_settings  # noqa: E402
+from aivos.edge.store import Store  # noqa: E402
+from aivos.shared.paths import default_bundle_dir  # noqa: E402
+from aivos.shared.tracing import setup_tracing, shutdown_tracing, tracer  # noqa: E402
 
 QUERIES = [
     "what is the balance in my checking account",
@@ -87,8 +87,8 @@ def emulate_edge_spans() -> bool:
     benchmark measures the cost of a realistic span tree. Returns True when it did."""
     import inspect
 
-    import edge.agent as agent_mod
-    from edge.batcher import MicroBatcher
+    import aivos.edge.agent as agent_mod
+    from aivos.edge.batcher import MicroBatcher
 
     if "shared.tracing" in inspect.getsource(agent_mod):
         return False

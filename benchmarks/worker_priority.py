@@ -29,11 +29,11 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
-from cloud.worker.service import GenerationWorker  # noqa: E402
-from edge.uplink.generation import generate  # noqa: E402
-from shared.messages import GenerateRequest  # noqa: E402
-from shared.natsconf import start_local_hub  # noqa: E402
+from aivos.cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
+from aivos.cloud.worker.service import GenerationWorker  # noqa: E402
+from aivos.edge.uplink.generation import generate  # noqa: E402
+from aivos.shared.messages import GenerateRequest  # noqa: E402
+from aivos.shared.natsconf import start_local_hub  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_priority.json"
 PROMPT = "Explain what an overdraft fee is and how to avoid one."

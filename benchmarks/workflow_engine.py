@@ -46,11 +46,11 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.store import Store  # noqa: E402
-from edge.workflows import WorkflowEngine, WorkflowSettings, parse_workflow  # noqa: E402
-from edge.workflows.loader import WorkflowSet  # noqa: E402
-from edge.workflows.secrets import Credential, Secrets  # noqa: E402
-from edge.workflows.settings import ConnectorSettings  # noqa: E402
+from aivos.edge.store import Store  # noqa: E402
+from aivos.edge.workflows import WorkflowEngine, WorkflowSettings, parse_workflow  # noqa: E402
+from aivos.edge.workflows.loader import WorkflowSet  # noqa: E402
+from aivos.edge.workflows.secrets import Credential, Secrets  # noqa: E402
+from aivos.edge.workflows.settings import ConnectorSettings  # noqa: E402
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -100,7 +100,7 @@ def _start_bank(port: int) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "edge.workflows.demo.corebank",
+            "aivos.edge.workflows.demo.corebank",
             "--port",
             str(port),
             "--token",
@@ -187,8 +187,8 @@ def _inference_fn(
     bundle: str | None,
 ) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
     if bundle:
-        from edge.batcher import MicroBatcher
-        from edge.intent.runtime import IntentModel
+        from aivos.edge.batcher import MicroBatcher
+        from aivos.edge.intent.runtime import IntentModel
 
         model = IntentModel.load(Path(bundle), ["CPUExecutionProvider"], None)
         batcher: Any = MicroBatcher(

@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 from litestar.response import ServerSentEventMessage
 
-from edge.answers import fallback_answer, local_answer
-from edge.api.errors import ApiError
-from edge.api.schemas import (
+from aivos.edge.answers import fallback_answer, local_answer
+from aivos.edge.api.errors import ApiError
+from aivos.edge.api.schemas import (
     DocumentOut,
     FactOut,
     InferRequest,
@@ -32,25 +32,25 @@ from edge.api.schemas import (
     SessionOut,
     TurnOut,
 )
-from edge.batcher import MicroBatcher
-from edge.callbacks import CallbackSender, validate_callback_url
-from edge.escalation import Escalator, Prepared
-from edge.fleet import EdgeFleetClient, active_bundle_dir
-from edge.intent.runtime import IntentModel, Prediction
-from edge.jobrunner import EscalationJobRunner
-from edge.knowledge.index import KnowledgeIndex
-from edge.observability import AgentMetrics
-from edge.router import Route, RouterPolicy, load_router_policy, route
-from edge.settings import EdgeSettings
-from edge.stats import RollingStats
-from edge.store import AuditRecord, Store
-from edge.uplink.link import Uplink
-from edge.uplink.sync import OutboxDrainer
-from edge.workflows import WorkflowEngine
-from shared.errors import AivosError, NotFound, QuotaExceeded, ResidencyDenied
-from shared.ids import new_id
-from shared.residency import DataClass, ExitGate, ResidencyPolicy
-from shared.tracing import current_trace_id, setup_tracing, tracer, tracing_enabled
+from aivos.edge.batcher import MicroBatcher
+from aivos.edge.callbacks import CallbackSender, validate_callback_url
+from aivos.edge.escalation import Escalator, Prepared
+from aivos.edge.fleet import EdgeFleetClient, active_bundle_dir
+from aivos.edge.intent.runtime import IntentModel, Prediction
+from aivos.edge.jobrunner import EscalationJobRunner
+from aivos.edge.knowledge.index import KnowledgeIndex
+from aivos.edge.observability import AgentMetrics
+from aivos.edge.router import Route, RouterPolicy, load_router_policy, route
+from aivos.edge.settings import EdgeSettings
+from aivos.edge.stats import RollingStats
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.uplink.link import Uplink
+from aivos.edge.uplink.sync import OutboxDrainer
+from aivos.edge.workflows import WorkflowEngine
+from aivos.shared.errors import AivosError, NotFound, QuotaExceeded, ResidencyDenied
+from aivos.shared.ids import new_id
+from aivos.shared.residency import DataClass, ExitGate, ResidencyPolicy
+from aivos.shared.tracing import current_trace_id, setup_tracing, tracer, tracing_enabled
 
 __all__ = ["Agent"]
 

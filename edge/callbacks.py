@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from edge.api.errors import ApiError
+from aivos.edge.api.errors import ApiError
 
 __all__ = ["validate_callback_url", "CallbackSender"]
 

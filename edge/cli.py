@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import uvicorn
 
-from shared.logs import configure_logging
+from aivos.shared.logs import configure_logging
 
 __all__ = ["serve_cmd"]
 
@@ -49,8 +49,8 @@ def serve_cmd(
     nats_url: str | None,
 ) -> None:
     """Serve the local API until interrupted."""
-    from edge.api.app import create_app
-    from edge.settings import load_edge_settings
+    from aivos.edge.api.app import create_app
+    from aivos.edge.settings import load_edge_settings
 
     settings = load_edge_settings(
         config_path,

@@ -11,7 +11,7 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
-from shared.paths import aivos_home
+from aivos.shared.paths import aivos_home
 
 __all__ = ["ask_cmd", "session_file"]
 

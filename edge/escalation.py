@@ -12,11 +12,11 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from edge.uplink.generation import generate, stream_generate
-from edge.uplink.link import Uplink
-from shared.errors import LinkDown
-from shared.messages import Done, GenerateRequest, Passage, Token, now_ms
-from shared.residency import DataClass, ExitGate, MaskMapping
+from aivos.edge.uplink.generation import generate, stream_generate
+from aivos.edge.uplink.link import Uplink
+from aivos.shared.errors import LinkDown
+from aivos.shared.messages import Done, GenerateRequest, Passage, Token, now_ms
+from aivos.shared.residency import DataClass, ExitGate, MaskMapping
 
 __all__ = ["Escalator", "Prepared", "PlaceholderStreamRestorer"]
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 
-from edge.api.schemas import PassageOut
-from edge.escalation import Escalator
-from edge.store import Job, Store
-from shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
+from aivos.edge.api.schemas import PassageOut
+from aivos.edge.escalation import Escalator
+from aivos.edge.store import Job, Store
+from aivos.shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
 
 __all__ = ["EscalationJobRunner"]
 

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from shared.metrics import Registry
+from aivos.shared.metrics import Registry
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from aivos.edge.agent import Agent
 
 __all__ = ["AgentMetrics"]
 

@@ -23,8 +23,8 @@ from typing import Literal
 
 import msgspec
 
-from shared.config import decode_config
-from shared.errors import ConfigError
+from aivos.shared.config import decode_config
+from aivos.shared.errors import ConfigError
 
 __all__ = ["Decision", "IntentRule", "RouterPolicy", "Route", "route", "load_router_policy"]
 

@@ -9,12 +9,12 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from edge.fleet.options import FleetOptions
-from edge.router import RouterPolicy
-from edge.workflows.settings import WorkflowSettings
-from shared.config import load_config
-from shared.paths import default_bundle_dir
-from shared.residency import ResidencyPolicy, recommended_policy
+from aivos.edge.fleet.options import FleetOptions
+from aivos.edge.router import RouterPolicy
+from aivos.edge.workflows.settings import WorkflowSettings
+from aivos.shared.config import load_config
+from aivos.shared.paths import default_bundle_dir
+from aivos.shared.residency import ResidencyPolicy, recommended_policy
 
 __all__ = [
     "EdgeSettings",

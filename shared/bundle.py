@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.errors import BundleError, BundleTampered, ModelNotFound
+from aivos.shared.errors import BundleError, BundleTampered, ModelNotFound
 
 __all__ = [
     "FORMAT_VERSION",

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared.errors import ConfigError
+from aivos.shared.errors import ConfigError
 
 __all__ = ["load_config", "env_overrides", "decode_config"]
 

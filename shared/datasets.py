@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.errors import DataError
+from aivos.shared.errors import DataError
 
 __all__ = ["OOS_LABEL", "Example", "load_examples", "clinc_split", "check_trainable"]
 

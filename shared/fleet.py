@@ -59,9 +59,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from shared.bundle import MANIFEST_NAME, Manifest, load_bundle_manifest
-from shared.errors import BundleTampered, ConfigError, DataError
-from shared.subjects import PREFIX, validate_site
+from aivos.shared.bundle import MANIFEST_NAME, Manifest, load_bundle_manifest
+from aivos.shared.errors import BundleTampered, ConfigError, DataError
+from aivos.shared.subjects import PREFIX, validate_site
 
 __all__ = [
     "DEFAULTS_KEY",

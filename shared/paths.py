@@ -26,4 +26,4 @@ def default_cloud_dir() -> Path:
 
 def clinc150_path() -> Path:
     """The CLINC150 copy shipped inside the package (CC BY 3.0, see its LICENSE)."""
-    return Path(str(resources.files("shared") / "data" / "clinc150" / "data_full.json"))
+    return Path(str(resources.files("aivos.shared") / "data" / "clinc150" / "data_full.json"))

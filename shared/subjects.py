@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 
-from shared.errors import ConfigError
+from aivos.shared.errors import ConfigError
 
 __all__ = [
     "PREFIX",

@@ -22,7 +22,7 @@ import nats.js.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from shared.subjects import SYNC_ALL, SYNC_STREAM
+from aivos.shared.subjects import SYNC_ALL, SYNC_STREAM
 
 __all__ = [
     "SyncEnvelope",

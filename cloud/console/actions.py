@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cloud.fleet.registry import Registry, RolloutRow
-from cloud.fleet.rollout import (
+from aivos.cloud.fleet.registry import Registry, RolloutRow
+from aivos.cloud.fleet.rollout import (
     abort_rollout,
     pause_rollout,
     resume_rollout,
     rollback_rollout,
     start_rollout,
 )
-from cloud.fleet.service import FleetService
-from shared.errors import ConfigError, LinkDown
+from aivos.cloud.fleet.service import FleetService
+from aivos.shared.errors import ConfigError, LinkDown
 
 __all__ = ["ROLLOUT_ACTIONS", "set_config", "begin_rollout", "rollout_action"]
 

@@ -14,13 +14,13 @@ from litestar.exceptions import (
     ServiceUnavailableException,
 )
 
-from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
-from cloud.console.auth import Operator, api_guard
-from cloud.console.queries import AuditHit, AuditQuery, FleetQuery, overview, search_audit
-from cloud.console.views import RegistryDep, site_detail
-from cloud.fleet.registry import ActionRow, RolloutRow, SiteRow
-from cloud.fleet.service import FleetService
-from shared.errors import AivosError, LinkDown, NotFound
+from aivos.cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
+from aivos.cloud.console.auth import Operator, api_guard
+from aivos.cloud.console.queries import AuditHit, AuditQuery, FleetQuery, overview, search_audit
+from aivos.cloud.console.views import RegistryDep, site_detail
+from aivos.cloud.fleet.registry import ActionRow, RolloutRow, SiteRow
+from aivos.cloud.fleet.service import FleetService
+from aivos.shared.errors import AivosError, LinkDown, NotFound
 
 __all__ = ["ApiController", "RolloutIn"]
 

@@ -25,8 +25,8 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from cloud.console.api import ApiController
-from cloud.console.auth import (
+from aivos.cloud.console.api import ApiController
+from aivos.cloud.console.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     SESSION_TTL_S,
@@ -35,11 +35,11 @@ from cloud.console.auth import (
     identify,
     new_session,
 )
-from cloud.console.queries import open_cloud_store
-from cloud.console.views import PagesController
-from cloud.fleet.registry import Registry
-from cloud.fleet.service import FleetService
-from cloud.fleet.tokens import verify_password
+from aivos.cloud.console.queries import open_cloud_store
+from aivos.cloud.console.views import PagesController
+from aivos.cloud.fleet.registry import Registry
+from aivos.cloud.fleet.service import FleetService
+from aivos.cloud.fleet.tokens import verify_password
 
 __all__ = ["ConsoleSettings", "create_app"]
 

@@ -20,8 +20,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from cloud.fleet.registry import Registry
-from cloud.fleet.tokens import check_token, hash_token
+from aivos.cloud.fleet.registry import Registry
+from aivos.cloud.fleet.tokens import check_token, hash_token
 
 __all__ = [
     "SESSION_COOKIE",

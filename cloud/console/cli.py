@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from cloud.ingest.store import default_data_dir
-from shared.logs import configure_logging
+from aivos.cloud.ingest.store import default_data_dir
+from aivos.shared.logs import configure_logging
 
 __all__ = ["console_cmd"]
 
@@ -34,7 +34,7 @@ def console_cmd(
     log_level: str,
 ) -> None:
     """Serve the fleet console (create operators with `aivos fleet operator add`)."""
-    from cloud.console.run import serve
+    from aivos.cloud.console.run import serve
 
     configure_logging(log_level, json_logs=True)
     directory = data_dir or default_data_dir()

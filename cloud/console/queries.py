@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 
-from cloud.fleet.registry import Registry, SiteRow
-from cloud.ingest.store import CloudStore
+from aivos.cloud.fleet.registry import Registry, SiteRow
+from aivos.cloud.ingest.store import CloudStore
 
 __all__ = [
     "SORT_KEYS",

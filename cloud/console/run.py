@@ -7,7 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
-from cloud.console.app import ConsoleSettings, create_app
+from aivos.cloud.console.app import ConsoleSettings, create_app
 
 __all__ = ["serve"]
 

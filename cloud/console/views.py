@@ -13,13 +13,13 @@ from litestar.exceptions import NotFoundException
 from litestar.params import Body, Dependency
 from litestar.response import Redirect, Template
 
-from cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
-from cloud.console.auth import Operator, check_csrf, page_guard
-from cloud.console.charts import line_chart
-from cloud.console.queries import AuditQuery, FleetQuery, overview, search_audit
-from cloud.fleet.registry import Registry
-from cloud.fleet.service import FleetService
-from shared.errors import AivosError, NotFound
+from aivos.cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
+from aivos.cloud.console.auth import Operator, check_csrf, page_guard
+from aivos.cloud.console.charts import line_chart
+from aivos.cloud.console.queries import AuditQuery, FleetQuery, overview, search_audit
+from aivos.cloud.fleet.registry import Registry
+from aivos.cloud.fleet.service import FleetService
+from aivos.shared.errors import AivosError, NotFound
 
 __all__ = ["PagesController", "RegistryDep", "site_detail"]
 

@@ -16,22 +16,22 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from cloud.fleet.config import ConfigStore, load_config_file
-from cloud.fleet.registry import SqliteRegistry
-from cloud.fleet.rollout import (
+from aivos.cloud.fleet.config import ConfigStore, load_config_file
+from aivos.cloud.fleet.registry import SqliteRegistry
+from aivos.cloud.fleet.rollout import (
     abort_rollout,
     pause_rollout,
     resume_rollout,
     rollback_rollout,
     start_rollout,
 )
-from cloud.fleet.tokens import add_operator, create_operator_token
-from cloud.ingest.store import default_data_dir
-from shared.errors import ConfigError
-from shared.fleet import generate_signing_key, load_private_key
-from shared.logs import configure_logging
-from shared.natsconf.connect import connect_nats
-from shared.subjects import HUB_DOMAIN
+from aivos.cloud.fleet.tokens import add_operator, create_operator_token
+from aivos.cloud.ingest.store import default_data_dir
+from aivos.shared.errors import ConfigError
+from aivos.shared.fleet import generate_signing_key, load_private_key
+from aivos.shared.logs import configure_logging
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.subjects import HUB_DOMAIN
 
 __all__ = [
     "publish_cmd",
@@ -99,7 +99,7 @@ def publish_cmd(
     bundle_dir: Path, nats_url: str, key_path: Path | None, data_dir: Path | None
 ) -> None:
     """Sign BUNDLE_DIR and upload it to the hub's model object store."""
-    from cloud.fleet.publish import publish_bundle
+    from aivos.cloud.fleet.publish import publish_bundle
 
     if key_path is None:
         key_path = (data_dir or default_data_dir()) / "keys" / "bundle_signing.key"
@@ -368,7 +368,7 @@ def rollout_rollback_cmd(rollout_id: str, nats_url: str, data_dir: Path | None, 
 @click.option("--log-level", default="INFO", show_default=True)
 def fleet_serve_cmd(nats_url: str, data_dir: Path | None, log_level: str) -> None:
     """Run heartbeat ingest and the rollout controller (without the console)."""
-    from cloud.fleet.service import FleetService
+    from aivos.cloud.fleet.service import FleetService
 
     configure_logging(log_level, json_logs=True)
 

@@ -19,9 +19,9 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
-from shared.errors import ConfigError
-from shared.fleet import DEFAULTS_KEY, SiteConfig, effective_config, merge_config
-from shared.subjects import CONFIG_BUCKET, config_key
+from aivos.shared.errors import ConfigError
+from aivos.shared.fleet import DEFAULTS_KEY, SiteConfig, effective_config, merge_config
+from aivos.shared.subjects import CONFIG_BUCKET, config_key
 
 __all__ = ["ConfigStore", "load_config_file"]
 

@@ -17,9 +17,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from cloud.fleet.registry import Registry
-from shared.errors import AivosError
-from shared.fleet import (
+from aivos.cloud.fleet.registry import Registry
+from aivos.shared.errors import AivosError
+from aivos.shared.fleet import (
     BundleReport,
     ConfigReport,
     Heartbeat,
@@ -30,7 +30,7 @@ from shared.fleet import (
     decode_heartbeat,
     now_ms,
 )
-from shared.subjects import heartbeat_all
+from aivos.shared.subjects import heartbeat_all
 
 __all__ = ["IngestCounters", "HeartbeatIngest"]
 

@@ -17,9 +17,9 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
-from shared.bundle import MANIFEST_NAME, load_bundle_manifest
-from shared.fleet import SIGNATURE_NAME, BundleSignature, bundle_object_name, sign_bundle
-from shared.subjects import MODELS_BUCKET
+from aivos.shared.bundle import MANIFEST_NAME, load_bundle_manifest
+from aivos.shared.fleet import SIGNATURE_NAME, BundleSignature, bundle_object_name, sign_bundle
+from aivos.shared.subjects import MODELS_BUCKET
 
 __all__ = ["PublishResult", "open_models_store", "publish_bundle"]
 

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from shared.errors import NotFound
-from shared.fleet import BundleReport, ConfigReport, Heartbeat, encode
-from shared.subjects import validate_site
+from aivos.shared.errors import NotFound
+from aivos.shared.fleet import BundleReport, ConfigReport, Heartbeat, encode
+from aivos.shared.subjects import validate_site
 
 __all__ = [
     "STALE_FACTOR",

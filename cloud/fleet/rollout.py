@@ -31,9 +31,9 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from cloud.fleet.registry import Registry, RolloutRow
-from shared.errors import ConfigError, NotFound
-from shared.fleet import validate_bundle_version
+from aivos.cloud.fleet.registry import Registry, RolloutRow
+from aivos.shared.errors import ConfigError, NotFound
+from aivos.shared.fleet import validate_bundle_version
 
 __all__ = [
     "FAILED_STATUSES",

@@ -11,13 +11,13 @@ from types import TracebackType
 
 from nats.aio.client import Client as NATS
 
-from cloud.fleet.config import ConfigStore
-from cloud.fleet.ingest import HeartbeatIngest
-from cloud.fleet.registry import Registry, SqliteRegistry
-from cloud.fleet.rollout import RolloutController
-from shared.errors import LinkDown
-from shared.natsconf.connect import backoff_delay, connect_nats
-from shared.subjects import HUB_DOMAIN
+from aivos.cloud.fleet.config import ConfigStore
+from aivos.cloud.fleet.ingest import HeartbeatIngest
+from aivos.cloud.fleet.registry import Registry, SqliteRegistry
+from aivos.cloud.fleet.rollout import RolloutController
+from aivos.shared.errors import LinkDown
+from aivos.shared.natsconf.connect import backoff_delay, connect_nats
+from aivos.shared.subjects import HUB_DOMAIN
 
 __all__ = ["FleetService"]
 

@@ -22,8 +22,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from shared.errors import ConfigError
-from shared.fleet import (
+from aivos.shared.errors import ConfigError
+from aivos.shared.fleet import (
     DEFAULTS_KEY,
     BundleReport,
     ConfigReport,
@@ -36,7 +36,7 @@ from shared.fleet import (
     encode,
     now_ms,
 )
-from shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, config_key, heartbeat_subject
+from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, config_key, heartbeat_subject
 
 __all__ = ["SimSite"]
 

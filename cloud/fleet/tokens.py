@@ -12,8 +12,8 @@ import hmac
 import secrets
 from pathlib import Path
 
-from cloud.fleet.registry import Registry, SqliteRegistry
-from shared.errors import ConfigError
+from aivos.cloud.fleet.registry import Registry, SqliteRegistry
+from aivos.shared.errors import ConfigError
 
 __all__ = [
     "TOKEN_PREFIX",

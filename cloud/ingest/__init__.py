@@ -12,7 +12,7 @@ the whole pipeline is exactly once.
 
 from typing import Any
 
-from cloud.ingest.store import CloudRecord, CloudStore, IngestStore, default_data_dir
+from aivos.cloud.ingest.store import CloudRecord, CloudStore, IngestStore, default_data_dir
 
 __all__ = [
     "CloudRecord",
@@ -28,7 +28,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # the consumer pulls in the NATS client; `aivos cloud stats|audit` do not need it
     if name in ("IngestStats", "SyncIngest", "run_ingest"):
-        from cloud.ingest import consumer
+        from aivos.cloud.ingest import consumer
 
         return getattr(consumer, name)
     raise AttributeError(name)

@@ -14,8 +14,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from cloud.ingest.store import CloudStore, default_data_dir
-from shared.logs import configure_logging
+from aivos.cloud.ingest.store import CloudStore, default_data_dir
+from aivos.shared.logs import configure_logging
 
 __all__ = ["ingest_cmd", "stats_cmd", "audit_cmd"]
 
@@ -73,7 +73,7 @@ def ingest_cmd(
 ) -> None:
     """Consume the hub stream AIVOS_SYNC into the cloud store until SIGTERM/SIGINT."""
     configure_logging(log_level, json_logs=True)
-    from cloud.ingest.consumer import run_ingest  # NATS client: only for this command
+    from aivos.cloud.ingest.consumer import run_ingest  # NATS client: only for this command
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -29,11 +29,11 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
 
-from cloud.ingest.store import CloudStore, IngestStore
-from shared.natsconf.connect import connect_nats
-from shared.subjects import SYNC_ALL, SYNC_STREAM
-from shared.syncwire import SyncEnvelope, decode_envelope, ensure_sync_stream
-from shared.tracing import extract_context, tracer
+from aivos.cloud.ingest.store import CloudStore, IngestStore
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.subjects import SYNC_ALL, SYNC_STREAM
+from aivos.shared.syncwire import SyncEnvelope, decode_envelope, ensure_sync_stream
+from aivos.shared.tracing import extract_context, tracer
 
 __all__ = ["IngestStats", "SyncIngest", "run_ingest", "DEFAULT_DURABLE"]
 

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from shared.paths import default_cloud_dir
-from shared.syncwire import SyncEnvelope
+from aivos.shared.paths import default_cloud_dir
+from aivos.shared.syncwire import SyncEnvelope
 
 __all__ = ["CloudRecord", "CloudStore", "IngestStore", "UpsertResult", "default_data_dir"]
 

@@ -18,10 +18,10 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from cloud.modelbuild.calibrate import choose_threshold, predict_probs, scores_at
-from cloud.modelbuild.onnxgraph import QUANTIZATION, export_encoder, fold_head, quantize_int8
-from cloud.modelbuild.source import BASE_MODEL_ID, MAX_LENGTH, base_model_dir, offline
-from shared.bundle import (
+from aivos.cloud.modelbuild.calibrate import choose_threshold, predict_probs, scores_at
+from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION, export_encoder, fold_head, quantize_int8
+from aivos.cloud.modelbuild.source import BASE_MODEL_ID, MAX_LENGTH, base_model_dir, offline
+from aivos.shared.bundle import (
     FORMAT_VERSION,
     GoldenQuery,
     Manifest,
@@ -30,8 +30,8 @@ from shared.bundle import (
     staged_bundle,
     write_manifest,
 )
-from shared.datasets import OOS_LABEL, Example, check_trainable, load_examples
-from shared.errors import DataError
+from aivos.shared.datasets import OOS_LABEL, Example, check_trainable, load_examples
+from aivos.shared.errors import DataError
 
 __all__ = ["build_bundle", "stratified_split"]
 
@@ -89,7 +89,7 @@ def build_bundle(
     frozen_layers: int = 2,
 ) -> Manifest:
     """Train and write a bundle to `out` (atomically). Returns its manifest."""
-    from cloud.modelbuild.finetune import TrainConfig, save_encoder, train_intent_model
+    from aivos.cloud.modelbuild.finetune import TrainConfig, save_encoder, train_intent_model
 
     offline()
     started = time.monotonic()

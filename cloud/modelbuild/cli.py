@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from shared.paths import clinc150_path, default_bundle_dir
+from aivos.shared.paths import clinc150_path, default_bundle_dir
 
 __all__ = ["build_cmd", "train_cmd"]
 
@@ -104,7 +104,7 @@ def _build(
     seed: int,
     keep_artifacts: Path | None,
 ) -> None:
-    from cloud.modelbuild.build import build_bundle
+    from aivos.cloud.modelbuild.build import build_bundle
 
     build_bundle(
         data,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-from cloud.modelbuild.source import base_model_dir, offline
+from aivos.cloud.modelbuild.source import base_model_dir, offline
 
 __all__ = ["TrainConfig", "TrainedHead", "IntentNet", "train_intent_model", "load_base"]
 

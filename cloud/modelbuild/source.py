@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from shared.errors import ModelNotFound
+from aivos.shared.errors import ModelNotFound
 
 __all__ = ["BASE_MODEL_ID", "EMBEDDING_DIM", "MAX_LENGTH", "base_model_dir", "offline"]
 

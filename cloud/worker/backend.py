@@ -8,8 +8,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol, runtime_checkable
 
-from shared.errors import AivosError
-from shared.messages import GenerateRequest
+from aivos.shared.errors import AivosError
+from aivos.shared.messages import GenerateRequest
 
 __all__ = ["GenerationBackend", "BackendError", "iterate_in_thread"]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from cloud.worker.backend import GenerationBackend
-from cloud.worker.service import GenerationWorker
-from shared.errors import ConfigError
-from shared.logs import configure_logging
-from shared.natsconf.connect import connect_nats
+from aivos.cloud.worker.backend import GenerationBackend
+from aivos.cloud.worker.service import GenerationWorker
+from aivos.shared.errors import ConfigError
+from aivos.shared.logs import configure_logging
+from aivos.shared.natsconf.connect import connect_nats
 
 __all__ = ["worker_cmd", "make_backend", "run_worker"]
 
@@ -32,13 +32,13 @@ def make_backend(
 ) -> GenerationBackend:
     """Build a backend by name (``llamacpp`` or ``openai``)."""
     if backend == "llamacpp":
-        from cloud.worker.llamacpp import LlamaCppBackend
+        from aivos.cloud.worker.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(model, n_threads=threads)
     if backend == "openai":
         if not openai_url:
             raise ConfigError("worker.openai_url", "--openai-url is required with --backend openai")
-        from cloud.worker.openai import OpenAIBackend
+        from aivos.cloud.worker.openai import OpenAIBackend
 
         return OpenAIBackend(openai_url, model=openai_model, api_key=api_key)
     raise ConfigError("worker.backend", f"unknown backend {backend!r}")

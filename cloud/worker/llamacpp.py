@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from cloud.worker.backend import BackendError, iterate_in_thread
-from cloud.worker.prompt import build_messages
-from shared.errors import ModelNotFound
-from shared.messages import GenerateRequest
+from aivos.cloud.worker.backend import BackendError, iterate_in_thread
+from aivos.cloud.worker.prompt import build_messages
+from aivos.shared.errors import ModelNotFound
+from aivos.shared.messages import GenerateRequest
 
 __all__ = ["LlamaCppBackend", "default_gguf_path"]
 

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from cloud.worker.backend import BackendError
-from cloud.worker.prompt import build_messages
-from shared.messages import GenerateRequest
+from aivos.cloud.worker.backend import BackendError
+from aivos.cloud.worker.prompt import build_messages
+from aivos.shared.messages import GenerateRequest
 
 __all__ = ["OpenAIBackend"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.messages import GenerateRequest
+from aivos.shared.messages import GenerateRequest
 
 __all__ = ["DEFAULT_SYSTEM", "build_messages"]
 

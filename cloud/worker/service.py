@@ -34,10 +34,10 @@ from nats.aio.subscription import Subscription
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from cloud.worker.backend import GenerationBackend
-from cloud.worker.slots import PrioritySlots
-from shared.errors import ConfigError
-from shared.messages import (
+from aivos.cloud.worker.backend import GenerationBackend
+from aivos.cloud.worker.slots import PrioritySlots
+from aivos.shared.errors import ConfigError
+from aivos.shared.messages import (
     Accepted,
     Done,
     Error,
@@ -49,8 +49,8 @@ from shared.messages import (
     decode_request,
     encode,
 )
-from shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP
-from shared.tracing import extract_context, tracer
+from aivos.shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP
+from aivos.shared.tracing import extract_context, tracer
 
 __all__ = ["GenerationWorker"]
 

@@ -11,19 +11,19 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
-from edge.agent import Agent
-from edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
-from edge.api.controllers.events import EventsController
-from edge.api.controllers.health import HealthController
-from edge.api.controllers.infer import InferController
-from edge.api.controllers.jobs import JobsController
-from edge.api.controllers.knowledge import KnowledgeController
-from edge.api.controllers.runs import RunsController
-from edge.api.controllers.sessions import SessionsController
-from edge.api.errors import exception_handlers
-from edge.api.ratelimit import RateLimiter
-from edge.settings import EdgeSettings
-from shared import __version__
+from aivos.edge.agent import Agent
+from aivos.edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
+from aivos.edge.api.controllers.events import EventsController
+from aivos.edge.api.controllers.health import HealthController
+from aivos.edge.api.controllers.infer import InferController
+from aivos.edge.api.controllers.jobs import JobsController
+from aivos.edge.api.controllers.knowledge import KnowledgeController
+from aivos.edge.api.controllers.runs import RunsController
+from aivos.edge.api.controllers.sessions import SessionsController
+from aivos.edge.api.errors import exception_handlers
+from aivos.edge.api.ratelimit import RateLimiter
+from aivos.edge.settings import EdgeSettings
+from aivos.shared import __version__
 
 __all__ = ["create_app"]
 

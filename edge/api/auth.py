@@ -12,8 +12,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from edge.api.errors import ApiError
-from edge.api.ratelimit import RateLimiter
+from aivos.edge.api.errors import ApiError
+from aivos.edge.api.ratelimit import RateLimiter
 
 __all__ = ["Principal", "TokenAuthMiddleware", "requires", "OPEN_PATHS", "SCOPE_RANK"]
 

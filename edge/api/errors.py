@@ -8,8 +8,8 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from edge.api.schemas import ErrorBody, ErrorDetail
-from shared.errors import AivosError, Conflict, DataError, NotFound, PolicyDenied, QuotaExceeded
+from aivos.edge.api.schemas import ErrorBody, ErrorDetail
+from aivos.shared.errors import AivosError, Conflict, DataError, NotFound, PolicyDenied, QuotaExceeded
 
 __all__ = ["ApiError", "exception_handlers", "error_response"]
 

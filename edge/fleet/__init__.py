@@ -8,13 +8,13 @@
 `active_bundle_dir(data_path)` tells `Agent.start` which bundle the fleet made active.
 """
 
-from edge.fleet.bundles import BundleManager, InstallTimings, load_trusted_keys
-from edge.fleet.canary import CanaryResult, run_canary
-from edge.fleet.client import EdgeFleetClient
-from edge.fleet.guard import GuardVerdict, HealthGuard, judge
-from edge.fleet.layout import ActivePointer, FleetPaths, active_bundle_dir
-from edge.fleet.options import FleetOptions, GuardOptions
-from edge.fleet.status import FleetStatus
+from aivos.edge.fleet.bundles import BundleManager, InstallTimings, load_trusted_keys
+from aivos.edge.fleet.canary import CanaryResult, run_canary
+from aivos.edge.fleet.client import EdgeFleetClient
+from aivos.edge.fleet.guard import GuardVerdict, HealthGuard, judge
+from aivos.edge.fleet.layout import ActivePointer, FleetPaths, active_bundle_dir
+from aivos.edge.fleet.options import FleetOptions, GuardOptions
+from aivos.edge.fleet.status import FleetStatus
 
 __all__ = [
     "EdgeFleetClient",

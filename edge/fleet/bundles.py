@@ -30,21 +30,21 @@ from typing import TYPE_CHECKING
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.fleet.canary import run_canary
-from edge.fleet.download import download_bundle
-from edge.fleet.guard import HealthGuard
-from edge.fleet.layout import ActivePointer, FleetPaths, atomic_write
-from edge.fleet.options import FleetOptions
-from edge.fleet.reports import Reporter
-from edge.fleet.status import FleetStatus
-from edge.intent.runtime import IntentModel
-from shared.bundle import load_bundle_manifest
-from shared.errors import AivosError, BundleError, BundleTampered, LinkDown, ModelNotFound
-from shared.fleet import load_public_key, verify_bundle_signature
-from shared.natsconf.connect import backoff_delay
+from aivos.edge.fleet.canary import run_canary
+from aivos.edge.fleet.download import download_bundle
+from aivos.edge.fleet.guard import HealthGuard
+from aivos.edge.fleet.layout import ActivePointer, FleetPaths, atomic_write
+from aivos.edge.fleet.options import FleetOptions
+from aivos.edge.fleet.reports import Reporter
+from aivos.edge.fleet.status import FleetStatus
+from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.errors import AivosError, BundleError, BundleTampered, LinkDown, ModelNotFound
+from aivos.shared.fleet import load_public_key, verify_bundle_signature
+from aivos.shared.natsconf.connect import backoff_delay
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from aivos.edge.agent import Agent
 
 __all__ = ["BundleManager", "InstallTimings", "load_trusted_keys"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import msgspec
 
-from edge.intent.runtime import IntentModel
+from aivos.edge.intent.runtime import IntentModel
 
 __all__ = ["CanaryResult", "run_canary"]
 

@@ -13,17 +13,17 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from edge.fleet.bundles import BundleManager
-from edge.fleet.config_apply import ResolvedConfig
-from edge.fleet.heartbeat import HeartbeatPublisher
-from edge.fleet.layout import FleetPaths
-from edge.fleet.options import FleetOptions
-from edge.fleet.remote_config import RemoteConfig
-from edge.fleet.reports import Reporter
-from edge.fleet.status import FleetStatus
+from aivos.edge.fleet.bundles import BundleManager
+from aivos.edge.fleet.config_apply import ResolvedConfig
+from aivos.edge.fleet.heartbeat import HeartbeatPublisher
+from aivos.edge.fleet.layout import FleetPaths
+from aivos.edge.fleet.options import FleetOptions
+from aivos.edge.fleet.remote_config import RemoteConfig
+from aivos.edge.fleet.reports import Reporter
+from aivos.edge.fleet.status import FleetStatus
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from aivos.edge.agent import Agent
 
 __all__ = ["EdgeFleetClient"]
 

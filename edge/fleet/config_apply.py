@@ -16,11 +16,11 @@ from typing import Any
 
 import msgspec
 
-from edge.router import IntentRule, RouterPolicy
-from shared.config import decode_config
-from shared.errors import ConfigError
-from shared.fleet import SiteConfig, validate_bundle_version
-from shared.residency import ResidencyPolicy
+from aivos.edge.router import IntentRule, RouterPolicy
+from aivos.shared.config import decode_config
+from aivos.shared.errors import ConfigError
+from aivos.shared.fleet import SiteConfig, validate_bundle_version
+from aivos.shared.residency import ResidencyPolicy
 
 __all__ = ["ResolvedConfig", "resolve_config", "MIN_HEARTBEAT_S", "MAX_HEARTBEAT_S"]
 

@@ -18,10 +18,10 @@ from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
 from nats.js.errors import BucketNotFoundError, DigestMismatchError, ObjectNotFoundError
 
-from shared.bundle import MANIFEST_NAME
-from shared.errors import BundleTampered, LinkDown, ModelNotFound
-from shared.fleet import SIGNATURE_NAME, bundle_object_name
-from shared.subjects import HUB_DOMAIN, MODELS_BUCKET
+from aivos.shared.bundle import MANIFEST_NAME
+from aivos.shared.errors import BundleTampered, LinkDown, ModelNotFound
+from aivos.shared.fleet import SIGNATURE_NAME, bundle_object_name
+from aivos.shared.subjects import HUB_DOMAIN, MODELS_BUCKET
 
 __all__ = ["download_bundle"]
 

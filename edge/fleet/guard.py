@@ -11,8 +11,8 @@ import time
 
 import msgspec
 
-from edge.fleet.options import GuardOptions
-from edge.stats import RollingStats, StatsSnapshot
+from aivos.edge.fleet.options import GuardOptions
+from aivos.edge.stats import RollingStats, StatsSnapshot
 
 __all__ = ["GuardVerdict", "HealthGuard", "judge"]
 

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 import msgspec
 import psutil
 
-import shared
-from edge.fleet.status import FleetStatus
-from shared.errors import ResidencyDenied
-from shared.fleet import Decisions, Heartbeat, now_ms
-from shared.residency import DataClass
-from shared.subjects import heartbeat_subject
+from aivos.shared import __version__ as _aivos_version
+from aivos.edge.fleet.status import FleetStatus
+from aivos.shared.errors import ResidencyDenied
+from aivos.shared.fleet import Decisions, Heartbeat, now_ms
+from aivos.shared.residency import DataClass
+from aivos.shared.subjects import heartbeat_subject
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from aivos.edge.agent import Agent
 
 __all__ = ["HeartbeatPublisher", "build_heartbeat"]
 
@@ -63,7 +63,7 @@ async def build_heartbeat(
     model = agent.model
     return Heartbeat(
         site_id=agent.settings.site_id,
-        agent_version=shared.__version__,
+        agent_version=_aivos_version,
         bundle_version=model.version,
         provider=model.provider,
         link_state=agent.link_state,

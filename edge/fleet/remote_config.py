@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.client import Client as NATS
 from nats.js.kv import KV_DEL, KV_PURGE
 
-from edge.fleet.config_apply import ResolvedConfig, resolve_config
-from edge.fleet.layout import FleetPaths, atomic_write
-from edge.fleet.reports import Reporter
-from edge.fleet.status import FleetStatus
-from shared.errors import AivosError
-from shared.fleet import DEFAULTS_KEY, decode_partial_config, merge_config
-from shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, config_key
+from aivos.edge.fleet.config_apply import ResolvedConfig, resolve_config
+from aivos.edge.fleet.layout import FleetPaths, atomic_write
+from aivos.edge.fleet.reports import Reporter
+from aivos.edge.fleet.status import FleetStatus
+from aivos.shared.errors import AivosError
+from aivos.shared.fleet import DEFAULTS_KEY, decode_partial_config, merge_config
+from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, config_key
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from aivos.edge.agent import Agent
 
 __all__ = ["RemoteConfig"]
 

@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from shared.errors import ResidencyDenied
-from shared.fleet import (
+from aivos.shared.errors import ResidencyDenied
+from aivos.shared.fleet import (
     BundleReport,
     ConfigReport,
     bundle_report_subject,
     config_report_subject,
     now_ms,
 )
-from shared.residency import DataClass
+from aivos.shared.residency import DataClass
 
 if TYPE_CHECKING:
-    from edge.agent import Agent
+    from aivos.edge.agent import Agent
 
 __all__ = ["Reporter"]
 

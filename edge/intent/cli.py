@@ -9,9 +9,9 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from edge.intent.evaluate import evaluate
-from edge.intent.runtime import IntentModel
-from shared.datasets import load_examples
+from aivos.edge.intent.evaluate import evaluate
+from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.datasets import load_examples
 
 __all__ = ["eval_cmd"]
 

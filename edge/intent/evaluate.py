@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 
-from edge.intent.runtime import IntentModel
-from shared.datasets import Example
+from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.datasets import Example
 
 __all__ = ["EvalReport", "evaluate"]
 

@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from shared.bundle import Manifest, load_bundle_manifest
-from shared.errors import BundleError, DataError
+from aivos.shared.bundle import Manifest, load_bundle_manifest
+from aivos.shared.errors import BundleError, DataError
 
 __all__ = ["IntentModel", "Prediction", "SUB_BATCH"]
 

@@ -3,9 +3,9 @@ usearch HNSW, metadata in SQLite. See docs/knowledge.md."""
 
 from __future__ import annotations
 
-from edge.knowledge.chunking import Chunk, chunk_document, decode_document
-from edge.knowledge.index import KnowledgeIndex
-from edge.knowledge.types import DocumentInfo, Embedder, Passage
+from aivos.edge.knowledge.chunking import Chunk, chunk_document, decode_document
+from aivos.edge.knowledge.index import KnowledgeIndex
+from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
 
 __all__ = [
     "Chunk",

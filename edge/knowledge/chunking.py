@@ -16,7 +16,7 @@ import re
 
 import msgspec
 
-from shared.errors import DataError
+from aivos.shared.errors import DataError
 
 __all__ = ["Chunk", "decode_document", "chunk_document", "document_title"]
 

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edge.knowledge.chunking import chunk_document, decode_document
-from edge.knowledge.index import KnowledgeIndex
-from shared.errors import DataError
-from shared.paths import default_bundle_dir
+from aivos.edge.knowledge.chunking import chunk_document, decode_document
+from aivos.edge.knowledge.index import KnowledgeIndex
+from aivos.shared.errors import DataError
+from aivos.shared.paths import default_bundle_dir
 
 __all__ = ["kb_add_cmd", "collect_documents", "knowledge_dir", "DOCUMENT_SUFFIXES"]
 
@@ -69,7 +69,7 @@ def collect_documents(paths: list[Path]) -> list[tuple[str, Path]]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def kb_add_cmd(data_dir: Path, bundle: Path | None, paths: tuple[Path, ...]) -> None:
     """Chunk, embed and index text/Markdown documents (files or directories)."""
-    from edge.intent.runtime import IntentModel
+    from aivos.edge.intent.runtime import IntentModel
 
     documents = collect_documents(list(paths))
     texts = [(source, decode_document(str(file), file.read_bytes())) for source, file in documents]

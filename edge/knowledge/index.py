@@ -39,11 +39,11 @@ with contextlib.suppress(ImportError):
 
 from usearch.index import Index  # noqa: E402
 
-from edge.knowledge.chunking import chunk_document, document_title
-from edge.knowledge.meta import MetaStore
-from edge.knowledge.types import DocumentInfo, Embedder, Passage
-from shared.errors import DataError, NotFound
-from shared.ids import new_id
+from aivos.edge.knowledge.chunking import chunk_document, document_title
+from aivos.edge.knowledge.meta import MetaStore
+from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
+from aivos.shared.errors import DataError, NotFound
+from aivos.shared.ids import new_id
 
 __all__ = ["KnowledgeIndex", "INDEX_DTYPE"]
 

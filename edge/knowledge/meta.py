@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.knowledge.types import DocumentInfo
+from aivos.edge.knowledge.types import DocumentInfo
 
 __all__ = ["MetaStore", "ChunkRow"]
 

@@ -47,19 +47,19 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edge.store import audit as _audit
-from edge.store import jobs as _jobs
-from edge.store import memory as _memory
-from edge.store import migrations as _migrations
-from edge.store import tokens as _tokens
-from edge.store.audit import AuditRecord, AuditRow, VerifyResult
-from edge.store.db import Readers, db_path, open_writer
-from edge.store.jobs import Job
-from edge.store.memory import Fact, Turn
-from edge.store.outbox import Outbox, OutboxRecord
-from edge.store.tokens import TokenInfo, TokenStore
-from edge.store.writer import Writer, WriterStats
-from shared.errors import StoreClosed
+from aivos.edge.store import audit as _audit
+from aivos.edge.store import jobs as _jobs
+from aivos.edge.store import memory as _memory
+from aivos.edge.store import migrations as _migrations
+from aivos.edge.store import tokens as _tokens
+from aivos.edge.store.audit import AuditRecord, AuditRow, VerifyResult
+from aivos.edge.store.db import Readers, db_path, open_writer
+from aivos.edge.store.jobs import Job
+from aivos.edge.store.memory import Fact, Turn
+from aivos.edge.store.outbox import Outbox, OutboxRecord
+from aivos.edge.store.tokens import TokenInfo, TokenStore
+from aivos.edge.store.writer import Writer, WriterStats
+from aivos.shared.errors import StoreClosed
 
 __all__ = [
     "Store",

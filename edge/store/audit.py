@@ -18,8 +18,8 @@ from typing import Any
 
 import msgspec
 
-from edge.store._codec import canonical_json, now_iso
-from shared.errors import DataError
+from aivos.edge.store._codec import canonical_json, now_iso
+from aivos.shared.errors import DataError
 
 __all__ = [
     "AUDIT_KINDS",

@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from edge.store import Store
-from edge.store.audit import verify
-from edge.store.db import db_path, open_reader
-from edge.store.tokens import SCOPES
-from shared.errors import AuditChainBroken, NotFound
+from aivos.edge.store import Store
+from aivos.edge.store.audit import verify
+from aivos.edge.store.db import db_path, open_reader
+from aivos.edge.store.tokens import SCOPES
+from aivos.shared.errors import AuditChainBroken, NotFound
 
 __all__ = ["tokens_create_cmd", "tokens_revoke_cmd", "audit_verify_cmd"]
 

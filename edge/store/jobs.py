@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from edge.store._codec import canonical_json, loads, now_iso
-from shared.errors import DataError, NotFound
-from shared.ids import new_id
+from aivos.edge.store._codec import canonical_json, loads, now_iso
+from aivos.shared.errors import DataError, NotFound
+from aivos.shared.ids import new_id
 
 __all__ = [
     "JOB_STATES",

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from edge.store._codec import canonical_json, iso_ago, loads, now_iso
+from aivos.edge.store._codec import canonical_json, iso_ago, loads, now_iso
 
 __all__ = [
     "Turn",

@@ -16,9 +16,9 @@ from typing import Any
 
 import msgspec
 
-from edge.store._codec import canonical_json, now_iso
-from shared.errors import QuotaExceeded
-from shared.ids import new_id
+from aivos.edge.store._codec import canonical_json, now_iso
+from aivos.shared.errors import QuotaExceeded
+from aivos.shared.ids import new_id
 
 __all__ = ["DATA_CLASSES", "Outbox", "OutboxRecord"]
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from edge.store._codec import now_iso
-from shared.errors import DataError, NotFound
+from aivos.edge.store._codec import now_iso
+from aivos.shared.errors import DataError, NotFound
 
 __all__ = ["SCOPES", "TokenInfo", "TokenStore", "hash_token", "create", "revoke", "scope_allows"]
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from shared.errors import StoreClosed
+from aivos.shared.errors import StoreClosed
 
 __all__ = ["Writer", "WriterStats"]
 

@@ -30,14 +30,14 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind, set_span_in_context
 
-from shared.errors import (
+from aivos.shared.errors import (
     DeadlineExceeded,
     GenerationFailed,
     LinkDown,
     NoResponders,
     WorkerSaturated,
 )
-from shared.messages import (
+from aivos.shared.messages import (
     Accepted,
     Done,
     Error,
@@ -48,8 +48,8 @@ from shared.messages import (
     encode,
     now_ms,
 )
-from shared.subjects import gen_subject
-from shared.tracing import inject_headers, tracer
+from aivos.shared.subjects import gen_subject
+from aivos.shared.tracing import inject_headers, tracer
 
 __all__ = ["stream_generate", "generate"]
 

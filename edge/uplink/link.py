@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 
-from shared.natsconf.connect import backoff_delay, connect_nats
+from aivos.shared.natsconf.connect import backoff_delay, connect_nats
 
 __all__ = ["Uplink"]
 

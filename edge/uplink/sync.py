@@ -41,13 +41,13 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from edge.store import OutboxRecord, Store
-from shared.errors import ResidencyDenied
-from shared.metrics import Registry
-from shared.residency import ExitGate
-from shared.subjects import HUB_DOMAIN, sync_subject, validate_site
-from shared.syncwire import SyncEnvelope, encode_envelope, ensure_sync_stream, msg_id
-from shared.tracing import inject_headers, tracer
+from aivos.edge.store import OutboxRecord, Store
+from aivos.shared.errors import ResidencyDenied
+from aivos.shared.metrics import Registry
+from aivos.shared.residency import ExitGate
+from aivos.shared.subjects import HUB_DOMAIN, sync_subject, validate_site
+from aivos.shared.syncwire import SyncEnvelope, encode_envelope, ensure_sync_stream, msg_id
+from aivos.shared.tracing import inject_headers, tracer
 
 __all__ = ["OutboxDrainer", "SyncStats", "ensure_sync_stream"]
 

@@ -12,13 +12,13 @@
 See docs/workflows.md for the file format and edge/workflows/demo/ for the example.
 """
 
-from edge.workflows.engine import EventRefused, RunConflict, WorkflowEngine
-from edge.workflows.generation import CloudGenerator, NatsGenerator
-from edge.workflows.loader import WorkflowSet, load_workflow, load_workflows, parse_workflow
-from edge.workflows.secrets import Secrets
-from edge.workflows.settings import ConnectorSettings, WorkflowSettings, load_workflow_settings
-from edge.workflows.spec import Workflow
-from edge.workflows.views import EventAccepted, RunDetail, RunResult, RunSummary, StepView
+from aivos.edge.workflows.engine import EventRefused, RunConflict, WorkflowEngine
+from aivos.edge.workflows.generation import CloudGenerator, NatsGenerator
+from aivos.edge.workflows.loader import WorkflowSet, load_workflow, load_workflows, parse_workflow
+from aivos.edge.workflows.secrets import Secrets
+from aivos.edge.workflows.settings import ConnectorSettings, WorkflowSettings, load_workflow_settings
+from aivos.edge.workflows.spec import Workflow
+from aivos.edge.workflows.views import EventAccepted, RunDetail, RunResult, RunSummary, StepView
 
 __all__ = [
     "WorkflowEngine",

@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shared.errors import DataError, WorkflowInvalid
+from aivos.shared.errors import DataError, WorkflowInvalid
 
 __all__ = ["validate_cmd", "list_cmd", "run_cmd"]
 
@@ -40,8 +40,8 @@ def validate_cmd(paths: tuple[Path, ...], config: Path | None) -> None:
 
     With --config, connector names are checked against the site's allow-list and, when no
     PATHS are given, the configured workflows are checked."""
-    from edge.workflows.loader import WorkflowSet, load_workflow
-    from edge.workflows.settings import load_workflow_settings
+    from aivos.edge.workflows.loader import WorkflowSet, load_workflow
+    from aivos.edge.workflows.settings import load_workflow_settings
 
     console = Console()
     settings = load_workflow_settings(config) if config else None
@@ -71,8 +71,8 @@ def validate_cmd(paths: tuple[Path, ...], config: Path | None) -> None:
 @_config_opt
 def list_cmd(config: Path | None) -> None:
     """List the configured workflows and what triggers them."""
-    from edge.workflows.loader import load_workflows
-    from edge.workflows.settings import load_workflow_settings
+    from aivos.edge.workflows.loader import load_workflows
+    from aivos.edge.workflows.settings import load_workflow_settings
 
     settings = load_workflow_settings(config)
     workflows = load_workflows(settings.workflow_paths(), connectors=settings.connectors)
@@ -123,9 +123,9 @@ def run_cmd(
 
     Runs that pause for approval stay in the store; an agent on the same data dir
     resumes them (approve with POST /v1/runs/<id>/approve)."""
-    from edge.store import Store
-    from edge.workflows.engine import WorkflowEngine
-    from edge.workflows.settings import load_workflow_settings
+    from aivos.edge.store import Store
+    from aivos.edge.workflows.engine import WorkflowEngine
+    from aivos.edge.workflows.settings import load_workflow_settings
 
     settings = load_workflow_settings(config)
     if data_dir is None:

@@ -14,10 +14,10 @@ from urllib.parse import quote
 
 import httpx
 
-from edge.workflows.backoff import backoff_delay, retryable_status
-from edge.workflows.secrets import Secrets
-from edge.workflows.settings import ConnectorSettings
-from shared.errors import StepFailed
+from aivos.edge.workflows.backoff import backoff_delay, retryable_status
+from aivos.edge.workflows.secrets import Secrets
+from aivos.edge.workflows.settings import ConnectorSettings
+from aivos.shared.errors import StepFailed
 
 __all__ = ["HttpCaller", "quote_segment", "IDEMPOTENCY_HEADER"]
 

@@ -23,20 +23,20 @@ from typing import Any
 
 import msgspec
 
-from edge.store import AuditRecord, Store
-from edge.store import audit as _audit
-from edge.store._codec import now_iso as _codec_now
-from edge.workflows import state as _state
-from edge.workflows.connectors import HttpCaller, quote_segment
-from edge.workflows.expr import parse_expr
-from edge.workflows.generation import CloudGenerator, NatsGenerator, parse_fields
-from edge.workflows.loader import WorkflowSet, load_workflows
-from edge.workflows.metrics import WorkflowMetrics
-from edge.workflows.safety import check_runtime
-from edge.workflows.secrets import Secrets
-from edge.workflows.settings import WorkflowSettings
-from edge.workflows.signatures import ReplayGuard, SignatureError, verify
-from edge.workflows.spec import (
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.store import audit as _audit
+from aivos.edge.store._codec import now_iso as _codec_now
+from aivos.edge.workflows import state as _state
+from aivos.edge.workflows.connectors import HttpCaller, quote_segment
+from aivos.edge.workflows.expr import parse_expr
+from aivos.edge.workflows.generation import CloudGenerator, NatsGenerator, parse_fields
+from aivos.edge.workflows.loader import WorkflowSet, load_workflows
+from aivos.edge.workflows.metrics import WorkflowMetrics
+from aivos.edge.workflows.safety import check_runtime
+from aivos.edge.workflows.secrets import Secrets
+from aivos.edge.workflows.settings import WorkflowSettings
+from aivos.edge.workflows.signatures import ReplayGuard, SignatureError, verify
+from aivos.edge.workflows.spec import (
     END,
     ApproveStep,
     BranchStep,
@@ -49,13 +49,13 @@ from edge.workflows.spec import (
     Workflow,
     kind_of,
 )
-from edge.workflows.template import Template, render_value
-from edge.workflows.views import EventAccepted, RunDetail, RunResult, detail, result_of
-from shared.errors import AivosError, Conflict, NotFound, QuotaExceeded, StepFailed
-from shared.ids import new_id
-from shared.metrics import Registry
-from shared.residency import Masker, default_masker
-from shared.subjects import event_subject
+from aivos.edge.workflows.template import Template, render_value
+from aivos.edge.workflows.views import EventAccepted, RunDetail, RunResult, detail, result_of
+from aivos.shared.errors import AivosError, Conflict, NotFound, QuotaExceeded, StepFailed
+from aivos.shared.ids import new_id
+from aivos.shared.metrics import Registry
+from aivos.shared.residency import Masker, default_masker
+from aivos.shared.subjects import event_subject
 
 __all__ = ["WorkflowEngine", "RunConflict", "EventRefused"]
 
@@ -935,7 +935,7 @@ class WorkflowEngine:
         attempt_log: list[dict[str, Any]],
         on_retry: Callable[[], None],
     ) -> dict[str, Any]:
-        from edge.workflows.backoff import backoff_delay
+        from aivos.edge.workflows.backoff import backoff_delay
 
         assert step.nats is not None
         subject = event_subject(self.settings.site_id, step.nats)

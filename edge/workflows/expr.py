@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import DataError
+from aivos.shared.errors import DataError
 
 __all__ = ["Expr", "parse_expr", "resolve_ref", "ExprSyntaxError"]
 

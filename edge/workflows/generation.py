@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from shared.ids import new_id
+from aivos.shared.ids import new_id
 
 __all__ = ["CloudGenerator", "NatsGenerator", "parse_fields"]
 
@@ -34,9 +34,9 @@ class NatsGenerator:
     async def __call__(
         self, prompt: str, *, system: str | None, max_tokens: int, timeout_s: float, trace_id: str
     ) -> str:
-        from edge.uplink.generation import generate
-        from shared.errors import LinkDown
-        from shared.messages import GenerateRequest
+        from aivos.edge.uplink.generation import generate
+        from aivos.shared.errors import LinkDown
+        from aivos.shared.messages import GenerateRequest
 
         nc = self._nc_provider() if self._nc_provider is not None else None
         if nc is None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 
-from edge.workflows.expr import ExprSyntaxError, parse_expr
-from edge.workflows.safety import taint_violations
-from edge.workflows.settings import ConnectorSettings
-from edge.workflows.spec import (
+from aivos.edge.workflows.expr import ExprSyntaxError, parse_expr
+from aivos.edge.workflows.safety import taint_violations
+from aivos.edge.workflows.settings import ConnectorSettings
+from aivos.edge.workflows.spec import (
     END,
     ApproveStep,
     BranchStep,
@@ -30,8 +30,8 @@ from edge.workflows.spec import (
     Step,
     Workflow,
 )
-from edge.workflows.template import Template, TemplateSyntaxError, value_refs
-from shared.errors import WorkflowInvalid
+from aivos.edge.workflows.template import Template, TemplateSyntaxError, value_refs
+from aivos.shared.errors import WorkflowInvalid
 
 __all__ = ["load_workflow", "load_workflows", "parse_workflow", "WorkflowSet"]
 

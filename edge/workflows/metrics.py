@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.metrics import Registry
+from aivos.shared.metrics import Registry
 
 __all__ = ["WorkflowMetrics"]
 

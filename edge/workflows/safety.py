@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edge.workflows.expr import parse_expr, resolve_ref
-from edge.workflows.spec import (
+from aivos.edge.workflows.expr import parse_expr, resolve_ref
+from aivos.edge.workflows.spec import (
     ApproveStep,
     BranchStep,
     EmitStep,
@@ -27,8 +27,8 @@ from edge.workflows.spec import (
     Workflow,
     kind_of,
 )
-from edge.workflows.template import Template, value_refs
-from shared.errors import StepFailed
+from aivos.edge.workflows.template import Template, value_refs
+from aivos.shared.errors import StepFailed
 
 __all__ = ["side_effect_refs", "taint_violations", "check_runtime"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.errors import ConfigError
+from aivos.shared.errors import ConfigError
 
 __all__ = ["Credential", "WebhookSecret", "Secrets"]
 

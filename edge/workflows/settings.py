@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from shared.errors import ConfigError
+from aivos.shared.errors import ConfigError
 
 __all__ = ["ConnectorSettings", "WorkflowSettings", "load_workflow_settings"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from edge.store._codec import canonical_json, loads, now_iso
-from shared.errors import NotFound
+from aivos.edge.store._codec import canonical_json, loads, now_iso
+from aivos.shared.errors import NotFound
 
 __all__ = [
     "RunRow",

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from edge.workflows.expr import resolve_ref
-from shared.errors import DataError, StepFailed
+from aivos.edge.workflows.expr import resolve_ref
+from aivos.shared.errors import DataError, StepFailed
 
 __all__ = ["Template", "render_value", "value_refs", "TemplateSyntaxError"]
 

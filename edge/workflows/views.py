@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from edge.workflows.state import RunRow, StepRow
-from shared.residency import Masker
+from aivos.edge.workflows.state import RunRow, StepRow
+from aivos.shared.residency import Masker
 
 __all__ = [
     "RunResult",
@@ -90,7 +90,7 @@ def mask_value(value: Any, masker: Masker) -> Any:
 
 
 def result_of(run: RunRow) -> RunResult:
-    from edge.workflows.state import TERMINAL
+    from aivos.edge.workflows.state import TERMINAL
 
     return RunResult(
         run_id=run.id,

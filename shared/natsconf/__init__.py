@@ -1,7 +1,7 @@
 """NATS topology helpers: render hub/leaf configs and run nats-server processes."""
 
-from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
-from shared.natsconf.server import NatsServer, free_port, nats_server_binary, start_local_hub
+from aivos.shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+from aivos.shared.natsconf.server import NatsServer, free_port, nats_server_binary, start_local_hub
 
 __all__ = [
     "HubConfig",

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
-from shared.subjects import validate_site
+from aivos.shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+from aivos.shared.subjects import validate_site
 
 __all__ = ["nats_config_cmd", "write_configs"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 
-from shared.errors import LinkDown
+from aivos.shared.errors import LinkDown
 
 __all__ = ["backoff_delay", "connect_nats"]
 

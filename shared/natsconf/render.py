@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from shared.subjects import HUB_DOMAIN, validate_site
+from aivos.shared.subjects import HUB_DOMAIN, validate_site
 
 __all__ = ["HubConfig", "LeafConfig", "render_hub", "render_leaf"]
 

@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from shared.errors import AivosError, ConfigError
-from shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+from aivos.shared.errors import AivosError, ConfigError
+from aivos.shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
 
 __all__ = ["NatsServer", "NatsServerError", "free_port", "nats_server_binary", "start_local_hub"]
 

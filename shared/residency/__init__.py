@@ -9,10 +9,10 @@ send(d.payload); audit(d.counts)
 answer = gate.restore(generated, mapping)
 """
 
-from shared.errors import PolicyDenied, ResidencyDenied
-from shared.residency.gate import ExitGate, GateCounts, GateDecision
-from shared.residency.masker import Masker, MaskMapping, MaskResult, default_masker
-from shared.residency.policy import (
+from aivos.shared.errors import PolicyDenied, ResidencyDenied
+from aivos.shared.residency.gate import ExitGate, GateCounts, GateDecision
+from aivos.shared.residency.masker import Masker, MaskMapping, MaskResult, default_masker
+from aivos.shared.residency.policy import (
     DEFAULT_EXEMPT_KEYS,
     CustomRecognizer,
     DataClass,
@@ -20,7 +20,7 @@ from shared.residency.policy import (
     Rule,
     recommended_policy,
 )
-from shared.residency.recognizers import Recognizer, RegexRecognizer, Span, builtin_recognizers
+from aivos.shared.residency.recognizers import Recognizer, RegexRecognizer, Span, builtin_recognizers
 
 __all__ = [
     "ResidencyPolicy",

@@ -17,10 +17,10 @@ from typing import Any
 
 import msgspec
 
-from shared.errors import ResidencyDenied
-from shared.metrics import Counter, Registry
-from shared.residency.masker import Masker, MaskMapping, default_masker
-from shared.residency.policy import ResidencyPolicy, Rule
+from aivos.shared.errors import ResidencyDenied
+from aivos.shared.metrics import Counter, Registry
+from aivos.shared.residency.masker import Masker, MaskMapping, default_masker
+from aivos.shared.residency.policy import ResidencyPolicy, Rule
 
 __all__ = ["ExitGate", "GateDecision", "GateCounts"]
 

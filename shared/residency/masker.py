@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
-from shared.residency.recognizers import Recognizer, builtin_recognizers, find_all
+from aivos.shared.residency.recognizers import Recognizer, builtin_recognizers, find_all
 
 __all__ = ["Masker", "MaskMapping", "MaskResult", "default_masker", "PLACEHOLDER_RE"]
 

@@ -28,8 +28,8 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from shared.errors import ConfigError
-from shared.residency.recognizers import Recognizer, RegexRecognizer
+from aivos.shared.errors import ConfigError
+from aivos.shared.residency.recognizers import Recognizer, RegexRecognizer
 
 __all__ = [
     "DataClass",

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from cloud.console.app import ConsoleSettings, create_app
-from cloud.fleet.registry import SqliteRegistry
-from cloud.fleet.tokens import add_operator, create_operator_token
-from shared.fleet import Decisions, Heartbeat
+from aivos.cloud.console.app import ConsoleSettings, create_app
+from aivos.cloud.fleet.registry import SqliteRegistry
+from aivos.cloud.fleet.tokens import add_operator, create_operator_token
+from aivos.shared.fleet import Decisions, Heartbeat
 
 
 def _hb(site: str, bundle: str = "v1") -> Heartbeat:
@@ -173,8 +173,8 @@ def test_writes_need_csrf_and_are_audited(console: Any) -> None:
 
 
 def test_audit_search_over_synced_records(tmp_path: Path) -> None:
-    from cloud.ingest.store import CloudStore
-    from shared.syncwire import SyncEnvelope
+    from aivos.cloud.ingest.store import CloudStore
+    from aivos.shared.syncwire import SyncEnvelope
 
     def env(site: str, seq: int, intent: str, decision: str, ts: str) -> SyncEnvelope:
         return SyncEnvelope(
@@ -231,7 +231,7 @@ def test_audit_search_over_synced_records(tmp_path: Path) -> None:
 
 
 def test_console_serves_the_registry_while_the_hub_is_unreachable(tmp_path: Path) -> None:
-    from shared.natsconf.server import free_port
+    from aivos.shared.natsconf.server import free_port
 
     token = create_operator_token(tmp_path)
     auth = {"Authorization": f"Bearer {token}"}

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cloud.fleet.sim import SimSite
-from shared.natsconf.connect import connect_nats
-from shared.natsconf.server import NatsServer, free_port
+from aivos.cloud.fleet.sim import SimSite
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.server import NatsServer, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -40,7 +40,7 @@ DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 def _aivos(*args: str, **kw: Any) -> Any:
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args],
+        [sys.executable, "-c", "from aivos.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -95,7 +95,7 @@ def console_url(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
         [
             sys.executable,
             "-c",
-            "from shared.cli import main; main()",
+            "from aivos.cli import main; main()",
             "cloud",
             "console",
             "--nats",

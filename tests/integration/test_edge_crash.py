@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.natsconf.server import free_port
+from aivos.shared.natsconf.server import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ QUERIES = [
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "aivos", *args], capture_output=True, text=True, timeout=120
     )
 
 
@@ -40,7 +40,7 @@ def _start(data_dir: Path, bundle: Path, port: int, log: Path) -> subprocess.Pop
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "aivos",
             "edge",
             "serve",
             "--data-dir",

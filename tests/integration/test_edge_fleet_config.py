@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from edge.api.schemas import InferRequest
-from shared.bundle import load_bundle_manifest
-from shared.fleet import (
+from aivos.edge.api.schemas import InferRequest
+from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.fleet import (
     DEFAULTS_KEY,
     config_report_subject,
     decode_config_report,
     decode_heartbeat,
 )
-from shared.natsconf import NatsServer
-from shared.subjects import heartbeat_subject
+from aivos.shared.natsconf import NatsServer
+from aivos.shared.subjects import heartbeat_subject
 from tests.integration.test_edge_fleet_rig import Cloud, new_site, running_site, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]

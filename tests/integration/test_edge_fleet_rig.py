@@ -24,18 +24,18 @@ from nats.aio.client import Client as NATSClient
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from edge.agent import Agent
-from edge.fleet import EdgeFleetClient, FleetOptions, GuardOptions
-from edge.settings import EdgeSettings
-from shared.bundle import MANIFEST_NAME
-from shared.fleet import (
+from aivos.edge.agent import Agent
+from aivos.edge.fleet import EdgeFleetClient, FleetOptions, GuardOptions
+from aivos.edge.settings import EdgeSettings
+from aivos.shared.bundle import MANIFEST_NAME
+from aivos.shared.fleet import (
     SIGNATURE_NAME,
     bundle_object_name,
     generate_signing_key,
     load_private_key,
     sign_bundle,
 )
-from shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
+from aivos.shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
 from tests.fixtures.edge import make_edge_settings
 
 __all__ = [

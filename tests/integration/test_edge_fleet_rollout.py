@@ -12,14 +12,14 @@ import httpx
 import pytest
 import uvicorn
 
-from edge.agent import Agent
-from edge.api.app import create_app
-from edge.api.schemas import InferRequest
-from edge.fleet import active_bundle_dir
-from shared.bundle import load_bundle_manifest
-from shared.fleet import bundle_report_subject, decode_bundle_report, decode_heartbeat
-from shared.natsconf import NatsServer, free_port
-from shared.subjects import heartbeat_subject
+from aivos.edge.agent import Agent
+from aivos.edge.api.app import create_app
+from aivos.edge.api.schemas import InferRequest
+from aivos.edge.fleet import active_bundle_dir
+from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.fleet import bundle_report_subject, decode_bundle_report, decode_heartbeat
+from aivos.shared.natsconf import NatsServer, free_port
+from aivos.shared.subjects import heartbeat_subject
 from tests.fixtures.edge import issue_token
 from tests.integration.test_edge_fleet_rig import (
     Cloud,

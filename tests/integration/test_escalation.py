@@ -18,10 +18,10 @@ import nats
 import pytest
 
 from benchmarks.pii_dataset import generate as generate_pii
-from edge.agent import Agent
-from edge.api.schemas import InferRequest
-from shared.messages import decode_request
-from shared.natsconf.server import NatsServer, free_port
+from aivos.edge.agent import Agent
+from aivos.edge.api.schemas import InferRequest
+from aivos.shared.messages import decode_request
+from aivos.shared.natsconf.server import NatsServer, free_port
 from tests.fixtures.edge import issue_token, make_edge_settings
 from tests.fixtures.nats import ScriptedBackend, running_worker, wait_for_responders
 from tests.fixtures.netproxy import TcpProxy
@@ -214,7 +214,7 @@ async def test_sse_streams_tokens_over_real_http(
     token = issue_token(data_dir, "client", "sse")
     port = free_port()
     env = {**os.environ, "AIVOS_SITE_ID": SITE, "AIVOS_ROUTER__DEFAULT": "escalate"}
-    cmd = [sys.executable, "-m", "shared.cli", "edge", "serve", "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "aivos", "edge", "serve", "--data-dir", str(data_dir)]
     cmd += ["--bundle", str(small_bundle), "--port", str(port), "--nats", leaf.url]
     agent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -269,7 +269,7 @@ async def test_worker_killed_mid_request_falls_back_and_job_completes(
     worker_cmd = [
         sys.executable,
         "-m",
-        "shared.cli",
+        "aivos",
         "cloud",
         "worker",
         "--nats",
@@ -315,7 +315,7 @@ async def test_one_trace_follows_a_request_through_the_real_agent(
 ) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from shared.tracing import setup_tracing, shutdown_tracing
+    from aivos.shared.tracing import setup_tracing, shutdown_tracing
 
     leaf, _ = proxied_leaf
     exporter = InMemorySpanExporter()

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from cloud.fleet.registry import SqliteRegistry
-from cloud.fleet.sim import SimSite
-from shared.fleet import DEFAULTS_KEY
-from shared.natsconf.connect import connect_nats
-from shared.natsconf.server import NatsServer
-from shared.subjects import CONFIG_BUCKET, HUB_DOMAIN
+from aivos.cloud.fleet.registry import SqliteRegistry
+from aivos.cloud.fleet.sim import SimSite
+from aivos.shared.fleet import DEFAULTS_KEY
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.server import NatsServer
+from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN
 from tests.integration.test_fleet_registry import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def aivos(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args],
+        [sys.executable, "-c", "from aivos.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,7 +46,7 @@ def fleet_proc(tmp_path: Path, nats_hub: NatsServer) -> Iterator[Path]:
         [
             sys.executable,
             "-c",
-            "from shared.cli import main; main()",
+            "from aivos.cli import main; main()",
             "cloud",
             "fleet",
             "--nats",

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud.fleet.publish import publish_bundle
-from cloud.fleet.rollout import start_rollout
-from cloud.fleet.service import FleetService
-from shared.bundle import load_bundle_manifest
-from shared.natsconf.server import NatsServer
+from aivos.cloud.fleet.publish import publish_bundle
+from aivos.cloud.fleet.rollout import start_rollout
+from aivos.cloud.fleet.service import FleetService
+from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.natsconf.server import NatsServer
 from tests.integration.test_edge_fleet_rig import make_variant, running_site, signing_key
 from tests.integration.test_fleet_registry import eventually
 

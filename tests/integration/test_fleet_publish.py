@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import BundleTampered
-from shared.fleet import (
+from aivos.shared.errors import BundleTampered
+from aivos.shared.fleet import (
     SIGNATURE_NAME,
     bundle_object_name,
     generate_signing_key,
     load_public_key,
     verify_bundle_signature,
 )
-from shared.natsconf.connect import connect_nats
-from shared.natsconf.server import NatsServer
-from shared.subjects import HUB_DOMAIN, MODELS_BUCKET
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.server import NatsServer
+from aivos.shared.subjects import HUB_DOMAIN, MODELS_BUCKET
 from tests.unit.test_fleet_schema import fake_bundle
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 def _aivos(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args],
+        [sys.executable, "-c", "from aivos.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=120,

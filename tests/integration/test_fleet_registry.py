@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from cloud.console.app import ConsoleSettings, create_app
-from cloud.fleet.service import FleetService
-from cloud.fleet.sim import SimSite
-from cloud.fleet.tokens import create_operator_token
-from shared.fleet import encode
-from shared.natsconf.connect import connect_nats
-from shared.natsconf.server import NatsServer
-from shared.subjects import CONFIG_BUCKET, HUB_DOMAIN
+from aivos.cloud.console.app import ConsoleSettings, create_app
+from aivos.cloud.fleet.service import FleetService
+from aivos.cloud.fleet.sim import SimSite
+from aivos.cloud.fleet.tokens import create_operator_token
+from aivos.shared.fleet import encode
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.server import NatsServer
+from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from cloud.fleet.rollout import (
+from aivos.cloud.fleet.rollout import (
     abort_rollout,
     pause_rollout,
     resume_rollout,
     rollback_rollout,
     start_rollout,
 )
-from cloud.fleet.service import FleetService
-from cloud.fleet.sim import SimSite
-from shared.errors import ConfigError
-from shared.natsconf.connect import connect_nats
-from shared.natsconf.server import NatsServer
+from aivos.cloud.fleet.service import FleetService
+from aivos.cloud.fleet.sim import SimSite
+from aivos.shared.errors import ConfigError
+from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.server import NatsServer
 from tests.integration.test_fleet_registry import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

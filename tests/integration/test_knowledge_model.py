@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.intent.runtime import IntentModel
-from edge.knowledge import KnowledgeIndex
+from aivos.edge.intent.runtime import IntentModel
+from aivos.edge.knowledge import KnowledgeIndex
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "kb"
 
@@ -26,7 +26,7 @@ def model(small_bundle: Path) -> IntentModel:
 
 def _aivos(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from shared.cli import main; main()", *args],
+        [sys.executable, "-c", "from aivos.cli import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=300,

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.intent import IntentModel
-from shared.bundle import load_bundle_manifest
-from shared.errors import BundleTampered, DataError, ModelNotFound
+from aivos.edge.intent import IntentModel
+from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.errors import BundleTampered, DataError, ModelNotFound
 from tests.fixtures.model import SMALL_INTENTS, run_aivos
 
 pytestmark = pytest.mark.slow
@@ -141,7 +141,7 @@ def _torch_reference(artifacts: Path, texts: list[str]) -> tuple[np.ndarray, np.
 
 
 def _ort(model_path: Path, tokenizer: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from cloud.modelbuild.calibrate import predict_probs
+    from aivos.cloud.modelbuild.calibrate import predict_probs
 
     return predict_probs(model_path, tokenizer, texts)
 
@@ -222,7 +222,7 @@ def test_train_cli_rejects_bad_data_and_writes_nothing(tmp_path: Path) -> None:
 def test_failure_mid_build_keeps_previous_bundle(
     small_bundle: Path, small_clinc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cloud.modelbuild import build
+    from aivos.cloud.modelbuild import build
 
     out = _copy(small_bundle, tmp_path)
     before = load_bundle_manifest(out)

@@ -5,10 +5,10 @@ import sqlite3
 import subprocess
 import sys
 
-from edge.store import AuditRecord, Store
-from edge.store.db import db_path
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.store.db import db_path
 
-_AIVOS = [sys.executable, "-c", "import sys; from shared.cli import main; main(sys.argv[1:])"]
+_AIVOS = [sys.executable, "-c", "import sys; from aivos.cli import main; main(sys.argv[1:])"]
 
 
 def aivos(*args: str) -> subprocess.CompletedProcess[str]:

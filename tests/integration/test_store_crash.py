@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 
-from edge.store import Store
+from aivos.edge.store import Store
 
 _CHILD = r"""
 import asyncio, sys
-from edge.store import AuditRecord, Store
+from aivos.edge.store import AuditRecord, Store
 
 async def main(data_dir, prefix):
     store = Store.open(data_dir)

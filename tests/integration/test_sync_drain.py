@@ -16,12 +16,12 @@ import nats
 import pytest
 from nats.aio.client import Client as NATSClient
 
-from cloud.ingest import CloudStore, SyncIngest
-from edge.store import AuditRecord, Store
-from edge.uplink.sync import OutboxDrainer, ensure_sync_stream
-from shared.metrics import Registry
-from shared.natsconf import NatsServer
-from shared.residency import ExitGate, ResidencyPolicy
+from aivos.cloud.ingest import CloudStore, SyncIngest
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.uplink.sync import OutboxDrainer, ensure_sync_stream
+from aivos.shared.metrics import Registry
+from aivos.shared.natsconf import NatsServer
+from aivos.shared.residency import ExitGate, ResidencyPolicy
 from tests.fixtures.nats import TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]

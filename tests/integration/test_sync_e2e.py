@@ -16,11 +16,11 @@ import nats
 import pytest
 from litestar.testing import TestClient
 
-import edge.agent
-from cloud.ingest import CloudStore
-from edge.api.app import create_app
-from shared.natsconf import NatsServer
-from shared.syncwire import ensure_sync_stream
+import aivos.edge.agent
+from aivos.cloud.ingest import CloudStore
+from aivos.edge.api.app import create_app
+from aivos.shared.natsconf import NatsServer
+from aivos.shared.syncwire import ensure_sync_stream
 from tests.fixtures.edge import issue_token, make_edge_settings
 from tests.fixtures.nats import TcpProxy
 

@@ -11,10 +11,10 @@ from typing import Any
 import nats
 import pytest
 
-from edge.store import AuditRecord
-from edge.uplink.sync import OutboxDrainer
-from shared.errors import QuotaExceeded
-from shared.syncwire import decode_envelope
+from aivos.edge.store import AuditRecord
+from aivos.edge.uplink.sync import OutboxDrainer
+from aivos.shared.errors import QuotaExceeded
+from aivos.shared.syncwire import decode_envelope
 from tests.integration import test_sync_drain as _drain
 from tests.integration.test_sync_drain import SITE, SyncRig, policy, wait_until
 

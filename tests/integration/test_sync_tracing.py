@@ -16,11 +16,11 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from edge.store import AuditRecord
-from edge.uplink.generation import generate
-from shared.messages import GenerateRequest
-from shared.natsconf import NatsServer
-from shared.tracing import current_trace_id, setup_tracing, shutdown_tracing, tracer
+from aivos.edge.store import AuditRecord
+from aivos.edge.uplink.generation import generate
+from aivos.shared.messages import GenerateRequest
+from aivos.shared.natsconf import NatsServer
+from aivos.shared.tracing import current_trace_id, setup_tracing, shutdown_tracing, tracer
 from tests.fixtures.nats import ScriptedBackend, running_worker, wait_for_responders
 from tests.integration import test_sync_drain as _drain
 from tests.integration.test_sync_drain import SITE, SyncRig, policy, wait_until

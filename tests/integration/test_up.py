@@ -48,7 +48,7 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
     cmd = [
         sys.executable,
         "-m",
-        "shared.cli",
+        "aivos",
         "up",
         "--data-dir",
         str(tmp_path / "up"),
@@ -60,7 +60,7 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
     )
     try:
         lines = _read_lines(proc, {"edge", "token", "console", "operator-token"}, 240)
-        ask = [sys.executable, "-m", "shared.cli", "ask", "--json"]
+        ask = [sys.executable, "-m", "aivos", "ask", "--json"]
         local = subprocess.run(
             [*ask, "what is the balance of my checking account"],
             env=env,
@@ -92,7 +92,7 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
         stats_cmd = [
             sys.executable,
             "-m",
-            "shared.cli",
+            "aivos",
             "cloud",
             "stats",
             "--data-dir",

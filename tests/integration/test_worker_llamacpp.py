@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import nats
 import pytest
 
-from edge.uplink.generation import stream_generate
-from shared.errors import DeadlineExceeded
-from shared.messages import Done, GenerateRequest, Passage, Token
-from shared.natsconf import NatsServer
+from aivos.edge.uplink.generation import stream_generate
+from aivos.shared.errors import DeadlineExceeded
+from aivos.shared.messages import Done, GenerateRequest, Passage, Token
+from aivos.shared.natsconf import NatsServer
 from tests.fixtures.nats import running_worker, wait_for_responders
 
 pytest.importorskip("llama_cpp")
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def llama_backend() -> Iterator[object]:
-    from cloud.worker.llamacpp import LlamaCppBackend
+    from aivos.cloud.worker.llamacpp import LlamaCppBackend
 
     backend = LlamaCppBackend(n_threads=2)
     yield backend
@@ -63,7 +63,7 @@ def _spawn_worker(url: str) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-c",
-            "from shared.cli import main; main()",
+            "from aivos.cli import main; main()",
             "cloud",
             "worker",
             "--nats",

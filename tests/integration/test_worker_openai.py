@@ -9,11 +9,11 @@ import json
 import nats
 import pytest
 
-from cloud.worker.openai import OpenAIBackend
-from edge.uplink.generation import generate, stream_generate
-from shared.errors import GenerationFailed
-from shared.messages import Done, GenerateRequest, Passage, Token
-from shared.natsconf import NatsServer
+from aivos.cloud.worker.openai import OpenAIBackend
+from aivos.edge.uplink.generation import generate, stream_generate
+from aivos.shared.errors import GenerationFailed
+from aivos.shared.messages import Done, GenerateRequest, Passage, Token
+from aivos.shared.natsconf import NatsServer
 from tests.fixtures.nats import running_worker
 
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import nats
 import pytest
 
-from edge.uplink.generation import generate, stream_generate
-from shared.errors import DeadlineExceeded, LinkDown, NoResponders, WorkerSaturated
-from shared.messages import Done, Error, GenerateRequest, Token, decode_reply, encode, now_ms
-from shared.natsconf import NatsServer
-from shared.subjects import gen_subject
+from aivos.edge.uplink.generation import generate, stream_generate
+from aivos.shared.errors import DeadlineExceeded, LinkDown, NoResponders, WorkerSaturated
+from aivos.shared.messages import Done, Error, GenerateRequest, Token, decode_reply, encode, now_ms
+from aivos.shared.natsconf import NatsServer
+from aivos.shared.subjects import gen_subject
 from tests.fixtures.nats import ScriptedBackend, TcpProxy, running_worker, wait_for_responders
 
 

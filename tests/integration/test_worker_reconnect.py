@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import pytest
 
-from cloud.worker.service import GenerationWorker
-from edge.uplink.generation import generate
-from shared.errors import LinkDown
-from shared.messages import GenerateRequest
-from shared.natsconf import NatsServer, free_port
-from shared.natsconf.connect import backoff_delay, connect_nats
+from aivos.cloud.worker.service import GenerationWorker
+from aivos.edge.uplink.generation import generate
+from aivos.shared.errors import LinkDown
+from aivos.shared.messages import GenerateRequest
+from aivos.shared.natsconf import NatsServer, free_port
+from aivos.shared.natsconf.connect import backoff_delay, connect_nats
 from tests.fixtures.nats import ScriptedBackend, wait_for_responders
 
 

@@ -16,17 +16,17 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.testing import TestClient
 
-from edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
-from edge.api.controllers.events import EventsController
-from edge.api.controllers.runs import RunsController
-from edge.api.errors import exception_handlers
-from edge.api.ratelimit import RateLimiter
-from edge.store import Store
-from edge.workflows import WorkflowEngine, WorkflowSettings
-from edge.workflows.demo.corebank import CoreBank
-from edge.workflows.secrets import Credential, Secrets, WebhookSecret
-from edge.workflows.settings import ConnectorSettings
-from edge.workflows.signatures import sign
+from aivos.edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
+from aivos.edge.api.controllers.events import EventsController
+from aivos.edge.api.controllers.runs import RunsController
+from aivos.edge.api.errors import exception_handlers
+from aivos.edge.api.ratelimit import RateLimiter
+from aivos.edge.store import Store
+from aivos.edge.workflows import WorkflowEngine, WorkflowSettings
+from aivos.edge.workflows.demo.corebank import CoreBank
+from aivos.edge.workflows.secrets import Credential, Secrets, WebhookSecret
+from aivos.edge.workflows.settings import ConnectorSettings
+from aivos.edge.workflows.signatures import sign
 
 WEBHOOK_SECRET = "whsec-test"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.workflows.demo.corebank import CoreBank
+from aivos.edge.workflows.demo.corebank import CoreBank
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,8 +48,8 @@ template = "opened {steps.open.body.id}"
 # (which resumes unfinished runs) and waits for every run to finish. Prints JSON lines.
 SCRIPT = """
 import asyncio, json, sys
-from edge.store import Store
-from edge.workflows import WorkflowEngine, load_workflow_settings
+from aivos.edge.store import Store
+from aivos.edge.workflows import WorkflowEngine, load_workflow_settings
 
 async def main(mode, config, data_dir):
     store = Store.open(data_dir)

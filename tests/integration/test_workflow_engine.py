@@ -12,12 +12,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from edge.store import Store
-from edge.workflows import WorkflowEngine, WorkflowSettings
-from edge.workflows.demo import WORKFLOWS_DIR
-from edge.workflows.demo.corebank import CoreBank
-from edge.workflows.secrets import Credential, Secrets, WebhookSecret
-from edge.workflows.settings import ConnectorSettings
+from aivos.edge.store import Store
+from aivos.edge.workflows import WorkflowEngine, WorkflowSettings
+from aivos.edge.workflows.demo import WORKFLOWS_DIR
+from aivos.edge.workflows.demo.corebank import CoreBank
+from aivos.edge.workflows.secrets import Credential, Secrets, WebhookSecret
+from aivos.edge.workflows.settings import ConnectorSettings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

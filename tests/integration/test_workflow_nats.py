@@ -11,9 +11,9 @@ from pathlib import Path
 import nats
 import pytest
 
-from edge.store import Store
-from edge.workflows import WorkflowEngine, WorkflowSettings
-from shared.natsconf.server import NatsServer
+from aivos.edge.store import Store
+from aivos.edge.workflows import WorkflowEngine, WorkflowSettings
+from aivos.shared.natsconf.server import NatsServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from edge.fleet import ActivePointer, FleetPaths, GuardOptions, active_bundle_dir, judge
-from edge.fleet.config_apply import resolve_config
-from edge.router import RouterPolicy
-from edge.stats import StatsSnapshot
-from shared.errors import ConfigError
-from shared.residency import ResidencyPolicy, recommended_policy
+from aivos.edge.fleet import ActivePointer, FleetPaths, GuardOptions, active_bundle_dir, judge
+from aivos.edge.fleet.config_apply import resolve_config
+from aivos.edge.router import RouterPolicy
+from aivos.edge.stats import StatsSnapshot
+from aivos.shared.errors import ConfigError
+from aivos.shared.residency import ResidencyPolicy, recommended_policy
 
 LABELS = ["balance", "transfer", "oos"]
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cloud.fleet.registry import STALE_FACTOR, SqliteRegistry, site_state
-from cloud.fleet.rollout import plan_waves
-from cloud.fleet.tokens import hash_password, verify_password
-from shared.bundle import GoldenQuery, Manifest, TrainingSummary, write_manifest
-from shared.errors import BundleTampered, ConfigError, DataError
-from shared.fleet import (
+from aivos.cloud.fleet.registry import STALE_FACTOR, SqliteRegistry, site_state
+from aivos.cloud.fleet.rollout import plan_waves
+from aivos.cloud.fleet.tokens import hash_password, verify_password
+from aivos.shared.bundle import GoldenQuery, Manifest, TrainingSummary, write_manifest
+from aivos.shared.errors import BundleTampered, ConfigError, DataError
+from aivos.shared.fleet import (
     SIGNATURE_NAME,
     Decisions,
     Heartbeat,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.knowledge.chunking import chunk_document, decode_document, document_title
-from shared.errors import DataError
+from aivos.edge.knowledge.chunking import chunk_document, decode_document, document_title
+from aivos.shared.errors import DataError
 
 
 def _para(n: int, word: str = "word") -> str:

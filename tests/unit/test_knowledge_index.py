@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.knowledge import Embedder, KnowledgeIndex
-from shared.errors import DataError
+from aivos.edge.knowledge import Embedder, KnowledgeIndex
+from aivos.shared.errors import DataError
 
 DIM = 64
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.bundle import (
+from aivos.shared.bundle import (
     FORMAT_VERSION,
     Manifest,
     TrainingSummary,
@@ -15,7 +15,7 @@ from shared.bundle import (
     staged_bundle,
     write_manifest,
 )
-from shared.errors import BundleTampered, ModelNotFound
+from aivos.shared.errors import BundleTampered, ModelNotFound
 
 
 def _make(target: Path) -> Manifest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud.modelbuild.calibrate import choose_threshold, scores_at
+from aivos.cloud.modelbuild.calibrate import choose_threshold, scores_at
 
 LABELS = ["a", "b", "oos"]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.datasets import Example, check_trainable, load_examples
-from shared.errors import DataError
-from shared.paths import clinc150_path
+from aivos.shared.datasets import Example, check_trainable, load_examples
+from aivos.shared.errors import DataError
+from aivos.shared.paths import clinc150_path
 
 
 def _write(path: Path, text: str) -> Path:

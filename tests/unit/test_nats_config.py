@@ -5,8 +5,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from shared.natsconf import HubConfig, LeafConfig, nats_server_binary, render_hub, render_leaf
-from shared.natsconf.cli import nats_config_cmd
+from aivos.shared.natsconf import HubConfig, LeafConfig, nats_server_binary, render_hub, render_leaf
+from aivos.shared.natsconf.cli import nats_config_cmd
 
 
 def _check_with_server(path: Path) -> subprocess.CompletedProcess[str]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from shared import subjects
-from shared.errors import ConfigError
-from shared.messages import (
+from aivos.shared import subjects
+from aivos.shared.errors import ConfigError
+from aivos.shared.messages import (
     Accepted,
     Done,
     Error,

@@ -6,10 +6,10 @@ import tomllib
 
 import pytest
 
-from shared.config import decode_config
-from shared.errors import ConfigError, PolicyDenied, ResidencyDenied
-from shared.metrics import Registry
-from shared.residency import DataClass, ExitGate, MaskMapping, ResidencyPolicy
+from aivos.shared.config import decode_config
+from aivos.shared.errors import ConfigError, PolicyDenied, ResidencyDenied
+from aivos.shared.metrics import Registry
+from aivos.shared.residency import DataClass, ExitGate, MaskMapping, ResidencyPolicy
 
 _TOML = """
 [residency]

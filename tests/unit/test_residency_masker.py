@@ -7,7 +7,7 @@ import pickle
 import msgspec
 import pytest
 
-from shared.residency import MaskMapping, default_masker
+from aivos.shared.residency import MaskMapping, default_masker
 
 
 def test_typed_placeholders_and_counts() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.residency.recognizers import (
+from aivos.shared.residency.recognizers import (
     CardRecognizer,
     EmailRecognizer,
     IbanRecognizer,

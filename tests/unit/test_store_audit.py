@@ -3,8 +3,8 @@ import sqlite3
 
 import pytest
 
-from edge.store import AuditRecord, Store
-from edge.store.db import db_path
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.store.db import db_path
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_an_edited_row_is_named(chain):
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(chain):
-    from edge.store.audit import _FIELDS, row_hash
+    from aivos.edge.store.audit import _FIELDS, row_hash
 
     path, conn = chain
     conn.execute("UPDATE audit SET confidence = 0.1 WHERE seq = 5")

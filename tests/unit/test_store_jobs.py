@@ -1,7 +1,7 @@
 import pytest
 
-from edge.store import Store
-from shared.errors import DataError, NotFound
+from aivos.edge.store import Store
+from aivos.shared.errors import DataError, NotFound
 
 
 async def test_jobs_survive_reopen(tmp_path):

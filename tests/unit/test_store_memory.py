@@ -1,6 +1,6 @@
 import pytest
 
-from edge.store import Store
+from aivos.edge.store import Store
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@ import sqlite3
 
 import pytest
 
-from edge.store import Store, migrations
-from edge.store.db import db_path, open_writer
+from aivos.edge.store import Store, migrations
+from aivos.edge.store.db import db_path, open_writer
 
 
 def test_open_records_every_migration_in_order(tmp_path):

@@ -1,8 +1,8 @@
 import msgspec
 import pytest
 
-from edge.store import AuditRecord, Store
-from shared.errors import QuotaExceeded
+from aivos.edge.store import AuditRecord, Store
+from aivos.shared.errors import QuotaExceeded
 
 
 @pytest.fixture

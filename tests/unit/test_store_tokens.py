@@ -1,9 +1,9 @@
 import pytest
 
-from edge.store import Store
-from edge.store.db import db_path
-from edge.store.tokens import scope_allows
-from shared.errors import DataError, NotFound
+from aivos.edge.store import Store
+from aivos.edge.store.db import db_path
+from aivos.edge.store.tokens import scope_allows
+from aivos.shared.errors import DataError, NotFound
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from edge.store import AuditRecord, Store
-from shared.errors import StoreClosed
+from aivos.edge.store import AuditRecord, Store
+from aivos.shared.errors import StoreClosed
 
 
 @pytest.fixture

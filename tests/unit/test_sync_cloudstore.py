@@ -9,9 +9,9 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from cloud.ingest import CloudStore
-from shared.cli import cli
-from shared.syncwire import SyncEnvelope, decode_envelope, encode_envelope, msg_id
+from aivos.cloud.ingest import CloudStore
+from aivos.cli import cli
+from aivos.shared.syncwire import SyncEnvelope, decode_envelope, encode_envelope, msg_id
 
 
 def env(site: str, n: int, data_class: str = "audit", **payload: object) -> SyncEnvelope:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared.tracing import (
+from aivos.shared.tracing import (
     current_trace_id,
     extract_context,
     inject_headers,

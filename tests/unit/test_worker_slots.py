@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cloud.worker.slots import PrioritySlots
+from aivos.cloud.worker.slots import PrioritySlots
 
 
 async def _take(

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from edge.workflows.backoff import backoff_delay, retryable_status
-from edge.workflows.signatures import ReplayGuard, SignatureError, sign, verify
+from aivos.edge.workflows.backoff import backoff_delay, retryable_status
+from aivos.edge.workflows.signatures import ReplayGuard, SignatureError, sign, verify
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:

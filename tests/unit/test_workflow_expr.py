@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge.workflows.expr import ExprSyntaxError, parse_expr
-from edge.workflows.template import Template, TemplateSyntaxError, render_value
-from shared.errors import StepFailed
+from aivos.edge.workflows.expr import ExprSyntaxError, parse_expr
+from aivos.edge.workflows.template import Template, TemplateSyntaxError, render_value
+from aivos.shared.errors import StepFailed
 
 CTX = {
     "inputs": {"text": "hello", "amount": 120, "tags": ["vip", "new"]},

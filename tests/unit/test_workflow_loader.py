@@ -10,12 +10,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edge.workflows.demo import WORKFLOWS_DIR
-from edge.workflows.generation import parse_fields
-from edge.workflows.loader import WorkflowSet, load_workflow, parse_workflow
-from edge.workflows.secrets import Secrets
-from edge.workflows.settings import ConnectorSettings, WorkflowSettings
-from shared.errors import WorkflowInvalid
+from aivos.edge.workflows.demo import WORKFLOWS_DIR
+from aivos.edge.workflows.generation import parse_fields
+from aivos.edge.workflows.loader import WorkflowSet, load_workflow, parse_workflow
+from aivos.edge.workflows.secrets import Secrets
+from aivos.edge.workflows.settings import ConnectorSettings, WorkflowSettings
+from aivos.shared.errors import WorkflowInvalid
 
 ROOT = Path(__file__).resolve().parents[2]
 CONNECTORS = {

@@ -15,10 +15,10 @@ from typing import Any
 
 from litestar import Controller, Request, Response, post
 
-from edge.api.errors import ApiError
-from edge.workflows.engine import EventRefused, WorkflowEngine
-from edge.workflows.views import EventAccepted
-from shared.errors import StepFailed
+from aivos.edge.api.errors import ApiError
+from aivos.edge.workflows.engine import EventRefused, WorkflowEngine
+from aivos.edge.workflows.views import EventAccepted
+from aivos.shared.errors import StepFailed
 
 __all__ = ["EventsController"]
 

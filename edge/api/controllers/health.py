@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, MediaType, Response, get
 
-from edge.agent import Agent
-from edge.api.schemas import HealthOut, ReadyOut
+from aivos.edge.agent import Agent
+from aivos.edge.api.schemas import HealthOut, ReadyOut
 
 __all__ = ["HealthController"]
 

@@ -7,9 +7,9 @@ from typing import Any
 from litestar import Controller, Request, post
 from litestar.response import ServerSentEvent
 
-from edge.agent import Agent
-from edge.api.auth import requires
-from edge.api.schemas import InferRequest, InferResponse
+from aivos.edge.agent import Agent
+from aivos.edge.api.auth import requires
+from aivos.edge.api.schemas import InferRequest, InferResponse
 
 __all__ = ["InferController"]
 

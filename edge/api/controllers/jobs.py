@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get, post
 
-from edge.agent import Agent
-from edge.api.auth import requires
-from edge.api.schemas import JobAccepted, JobOut, JobRequest
+from aivos.edge.agent import Agent
+from aivos.edge.api.auth import requires
+from aivos.edge.api.schemas import JobAccepted, JobOut, JobRequest
 
 __all__ = ["JobsController"]
 

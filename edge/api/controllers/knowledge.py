@@ -7,9 +7,9 @@ from typing import Annotated
 from litestar import Controller, delete, get, post
 from litestar.params import Parameter
 
-from edge.agent import Agent
-from edge.api.auth import requires
-from edge.api.schemas import DocumentOut, KnowledgeIn, SearchOut
+from aivos.edge.agent import Agent
+from aivos.edge.api.auth import requires
+from aivos.edge.api.schemas import DocumentOut, KnowledgeIn, SearchOut
 
 __all__ = ["KnowledgeController"]
 

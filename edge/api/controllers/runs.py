@@ -12,10 +12,10 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 from msgspec import Meta
 
-from edge.api.auth import requires
-from edge.api.errors import ApiError
-from edge.workflows.engine import WorkflowEngine
-from edge.workflows.views import RunDetail, RunResult, RunSummary, summary
+from aivos.edge.api.auth import requires
+from aivos.edge.api.errors import ApiError
+from aivos.edge.workflows.engine import WorkflowEngine
+from aivos.edge.workflows.views import RunDetail, RunResult, RunSummary, summary
 
 __all__ = ["RunsController", "RunList", "DecisionIn"]
 

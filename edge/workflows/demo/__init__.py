@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.workflows.settings import ConnectorSettings, WorkflowSettings
+from aivos.edge.workflows.settings import ConnectorSettings, WorkflowSettings
 
 __all__ = ["DEMO_DIR", "WORKFLOWS_DIR", "SECRETS_FILE", "demo_settings"]
 

@@ -1,6 +1,6 @@
 """A small fake "core banking" HTTP service for the support-workflow demo and the tests.
 
-    python -m edge.workflows.demo.corebank --port 8099 --token demo-corebank-token
+    python -m aivos.edge.workflows.demo.corebank --port 8099 --token demo-corebank-token
 
 Endpoints (JSON; `Authorization: Bearer <token>` required when a token is set):
 

@@ -10,61 +10,61 @@ from typing import Any
 import click
 from rich.console import Console
 
-from shared import __version__
-from shared.errors import AivosError
+from aivos.shared import __version__
+from aivos.shared.errors import AivosError
 
 __all__ = ["main", "cli"]
 
 # command path -> "module:attribute" of a click command or group
 _COMMANDS: dict[str, dict[str, str]] = {
     "": {
-        "up": "shared.up:up_cmd",
-        "ask": "edge.client_cli:ask_cmd",
+        "up": "aivos.up:up_cmd",
+        "ask": "aivos.edge.client_cli:ask_cmd",
     },
     "models": {
-        "build": "cloud.modelbuild.cli:build_cmd",
-        "publish": "cloud.fleet.cli:publish_cmd",
+        "build": "aivos.cloud.modelbuild.cli:build_cmd",
+        "publish": "aivos.cloud.fleet.cli:publish_cmd",
     },
     "intents": {
-        "train": "cloud.modelbuild.cli:train_cmd",
-        "eval": "edge.intent.cli:eval_cmd",
+        "train": "aivos.cloud.modelbuild.cli:train_cmd",
+        "eval": "aivos.edge.intent.cli:eval_cmd",
     },
-    "edge": {"serve": "edge.cli:serve_cmd"},
+    "edge": {"serve": "aivos.edge.cli:serve_cmd"},
     "tokens": {
-        "create": "edge.store.cli:tokens_create_cmd",
-        "revoke": "edge.store.cli:tokens_revoke_cmd",
+        "create": "aivos.edge.store.cli:tokens_create_cmd",
+        "revoke": "aivos.edge.store.cli:tokens_revoke_cmd",
     },
-    "audit": {"verify": "edge.store.cli:audit_verify_cmd"},
-    "kb": {"add": "edge.knowledge.cli:kb_add_cmd"},
+    "audit": {"verify": "aivos.edge.store.cli:audit_verify_cmd"},
+    "kb": {"add": "aivos.edge.knowledge.cli:kb_add_cmd"},
     "workflows": {
-        "validate": "edge.workflows.cli:validate_cmd",
-        "list": "edge.workflows.cli:list_cmd",
-        "run": "edge.workflows.cli:run_cmd",
+        "validate": "aivos.edge.workflows.cli:validate_cmd",
+        "list": "aivos.edge.workflows.cli:list_cmd",
+        "run": "aivos.edge.workflows.cli:run_cmd",
     },
-    "nats": {"config": "shared.natsconf.cli:nats_config_cmd"},
+    "nats": {"config": "aivos.shared.natsconf.cli:nats_config_cmd"},
     "cloud": {
-        "worker": "cloud.worker.cli:worker_cmd",
-        "ingest": "cloud.ingest.cli:ingest_cmd",
-        "stats": "cloud.ingest.cli:stats_cmd",
-        "audit": "cloud.ingest.cli:audit_cmd",
-        "console": "cloud.console.cli:console_cmd",
-        "fleet": "cloud.fleet.cli:fleet_serve_cmd",
+        "worker": "aivos.cloud.worker.cli:worker_cmd",
+        "ingest": "aivos.cloud.ingest.cli:ingest_cmd",
+        "stats": "aivos.cloud.ingest.cli:stats_cmd",
+        "audit": "aivos.cloud.ingest.cli:audit_cmd",
+        "console": "aivos.cloud.console.cli:console_cmd",
+        "fleet": "aivos.cloud.fleet.cli:fleet_serve_cmd",
     },
     "fleet": {
-        "keygen": "cloud.fleet.cli:keygen_cmd",
-        "add": "cloud.fleet.cli:add_cmd",
-        "sites": "cloud.fleet.cli:sites_cmd",
-        "config": "cloud.fleet.cli:config_group",
-        "operator": "cloud.fleet.cli:operator_group",
-        "operator-token": "cloud.fleet.cli:operator_token_group",
+        "keygen": "aivos.cloud.fleet.cli:keygen_cmd",
+        "add": "aivos.cloud.fleet.cli:add_cmd",
+        "sites": "aivos.cloud.fleet.cli:sites_cmd",
+        "config": "aivos.cloud.fleet.cli:config_group",
+        "operator": "aivos.cloud.fleet.cli:operator_group",
+        "operator-token": "aivos.cloud.fleet.cli:operator_token_group",
     },
     "rollout": {
-        "start": "cloud.fleet.cli:rollout_start_cmd",
-        "list": "cloud.fleet.cli:rollout_list_cmd",
-        "pause": "cloud.fleet.cli:rollout_pause_cmd",
-        "resume": "cloud.fleet.cli:rollout_resume_cmd",
-        "abort": "cloud.fleet.cli:rollout_abort_cmd",
-        "rollback": "cloud.fleet.cli:rollout_rollback_cmd",
+        "start": "aivos.cloud.fleet.cli:rollout_start_cmd",
+        "list": "aivos.cloud.fleet.cli:rollout_list_cmd",
+        "pause": "aivos.cloud.fleet.cli:rollout_pause_cmd",
+        "resume": "aivos.cloud.fleet.cli:rollout_resume_cmd",
+        "abort": "aivos.cloud.fleet.cli:rollout_abort_cmd",
+        "rollback": "aivos.cloud.fleet.cli:rollout_rollback_cmd",
     },
 }
 

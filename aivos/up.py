@@ -23,9 +23,9 @@ import click
 import httpx
 from rich.console import Console
 
-from shared.natsconf.render import HubConfig, LeafConfig
-from shared.natsconf.server import NatsServer, free_port
-from shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
+from aivos.shared.natsconf.render import HubConfig, LeafConfig
+from aivos.shared.natsconf.server import NatsServer, free_port
+from aivos.shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
 
 __all__ = ["up_cmd", "Appliance"]
 
@@ -56,7 +56,7 @@ class Appliance:
     # ----- helpers ---------------------------------------------------------------------------
 
     def _spawn(
-        self, name: str, *args: str, env: dict[str, str] | None = None, module: str = "shared.cli"
+        self, name: str, *args: str, env: dict[str, str] | None = None, module: str = "aivos"
     ) -> _Child:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ class Appliance:
         console.print(
             f"[bold]No model bundle at {bundle}: building it now (one time, a few minutes).[/bold]"
         )
-        code = subprocess.call([sys.executable, "-m", "shared.cli", "models", "build"])
+        code = subprocess.call([sys.executable, "-m", "aivos", "models", "build"])
         if code != 0:
             raise click.ClickException("the model build failed; see the output above")
         return bundle
@@ -130,11 +130,11 @@ class Appliance:
         assert self.hub is not None
         self._spawn("worker", "cloud", "worker", "--nats", self.hub.url)
         cloud_dir = self.cloud_dir
-        if _has_module("cloud.ingest.cli"):
+        if _has_module("aivos.cloud.ingest.cli"):
             self._spawn(
                 "ingest", "cloud", "ingest", "--nats", self.hub.url, "--data-dir", str(cloud_dir)
             )
-        if _has_module("cloud.console.app"):
+        if _has_module("aivos.cloud.console.app"):
             port = free_port()
             self._spawn(
                 "console",
@@ -189,10 +189,10 @@ class Appliance:
 
     def _start_demo_services(self) -> list[str]:
         """The fake core-banking system and the example workflow (the support scenario)."""
-        from edge.workflows.demo import SECRETS_FILE, WORKFLOWS_DIR
+        from aivos.edge.workflows.demo import SECRETS_FILE, WORKFLOWS_DIR
 
         port = free_port()
-        self._spawn("corebank", "--port", str(port), module="edge.workflows.demo.corebank")
+        self._spawn("corebank", "--port", str(port), module="aivos.edge.workflows.demo.corebank")
         url = f"http://127.0.0.1:{port}"
         self._wait(
             "demo core-banking service", lambda: httpx.get(url, timeout=1).status_code < 500, 30
@@ -213,8 +213,8 @@ class Appliance:
 
         import nats
 
-        from edge.uplink.generation import generate
-        from shared.messages import GenerateRequest
+        from aivos.edge.uplink.generation import generate
+        from aivos.shared.messages import GenerateRequest
 
         assert self.leaf is not None
         leaf_url = self.leaf.url
@@ -258,7 +258,7 @@ def _has_module(name: str) -> bool:
 
 def _client_token(edge_dir: Path) -> str:
     """A client token for this appliance, kept in edge/up-token (0600) and reused while valid."""
-    from edge.store import Store
+    from aivos.edge.store import Store
 
     saved = edge_dir / "up-token"
     store = Store.open(edge_dir)
@@ -277,7 +277,7 @@ def _client_token(edge_dir: Path) -> str:
 
 def _operator_token(cloud_dir: Path) -> str | None:
     try:
-        from cloud.fleet.tokens import create_operator_token  # type: ignore[import-not-found]
+        from aivos.cloud.fleet.tokens import create_operator_token  # type: ignore[import-not-found]
     except ImportError:
         return None
     token: str = create_operator_token(cloud_dir)
