@@ -42,6 +42,7 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "run": "aivos.edge.workflows.cli:run_cmd",
     },
     "nats": {"config": "aivos.shared.natsconf.cli:nats_config_cmd"},
+    "residency": {"mask": "aivos.shared.residency.cli:mask_cmd"},
     "cloud": {
         "worker": "aivos.cloud.worker.cli:worker_cmd",
         "ingest": "aivos.cloud.ingest.cli:ingest_cmd",
@@ -76,6 +77,7 @@ _HELP = {
     "audit": "Inspect the edge agent's hash-chained audit log.",
     "kb": "Manage the edge agent's knowledge index.",
     "workflows": "Validate, list and run edge workflows.",
+    "residency": "Check what the residency policy lets leave the site (PII masking).",
     "nats": "NATS topology helpers (hub and site leaf configs).",
     "cloud": "Cloud tier services: generation workers, fleet ingest.",
     "fleet": "Fleet registry: sites, remote config, operators, signing keys.",

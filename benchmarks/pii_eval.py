@@ -24,8 +24,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pii_dataset import ENTITIES, generate  # noqa: E402
-
 from aivos.shared.residency import (  # noqa: E402
     DataClass,
     ExitGate,
@@ -34,6 +32,7 @@ from aivos.shared.residency import (  # noqa: E402
     recommended_policy,
 )
 from aivos.shared.residency.recognizers import find_all  # noqa: E402
+from pii_dataset import ENTITIES, generate  # noqa: E402
 
 _PROMPT = (
     "Hi, I was charged twice for my card 4111 1111 1111 1111 on 2024-03-15, order ORD-2024-004512. "
@@ -52,6 +51,7 @@ def evaluate(records: list[dict[str, Any]]) -> dict[str, Any]:
     masker = default_masker()
     stats = {e: {"tp": 0, "fp": 0, "fn": 0, "leaks": 0} for e in ENTITIES}
     distractor_hits = 0
+    other: dict[str, int] = {}
     errors: list[dict[str, Any]] = []
     for rec in records:
         text = rec["text"]
@@ -71,6 +71,9 @@ def evaluate(records: list[dict[str, Any]]) -> dict[str, Any]:
                         {"kind": "fn", "entity": g[2], "value": text[g[0] : g[1]], "text": text}
                     )
         for p in pred - gold:
+            if p[2] not in stats:  # names/addresses/ids: the generator does not label them
+                other[p[2]] = other.get(p[2], 0) + 1
+                continue
             stats[p[2]]["fp"] += 1
             if len(errors) < 20:
                 errors.append(
@@ -93,6 +96,7 @@ def evaluate(records: list[dict[str, Any]]) -> dict[str, Any]:
         "per_entity": per_entity,
         "distractors": n_dist,
         "distractors_masked": distractor_hits,
+        "other_entities_masked": other,
         "examples_of_errors": errors,
     }
 

@@ -20,7 +20,12 @@ from aivos.shared.residency.policy import (
     Rule,
     recommended_policy,
 )
-from aivos.shared.residency.recognizers import Recognizer, RegexRecognizer, Span, builtin_recognizers
+from aivos.shared.residency.recognizers import (
+    Recognizer,
+    RegexRecognizer,
+    Span,
+    builtin_recognizers,
+)
 
 __all__ = [
     "ResidencyPolicy",

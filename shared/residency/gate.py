@@ -64,7 +64,11 @@ class ExitGate:
         registry: Registry | None = None,
     ) -> None:
         self.policy = policy
-        self.masker = masker if masker is not None else default_masker(policy.recognizers())
+        self.masker = (
+            masker
+            if masker is not None
+            else default_masker(policy.recognizers(), policy.locale_pack())
+        )
         self._exempt = frozenset(policy.exempt_keys)
         self._lock = threading.Lock()
         self._counts: dict[str, GateCounts] = {}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
+from aivos.shared.residency.normalize import normalize
 from aivos.shared.residency.recognizers import Recognizer, builtin_recognizers, find_all
 
 __all__ = ["Masker", "MaskMapping", "MaskResult", "default_masker", "PLACEHOLDER_RE"]
@@ -38,6 +39,9 @@ _NORMALIZERS: dict[str, Callable[[str], str]] = {
     "EMAIL": str.lower,
     "PHONE": _digits,
     "CARD": _digits,
+    "NATIONAL_ID": _digits,
+    "BANK_ACCOUNT": _digits,
+    "PASSPORT": _digits,
     "IBAN": _digits,
     "SSN": _digits,
     "IPV4": _ip,
@@ -109,18 +113,26 @@ class Masker:
         return [r.entity for r in self.recognizers]
 
     def mask(self, text: str, mapping: MaskMapping | None = None) -> MaskResult:
+        """Replace every recognised value by its placeholder.
+
+        Recognizers run on the normalised text (NFKC, invisible characters removed, digits
+        folded); each span is mapped back so the placeholder replaces exactly the original
+        characters, invisible ones inside the value included.
+        """
         mapping = MaskMapping() if mapping is None else mapping
-        spans = find_all(text, self.recognizers)
+        norm = normalize(text)
+        spans = find_all(norm.text, self.recognizers)
         if not spans:
             return MaskResult(text, mapping, {})
         counts: dict[str, int] = {}
         parts: list[str] = []
         pos = 0
         for span in spans:
-            parts.append(text[pos : span.start])
-            parts.append(mapping.placeholder(span.entity, text[span.start : span.end]))
+            start, end = norm.span(span.start, span.end)
+            parts.append(text[pos:start])
+            parts.append(mapping.placeholder(span.entity, text[start:end]))
             counts[span.entity] = counts.get(span.entity, 0) + 1
-            pos = span.end
+            pos = end
         parts.append(text[pos:])
         return MaskResult("".join(parts), mapping, counts)
 
@@ -135,6 +147,9 @@ class Masker:
         return PLACEHOLDER_RE.sub(sub, text)
 
 
-def default_masker(custom: Iterable[Recognizer] = ()) -> Masker:
-    """A masker with the built-in recognizers plus `custom` ones (checked after the built-ins)."""
-    return Masker([*builtin_recognizers(), *custom])
+def default_masker(
+    custom: Iterable[Recognizer] = (), locales: Sequence[str] | None = None
+) -> Masker:
+    """A masker with the built-in recognizers of `locales` (ISO country codes; None = the
+    default pack) plus `custom` ones (checked after the built-ins)."""
+    return Masker([*builtin_recognizers(locales), *custom])

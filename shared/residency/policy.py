@@ -12,7 +12,9 @@ Decoded from the `[residency]` TOML section:
     memory = "local-only"
     telemetry = "allow"
 
-    [[residency.custom]]
+    locales = ["GB", "IE"]                # optional; default follows `region`
+
+    [[residency.custom]]                  # run on RE2 (linear time); lookaround is rejected
     name = "EMPLOYEE_ID"
     pattern = "EMP-[0-9]{6}"
 
@@ -27,9 +29,20 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 import msgspec
+import re2  # type: ignore[import-untyped]
 
 from aivos.shared.errors import ConfigError
+from aivos.shared.residency.locales import locales_for
 from aivos.shared.residency.recognizers import Recognizer, RegexRecognizer
+
+
+def _compile_safe(pattern: str, ignore_case: bool) -> Any:
+    """Compile an operator pattern with RE2 (guaranteed linear time); re2.error if unsupported."""
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.never_capture = False
+    return re2.compile(pattern, options)
+
 
 __all__ = [
     "DataClass",
@@ -83,8 +96,8 @@ class CustomRecognizer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ignore_case: bool = False
 
     def build(self) -> Recognizer:
-        flags = re.IGNORECASE if self.ignore_case else 0
-        return RegexRecognizer(self.name, re.compile(self.pattern, flags))
+        """A recognizer running the pattern on RE2 (linear time: no catastrophic backtracking)."""
+        return RegexRecognizer(self.name, _compile_safe(self.pattern, self.ignore_case))
 
 
 class ResidencyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -93,6 +106,9 @@ class ResidencyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     classes: dict[str, str] = {}
     custom: tuple[CustomRecognizer, ...] = ()
     exempt_keys: tuple[str, ...] = DEFAULT_EXEMPT_KEYS
+    # ISO country codes whose national ids and phone formats are looked for; empty = the
+    # pack the site's `region` implies (see residency.locales)
+    locales: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for key, rule in self.classes.items():
@@ -118,6 +134,17 @@ class ResidencyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 re.compile(c.pattern)
             except re.error as exc:
                 raise ConfigError(f"{where}.pattern", f"invalid regex: {exc}") from exc
+            try:
+                _compile_safe(c.pattern, c.ignore_case)
+            except re2.error as exc:
+                raise ConfigError(
+                    f"{where}.pattern",
+                    "not supported by the linear-time engine (RE2: no backreferences or "
+                    f"lookaround): {exc}",
+                ) from exc
+        for i, loc in enumerate(self.locales):
+            if not re.fullmatch(r"[A-Za-z]{2}", loc):
+                raise ConfigError(f"residency.locales[{i}]", "must be an ISO 3166 country code")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "residency") -> ResidencyPolicy:
@@ -139,6 +166,10 @@ class ResidencyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def recognizers(self) -> list[Recognizer]:
         return [c.build() for c in self.custom]
+
+    def locale_pack(self) -> tuple[str, ...]:
+        """The country codes the built-in recognizers look for at this site."""
+        return locales_for(self.region, self.locales)
 
 
 def _key_path(source: str, message: str) -> str:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
-import msgspec
+from aivos.shared.residency.context import context_recognizers
+from aivos.shared.residency.ids import id_recognizers
+from aivos.shared.residency.locales import DEFAULT_LOCALES
+from aivos.shared.residency.phones import PhoneRecognizer
+from aivos.shared.residency.spans import Recognizer, Span, find_all
 
 __all__ = [
     "Span",
@@ -32,23 +35,6 @@ __all__ = [
     "luhn_valid",
     "iban_valid",
 ]
-
-
-class Span(msgspec.Struct, frozen=True):
-    """`text[start:end]` is a value of type `entity` (e.g. `EMAIL`)."""
-
-    start: int
-    end: int
-    entity: str
-
-
-@runtime_checkable
-class Recognizer(Protocol):
-    """Finds the values of one entity type; `entity` is an upper-case name used in placeholders."""
-
-    entity: str
-
-    def find(self, text: str) -> list[Span]: ...
 
 
 class RegexRecognizer:
@@ -69,8 +55,15 @@ class RegexRecognizer:
 # --- e-mail -----------------------------------------------------------------------------
 
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+    r"(?<![\w.%+-])[^\W_](?:[\w.%+-]{0,63})@"
+    r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}(?![\w-])"
+)
+# "anna dot smith at example dot com", "anna [at] example [dot] org"
+_AT = r"(?:\s+at\s+|\s*[\[(]\s*at\s*[\])]\s*)"
+_DOT = r"(?:\s+dot\s+|\s*[\[(]\s*dot\s*[\])]\s*)"
+_EMAIL_SPELLED = re.compile(
+    rf"(?i)(?<![\w.])[^\W_][\w.+-]{{0,63}}(?:{_DOT}[\w+-]+)*{_AT}[^\W_][\w-]{{0,62}}"
+    rf"(?:(?:{_DOT}|\.)[^\W_][\w-]{{0,62}})*{_DOT}[^\W\d_]{{2,24}}(?![\w-])"
 )
 
 
@@ -79,57 +72,26 @@ class EmailRecognizer(RegexRecognizer):
         super().__init__("EMAIL", _EMAIL)
 
     def find(self, text: str) -> list[Span]:
-        return super().find(text) if "@" in text else []
-
-
-# --- phone ------------------------------------------------------------------------------
-
-# Not preceded by a digit (or digit + separator) and not followed by one: a phone number
-# must not be carved out of a longer digit sequence such as a card number.
-_NOT_AFTER_DIGIT = r"(?<![\w+])(?<!\d[ .-])"
-_NOT_BEFORE_DIGIT = r"(?![ .-]?\d)(?!\w)"
-_PHONE = re.compile(
-    _NOT_AFTER_DIGIT
-    + r"(?:"
-    # international: +CC then groups (spaces, dashes, dots, optional (0) or (area))
-    + r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,6}"
-    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567
-    + r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}"
-    + r"|\d{3}([.-])\d{3}\1\d{4}"
-    + r"|\d{3} \d{3} \d{4}"
-    # European national with trunk 0: 020 7946 0958, 06 12 34 56 78, 030 12345678, 0612345678
-    + r"|0\d(?: \d{2}){4}"
-    + r"|0\d{1,4}[ /-]\d{3,8}(?:[ -]\d{3,4})?"
-    + r"|0\d{9,10}"
-    + r")"
-    + _NOT_BEFORE_DIGIT
-)
-
-
-class PhoneRecognizer:
-    """International (`+CC ...`, 8–15 digits) and common national formats (NANP, trunk-0 Europe)."""
-
-    entity = "PHONE"
-
-    def find(self, text: str) -> list[Span]:
-        spans = []
-        for m in _PHONE.finditer(text):
-            value = m.group(0)
-            digits = sum(c.isdigit() for c in value)
-            lo = 8 if value.startswith("+") else 10
-            if lo <= digits <= 15:
-                spans.append(Span(m.start(), m.end(), self.entity))
+        spans = super().find(text) if "@" in text else []
+        lowered = text.lower()
+        if "dot" in lowered and "at" in lowered:
+            spans += [Span(m.start(), m.end(), self.entity) for m in _EMAIL_SPELLED.finditer(text)]
         return spans
 
 
 # --- payment cards ----------------------------------------------------------------------
 
-# not carved out of a longer digit run, nor out of an IBAN ("DE89 3704 ...")
+# A run of digit groups separated by one kind of separator (space, dash, dot) or none; may be
+# glued to a brand name ("VISA4111...") and followed by an expiry ("4111 ... 1111 12/26").
+# Not carved out of a longer digit run, nor out of an IBAN ("DE89 3704 ...").
 _CARD = re.compile(
-    r"(?<![\w+.,-])(?<!\d[ -])(?<![A-Z]{2}\d{2} )(?<![A-Z]{2}\d{2} [A-Z0-9]{4} )"
-    r"\d(?:[ -]?\d){12,18}(?!\w|[ .,-]\d)"
+    r"(?<![\d+.,-])(?<!\d[ .-])(?<!\b[A-Za-z]{2})(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )"
+    r"(?:\d{12,19}|\d{2,6}([ .-])\d{2,6}(?:\1\d{1,6}){0,5})(?!\d|[.,-]\d)"
 )
-_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6(?:011|4[4-9]|5|2))")
+# IIN ranges: Visa 4, Mastercard 51-55/2221-2720, Amex 34/37, Diners 30/36/38/39, JCB 35 and
+# 1800/2131, Discover 6011/644-649/65, UnionPay 62/81, Maestro 50/56-69, RuPay 60/65/81/82/508.
+_CARD_PREFIX = re.compile(r"^(?:4|5[0-9]|2[2-7]|3[0-9]|1800|2131|6|8[12])")
+_MAESTRO_SHORT = re.compile(r"^(?:50|5[6-9]|6)")  # 12-digit Maestro / RuPay
 
 
 def luhn_valid(digits: str) -> bool:
@@ -146,7 +108,9 @@ def luhn_valid(digits: str) -> bool:
 
 
 class CardRecognizer:
-    """13–19 digit payment card numbers (spaces or dashes allowed) with a known IIN prefix and Luhn."""
+    """12–19 digit payment card numbers grouped by one kind of separator, with a known IIN
+    prefix and a valid Luhn digit (12 digits only for Maestro/RuPay ranges). A trailing
+    group that breaks the checksum (an expiry or CVV written after the number) is left out."""
 
     entity = "CARD"
 
@@ -154,12 +118,23 @@ class CardRecognizer:
         spans = []
         for m in _CARD.finditer(text):
             raw = m.group(0)
-            seps = {c for c in raw if not c.isdigit()}
-            if len(seps) > 1:
-                continue
-            digits = raw.replace(" ", "").replace("-", "")
-            if 13 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_valid(digits):
-                spans.append(Span(m.start(), m.end(), self.entity))
+            sep = m.group(1) or ""
+            groups = raw.split(sep) if sep else [raw]
+            # try the whole run, then without trailing groups (expiry, CVV)
+            for k in range(len(groups), 0, -1):
+                digits = "".join(groups[:k])
+                if not 12 <= len(digits) <= 19:
+                    continue
+                if not _CARD_PREFIX.match(digits) or not luhn_valid(digits):
+                    continue
+                if len(digits) == 12 and not _MAESTRO_SHORT.match(digits):
+                    continue
+                dropped = "".join(groups[k:])
+                if dropped and (len(dropped) > 4 or len(digits) < 13):
+                    break  # only an expiry or CVV may follow a card number
+                end = m.start() + len(sep.join(groups[:k]))
+                spans.append(Span(m.start(), end, self.entity))
+                break
         return spans
 
 
@@ -175,7 +150,7 @@ _IBAN_LENGTHS = {
     "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24,
     "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
 }  # fmt: skip
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})")
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})(\d{2})")
 
 
 def iban_valid(iban: str) -> bool:
@@ -188,7 +163,8 @@ def iban_valid(iban: str) -> bool:
 
 
 class IbanRecognizer:
-    """IBANs, compact or in groups separated by single spaces, validated by length and mod-97."""
+    """IBANs, compact or grouped by single spaces or dashes, any case; validated by the
+    country's length and mod-97."""
 
     entity = "IBAN"
 
@@ -196,14 +172,14 @@ class IbanRecognizer:
         spans = []
         n = len(text)
         for m in _IBAN_START.finditer(text):
-            want = _IBAN_LENGTHS.get(m.group(1))
+            want = _IBAN_LENGTHS.get(m.group(1).upper())
             if want is None:
                 continue
-            chars = [m.group(1), m.group(2)]
+            chars = [m.group(1).upper(), m.group(2)]
             count, i = 4, m.end()
             while count < want and i < n:
                 c = text[i]
-                if c == " " and i + 1 < n and text[i + 1].isalnum() and text[i - 1] != " ":
+                if c in " -" and i + 1 < n and text[i + 1].isalnum() and text[i - 1] not in " -":
                     i += 1
                     continue
                 if not (c.isascii() and c.isalnum()):
@@ -266,7 +242,7 @@ class Ipv6Recognizer:
 
 # --- US SSN -----------------------------------------------------------------------------
 
-_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w]|-\d)")
+_SSN = re.compile(r"(?<![\w.-])(\d{3})([- .])(\d{2})\2(\d{4})(?![\w]|[.-]\d)")
 _SSN_BARE = re.compile(
     r"(?i:\b(?:ssn|social security(?: number| no\.?)?)\b)[^\d\n]{0,20}(?<!\d)(\d{3})(\d{2})(\d{4})(?!\d)"
 )
@@ -294,31 +270,18 @@ class SsnRecognizer:
         return spans
 
 
-def builtin_recognizers() -> list[Recognizer]:
-    """The built-ins, most specific first (this order breaks ties between equal-length spans)."""
+def builtin_recognizers(locales: Sequence[str] | None = None) -> list[Recognizer]:
+    """The built-ins for the locale pack `locales` (ISO country codes; None = every country
+    known), most specific first: this order breaks ties between equal-length spans."""
+    pack = DEFAULT_LOCALES if locales is None else tuple(locales)
     return [
         IbanRecognizer(),
         CardRecognizer(),
         SsnRecognizer(),
+        *id_recognizers(pack),
         EmailRecognizer(),
         Ipv6Recognizer(),
         Ipv4Recognizer(),
-        PhoneRecognizer(),
+        PhoneRecognizer([c for c in pack if len(c) == 2]),
+        *context_recognizers(),
     ]
-
-
-def find_all(text: str, recognizers: Sequence[Recognizer]) -> list[Span]:
-    """Non-overlapping spans of all recognizers, in text order (longest wins, then list order)."""
-    candidates: list[tuple[int, int, int, Span]] = []
-    for rank, rec in enumerate(recognizers):
-        for span in rec.find(text):
-            candidates.append((-(span.end - span.start), rank, span.start, span))
-    if not candidates:
-        return []
-    candidates.sort(key=lambda c: c[:3])
-    chosen: list[Span] = []
-    for *_, span in candidates:
-        if all(span.end <= s.start or span.start >= s.end for s in chosen):
-            chosen.append(span)
-    chosen.sort(key=lambda s: s.start)
-    return chosen

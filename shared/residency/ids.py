@@ -1,0 +1,152 @@
+"""National identifiers and bank account numbers, checked by `python-stdnum` where it can.
+
+Each recognizer belongs to a country (ISO 3166 alpha-2) so a locale pack can pick them;
+`id_recognizers(countries)` builds those of the given countries. A candidate regex finds
+the shape, the library (or the documented rule where stdnum has none) validates it, and a
+cue word is required where the shape alone is too common (9-digit Canadian SIN, passports,
+bare account numbers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from stdnum import luhn, verhoeff
+from stdnum.br import cpf
+from stdnum.cn import ric
+from stdnum.es import dni, nie
+from stdnum.fr import nir
+from stdnum.in_ import pan
+from stdnum.it import codicefiscale
+from stdnum.us import rtn
+
+from aivos.shared.residency.spans import Span
+
+__all__ = ["IdRecognizer", "id_recognizers", "ID_COUNTRIES"]
+
+Validator = Callable[[str], bool]
+
+
+def _compact(value: str) -> str:
+    return re.sub(r"[\s./-]", "", value).upper()
+
+
+def _ok(module: object) -> Validator:
+    def check(value: str) -> bool:
+        return bool(module.is_valid(_compact(value)))  # type: ignore[attr-defined]
+
+    return check
+
+
+def _aadhaar(value: str) -> bool:
+    d = _compact(value)
+    return len(d) == 12 and d[0] not in "01" and d != d[::-1] and verhoeff.is_valid(d)
+
+
+def _sin(value: str) -> bool:
+    d = _compact(value)
+    return len(d) == 9 and d[0] not in "08" and luhn.is_valid(d)
+
+
+def _nino(value: str) -> bool:
+    d = _compact(value)
+    return d[:2] not in {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
+
+
+def _any(value: str) -> bool:
+    return sum(c.isdigit() for c in value) >= 2
+
+
+class IdRecognizer:
+    """Values of `pattern` (group `group`) that pass `valid`; `cue` (if set) must precede them."""
+
+    def __init__(
+        self,
+        entity: str,
+        country: str,
+        pattern: str,
+        valid: Validator = _any,
+        *,
+        flags: int = 0,
+        group: int = 0,
+    ) -> None:
+        self.entity = entity
+        self.country = country
+        self._re = re.compile(pattern, flags)
+        self._valid = valid
+        self._group = group
+
+    def find(self, text: str) -> list[Span]:
+        g = self._group
+        return [
+            Span(m.start(g), m.end(g), self.entity)
+            for m in self._re.finditer(text)
+            if self._valid(m.group(g))
+        ]
+
+
+_B = r"(?<![\w-])(?<!\d[ .-])"  # not glued to a word or a longer code
+_E = r"(?![\w]|-\w|[ .-]\d)"
+_CUE_GAP = r"[^\w\n]{0,4}(?:(?:number|no|nr|num|#)\b[^\w\n]{0,4})?(?:is\s+)?"
+_RECOGNIZERS: tuple[IdRecognizer, ...] = (
+    # United Kingdom: National Insurance number (no stdnum module; HMRC prefix rules)
+    IdRecognizer(
+        "NATIONAL_ID", "GB",
+        _B + r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]" + _E,
+        _nino, flags=re.I,
+    ),
+    # United Kingdom: sort code + account number ("20-00-00 12345678", "sort code 200000")
+    IdRecognizer(
+        "BANK_ACCOUNT", "GB",
+        _B + r"\d{2}-\d{2}-\d{2}[ ,;/]{1,3}(?:(?:a/c|acc(?:oun)?t)(?: no\.?| number)?:? ?)?\d{8}"
+        + _E, flags=re.I,
+    ),
+    IdRecognizer("BANK_ACCOUNT", "GB", r"(?i)\bsort[ -]?code\b" + _CUE_GAP + r"(\d{2}[- ]?\d{2}[- ]?\d{2})\b", group=1),
+    # United States: ABA routing number (checksum) and an account number after a cue
+    IdRecognizer("BANK_ACCOUNT", "US", r"(?i)\b(?:routing|aba|rtn)\b" + _CUE_GAP + r"(\d{9})\b", _ok(rtn), group=1),
+    # Spain: DNI and NIE (check letter)
+    IdRecognizer("NATIONAL_ID", "ES", _B + r"\d{8}[ -]?[A-Z]" + _E, _ok(dni), flags=re.I),
+    IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I),
+    # Italy: codice fiscale (check character, omocodia letters)
+    IdRecognizer(
+        "NATIONAL_ID", "IT",
+        _B + r"[A-Z]{6}[\dLMNPQRSTUV]{2}[A-EHLMPRST][\dLMNPQRSTUV]{2}[A-Z][\dLMNPQRSTUV]{3}[A-Z]" + _E,
+        _ok(codicefiscale), flags=re.I,
+    ),
+    # India: Aadhaar (Verhoeff) and PAN
+    IdRecognizer("NATIONAL_ID", "IN", _B + r"[2-9]\d{3}([ -]?)\d{4}\1\d{4}" + _E, _aadhaar),
+    IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I),
+    # Canada: SIN (Luhn), formatted 3-3-3, or bare after a cue
+    IdRecognizer("NATIONAL_ID", "CA", _B + r"\d{3}([ -])\d{3}\1\d{3}" + _E, _sin),
+    IdRecognizer("NATIONAL_ID", "CA", r"(?i)\b(?:SIN|social insurance)\b" + _CUE_GAP + r"(\d{9})\b", _sin, group=1),
+    # France: NIR / INSEE number (key mod 97)
+    IdRecognizer(
+        "NATIONAL_ID", "FR",
+        _B + r"[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}" + _E,
+        _ok(nir), flags=re.I,
+    ),
+    # Brazil: CPF; China: resident identity card
+    IdRecognizer("NATIONAL_ID", "BR", _B + r"\d{3}\.?\d{3}\.?\d{3}-?\d{2}" + _E, _ok(cpf)),
+    IdRecognizer("NATIONAL_ID", "CN", _B + r"\d{17}[\dX]" + _E, _ok(ric), flags=re.I),
+    # Any country: passport and bank account numbers right after their cue word
+    IdRecognizer(
+        "PASSPORT", "*",
+        r"(?i)\bpass(?:port|eport|aporte|aporto)\b" + _CUE_GAP + r"([A-Z0-9]{1,3}[ -]?\d{5,9}[A-Z]?)\b",
+        group=1,
+    ),
+    IdRecognizer(
+        "BANK_ACCOUNT", "*",
+        r"(?i)\b(?:account|acct|a/c|konto|compte|conto|cuenta|rekening)\b" + _CUE_GAP
+        + r"(\d(?:[ -]?\d){5,17})\b",
+        group=1,
+    ),
+)  # fmt: skip
+
+ID_COUNTRIES: tuple[str, ...] = tuple(sorted({r.country for r in _RECOGNIZERS} - {"*"}))
+
+
+def id_recognizers(countries: Iterable[str] | None = None) -> list[IdRecognizer]:
+    """The id recognizers of `countries` (ISO codes; None = all) plus the country-less ones."""
+    wanted = None if countries is None else {c.upper() for c in countries}
+    return [r for r in _RECOGNIZERS if r.country == "*" or wanted is None or r.country in wanted]

@@ -1,0 +1,110 @@
+"""Every format issue 14 found passing through unmasked, each one now masked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aivos.shared.errors import ConfigError
+from aivos.shared.residency import ResidencyPolicy, default_masker
+from aivos.shared.residency.cli import mask_cmd
+from aivos.shared.residency.normalize import normalize
+from click.testing import CliRunner
+
+MASKER = default_masker()
+
+
+@pytest.mark.parametrize(
+    ("value", "entity"),
+    [
+        ("4111 1111 1111 1111", "CARD"),  # followed by its expiry below
+        ("4111.1111.1111.1111", "CARD"),
+        ("４１１１ １１１１ １１１１ １１１１", "CARD"),  # fullwidth digits
+        ("4111\u200b1111\u200b1111\u200b1111", "CARD"),  # zero-width spaces
+        ("6759649826438453", "CARD"),  # Maestro 6759
+        ("5018000000000009", "CARD"),  # Maestro 50xx
+        ("6070000000000002", "CARD"),  # RuPay 60xx
+        ("de89 3704 0044 0532 0130 00", "IBAN"),
+        ("DE89-3704-0044-0532-0130-00", "IBAN"),
+        ("jösé.müller@bücher.de", "EMAIL"),
+        ("anna.smith at example dot com", "EMAIL"),
+        ("1-800-555-0199", "PHONE"),
+        ("0049 30 12345678", "PHONE"),
+        ("+49 30 12345678", "PHONE"),
+        ("+91 98765 43210", "PHONE"),
+        ("138 0013 8000", "PHONE"),
+        ("+55 11 91234-5678", "PHONE"),
+        ("123.45.6789", "SSN"),
+        ("20-00-00 12345678", "BANK_ACCOUNT"),
+        ("AB 12 34 56 C", "NATIONAL_ID"),  # UK NI number
+        ("12345678Z", "NATIONAL_ID"),  # Spanish DNI
+        ("RSSMRA85T10A562S", "NATIONAL_ID"),  # Italian codice fiscale
+        ("2341 2341 2346", "NATIONAL_ID"),  # Aadhaar
+        ("130 692 544", "NATIONAL_ID"),  # Canadian SIN
+        ("2 84 05 73 128 042 02", "NATIONAL_ID"),  # French INSEE number
+    ],
+)
+def test_format_is_masked(value: str, entity: str) -> None:
+    text = f"Hi, please use {value} for this."
+    result = MASKER.mask(text)
+    assert value not in result.text
+    assert result.counts.get(entity) == 1, result.text
+    assert result.text == f"Hi, please use <{entity}_1> for this."
+
+
+@pytest.mark.parametrize(
+    ("text", "entity", "masked"),
+    [
+        ("card 4111 1111 1111 1111 12/26 please", "CARD", "card <CARD_1> 12/26 please"),
+        ("paid with VISA4111111111111111 yesterday", "CARD", "paid with VISA<CARD_1> yesterday"),
+        ("routing 021000021 account 123456789", "BANK_ACCOUNT",
+         "routing <BANK_ACCOUNT_1> account <BANK_ACCOUNT_2>"),
+        ("my passport number is X1234567", "PASSPORT", "my passport number is <PASSPORT_1>"),
+    ],
+)  # fmt: skip
+def test_format_in_context(text: str, entity: str, masked: str) -> None:
+    assert MASKER.mask(text).text == masked
+
+
+def test_placeholder_replaces_exactly_the_original_characters() -> None:
+    text = "x ４１１１\u200b１１１１\u200b１１１１\u200b１１１１ y"
+    norm = normalize(text)
+    assert norm.text == "x 4111111111111111 y"
+    result = MASKER.mask(text)
+    assert result.text == "x <CARD_1> y"
+    assert result.mapping.value("<CARD_1>") == text[2:-2]
+
+
+def test_names_addresses_dates_of_birth() -> None:
+    text = "My name is Anette Lahtela, born 11/3/1985, I live at 217 Lovers Lane, Springfield."
+    result = MASKER.mask(text)
+    assert result.counts == {"PERSON": 1, "DATE_OF_BIRTH": 1, "ADDRESS": 1}
+    assert "Lahtela" not in result.text and "1985" not in result.text
+
+
+def test_text_without_pii_is_unchanged() -> None:
+    text = "Refunds take 3-5 business days; disputes over EUR 5,000 go to the branch on 2024-03-15."
+    assert MASKER.mask(text).text == text
+
+
+def test_custom_rule_runs_in_linear_time_and_lookaround_is_rejected() -> None:
+    policy = ResidencyPolicy.from_mapping({"custom": [{"name": "BAD", "pattern": "(a+)+$"}]})
+    assert policy.recognizers()[0].find("a" * 20000 + "!") == []  # would hang on `re`
+    with pytest.raises(ConfigError, match=r"custom\[0\]\.pattern"):
+        ResidencyPolicy.from_mapping({"custom": [{"name": "X", "pattern": r"(?<=a)b"}]})
+
+
+def test_locale_pack_follows_region() -> None:
+    assert "GB" in ResidencyPolicy(region="eu-west").locale_pack()
+    assert ResidencyPolicy(region="x", locales=("in",)).locale_pack() == ("IN",)
+
+
+def test_mask_command_contract() -> None:
+    lines = json.dumps({"text": "call +44 20 7946 0958"}) + "\n" + json.dumps({"text": "hi"})
+    out = CliRunner().invoke(mask_cmd, [], input=lines)
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    assert rows == [
+        {"text": "call <PHONE_1>", "counts": {"PHONE": 1}},
+        {"text": "hi", "counts": {}},
+    ]
