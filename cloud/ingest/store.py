@@ -9,7 +9,6 @@ no effect.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 import msgspec
 
 from aivos.shared.paths import default_cloud_dir
+from aivos.shared.sqlite import Closing, decode_rows, immediate, open_writer
 from aivos.shared.syncwire import SyncEnvelope
 
 __all__ = ["CloudRecord", "CloudStore", "IngestStore", "UpsertResult", "default_data_dir"]
@@ -77,7 +77,7 @@ class IngestStore(Protocol):
     def close(self) -> None: ...
 
 
-class CloudStore:
+class CloudStore(Closing):
     """SQLite implementation of `IngestStore` (file ``DATA_DIR/cloud.db``). Thread-safe:
     one connection behind a lock (the ingest writes from one worker thread)."""
 
@@ -85,11 +85,12 @@ class CloudStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        self._conn.executescript(_SCHEMA)
+        self._conn = open_writer(path, synchronous="FULL", foreign_keys=False, mode=None)
+        try:
+            self._conn.executescript(_SCHEMA)
+        except BaseException:
+            self._conn.close()
+            raise
         self._lock = threading.Lock()
 
     @classmethod
@@ -120,28 +121,21 @@ class CloudStore:
             )
             for e in envelopes
         ]
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                before = conn.total_changes
-                conn.executemany(
-                    "INSERT INTO records(site, id, data_class, kind, seq, created_at, payload, "
-                    "trace_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(site, id) DO NOTHING",
-                    rows,
+        with self._lock, immediate(self._conn) as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO records(site, id, data_class, kind, seq, created_at, payload, "
+                "trace_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(site, id) DO NOTHING",
+                rows,
+            )
+            inserted = conn.total_changes - before
+            dupes = len(rows) - inserted
+            if dupes:
+                conn.execute(
+                    "UPDATE ingest_meta SET duplicates = duplicates + ? WHERE one = 1",
+                    (dupes,),
                 )
-                inserted = conn.total_changes - before
-                dupes = len(rows) - inserted
-                if dupes:
-                    conn.execute(
-                        "UPDATE ingest_meta SET duplicates = duplicates + ? WHERE one = 1",
-                        (dupes,),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         return UpsertResult(inserted, dupes)
 
     # -- reads ---------------------------------------------------------------------------
@@ -149,18 +143,18 @@ class CloudStore:
         """``{site: {data_class: n}}``."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT site, data_class, count(*) FROM records GROUP BY site, data_class "
+                "SELECT site, data_class, count(*) AS n FROM records GROUP BY site, data_class "
                 "ORDER BY site, data_class"
             ).fetchall()
         out: dict[str, dict[str, int]] = {}
-        for site, data_class, n in rows:
-            out.setdefault(site, {})[data_class] = int(n)
+        for r in rows:
+            out.setdefault(r["site"], {})[r["data_class"]] = int(r["n"])
         return out
 
     def duplicates_ignored(self) -> int:
         with self._lock:
             row = self._conn.execute("SELECT duplicates FROM ingest_meta WHERE one = 1").fetchone()
-        return int(row[0]) if row else 0
+        return int(row["duplicates"]) if row else 0
 
     def records(
         self,
@@ -190,22 +184,9 @@ class CloudStore:
             args.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [
-            CloudRecord(
-                site=r[0],
-                id=r[1],
-                data_class=r[2],
-                kind=r[3],
-                seq=r[4],
-                created_at=r[5],
-                payload=msgspec.json.decode(r[6]),
-                trace_id=r[7],
-                received_at=r[8],
-            )
-            for r in rows
-        ]
+        return decode_rows(rows, CloudRecord, json=("payload",))
 
     def total(self) -> int:
         with self._lock:
-            row = self._conn.execute("SELECT count(*) FROM records").fetchone()
-        return int(row[0])
+            row = self._conn.execute("SELECT count(*) AS n FROM records").fetchone()
+        return int(row["n"])

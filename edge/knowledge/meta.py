@@ -9,13 +9,22 @@ records the generation its file was saved at, which is how a stale file is detec
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from aivos.edge.knowledge.types import DocumentInfo
+from aivos.shared.sqlite import (
+    Closing,
+    Readers,
+    decode_row,
+    decode_rows,
+    immediate,
+    open_writer,
+    row_dict,
+)
 
 __all__ = ["MetaStore", "ChunkRow"]
 
@@ -40,51 +49,45 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# (key, text, heading, doc_id, source)
-ChunkRow = tuple[int, str, str, str, str]
+_BUSY_TIMEOUT_MS = 30_000
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
+class ChunkRow(NamedTuple):
+    """One stored chunk with its document's source, as a search result needs it."""
+
+    key: int
+    text: str
+    heading: str
+    doc_id: str
+    source: str
 
 
-class MetaStore:
+class MetaStore(Closing):
     """One writer connection (callers serialise writes) plus one reader per searching thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = _connect(path)
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._writer.execute("PRAGMA synchronous=FULL")
-        self._writer.executescript(_SCHEMA)
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._writer = open_writer(
+            path, synchronous="FULL", busy_timeout_ms=_BUSY_TIMEOUT_MS, mode=None
+        )
+        try:
+            self._writer.executescript(_SCHEMA)
+        except BaseException:
+            self._writer.close()
+            raise
+        self._readers = Readers(path, busy_timeout_ms=_BUSY_TIMEOUT_MS, foreign_keys=True)
 
     def close(self) -> None:
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self._readers.close()
         self._writer.close()
 
     def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only=ON")
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     # -- state ------------------------------------------------------------------------------
     def get_state(self, name: str) -> str | None:
         row = self._writer.execute("SELECT value FROM state WHERE name=?", (name,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else str(row["value"])
 
     def generation(self) -> int:
         return int(self.get_state("generation") or 0)
@@ -96,14 +99,15 @@ class MetaStore:
 
     # -- reads ------------------------------------------------------------------------------
     def count_chunks(self) -> int:
-        return int(self._reader().execute("SELECT count(*) FROM chunks").fetchone()[0])
+        row = self._reader().execute("SELECT count(*) AS n FROM chunks").fetchone()
+        return int(row["n"])
 
     def documents(self) -> list[DocumentInfo]:
         rows = self._reader().execute(
             "SELECT doc_id, source, title, sha256, added_at, n_chunks FROM documents "
             "ORDER BY added_at, doc_id"
         )
-        return [DocumentInfo(*row) for row in rows]
+        return decode_rows(rows, DocumentInfo)
 
     def document_by_source(self, source: str) -> DocumentInfo | None:
         row = self._writer.execute(
@@ -111,11 +115,11 @@ class MetaStore:
             "WHERE source=?",
             (source,),
         ).fetchone()
-        return None if row is None else DocumentInfo(*row)
+        return None if row is None else decode_row(row, DocumentInfo)
 
     def chunk_keys(self, doc_id: str) -> list[int]:
         rows = self._writer.execute("SELECT key FROM chunks WHERE doc_id=?", (doc_id,))
-        return [int(r[0]) for r in rows]
+        return [int(r["key"]) for r in rows]
 
     def lookup(self, keys: Iterable[int]) -> dict[int, ChunkRow]:
         wanted = [int(k) for k in keys]
@@ -127,14 +131,14 @@ class MetaStore:
             f"JOIN documents d ON d.doc_id = c.doc_id WHERE c.key IN ({marks})",
             wanted,
         )
-        return {int(r[0]): (int(r[0]), r[1], r[2], r[3], r[4]) for r in rows}
+        return {int(r["key"]): ChunkRow(**row_dict(r)) for r in rows}
 
     def iter_vectors(self, dim: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(keys, vectors) batches of every stored chunk, in key order."""
         cursor = self._writer.execute("SELECT key, vector FROM chunks ORDER BY key")
         while rows := cursor.fetchmany(batch):
-            keys = np.fromiter((r[0] for r in rows), dtype=np.uint64, count=len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            keys = np.fromiter((r["key"] for r in rows), dtype=np.uint64, count=len(rows))
+            vecs = np.frombuffer(b"".join(r["vector"] for r in rows), dtype=np.float32)
             yield keys, vecs.reshape(len(rows), dim)
 
     def iter_texts(self, batch: int = 64) -> Iterator[list[tuple[int, str]]]:
@@ -142,7 +146,8 @@ class MetaStore:
         rows = self._writer.execute("SELECT key, heading, text FROM chunks ORDER BY key").fetchall()
         for start in range(0, len(rows), batch):
             yield [
-                (int(k), f"{h}\n{t}" if h else str(t)) for k, h, t in rows[start : start + batch]
+                (int(r["key"]), f"{r['heading']}\n{r['text']}" if r["heading"] else str(r["text"]))
+                for r in rows[start : start + batch]
             ]
 
     # -- writes (callers hold the index's write lock) -----------------------------------------
@@ -157,12 +162,11 @@ class MetaStore:
 
         Returns (removed keys, new keys, new generation), committed in one transaction.
         """
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._writer) as conn:
             old = conn.execute("SELECT doc_id FROM documents WHERE source=?", (info.source,))
             removed: list[int] = []
-            for (old_id,) in old.fetchall():
+            for row in old.fetchall():
+                old_id = row["doc_id"]
                 removed += self.chunk_keys(old_id)
                 conn.execute("DELETE FROM documents WHERE doc_id=?", (old_id,))
             conn.execute(
@@ -182,37 +186,23 @@ class MetaStore:
                 (embedding_version,),
             )
             gen = self._bump(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return removed, added, gen
 
     def delete_document(self, doc_id: str) -> tuple[list[int], int] | None:
         """Drop a document and its chunks; None when there is no such document."""
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._writer) as conn:
             keys = self.chunk_keys(doc_id)
             cur = conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
             if cur.rowcount == 0:
-                conn.execute("ROLLBACK")
-                return None
+                return None  # nothing changed: the (empty) transaction commits
             gen = self._bump(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return keys, gen
 
     def replace_vectors(
         self, updates: Iterable[tuple[np.ndarray, np.ndarray]], embedding_version: str
     ) -> int:
         """Store re-embedded vectors for every chunk and the version that made them."""
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._writer) as conn:
             for keys, vecs in updates:
                 conn.executemany(
                     "UPDATE chunks SET vector=? WHERE key=?",
@@ -226,9 +216,4 @@ class MetaStore:
                 (embedding_version,),
             )
             gen = self._bump(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return gen

@@ -5,7 +5,9 @@ commits concurrent writes together (group commit, `synchronous=FULL`): an awaite
 on disk when it returns. Reads use per-thread read connections and never touch the writer.
 
 `Store` facade — open with `Store.open(data_dir, outbox_quota=..., ...)` (sync: runs
-migrations, starts the writer), close with `store.close()` (flushes queued writes).
+migrations, starts the writer), close with `store.close()` (flushes queued writes), or use
+it as a context manager: `with Store.open(data_dir) as store: ...`. Connections and pragmas
+come from `aivos.shared.sqlite`; rows are decoded by column name.
 
 Writes: `async`, durable when they return (each runs in the next group transaction):
     append_audit(record: AuditRecord, *, sync=True) -> AuditRow
@@ -60,6 +62,7 @@ from aivos.edge.store.outbox import Outbox, OutboxRecord
 from aivos.edge.store.tokens import TokenInfo, TokenStore
 from aivos.edge.store.writer import Writer, WriterStats
 from aivos.shared.errors import StoreClosed
+from aivos.shared.sqlite import Closing
 
 __all__ = [
     "Store",
@@ -78,7 +81,7 @@ T = TypeVar("T")
 _UNSET: Any = object()
 
 
-class Store:
+class Store(Closing):
     def __init__(
         self,
         data_dir: Path,
@@ -198,7 +201,7 @@ class Store:
 
     def integrity_check(self) -> str:
         rows = self._r().execute("PRAGMA integrity_check").fetchall()
-        return "; ".join(str(r[0]) for r in rows)
+        return "; ".join(str(r["integrity_check"]) for r in rows)
 
     # -- outbox -------------------------------------------------------------------------
     async def enqueue(self, data_class: str, payload: Any, *, subject: str = "") -> str:

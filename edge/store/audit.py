@@ -20,6 +20,7 @@ import msgspec
 
 from aivos.edge.store._codec import canonical_json, now_iso
 from aivos.shared.errors import DataError
+from aivos.shared.sqlite import decode_row, row_dict
 
 __all__ = [
     "AUDIT_KINDS",
@@ -106,7 +107,7 @@ def row_hash(fields: dict[str, Any]) -> str:
 
 def _head(conn: sqlite3.Connection) -> tuple[int, str]:
     row = conn.execute("SELECT seq, hash FROM audit_head WHERE one = 1").fetchone()
-    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+    return (0, GENESIS_HASH) if row is None else (int(row["seq"]), str(row["hash"]))
 
 
 def append(conn: sqlite3.Connection, record: AuditRecord) -> AuditRow:
@@ -149,11 +150,8 @@ def append(conn: sqlite3.Connection, record: AuditRecord) -> AuditRow:
     )
 
 
-def _to_row(values: tuple[Any, ...]) -> AuditRow:
-    d = dict(zip((*_FIELDS, "hash"), values, strict=True))
-    d["pii_counts"] = msgspec.json.decode(d["pii_counts"])
-    d["detail"] = msgspec.json.decode(d["detail"])
-    return AuditRow(**d)
+def _to_row(row: sqlite3.Row) -> AuditRow:
+    return decode_row(row, AuditRow, json=("pii_counts", "detail"))
 
 
 def get(conn: sqlite3.Connection, record_id: str) -> AuditRow | None:
@@ -167,7 +165,7 @@ def recent(conn: sqlite3.Connection, limit: int = 50) -> list[AuditRow]:
 
 
 def count(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    return int(conn.execute("SELECT COUNT(*) AS n FROM audit").fetchone()["n"])
 
 
 def verify(conn: sqlite3.Connection) -> VerifyResult:
@@ -176,8 +174,8 @@ def verify(conn: sqlite3.Connection) -> VerifyResult:
     expected_seq = 1
     prev_hash = GENESIS_HASH
     cursor = conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
-    for values in cursor:
-        fields = dict(zip((*_FIELDS, "hash"), values, strict=True))
+    for row in cursor:
+        fields = row_dict(row)
         seq = fields["seq"]
         n += 1
         where = f"row seq={seq} (id={fields['id']})"

@@ -9,9 +9,10 @@ from typing import Any
 
 import msgspec
 
-from aivos.edge.store._codec import canonical_json, loads, now_iso
+from aivos.edge.store._codec import canonical_json, now_iso
 from aivos.shared.errors import DataError, NotFound
 from aivos.shared.ids import new_id
+from aivos.shared.sqlite import decode_row
 
 __all__ = [
     "JOB_STATES",
@@ -29,6 +30,7 @@ TERMINAL_STATES = ("done", "failed", "cancelled")
 
 _UNSET: Any = object()
 _COLUMNS = "id, kind, state, request, result, error, callback_url, attempts, created_at, updated_at, deadline"
+_JSON_COLUMNS = ("request", "result")
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,20 +52,8 @@ def _check_state(state: str) -> None:
         raise DataError("job.state", f"unknown job state {state!r}; expected one of {JOB_STATES}")
 
 
-def _to_job(r: tuple[Any, ...]) -> Job:
-    return Job(
-        id=r[0],
-        kind=r[1],
-        state=r[2],
-        request=loads(r[3]),
-        result=loads(r[4]),
-        error=r[5],
-        callback_url=r[6],
-        attempts=r[7],
-        created_at=r[8],
-        updated_at=r[9],
-        deadline=r[10],
-    )
+def _to_job(row: sqlite3.Row) -> Job:
+    return decode_row(row, Job, json=_JSON_COLUMNS)
 
 
 def create(
@@ -150,4 +140,4 @@ def claim(
     row = conn.execute(sql + " ORDER BY created_at, id LIMIT 1", args).fetchone()
     if row is None:
         return None
-    return update(conn, row[0], state="running", attempts_delta=1)
+    return update(conn, row["id"], state="running", attempts_delta=1)

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from aivos.edge.store._codec import canonical_json, iso_ago, loads, now_iso
+from aivos.edge.store._codec import canonical_json, iso_ago, now_iso
+from aivos.shared.sqlite import decode_row, decode_rows
 
 __all__ = [
     "Turn",
@@ -22,6 +23,9 @@ __all__ = [
     "delete_session",
     "purge_older_than",
 ]
+
+
+_JSON_COLUMNS = ("value",)
 
 
 class Turn(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,7 +65,7 @@ def turns(conn: sqlite3.Connection, session_id: str, limit: int = 100) -> list[T
         "ORDER BY seq DESC LIMIT ?",
         (session_id, limit),
     ).fetchall()
-    return [Turn(seq=r[0], session_id=r[1], role=r[2], text=r[3], ts=r[4]) for r in reversed(rows)]
+    return decode_rows(reversed(rows), Turn)
 
 
 def put_fact(conn: sqlite3.Connection, session_id: str, key: str, value: Any) -> Fact:
@@ -82,7 +86,7 @@ def get_fact(conn: sqlite3.Connection, session_id: str, key: str) -> Fact | None
     ).fetchone()
     if row is None:
         return None
-    return Fact(session_id=session_id, key=key, value=loads(row[0]), updated_at=row[1])
+    return decode_row(row, Fact, json=_JSON_COLUMNS, session_id=session_id, key=key)
 
 
 def list_facts(conn: sqlite3.Connection, session_id: str) -> list[Fact]:
@@ -90,7 +94,7 @@ def list_facts(conn: sqlite3.Connection, session_id: str) -> list[Fact]:
         "SELECT key, value, updated_at FROM memory_facts WHERE session_id = ? ORDER BY key",
         (session_id,),
     )
-    return [Fact(session_id=session_id, key=r[0], value=loads(r[1]), updated_at=r[2]) for r in rows]
+    return decode_rows(rows, Fact, json=_JSON_COLUMNS, session_id=session_id)
 
 
 def delete_fact(conn: sqlite3.Connection, session_id: str, key: str) -> bool:

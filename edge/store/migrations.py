@@ -170,7 +170,7 @@ def _ensure_table(conn: sqlite3.Connection) -> None:
 def applied(conn: sqlite3.Connection) -> list[str]:
     """Names of the migrations recorded in this database, in the order they were applied."""
     _ensure_table(conn)
-    return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
+    return [r["name"] for r in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
 
 
 def apply(conn: sqlite3.Connection, migrations: list[Migration] | None = None) -> list[str]:

@@ -19,6 +19,7 @@ import msgspec
 from aivos.edge.store._codec import canonical_json, now_iso
 from aivos.shared.errors import QuotaExceeded
 from aivos.shared.ids import new_id
+from aivos.shared.sqlite import decode_row
 
 __all__ = ["DATA_CLASSES", "Outbox", "OutboxRecord"]
 
@@ -109,7 +110,7 @@ class Outbox:
     @staticmethod
     def depth(conn: sqlite3.Connection) -> int:
         row = conn.execute("SELECT pending FROM outbox_meta WHERE one = 1").fetchone()
-        return 0 if row is None else int(row[0])
+        return 0 if row is None else int(row["pending"])
 
     @staticmethod
     def pending(
@@ -120,16 +121,5 @@ class Outbox:
             f"SELECT {_COLUMNS} FROM outbox WHERE sent_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
-        return [
-            OutboxRecord(
-                id=r[0],
-                seq=r[1],
-                data_class=r[2],
-                subject=r[3],
-                payload=bytes(r[4]),
-                created_at=r[5],
-                attempts=r[6],
-                sent_at=r[7],
-            )
-            for r in rows
-        ]
+        # payload is stored as a BLOB; bytes() keeps a value stored as TEXT readable too
+        return [decode_row(r, OutboxRecord, payload=bytes(r["payload"])) for r in rows]

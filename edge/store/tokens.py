@@ -20,6 +20,7 @@ import msgspec
 
 from aivos.edge.store._codec import now_iso
 from aivos.shared.errors import DataError, NotFound
+from aivos.shared.sqlite import decode_row
 
 __all__ = ["SCOPES", "TokenInfo", "TokenStore", "hash_token", "create", "revoke", "scope_allows"]
 
@@ -52,7 +53,7 @@ def create(conn: sqlite3.Connection, name: str | None, scope: str) -> tuple[str,
         raise DataError("name", "a token name is 1-64 printable characters")
     row = conn.execute("SELECT revoked_at FROM tokens WHERE name = ?", (name,)).fetchone()
     if row is not None:
-        if row[0] is None:
+        if row["revoked_at"] is None:
             raise DataError("name", f"a token named {name!r} already exists")
         conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
     token = f"aivos_{tid}_{secrets.token_urlsafe(32)}"
@@ -103,7 +104,7 @@ class TokenStore:
             if row is None:
                 self._cache.pop(digest, None)
                 return None
-            info = TokenInfo(name=row[0], scope=row[1], created_at=row[2])
+            info = decode_row(row, TokenInfo)
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[digest] = (info, now)

@@ -1,0 +1,50 @@
+"""Table ``actions``: the audit of operator (and controller) actions, newest first when read."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+
+from aivos.shared.sqlite import decode_rows
+
+__all__ = ["SCHEMA", "ActionRow", "list_recent", "record"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '', details TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+class ActionRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+def record(
+    conn: sqlite3.Connection, actor: str, action: str, target: str, details: dict[str, Any] | None
+) -> None:
+    conn.execute(
+        "INSERT INTO actions(ts, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
+        (time.time(), actor, action, target, msgspec.json.encode(details or {}).decode()),
+    )
+
+
+def list_recent(conn: sqlite3.Connection, limit: int, target: str | None) -> list[ActionRow]:
+    sql = "SELECT id, ts, actor, action, target, details FROM actions"
+    args: list[Any] = []
+    if target is not None:
+        sql += " WHERE target = ?"
+        args.append(target)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit)
+    return decode_rows(conn.execute(sql, args), ActionRow, json=("details",))

@@ -1,0 +1,308 @@
+"""Tables ``sites`` (one row per site: latest heartbeat, desired and applied config and
+bundle) and ``heartbeats`` (history, the last ``HISTORY_ROWS`` per site).
+
+A site's state is derived when it is read, never stored: ``online`` only while its last
+heartbeat is at most ``STALE_FACTOR`` heartbeat intervals old, otherwise ``offline`` with the
+age of that heartbeat (``last_seen_age_s`` is None for a pre-registered site never seen).
+The latest heartbeat of an offline site is still shown, but never as healthy.
+
+Write functions take the registry's write connection inside a transaction; read functions
+take any connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+import msgspec
+
+from aivos.shared.errors import NotFound
+from aivos.shared.fleet import ConfigReport, Heartbeat, encode
+from aivos.shared.sqlite import decode_row, row_dict
+from aivos.shared.subjects import validate_site
+
+__all__ = [
+    "HISTORY_ROWS",
+    "SCHEMA",
+    "STALE_FACTOR",
+    "HistoryPoint",
+    "SiteRow",
+    "apply_config_reports",
+    "get",
+    "heartbeat",
+    "history",
+    "ingest_heartbeats",
+    "list_all",
+    "register",
+    "set_desired",
+    "site_state",
+]
+
+STALE_FACTOR = 3.0
+HISTORY_ROWS = 720
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sites (
+    site_id TEXT PRIMARY KEY,
+    registered_by TEXT NOT NULL,
+    first_seen REAL,
+    last_seen REAL,
+    interval_s REAL NOT NULL DEFAULT 10.0,
+    heartbeat TEXT,
+    bundle_version TEXT,
+    bundle_status TEXT,
+    bundle_desired TEXT,
+    config_desired INTEGER NOT NULL DEFAULT 0,
+    config_applied INTEGER NOT NULL DEFAULT 0,
+    config_error TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_sites_last_seen ON sites(last_seen);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    site_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    p50_ms REAL, p99_ms REAL, request_rate REAL, error_rate REAL,
+    local INTEGER, escalate INTEGER, refuse INTEGER,
+    outbox_depth INTEGER, job_backlog INTEGER,
+    cpu REAL, mem REAL, disk REAL,
+    bundle_version TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_hb_site_ts ON heartbeats(site_id, ts);
+"""
+
+
+def site_state(last_seen: float | None, interval_s: float, now: float) -> tuple[str, float | None]:
+    """("online" | "offline", age in seconds or None if never seen)."""
+    if last_seen is None:
+        return "offline", None
+    age = max(0.0, now - last_seen)
+    return ("online" if age <= STALE_FACTOR * interval_s else "offline"), age
+
+
+class SiteRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One site as the console and ``GET /api/sites`` show it."""
+
+    site_id: str
+    state: str
+    last_seen_age_s: float | None
+    bundle_version: str | None
+    registered_by: str
+    health: str  # "healthy" | "degraded" (online but failing) | "stale" (offline)
+    bundle_status: str | None
+    bundle_desired: str | None
+    config_desired: int
+    config_applied: int
+    config_error: str | None
+    agent_version: str | None
+    provider: str | None
+    link_state: str | None
+    request_rate: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    outbox_depth: int | None
+    first_seen: float | None
+    last_seen: float | None
+    interval_s: float
+
+
+class HistoryPoint(msgspec.Struct, frozen=True, array_like=True):
+    ts: float
+    p50_ms: float
+    p99_ms: float
+    request_rate: float
+    error_rate: float
+    local: int
+    escalate: int
+    refuse: int
+    outbox_depth: int
+    job_backlog: int
+    cpu: float
+    mem: float
+    bundle_version: str
+
+
+_hb_decoder = msgspec.json.Decoder(Heartbeat)
+
+_SITE_COLS = (
+    "site_id, registered_by, first_seen, last_seen, interval_s, heartbeat, bundle_version, "
+    "bundle_status, bundle_desired, config_desired, config_applied, config_error"
+)
+_HISTORY_COLS = (
+    "ts, p50_ms, p99_ms, request_rate, error_rate, local, escalate, refuse, "
+    "outbox_depth, job_backlog, cpu, mem, bundle_version"
+)
+
+
+# -- writes ---------------------------------------------------------------------------------
+
+
+def ingest_heartbeats(conn: sqlite3.Connection, beats: Sequence[tuple[Heartbeat, float]]) -> None:
+    """Upsert each site's latest heartbeat and append history. Sites seen for the first time
+    register themselves (``registered_by = auto``)."""
+    site_rows = []
+    points = []
+    for hb, received in beats:
+        site_rows.append(
+            (
+                hb.site_id,
+                received,
+                received,
+                hb.interval_s,
+                encode(hb).decode(),
+                hb.bundle_version,
+                hb.bundle_status,
+                hb.config_version_applied,
+                hb.config_error,
+                received,
+            )
+        )
+        d = hb.decisions
+        points.append(
+            (
+                hb.site_id,
+                received,
+                hb.p50_ms,
+                hb.p99_ms,
+                hb.request_rate,
+                hb.error_rate,
+                d.local,
+                d.escalate,
+                d.refuse,
+                hb.outbox_depth,
+                hb.job_backlog,
+                hb.cpu_percent,
+                hb.mem_percent,
+                hb.disk_percent,
+                hb.bundle_version,
+            )
+        )
+    conn.executemany(
+        "INSERT INTO sites(site_id, registered_by, first_seen, last_seen, interval_s, "
+        "heartbeat, bundle_version, bundle_status, config_applied, config_error, "
+        "created_at) VALUES (?, 'auto', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(site_id) DO UPDATE SET "
+        "first_seen = coalesce(sites.first_seen, excluded.first_seen), "
+        "last_seen = max(coalesce(sites.last_seen, 0), excluded.last_seen), "
+        "interval_s = excluded.interval_s, heartbeat = excluded.heartbeat, "
+        "bundle_version = excluded.bundle_version, "
+        "bundle_status = excluded.bundle_status, "
+        "config_applied = excluded.config_applied, "
+        "config_error = excluded.config_error",
+        site_rows,
+    )
+    conn.executemany(
+        "INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        points,
+    )
+    for site_id in {hb.site_id for hb, _ in beats}:
+        conn.execute(
+            "DELETE FROM heartbeats WHERE site_id = ? AND ts < ("
+            "SELECT ts FROM heartbeats WHERE site_id = ? ORDER BY ts DESC "
+            "LIMIT 1 OFFSET ?)",
+            (site_id, site_id, HISTORY_ROWS - 1),
+        )
+
+
+def apply_config_reports(
+    conn: sqlite3.Connection, reports: Sequence[tuple[ConfigReport, float]]
+) -> None:
+    """What each config report says about its site: applied (and no error), or the error."""
+    for r, _ in reports:
+        if r.status == "applied":
+            conn.execute(
+                "UPDATE sites SET config_applied = max(config_applied, ?), "
+                "config_error = NULL WHERE site_id = ?",
+                (r.version, r.site),
+            )
+        else:
+            conn.execute(
+                "UPDATE sites SET config_error = ? WHERE site_id = ?",
+                (r.error or "rejected", r.site),
+            )
+
+
+def register(conn: sqlite3.Connection, site_id: str, by: str) -> bool:
+    """Pre-register a site; False if it was already known."""
+    validate_site(site_id)
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO sites(site_id, registered_by, created_at) VALUES (?, ?, ?)",
+        (site_id, by, time.time()),
+    )
+    return cur.rowcount == 1
+
+
+def set_desired(
+    conn: sqlite3.Connection,
+    site_ids: Sequence[str],
+    *,
+    config: int | None = None,
+    bundle: str | None = None,
+) -> None:
+    now = time.time()
+    for site_id in site_ids:
+        conn.execute(
+            "INSERT OR IGNORE INTO sites(site_id, registered_by, created_at) "
+            "VALUES (?, 'operator', ?)",
+            (site_id, now),
+        )
+        if config is not None:
+            conn.execute("UPDATE sites SET config_desired = ? WHERE site_id = ?", (config, site_id))
+        if bundle is not None:
+            conn.execute("UPDATE sites SET bundle_desired = ? WHERE site_id = ?", (bundle, site_id))
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+def _site_row(row: sqlite3.Row, now: float) -> SiteRow:
+    state, age = site_state(row["last_seen"], row["interval_s"], now)
+    hb = _hb_decoder.decode(row["heartbeat"]) if row["heartbeat"] else None
+    degraded = (
+        row["bundle_status"] not in (None, "ok", "pending") or row["config_error"] is not None
+    )
+    health = "stale" if state == "offline" else ("degraded" if degraded else "healthy")
+    return decode_row(
+        row,
+        SiteRow,
+        state=state,
+        last_seen_age_s=None if age is None else round(age, 1),
+        health=health,
+        agent_version=hb.agent_version if hb else None,
+        provider=hb.provider if hb else None,
+        link_state=hb.link_state if hb else None,
+        request_rate=hb.request_rate if hb else None,
+        p50_ms=hb.p50_ms if hb else None,
+        p99_ms=hb.p99_ms if hb else None,
+        outbox_depth=hb.outbox_depth if hb else None,
+    )
+
+
+def list_all(conn: sqlite3.Connection, now: float) -> list[SiteRow]:
+    rows = conn.execute(f"SELECT {_SITE_COLS} FROM sites ORDER BY site_id").fetchall()
+    return [_site_row(r, now) for r in rows]
+
+
+def get(conn: sqlite3.Connection, site_id: str, now: float) -> SiteRow:
+    row = conn.execute(f"SELECT {_SITE_COLS} FROM sites WHERE site_id = ?", (site_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"site {site_id!r} is not registered")
+    return _site_row(row, now)
+
+
+def heartbeat(conn: sqlite3.Connection, site_id: str) -> Heartbeat | None:
+    row = conn.execute("SELECT heartbeat FROM sites WHERE site_id = ?", (site_id,)).fetchone()
+    if row is None or not row["heartbeat"]:
+        return None
+    return _hb_decoder.decode(row["heartbeat"])
+
+
+def history(conn: sqlite3.Connection, site_id: str, limit: int) -> list[HistoryPoint]:
+    """The site's last `limit` heartbeats, oldest first."""
+    rows = conn.execute(
+        f"SELECT {_HISTORY_COLS} FROM heartbeats WHERE site_id = ? ORDER BY ts DESC LIMIT ?",
+        (site_id, limit),
+    ).fetchall()
+    # by name, as stored (HistoryPoint is array-like on the wire)
+    return [HistoryPoint(**row_dict(r)) for r in reversed(rows)]
