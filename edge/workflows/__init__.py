@@ -16,7 +16,11 @@ from aivos.edge.workflows.engine import EventRefused, RunConflict, WorkflowEngin
 from aivos.edge.workflows.generation import CloudGenerator, NatsGenerator
 from aivos.edge.workflows.loader import WorkflowSet, load_workflow, load_workflows, parse_workflow
 from aivos.edge.workflows.secrets import Secrets
-from aivos.edge.workflows.settings import ConnectorSettings, WorkflowSettings, load_workflow_settings
+from aivos.edge.workflows.settings import (
+    ConnectorSettings,
+    WorkflowSettings,
+    load_workflow_settings,
+)
 from aivos.edge.workflows.spec import Workflow
 from aivos.edge.workflows.views import EventAccepted, RunDetail, RunResult, RunSummary, StepView
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from aivos.edge.workflows.state import RunRow, StepRow
+from aivos.edge.workflows.rows import TERMINAL, RunRow, StepRow
 from aivos.shared.residency import Masker
 
 __all__ = [
@@ -90,8 +90,6 @@ def mask_value(value: Any, masker: Masker) -> Any:
 
 
 def result_of(run: RunRow) -> RunResult:
-    from aivos.edge.workflows.state import TERMINAL
-
     return RunResult(
         run_id=run.id,
         workflow=run.workflow,
