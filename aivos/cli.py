@@ -42,6 +42,7 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "run": "aivos.edge.workflows.cli:run_cmd",
     },
     "nats": {"config": "aivos.shared.natsconf.cli:nats_config_cmd"},
+    "pki": {"init": "aivos.shared.natsconf.pki_cli:pki_init_cmd"},
     "residency": {"mask": "aivos.shared.residency.cli:mask_cmd"},
     "cloud": {
         "worker": "aivos.cloud.worker.cli:worker_cmd",
@@ -58,6 +59,9 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "config": "aivos.cloud.fleet.cli:config_group",
         "operator": "aivos.cloud.fleet.cli:operator_group",
         "operator-token": "aivos.cloud.fleet.cli:operator_token_group",
+        "enroll": "aivos.cloud.fleet.enroll_cli:enroll_cmd",
+        "revoke": "aivos.cloud.fleet.enroll_cli:revoke_cmd",
+        "rotate": "aivos.cloud.fleet.enroll_cli:rotate_cmd",
     },
     "rollout": {
         "start": "aivos.cloud.fleet.cli:rollout_start_cmd",
@@ -79,6 +83,7 @@ _HELP = {
     "workflows": "Validate, list and run edge workflows.",
     "residency": "Check what the residency policy lets leave the site (PII masking).",
     "nats": "NATS topology helpers (hub and site leaf configs).",
+    "pki": "The private CA for TLS and identities on NATS links.",
     "cloud": "Cloud tier services: generation workers, fleet ingest.",
     "fleet": "Fleet registry: sites, remote config, operators, signing keys.",
     "rollout": "Staged, health-gated model bundle rollouts.",

@@ -49,6 +49,7 @@ class IngestStats(msgspec.Struct, kw_only=True):
     duplicates: int = 0
     rejected: int = 0
     batches: int = 0
+    misattributed: int = 0  # the envelope's site differs from the site in the subject
 
 
 class SyncIngest:
@@ -128,12 +129,22 @@ class SyncIngest:
         envelopes: list[SyncEnvelope] = []
         for msg in msgs:
             try:
-                envelopes.append(decode_envelope(msg.data))
-                good.append(msg)
+                envelope = decode_envelope(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 self.stats.rejected += 1
                 log.warning("ingest: rejecting undecodable record on %s", msg.subject)
                 await msg.term()
+                continue
+            if _subject_site(msg.subject) != envelope.site:
+                # a site may publish only its own subjects (hub permissions), so the
+                # subject is the attested sender; a different site inside is a forgery
+                self.stats.rejected += 1
+                self.stats.misattributed += 1
+                log.warning("ingest: rejecting record on %s claiming another site", msg.subject)
+                await msg.term()
+                continue
+            envelopes.append(envelope)
+            good.append(msg)
         self.stats.received += len(msgs)
         if not envelopes:
             return
@@ -147,6 +158,12 @@ class SyncIngest:
         self.stats.batches += 1
         for msg in good:  # ack only after the commit
             await msg.ack()
+
+
+def _subject_site(subject: str) -> str:
+    """The site token of ``aivos.sync.<site>.<data_class>``."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) >= 4 else ""
 
 
 async def run_ingest(

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from nats.aio.client import Client as NATS
 
 from aivos.shared.natsconf.connect import backoff_delay, connect_nats
+from aivos.shared.natsconf.permissions import site_inbox_prefix
 
 __all__ = ["Uplink"]
 
@@ -71,6 +72,8 @@ class Uplink:
                     name=f"aivos-edge-{self.site}",
                     on_state=self._on_state,
                     connect_timeout_s=5.0,
+                    # replies come back only to the site's own inbox (hub permissions)
+                    inbox_prefix=site_inbox_prefix(self.site),
                 )
             except Exception as exc:  # LinkDown after its own retries; keep trying quietly
                 delay = backoff_delay(attempt, 0.5, 10.0)

@@ -1,11 +1,19 @@
 """Open a nats-py connection with explicit state callbacks and capped exponential
-backoff with jitter (for the first connect and for every reconnect)."""
+backoff with jitter (for the first connect and for every reconnect).
+
+Identity on a secured hub (docs/security.md): a client certificate issued by the aivos
+CA, passed as `identity` or taken from ``AIVOS_NATS_CERT``/``AIVOS_NATS_KEY``/
+``AIVOS_NATS_CA``; ``AIVOS_NATS_INBOX`` sets the inbox prefix the identity may
+receive replies on (e.g. ``_INBOX.svc-worker``). Without either, connections are
+plain, as before."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,8 +21,9 @@ import nats
 from nats.aio.client import Client as NATS
 
 from aivos.shared.errors import LinkDown
+from aivos.shared.natsconf.render import CertFiles
 
-__all__ = ["backoff_delay", "connect_nats"]
+__all__ = ["backoff_delay", "connect_nats", "identity_from_env", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +36,23 @@ def backoff_delay(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
     return random.uniform(min(base / 2, ceiling), ceiling)
 
 
+def tls_context(identity: CertFiles) -> ssl.SSLContext:
+    """A client TLS context: trust only the aivos CA, present the identity's certificate."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=identity.ca)
+    ctx.load_cert_chain(identity.cert, identity.key)
+    return ctx
+
+
+def identity_from_env() -> CertFiles | None:
+    """The client certificate named by ``AIVOS_NATS_CERT``/``_KEY``/``_CA``, if set."""
+    cert = os.environ.get("AIVOS_NATS_CERT")
+    if not cert:
+        return None
+    key = os.environ.get("AIVOS_NATS_KEY") or cert.removesuffix(".crt") + ".key"
+    ca = os.environ.get("AIVOS_NATS_CA") or os.path.join(os.path.dirname(cert), "ca.crt")
+    return CertFiles(cert=cert, key=key, ca=ca)
+
+
 async def connect_nats(
     url: str | list[str],
     *,
@@ -35,6 +61,7 @@ async def connect_nats(
     connect_timeout_s: float = 30.0,
     backoff_base: float = 0.1,
     backoff_cap: float = 5.0,
+    identity: CertFiles | None = None,
     **options: Any,
 ) -> NATS:
     """Connect (retrying with backoff up to `connect_timeout_s`, then LinkDown), keep
@@ -63,6 +90,13 @@ async def connect_nats(
     def _pick(servers: list[Any], info: dict[str, Any]) -> tuple[Any, float]:
         attempts = max((s.reconnects for s in servers), default=0)
         return None, backoff_delay(attempts, backoff_base, backoff_cap)
+
+    identity = identity or identity_from_env()
+    if identity is not None and "tls" not in options:
+        options["tls"] = tls_context(identity)
+    inbox = os.environ.get("AIVOS_NATS_INBOX")
+    if inbox and "inbox_prefix" not in options:
+        options["inbox_prefix"] = inbox
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + connect_timeout_s

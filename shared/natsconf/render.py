@@ -4,6 +4,12 @@ Hub: JetStream (file store, domain ``hub``, ``sync_interval: always``) and a lea
 listener with ``no_advertise: true`` (otherwise the hub gossips its cluster URLs to the
 leaves and they bypass the URL they were configured with, e.g. a proxy).
 
+Secured hub (`tls` and `users` set): every client and leaf link must present a client
+certificate issued by the aivos CA (``verify_and_map``); the certificate's subject
+``CN=<user>`` selects a user and its permissions (`permissions`). Without `tls` the hub
+is open (tests, a laptop). A secured leaf dials the hub with its site certificate
+(`hub_tls`); its own client port stays plain on loopback for the site's agent.
+
 Leaf: its own client port for the site's agent, one remote to the hub, and optionally
 a local JetStream with domain = site (also ``sync_interval: always``: the default
 2-minute fsync interval loses acknowledged data on power loss).
@@ -16,9 +22,34 @@ from pathlib import Path
 
 import msgspec
 
+from aivos.shared.errors import ConfigError
 from aivos.shared.subjects import HUB_DOMAIN, validate_site
 
-__all__ = ["HubConfig", "LeafConfig", "render_hub", "render_leaf"]
+__all__ = [
+    "CertFiles",
+    "HubConfig",
+    "HubUser",
+    "LeafConfig",
+    "render_hub",
+    "render_leaf",
+    "render_users",
+]
+
+
+class CertFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Paths of one certificate, its key, and the CA that verifies the peer."""
+
+    cert: str
+    key: str
+    ca: str
+
+
+class HubUser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A hub user (the CN of its client certificate) with allow-lists (None: any)."""
+
+    name: str
+    publish: tuple[str, ...] | None = None
+    subscribe: tuple[str, ...] | None = None
 
 
 class HubConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -33,10 +64,17 @@ class HubConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_payload: int = 8 * 1024 * 1024
     ping_interval_s: int = 10  # nats-server default is 2 min: a silent WAN drop goes unseen
     ping_max: int = 3
+    tls: CertFiles | None = None  # set: TLS + client certificates required
+    users: tuple[HubUser, ...] = ()
+    # instead of `users`: a file (path relative to the hub config's directory) holding the
+    # ``authorization`` block, rewritten by `aivos fleet enroll/revoke` and then reloaded
+    users_file: str | None = None
+    pid_file: str | None = None  # where `aivos fleet revoke` finds the hub to reload
+    system_user: str = "aivos-svc-system"
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
 
     @property
     def leaf_url(self) -> str:
@@ -55,6 +93,8 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_payload: int = 8 * 1024 * 1024
     ping_interval_s: int = 10
     ping_max: int = 3
+    hub_tls: CertFiles | None = None  # the site's client certificate for the hub link
+    generation: int = 0  # credential generation (in the server name, seen in the hub's /leafz)
 
     @property
     def url(self) -> str:
@@ -62,7 +102,8 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     @property
     def server_name(self) -> str:
-        return f"aivos-leaf-{self.site}"
+        suffix = f"-g{self.generation}" if self.generation else ""
+        return f"aivos-leaf-{self.site}{suffix}"
 
 
 def _q(value: str) -> str:
@@ -93,16 +134,70 @@ def _jetstream(store_dir: str, domain: str) -> list[str]:
     ]
 
 
+def _tls(files: CertFiles, indent: str, *, verify_and_map: bool) -> list[str]:
+    lines = [
+        f"{indent}tls {{",
+        f"{indent}  cert_file: {_q(files.cert)}",
+        f"{indent}  key_file: {_q(files.key)}",
+        f"{indent}  ca_file: {_q(files.ca)}",
+    ]
+    if verify_and_map:
+        lines.append(f"{indent}  verify_and_map: true")
+    lines.append(f"{indent}  timeout: 5")
+    return [*lines, f"{indent}}}"]
+
+
+def _allow(subjects: tuple[str, ...]) -> str:
+    return "{ allow: [" + ", ".join(_q(s) for s in subjects) + "] }"
+
+
+def _user(user: HubUser) -> str:
+    perms = []
+    if user.publish is not None:
+        perms.append(f"publish: {_allow(user.publish)}")
+    if user.subscribe is not None:
+        perms.append(f"subscribe: {_allow(user.subscribe)}")
+    body = f"user: {_q('CN=' + user.name)}"
+    if perms:
+        body += ", permissions: { " + ", ".join(perms) + " }"
+    return "    { " + body + " }"
+
+
+def render_users(users: tuple[HubUser, ...] | list[HubUser], system_user: str) -> str:
+    """The hub's accounts: every aivos identity in account ``AIVOS`` (with JetStream) and
+    `system_user` in the system account ``SYS`` (used to kick revoked connections);
+    inline or as the file `HubConfig.users_file`."""
+    # no user at all would let any CA-signed certificate in as the default user
+    users = tuple(users) or (HubUser(name="aivos-nobody", publish=(), subscribe=()),)
+    lines = ["accounts {", "  AIVOS: {", "    jetstream: enabled", "    users = ["]
+    lines += ["  " + _user(user) for user in users]
+    lines += ["    ]", "  }", f"  SYS: {{ users = [ {{ user: {_q('CN=' + system_user)} }} ] }}"]
+    lines += ["}", "system_account: SYS"]
+    return "\n".join(lines) + "\n"
+
+
 def render_hub(conf: HubConfig) -> str:
     """nats-server config text for the hub."""
+    if (conf.users or conf.users_file) and conf.tls is None:
+        raise ConfigError("nats.hub.users", "users need TLS (identity is the client certificate)")
     lines = _common(conf)
+    if conf.pid_file:
+        lines.append(f"pid_file: {_q(conf.pid_file)}")
     lines += _jetstream(conf.store_dir, HUB_DOMAIN)
+    if conf.tls is not None:
+        lines += _tls(conf.tls, "", verify_and_map=True)
+        if conf.users_file:
+            lines.append(f"include {_q(conf.users_file)}")
+        else:
+            lines += render_users(conf.users, conf.system_user).splitlines()
     lines += [
         "leafnodes {",
         f"  listen: {_q(f'{conf.host}:{conf.leaf_port}')}",
         "  no_advertise: true",
-        "}",
     ]
+    if conf.tls is not None:
+        lines += _tls(conf.tls, "  ", verify_and_map=True)
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -116,7 +211,14 @@ def render_leaf(conf: LeafConfig) -> str:
         "leafnodes {",
         '  reconnect: "1s"',
         "  remotes = [",
-        f"    {{ url: {_q(conf.hub_leaf_url)} }}",
+    ]
+    if conf.hub_tls is None:
+        lines.append(f"    {{ url: {_q(conf.hub_leaf_url)} }}")
+    else:
+        lines += [f"    {{ url: {_q(conf.hub_leaf_url)}"]
+        lines += _tls(conf.hub_tls, "      ", verify_and_map=False)
+        lines.append("    }")
+    lines += [
         "  ]",
         "}",
     ]

@@ -163,6 +163,14 @@ class NatsServer:
         self.kill()
         raise NatsServerError(f"{self.name} not ready after {timeout:.0f}s: {self._tail()}")
 
+    def reload(self) -> None:
+        """Rewrite the config and make the running server reload it (SIGHUP): changed
+        users take effect at once, connections of removed users are closed."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise NatsServerError(f"{self.name} is not running")
+        self.write_config()
+        self._proc.send_signal(signal.SIGHUP)
+
     def leafnode_count(self) -> int:
         """Number of leaf-node connections this server has right now (needs a monitor port)."""
         if not self.conf.monitor_port:

@@ -54,3 +54,39 @@ def test_cli_writes_hub_and_one_leaf_per_site(tmp_path: Path) -> None:
     ]
     assert "nats-leaf://hub:7422" in (out / "leaf-b2.conf").read_text()
     assert "port: 4224" in (out / "leaf-b2.conf").read_text()
+
+
+def test_secured_hub_and_leaf_configs_are_valid(tmp_path: Path) -> None:
+    from aivos.shared.natsconf.permissions import site_permissions
+    from aivos.shared.natsconf.pki import init_pki
+    from aivos.shared.natsconf.render import HubUser
+
+    pki = init_pki(tmp_path / "d")
+    perms = site_permissions("b1")
+    hub = HubConfig(
+        store_dir=str(tmp_path / "js"),
+        tls=pki.hub_files,
+        users=(HubUser("aivos-site-b1-1", perms.publish, perms.subscribe),),
+    )
+    text = render_hub(hub)
+    assert text.count("verify_and_map: true") == 2  # clients and leaf links
+    assert '"CN=aivos-site-b1-1"' in text and hub.url.startswith("tls://")
+    creds = pki.issue_client("aivos-site-b1-1", tmp_path / "kit")
+    leaf = render_leaf(LeafConfig(site="b1", hub_tls=creds, generation=1))
+    assert creds.cert in leaf and "aivos-leaf-b1-g1" in leaf
+    for name, body in (("hub.conf", text), ("leaf.conf", leaf)):
+        (tmp_path / name).write_text(body)
+        result = _check_with_server(tmp_path / name)
+        assert result.returncode == 0, result.stderr
+
+
+def test_site_permissions_never_grant_other_sites_or_admin() -> None:
+    from aivos.shared.natsconf.permissions import site_permissions
+
+    perms = site_permissions("b1")
+    assert perms.publish is not None and perms.subscribe is not None
+    granted = perms.publish + perms.subscribe
+    assert ">" not in granted and "aivos.>" not in granted
+    assert not [s for s in granted if ".b2" in s or "AIVOS_SYNC" in s or "DELETE" in s]
+    assert not [s for s in perms.publish if s.startswith(("$KV.", "$O."))]  # no store writes
+    assert "aivos.*.b1" in perms.publish and "_INBOX.site-b1.>" in perms.subscribe

@@ -1,0 +1,390 @@
+"""Site and service identities on the secured hub: enroll, revoke, rotate.
+
+State lives in the cloud data dir ``D`` (next to the CA in ``D/pki``):
+
+* ``D/nats/identities.json``: per site, the credential generations the hub accepts,
+  whether the site is revoked, and generations waiting to retire after a rotation;
+* ``D/nats/users.conf``: the hub's ``authorization`` block, rendered from that file and
+  `shared.natsconf.permissions` (the hub config includes it, see `secure_hub_config`);
+* ``D/nats/hub.pid``: the running hub; after every change it gets SIGHUP (a config
+  reload: removed users' connections are closed at once, no restart);
+* ``D/nats/hub.json``: the hub's addresses, for the kits and for `retire_rotated`;
+* ``D/nats/services/<role>/``: client certificates of the cloud services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import msgspec
+
+from aivos.shared.errors import ConfigError, NotFound
+from aivos.shared.natsconf.connect import tls_context
+from aivos.shared.natsconf.permissions import (
+    ROLES,
+    SYSTEM_USER,
+    service_inbox_prefix,
+    service_permissions,
+    service_user,
+    site_permissions,
+    site_user,
+)
+from aivos.shared.natsconf.pki import Pki, init_pki, load_pki
+from aivos.shared.natsconf.render import CertFiles, HubConfig, HubUser, LeafConfig, render_leaf
+from aivos.shared.natsconf.render import render_users as _render_users
+from aivos.shared.subjects import validate_site
+
+__all__ = [
+    "HubEndpoints",
+    "SiteIdentity",
+    "Identities",
+    "enroll_site",
+    "revoke_site",
+    "rotate_site",
+    "retire_rotated",
+    "reload_hub",
+    "secure_hub_config",
+    "service_identity",
+    "load_identities",
+]
+
+
+class SiteIdentity(msgspec.Struct, kw_only=True):
+    generations: list[int] = []  # accepted by the hub
+    retiring: list[int] = []  # accepted until the newest generation has connected
+    revoked: bool = False
+    enrolled_ms: int = 0
+    revoked_ms: int | None = None
+
+
+class Identities(msgspec.Struct, kw_only=True):
+    sites: dict[str, SiteIdentity] = {}
+
+
+class HubEndpoints(msgspec.Struct, frozen=True, kw_only=True):
+    url: str
+    leaf_url: str
+    monitor_url: str | None = None
+
+
+def _nats_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / "nats"
+
+
+def load_identities(data_dir: Path) -> Identities:
+    path = _nats_dir(data_dir) / "identities.json"
+    if not path.exists():
+        return Identities()
+    return msgspec.json.decode(path.read_bytes(), type=Identities)
+
+
+def _save(data_dir: Path, ids: Identities) -> None:
+    directory = _nats_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "identities.json.tmp"
+    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(ids)))
+    os.replace(tmp, directory / "identities.json")
+    _write_users(data_dir, ids)
+
+
+def _hub_users(ids: Identities) -> list[HubUser]:
+    users = []
+    for role in ROLES:
+        perms = service_permissions(role)
+        users.append(HubUser(service_user(role), perms.publish, perms.subscribe))
+    for site, ident in sorted(ids.sites.items()):
+        if ident.revoked:
+            continue
+        perms = site_permissions(site)
+        for gen in sorted({*ident.generations, *ident.retiring}):
+            users.append(HubUser(site_user(site, gen), perms.publish, perms.subscribe))
+    return users
+
+
+def _write_users(data_dir: Path, ids: Identities) -> None:
+    directory = _nats_dir(data_dir)
+    tmp = directory / "users.conf.tmp"
+    tmp.write_text(_render_users(_hub_users(ids), SYSTEM_USER))
+    os.replace(tmp, directory / "users.conf")
+
+
+def reload_hub(data_dir: Path) -> bool:
+    """SIGHUP the hub named by ``D/nats/hub.pid``; False if no hub is running."""
+    pid_file = _nats_dir(data_dir) / "hub.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return False
+    return True
+
+
+def _leafz(monitor_url: str) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"{monitor_url}/leafz", timeout=2) as resp:
+        return list(json.loads(resp.read()).get("leafs") or [])
+
+
+def kick_leaves(data_dir: Path, names: set[str]) -> int:
+    """Close the hub's leaf links whose server name is in `names` (a reload refuses new
+    connections of removed users but keeps established ones). Returns how many."""
+    endpoints = _endpoints(data_dir)
+    if endpoints.monitor_url is None or not names:
+        return 0
+    monitor = endpoints.monitor_url
+    with contextlib.suppress(OSError, ValueError):
+        leaves = [leaf for leaf in _leafz(monitor) if leaf.get("name") in names]
+        if not leaves:
+            return 0
+        with urllib.request.urlopen(f"{monitor}/varz", timeout=2) as resp:
+            server_id = str(json.loads(resp.read())["server_id"])
+        asyncio.run(_kick(data_dir, endpoints.url, server_id, [int(str(x["id"])) for x in leaves]))
+        return len(leaves)
+    return 0
+
+
+async def _kick(data_dir: Path, url: str, server_id: str, cids: list[int]) -> None:
+    import nats  # the client library is only needed here
+
+    nc = await nats.connect(url, tls=tls_context(_system_identity(data_dir)), connect_timeout=5)
+    try:
+        for cid in cids:
+            await nc.request(f"$SYS.REQ.SERVER.{server_id}.KICK", json.dumps({"cid": cid}).encode())
+    finally:
+        await nc.close()
+
+
+def _site_leaf_names(site: str, generations: list[int]) -> set[str]:
+    return {f"aivos-leaf-{site}-g{g}" for g in generations}
+
+
+def _system_identity(data_dir: Path) -> CertFiles:
+    return _identity(data_dir, "system", SYSTEM_USER)
+
+
+def service_identity(data_dir: Path, role: str) -> CertFiles:
+    """The client certificate of a cloud service (issued on first use)."""
+    return _identity(data_dir, role, service_user(role))
+
+
+def _identity(data_dir: Path, role: str, user: str) -> CertFiles:
+    directory = _nats_dir(data_dir) / "services" / role
+    files = CertFiles(
+        cert=str(directory / f"{user}.crt"),
+        key=str(directory / f"{user}.key"),
+        ca=str(directory / "ca.crt"),
+    )
+    if not Path(files.cert).exists():
+        files = load_pki(data_dir).issue_client(user, directory)
+    return files
+
+
+def service_env(data_dir: Path, role: str) -> dict[str, str]:
+    """Environment for a service process: its certificate and its inbox prefix."""
+    files = service_identity(data_dir, role)
+    return {
+        "AIVOS_NATS_CERT": files.cert,
+        "AIVOS_NATS_KEY": files.key,
+        "AIVOS_NATS_CA": files.ca,
+        "AIVOS_NATS_INBOX": service_inbox_prefix(role),
+    }
+
+
+def secure_hub_config(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4222,
+    leaf_port: int = 7422,
+    monitor_port: int = 0,
+    public_host: str | None = None,
+) -> HubConfig:
+    """The hub config with TLS and per-identity users; run it with workdir ``D/nats``
+    (``NatsServer(conf, D / "nats")``). Creates the CA and service certificates if needed."""
+    data_dir = Path(data_dir)
+    hosts = sorted({host, "127.0.0.1", "localhost", *([public_host] if public_host else [])})
+    pki = init_pki(data_dir, hosts=hosts)
+    for role in ROLES:
+        service_identity(data_dir, role)
+    _system_identity(data_dir)
+    directory = _nats_dir(data_dir)
+    _save(data_dir, load_identities(data_dir))
+    conf = HubConfig(
+        store_dir=str(directory / "jetstream"),
+        host=host,
+        port=port,
+        leaf_port=leaf_port,
+        monitor_port=monitor_port,
+        tls=pki.hub_files,
+        users_file="users.conf",
+        pid_file=str(directory / "hub.pid"),
+    )
+    leaf_host = public_host or host
+    endpoints = HubEndpoints(
+        url=conf.url,
+        leaf_url=f"nats-leaf://{leaf_host}:{leaf_port}",
+        monitor_url=f"http://{host}:{monitor_port}" if monitor_port else None,
+    )
+    (directory / "hub.json").write_bytes(msgspec.json.encode(endpoints))
+    return conf
+
+
+def _endpoints(data_dir: Path) -> HubEndpoints:
+    path = _nats_dir(data_dir) / "hub.json"
+    if not path.exists():
+        return HubEndpoints(url="tls://127.0.0.1:4222", leaf_url="nats-leaf://127.0.0.1:7422")
+    return msgspec.json.decode(path.read_bytes(), type=HubEndpoints)
+
+
+def _trusted_keys(data_dir: Path) -> list[Path]:
+    return sorted(p for d in (data_dir, data_dir / "keys") if d.is_dir() for p in d.glob("*.pub"))
+
+
+def _write_kit(
+    pki: Pki,
+    data_dir: Path,
+    site: str,
+    generation: int,
+    out: Path,
+    leaf_port: int,
+    hub_leaf_url: str | None,
+) -> Path:
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    creds = pki.issue_client(site_user(site, generation), out / "credentials")
+    leaf = LeafConfig(
+        site=site,
+        hub_leaf_url=hub_leaf_url or _endpoints(data_dir).leaf_url,
+        port=leaf_port,
+        hub_tls=creds,
+        generation=generation,
+    )
+    (out / "leaf.conf").write_text(render_leaf(leaf))
+    keys_dir = out / "trusted_keys"
+    keys_dir.mkdir(exist_ok=True)
+    for key in _trusted_keys(data_dir):
+        shutil.copyfile(key, keys_dir / key.name)
+    (out / "edge.toml").write_text(
+        "# aivos edge agent settings written by `aivos fleet enroll`\n"
+        f"site_id = {json.dumps(site)}\n"
+        f"data_dir = {json.dumps(str(out / 'edge-data'))}\n\n"
+        "[uplink]\n"
+        f"nats_url = {json.dumps(leaf.url)}  # the site's leaf node (leaf.conf)\n\n"
+        "[fleet]\n"
+        f"trusted_keys_dir = {json.dumps(str(keys_dir))}\n"
+    )
+    return out
+
+
+def enroll_site(
+    data_dir: Path,
+    site: str,
+    out: Path,
+    *,
+    leaf_port: int = 4223,
+    hub_leaf_url: str | None = None,
+) -> Path:
+    """Issue generation 1 (or the next one, re-enrolling a revoked site), let the hub
+    accept it (reload), and write the site kit into `out`."""
+    data_dir = Path(data_dir)
+    site = validate_site(site)
+    pki = load_pki(data_dir)
+    ids = load_identities(data_dir)
+    ident = ids.sites.get(site)
+    if ident is not None and not ident.revoked and ident.generations:
+        raise ConfigError("site", f"{site} is already enrolled; use `aivos fleet rotate`")
+    last = max([*(ident.generations if ident else []), *(ident.retiring if ident else [])] or [0])
+    generation = last + 1
+    kit = _write_kit(pki, data_dir, site, generation, out, leaf_port, hub_leaf_url)
+    ids.sites[site] = SiteIdentity(generations=[generation], enrolled_ms=_now_ms())
+    _save(data_dir, ids)
+    reload_hub(data_dir)
+    return kit
+
+
+def revoke_site(data_dir: Path, site: str) -> SiteIdentity:
+    """Remove every credential of `site` from the hub and reload: its leaf is cut off."""
+    ids = load_identities(data_dir)
+    ident = ids.sites.get(validate_site(site))
+    if ident is None:
+        raise NotFound(f"site {site} is not enrolled")
+    cut = _site_leaf_names(site, [*ident.generations, *ident.retiring])
+    ident.revoked, ident.revoked_ms = True, _now_ms()
+    ident.retiring = []
+    _save(data_dir, ids)
+    if reload_hub(data_dir):
+        time.sleep(0.2)  # let the reload land before the kick (the leaf redials in 1 s)
+        kick_leaves(data_dir, cut)
+    return ident
+
+
+def rotate_site(
+    data_dir: Path,
+    site: str,
+    out: Path,
+    *,
+    leaf_port: int = 4223,
+    hub_leaf_url: str | None = None,
+) -> Path:
+    """A new credential generation in a new kit; the old ones keep working until the
+    new one has connected (`retire_rotated` retires them)."""
+    data_dir = Path(data_dir)
+    ids = load_identities(data_dir)
+    ident = ids.sites.get(validate_site(site))
+    if ident is None or ident.revoked:
+        raise NotFound(f"site {site} is not enrolled")
+    generation = max([*ident.generations, *ident.retiring]) + 1
+    kit = _write_kit(load_pki(data_dir), data_dir, site, generation, out, leaf_port, hub_leaf_url)
+    ident.retiring = sorted({*ident.retiring, *ident.generations})
+    ident.generations = [generation]
+    _save(data_dir, ids)
+    reload_hub(data_dir)
+    return kit
+
+
+def _connected_leaf_names(monitor_url: str) -> set[str]:
+    return {str(leaf.get("name", "")) for leaf in _leafz(monitor_url)}
+
+
+def retire_rotated(data_dir: Path, *, wait_s: float = 0.0) -> list[str]:
+    """Retire old generations of every site whose newest generation is connected to the
+    hub (seen in ``/leafz``), waiting up to `wait_s`; returns the sites retired."""
+    monitor = _endpoints(data_dir).monitor_url
+    if monitor is None:
+        raise ConfigError("nats.monitor_port", "retiring needs the hub's monitor port")
+    deadline = time.monotonic() + wait_s
+    while True:
+        ids = load_identities(data_dir)
+        pending = {s: i for s, i in ids.sites.items() if i.retiring and not i.revoked}
+        names: set[str] = set()
+        with contextlib.suppress(OSError, ValueError):
+            names = _connected_leaf_names(monitor)
+        retired = [
+            site
+            for site, ident in pending.items()
+            if any(f"aivos-leaf-{site}-g{g}" in names for g in ident.generations)
+        ]
+        if retired:
+            cut: set[str] = set()
+            for site in retired:
+                cut |= _site_leaf_names(site, ids.sites[site].retiring)
+                ids.sites[site].retiring = []
+            _save(data_dir, ids)
+            if reload_hub(data_dir):
+                time.sleep(0.2)
+                kick_leaves(data_dir, cut)
+            return retired
+        if not pending or time.monotonic() >= deadline:
+            return []
+        time.sleep(0.1)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

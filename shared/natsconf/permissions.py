@@ -1,0 +1,168 @@
+"""Who may publish and subscribe to what on the hub: every NATS permission aivos grants,
+derived in this one place from `shared.subjects` (and the fleet report subjects).
+
+Roles (each a hub user, identified by its client certificate, see `pki`):
+
+* **site** ``<site>`` (its leaf node's link to the hub): publish and subscribe only
+  ``aivos.*.<site>`` and ``aivos.*.<site>.>`` (generation requests, heartbeats, sync
+  records, events and reports of its own site); replies only into its own inbox
+  ``_INBOX.site-<site>.>``; JetStream API only to read the config bucket's own key and
+  the defaults key, to read bundles from the model object store, and to receive the
+  stream acks of its own sync publishes. For a leaf connection, *publish* is what the
+  leaf may send into the hub and *subscribe* is what the hub forwards to the leaf.
+* **worker**: queue-subscribe ``aivos.gen.*``, reply into any inbox.
+* **ingest**: the sync stream and its durable consumer, nothing else.
+* **fleet** (console, fleet service, rollouts, `models publish`): heartbeats and
+  reports of every site, the config bucket and the model object store (read/write).
+* **admin**: no restriction (the operator's own tools; never given to a site).
+
+JetStream API subjects are granted in both forms, ``$JS.API.*`` and the domain form
+``$JS.hub.API.*`` that clients behind a leaf node use (the hub checks the subject
+as it arrives, before it maps the domain away).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from aivos.shared.fleet import DEFAULTS_KEY
+from aivos.shared.subjects import (
+    CONFIG_BUCKET,
+    GEN_ALL_SITES,
+    HUB_DOMAIN,
+    MODELS_BUCKET,
+    PREFIX,
+    SYNC_STREAM,
+    config_key,
+    heartbeat_all,
+    validate_site,
+    validate_token,
+)
+
+__all__ = [
+    "Permissions",
+    "ROLES",
+    "SYSTEM_USER",
+    "site_inbox_prefix",
+    "service_inbox_prefix",
+    "site_permissions",
+    "service_permissions",
+    "site_user",
+    "service_user",
+]
+
+ROLES = ("worker", "ingest", "fleet", "admin")
+SYSTEM_USER = "aivos-svc-system"  # the hub's system account: only kicks revoked links
+
+_KV_STREAM = f"KV_{CONFIG_BUCKET}"
+_OBJ_STREAM = f"OBJ_{MODELS_BUCKET}"
+_JS_PREFIXES = ("$JS.API", f"$JS.{HUB_DOMAIN}.API")
+
+
+class Permissions(msgspec.Struct, frozen=True):
+    """Allow-lists for one hub user; None means unrestricted (admin)."""
+
+    publish: tuple[str, ...] | None
+    subscribe: tuple[str, ...] | None
+
+
+def site_user(site: str, generation: int = 1) -> str:
+    """Certificate CN / hub user name of one credential generation of `site`."""
+    return f"aivos-site-{validate_site(site)}-{generation}"
+
+
+def service_user(role: str, name: str = "") -> str:
+    """Certificate CN / hub user name of a cloud service (optionally a named instance)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    return f"aivos-svc-{role}" + (f"-{validate_token(name, 'service name')}" if name else "")
+
+
+def site_inbox_prefix(site: str) -> str:
+    """The inbox prefix a site's connections use; only that site receives replies there."""
+    return f"_INBOX.site-{validate_site(site)}"
+
+
+def service_inbox_prefix(role: str) -> str:
+    """The inbox prefix of a cloud service's connections (disjoint from every site's)."""
+    return f"_INBOX.svc-{role}"
+
+
+def _js(*apis: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{api}" for prefix in _JS_PREFIXES for api in apis)
+
+
+def site_permissions(site: str) -> Permissions:
+    site = validate_site(site)
+    own = (f"{PREFIX}.*.{site}", f"{PREFIX}.*.{site}.>")
+    kv_keys = [f"$KV.{CONFIG_BUCKET}.{key}" for key in (config_key(site), DEFAULTS_KEY)]
+    js_read = _js(
+        f"STREAM.INFO.{_KV_STREAM}",
+        *(f"DIRECT.GET.{_KV_STREAM}.{subject}" for subject in kv_keys),
+        *(f"CONSUMER.CREATE.{_KV_STREAM}.*.{subject}" for subject in kv_keys),
+        # KNOWN GAP: nats-py's KV watch creates an unnamed ordered consumer, whose create
+        # subject carries no filter; until the edge names its watch consumers, the plain
+        # form must be allowed, so a site can *read* (never write) other sites' config.
+        f"CONSUMER.CREATE.{_KV_STREAM}",
+        f"CONSUMER.INFO.{_KV_STREAM}.*",
+        f"STREAM.INFO.{_OBJ_STREAM}",
+        "STREAM.NAMES",  # object store reads look the stream up by subject (names only)
+        f"STREAM.MSG.GET.{_OBJ_STREAM}",
+        f"DIRECT.GET.{_OBJ_STREAM}",
+        f"DIRECT.GET.{_OBJ_STREAM}.>",
+        f"CONSUMER.CREATE.{_OBJ_STREAM}",
+        f"CONSUMER.CREATE.{_OBJ_STREAM}.>",
+        f"CONSUMER.INFO.{_OBJ_STREAM}.*",
+    )
+    flow_control = (f"$JS.FC.{_KV_STREAM}.>", f"$JS.FC.{_OBJ_STREAM}.>")
+    return Permissions(
+        publish=own + js_read + flow_control,
+        subscribe=(*own, f"{site_inbox_prefix(site)}.>"),
+    )
+
+
+def service_permissions(role: str) -> Permissions:
+    inbox = f"{service_inbox_prefix(role)}.>"
+    if role == "admin":
+        return Permissions(publish=None, subscribe=None)
+    if role == "worker":
+        return Permissions(publish=("_INBOX.>",), subscribe=(GEN_ALL_SITES, inbox))
+    if role == "ingest":
+        durable_api = (
+            f"STREAM.INFO.{SYNC_STREAM}",
+            f"STREAM.CREATE.{SYNC_STREAM}",
+            f"STREAM.UPDATE.{SYNC_STREAM}",
+            f"CONSUMER.INFO.{SYNC_STREAM}.*",
+            f"CONSUMER.CREATE.{SYNC_STREAM}.>",
+            f"CONSUMER.CREATE.{SYNC_STREAM}",
+            f"CONSUMER.DURABLE.CREATE.{SYNC_STREAM}.*",
+            f"CONSUMER.MSG.NEXT.{SYNC_STREAM}.*",
+            "INFO",
+        )
+        return Permissions(
+            publish=(*_js(*durable_api), f"$JS.ACK.{SYNC_STREAM}.>"), subscribe=(inbox,)
+        )
+    if role == "fleet":
+        stores = (_KV_STREAM, _OBJ_STREAM)
+        api = [
+            "INFO",
+            "STREAM.NAMES",
+            "STREAM.LIST",
+            *(f"STREAM.{op}.{s}" for s in stores for op in ("INFO", "CREATE", "UPDATE")),
+            *(f"STREAM.{op}.{s}" for s in stores for op in ("MSG.GET", "PURGE")),
+            *(f"DIRECT.GET.{s}" for s in stores),
+            *(f"DIRECT.GET.{s}.>" for s in stores),
+            *(f"CONSUMER.CREATE.{s}" for s in stores),
+            *(f"CONSUMER.CREATE.{s}.>" for s in stores),
+            *(f"CONSUMER.DELETE.{s}.*" for s in stores),
+        ]
+        return Permissions(
+            publish=(
+                *_js(*api),
+                f"$KV.{CONFIG_BUCKET}.>",
+                f"$O.{MODELS_BUCKET}.>",
+                *(f"$JS.FC.{s}.>" for s in stores),
+            ),
+            subscribe=(heartbeat_all(), f"{PREFIX}.*.*.report", inbox),
+        )
+    raise ValueError(f"unknown role {role!r}")

@@ -1,0 +1,376 @@
+"""Least privilege, TLS and revocation on the secured hub, with real nats-server processes.
+
+One secured hub (TLS + certificate-mapped users, `cloud.fleet.enroll`) and enrolled site
+leaves started from their kits. The denial matrix runs every attempt from a client of
+site A's leaf; each row must be denied and leave no trace at the cloud side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig
+
+from aivos.cloud.fleet.enroll import (
+    enroll_site,
+    retire_rotated,
+    revoke_site,
+    rotate_site,
+    secure_hub_config,
+    service_identity,
+)
+from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
+from aivos.shared.natsconf.connect import tls_context
+from aivos.shared.natsconf.permissions import service_inbox_prefix, site_inbox_prefix
+from aivos.shared.natsconf.pki import init_pki
+from aivos.shared.subjects import (
+    CONFIG_BUCKET,
+    MODELS_BUCKET,
+    SYNC_STREAM,
+    gen_subject,
+    heartbeat_subject,
+    sync_subject,
+)
+from aivos.shared.syncwire import ensure_sync_stream
+from tests.fixtures.wait import eventually
+
+pytestmark = pytest.mark.asyncio
+
+
+class Leaf:
+    """A site leaf started from its enrollment kit (``nats-server -c KIT/leaf.conf``)."""
+
+    def __init__(self, kit: Path, port: int) -> None:
+        self.kit, self.port = kit, port
+        self.url = f"nats://127.0.0.1:{port}"
+        log = (kit / "leaf.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(nats_server_binary()), "-c", str(kit / "leaf.conf")], stdout=log, stderr=log
+        )
+        log.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Rig:
+    data_dir: Path
+    hub: NatsServer
+    leaves: dict[str, Leaf] = field(default_factory=dict)
+
+    def start_site(self, site: str, *, rotate: bool = False) -> Leaf:
+        port = free_port()
+        out = self.data_dir / f"kit-{site}-{len(self.leaves)}"
+        make = rotate_site if rotate else enroll_site
+        kit = make(self.data_dir, site, out, leaf_port=port)
+        leaf = Leaf(kit, port)
+        self.leaves[f"{site}-{len(self.leaves)}"] = leaf
+        return leaf
+
+    async def admin(self) -> NATS:
+        ident = service_identity(self.data_dir, "admin")
+        return await nats.connect(
+            self.hub.url, tls=tls_context(ident), inbox_prefix=service_inbox_prefix("admin")
+        )
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    data_dir = tmp_path_factory.mktemp("secure-hub")
+    conf = secure_hub_config(
+        data_dir, port=free_port(), leaf_port=free_port(), monitor_port=free_port()
+    )
+    hub = NatsServer(conf, data_dir / "nats").start()
+    rig = Rig(data_dir, hub)
+    try:
+        yield rig
+    finally:
+        for leaf in rig.leaves.values():
+            leaf.stop()
+        hub.stop()
+
+
+async def _leaf_count(rig: Rig, n: int) -> None:
+    await eventually(
+        lambda: rig.hub.leafnode_count() >= n, timeout=10, what=f"{n} leaf connections"
+    )
+
+
+async def _received(nc: NATS, subject: str, action: Callable[[], Awaitable[object]]) -> list[str]:
+    """Subscribe `nc` to `subject`, run `action`, return the subjects that arrived."""
+    got: list[str] = []
+
+    async def cb(msg: nats.aio.msg.Msg) -> None:
+        got.append(msg.subject)
+
+    sub = await nc.subscribe(subject, cb=cb)
+    await nc.flush()
+    await asyncio.sleep(0.3)  # interest crosses the leaf link asynchronously
+    await action()
+    await asyncio.sleep(0.5)
+    await sub.unsubscribe()
+    return got
+
+
+async def _fails(coro: Awaitable[object]) -> bool:
+    try:
+        await asyncio.wait_for(coro, 2.0)
+    except Exception:
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+async def world(rig: Rig) -> AsyncIterator[dict[str, object]]:
+    admin = await rig.admin()
+    js = admin.jetstream()
+    await ensure_sync_stream(js, duplicate_window_s=60, update=False)
+    kv = await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=5))
+    for key in ("a", "b", "_defaults"):
+        await kv.put(key, b'{"v": 1}')
+    obj = await js.create_object_store(MODELS_BUCKET)
+    await obj.put("v1/manifest.json", b"{}")
+    rig.start_site("a")
+    rig.start_site("b")
+    await _leaf_count(rig, 2)
+    site_a = await nats.connect(rig.leaves["a-0"].url, inbox_prefix=site_inbox_prefix("a"))
+    yield {"admin": admin, "a": site_a}
+    await site_a.close()
+    await admin.close()
+
+
+async def test_site_can_do_what_it_needs(world: dict[str, NATS], rig: Rig) -> None:
+    admin, a = world["admin"], world["a"]
+    # its own heartbeat reaches the cloud
+    got = await _received(admin, "aivos.hb.*", lambda: a.publish(heartbeat_subject("a"), b"hb"))
+    assert got == [heartbeat_subject("a")]
+    # its own sync record is stored (domain "hub", as the edge drainer publishes)
+    ack = await a.jetstream(domain="hub").publish(sync_subject("a", "audit"), b"{}")
+    assert ack.stream == SYNC_STREAM
+    # its own config key and the defaults, and bundles, are readable
+    # (the edge watches its keys, as edge.fleet.remote_config does)
+    kv = await a.jetstream(domain="hub").key_value(CONFIG_BUCKET)
+    for key in ("a", "_defaults"):
+        watcher = await kv.watch(key)
+        entry = await asyncio.wait_for(watcher.updates(), 5)
+        assert entry is not None and entry.value == b'{"v": 1}'
+        await watcher.stop()
+    store = await a.jetstream(domain="hub").object_store(MODELS_BUCKET)
+    assert (await store.get("v1/manifest.json")).data == b"{}"
+    # a generation request reaches a worker (worker identity) and the reply comes back
+    worker_id = service_identity(rig.data_dir, "worker")
+    worker = await nats.connect(
+        rig.hub.url, tls=tls_context(worker_id), inbox_prefix=service_inbox_prefix("worker")
+    )
+
+    async def answer(msg: nats.aio.msg.Msg) -> None:
+        await msg.respond(b"ok:" + msg.data)
+
+    await worker.subscribe("aivos.gen.*", queue="aivos-gen", cb=answer)
+    await worker.flush()
+
+    async def replied() -> bool:
+        return (await a.request(gen_subject("a"), b"hi", timeout=1)).data == b"ok:hi"
+
+    await eventually(replied, timeout=10, what="a worker reply", ignore=(Exception,))
+    await worker.close()
+
+
+async def _sync_state(admin: NATS) -> tuple[int, int]:
+    info = await admin.jetstream().stream_info(SYNC_STREAM)
+    return info.state.messages, info.state.consumer_count
+
+
+async def test_denial_matrix_from_site_a(world: dict[str, NATS], rig: Rig) -> None:
+    admin, a = world["admin"], world["a"]
+    js = a.jetstream(domain="hub", timeout=1.0)
+    jsm_plain = a.jetstream(timeout=1.0)
+    before = await _sync_state(admin)
+
+    async def cloud_sees(subject: str, action: Callable[[], Awaitable[object]]) -> bool:
+        return bool(await _received(admin, subject, action))
+
+    async def site_sees(subject: str, cloud_subjects: list[str]) -> bool:
+        async def publish() -> None:
+            for s in cloud_subjects:
+                await admin.publish(s, b"secret")
+            await admin.flush()
+
+        return bool(await _received(a, subject, publish))
+
+    async def kv_put(key: str) -> bool:
+        kv = await admin.jetstream().key_value(CONFIG_BUCKET)
+        await _fails(a.publish(f"$KV.{CONFIG_BUCKET}.{key}", b'{"v": 999}'))
+        await a.flush()
+        await asyncio.sleep(0.3)
+        return (await kv.get(key)).value != b'{"v": 1}'
+
+    async def obj_put() -> bool:
+        await _fails(_put_object(a))
+        store = await admin.jetstream().object_store(MODELS_BUCKET)
+        names = [o.name for o in await store.list()]
+        return "evil/manifest.json" in names
+
+    b_subjects = [heartbeat_subject("b"), gen_subject("b"), "aivos.evt.b.alarm"]
+    rows: list[tuple[str, Callable[[], Awaitable[bool]]]] = [
+        ("subscribe B heartbeat", lambda: site_sees(heartbeat_subject("b"), b_subjects)),
+        ("subscribe B generation", lambda: site_sees(gen_subject("b"), b_subjects)),
+        ("subscribe >", lambda: site_sees(">", b_subjects)),
+        ("subscribe B inbox", lambda: site_sees("_INBOX.>", ["_INBOX.site-b.x1"])),
+        (
+            "publish heartbeat as B",
+            lambda: cloud_sees("aivos.hb.b", lambda: a.publish(heartbeat_subject("b"), b"x")),
+        ),
+        (
+            "publish generation as B",
+            lambda: cloud_sees("aivos.gen.b", lambda: a.publish(gen_subject("b"), b"x")),
+        ),
+        (
+            "publish sync as B",
+            lambda: _succeeds(js.publish(sync_subject("b", "audit"), b"{}")),
+        ),
+        ("stream info AIVOS_SYNC", lambda: _succeeds(js.stream_info(SYNC_STREAM))),
+        (
+            "stream info AIVOS_SYNC (no domain)",
+            lambda: _succeeds(jsm_plain.stream_info(SYNC_STREAM)),
+        ),
+        ("stream purge AIVOS_SYNC", lambda: _succeeds(js.purge_stream(SYNC_STREAM))),
+        ("stream delete AIVOS_SYNC", lambda: _succeeds(js.delete_stream(SYNC_STREAM))),
+        (
+            "consumer create on AIVOS_SYNC",
+            lambda: _succeeds(
+                js.pull_subscribe("aivos.sync.>", durable="evil", stream=SYNC_STREAM)
+            ),
+        ),
+        ("KV get B's config", lambda: _succeeds(_kv_get(js, "b"))),
+        ("KV put own config", lambda: kv_put("a")),
+        ("KV put B's config", lambda: kv_put("b")),
+        ("object store put", obj_put),
+    ]
+    results = {name: await attempt() for name, attempt in rows}
+    assert [name for name, got_through in results.items() if got_through] == []
+    assert await _sync_state(admin) == before  # nothing stored, purged or consumed
+    assert "aivos.sync.b.audit" not in {m.subject for m in await _sync_messages(admin)}
+
+
+async def _succeeds(coro: Awaitable[object]) -> bool:
+    return not await _fails(coro)
+
+
+async def _kv_get(js: object, key: str) -> object:
+    kv = await js.key_value(CONFIG_BUCKET)  # type: ignore[attr-defined]
+    return await kv.get(key)
+
+
+async def _put_object(a: NATS) -> None:
+    store = await a.jetstream(domain="hub", timeout=1.0).object_store(MODELS_BUCKET)
+    await store.put("evil/manifest.json", io.BytesIO(b"{}"))
+
+
+async def _sync_messages(admin: NATS) -> list[nats.aio.msg.Msg]:
+    js = admin.jetstream()
+    sub = await js.subscribe("aivos.sync.>", ordered_consumer=True)
+    msgs = []
+    try:
+        while True:
+            msgs.append(await sub.next_msg(timeout=0.5))
+    except nats.errors.TimeoutError:
+        pass
+    await sub.unsubscribe()
+    return msgs
+
+
+async def _refused(url: str, **options: object) -> bool:
+    try:
+        nc = await nats.connect(
+            url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **options
+        )
+    except Exception:
+        return True
+    try:
+        await nc.publish("aivos.hb.a", b"x")
+        await nc.flush(timeout=1)
+    except Exception:
+        return True
+    finally:
+        await nc.close()
+    return False
+
+
+async def test_plain_text_and_wrong_ca_are_refused(rig: Rig, tmp_path: Path) -> None:
+    port = rig.hub.conf.port
+    assert await _refused(f"nats://127.0.0.1:{port}")  # plain text
+    rogue = init_pki(tmp_path / "rogue")
+    creds = rogue.issue_client("aivos-svc-admin", tmp_path / "rogue-admin")  # same name, wrong CA
+    ctx = tls_context(service_identity(rig.data_dir, "admin"))
+    ctx.load_cert_chain(creds.cert, creds.key)  # trusts the hub, presents a rogue certificate
+    assert await _refused(f"tls://127.0.0.1:{port}", tls=ctx)
+    # a leaf whose certificate comes from another CA never gets a link
+    before = rig.hub.leafnode_count()
+    kit = tmp_path / "rogue-kit"
+    rogue_creds = rogue.issue_client("aivos-site-a-1", kit)
+    conf = (rig.leaves["a-0"].kit / "leaf.conf").read_text()
+    good = rig.leaves["a-0"].kit / "credentials"
+    conf = conf.replace(str(good / "aivos-site-a-1.crt"), rogue_creds.cert)
+    conf = conf.replace(str(good / "aivos-site-a-1.key"), rogue_creds.key)
+    conf = conf.replace(f"port: {rig.leaves['a-0'].port}", f"port: {free_port()}")
+    (kit / "leaf.conf").write_text(conf.replace('"aivos-leaf-a-g1"', '"rogue"'))
+    leaf = Leaf(kit, 0)
+    try:
+        await asyncio.sleep(2.0)
+        assert rig.hub.leafnode_count() == before
+        assert "TLS" in (rig.data_dir / "nats" / "hub.log").read_text()
+    finally:
+        leaf.stop()
+
+
+async def test_revoked_site_is_refused_within_5s(rig: Rig) -> None:
+    leaf = rig.start_site("c")
+    await eventually(lambda: "aivos-leaf-c-g1" in _leaf_names(rig), timeout=10, what="leaf c")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.to_thread(revoke_site, rig.data_dir, "c")
+    await eventually(
+        lambda: "aivos-leaf-c-g1" not in _leaf_names(rig), timeout=5, what="leaf c cut off"
+    )
+    assert loop.time() - t0 < 5.0
+    await asyncio.sleep(2.0)  # the leaf keeps retrying and stays refused
+    assert "aivos-leaf-c-g1" not in _leaf_names(rig)
+    leaf.stop()
+
+
+async def test_rotation_retires_old_credentials_once_new_ones_connect(rig: Rig) -> None:
+    old = rig.start_site("r")
+    await eventually(lambda: "aivos-leaf-r-g1" in _leaf_names(rig), timeout=10, what="leaf r g1")
+    new = rig.start_site("r", rotate=True)  # both generations are accepted meanwhile
+    assert await asyncio.to_thread(retire_rotated, rig.data_dir, wait_s=10) == ["r"]
+    try:
+        await eventually(
+            lambda: "aivos-leaf-r-g1" not in _leaf_names(rig), timeout=5, what="old cut"
+        )
+        await asyncio.sleep(2.0)  # the old kit keeps redialling and stays out
+        assert _leaf_names(rig) >= {"aivos-leaf-r-g2"}
+        assert "aivos-leaf-r-g1" not in _leaf_names(rig)
+    finally:
+        old.stop()
+        new.stop()
+
+
+def _leaf_names(rig: Rig) -> set[str]:
+    import json
+    import urllib.request
+
+    url = f"http://127.0.0.1:{rig.hub.conf.monitor_port}/leafz"
+    with urllib.request.urlopen(url, timeout=1) as resp:
+        return {leaf["name"] for leaf in json.loads(resp.read()).get("leafs") or []}
