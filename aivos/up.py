@@ -23,6 +23,7 @@ import click
 import httpx
 from rich.console import Console
 
+from aivos.shared.cli_options import data_dir_option, port_option, site_option
 from aivos.shared.natsconf.render import HubConfig, LeafConfig
 from aivos.shared.natsconf.server import NatsServer, free_port
 from aivos.shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
@@ -297,17 +298,10 @@ def _signals_as_keyboard_interrupt() -> Iterator[None]:
 
 
 @click.command("up")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Default: $AIVOS_HOME/appliance.",
-)
-@click.option(
-    "--port", type=int, default=8080, show_default=True, help="Edge agent port (0 = any free port)."
-)
+@data_dir_option("Default: $AIVOS_HOME/appliance.")
+@port_option("Edge agent port (0 = any free port).", default=8080)
 @click.option("--edge-only", is_flag=True, help="Run the box alone: no NATS, no cloud tier.")
-@click.option("--site", default="site-1", show_default=True, help="Site id of the local box.")
+@site_option("Site id of the local box.", default="site-1")
 @click.option("--demo", is_flag=True, help="Also start the demo workflow services.")
 def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: bool) -> None:
     """Run the whole appliance on this machine until Ctrl-C."""

@@ -8,6 +8,14 @@ from pathlib import Path
 import click
 import uvicorn
 
+from aivos.shared.cli_options import (
+    bundle_option,
+    config_option,
+    data_dir_option,
+    host_option,
+    nats_option,
+    port_option,
+)
 from aivos.shared.logs import configure_logging
 
 __all__ = ["serve_cmd"]
@@ -16,30 +24,12 @@ log = logging.getLogger("aivos.edge")
 
 
 @click.command("serve")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="All agent state lives here.",
-)
-@click.option(
-    "--bundle",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Intent model bundle (default: the built-in bundle).",
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML settings file.",
-)
-@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (default 8080; 0 picks a free one).")
-@click.option(
-    "--nats", "nats_url", default=None, help="NATS URL of the site leaf node (or the hub)."
-)
+@data_dir_option("All agent state lives here.", required=True)
+@bundle_option()
+@config_option("TOML settings file.")
+@host_option("Bind address (default 127.0.0.1).", default=None)
+@port_option("Port (default 8080; 0 picks a free one).", default=None)
+@nats_option("NATS URL of the site leaf node (or the hub).", default=None)
 def serve_cmd(
     data_dir: Path,
     bundle: Path | None,

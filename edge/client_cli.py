@@ -11,6 +11,7 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from aivos.shared.cli_options import json_option
 from aivos.shared.paths import aivos_home
 
 __all__ = ["ask_cmd", "session_file"]
@@ -43,7 +44,7 @@ def _defaults() -> dict[str, str]:
 @click.option(
     "--session", "session_id", default=None, help="Session id, to keep conversation memory."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON response.")
+@json_option("Print the API's JSON response.")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
 def ask_cmd(
     text: str,

@@ -8,23 +8,27 @@ from pathlib import Path
 import click
 
 from aivos.cloud.ingest.store import default_data_dir
+from aivos.shared.cli_options import (
+    data_dir_option,
+    host_option,
+    log_level_option,
+    nats_option,
+    port_option,
+)
 from aivos.shared.logs import configure_logging
 
 __all__ = ["console_cmd"]
 
 
 @click.command("console")
-@click.option("--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True)
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cloud data directory (fleet.db; cloud.db of the ingest) [default: $AIVOS_HOME/cloud].",
+@nats_option()
+@data_dir_option(
+    "Cloud data directory (fleet.db; cloud.db of the ingest) [default: $AIVOS_HOME/cloud]."
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8600, show_default=True)
+@host_option()
+@port_option(default=8600)
 @click.option("--secure-cookies", is_flag=True, help="Mark cookies Secure (serve behind https).")
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option()
 def console_cmd(
     nats_url: str,
     data_dir: Path | None,

@@ -27,6 +27,14 @@ from aivos.cloud.fleet.rollout import (
 )
 from aivos.cloud.fleet.tokens import add_operator, create_operator_token
 from aivos.cloud.ingest.store import default_data_dir
+from aivos.shared.cli_options import (
+    CLOUD_DATA_DIR_HELP,
+    data_dir_option,
+    json_option,
+    log_level_option,
+    nats_option,
+    site_option,
+)
 from aivos.shared.errors import ConfigError
 from aivos.shared.fleet import generate_signing_key, load_private_key
 from aivos.shared.logs import configure_logging
@@ -54,19 +62,12 @@ log = logging.getLogger(__name__)
 _out = Console()
 T = TypeVar("T")
 
-_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cloud data directory [default: $AIVOS_HOME/cloud].",
-)
-_NATS = click.option(
-    "--nats", "nats_url", default="nats://127.0.0.1:4222", show_default=True, help="Hub NATS URL."
-)
+_DATA_DIR = data_dir_option(CLOUD_DATA_DIR_HELP)
+_NATS = nats_option("Hub NATS URL.")
 _ACTOR = click.option(
     "--actor", default="cli", show_default=True, help="Operator name recorded in the audit."
 )
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_JSON = json_option()
 
 
 def _registry(data_dir: Path | None) -> SqliteRegistry:
@@ -177,7 +178,7 @@ def config_group() -> None:
 
 @config_group.command("set")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--site", default=None, help="Site to configure [default: fleet-wide defaults].")
+@site_option("Site to configure [default: fleet-wide defaults].")
 @_NATS
 @_DATA_DIR
 @_ACTOR
@@ -365,7 +366,7 @@ def rollout_rollback_cmd(rollout_id: str, nats_url: str, data_dir: Path | None, 
 @click.command("fleet")
 @_NATS
 @_DATA_DIR
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option()
 def fleet_serve_cmd(nats_url: str, data_dir: Path | None, log_level: str) -> None:
     """Run heartbeat ingest and the rollout controller (without the console)."""
     from aivos.cloud.fleet.service import FleetService

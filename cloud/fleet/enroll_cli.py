@@ -7,16 +7,11 @@ from pathlib import Path
 import click
 
 from aivos.cloud.fleet.enroll import enroll_site, retire_rotated, revoke_site, rotate_site
+from aivos.shared.cli_options import data_dir_option
 
 __all__ = ["enroll_cmd", "revoke_cmd", "rotate_cmd"]
 
-_DATA_DIR = click.option(
-    "--data-dir",
-    "data_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Cloud data dir (holds pki/ and nats/).",
-)
+_DATA_DIR = data_dir_option("Cloud data dir (holds pki/ and nats/).", required=True)
 _OUT = click.option(
     "--out",
     "out",

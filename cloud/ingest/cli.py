@@ -15,18 +15,21 @@ from rich.console import Console
 from rich.table import Table
 
 from aivos.cloud.ingest.store import CloudStore, default_data_dir
+from aivos.shared.cli_options import (
+    CLOUD_DATA_DIR_HELP,
+    data_dir_option,
+    json_option,
+    log_level_option,
+    nats_option,
+    site_option,
+)
 from aivos.shared.logs import configure_logging
 
 __all__ = ["ingest_cmd", "stats_cmd", "audit_cmd"]
 
 log = logging.getLogger(__name__)
 
-_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cloud data directory [default: $AIVOS_HOME/cloud].",
-)
+_DATA_DIR = data_dir_option(CLOUD_DATA_DIR_HELP)
 
 
 def _dir(data_dir: Path | None) -> Path:
@@ -34,13 +37,7 @@ def _dir(data_dir: Path | None) -> Path:
 
 
 @click.command("ingest")
-@click.option(
-    "--nats",
-    "nats_url",
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="NATS URL of the hub.",
-)
+@nats_option("NATS URL of the hub.")
 @_DATA_DIR
 @click.option(
     "--durable",
@@ -61,7 +58,7 @@ def _dir(data_dir: Path | None) -> Path:
     show_default=True,
     help="Dedup window (s) of the AIVOS_SYNC stream when this creates it.",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option()
 def ingest_cmd(
     nats_url: str,
     data_dir: Path | None,
@@ -107,7 +104,7 @@ def _open_existing(data_dir: Path | None) -> CloudStore:
 
 @click.command("stats")
 @_DATA_DIR
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option()
 def stats_cmd(data_dir: Path | None, as_json: bool) -> None:
     """Counts of synced records per site and data class."""
     store = _open_existing(data_dir)
@@ -130,9 +127,9 @@ def stats_cmd(data_dir: Path | None, as_json: bool) -> None:
 
 @click.command("audit")
 @_DATA_DIR
-@click.option("--site", default=None, help="Only this site.")
+@site_option("Only this site.")
 @click.option("--limit", default=None, type=int, help="At most N records.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON record per line.")
+@json_option("One JSON record per line.")
 def audit_cmd(data_dir: Path | None, site: str | None, limit: int | None, as_json: bool) -> None:
     """Synced audit records, per site in the site's order."""
     store = _open_existing(data_dir)

@@ -12,6 +12,7 @@ import click
 
 from aivos.cloud.worker.backend import GenerationBackend
 from aivos.cloud.worker.service import GenerationWorker
+from aivos.shared.cli_options import log_level_option, nats_option
 from aivos.shared.errors import ConfigError
 from aivos.shared.logs import configure_logging
 from aivos.shared.natsconf.connect import connect_nats
@@ -81,13 +82,7 @@ async def run_worker(
 
 
 @click.command("worker")
-@click.option(
-    "--nats",
-    "nats_url",
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="NATS URL (hub or a leaf).",
-)
+@nats_option("NATS URL (hub or a leaf).")
 @click.option(
     "--backend", type=click.Choice(["llamacpp", "openai"]), default="llamacpp", show_default=True
 )
@@ -118,7 +113,7 @@ async def run_worker(
     "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="llama.cpp threads."
 )
 @click.option("--name", default=None, help="Worker name in replies and logs [default: host-pid].")
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option()
 def worker_cmd(
     nats_url: str,
     backend: str,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from aivos.edge.intent.evaluate import evaluate
 from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.cli_options import json_option
 from aivos.shared.datasets import load_examples
 
 __all__ = ["eval_cmd"]
@@ -23,7 +24,7 @@ __all__ = ["eval_cmd"]
 @click.option(
     "--data", required=True, help="CSV, JSONL or CLINC150 JSON (PATH#test for its test split)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@json_option("Print one JSON object instead of a table.")
 @click.option(
     "--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)."
 )

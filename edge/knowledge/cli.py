@@ -16,6 +16,7 @@ from rich.table import Table
 
 from aivos.edge.knowledge.chunking import chunk_document, decode_document
 from aivos.edge.knowledge.index import KnowledgeIndex
+from aivos.shared.cli_options import bundle_option, data_dir_option
 from aivos.shared.errors import DataError
 from aivos.shared.paths import default_bundle_dir
 
@@ -54,17 +55,11 @@ def collect_documents(paths: list[Path]) -> list[tuple[str, Path]]:
 
 
 @click.command("add")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="The agent's data directory (the index lives in DATA_DIR/knowledge).",
+@data_dir_option(
+    "The agent's data directory (the index lives in DATA_DIR/knowledge).", required=True
 )
-@click.option(
-    "--bundle",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Intent model bundle whose embeddings the index uses (default: the built-in bundle).",
+@bundle_option(
+    "Intent model bundle whose embeddings the index uses (default: the built-in bundle)."
 )
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def kb_add_cmd(data_dir: Path, bundle: Path | None, paths: tuple[Path, ...]) -> None:

@@ -15,16 +15,12 @@ from aivos.edge.store import Store
 from aivos.edge.store.audit import verify
 from aivos.edge.store.db import db_path, open_reader
 from aivos.edge.store.tokens import SCOPES
+from aivos.shared.cli_options import data_dir_option
 from aivos.shared.errors import AuditChainBroken, NotFound
 
 __all__ = ["tokens_create_cmd", "tokens_revoke_cmd", "audit_verify_cmd"]
 
-_data_dir = click.option(
-    "--data-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The agent's data directory (holds aivos.db).",
-)
+_data_dir = data_dir_option("The agent's data directory (holds aivos.db).", required=True)
 
 
 @click.command("create")

@@ -12,16 +12,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from aivos.shared.cli_options import config_option, data_dir_option
 from aivos.shared.errors import DataError, WorkflowInvalid
 
 __all__ = ["validate_cmd", "list_cmd", "run_cmd"]
 
-_config_opt = click.option(
-    "--config",
-    "config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Agent config TOML; its [workflows] table gives the directory, secrets and connectors.",
+_config_opt = config_option(
+    "Agent config TOML; its [workflows] table gives the directory, secrets and connectors.",
+    exists=True,
 )
 
 
@@ -35,7 +33,7 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
 @click.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @_config_opt
-def validate_cmd(paths: tuple[Path, ...], config: Path | None) -> None:
+def validate_cmd(paths: tuple[Path, ...], config_path: Path | None) -> None:
     """Check workflow files (or directories of them); exit 1 if any is invalid.
 
     With --config, connector names are checked against the site's allow-list and, when no
@@ -44,7 +42,7 @@ def validate_cmd(paths: tuple[Path, ...], config: Path | None) -> None:
     from aivos.edge.workflows.settings import load_workflow_settings
 
     console = Console()
-    settings = load_workflow_settings(config) if config else None
+    settings = load_workflow_settings(config_path) if config_path else None
     files = _expand(paths) if paths else (settings.workflow_paths() if settings else [])
     if not files:
         raise click.UsageError("give workflow files or directories, or --config")
@@ -69,12 +67,12 @@ def validate_cmd(paths: tuple[Path, ...], config: Path | None) -> None:
 
 @click.command("list")
 @_config_opt
-def list_cmd(config: Path | None) -> None:
+def list_cmd(config_path: Path | None) -> None:
     """List the configured workflows and what triggers them."""
     from aivos.edge.workflows.loader import load_workflows
     from aivos.edge.workflows.settings import load_workflow_settings
 
-    settings = load_workflow_settings(config)
+    settings = load_workflow_settings(config_path)
     workflows = load_workflows(settings.workflow_paths(), connectors=settings.connectors)
     table = Table("workflow", "intents", "events / nats", "steps", "deadline", "file")
     for wf in workflows.by_name.values():
@@ -107,13 +105,13 @@ def _parse_inputs(pairs: tuple[str, ...], inputs_json: str | None) -> dict[str, 
 @click.command("run")
 @click.argument("name")
 @_config_opt
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@data_dir_option(file_okay=True)
 @click.option("--input", "pairs", multiple=True, help="An input value, key=value (repeatable).")
 @click.option("--json", "inputs_json", default=None, help="Inputs as one JSON object.")
 @click.option("--wait", "wait_s", type=float, default=30.0, show_default=True)
 def run_cmd(
     name: str,
-    config: Path | None,
+    config_path: Path | None,
     data_dir: Path | None,
     pairs: tuple[str, ...],
     inputs_json: str | None,
@@ -127,11 +125,11 @@ def run_cmd(
     from aivos.edge.workflows.engine import WorkflowEngine
     from aivos.edge.workflows.settings import load_workflow_settings
 
-    settings = load_workflow_settings(config)
+    settings = load_workflow_settings(config_path)
     if data_dir is None:
         data_dir = Path("./var/edge")
-        if config is not None:
-            with open(config, "rb") as fh:
+        if config_path is not None:
+            with open(config_path, "rb") as fh:
                 raw = tomllib.load(fh)
             if isinstance(raw.get("data_dir"), str):
                 data_dir = Path(raw["data_dir"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from aivos.shared.cli_options import host_option, site_option
 from aivos.shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
 from aivos.shared.subjects import validate_site
 
@@ -33,8 +34,8 @@ def write_configs(out: Path, hub: HubConfig, leaves: list[LeafConfig]) -> list[P
     required=True,
     help="Directory to write hub.conf and leaf-<site>.conf into.",
 )
-@click.option("--site", "sites", multiple=True, help="Site id of a leaf config (repeatable).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Hub listen address.")
+@site_option("Site id of a leaf config (repeatable).", multiple=True)
+@host_option("Hub listen address.")
 @click.option("--hub-port", default=4222, show_default=True, help="Hub client port.")
 @click.option("--hub-leaf-port", default=7422, show_default=True, help="Hub leaf-node port.")
 @click.option(

@@ -6,19 +6,14 @@ from pathlib import Path
 
 import click
 
+from aivos.shared.cli_options import data_dir_option
 from aivos.shared.natsconf.pki import init_pki
 
 __all__ = ["pki_init_cmd"]
 
 
 @click.command("init")
-@click.option(
-    "--data-dir",
-    "data_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Cloud data dir; the CA goes into DATA_DIR/pki.",
-)
+@data_dir_option("Cloud data dir; the CA goes into DATA_DIR/pki.", required=True)
 @click.option(
     "--host",
     "hosts",

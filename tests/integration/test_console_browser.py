@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 from aivos.cloud.fleet.sim import SimSite
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.natsconf.server import NatsServer, free_port
+from tests.fixtures.wait import eventually_sync
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -110,16 +110,14 @@ def console_url(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+
+        def healthy() -> bool:
             assert proc.poll() is None, (tmp_path / "console.log").read_text()
-            assert time.monotonic() < deadline, "console did not start"
-            time.sleep(0.2)
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+
+        eventually_sync(
+            healthy, timeout=60, interval=0.2, what="the console", ignore=(httpx.HTTPError,)
+        )
         yield url
     finally:
         proc.terminate()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-import time
+from typing import Any
 
 import pytest
 
 from tests.fixtures.edge import EdgeHarness
+from tests.fixtures.wait import eventually_sync
 
 FAQ = """# Lost or stolen card
 
@@ -120,11 +121,12 @@ def test_async_job_completes(edge_harness: EdgeHarness) -> None:
     resp = edge_harness.post("/v1/jobs", json={"text": "set an alarm for 7 am"})
     assert resp.status_code == 202
     job_id = resp.json()["job_id"]
-    for _ in range(200):
-        job = edge_harness.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] != "queued":
-            break
-        time.sleep(0.05)
+
+    def dequeued() -> dict[str, Any] | None:
+        job: dict[str, Any] = edge_harness.get(f"/v1/jobs/{job_id}").json()
+        return job if job["status"] != "queued" else None
+
+    job = eventually_sync(dequeued, timeout=30, what="the job to leave the queue")
     assert job["status"] == "done"
     assert job["result"]["intent"] == "alarm"
 

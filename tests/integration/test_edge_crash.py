@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from aivos.shared.natsconf.server import free_port
+from tests.fixtures.wait import eventually_sync
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +55,17 @@ def _start(data_dir: Path, bundle: Path, port: int, log: Path) -> subprocess.Pop
         stderr=subprocess.STDOUT,
         env={**os.environ, "AIVOS_LIMITS__RATE_PER_SECOND": "100000"},
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("agent did not become ready")
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+
+    try:
+        eventually_sync(ready, timeout=60, what="the agent ready", ignore=(httpx.HTTPError,))
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 def _fire(url: str, token: str, acked: list[str], stop: threading.Event, seed: int) -> None:
@@ -101,7 +102,7 @@ def test_sigkill_loses_no_acknowledged_request(tmp_path: Path, small_bundle: Pat
         ]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(0.2, 1.0))
+        time.sleep(rng.uniform(0.2, 1.0))  # the kill lands at a random moment of the load
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         stop.set()

@@ -17,7 +17,8 @@ from aivos.shared.fleet import (
 )
 from aivos.shared.natsconf import NatsServer
 from aivos.shared.subjects import heartbeat_subject
-from tests.integration.test_edge_fleet_rig import Cloud, new_site, running_site, wait_until
+from tests.fixtures.wait import eventually
+from tests.integration.test_edge_fleet_rig import Cloud, new_site, running_site
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -69,7 +70,7 @@ async def test_heartbeats_denied_by_residency_are_not_sent(
         async with running_site(
             tmp_path / "edge", small_bundle, site, nats_hub.url, residency=policy
         ) as (_, client):
-            await wait_until(lambda: client.status.heartbeats_denied >= 3, what="denials")
+            await eventually(lambda: client.status.heartbeats_denied >= 3, what="denials")
             assert client.status.heartbeats_sent == 0
             assert sub.pending_msgs == 0
             await cloud.nc.flush()
@@ -97,7 +98,7 @@ async def test_config_push_applies_without_restart_and_invalid_is_rejected(
                 {"version": 1, "router": {"intents": {intent: {"decision": "refuse"}}}},
             )
             await cloud.put_config(site, {"version": 2, "heartbeat_interval_s": 0.3})
-            await wait_until(lambda: client.status.config_version_applied == 2, what="applied")
+            await eventually(lambda: client.status.config_version_applied == 2, what="applied")
             report = decode_config_report((await reports.next_msg(timeout=10)).data)
             while report.version < 2:
                 report = decode_config_report((await reports.next_msg(timeout=10)).data)
@@ -130,7 +131,7 @@ async def test_config_push_applies_without_restart_and_invalid_is_rejected(
             # a valid config again clears the error; dropping the router override reverts
             await cloud.put_config(DEFAULTS_KEY, {"version": 5})
             await cloud.put_config(site, {"version": 6, "thresholds": {intent: 0.999999}})
-            await wait_until(lambda: client.status.config_version_applied == 6, what="v6")
+            await eventually(lambda: client.status.config_version_applied == 6, what="v6")
             assert client.status.config_error is None
             out = await agent.infer(InferRequest(text=text))
             assert out.decision == "escalate"  # stricter threshold: out of scope
@@ -151,18 +152,18 @@ async def test_watch_waits_for_the_bucket_and_survives_a_hub_restart(
     site = new_site()
     text, intent = _golden(small_bundle)
     async with running_site(tmp_path / "edge", small_bundle, site, hub.url) as (agent, client):
-        await wait_until(lambda: agent.uplink.connected, what="link")
+        await eventually(lambda: agent.uplink.connected, what="link")
         assert not client.config.watching.is_set()  # no bucket yet: retrying
         async with Cloud.connect(hub.url) as cloud:
             await cloud.put_config(site, {"version": 1, "router": {"default": "refuse"}})
-            await wait_until(lambda: client.status.config_version_applied == 1, what="v1")
+            await eventually(lambda: client.status.config_version_applied == 1, what="v1")
         hub.stop()
-        await wait_until(lambda: not agent.uplink.connected, what="link down")
+        await eventually(lambda: not agent.uplink.connected, what="link down")
         hub.start()
-        await wait_until(lambda: agent.uplink.connected, timeout_s=90, what="link back")
+        await eventually(lambda: agent.uplink.connected, timeout=90, what="link back")
         async with Cloud.connect(hub.url) as cloud:
             await cloud.put_config(
                 site, {"version": 2, "router": {"intents": {intent: {"decision": "refuse"}}}}
             )
-            await wait_until(lambda: client.status.config_version_applied == 2, what="v2")
+            await eventually(lambda: client.status.config_version_applied == 2, what="v2")
         assert (await agent.infer(InferRequest(text=text))).decision == "refuse"

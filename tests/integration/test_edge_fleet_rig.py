@@ -8,12 +8,11 @@ connected to a real hub nats-server, with an `EdgeFleetClient`."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,6 @@ __all__ = [
     "running_site",
     "signing_key",
     "site_settings",
-    "wait_until",
 ]
 
 # Prompts and audit stay on site: the tests exercise fleet traffic only, and an
@@ -60,19 +58,6 @@ LOCAL_RESIDENCY = {
         "telemetry": "allow",
     },
 }
-
-
-async def wait_until(
-    pred: Callable[[], bool], timeout_s: float = 60.0, what: str | Callable[[], str] = ""
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(
-                f"timed out waiting for {what() if callable(what) else what or pred}"
-            )
-        await asyncio.sleep(0.02)
 
 
 def new_site() -> str:

@@ -21,6 +21,7 @@ from aivos.shared.fleet import bundle_report_subject, decode_bundle_report, deco
 from aivos.shared.natsconf import NatsServer, free_port
 from aivos.shared.subjects import heartbeat_subject
 from tests.fixtures.edge import issue_token
+from tests.fixtures.wait import eventually
 from tests.integration.test_edge_fleet_rig import (
     Cloud,
     fast_options,
@@ -29,7 +30,6 @@ from tests.integration.test_edge_fleet_rig import (
     running_site,
     signing_key,
     site_settings,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -57,7 +57,7 @@ async def test_publish_download_verify_canary_swap(
         ):
             v1 = agent.model.version
             await cloud.put_config(site, {"version": 1, "bundle_version": v2})
-            await wait_until(lambda: agent.model.version == v2, what="swap")
+            await eventually(lambda: agent.model.version == v2, what="swap")
             assert (await agent.infer(InferRequest(text=text))).model_version == v2
             statuses = []
             while "ok" not in statuses:
@@ -74,7 +74,7 @@ async def test_publish_download_verify_canary_swap(
 
             # back to v1 (the configured bundle, kept as "previous"): no download needed
             await cloud.put_config(site, {"version": 2, "bundle_version": v1})
-            await wait_until(lambda: agent.model.version == v1, what="swap back")
+            await eventually(lambda: agent.model.version == v1, what="swap back")
 
 
 async def test_tampered_and_unsigned_bundles_are_rejected(
@@ -101,7 +101,7 @@ async def test_tampered_and_unsigned_bundles_are_rejected(
                     version or json.loads((bundle / "manifest.json").read_bytes())["bundle_version"]
                 )
                 await cloud.put_config(site, {"version": n, "bundle_version": version})
-                await wait_until(
+                await eventually(
                     lambda v=version: (
                         client.status.bundle_target == v
                         and client.status.bundle_status == "verify_failed"
@@ -133,7 +133,7 @@ async def test_failing_canary_keeps_the_old_bundle(
         ) as (agent, client):
             v1 = agent.model.version
             await cloud.put_config(site, {"version": 1, "bundle_version": bad})
-            await wait_until(lambda: client.status.bundle_status == "canary_failed", what="canary")
+            await eventually(lambda: client.status.bundle_status == "canary_failed", what="canary")
             assert agent.model.version == v1
             assert "canary accuracy" in client.status.bundle_message
             report = decode_bundle_report((await reports.next_msg(timeout=10)).data)
@@ -162,7 +162,7 @@ async def test_guard_rolls_back_a_bundle_that_escalates_everything(
             for text in (golden * 5)[:20]:  # baseline: the live bundle answers these locally
                 assert (await agent.infer(InferRequest(text=text))).decision == "local"
             await cloud.put_config(site, {"version": 1, "bundle_version": worse})
-            await wait_until(lambda: agent.model.version == worse, what="swap")
+            await eventually(lambda: agent.model.version == worse, what="swap")
             served = []
             while client.status.bundle_status != "rolled_back":
                 out = await agent.infer(InferRequest(text=golden[len(served) % len(golden)]))
@@ -202,7 +202,7 @@ async def test_concurrent_requests_during_a_swap_all_succeed(
             )
         )
         serving = asyncio.create_task(server.serve())  # the app's lifespan starts the agent
-        await wait_until(lambda: server.started, what="http server")
+        await eventually(lambda: server.started, what="http server")
         assert agent.fleet is not None  # started by the agent, with the rig's fast options
         v1 = agent.model.version
         versions: list[str] = []
@@ -230,10 +230,10 @@ async def test_concurrent_requests_during_a_swap_all_succeed(
 
                 callers = [asyncio.create_task(caller(i)) for i in range(8)]
                 try:
-                    await wait_until(lambda: len(statuses) >= 40, what="traffic")
+                    await eventually(lambda: len(statuses) >= 40, what="traffic")
                     await cloud.put_config(site, {"version": 1, "bundle_version": v2})
-                    await wait_until(lambda: agent.model.version == v2, what="swap")
-                    await wait_until(
+                    await eventually(lambda: agent.model.version == v2, what="swap")
+                    await eventually(
                         lambda: versions.count(v2) >= 40,
                         what=lambda: f"v2 traffic: {sorted(set(statuses))} {errors[:1]}",
                     )

@@ -4,6 +4,7 @@ answers, streaming, PII masking at the exit gate, link cuts and worker crashes."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,14 +18,15 @@ import msgspec
 import nats
 import pytest
 
-from benchmarks.pii_dataset import generate as generate_pii
 from aivos.edge.agent import Agent
 from aivos.edge.api.schemas import InferRequest
-from aivos.shared.messages import decode_request
+from aivos.shared.messages import Accepted, decode_reply, decode_request
 from aivos.shared.natsconf.server import NatsServer, free_port
+from benchmarks.pii_dataset import generate as generate_pii
 from tests.fixtures.edge import issue_token, make_edge_settings
 from tests.fixtures.nats import ScriptedBackend, running_worker, wait_for_responders
 from tests.fixtures.netproxy import TcpProxy
+from tests.fixtures.wait import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +57,12 @@ async def _started_agent(settings: Any) -> Agent:
 
 
 async def _wait_jobs_done(agent: Agent, job_ids: list[str], timeout_s: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        states = {agent.store.get_job(j).state for j in job_ids}
-        if states == {"done"}:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"jobs not done: {states}")
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: {agent.store.get_job(j).state for j in job_ids} == {"done"},
+        timeout=timeout_s,
+        interval=0.1,
+        what=lambda: f"jobs done: {[agent.store.get_job(j).state for j in job_ids]}",
+    )
 
 
 @pytest.fixture
@@ -96,16 +96,20 @@ async def hub_capture(
     await nc.flush()
     # interest crosses the leaf link asynchronously: wait until the leaf forwards to us
     site_nc = await nats.connect(proxied_leaf[0].url)
-    for _ in range(200):
+
+    async def probe_arrives() -> bool:
         await site_nc.publish("aivos.capture.probe", b"")
         await site_nc.flush()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(arrived.wait(), 0.05)
-            break
-        except TimeoutError:
-            continue
-    await site_nc.close()
-    assert arrived.is_set(), "hub subscription never became visible to the leaf"
+        return arrived.is_set()
+
+    try:
+        await eventually(
+            probe_arrives, timeout=10, interval=0, what="the hub subscription seen by the leaf"
+        )
+    finally:
+        await site_nc.close()
     yield seen
     await nc.close()
 
@@ -224,14 +228,12 @@ async def test_sse_streams_tokens_over_real_http(
             running_worker(nats_hub.url, ScriptedBackend(chunks, delay_s=0.05)),
             httpx.AsyncClient(base_url=url, timeout=10) as client,
         ):
-            for _ in range(400):
-                try:
-                    ready = await client.get("/readyz")
-                    if ready.status_code == 200 and ready.json()["link"] == "up":
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.05)
+
+            async def link_up() -> bool:
+                ready = await client.get("/readyz")
+                return ready.status_code == 200 and ready.json()["link"] == "up"
+
+            await eventually(link_up, what="the agent ready, link up", ignore=(httpx.HTTPError,))
             probe = await nats.connect(leaf.url)
             await wait_for_responders(probe, SITE)
             await probe.close()
@@ -284,12 +286,23 @@ async def test_worker_killed_mid_request_falls_back_and_job_completes(
     agent = await _started_agent(
         _settings(tmp_path, small_bundle, leaf, **{"uplink.max_tokens": 200})
     )
+    # the worker's replies go through the hub: seen there, `Accepted` means it is generating
+    hub = await nats.connect(nats_hub.url)
+    accepted = asyncio.Event()
+
+    async def on_reply(msg: Any) -> None:
+        with contextlib.suppress(msgspec.DecodeError):  # other inboxes (JetStream acks)
+            if isinstance(decode_reply(msg.data), Accepted):
+                accepted.set()
+
+    await hub.subscribe("_INBOX.>", cb=on_reply)
+    await hub.flush()
     try:
         await wait_for_responders(agent.uplink.nc, SITE, timeout_s=120)  # type: ignore[arg-type]
         task = asyncio.create_task(
             agent.infer(InferRequest(text="write a long story about a lighthouse keeper"))
         )
-        await asyncio.sleep(0.5)  # the worker is generating now
+        await asyncio.wait_for(accepted.wait(), 60)  # the worker is generating now
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         resp = await asyncio.wait_for(task, timeout=10)
@@ -302,6 +315,7 @@ async def test_worker_killed_mid_request_falls_back_and_job_completes(
         await _wait_jobs_done(agent, [resp.job_id], timeout_s=120)
         assert agent.store.get_job(resp.job_id).result["answered_by"] == "cloud"
     finally:
+        await hub.close()
         await agent.stop()
         worker.kill()
         worker.wait()

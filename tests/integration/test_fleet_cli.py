@@ -20,7 +20,7 @@ from aivos.shared.fleet import DEFAULTS_KEY
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.natsconf.server import NatsServer
 from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN
-from tests.integration.test_fleet_registry import eventually
+from tests.fixtures.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

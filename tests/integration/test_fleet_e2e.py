@@ -17,8 +17,8 @@ from aivos.cloud.fleet.rollout import start_rollout
 from aivos.cloud.fleet.service import FleetService
 from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.natsconf.server import NatsServer
+from tests.fixtures.wait import eventually
 from tests.integration.test_edge_fleet_rig import make_variant, running_site, signing_key
-from tests.integration.test_fleet_registry import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 

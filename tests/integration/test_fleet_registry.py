@@ -3,9 +3,8 @@ with applied/rejected reports recorded; the console's /api/sites shows the same 
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,9 @@ from aivos.shared.fleet import encode
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.natsconf.server import NatsServer
 from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN
+from tests.fixtures.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float = 20.0) -> Any:
-    """Poll `check` until it returns a truthy value (a liveness bound, not a timing claim)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from aivos.cloud.fleet.sim import SimSite
 from aivos.shared.errors import ConfigError
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.natsconf.server import NatsServer
-from tests.integration.test_fleet_registry import eventually
+from tests.fixtures.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -23,6 +23,7 @@ from aivos.shared.metrics import Registry
 from aivos.shared.natsconf import NatsServer
 from aivos.shared.residency import ExitGate, ResidencyPolicy
 from tests.fixtures.nats import TcpProxy
+from tests.fixtures.wait import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -33,15 +34,6 @@ def policy(memory: str = "mask", audit: str = "mask") -> ResidencyPolicy:
     return ResidencyPolicy.from_mapping(
         {"region": "eu", "classes": {"audit": audit, "memory": memory, "telemetry": "allow"}}
     )
-
-
-async def wait_until(pred: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or pred}")
-        await asyncio.sleep(0.05)
 
 
 class SyncRig:
@@ -150,8 +142,8 @@ async def test_drain_ingests_each_record_exactly_once_in_order(rig_factory: Any)
     await rig.start_edge(policy(), batch=64)
     await rig.start_ingest()
     ids = await rig.audit(300)
-    await wait_until(lambda: rig.store.outbox_depth() == 0, what="outbox drained")
-    await wait_until(lambda: len(rig.cloud_ids()) == 300, what="300 records in the cloud")
+    await eventually(lambda: rig.store.outbox_depth() == 0, what="outbox drained")
+    await eventually(lambda: len(rig.cloud_ids()) == 300, what="300 records in the cloud")
     assert rig.cloud_ids() == ids  # same records, the site's order
     assert rig.drainer.stats.sent == 300
     assert rig.cloud.counts() == {SITE: {"audit": 300}}
@@ -166,7 +158,7 @@ async def test_resend_after_mark_sent_is_lost_is_absorbed(rig_factory: Any) -> N
     await rig.start_edge(policy(), batch=50)
     await rig.start_ingest()
     ids = await rig.audit(50)
-    await wait_until(lambda: len(rig.cloud_ids()) == 50, what="first copy")
+    await eventually(lambda: len(rig.cloud_ids()) == 50, what="first copy")
     # simulate the lost mark_sent: make the records pending again and drain again
     await rig.store.transact(lambda c: c.execute("UPDATE outbox SET sent_at = NULL"))
     await rig.store.transact(
@@ -183,7 +175,7 @@ async def test_stream_without_atomic_batches_falls_back_to_per_record(rig_factor
     await rig.start_edge(policy(), batch=40)
     await rig.start_ingest()
     ids = await rig.audit(100)
-    await wait_until(lambda: len(rig.cloud_ids()) == 100, what="records via per-record publish")
+    await eventually(lambda: len(rig.cloud_ids()) == 100, what="records via per-record publish")
     assert rig.cloud_ids() == ids
     assert not rig.drainer.atomic
 
@@ -200,6 +192,6 @@ async def test_ingest_terminates_undecodable_messages(rig_factory: Any) -> None:
     finally:
         await nc.close()
     ids = await rig.audit(3)
-    await wait_until(lambda: len(rig.cloud_ids()) == 3, what="good records after bad ones")
+    await eventually(lambda: len(rig.cloud_ids()) == 3, what="good records after bad ones")
     assert rig.cloud_ids() == ids
     assert rig.ingest is not None and rig.ingest.stats.rejected == 2

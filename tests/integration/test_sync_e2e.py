@@ -4,11 +4,11 @@ bundle, hub + leaf behind a TCP proxy, `aivos cloud ingest` as a separate proces
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,36 +16,22 @@ import nats
 import pytest
 from litestar.testing import TestClient
 
-import aivos.edge.agent
 from aivos.cloud.ingest import CloudStore
+from aivos.cloud.ingest.consumer import DEFAULT_DURABLE
 from aivos.edge.api.app import create_app
 from aivos.shared.natsconf import NatsServer
+from aivos.shared.subjects import SYNC_STREAM
 from aivos.shared.syncwire import ensure_sync_stream
 from tests.fixtures.edge import issue_token, make_edge_settings
-from tests.fixtures.nats import TcpProxy
+from tests.fixtures.nats import TcpProxy, wait_consumer_settled
+from tests.fixtures.wait import eventually_sync
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        "OutboxDrainer" not in inspect.getsource(edge.agent),
-        reason="the agent does not run the outbox drainer yet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 SITE = "branch-e2e"
 
 
-def _wait(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _ensure_stream(url: str) -> None:
-    import asyncio
-
     async def go() -> None:
         nc = await nats.connect(url)
         try:
@@ -96,19 +82,37 @@ def test_link_cut_through_the_http_api(
                 assert r.status_code in (200, 201), r.text
                 return str(r.json()["request_id"])
 
+            def metric(name: str) -> float:
+                """A sample of the agent's /metrics (0 when the series has none yet)."""
+                r = client.get("/metrics", headers=headers)
+                assert r.status_code == 200, r.text
+                found = re.search(rf"^{name} (\S+)$", r.text, re.MULTILINE)
+                return float(found.group(1)) if found else 0.0
+
             before = [ask(f"what is the balance in my checking account {i}") for i in range(5)]
-            _wait(lambda: cloud.total() >= 5, 60, "records before the cut")
+            eventually_sync(lambda: cloud.total() >= 5, timeout=60, what="records before the cut")
+            errors = metric("aivos_sync_errors_total")
             proxy.cut()
             during = [ask(f"what's my account balance number {i}") for i in range(20)]
-            time.sleep(1.0)
+            eventually_sync(
+                lambda: metric("aivos_sync_errors_total") > errors,
+                timeout=60,
+                what="a sync round that failed on the cut link",
+            )
             assert cloud.total() == 5
             proxy.restore()
-            _wait(lambda: cloud.total() >= 25, 60, "records written during the cut")
-            time.sleep(1.0)  # anything duplicated would have landed by now
+            eventually_sync(
+                lambda: cloud.total() >= 25, timeout=60, what="records written during the cut"
+            )
+            # everything is in: the agent's outbox is empty and the ingest was delivered, and
+            # acknowledged, every message of the stream (a duplicate would have landed too)
+            eventually_sync(
+                lambda: metric("aivos_sync_lag_records") == 0, timeout=60, what="outbox drained"
+            )
+            asyncio.run(wait_consumer_settled(hub.url, SYNC_STREAM, DEFAULT_DURABLE))
             audit = cloud.records(data_class="audit", site=SITE)
             assert [r.payload["id"] for r in audit] == before + during
-            if "current_trace_id" in inspect.getsource(edge.agent):  # audit rows carry trace ids
-                assert all(r.trace_id and len(r.trace_id) == 32 for r in audit)
+            assert all(r.trace_id and len(r.trace_id) == 32 for r in audit)  # audit carries them
     finally:
         cloud.close()
         ingest.send_signal(signal.SIGTERM)

@@ -14,8 +14,12 @@ from typing import Any
 
 import pytest
 
+from aivos.cloud.ingest.consumer import DEFAULT_DURABLE
+from aivos.shared.subjects import SYNC_STREAM
+from tests.fixtures.nats import wait_consumer_settled
+from tests.fixtures.wait import eventually
 from tests.integration import test_sync_drain as _drain
-from tests.integration.test_sync_drain import SITE, SyncRig, policy, wait_until
+from tests.integration.test_sync_drain import SITE, SyncRig, policy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -33,19 +37,19 @@ async def test_cut_then_restore_delivers_everything_once_in_order(rig_factory: A
     await rig.start_edge(policy(memory="mask"), batch=100)
     await rig.start_ingest()
     before = await rig.audit(20)
-    await wait_until(lambda: len(rig.cloud_ids()) == 20, what="pre-cut records")
+    await eventually(lambda: len(rig.cloud_ids()) == 20, what="pre-cut records")
 
     rig.proxy.cut()
     during = await rig.audit(250)
     await _write_memory(rig, 30)
-    await wait_until(lambda: rig.drainer.stats.errors > 0, what="a failed round while cut")
+    await eventually(lambda: rig.drainer.stats.errors > 0, what="a failed round while cut")
     assert len(rig.cloud_ids()) == 20  # nothing got through the cut link
     assert rig.store.outbox_depth() == 280
 
     rig.proxy.restore()
-    await wait_until(lambda: rig.store.outbox_depth() == 0, what="outbox drained")
-    await wait_until(lambda: len(rig.cloud_ids()) == 270, what="catch-up after restore")
-    await wait_until(lambda: len(rig.cloud_ids("memory")) == 30, what="memory catch-up")
+    await eventually(lambda: rig.store.outbox_depth() == 0, what="outbox drained")
+    await eventually(lambda: len(rig.cloud_ids()) == 270, what="catch-up after restore")
+    await eventually(lambda: len(rig.cloud_ids("memory")) == 30, what="memory catch-up")
     assert rig.cloud_ids() == before + during  # 0 lost, 0 duplicated, in order
     seqs = [r.seq for r in rig.cloud.records(site=SITE)]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -60,7 +64,7 @@ async def test_cut_longer_than_duplicate_window(rig_factory: Any) -> None:
     await rig.start_edge(policy(), batch=100)
     await rig.start_ingest()
     first = await rig.audit(100)
-    await wait_until(lambda: len(rig.cloud_ids()) == 100, what="first batch")
+    await eventually(lambda: len(rig.cloud_ids()) == 100, what="first batch")
 
     rig.proxy.cut()
     # a resend of already-stored records, as after an ack lost in the cut
@@ -73,8 +77,8 @@ async def test_cut_longer_than_duplicate_window(rig_factory: Any) -> None:
     during = await rig.audit(100)
     await asyncio.sleep(2.5)  # outlive the duplicate window while the link is down
     rig.proxy.restore()
-    await wait_until(lambda: rig.store.outbox_depth() == 0, what="outbox drained")
-    await wait_until(lambda: rig.ingest is not None and rig.ingest.stats.duplicates >= 100)
+    await eventually(lambda: rig.store.outbox_depth() == 0, what="outbox drained")
+    await eventually(lambda: rig.ingest is not None and rig.ingest.stats.duplicates >= 100)
     assert rig.cloud_ids() == first + during
     assert rig.cloud.duplicates_ignored() >= 100  # the stream did hold the resends
 
@@ -87,7 +91,9 @@ async def test_ingest_killed_mid_catch_up_then_restarted(rig_factory: Any, tmp_p
     rig.proxy.cut()
     ids = await rig.audit(3000)
     rig.proxy.restore()
-    await wait_until(lambda: rig.store.outbox_depth() == 0, 60, "all records in the hub stream")
+    await eventually(
+        lambda: rig.store.outbox_depth() == 0, timeout=60, what="all records in the hub stream"
+    )
 
     cmd = [
         str(Path(sys.executable).parent / "aivos"),
@@ -104,14 +110,19 @@ async def test_ingest_killed_mid_catch_up_then_restarted(rig_factory: Any, tmp_p
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        await wait_until(lambda: rig.cloud.total() > 0, 60, "the ingest to start storing")
+        await eventually(
+            lambda: rig.cloud.total() > 0, timeout=60, what="the ingest to start storing"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         got = rig.cloud.total()
         assert 0 < got < 3000, got  # killed in the middle of the catch-up
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        await wait_until(lambda: rig.cloud.total() == 3000, 120, "catch-up after restart")
-        await asyncio.sleep(1.5)  # past ack_wait: any redelivery has landed by now
+        await eventually(
+            lambda: rig.cloud.total() == 3000, timeout=120, what="catch-up after restart"
+        )
+        # every message delivered and acknowledged: no redelivery is left to land
+        await wait_consumer_settled(rig.hub.url, SYNC_STREAM, DEFAULT_DURABLE)
         assert rig.cloud_ids() == ids
         assert rig.cloud.total() == 3000
     finally:
@@ -129,12 +140,14 @@ async def test_stopping_the_hub_keeps_records_until_it_returns(rig_factory: Any)
     await rig.start_edge(policy(), batch=100)
     await rig.start_ingest()
     first = await rig.audit(10)
-    await wait_until(lambda: len(rig.cloud_ids()) == 10, what="first records")
+    await eventually(lambda: len(rig.cloud_ids()) == 10, what="first records")
     await rig.stop_ingest()
     rig.hub.stop()
     during = await rig.audit(200)
-    await wait_until(lambda: rig.drainer.stats.errors > 0, what="failed round while hub down")
+    await eventually(lambda: rig.drainer.stats.errors > 0, what="failed round while hub down")
     rig.hub.start()
     await rig.start_ingest()
-    await wait_until(lambda: len(rig.cloud_ids()) == 210, 60, "catch-up after hub restart")
+    await eventually(
+        lambda: len(rig.cloud_ids()) == 210, timeout=60, what="catch-up after hub restart"
+    )
     assert rig.cloud_ids() == first + during

@@ -15,8 +15,9 @@ from aivos.edge.store import AuditRecord
 from aivos.edge.uplink.sync import OutboxDrainer
 from aivos.shared.errors import QuotaExceeded
 from aivos.shared.syncwire import decode_envelope
+from tests.fixtures.wait import eventually
 from tests.integration import test_sync_drain as _drain
-from tests.integration.test_sync_drain import SITE, SyncRig, policy, wait_until
+from tests.integration.test_sync_drain import SITE, SyncRig, policy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -65,9 +66,11 @@ async def test_hub_sees_no_raw_pii_and_no_local_only_record(rig_factory: Any) ->
             await rig.store.put_fact("s1", f"fact{i}", {"said": r["text"]}, sync=True)
         await rig.store.enqueue("memory", {"type": "turn", "text": records[0]["text"]})
         rig.drainer.wake()
-        await wait_until(lambda: rig.store.outbox_depth() == 0, 60, "outbox drained")
+        await eventually(lambda: rig.store.outbox_depth() == 0, timeout=60, what="outbox drained")
         await spy.flush()
-        await wait_until(lambda: len(seen) >= 400, 10, "the spy to see every audit record")
+        await eventually(
+            lambda: len(seen) >= 400, timeout=10, what="the spy to see every audit record"
+        )
 
         assert rig.drainer.stats.sent == 400
         assert rig.drainer.stats.denied == 51
@@ -109,9 +112,9 @@ async def test_full_outbox_refuses_loudly_local_only_continues_then_resumes(
     assert row.id == "local-1" and fact.key == "pref"
 
     rig.proxy.restore()  # space frees as the outbox drains: sync resumes by itself
-    await wait_until(lambda: rig.store.outbox_depth() == 0, 60, "outbox drained")
+    await eventually(lambda: rig.store.outbox_depth() == 0, timeout=60, what="outbox drained")
     more = await rig.audit(5)
-    await wait_until(lambda: len(rig.cloud_ids()) == 45, 30, "new records synced")
+    await eventually(lambda: len(rig.cloud_ids()) == 45, timeout=30, what="new records synced")
     assert rig.cloud_ids() == accepted + more
     assert "local-1" not in {r.payload.get("id") for r in rig.cloud.records(site=SITE)}
 
@@ -127,7 +130,7 @@ async def test_forbidden_region_keeps_records_queued_not_dropped(rig_factory: An
     nc = await nats.connect(rig.leaf.url)
     task = asyncio.create_task(rig.drainer.run(nc))
     try:
-        await wait_until(lambda: rig.drainer.stats.errors > 0, what="a blocked round")
+        await eventually(lambda: rig.drainer.stats.errors > 0, what="a blocked round")
         assert rig.drainer.stats.last_error == "residency: region not allowed"
         assert rig.drainer.stats.denied == 0 and rig.drainer.stats.sent == 0
         assert rig.store.outbox_depth() == 20  # kept, in order, for a fixed configuration
@@ -139,7 +142,7 @@ async def test_forbidden_region_keeps_records_queued_not_dropped(rig_factory: An
     nc = await nats.connect(rig.leaf.url)
     task = asyncio.create_task(fixed.run(nc))
     try:
-        await wait_until(lambda: len(rig.cloud_ids()) == 20, what="records after the fix")
+        await eventually(lambda: len(rig.cloud_ids()) == 20, what="records after the fix")
         assert rig.cloud_ids() == ids
     finally:
         await fixed.stop()

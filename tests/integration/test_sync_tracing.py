@@ -22,8 +22,9 @@ from aivos.shared.messages import GenerateRequest
 from aivos.shared.natsconf import NatsServer
 from aivos.shared.tracing import current_trace_id, setup_tracing, shutdown_tracing, tracer
 from tests.fixtures.nats import ScriptedBackend, running_worker, wait_for_responders
+from tests.fixtures.wait import eventually
 from tests.integration import test_sync_drain as _drain
-from tests.integration.test_sync_drain import SITE, SyncRig, policy, wait_until
+from tests.integration.test_sync_drain import SITE, SyncRig, policy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -57,8 +58,8 @@ async def test_sync_trace_reaches_the_ingest_and_audit_rows_carry_trace_ids(
             AuditRecord(id="traced-1", decision="local", trace_id=request_trace)
         )
     rig.drainer.wake()
-    await wait_until(lambda: len(rig.cloud_ids()) == 1, what="the record in the cloud")
-    await wait_until(
+    await eventually(lambda: len(rig.cloud_ids()) == 1, what="the record in the cloud")
+    await eventually(
         lambda: any(s.name == "ingest.upsert_batch" for s in spans.get_finished_spans())
     )
     stored = rig.cloud.records(site=SITE)[0]

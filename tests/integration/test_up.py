@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+
+from tests.fixtures.wait import eventually_sync
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +28,24 @@ def _read_lines(proc: subprocess.Popen[str], wanted: set[str], timeout_s: float)
     stdout = proc.stdout
     threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
     found: dict[str, str] = {}
-    deadline = time.monotonic() + timeout_s
-    while not wanted <= found.keys():
-        assert time.monotonic() < deadline, f"aivos up printed only {sorted(found)}"
+
+    def all_printed() -> bool:
         try:
             line = lines.get(timeout=0.5)
         except queue.Empty:
             assert proc.poll() is None, "aivos up exited early"
-            continue
-        name, sep, value = line.strip().partition(": ")
-        if sep:
-            found[name] = value
+        else:
+            name, sep, value = line.strip().partition(": ")
+            if sep:
+                found[name] = value
+        return wanted <= found.keys()
+
+    eventually_sync(
+        all_printed,
+        timeout=timeout_s,
+        interval=0,
+        what=lambda: f"the lines of aivos up; printed only {sorted(found)}",
+    )
     return found
 
 
@@ -99,16 +108,15 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
             str(tmp_path / "up"),
             "--json",
         ]
-        deadline = time.monotonic() + 30
-        while True:
-            stats = json.loads(
-                subprocess.run(
-                    stats_cmd, env=env, capture_output=True, text=True, timeout=60
-                ).stdout
-            )
-            if stats["sites"].get("site-1", {}).get("audit", 0) >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+
+        def synced() -> dict[str, Any] | None:
+            run = subprocess.run(stats_cmd, env=env, capture_output=True, text=True, timeout=60)
+            stats: dict[str, Any] = json.loads(run.stdout)
+            return stats if stats["sites"].get("site-1", {}).get("audit", 0) >= 2 else None
+
+        stats = eventually_sync(
+            synced, timeout=30, interval=0.5, what="both audit records in the cloud store"
+        )
         assert stats["sites"]["site-1"]["audit"] >= 2
     finally:
         proc.send_signal(signal.SIGINT)

@@ -15,6 +15,7 @@ from aivos.shared.messages import Done, Error, GenerateRequest, Token, decode_re
 from aivos.shared.natsconf import NatsServer
 from aivos.shared.subjects import gen_subject
 from tests.fixtures.nats import ScriptedBackend, TcpProxy, running_worker, wait_for_responders
+from tests.fixtures.wait import eventually
 
 
 def _req(site: str = "site1", **kw: object) -> GenerateRequest:
@@ -158,8 +159,7 @@ async def test_leaf_to_hub_cut_gives_no_responders_then_recovers(
             await wait_for_responders(edge, "site2")
             assert (await generate(edge, _req(site="site2"), timeout_s=10)).text
             proxy.cut()
-            while leaf.leafnode_count() > 0:
-                await asyncio.sleep(0.05)
+            await eventually(lambda: leaf.leafnode_count() == 0, what="the leaf to lose the hub")
             with pytest.raises(NoResponders):
                 await generate(edge, _req(site="site2", request_id="r2"), timeout_s=10)
             proxy.restore()
@@ -234,8 +234,9 @@ async def test_silent_leaf_link_loss_is_noticed_by_pings_then_recovers(
         try:
             await wait_for_responders(edge, "site3")
             proxy.blackhole()
-            while leaf.leafnode_count() > 0:  # ping_interval 1s x ping_max 2
-                await asyncio.sleep(0.1)
+            await eventually(  # ping_interval 1s x ping_max 2
+                lambda: leaf.leafnode_count() == 0, interval=0.1, what="the leaf to lose the hub"
+            )
             with pytest.raises(NoResponders):
                 await generate(edge, _req(site="site3"), timeout_s=10)
             proxy.restore()
@@ -261,11 +262,9 @@ async def test_interactive_requests_overtake_queued_background_ones(nats_hub: Na
             first = send("a", "background")  # takes the only slot, held by the gate
             await asyncio.wait_for(backend.started.wait(), 5)
             queued_background = send("b", "background")
-            while worker.slots.waiting < 1:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: worker.slots.waiting >= 1, interval=0.01, what="b queued")
             interactive = send("c", "interactive")
-            while worker.slots.waiting < 2:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: worker.slots.waiting >= 2, interval=0.01, what="c queued")
             gate.set()
             await asyncio.gather(first, queued_background, interactive)
         finally:
@@ -293,8 +292,9 @@ async def test_background_requests_leave_a_place_for_interactive(nats_hub: NatsS
             live = asyncio.create_task(
                 generate(edge, _req(site="places", request_id="r3"), timeout_s=10)
             )
-            while len(backend.requests) < 2:  # the interactive one got the kept place
-                await asyncio.sleep(0.01)
+            await eventually(  # the interactive one got the kept place
+                lambda: len(backend.requests) >= 2, interval=0.01, what="r3 served"
+            )
             gate.set()
             done = await asyncio.gather(held, live)
         finally:

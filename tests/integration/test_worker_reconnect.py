@@ -15,6 +15,7 @@ from aivos.shared.messages import GenerateRequest
 from aivos.shared.natsconf import NatsServer, free_port
 from aivos.shared.natsconf.connect import backoff_delay, connect_nats
 from tests.fixtures.nats import ScriptedBackend, wait_for_responders
+from tests.fixtures.wait import eventually
 
 
 def test_backoff_is_capped_and_jittered() -> None:
@@ -46,13 +47,13 @@ async def test_worker_survives_hub_restart(
         await wait_for_responders(edge, "rc")
         assert (await generate(edge, request, timeout_s=10)).text == "ok"
         hub.stop()
-        while "disconnected" not in states:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: "disconnected" in states, what="the worker disconnected")
         with pytest.raises(LinkDown):
             await generate(edge, request, timeout_s=10)
         await asyncio.to_thread(hub.start)  # same ports, same JetStream dir
-        while "reconnected" not in states or not edge.is_connected:
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: "reconnected" in states and edge.is_connected, what="both reconnected"
+        )
         await wait_for_responders(edge, "rc")
         done = await generate(edge, GenerateRequest("r2", "rc", "x"), timeout_s=10)
         assert done.text == "ok"

@@ -27,6 +27,7 @@ from aivos.edge.workflows.demo.corebank import CoreBank
 from aivos.edge.workflows.secrets import Credential, Secrets, WebhookSecret
 from aivos.edge.workflows.settings import ConnectorSettings
 from aivos.edge.workflows.signatures import sign
+from tests.fixtures.wait import eventually_sync
 
 WEBHOOK_SECRET = "whsec-test"
 
@@ -70,12 +71,15 @@ class Api:
 
     def wait(self, run_id: str, *states: str) -> dict[str, Any]:
         """Poll the run until it reaches one of `states` (a condition, not a timing)."""
-        deadline = time.monotonic() + 30
-        while True:
-            body = self.client.get(f"/v1/runs/{run_id}", headers=self.auth("client")).json()
-            if body["run"]["state"] in states or time.monotonic() > deadline:
-                return body
-            time.sleep(0.01)
+
+        def reached() -> dict[str, Any] | None:
+            resp = self.client.get(f"/v1/runs/{run_id}", headers=self.auth("client"))
+            body: dict[str, Any] = resp.json()
+            return body if body["run"]["state"] in states else None
+
+        return eventually_sync(
+            reached, timeout=30, interval=0.01, what=f"run {run_id} in state {states}"
+        )
 
     def event(
         self,

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from aivos.edge.workflows.demo.corebank import CoreBank
+from tests.fixtures.wait import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,14 +89,6 @@ def _engine(mode: str, config: Path, data_dir: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(predicate: object, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.02)
-
-
 def test_sigkill_during_side_effect_then_restart_is_exactly_once(
     tmp_path: Path, bank: CoreBank
 ) -> None:
@@ -118,7 +110,7 @@ def test_sigkill_during_side_effect_then_restart_is_exactly_once(
     try:
         assert first.stdout is not None
         run_id = json.loads(first.stdout.readline())["run_id"]
-        _wait_for(lambda: len(bank.side_effects) == 1)
+        eventually_sync(lambda: len(bank.side_effects) == 1, what="the side effect at the bank")
         first.send_signal(signal.SIGKILL)  # mid-call: the result never reaches the store
         first.wait(timeout=30)
     finally:

@@ -14,6 +14,7 @@ import pytest
 from aivos.edge.store import Store
 from aivos.edge.workflows import WorkflowEngine, WorkflowSettings
 from aivos.shared.natsconf.server import NatsServer
+from tests.fixtures.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -69,11 +70,12 @@ async def test_nats_trigger_and_emit(tmp_path: Path, nats_hub: NatsServer) -> No
         assert payload["account_id"] == "ACC-2002" and payload["amount"] == 250.0
         assert msg.headers is not None
         assert msg.headers["Nats-Msg-Id"] == f"{payload['run']}.announce"
-        for _ in range(400):
+
+        def both_succeeded() -> bool:
             runs = engine.list_runs()
-            if len(runs) == 2 and all(r.state == "succeeded" for r in runs):
-                break
-            await asyncio.sleep(0.01)
+            return len(runs) == 2 and all(r.state == "succeeded" for r in runs)
+
+        await eventually(both_succeeded, timeout=30, interval=0.01, what="two succeeded runs")
         runs = engine.list_runs()
         # the duplicate delivery (same Nats-Msg-Id) started no second run
         assert sorted(r.trigger for r in runs) == ["nats:dispute_filed", "nats:dispute_filed"]

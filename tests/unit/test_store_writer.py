@@ -6,6 +6,7 @@ import pytest
 
 from aivos.edge.store import AuditRecord, Store
 from aivos.shared.errors import StoreClosed
+from tests.fixtures.wait import eventually
 
 
 @pytest.fixture
@@ -66,8 +67,7 @@ async def test_a_failing_op_is_rolled_back_alone(store):
         asyncio.ensure_future(store.transact(bad)),
         asyncio.ensure_future(store.put_fact("s", "b", 2)),
     ]
-    while store.queue_depth < 3:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: store.queue_depth >= 3, interval=0.001, what="3 queued ops")
     gate.set()
     await blocker
     results = await asyncio.gather(*ops, return_exceptions=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import operator
+from functools import partial
 
 import pytest
 
 from aivos.cloud.worker.slots import PrioritySlots
+from tests.fixtures.wait import eventually
 
 
 async def _take(
@@ -31,8 +34,8 @@ async def test_waiters_are_served_interactive_first_then_in_arrival_order() -> N
         tasks.append(asyncio.create_task(_take(slots, name, priority, order, gates[name])))
         await asyncio.sleep(0)
     for name in "acbd":
-        while name not in order:
-            await asyncio.sleep(0)
+        served = partial(operator.contains, order, name)  # name in order
+        await eventually(served, timeout=5, interval=0, what=f"{name} served")
         gates[name].set()
     await asyncio.gather(*tasks)
     assert order == ["a", "c", "b", "d"]
