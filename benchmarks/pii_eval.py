@@ -24,6 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pii_dataset import ENTITIES, generate  # noqa: E402
+
 from aivos.shared.residency import (  # noqa: E402
     DataClass,
     ExitGate,
@@ -32,7 +34,6 @@ from aivos.shared.residency import (  # noqa: E402
     recommended_policy,
 )
 from aivos.shared.residency.recognizers import find_all  # noqa: E402
-from pii_dataset import ENTITIES, generate  # noqa: E402
 
 _PROMPT = (
     "Hi, I was charged twice for my card 4111 1111 1111 1111 on 2024-03-15, order ORD-2024-004512. "

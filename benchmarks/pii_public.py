@@ -16,15 +16,22 @@ Measures, the way a data-protection officer would:
 
     python benchmarks/pii_public.py                  # all, writes benchmarks/results/pii_public.json
     python benchmarks/pii_public.py --split dev --errors 30
+    python benchmarks/pii_public.py --baseline 1c4261d --baseline 1c4261d~1   # before/after
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import importlib
+import io
 import json
 import platform
+import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -143,26 +150,70 @@ _PASSAGE = (
 )
 
 
-def latency(iterations: int) -> dict[str, float]:
-    """p50/p99 of masking a prompt plus three passages (one mapping), in microseconds."""
-    masker = default_masker()
+def latency(iterations: int, masker: Any = None, mapping: Any = MaskMapping) -> dict[str, float]:
+    """p50/p99 of masking a prompt plus three passages (one mapping), in microseconds: wall
+    clock and this thread's CPU time (the cost on one core, less the time other processes of
+    a shared machine took from it)."""
+    masker = default_masker() if masker is None else masker
     parts = [_PROMPT, _PASSAGE, _PASSAGE.replace("card", "account"), _PASSAGE.upper()]
     for _ in range(100):
-        m = MaskMapping()
+        m = mapping()
         for p in parts:
             masker.mask(p, m)
-    samples = []
+    wall, cpu = [], []
     for _ in range(iterations):
-        t0 = time.perf_counter_ns()
-        m = MaskMapping()
+        t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        m = mapping()
         for p in parts:
             masker.mask(p, m)
-        samples.append((time.perf_counter_ns() - t0) / 1000)
-    samples.sort()
+        cpu.append((time.thread_time_ns() - c0) / 1000)
+        wall.append((time.perf_counter_ns() - t0) / 1000)
+    wall.sort()
+    cpu.sort()
     return {
-        "p50_us": round(samples[len(samples) // 2], 1),
-        "p99_us": round(samples[int(len(samples) * 0.99)], 1),
+        "p50_us": round(wall[len(wall) // 2], 1),
+        "p99_us": round(wall[int(len(wall) * 0.99)], 1),
+        "cpu_p50_us": round(cpu[len(cpu) // 2], 1),
+        "cpu_p99_us": round(cpu[int(len(cpu) * 0.99)], 1),
     }
+
+
+def baseline_package(ref: str, name: str) -> Any:
+    """`shared/residency` as of git `ref`, imported as the package `name` (read-only git)."""
+    root = Path(__file__).resolve().parent.parent
+    tmp = Path(tempfile.mkdtemp(prefix="pii_baseline_"))
+    archive = subprocess.run(
+        ["git", "archive", ref, "shared/residency"], cwd=root, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    pkg = tmp / name
+    (tmp / "shared" / "residency").rename(pkg)
+    for py in pkg.glob("*.py"):
+        py.write_text(py.read_text().replace("aivos.shared.residency", name))
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module(name)
+
+
+def compare_latency(refs: list[str], iterations: int, repeats: int) -> dict[str, Any]:
+    """Latency of the masker at each git ref and of the working tree, interleaved in one
+    process (`repeats` rounds), so a shared machine's load hits all of them alike."""
+    maskers: dict[str, tuple[Any, Any]] = {"current": (default_masker(), MaskMapping)}
+    for i, ref in enumerate(refs):
+        pkg = baseline_package(ref, f"_pii_baseline_{i}")
+        maskers[ref] = (pkg.default_masker(), pkg.MaskMapping)
+    rounds: dict[str, list[dict[str, float]]] = {k: [] for k in maskers}
+    for _ in range(repeats):
+        for k, (masker, mapping) in maskers.items():
+            rounds[k].append(latency(iterations, masker, mapping))
+    out: dict[str, Any] = {"rounds": rounds}
+    for k in maskers:
+        out[k] = {f: round(statistics.median(r[f] for r in rounds[k]), 1) for f in rounds[k][0]}
+    for ref in refs:
+        out[f"cpu_p50_ratio_{ref}_over_current"] = round(
+            out[ref]["cpu_p50_us"] / out["current"]["cpu_p50_us"], 2
+        )
+    return out
 
 
 def main() -> None:
@@ -170,6 +221,14 @@ def main() -> None:
     ap.add_argument("--split", choices=("dev", "test", "all"), default=None)
     ap.add_argument("--errors", type=int, default=0, help="print this many misses / false hits")
     ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="GIT_REF",
+        help="also time the masker of this git ref in the same process (repeatable)",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds with --baseline")
     ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_public.json"))
     args = ap.parse_args()
     splits = [args.split] if args.split else ["dev", "test", "all"]
@@ -189,7 +248,15 @@ def main() -> None:
             print(f"  precision {k:24} {v['correct']:4d}/{v['spans']:<4d} {v['precision']}")
         print(f"  PII-free sentences changed: {res['pii_free_changed']}/{res['pii_free_sentences']}"
               f" ({res['pii_free_changed_pct']} %)")  # fmt: skip
-    if args.iterations:
+    if args.iterations and args.baseline:
+        cmp = compare_latency(args.baseline, args.iterations, args.repeats)
+        result["latency_prompt_plus_3_passages"] = cmp
+        for k in ("current", *args.baseline):
+            print(f"latency prompt + 3 passages [{k}]:", cmp[k])
+        for k, v in cmp.items():
+            if k.startswith("cpu_p50_ratio"):
+                print(f"{k}: {v}")
+    elif args.iterations:
         result["latency_prompt_plus_3_passages"] = latency(args.iterations)
         print("latency prompt + 3 passages:", result["latency_prompt_plus_3_passages"])
     if not args.split:

@@ -21,6 +21,7 @@ from stdnum.in_ import pan
 from stdnum.it import codicefiscale
 from stdnum.us import rtn
 
+from aivos.shared.residency.scan import Scan, Words, in_windows, matches_at
 from aivos.shared.residency.spans import Span
 
 __all__ = ["IdRecognizer", "id_recognizers", "ID_COUNTRIES"]
@@ -59,7 +60,14 @@ def _any(value: str) -> bool:
 
 
 class IdRecognizer:
-    """Values of `pattern` (group `group`) that pass `valid`; `cue` (if set) must precede them."""
+    """Values of `pattern` (group `group`) that pass `valid`.
+
+    For the pre-filter (`find_scanned`): every value holds a cluster of at least `min_digits`
+    digits (see `scan.py`) and starts at most `scan.BEFORE` characters before it; a pattern
+    led by a cue word names its `cues` (lower case), and is then tried only where one of
+    them starts a word (and only if some cluster has `min_digits`); a `digit_led` pattern
+    (a digit first, never after a word character) is tried only where a digit run starts.
+    """
 
     def __init__(
         self,
@@ -70,20 +78,34 @@ class IdRecognizer:
         *,
         flags: int = 0,
         group: int = 0,
+        min_digits: int = 1,
+        cues: tuple[str, ...] = (),
+        digit_led: bool = False,
     ) -> None:
         self.entity = entity
         self.country = country
         self._re = re.compile(pattern, flags)
         self._valid = valid
         self._group = group
+        self._min_digits = min_digits
+        self._digit_led = digit_led
+        self._cues = Words(*cues) if cues else None
 
     def find(self, text: str) -> list[Span]:
+        return self._spans(self._re.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        if scan.max_digits < self._min_digits:
+            return []
+        if self._cues:
+            return self._spans(matches_at(self._re, scan.text, scan.word_starts(self._cues)))
+        if self._digit_led:
+            return self._spans(matches_at(self._re, scan.text, scan.run_starts(self._min_digits)))
+        return self._spans(in_windows(self._re, scan.text, scan.windows(self._min_digits)))
+
+    def _spans(self, matches: Iterable[re.Match[str]]) -> list[Span]:
         g = self._group
-        return [
-            Span(m.start(g), m.end(g), self.entity)
-            for m in self._re.finditer(text)
-            if self._valid(m.group(g))
-        ]
+        return [Span(m.start(g), m.end(g), self.entity) for m in matches if self._valid(m.group(g))]
 
 
 _B = r"(?<![\w-])(?<!\d[ .-])"  # not glued to a word or a longer code
@@ -94,52 +116,55 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     IdRecognizer(
         "NATIONAL_ID", "GB",
         _B + r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]" + _E,
-        _nino, flags=re.I,
+        _nino, flags=re.I, min_digits=6,
     ),
     # United Kingdom: sort code + account number ("20-00-00 12345678", "sort code 200000")
     IdRecognizer(
         "BANK_ACCOUNT", "GB",
         _B + r"\d{2}-\d{2}-\d{2}[ ,;/]{1,3}(?:(?:a/c|acc(?:oun)?t)(?: no\.?| number)?:? ?)?\d{8}"
-        + _E, flags=re.I,
+        + _E, flags=re.I, min_digits=6, digit_led=True,
     ),
-    IdRecognizer("BANK_ACCOUNT", "GB", r"(?i)\bsort[ -]?code\b" + _CUE_GAP + r"(\d{2}[- ]?\d{2}[- ]?\d{2})\b", group=1),
+    IdRecognizer("BANK_ACCOUNT", "GB", r"(?i)\bsort[ -]?code\b" + _CUE_GAP + r"(\d{2}[- ]?\d{2}[- ]?\d{2})\b", group=1,
+                 min_digits=6, cues=("sort",)),
     # United States: ABA routing number (checksum) and an account number after a cue
-    IdRecognizer("BANK_ACCOUNT", "US", r"(?i)\b(?:routing|aba|rtn)\b" + _CUE_GAP + r"(\d{9})\b", _ok(rtn), group=1),
+    IdRecognizer("BANK_ACCOUNT", "US", r"(?i)\b(?:routing|aba|rtn)\b" + _CUE_GAP + r"(\d{9})\b", _ok(rtn), group=1,
+                 min_digits=9, cues=("routing", "aba", "rtn")),
     # Spain: DNI and NIE (check letter)
-    IdRecognizer("NATIONAL_ID", "ES", _B + r"\d{8}[ -]?[A-Z]" + _E, _ok(dni), flags=re.I),
-    IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I),
+    IdRecognizer("NATIONAL_ID", "ES", _B + r"\d{8}[ -]?[A-Z]" + _E, _ok(dni), flags=re.I, min_digits=8, digit_led=True),
+    IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I, min_digits=7),
     # Italy: codice fiscale (check character, omocodia letters)
     IdRecognizer(
         "NATIONAL_ID", "IT",
         _B + r"[A-Z]{6}[\dLMNPQRSTUV]{2}[A-EHLMPRST][\dLMNPQRSTUV]{2}[A-Z][\dLMNPQRSTUV]{3}[A-Z]" + _E,
-        _ok(codicefiscale), flags=re.I,
+        _ok(codicefiscale), flags=re.I, min_digits=1,  # omocodia: letters for digits
     ),
     # India: Aadhaar (Verhoeff) and PAN
-    IdRecognizer("NATIONAL_ID", "IN", _B + r"[2-9]\d{3}([ -]?)\d{4}\1\d{4}" + _E, _aadhaar),
-    IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I),
+    IdRecognizer("NATIONAL_ID", "IN", _B + r"[2-9]\d{3}([ -]?)\d{4}\1\d{4}" + _E, _aadhaar, min_digits=12, digit_led=True),
+    IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I, min_digits=4),
     # Canada: SIN (Luhn), formatted 3-3-3, or bare after a cue
-    IdRecognizer("NATIONAL_ID", "CA", _B + r"\d{3}([ -])\d{3}\1\d{3}" + _E, _sin),
-    IdRecognizer("NATIONAL_ID", "CA", r"(?i)\b(?:SIN|social insurance)\b" + _CUE_GAP + r"(\d{9})\b", _sin, group=1),
+    IdRecognizer("NATIONAL_ID", "CA", _B + r"\d{3}([ -])\d{3}\1\d{3}" + _E, _sin, min_digits=9, digit_led=True),
+    IdRecognizer("NATIONAL_ID", "CA", r"(?i)\b(?:SIN|social insurance)\b" + _CUE_GAP + r"(\d{9})\b", _sin, group=1,
+                 min_digits=9, cues=("sin", "social insurance")),
     # France: NIR / INSEE number (key mod 97)
     IdRecognizer(
         "NATIONAL_ID", "FR",
         _B + r"[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}" + _E,
-        _ok(nir), flags=re.I,
+        _ok(nir), flags=re.I, min_digits=13, digit_led=True,
     ),
     # Brazil: CPF; China: resident identity card
-    IdRecognizer("NATIONAL_ID", "BR", _B + r"\d{3}\.?\d{3}\.?\d{3}-?\d{2}" + _E, _ok(cpf)),
-    IdRecognizer("NATIONAL_ID", "CN", _B + r"\d{17}[\dX]" + _E, _ok(ric), flags=re.I),
+    IdRecognizer("NATIONAL_ID", "BR", _B + r"\d{3}\.?\d{3}\.?\d{3}-?\d{2}" + _E, _ok(cpf), min_digits=11, digit_led=True),
+    IdRecognizer("NATIONAL_ID", "CN", _B + r"\d{17}[\dX]" + _E, _ok(ric), flags=re.I, min_digits=17, digit_led=True),
     # Any country: passport and bank account numbers right after their cue word
     IdRecognizer(
         "PASSPORT", "*",
         r"(?i)\bpass(?:port|eport|aporte|aporto)\b" + _CUE_GAP + r"([A-Z0-9]{1,3}[ -]?\d{5,9}[A-Z]?)\b",
-        group=1,
+        group=1, min_digits=5, cues=("pass",),
     ),
     IdRecognizer(
         "BANK_ACCOUNT", "*",
         r"(?i)\b(?:account|acct|a/c|konto|compte|conto|cuenta|rekening)\b" + _CUE_GAP
         + r"(\d(?:[ -]?\d){5,17})\b",
-        group=1,
+        group=1, min_digits=6, cues=("account", "acct", "a/c", "konto", "compte", "conto", "cuenta", "rekening"),
     ),
 )  # fmt: skip
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 import phonenumbers
 
+from aivos.shared.residency.scan import Scan, in_windows
 from aivos.shared.residency.spans import Span
 
 __all__ = ["PhoneRecognizer", "DEFAULT_PHONE_REGIONS"]
@@ -54,8 +55,14 @@ class PhoneRecognizer:
         self.regions = tuple(r.upper() for r in regions)
 
     def find(self, text: str) -> list[Span]:
+        return self._spans(text, _CANDIDATE.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        return self._spans(scan.text, in_windows(_CANDIDATE, scan.text, scan.windows(7)))
+
+    def _spans(self, text: str, candidates: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
-        for m in _CANDIDATE.finditer(text):
+        for m in candidates:
             value = m.group(0)
             digits = sum(c.isdigit() for c in value)
             if not 7 <= digits <= 18 or _NOT_A_PHONE.match(value):

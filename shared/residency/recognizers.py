@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from aivos.shared.residency.context import context_recognizers
 from aivos.shared.residency.ids import id_recognizers
 from aivos.shared.residency.locales import DEFAULT_LOCALES
 from aivos.shared.residency.phones import PhoneRecognizer
+from aivos.shared.residency.scan import Scan, Words, matches_at
 from aivos.shared.residency.spans import Recognizer, Span, find_all
 
 __all__ = [
@@ -115,8 +116,14 @@ class CardRecognizer:
     entity = "CARD"
 
     def find(self, text: str) -> list[Span]:
+        return self._spans(_CARD.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        return self._spans(matches_at(_CARD, scan.text, scan.run_starts(12)))
+
+    def _spans(self, matches: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
-        for m in _CARD.finditer(text):
+        for m in matches:
             raw = m.group(0)
             sep = m.group(1) or ""
             groups = raw.split(sep) if sep else [raw]
@@ -169,9 +176,15 @@ class IbanRecognizer:
     entity = "IBAN"
 
     def find(self, text: str) -> list[Span]:
+        return self._spans(text, _IBAN_START.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        return self._spans(scan.text, matches_at(_IBAN_START, scan.text, scan.iban_starts()))
+
+    def _spans(self, text: str, matches: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
         n = len(text)
-        for m in _IBAN_START.finditer(text):
+        for m in matches:
             want = _IBAN_LENGTHS.get(m.group(1).upper())
             if want is None:
                 continue
@@ -197,6 +210,7 @@ class IbanRecognizer:
 # --- IP addresses -----------------------------------------------------------------------
 
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+_IPV6_HINT = re.compile(r":[0-9A-Fa-f:]")  # every IPv6 address has a colon before a hex digit/colon
 _IPV6 = re.compile(
     r"(?<![\w:.])(?=[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?![\w:.]\w|\w)"
 )
@@ -206,8 +220,14 @@ class Ipv4Recognizer:
     entity = "IPV4"
 
     def find(self, text: str) -> list[Span]:
+        return self._spans(_IPV4.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        return self._spans(matches_at(_IPV4, scan.text, scan.run_starts(4)))
+
+    def _spans(self, matches: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
-        for m in _IPV4.finditer(text):
+        for m in matches:
             try:
                 ipaddress.IPv4Address(m.group(0))
             except ValueError:
@@ -223,7 +243,7 @@ class Ipv6Recognizer:
 
     def find(self, text: str) -> list[Span]:
         spans: list[Span] = []
-        if text.count(":") < 2:
+        if text.count(":") < 2 or _IPV6_HINT.search(text) is None:
             return spans
         for m in _IPV6.finditer(text):
             value, end = m.group(0), m.end()
@@ -248,6 +268,9 @@ _SSN_BARE = re.compile(
 )
 
 
+_SSN_CUES = Words("ssn", "social security")
+
+
 def _ssn_valid(area: str, group: str, serial: str) -> bool:
     a = int(area)
     return a != 0 and a != 666 and a < 900 and group != "00" and serial != "0000"
@@ -260,11 +283,24 @@ class SsnRecognizer:
     entity = "SSN"
 
     def find(self, text: str) -> list[Span]:
+        return self._spans(_SSN.finditer(text), _SSN_BARE.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        if scan.max_digits < 9:
+            return []
+        return self._spans(
+            matches_at(_SSN, scan.text, scan.run_starts(9)),
+            matches_at(_SSN_BARE, scan.text, scan.word_starts(_SSN_CUES)),
+        )
+
+    def _spans(
+        self, formatted: Iterable[re.Match[str]], bare: Iterable[re.Match[str]]
+    ) -> list[Span]:
         spans = []
-        for m in _SSN.finditer(text):
+        for m in formatted:
             if _ssn_valid(m.group(1), m.group(3), m.group(4)):
                 spans.append(Span(m.start(), m.end(), self.entity))
-        for m in _SSN_BARE.finditer(text):
+        for m in bare:
             if _ssn_valid(m.group(1), m.group(2), m.group(3)):
                 spans.append(Span(m.start(1), m.end(3), self.entity))
         return spans

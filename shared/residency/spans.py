@@ -1,4 +1,9 @@
-"""Spans, the recognizer Protocol, and how the spans of several recognizers are merged."""
+"""Spans, the recognizer Protocol, and how the spans of several recognizers are merged.
+
+A recognizer may also offer `find_scanned(scan)`: the same spans as `find(scan.text)`, found
+only where the shared `Scan` of the text says they can be (see `scan.py`). `find_all` builds
+that scan once per text and uses `find_scanned` when a recognizer has it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import msgspec
+
+from aivos.shared.residency.scan import Scan
 
 __all__ = ["Span", "Recognizer", "find_all"]
 
@@ -30,8 +37,11 @@ class Recognizer(Protocol):
 def find_all(text: str, recognizers: Sequence[Recognizer]) -> list[Span]:
     """Non-overlapping spans of all recognizers, in text order (longest wins, then list order)."""
     candidates: list[tuple[int, int, int, Span]] = []
+    scan = Scan(text)
     for rank, rec in enumerate(recognizers):
-        for span in rec.find(text):
+        scanned = getattr(rec, "find_scanned", None)
+        found = scanned(scan) if scanned is not None else rec.find(text)
+        for span in found:
             candidates.append((-(span.end - span.start), rank, span.start, span))
     if not candidates:
         return []

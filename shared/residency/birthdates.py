@@ -1,0 +1,57 @@
+"""DATE_OF_BIRTH: a full date after a birth cue, or any full date at least 16 years back.
+
+Full dates only (numeric `05/03/1985`, ISO `1985-03-05`, or with a month name `March 5th,
+1985`, `5 Mar 1985`); transaction dates of recent years stay readable. `find_scanned` runs
+the date pattern only around digit clusters that can hold a year.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Iterable
+
+from aivos.shared.residency.scan import Scan, in_windows
+from aivos.shared.residency.spans import Span
+
+__all__ = ["DateOfBirthRecognizer"]
+
+_MONTHS = (
+    r"Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?"
+)
+_DATE = re.compile(
+    r"(?<![\w/.-])(?:"
+    r"(?P<y1>(?:19|20)\d{2})-(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12]\d|3[01])(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?"
+    r"|(?:0?[1-9]|[12]\d|3[01])[./-](?:0?[1-9]|[12]\d|3[01])[./-](?P<y2>(?:19|20)?\d{2})"
+    rf"|(?i:(?:{_MONTHS})\.?)[ ](?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?,?[ ](?P<y3>(?:19|20)\d{{2}})"
+    rf"|(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\.?[ ](?:of[ ])?(?i:(?:{_MONTHS})\.?),?[ ](?P<y4>(?:19|20)\d{{2}})"
+    r")(?![\w/-]|\.\d)"
+)
+_BIRTH = re.compile(
+    r"(?i)\b(?:born|birth|birthday|dob|d\.o\.b|b\.|geboren|né|née|nacido|nata|nato)\b"
+)
+
+
+class DateOfBirthRecognizer:
+    entity = "DATE_OF_BIRTH"
+
+    def __init__(self, min_age_years: int = 16) -> None:
+        self.cutoff = datetime.date.today().year - min_age_years
+
+    def find(self, text: str) -> list[Span]:
+        return self._spans(text, _DATE.finditer(text))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        # a year has 4 digits (or d/m/yy: 4); a month name and "25th of" may stand before it
+        return self._spans(scan.text, in_windows(_DATE, scan.text, scan.windows(4)))
+
+    def _spans(self, text: str, matches: Iterable[re.Match[str]]) -> list[Span]:
+        spans = []
+        for m in matches:
+            y = m.group("y1") or m.group("y2") or m.group("y3") or m.group("y4") or ""
+            year = int(y) + (1900 if len(y) == 2 and int(y) > 30 else 2000 if len(y) == 2 else 0)
+            cue = _BIRTH.search(text, max(0, m.start() - 40), m.start()) is not None
+            if cue or year <= self.cutoff:
+                spans.append(Span(m.start(), m.end(), self.entity))
+        return spans

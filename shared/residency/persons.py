@@ -1,0 +1,199 @@
+"""PERSON: names found by titles, cue phrases and a first/last-name gazetteer.
+
+- capitalised words after a title (`Dr.`, `Mrs`) or a cue (`my name is`, `Dear`, `signed`,
+  `called`, `patient`), trimmed of stop words at the edges;
+- a capitalised word that is a known first name (or a last name not at a sentence start),
+  extended over the capitalised words and initials that follow. The gazetteer holds ~20k
+  first and ~18k last names from Faker's locale data (MIT licence, `data/*.txt.gz`).
+
+`find_scanned` tries the title and cue patterns only where a title or cue word starts, and
+walks the capitalised words only from the gazetteer hits on (see `scan.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from aivos.shared.residency.names import STOP, STOP_LOWER, all_names, gazetteer
+from aivos.shared.residency.scan import Scan, Words, matches_at
+from aivos.shared.residency.spans import Span
+from aivos.shared.residency.words import CAP_WORD, UPPER
+
+__all__ = ["PersonRecognizer"]
+
+_UP = UPPER
+_CAP = CAP_WORD
+_INITIAL = rf"[{_UP}]\."
+_NAME_SEQ = rf"(?:{_CAP}|{_INITIAL})(?:[ ](?:{_CAP}|{_INITIAL}|[{_UP}](?![\w]))){{0,3}}"
+
+_STOP, _STOP_LOWER = STOP, STOP_LOWER
+
+_TITLE = re.compile(
+    rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof|Sir|Madam|Mme|Mlle|Herr|Frau|Sr|Sra|Srta|Dott|Ing)\.?"
+    rf"[ ]+({_NAME_SEQ})"
+)
+_CUE = re.compile(
+    r"(?i:\b(?:my name is|name is|name:|names? are|i am|i'm|this is|called|named|signed|"
+    r"regards,?|sincerely,?|cheers,?|dear|hi|hello|thanks,?|by:|from:|to:|contact|"
+    r"last name\??|first name\??|surname\??|full name\??|customer|patient|client|"
+    r"account holder|cardholder|holder|spouse|husband|wife|son|daughter|mother|father|"
+    r"brother|sister|friend|colleague|manager|doctor|nurse)\b)"
+    rf"[ :,]*[\n>]*[ ]*({_NAME_SEQ})"
+)
+_STRONG_CUE = re.compile(
+    r"(?i)\b(?:my name is|name is|last name\??|first name\??|surname\??|full name\??)[ :]*"
+    r"([^\W\d_][\w'’-]*(?:[ ][^\W\d_][\w'’-]*)?)"
+)
+_WORD = re.compile(rf"[{_UP}][^\W\d_]*(?:['’-][^\W\d_]+)*")
+
+
+# Where the title / cue patterns can start (lower case; a superset is fine, each is verified).
+_TITLE_STARTS = (
+    "mr", "ms", "mx", "miss", "dr", "prof", "sir", "madam", "mme", "mlle", "herr", "frau", "sr",
+    "dott", "ing",
+)  # fmt: skip
+_CUE_STARTS = (
+    "my name", "name", "i am", "i'm", "this is", "called", "named", "signed", "regards",
+    "sincerely", "cheers", "dear", "hi", "hello", "thanks", "by:", "from:", "to:", "contact",
+    "last name", "first name", "surname", "full name", "customer", "patient", "client",
+    "account holder", "cardholder", "holder", "spouse", "husband", "wife", "son", "daughter",
+    "mother", "father", "brother", "sister", "friend", "colleague", "manager", "doctor", "nurse",
+)  # fmt: skip
+_STRONG_STARTS = ("my name is", "name is", "last name", "first name", "surname", "full name")
+_STARTS = Words(*_TITLE_STARTS, *_CUE_STARTS, *_STRONG_STARTS)
+_NAME_REACH = 120  # a name sequence after a gazetteer hit ends within this many characters
+
+
+class PersonRecognizer:
+    entity = "PERSON"
+
+    def find(self, text: str) -> list[Span]:
+        spans = self._cued(
+            text, _TITLE.finditer(text), _CUE.finditer(text), _STRONG_CUE.finditer(text)
+        )
+        spans.extend(self._gazetteer_spans(text, [(0, len(text))]))
+        return [s for s in spans if s.end > s.start]
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        text = scan.text
+        starts = scan.word_starts(_STARTS)  # each pattern is tried at all: fails fast
+        spans = self._cued(
+            text,
+            matches_at(_TITLE, text, starts),
+            matches_at(_CUE, text, starts),
+            matches_at(_STRONG_CUE, text, starts),
+        )
+        hits = _gazetteer_hits(text)
+        if hits:
+            spans.extend(self._gazetteer_spans(text, _merge(hits, text)))
+        return [s for s in spans if s.end > s.start]
+
+    def _cued(
+        self,
+        text: str,
+        titles: Iterable[re.Match[str]],
+        cues: Iterable[re.Match[str]],
+        strong: Iterable[re.Match[str]],
+    ) -> list[Span]:
+        spans: list[Span] = []
+        for m in titles:
+            spans.append(self._trim(text, m.start(1), m.end(1)))
+        for m in cues:
+            s = self._trim(text, m.start(1), m.end(1), cue=True)
+            if s.end > s.start and not _shouting(text, m.start(), s.start, s.end):
+                spans.append(s)
+        for m in strong:
+            start, end = m.start(1), m.end(1)
+            words = m.group(1).split(" ")
+            if len(words) == 2 and words[1].lower() in _STOP_LOWER | {"but", "and"}:
+                end = start + len(words[0])
+            if text[start:end].lower() not in _STOP_LOWER:
+                spans.append(Span(start, end, self.entity))
+        return spans
+
+    def _trim(self, text: str, start: int, end: int, cue: bool = False) -> Span:
+        """Drop stop words at the edges of a capitalised sequence (and a trailing 's)."""
+        words = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+        while words and text[words[-1][0] : words[-1][1]].rstrip(".") in _STOP:
+            words.pop()
+        while words and text[words[0][0] : words[0][1]].rstrip(".") in _STOP:
+            words.pop(0)
+        if not words:
+            return Span(start, start, self.entity)
+        s, e = words[0][0], words[-1][1]
+        if text[s:e].endswith(("'s", "’s")):
+            e -= 2
+        return Span(s, e, self.entity)
+
+    def _gazetteer_spans(self, text: str, regions: list[tuple[int, int]]) -> list[Span]:
+        first, last = gazetteer()
+        spans: list[Span] = []
+        for rs, re_ in regions:
+            words = list(_WORD.finditer(text, rs, re_))
+            i, n = 0, len(words)
+            while i < n:
+                w = words[i]
+                token = w.group(0)
+                base = token[:-2] if token.endswith(("'s", "’s")) else token
+                if base in first or (base in last and not _sentence_start(text, w.start())):
+                    start, end, j = w.start(), w.start() + len(base), i + 1
+                    # extend over following capitalised words / initials separated by one space
+                    while (
+                        j < n
+                        and words[j].start() - end <= 3
+                        and text[end : words[j].start()] in (" ", ". ", " ", "-")
+                    ):
+                        nxt = words[j].group(0).rstrip("'s").rstrip("’s")
+                        if nxt in _STOP or (len(nxt) > 1 and not nxt[0].isupper()):
+                            break
+                        end = words[j].start() + len(nxt)
+                        j += 1
+                    spans.append(Span(start, end, self.entity))
+                    i = j
+                else:
+                    i += 1
+        return spans
+
+
+def _gazetteer_hits(text: str) -> list[int]:
+    """Start of every capitalised word that is in the gazetteer (sorted)."""
+    tokens = set(_WORD.findall(text))
+    if "s" in text and ("'s" in text or "’s" in text):
+        tokens.update([t[:-2] for t in tokens if t.endswith(("'s", "’s"))])
+    names = tokens & all_names()
+    if not names:
+        return []
+    starts = []
+    for m in _WORD.finditer(text):
+        t = m.group(0)
+        if (t[:-2] if t.endswith(("'s", "’s")) else t) in names:
+            starts.append(m.start())
+    return starts
+
+
+def _merge(starts: list[int], text: str) -> list[tuple[int, int]]:
+    n = len(text)
+    out: list[tuple[int, int]] = []
+    for p in starts:
+        e = min(n, p + _NAME_REACH)
+        while e < n and not text[e].isspace():
+            e += 1
+        if out and p <= out[-1][1]:
+            out[-1] = (out[-1][0], e)
+        else:
+            out.append((p, e))
+    return out
+
+
+def _shouting(text: str, cue: int, start: int, end: int) -> bool:
+    """Cue and words both in capitals (`THE CUSTOMER CAN OPEN`), where case says nothing, and
+    the first word, written as a name, is no known first name (`DEAR JOHN SMITH` stays)."""
+    if not text[cue:end].isupper():
+        return False
+    return text[start:end].split()[0].strip(",:.").title() not in gazetteer()[0]
+
+
+def _sentence_start(text: str, pos: int) -> bool:
+    before = text[max(0, pos - 3) : pos].rstrip(" \"'“(")
+    return not before or before[-1] in ".!?\n:>"

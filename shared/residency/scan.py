@@ -1,0 +1,224 @@
+"""One cheap pass over a text that tells the expensive recognizers where they may match.
+
+Almost every structured value (cards, phones, national ids, dates, house numbers) contains a
+run of digits, and most context rules start at a cue word ("my name is", "address", "rue").
+`Scan` finds, once per text and with C-speed operations only:
+
+- digit *clusters*: digits at most three characters apart (`4111 1111 1111 1111 12/26`,
+  `+44 (20) 7946-0958`, `RSSMRA85T10A562S`), each with its digit count;
+- where given cue words start (`word_starts`), by `str.find` on the lower-cased text.
+
+A recognizer then runs its regexes only inside the clusters that hold enough digits for its
+values (`windows(min_digits, before, after)`, with margins for a cue or brand before and an
+expiry or extension after), or matches its cue-led pattern only at the cue positions
+(`matches_at`). Regexes run on the whole text with `pos`/`endpos`, so look-behinds and
+`\\b` still see the real characters before a window. Window ends are moved to the next
+whitespace, so a value is never cut. `tests/unit/test_residency_prefilter.py` checks that
+the spans found this way equal those of a full scan on the public and generated sets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+__all__ = ["Scan", "Words", "matches_at", "in_windows"]
+
+_CLUSTER = re.compile(r"\d(?:[^\n]{0,3}?\d)*")
+_DIGIT_RUN = re.compile(r"\d+")
+_NOT_DIGIT = re.compile(r"\D+")
+_SNAP = 32  # how far a window edge may move to reach whitespace
+# window margins around a cluster: before, a sign, bracket, brand, id letters, a month name
+# (`25th of December 1985`) or a sort code; after, an extension (`ext. 12345`), a check letter
+BEFORE, AFTER = 24, 12
+# every ASCII byte that is not a letter or digit splits a token (for the word gate)
+_SPLIT = bytes.maketrans(
+    bytes(c for c in range(128) if not chr(c).isalnum()),
+    b" " * sum(1 for c in range(128) if not chr(c).isalnum()),
+)
+
+
+class Words:
+    """Lower-case words (or phrases) that start a cue, with the keys of the token gate."""
+
+    __slots__ = ("words", "_by_key", "_keys", "_always")
+
+    def __init__(self, *words: str) -> None:
+        self.words = words
+        self._by_key: dict[bytes, list[str]] = {}
+        self._always: list[str] = []  # one-letter keys ("i am", "a/c", "p.o"): always tried
+        for w in words:
+            key = re.split(r"[^0-9a-z\u00c0-\uffff]", w, maxsplit=1)[0].encode()[:3]
+            if len(key) < 2:
+                self._always.append(w)
+            else:
+                self._by_key.setdefault(key, []).append(w)
+        self._keys = frozenset(self._by_key)
+
+    def present(self, heads: frozenset[bytes]) -> list[str]:
+        """The words whose key (first two or three letters) starts some token of the text."""
+        return [*self._always, *(w for k in self._keys & heads for w in self._by_key[k])]
+
+
+class Scan:
+    """Facts about one (normalised) text, computed lazily and at most once."""
+
+    __slots__ = (
+        "text",
+        "_lower",
+        "_clusters",
+        "_runs",
+        "_all_runs",
+        "_windows",
+        "_heads",
+        "max_digits",
+    )
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._lower: str | None = None
+        self._runs: list[int] | None = None
+        self._all_runs: list[int] | None = None
+        self._windows: list[tuple[int, int, int]] | None = None
+        self._heads: frozenset[bytes] | None = None
+        self._clusters = [
+            (m.start(), m.end(), len(_NOT_DIGIT.sub("", m.group())))
+            for m in _CLUSTER.finditer(text)
+        ]
+        #: digits of the largest cluster: a recognizer needing more can stop at once
+        self.max_digits = max((d for *_, d in self._clusters), default=0)
+
+    @property
+    def lower(self) -> str:
+        if self._lower is None:
+            lower = self.text.lower()
+            if len(lower) != len(self.text):  # "İ" lowers to two characters: keep offsets
+                lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in self.text)
+            self._lower = lower
+        return self._lower
+
+    @property
+    def clusters(self) -> list[tuple[int, int, int]]:
+        """`(start, end, digits)` of every digit cluster, in text order."""
+        return self._clusters
+
+    def digit_run_starts(self) -> list[int]:
+        """Where each run of digits starts that is not glued to a word or a dash before it."""
+        if self._runs is None:
+            text = self.text
+            self._runs = [
+                s
+                for m in _DIGIT_RUN.finditer(text)
+                if (s := m.start()) == 0 or not (text[s - 1].isalnum() or text[s - 1] in "_-")
+            ]
+        return self._runs
+
+    def windows(self, min_digits: int) -> list[tuple[int, int]]:
+        """`[start, end)` regions around the clusters with at least `min_digits` digits,
+        widened by `BEFORE` and `AFTER` characters and then to a space (overlaps merged)."""
+        if min_digits > self.max_digits:
+            return []
+        windows = self._windows
+        if windows is None:
+            text, n = self.text, len(self.text)
+            merged: list[tuple[int, int, int]] = []
+            for s, e, d in self._clusters:
+                ws = _snap_left(text, max(0, s - BEFORE))
+                we = _snap_right(text, min(n, e + AFTER), n)
+                if merged and ws <= merged[-1][1]:
+                    ps, pe, pd = merged[-1]
+                    merged[-1] = (ps, max(we, pe), max(d, pd))
+                else:
+                    merged.append((ws, we, d))
+            windows = self._windows = merged
+        return [(ws, we) for ws, we, d in windows if d >= min_digits]
+
+    @property
+    def all_run_starts(self) -> list[int]:
+        """Where every maximal run of digits starts."""
+        if self._all_runs is None:
+            self._all_runs = [m.start() for m in _DIGIT_RUN.finditer(self.text)]
+        return self._all_runs
+
+    def run_starts(self, min_digits: int) -> list[int]:
+        """Digit-run starts inside `windows(min_digits)`: where a pattern that opens with a
+        digit and may not follow a word character can match (`\\d` is a word character)."""
+        windows = self.windows(min_digits)
+        if not windows:
+            return []
+        out, i, runs = [], 0, self.all_run_starts
+        for ws, we in windows:
+            while i < len(runs) and runs[i] < ws:
+                i += 1
+            while i < len(runs) and runs[i] < we:
+                out.append(runs[i])
+                i += 1
+        return out
+
+    def iban_starts(self) -> list[int]:
+        """Where two letters and two digits start (the country and check digits of an IBAN)."""
+        text = self.text
+        return [
+            s - 2
+            for s in self.all_run_starts
+            if s >= 2 and text[s - 2 : s].isalpha() and text[s : s + 2].isdigit()
+        ]
+
+    def word_starts(self, words: Words) -> list[int]:
+        """Sorted positions where one of `words` starts a word of the lower-cased text."""
+        lower = self.lower
+        if lower.isascii():
+            if self._heads is None:
+                tokens = lower.encode().translate(_SPLIT).split()
+                heads = {t[:3] for t in tokens}
+                self._heads = frozenset(heads.union([h[:2] for h in heads]))
+            candidates = words.present(self._heads)
+        else:
+            candidates = list(words.words)
+        found: set[int] = set()
+        for w in candidates:
+            i = lower.find(w)
+            while i >= 0:
+                if i == 0 or not (lower[i - 1].isalnum() or lower[i - 1] == "_"):
+                    found.add(i)
+                i = lower.find(w, i + 1)
+        return sorted(found)
+
+
+def _snap_left(text: str, i: int) -> int:
+    """`i` moved left to just after a space (at most `_SNAP` characters)."""
+    if i == 0 or text[i - 1] == " ":
+        return i
+    k = text.rfind(" ", max(0, i - _SNAP), i)
+    return k + 1 if k >= 0 else max(0, i - _SNAP)
+
+
+def _snap_right(text: str, i: int, n: int) -> int:
+    """`i` moved right to the next space (at most `_SNAP` characters)."""
+    if i >= n or text[i] == " ":
+        return i
+    k = text.find(" ", i, i + _SNAP)
+    return k if k >= 0 else min(n, i + _SNAP)
+
+
+def matches_at(
+    pattern: re.Pattern[str], text: str, starts: Iterable[int]
+) -> Iterator[re.Match[str]]:
+    """The matches `pattern.finditer(text)` would give that start at one of `starts` (sorted):
+    non-overlapping, leftmost first."""
+    last = -1
+    for p in starts:
+        if p < last:
+            continue
+        m = pattern.match(text, p)
+        if m is not None and m.end() > m.start():
+            last = m.end()
+            yield m
+
+
+def in_windows(
+    pattern: re.Pattern[str], text: str, windows: Iterable[tuple[int, int]]
+) -> Iterator[re.Match[str]]:
+    """`pattern.finditer` over each `[start, end)` window of `text` in turn."""
+    for ws, we in windows:
+        yield from pattern.finditer(text, ws, we)
