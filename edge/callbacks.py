@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
-from aivos.edge.api.errors import ApiError
+from aivos.shared.errors import CallbackHostNotAllowed, InvalidCallbackUrl
 
 __all__ = ["validate_callback_url", "CallbackSender"]
 
@@ -27,16 +27,13 @@ def _is_loopback(host: str) -> bool:
 
 
 def validate_callback_url(url: str, allow_hosts: list[str]) -> None:
+    """Raises InvalidCallbackUrl or CallbackHostNotAllowed."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
-        raise ApiError(400, "invalid_callback_url", "callback_url must be an absolute http(s) URL")
+        raise InvalidCallbackUrl(url)
     if not (_is_loopback(host) or host in {h.lower() for h in allow_hosts}):
-        raise ApiError(
-            400,
-            "callback_host_not_allowed",
-            f"callback host {host!r} is neither loopback nor in jobs.callback_allow_hosts",
-        )
+        raise CallbackHostNotAllowed(host)
 
 
 class CallbackSender:

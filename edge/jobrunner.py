@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from aivos.edge.api.schemas import PassageOut
 from aivos.edge.escalation import Escalator
+from aivos.edge.results import Passage
 from aivos.edge.store import Job, Store
 from aivos.shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
 
@@ -51,6 +51,12 @@ class EscalationJobRunner:
     def wake(self) -> None:
         self._wake.set()
 
+    async def enqueue(self, context: dict[str, Any]) -> str:
+        """A durable escalation job for a request answered with a fallback; its id."""
+        job = await self.store.create_job("escalation", context, state="waiting_for_uplink")
+        self.wake()
+        return job.id
+
     async def recover(self) -> None:
         for job in self.store.list_jobs("running", limit=100_000):
             await self.store.update_job(job.id, state="waiting_for_uplink")
@@ -77,7 +83,7 @@ class EscalationJobRunner:
             prepared = self.escalator.prepare(
                 request["request_id"],
                 request["text"],
-                msgspec.convert(request.get("passages", []), list[PassageOut]),
+                msgspec.convert(request.get("passages", []), list[Passage]),
                 request.get("memory", []),
                 priority="background",  # nobody waits on it: live requests go first
             )

@@ -3,14 +3,12 @@ sizes, queue depth, outbox depth, and psutil CPU/memory/disk read at scrape time
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
 from aivos.shared.metrics import Registry
-
-if TYPE_CHECKING:
-    from aivos.edge.agent import Agent
 
 __all__ = ["AgentMetrics"]
 
@@ -41,21 +39,19 @@ class AgentMetrics:
         )
         self._process = psutil.Process()
 
-    def bind(self, agent: Agent) -> None:
+    def bind(
+        self,
+        *,
+        queue_depth: Callable[[], int],
+        outbox_depth: Callable[[], int],
+        knowledge_chunks: Callable[[], int],
+        data_path: Path,
+    ) -> None:
+        """The gauges read at scrape time, from the running agent's parts."""
         r = self.registry
-        r.gauge(
-            "aivos_queue_depth",
-            "Requests waiting for the model.",
-            lambda: agent.batcher.queue_depth,
-        )
-        r.gauge(
-            "aivos_outbox_depth",
-            "Records waiting to leave the site.",
-            lambda: agent.store.outbox_depth(),
-        )
-        r.gauge(
-            "aivos_knowledge_chunks", "Passages in the knowledge index.", lambda: len(agent.index)
-        )
+        r.gauge("aivos_queue_depth", "Requests waiting for the model.", queue_depth)
+        r.gauge("aivos_outbox_depth", "Records waiting to leave the site.", outbox_depth)
+        r.gauge("aivos_knowledge_chunks", "Passages in the knowledge index.", knowledge_chunks)
         r.gauge("aivos_cpu_percent", "System CPU utilisation.", lambda: psutil.cpu_percent(None))
         r.gauge(
             "aivos_memory_percent", "System memory in use.", lambda: psutil.virtual_memory().percent
@@ -68,7 +64,7 @@ class AgentMetrics:
         r.gauge(
             "aivos_disk_percent",
             "Disk use of the data directory's filesystem.",
-            lambda: psutil.disk_usage(str(agent.settings.data_path)).percent,
+            lambda: psutil.disk_usage(str(data_path)).percent,
         )
 
     def observe_batch(self, size: int, seconds: float) -> None:

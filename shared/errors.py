@@ -21,6 +21,19 @@ __all__ = [
     "GenerationFailed",
     "WorkflowInvalid",
     "StepFailed",
+    "AuditChainBroken",
+    "InvalidInput",
+    "TextRejected",
+    "TextTooLong",
+    "EmptyText",
+    "EmptyDocument",
+    "InvalidCallbackUrl",
+    "CallbackHostNotAllowed",
+    "JobNotFound",
+    "DocumentNotFound",
+    "FactNotFound",
+    "DiskFull",
+    "FactLimitReached",
 ]
 
 
@@ -159,3 +172,113 @@ class AuditChainBroken(AivosError):
     def __init__(self, seq: int | None, message: str) -> None:
         self.seq = seq
         super().__init__(message)
+
+
+class InvalidInput(AivosError):
+    """A caller's input cannot be used as given; `field` names it. The message is the
+    caller's to read, so it is not prefixed with the field (unlike `DataError`)."""
+
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class TextRejected(InvalidInput):
+    """The text of a query cannot be classified (the streaming endpoint reports these as
+    its `error` event)."""
+
+    code = "invalid_text"
+
+
+class TextTooLong(TextRejected):
+    code = "text_too_long"
+
+    def __init__(self, length: int, limit: int, field: str = "text") -> None:
+        self.length = length
+        self.limit = limit
+        super().__init__(field, f"text has {length} characters; the limit is {limit}")
+
+
+class EmptyText(TextRejected):
+    code = "empty_text"
+
+    def __init__(self, field: str = "text") -> None:
+        super().__init__(field, "text must contain non-whitespace characters")
+
+
+class EmptyDocument(InvalidInput):
+    code = "empty_document"
+
+    def __init__(self) -> None:
+        super().__init__("text", "document text is empty")
+
+
+class InvalidCallbackUrl(InvalidInput):
+    code = "invalid_callback_url"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__("callback_url", "callback_url must be an absolute http(s) URL")
+
+
+class CallbackHostNotAllowed(InvalidInput):
+    code = "callback_host_not_allowed"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            "callback_url",
+            f"callback host {host!r} is neither loopback nor in jobs.callback_allow_hosts",
+        )
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id}")
+
+
+class DocumentNotFound(NotFound):
+    code = "document_not_found"
+
+    def __init__(self, doc_id: str) -> None:
+        self.doc_id = doc_id
+        super().__init__(f"no document {doc_id}")
+
+
+class FactNotFound(NotFound):
+    code = "fact_not_found"
+
+    def __init__(self, session_id: str, key: str) -> None:
+        self.session_id = session_id
+        self.key = key
+        super().__init__(f"no fact {key!r} in session {session_id}")
+
+
+class DiskFull(AivosError):
+    """The file system under the store is full (SQLITE_FULL / ENOSPC); nothing was written.
+    `path` is the data directory. Writes succeed again once space is freed."""
+
+    code = "disk_full"
+
+    def __init__(self, path: str, message: str = "no space left for the edge store") -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class FactLimitReached(Conflict):
+    """A session already holds the most facts allowed (`memory.max_facts_per_session`)."""
+
+    code = "fact_limit_reached"
+
+    def __init__(self, session_id: str, limit: int) -> None:
+        self.session_id = session_id
+        self.limit = limit
+        super().__init__(
+            f"session {session_id} already has {limit} facts (the limit); "
+            "delete one or update an existing key"
+        )

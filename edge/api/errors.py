@@ -1,4 +1,8 @@
-"""Every error leaves the API as `{"error": {"code", "message", "detail"?}}`; no stack traces."""
+"""Every error leaves the API as `{"error": {"code", "message", "detail"?}}`; no stack traces.
+
+Domain errors (`AivosError`) get their status from the shared table (`shared.http_status`)
+and carry their own `code`; `ApiError` is for conditions only HTTP knows (auth, rate
+limits, signatures, malformed bodies)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from aivos.edge.api.schemas import ErrorBody, ErrorDetail
-from aivos.shared.errors import AivosError, Conflict, DataError, NotFound, PolicyDenied, QuotaExceeded
+from aivos.shared.errors import AivosError
+from aivos.shared.http_status import http_status
 
 __all__ = ["ApiError", "exception_handlers", "error_response"]
 
@@ -71,19 +76,15 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return error_response(status, _CODES.get(status, "error"), message, None, headers)
 
 
+# a domain error the table does not list is a failure of something the agent depends on
+_UNLISTED_STATUS = 503
+
+
 def _domain_error(request: Request[Any, Any, Any], exc: AivosError) -> Response[ErrorBody]:
-    if isinstance(exc, QuotaExceeded):
-        return error_response(507, exc.code, str(exc))
-    if isinstance(exc, DataError):
-        return error_response(400, exc.code, str(exc))
-    if isinstance(exc, NotFound):
-        return error_response(404, exc.code, str(exc))
-    if isinstance(exc, Conflict):
-        return error_response(409, exc.code, str(exc))
-    if isinstance(exc, PolicyDenied):
-        return error_response(403, exc.code, str(exc))
-    log.warning("domain error on %s: %s", request.url.path, exc.code)
-    return error_response(503, exc.code, str(exc))
+    status = http_status(exc, _UNLISTED_STATUS)
+    if status == _UNLISTED_STATUS:
+        log.warning("domain error on %s: %s", request.url.path, exc.code)
+    return error_response(status, exc.code, str(exc))
 
 
 def _bad_encoding(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ErrorBody]:

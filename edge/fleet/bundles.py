@@ -4,9 +4,9 @@ verify it, canary it, swap it in, guard it, and roll it back if live health degr
     download (object store -> DATA_DIR/fleet/downloads/<version>.<id>, streamed to disk)
     verify   (Ed25519 signature over the manifest with a trusted key, every file's sha256)
     move     (-> DATA_DIR/bundles/<version>)
-    load     (IntentModel.load)
+    load     (FleetHost.load_model)
     canary   (the bundle's golden queries, accuracy >= canary_min_accuracy)
-    swap     (Agent.swap_model: atomic, in-flight batches finish on the old model)
+    swap     (FleetHost.swap_model: atomic, in-flight batches finish on the old model)
     pointer  (DATA_DIR/bundles/ACTIVE -> the new dir; previous kept for rollback)
     guard    (error / escalation rate vs the previous bundle's; breach -> swap back)
 
@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -33,20 +31,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from aivos.edge.fleet.canary import run_canary
 from aivos.edge.fleet.download import download_bundle
 from aivos.edge.fleet.guard import HealthGuard
-from aivos.edge.fleet.layout import ActivePointer, FleetPaths, atomic_write
+from aivos.edge.fleet.host import FleetHost
+from aivos.edge.fleet.installed import BundleFiles, FailedVersions, load_trusted_keys
+from aivos.edge.fleet.layout import ActivePointer, FleetPaths
 from aivos.edge.fleet.options import FleetOptions
 from aivos.edge.fleet.reports import Reporter
 from aivos.edge.fleet.status import FleetStatus
 from aivos.edge.intent.runtime import IntentModel
-from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.errors import AivosError, BundleError, BundleTampered, LinkDown, ModelNotFound
-from aivos.shared.fleet import load_public_key, verify_bundle_signature
+from aivos.shared.fleet import verify_bundle_signature
 from aivos.shared.natsconf.connect import backoff_delay
 
-if TYPE_CHECKING:
-    from aivos.edge.agent import Agent
-
-__all__ = ["BundleManager", "InstallTimings", "load_trusted_keys"]
+__all__ = ["BundleManager", "InstallTimings"]
 
 log = logging.getLogger(__name__)
 
@@ -66,50 +62,32 @@ class InstallTimings(msgspec.Struct):
     total_s: float = 0.0  # desired seen -> serving the new bundle
 
 
-class _Failed(msgspec.Struct):
-    status: str
-    message: str
-
-
-class _State(msgspec.Struct):
-    failed: dict[str, _Failed] = {}
-
-
 class _CanaryFailed(AivosError):
     code = "canary_failed"
-
-
-def load_trusted_keys(directory: Path) -> list[Ed25519PublicKey]:
-    """Every ``*.pub`` (PEM Ed25519) in `directory`; none -> BundleTampered (nothing is trusted)."""
-    keys = [load_public_key(p) for p in sorted(directory.glob("*.pub"))]
-    if not keys:
-        raise BundleTampered(str(directory), "no trusted bundle signing keys on this site")
-    return keys
 
 
 class BundleManager:
     def __init__(
         self,
-        agent: Agent,
+        host: FleetHost,
         status: FleetStatus,
         reporter: Reporter,
         paths: FleetPaths,
         options: FleetOptions,
     ) -> None:
-        self.agent = agent
+        self.host = host
         self.status = status
         self.reporter = reporter
         self.paths = paths
         self.options = options
-        self.guard = HealthGuard(agent.stats, options.guard)
+        self.guard = HealthGuard(host.stats, options.guard)
         self.last_install: InstallTimings | None = None
         self._desired: str | None = None
         self._desired_at = time.perf_counter()
         self._wake = asyncio.Event()
         self._attempt = 0
-        self._state = self._load_state()
-
-    # ----- desired state ---------------------------------------------------------------------
+        self.files = BundleFiles(paths)
+        self.failed = FailedVersions(paths.bundle_state)
 
     @property
     def desired(self) -> str | None:
@@ -138,19 +116,17 @@ class BundleManager:
             except Exception:
                 log.exception("bundle reconcile failed")
 
-    # ----- reconcile -------------------------------------------------------------------------
-
     async def _reconcile(self) -> None:
         desired = self._desired
-        if desired is None or desired == self.agent.model.version:
+        if desired is None or desired == self.host.model.version:
             if desired is not None and self.status.bundle_status != "ok":
                 self._set("ok", "")
             return
-        failed = self._state.failed.get(desired)
+        failed = self.failed.get(desired)
         if failed is not None:
             self._set(failed.status, failed.message)
             return
-        uplink = self.agent.uplink
+        uplink = self.host.uplink
         while not await uplink.wait_up(5.0):
             pass
         try:
@@ -175,37 +151,34 @@ class BundleManager:
         asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _install(self, version: str) -> None:
-        agent = self.agent
+        host = self.host
         t = InstallTimings(version=version)
         started = self._desired_at
         self._set("pending", "downloading")
-        await self.reporter.bundle(version, "pending", "downloading", agent.model.version)
+        await self.reporter.bundle(version, "pending", "downloading", host.model.version)
         keys = await asyncio.to_thread(load_trusted_keys, self.paths.trusted_keys)
-        final = await asyncio.to_thread(self._local_copy, version, keys)
+        final = await asyncio.to_thread(self.files.local_copy, version, keys)
         if final is None:
             final = await self._fetch(version, keys, t)
         else:
             log.info("bundle %s found on disk; not downloading it again", version)
         self._set("pending", "canary")
         t0 = time.perf_counter()
-        settings = agent.settings.model
         try:
-            model = await asyncio.to_thread(
-                IntentModel.load, final, settings.providers, settings.intra_op_threads or None
-            )
+            model = await asyncio.to_thread(host.load_model, final)
         except BundleError:
-            await asyncio.to_thread(self._discard, final)
+            await asyncio.to_thread(self.files.discard, final)
             raise
         t.load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         canary = await asyncio.to_thread(run_canary, model)
         t.canary_s = time.perf_counter() - t0
         if not canary.passed:
-            await asyncio.to_thread(self._discard, final)
+            await asyncio.to_thread(self.files.discard, final)
             raise _CanaryFailed(canary.reason)
         baseline = self.guard.baseline()
         t0 = time.perf_counter()
-        old = await agent.swap_model(model)
+        old = await host.swap_model(model)
         since = time.monotonic()
         t.swap_s = time.perf_counter() - t0
         t.total_s = time.perf_counter() - started
@@ -228,12 +201,12 @@ class BundleManager:
                 await self._rollback(old, version, final, verdict.reason)
                 return
             self._set("ok", "")
-        await asyncio.to_thread(self._prune, pointer)
+        await asyncio.to_thread(self.files.prune, pointer)
 
     async def _fetch(self, version: str, keys: list[Ed25519PublicKey], t: InstallTimings) -> Path:
-        nc = self.agent.uplink.nc
-        if nc is None or not self.agent.uplink.connected:
-            raise LinkDown(self.agent.settings.site_id)
+        nc = self.host.uplink.nc
+        if nc is None or not self.host.uplink.connected:
+            raise LinkDown(self.host.site_id)
         self.paths.downloads.mkdir(parents=True, exist_ok=True)
         staging = self.paths.downloads / f"{version}.{uuid.uuid4().hex[:8]}"
         staging.mkdir()
@@ -249,44 +222,20 @@ class BundleManager:
             if manifest.bundle_version != version:
                 raise BundleTampered(version, f"bundle says it is {manifest.bundle_version}")
             final = self.paths.bundle_dir(version)
-            await asyncio.to_thread(_move_into_place, staging, final)
+            await asyncio.to_thread(self.files.move_into_place, staging, final)
             t.verify_s = time.perf_counter() - t0
             return final
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
 
-    def _local_copy(self, version: str, keys: list[Ed25519PublicKey]) -> Path | None:
-        """A usable copy of `version` already on disk (e.g. the previous bundle)."""
-        candidate = self.paths.bundle_dir(version)
-        if candidate.is_dir():
-            try:
-                verify_bundle_signature(candidate, keys)
-                return candidate
-            except AivosError as exc:
-                log.warning(
-                    "local copy of bundle %s unusable (%s); fetching it again", version, exc
-                )
-                shutil.rmtree(candidate, ignore_errors=True)
-        pointer = self.paths.read_active()
-        if pointer is not None and pointer.previous:
-            previous = Path(pointer.previous)
-            try:  # it was live on this site before: its hashes are enough
-                if load_bundle_manifest(previous).bundle_version == version:
-                    return previous
-            except AivosError:
-                return None
-        return None
-
     async def _rollback(self, old: IntentModel, version: str, bad: Path, reason: str) -> None:
-        await self.agent.swap_model(old)
+        await self.host.swap_model(old)
         pointer = ActivePointer(str(old.bundle_dir), old.version, None)
         await asyncio.to_thread(self.paths.write_active, pointer)
-        await asyncio.to_thread(self._discard, bad)
+        await asyncio.to_thread(self.files.discard, bad)
         message = f"rolled back to {old.version}: {reason}"
         log.warning("bundle %s %s", version, message)
         await self._fail(version, "rolled_back", message)
-
-    # ----- status and files ------------------------------------------------------------------
 
     def _set(self, status: str, message: str) -> None:
         self.status.bundle_status = status
@@ -296,38 +245,5 @@ class BundleManager:
         log.warning("bundle %s: %s: %s", version, status, message)
         self._set(status, message)
         if permanent and status in _PERMANENT:
-            self._state.failed[version] = _Failed(status, message)
-            await asyncio.to_thread(
-                atomic_write, self.paths.bundle_state, msgspec.json.encode(self._state)
-            )
-        await self.reporter.bundle(version, status, message, self.agent.model.version)
-
-    def _load_state(self) -> _State:
-        try:
-            return msgspec.json.decode(self.paths.bundle_state.read_bytes(), type=_State)
-        except FileNotFoundError:
-            return _State()
-        except (msgspec.DecodeError, OSError) as exc:
-            log.warning("ignoring unreadable %s: %s", self.paths.bundle_state, exc)
-            return _State()
-
-    def _discard(self, path: Path) -> None:
-        """Remove a bundle dir we installed (never the configured bundle outside bundles/)."""
-        if path.parent.resolve() == self.paths.bundles.resolve():
-            active = self.paths.read_active()
-            if active is None or Path(active.path).resolve() != path.resolve():
-                shutil.rmtree(path, ignore_errors=True)
-
-    def _prune(self, pointer: ActivePointer) -> None:
-        """Keep the active and the previous bundle; remove older installed ones."""
-        keep = {Path(p).resolve() for p in (pointer.path, pointer.previous) if p}
-        for child in self.paths.bundles.iterdir():
-            if child.is_dir() and not child.name.startswith(".") and child.resolve() not in keep:
-                shutil.rmtree(child, ignore_errors=True)
-
-
-def _move_into_place(staging: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
+            await self.failed.remember(version, status, message)
+        await self.reporter.bundle(version, status, message, self.host.model.version)

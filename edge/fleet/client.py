@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aivos.edge.fleet.bundles import BundleManager
 from aivos.edge.fleet.config_apply import ResolvedConfig
 from aivos.edge.fleet.heartbeat import HeartbeatPublisher
+from aivos.edge.fleet.host import FleetHost
 from aivos.edge.fleet.layout import FleetPaths
 from aivos.edge.fleet.options import FleetOptions
 from aivos.edge.fleet.remote_config import RemoteConfig
 from aivos.edge.fleet.reports import Reporter
 from aivos.edge.fleet.status import FleetStatus
-
-if TYPE_CHECKING:
-    from aivos.edge.agent import Agent
 
 __all__ = ["EdgeFleetClient"]
 
@@ -31,12 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class EdgeFleetClient:
-    def __init__(self, agent: Agent, options: FleetOptions | None = None) -> None:
-        self.agent = agent
-        self.options = options or getattr(agent.settings, "fleet", None) or FleetOptions()
-        self.paths = FleetPaths(agent.settings.data_path, self.options.trusted_keys_dir)
+    def __init__(self, host: FleetHost, options: FleetOptions | None = None) -> None:
+        self.host = host
+        self.options = options or host.fleet_options
+        self.paths = FleetPaths(host.data_path, self.options.trusted_keys_dir)
         self.status = FleetStatus()
-        self.reporter = Reporter(agent)
+        self.reporter = Reporter(host)
         self._tasks: list[asyncio.Task[Any]] = []
         # Built in start(): they read the live agent (model, policies).
         self.heartbeats: HeartbeatPublisher
@@ -45,24 +43,24 @@ class EdgeFleetClient:
 
     async def start(self) -> None:
         """Start after `Agent.start` has loaded the model and store."""
-        agent, opts = self.agent, self.options
+        host, opts = self.host, self.options
         await asyncio.to_thread(self.paths.fleet.mkdir, parents=True, exist_ok=True)
         self.heartbeats = HeartbeatPublisher(
-            agent, self.status, opts.heartbeat_interval_s, opts.stats_window_s
+            host, self.status, opts.heartbeat_interval_s, opts.stats_window_s
         )
-        self.bundles = BundleManager(agent, self.status, self.reporter, self.paths, opts)
+        self.bundles = BundleManager(host, self.status, self.reporter, self.paths, opts)
         self.config = RemoteConfig(
-            agent, self.status, self.reporter, self.paths, self._on_config, retry_s=opts.retry_s
+            host, self.status, self.reporter, self.paths, self._on_config, retry_s=opts.retry_s
         )
         await self.config.apply_persisted()
-        agent.uplink.on_up(self._on_link_up)
+        host.uplink.on_up(self._on_link_up)
         self._tasks = [asyncio.create_task(self.bundles.run(), name="fleet-bundles")]
-        if agent.uplink.url:
+        if host.uplink.url:
             self._tasks += [
                 asyncio.create_task(self.heartbeats.run(), name="fleet-heartbeats"),
                 asyncio.create_task(self.config.run(), name="fleet-config"),
             ]
-        log.info("fleet client started for site %s", agent.settings.site_id)
+        log.info("fleet client started for site %s", host.site_id)
 
     async def stop(self) -> None:
         for task in self._tasks:

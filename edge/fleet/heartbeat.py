@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 import psutil
 
-from aivos.shared import __version__ as _aivos_version
+from aivos.edge.fleet.host import FleetHost
 from aivos.edge.fleet.status import FleetStatus
+from aivos.shared import __version__ as _aivos_version
 from aivos.shared.errors import ResidencyDenied
 from aivos.shared.fleet import Decisions, Heartbeat, now_ms
 from aivos.shared.residency import DataClass
 from aivos.shared.subjects import heartbeat_subject
-
-if TYPE_CHECKING:
-    from aivos.edge.agent import Agent
 
 __all__ = ["HeartbeatPublisher", "build_heartbeat"]
 
@@ -39,16 +36,16 @@ class _Sample(msgspec.Struct, frozen=True):
     disk_percent: float
 
 
-def _sample(agent: Agent) -> _Sample:
+def _sample(host: FleetHost) -> _Sample:
     """Blocking reads (psutil, SQLite): run in a worker thread."""
-    data = agent.settings.data_path
     try:
-        disk = psutil.disk_usage(str(data)).percent
+        disk = psutil.disk_usage(str(host.data_path)).percent
     except OSError:
         disk = 0.0
+    backlog = host.backlog()
     return _Sample(
-        outbox_depth=agent.store.outbox_depth(),
-        job_backlog=len(agent.store.list_jobs("waiting_for_uplink", limit=1_000_000)),
+        outbox_depth=backlog.outbox_depth,
+        job_backlog=backlog.job_backlog,
         cpu_percent=psutil.cpu_percent(interval=None),
         mem_percent=psutil.virtual_memory().percent,
         disk_percent=disk,
@@ -56,17 +53,17 @@ def _sample(agent: Agent) -> _Sample:
 
 
 async def build_heartbeat(
-    agent: Agent, status: FleetStatus, interval_s: float, stats_window_s: float
+    host: FleetHost, status: FleetStatus, interval_s: float, stats_window_s: float
 ) -> Heartbeat:
-    sample = await asyncio.to_thread(_sample, agent)
-    snap = agent.stats.snapshot(stats_window_s)
-    model = agent.model
+    sample = await asyncio.to_thread(_sample, host)
+    snap = host.stats.snapshot(stats_window_s)
+    model = host.model
     return Heartbeat(
-        site_id=agent.settings.site_id,
+        site_id=host.site_id,
         agent_version=_aivos_version,
         bundle_version=model.version,
         provider=model.provider,
-        link_state=agent.link_state,
+        link_state=host.uplink.state,
         outbox_depth=sample.outbox_depth,
         job_backlog=sample.job_backlog,
         request_rate=snap.rate_per_s,
@@ -94,18 +91,18 @@ async def build_heartbeat(
 class HeartbeatPublisher:
     def __init__(
         self,
-        agent: Agent,
+        host: FleetHost,
         status: FleetStatus,
         interval_s: float = 10.0,
         stats_window_s: float = 60.0,
     ) -> None:
-        self.agent = agent
+        self.host = host
         self.status = status
         self.stats_window_s = stats_window_s
         self._interval_s = interval_s
         self._changed = asyncio.Event()
-        self._subject = heartbeat_subject(agent.settings.site_id)
-        registry = agent.metrics.registry
+        self._subject = heartbeat_subject(host.site_id)
+        registry = host.metrics_registry
         self._m_sent = registry.counter("aivos_fleet_heartbeats_total", "Heartbeats by outcome.")
         psutil.cpu_percent(interval=None)  # prime: the first reading is meaningless
 
@@ -121,15 +118,15 @@ class HeartbeatPublisher:
 
     async def publish_once(self) -> bool:
         """Send one heartbeat now; False when skipped (link down) or denied by the policy."""
-        uplink = self.agent.uplink
+        uplink = self.host.uplink
         nc = uplink.nc
         if nc is None or not uplink.connected:
             self.status.heartbeats_skipped += 1
             self._m_sent.inc(outcome="skipped_link_down")
             return False
-        hb = await build_heartbeat(self.agent, self.status, self._interval_s, self.stats_window_s)
+        hb = await build_heartbeat(self.host, self.status, self._interval_s, self.stats_window_s)
         try:
-            decision = self.agent.gate.apply(DataClass.TELEMETRY, msgspec.to_builtins(hb))
+            decision = self.host.gate.apply(DataClass.TELEMETRY, msgspec.to_builtins(hb))
         except ResidencyDenied:
             self.status.heartbeats_denied += 1
             self._m_sent.inc(outcome="denied")

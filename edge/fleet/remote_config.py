@@ -2,13 +2,13 @@
 ``aivos_config`` (keys ``_defaults`` and ``<site>``), validate, apply without a restart.
 
 * effective config = `shared.fleet.merge_config(defaults, site)` (deep merge, site wins);
-* valid -> `Agent.apply_remote_config`, persisted to ``DATA_DIR/fleet/applied_config.json``
+* valid -> `FleetHost.apply_remote_config`, persisted to ``DATA_DIR/fleet/applied_config.json``
   (re-applied at the next start, even offline), `ConfigReport(applied)`;
 * invalid -> nothing changes, the last good config stays, `ConfigReport(rejected, error)`,
   and the error rides in every heartbeat until a valid config arrives.
 
-The watch runs on the uplink's connection; it is rebuilt after every reconnect (JetStream
-consumers may not survive a long outage) and retried while the bucket does not exist yet.
+The watch (`ConfigWatch`) runs on the uplink's connection; it is rebuilt after every
+reconnect and retried while the bucket does not exist yet.
 """
 
 from __future__ import annotations
@@ -18,21 +18,17 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-from nats.aio.client import Client as NATS
-from nats.js.kv import KV_DEL, KV_PURGE
+from typing import Any
 
 from aivos.edge.fleet.config_apply import ResolvedConfig, resolve_config
+from aivos.edge.fleet.config_watch import ConfigWatch
+from aivos.edge.fleet.host import FleetHost
 from aivos.edge.fleet.layout import FleetPaths, atomic_write
 from aivos.edge.fleet.reports import Reporter
 from aivos.edge.fleet.status import FleetStatus
 from aivos.shared.errors import AivosError
 from aivos.shared.fleet import DEFAULTS_KEY, decode_partial_config, merge_config
-from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, config_key
-
-if TYPE_CHECKING:
-    from aivos.edge.agent import Agent
+from aivos.shared.subjects import config_key
 
 __all__ = ["RemoteConfig"]
 
@@ -44,7 +40,7 @@ OnResolved = Callable[[ResolvedConfig], Awaitable[None]]
 class RemoteConfig:
     def __init__(
         self,
-        agent: Agent,
+        host: FleetHost,
         status: FleetStatus,
         reporter: Reporter,
         paths: FleetPaths,
@@ -52,22 +48,20 @@ class RemoteConfig:
         *,
         retry_s: float = 2.0,
     ) -> None:
-        self.agent = agent
+        self.host = host
         self.status = status
         self.reporter = reporter
         self.paths = paths
         self.on_resolved = on_resolved
         self.retry_s = retry_s
-        self.site_key = config_key(agent.settings.site_id)
+        self.site_key = config_key(host.site_id)
         # The site's own policies: what an absent remote `router`/`residency` means.
-        self.base_router = agent.policy
-        self.base_residency = agent.residency
+        self.base_router = host.policy
+        self.base_residency = host.residency
         self.applied: ResolvedConfig | None = None
-        self.watching = asyncio.Event()  # set while a watch is established (tests, bench)
-        self._kick = asyncio.Event()
+        self.watch = ConfigWatch(host.uplink, self.site_key, self.evaluate, retry_s=retry_s)
+        self.watching = self.watch.watching  # set while a watch is established (tests, bench)
         self._lock = asyncio.Lock()
-
-    # ----- persisted config ------------------------------------------------------------------
 
     async def apply_persisted(self) -> bool:
         """Re-apply the config applied before the last restart; True if one was applied."""
@@ -84,85 +78,12 @@ class RemoteConfig:
         async with self._lock:
             return await self._apply(merged, report=False)
 
-    # ----- watch -----------------------------------------------------------------------------
-
     def reconnected(self) -> None:
         """Uplink listener: rebuild the watch on the (re)connected link."""
-        self._kick.set()
+        self.watch.reconnected()
 
     async def run(self) -> None:
-        uplink = self.agent.uplink
-        while True:
-            while not await uplink.wait_up(5.0):
-                pass
-            nc = uplink.nc
-            assert nc is not None
-            self._kick.clear()
-            watch = asyncio.create_task(self._watch(nc))
-            kick = asyncio.create_task(self._kick.wait())
-            try:
-                done, _ = await asyncio.wait({watch, kick}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self.watching.clear()
-                for task in (watch, kick):
-                    task.cancel()
-                for task in (watch, kick):
-                    with contextlib.suppress(BaseException):
-                        await task
-            if watch in done and not watch.cancelled():
-                exc = watch.exception()
-                log.info(
-                    "config watch ended (%s); retrying in %.1fs",
-                    type(exc).__name__ if exc else "closed",
-                    self.retry_s,
-                )
-                await asyncio.sleep(self.retry_s)
-
-    async def _watch(self, nc: NATS) -> None:
-        js = nc.jetstream(domain=HUB_DOMAIN)
-        kv = await js.key_value(CONFIG_BUCKET)  # BucketNotFoundError until the cloud makes it
-        values: dict[str, bytes | None] = {DEFAULTS_KEY: None, self.site_key: None}
-        initial: set[str] = set()
-        updates: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        watchers = [await kv.watch(key) for key in values]
-        pumps = [
-            asyncio.create_task(self._pump(key, w, updates))
-            for key, w in zip(values, watchers, strict=True)
-        ]
-        self.watching.set()
-        try:
-            while True:
-                key, entry = await updates.get()
-                if isinstance(entry, BaseException):
-                    raise entry
-                if entry is None:
-                    initial.add(key)
-                else:
-                    deleted = entry.operation in (KV_DEL, KV_PURGE)
-                    values[key] = None if deleted else entry.value
-                    if entry.delta == 0:
-                        initial.add(key)
-                if len(initial) == len(values) and updates.empty():
-                    await self.evaluate(values[DEFAULTS_KEY], values[self.site_key])
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            for w in watchers:
-                with contextlib.suppress(Exception):
-                    await w.stop()
-
-    @staticmethod
-    async def _pump(key: str, watcher: Any, out: asyncio.Queue[tuple[str, Any]]) -> None:
-        try:
-            async for entry in watcher:
-                await out.put((key, entry))
-            await out.put((key, ConnectionError("watch stopped")))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await out.put((key, exc))
-
-    # ----- evaluation ------------------------------------------------------------------------
+        await self.watch.run()
 
     async def evaluate(self, defaults: bytes | None, site: bytes | None) -> bool:
         """Merge, validate and apply one pair of KV values; True when applied."""
@@ -180,17 +101,17 @@ class RemoteConfig:
             return await self._apply(merged, report=True)
 
     async def _apply(self, merged: dict[str, Any], *, report: bool) -> bool:
-        agent = self.agent
+        host = self.host
         version = _int(merged.get("version"))
         try:
             resolved = resolve_config(
                 merged,
-                labels=list(agent.model.labels),
-                oos_label=agent.model.manifest.oos_label,
+                labels=list(host.model.labels),
+                oos_label=host.model.manifest.oos_label,
                 base_router=self.base_router,
                 base_residency=self.base_residency,
             )
-            agent.apply_remote_config(resolved.router, resolved.residency)
+            host.apply_remote_config(resolved.router, resolved.residency)
         except (AivosError, ValueError, TypeError) as exc:
             if report:
                 await self._reject(version, str(exc))

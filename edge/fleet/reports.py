@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import msgspec
 
+from aivos.edge.fleet.host import FleetHost
 from aivos.shared.errors import ResidencyDenied
 from aivos.shared.fleet import (
     BundleReport,
@@ -17,9 +17,6 @@ from aivos.shared.fleet import (
 )
 from aivos.shared.residency import DataClass
 
-if TYPE_CHECKING:
-    from aivos.edge.agent import Agent
-
 __all__ = ["Reporter"]
 
 log = logging.getLogger(__name__)
@@ -29,9 +26,9 @@ class Reporter:
     """Best effort: a report lost while the link is down is covered by the next heartbeat,
     which carries the same state (applied config version and error, bundle status)."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.site = agent.settings.site_id
+    def __init__(self, host: FleetHost) -> None:
+        self.host = host
+        self.site = host.site_id
 
     async def config(self, version: int, status: str, error: str | None = None) -> None:
         report = ConfigReport(
@@ -63,11 +60,11 @@ class Reporter:
         await self._send(bundle_report_subject(self.site), report)
 
     async def _send(self, subject: str, report: msgspec.Struct) -> None:
-        uplink = self.agent.uplink
+        uplink = self.host.uplink
         if uplink.nc is None or not uplink.connected:
             return
         try:
-            decision = self.agent.gate.apply(DataClass.TELEMETRY, msgspec.to_builtins(report))
+            decision = self.host.gate.apply(DataClass.TELEMETRY, msgspec.to_builtins(report))
             await uplink.nc.publish(subject, msgspec.json.encode(decision.payload))
         except ResidencyDenied:
             return

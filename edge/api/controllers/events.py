@@ -1,11 +1,14 @@
 """`POST /v1/events/{source}`: inbound webhooks from site systems, HMAC-signed per source.
 
-No bearer token: the caller proves itself with `X-Aivos-Signature: sha256=<hex>` over
-``<X-Aivos-Timestamp>.<raw body>`` using the source's secret from the secrets file.
-Unsigned, stale, replayed or badly signed calls get 401 and an `auth_failure` audit row.
-The event name is ``<source>.<type>`` (`X-Aivos-Event` header or the body's `type`);
-every workflow whose `[trigger] events` lists it starts. `X-Aivos-Delivery` (optional)
-makes redeliveries start no second run.
+No bearer token: the caller proves itself with the `v1` signature scheme
+(`aivos.edge.workflows.signatures`): HMAC-SHA256 with the source's secret over
+``v1:<timestamp>:<delivery id>:<event>:<raw body>``, in the headers `X-Aivos-Delivery`,
+`X-Aivos-Event`, `X-Aivos-Timestamp` and `X-Aivos-Signature: v1=<hex>`.
+Every refusal (unknown source, missing/malformed/wrong signature, stale timestamp, replayed
+delivery) gets the same `401 bad_signature`, so sources cannot be enumerated; refusals are
+counted and rolled up in the audit log, never written one by one.
+The event name is ``<source>.<X-Aivos-Event>``; every workflow whose `[trigger] events`
+lists it starts.
 """
 
 from __future__ import annotations
@@ -33,14 +36,17 @@ class EventsController(Controller):
         self, source: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> Response[EventAccepted]:
         if not _SOURCE_RE.match(source):
-            raise ApiError(404, "unknown_source", "no such event source")
+            raise _refused()
         body = await request.body()
         try:
             accepted = await workflows.accept_event(source, body, request.headers)
         except EventRefused as exc:
-            raise ApiError(
-                401, "bad_signature", "the event is not correctly signed", {"reason": exc.reason}
-            ) from exc
+            raise _refused() from exc
         except StepFailed as exc:
             raise ApiError(400, "invalid_event", str(exc)) from exc
         return Response(accepted, status_code=202)
+
+
+def _refused() -> ApiError:
+    # one answer for every reason (the reason is in the metric and the rolled-up audit row)
+    return ApiError(401, "bad_signature", "the event is not correctly signed")

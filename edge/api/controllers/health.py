@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, MediaType, Response, get
 
 from aivos.edge.agent import Agent
+from aivos.edge.api.convert import ready_out
 from aivos.edge.api.schemas import HealthOut, ReadyOut
 
 __all__ = ["HealthController"]
@@ -17,7 +18,7 @@ class HealthController(Controller):
 
     @get("/readyz")
     async def readyz(self, agent: Agent) -> Response[ReadyOut]:
-        ready = await agent.readiness()
+        ready = ready_out(await agent.readiness())
         return Response(ready, status_code=200 if ready.ready else 503)
 
     @get("/metrics", media_type=MediaType.TEXT)

@@ -9,7 +9,9 @@ from litestar.response import ServerSentEvent
 
 from aivos.edge.agent import Agent
 from aivos.edge.api.auth import requires
+from aivos.edge.api.convert import infer_response
 from aivos.edge.api.schemas import InferRequest, InferResponse
+from aivos.edge.api.sse import sse_events
 
 __all__ = ["InferController"]
 
@@ -32,5 +34,5 @@ class InferController(Controller):
     ) -> InferResponse | ServerSentEvent:
         wants_sse = data.stream or "text/event-stream" in request.headers.get("accept", "")
         if wants_sse:
-            return _EventStream(agent.infer_events(data))
-        return await agent.infer(data)
+            return _EventStream(sse_events(agent.pipeline.events(data)))
+        return infer_response(await agent.pipeline.infer(data))

@@ -9,6 +9,7 @@ from litestar.params import Parameter
 
 from aivos.edge.agent import Agent
 from aivos.edge.api.auth import requires
+from aivos.edge.api.convert import document_out, search_out
 from aivos.edge.api.schemas import DocumentOut, KnowledgeIn, SearchOut
 
 __all__ = ["KnowledgeController"]
@@ -19,11 +20,11 @@ class KnowledgeController(Controller):
 
     @post("/", status_code=201, guards=[requires("operator")])
     async def add(self, data: KnowledgeIn, agent: Agent) -> DocumentOut:
-        return await agent.add_document(data)
+        return document_out(await agent.documents.add(data.source, data.text, data.title))
 
     @get("/", guards=[requires("client")])
     async def list_documents(self, agent: Agent) -> list[DocumentOut]:
-        return await agent.list_documents()
+        return [document_out(d) for d in await agent.documents.list()]
 
     @get("/search", guards=[requires("client")])
     async def search(
@@ -32,8 +33,8 @@ class KnowledgeController(Controller):
         q: Annotated[str, Parameter(min_length=1, max_length=4000)],
         k: Annotated[int, Parameter(ge=1, le=20)] = 3,
     ) -> SearchOut:
-        return await agent.search(q, k)
+        return search_out(await agent.documents.search(q, k))
 
     @delete("/{doc_id:str}", status_code=204, guards=[requires("operator")])
     async def remove(self, doc_id: str, agent: Agent) -> None:
-        await agent.delete_document(doc_id)
+        await agent.documents.delete(doc_id)

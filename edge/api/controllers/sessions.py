@@ -9,6 +9,7 @@ from litestar.params import Parameter
 
 from aivos.edge.agent import Agent
 from aivos.edge.api.auth import requires
+from aivos.edge.api.convert import fact_out, session_out
 from aivos.edge.api.schemas import FactIn, FactOut, SessionOut
 
 __all__ = ["SessionsController"]
@@ -23,26 +24,26 @@ class SessionsController(Controller):
 
     @get("/")
     async def get_session(self, session_id: SessionPath, agent: Agent) -> SessionOut:
-        return await agent.get_session(session_id)
+        return session_out(agent.sessions.get(session_id))
 
     @delete("/", status_code=204)
     async def forget(self, session_id: SessionPath, agent: Agent) -> None:
-        await agent.forget_session(session_id)
+        await agent.sessions.forget(session_id)
 
     @get("/facts")
     async def facts(self, session_id: SessionPath, agent: Agent) -> list[FactOut]:
-        return (await agent.get_session(session_id)).facts
+        return [fact_out(f) for f in agent.sessions.facts(session_id)]
 
     @put("/facts/{key:str}")
     async def put_fact(
         self, session_id: SessionPath, key: KeyPath, data: FactIn, agent: Agent
     ) -> FactOut:
-        return await agent.put_fact(session_id, key, data.value)
+        return fact_out(await agent.sessions.put_fact(session_id, key, data.value))
 
     @get("/facts/{key:str}")
     async def get_fact(self, session_id: SessionPath, key: KeyPath, agent: Agent) -> FactOut:
-        return await agent.get_fact(session_id, key)
+        return fact_out(agent.sessions.get_fact(session_id, key))
 
     @delete("/facts/{key:str}", status_code=204)
     async def delete_fact(self, session_id: SessionPath, key: KeyPath, agent: Agent) -> None:
-        await agent.delete_fact(session_id, key)
+        await agent.sessions.delete_fact(session_id, key)

@@ -1,0 +1,116 @@
+"""The one place a request is recorded: its audit row (and its session's turns) written
+durably before the caller is answered, then counted in the metrics and rolling stats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from aivos.edge.observability import AgentMetrics
+from aivos.edge.results import InferResult, Outcome, Query, Understood
+from aivos.edge.stats import RollingStats
+from aivos.edge.store import AuditRecord, Store
+from aivos.edge.uplink.sync import OutboxDrainer
+from aivos.shared.errors import QuotaExceeded
+from aivos.shared.residency import DataClass, ExitGate
+from aivos.shared.tracing import current_trace_id
+
+__all__ = ["Recorder"]
+
+
+async def _outcome(write: Awaitable[Any]) -> Any:
+    """The write's result, or the exception it raised (as gather(return_exceptions=True))."""
+    try:
+        return await write
+    except Exception as exc:
+        return exc
+
+
+class Recorder:
+    """`gate` is replaced by the agent when a remote config changes the residency policy."""
+
+    def __init__(
+        self,
+        store: Store,
+        drainer: OutboxDrainer,
+        gate: ExitGate,
+        metrics: AgentMetrics,
+        stats: RollingStats,
+        *,
+        site_id: str,
+        memory_turns: int,
+    ) -> None:
+        self.store = store
+        self.drainer = drainer
+        self.gate = gate
+        self.metrics = metrics
+        self.stats = stats
+        self._site = site_id
+        self._turns = memory_turns
+
+    async def record(self, u: Understood, query: Query, outcome: Outcome) -> InferResult:
+        """Durably audit the request (and its session's turns), then count it."""
+        latency_ms = (time.perf_counter() - u.started) * 1000
+        result = InferResult(
+            request_id=u.request_id,
+            intent=u.prediction.intent,
+            confidence=round(float(u.prediction.confidence), 4),
+            decision=u.route.decision,
+            answer=outcome.answer,
+            passages=u.passages,
+            model_version=u.model_version,
+            latency_ms=round(latency_ms, 3),
+            job_id=outcome.job_id,
+            answered_by=outcome.answered_by,
+            truncated=u.prediction.truncated,
+            run_id=outcome.run_id,
+        )
+        try:
+            await self._write(query, result, outcome)
+        except Exception:
+            self.stats.record_error()
+            raise
+        self.metrics.observe_request(result.decision, latency_ms / 1000)
+        self.stats.record(result.decision, latency_ms / 1000)
+        return result
+
+    async def _write(self, query: Query, result: InferResult, outcome: Outcome) -> None:
+        """The audit row and the turns are issued together so they land in one group commit."""
+        audit = AuditRecord(
+            id=result.request_id,
+            kind="decision",
+            intent=result.intent,
+            confidence=result.confidence,
+            decision=result.decision,
+            model_version=result.model_version,
+            latency_ms=result.latency_ms,
+            pii_counts=outcome.pii_counts,
+            trace_id=current_trace_id(),
+            detail={
+                "reason": outcome.reason,
+                "answered_by": result.answered_by,
+                "n_passages": len(result.passages),
+                "job_id": result.job_id,
+                "site": self._site,
+            },
+        )
+        writes: list[Awaitable[Any]] = [
+            self.store.append_audit(audit, sync=self.gate.allows(DataClass.AUDIT))
+        ]
+        if query.session_id and self._turns > 0:
+            writes.append(self.store.add_turn(query.session_id, "user", query.text))
+            writes.append(self.store.add_turn(query.session_id, "assistant", result.answer or ""))
+        # one write (no session) is awaited directly: gather() would wrap it in a task
+        results = (
+            [await _outcome(writes[0])]
+            if len(writes) == 1
+            else await asyncio.gather(*writes, return_exceptions=True)
+        )
+        for written in results:
+            if isinstance(written, BaseException):
+                if isinstance(written, QuotaExceeded):
+                    self.metrics.outbox_refused.inc()
+                raise written
+        self.drainer.wake()

@@ -1,0 +1,78 @@
+"""The live model and its knowledge index, and the work a batch worker does with them:
+classify a batch of queries, then retrieve passages for each with its embedding.
+
+(model, index) is held as one value: a batch worker reads both at once, so a model swap
+can never pair a query embedded by one model with an index embedded by another.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from aivos.edge.intent.runtime import IntentModel, Prediction
+from aivos.edge.knowledge.index import KnowledgeIndex
+from aivos.edge.results import Passage
+
+__all__ = ["Classified", "Serving"]
+
+
+class Classified(msgspec.Struct):
+    """One query through the batch worker: the model's prediction and the passages retrieved
+    with its embedding (retrieval runs in the worker thread, off the event loop)."""
+
+    prediction: Prediction
+    model_version: str
+    passages: list[Passage]
+    retrieval_ns: tuple[int, int]  # wall-clock start and end, for the edge.retrieval span
+
+
+class Serving:
+    def __init__(
+        self, model: IntentModel, index: KnowledgeIndex, *, top_k: int, min_score: float
+    ) -> None:
+        self._pair = (model, index)
+        self.top_k = top_k
+        self.min_score = min_score
+
+    @property
+    def model(self) -> IntentModel:
+        return self._pair[0]
+
+    @property
+    def index(self) -> KnowledgeIndex:
+        return self._pair[1]
+
+    def swap(self, model: IntentModel, index: KnowledgeIndex) -> None:
+        self._pair = (model, index)
+
+    def classify_batch(self, texts: list[str]) -> list[Classified]:
+        """Runs in a batch worker thread: classify, then retrieve for each query."""
+        model, index = self._pair  # one model and its index per batch, even mid-swap
+        k = self.top_k
+        out = []
+        for prediction in model.classify_batch(texts):
+            started = time.time_ns()
+            passages = self.retrieve(index, prediction.embedding, k)
+            out.append(Classified(prediction, model.version, passages, (started, time.time_ns())))
+        return out
+
+    def retrieve(self, index: KnowledgeIndex, vector: Any, k: int) -> list[Passage]:
+        # no len(index) check: it costs a SQLite count, and an empty index answers []
+        if k <= 0:
+            return []
+        found = index.search_vector(vector, k)
+        floor = self.min_score
+        return [
+            Passage(
+                text=p.text,
+                source=p.source,
+                score=round(float(p.score), 4),
+                doc_id=p.doc_id,
+                chunk_id=p.chunk_id,
+            )
+            for p in found
+            if p.score >= floor
+        ]
