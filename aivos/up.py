@@ -4,6 +4,12 @@ Starts, all on 127.0.0.1: a cloud hub (nats-server with JetStream), the site's l
 a generation worker, the cloud ingest, the fleet console (when installed) and the edge
 agent; builds the default model bundle first if it is missing. Prints `NAME: URL` lines,
 a client token and an operator token, and stops everything on Ctrl-C.
+
+Secure by default (docs/security.md): the hub requires TLS and a client certificate of
+the appliance's private CA (kept in the cloud data dir, ``D/pki``); the local site is
+enrolled like any branch (its kit in ``DATA_DIR/site-kit``, its leaf started from the
+kit's ``leaf.conf``; a later `aivos up` rotates it), and the worker, the ingest and the
+console each connect with their own certificate and least privilege.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import httpx
 from rich.console import Console
 
 from aivos.shared.cli_options import data_dir_option, port_option, site_option
-from aivos.shared.natsconf.render import HubConfig, LeafConfig
-from aivos.shared.natsconf.server import NatsServer, free_port
+from aivos.shared.natsconf.permissions import site_inbox_prefix
+from aivos.shared.natsconf.server import NatsServer, free_port, nats_server_binary
 from aivos.shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
 
 __all__ = ["up_cmd", "Appliance"]
@@ -50,7 +56,8 @@ class Appliance:
     cloud_dir: Path
     demo: bool = False
     hub: NatsServer | None = None
-    leaf: NatsServer | None = None
+    leaf_url: str | None = None  # the site's leaf node (started from its kit)
+    kit: Path | None = None  # the site's enrollment kit
     children: list[_Child] = field(default_factory=list)
     lines: dict[str, str] = field(default_factory=dict)
 
@@ -59,12 +66,15 @@ class Appliance:
     def _spawn(
         self, name: str, *args: str, env: dict[str, str] | None = None, module: str = "aivos"
     ) -> _Child:
+        return self._spawn_argv(name, [sys.executable, "-m", module, *args], env=env)
+
+    def _spawn_argv(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
         handle = log.open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            argv,
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -111,29 +121,62 @@ class Appliance:
         return bundle
 
     def start_nats(self) -> None:
-        nats_dir = self.data_dir / "nats"
-        hub_conf = HubConfig(
-            store_dir=str(nats_dir / "hub-js"), port=free_port(), leaf_port=free_port()
+        """The hub with TLS and per-identity users, then this site enrolled (or rotated,
+        when an earlier run enrolled it) and its leaf node run from the kit's leaf.conf."""
+        from aivos.cloud.fleet.enroll import retire_rotated, secure_hub_config
+
+        conf = secure_hub_config(
+            self.cloud_dir, port=free_port(), leaf_port=free_port(), monitor_port=free_port()
         )
-        self.hub = NatsServer(hub_conf, nats_dir).start()
-        leaf_conf = LeafConfig(
-            site=self.site,
-            hub_leaf_url=self.hub.leaf_url,
-            port=free_port(),
-            monitor_port=free_port(),
-        )
-        self.leaf = NatsServer(leaf_conf, nats_dir).start()
-        self.leaf.wait_leafnodes(1)
+        # start the hub before enrolling: enrollment reloads the hub named by its pid file
+        self.hub = NatsServer(conf, self.cloud_dir / "nats").start()
+        leaf_port = free_port()
+        self.kit, rotated = self._enroll(leaf_port)
+        self._spawn_argv("leaf", [str(nats_server_binary()), "-c", str(self.kit / "leaf.conf")])
+        self.leaf_url = f"nats://127.0.0.1:{leaf_port}"
+        self._wait("the site's leaf node", lambda: self.hub.leafnode_count() >= 1, 30)  # type: ignore[union-attr]
+        if rotated:
+            retire_rotated(self.cloud_dir, wait_s=10)
         self.lines["hub"] = self.hub.url
-        self.lines["leaf"] = self.leaf.url
+        self.lines["leaf"] = self.leaf_url
+
+    def _enroll(self, leaf_port: int) -> tuple[Path, bool]:
+        """Enroll the local site, or give it a new credential generation (the hub's ports
+        change from run to run, and a kit names them). Returns (kit, rotated)."""
+        from aivos.cloud.fleet.enroll import enroll_site, load_identities, rotate_site
+
+        out = self.data_dir / "site-kit"
+        ident = load_identities(self.cloud_dir).sites.get(self.site)
+        if ident is not None and ident.revoked:
+            raise click.ClickException(
+                f"site {self.site} is revoked; enroll it again with "
+                f"`aivos fleet enroll {self.site} --data-dir {self.cloud_dir} --out DIR`"
+            )
+        if ident is None or not ident.generations:
+            return enroll_site(self.cloud_dir, self.site, out, leaf_port=leaf_port), False
+        return rotate_site(self.cloud_dir, self.site, out, leaf_port=leaf_port), True
+
+    def _service_env(self, role: str) -> dict[str, str]:
+        from aivos.cloud.fleet.enroll import service_env
+
+        return service_env(self.cloud_dir, role)
 
     def start_cloud(self) -> None:
         assert self.hub is not None
-        self._spawn("worker", "cloud", "worker", "--nats", self.hub.url)
+        self._spawn(
+            "worker", "cloud", "worker", "--nats", self.hub.url, env=self._service_env("worker")
+        )
         cloud_dir = self.cloud_dir
         if _has_module("aivos.cloud.ingest.cli"):
             self._spawn(
-                "ingest", "cloud", "ingest", "--nats", self.hub.url, "--data-dir", str(cloud_dir)
+                "ingest",
+                "cloud",
+                "ingest",
+                "--nats",
+                self.hub.url,
+                "--data-dir",
+                str(cloud_dir),
+                env=self._service_env("ingest"),
             )
         if _has_module("aivos.cloud.console.app"):
             port = free_port()
@@ -147,6 +190,7 @@ class Appliance:
                 str(cloud_dir),
                 "--port",
                 str(port),
+                env=self._service_env("fleet"),
             )
             url = f"http://127.0.0.1:{port}"
             self._wait(
@@ -162,8 +206,11 @@ class Appliance:
         edge_dir.mkdir(parents=True, exist_ok=True)
         config = edge_dir / "config.toml"
         lines = [f'site_id = "{self.site}"', "[server]", "json_logs = true"]
-        if self.leaf is not None:
-            lines += ["[uplink]", f'nats_url = "{self.leaf.url}"']
+        if self.leaf_url is not None:
+            lines += ["[uplink]", f"nats_url = {json.dumps(self.leaf_url)}"]
+        if self.kit is not None:
+            keys = self.kit / "trusted_keys"
+            lines += ["[fleet]", f"trusted_keys_dir = {json.dumps(str(keys))}"]
         if self.demo:
             lines += self._start_demo_services()
         config.write_text("\n".join(lines) + "\n")
@@ -217,11 +264,12 @@ class Appliance:
         from aivos.edge.uplink.generation import generate
         from aivos.shared.messages import GenerateRequest
 
-        assert self.leaf is not None
-        leaf_url = self.leaf.url
+        assert self.leaf_url is not None
+        leaf_url = self.leaf_url
 
         async def probe() -> bool:
-            nc = await nats.connect(leaf_url)
+            # replies reach a site only in its own inbox (docs/security.md)
+            nc = await nats.connect(leaf_url, inbox_prefix=site_inbox_prefix(self.site))
             try:
                 req = GenerateRequest(
                     request_id="up-probe", site=self.site, prompt="hi", max_tokens=1
@@ -243,9 +291,8 @@ class Appliance:
                 child.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.proc.kill()
-        for server in (self.leaf, self.hub):
-            if server is not None:
-                server.stop()
+        if self.hub is not None:
+            self.hub.stop()
 
 
 def _has_module(name: str) -> bool:

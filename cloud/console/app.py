@@ -35,11 +35,14 @@ from aivos.cloud.console.auth import (
     identify,
     new_session,
 )
+from aivos.cloud.console.errors import http_error
+from aivos.cloud.console.headers import header_map, security_headers
 from aivos.cloud.console.queries import open_cloud_store
 from aivos.cloud.console.views import PagesController
 from aivos.cloud.fleet.registry import Registry
 from aivos.cloud.fleet.service import FleetService
 from aivos.cloud.fleet.tokens import verify_password
+from aivos.shared.errors import AivosError
 
 __all__ = ["ConsoleSettings", "create_app"]
 
@@ -121,24 +124,28 @@ class LoginController(Controller):
             return Redirect("/login?error=Your+form+expired%3B+try+again", status_code=303)
         username = data.get("username", "")
         throttle: LoginThrottle = request.app.state.login_throttle
-        if throttle.blocked(username):
+        address = request.client.host if request.client else ""
+        wait_s = throttle.retry_after(username, address)
+        if wait_s > 0:
             await asyncio.to_thread(
                 registry.record_action, username or "?", "login.throttled", "console"
             )
             return Redirect(
-                "/login?error=Too+many+failed+attempts%3B+try+again+later", status_code=303
+                "/login?error=Too+many+failed+attempts%3B+try+again+later",
+                status_code=303,
+                headers={"Retry-After": str(max(1, round(wait_s)))},
             )
         stored = await asyncio.to_thread(registry.operator_hash, username)
         ok = stored is not None and await asyncio.to_thread(
             verify_password, data.get("password", ""), stored
         )
         if not ok:
-            throttle.failed(username)
+            throttle.failed(username, address)
             await asyncio.to_thread(
                 registry.record_action, username or "?", "login.failed", "console"
             )
             return Redirect("/login?error=Wrong+username+or+password", status_code=303)
-        throttle.succeeded(username)
+        throttle.succeeded(username, address)
         token = await asyncio.to_thread(new_session, registry, username)
         await asyncio.to_thread(registry.record_action, username, "login", "console")
         target = data.get("next", "/")
@@ -188,12 +195,18 @@ def _html_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
         if exc.extra:
             body["extra"] = exc.extra
-        return Response(body, status_code=exc.status_code, headers=exc.headers)
+        headers = {**header_map(), **(exc.headers or {})}
+        return Response(body, status_code=exc.status_code, headers=headers)
     return Template(
         "error.html",
         context={"status": exc.status_code, "detail": exc.detail, "nav": ""},
         status_code=exc.status_code,
+        headers=header_map(),
     )
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: AivosError) -> Response[Any]:
+    return _html_error(request, http_error(exc))
 
 
 def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> Litestar:
@@ -249,8 +262,10 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
             NotAuthorizedException: _html_error,
             PermissionDeniedException: _html_error,
             HTTPException: _html_error,
+            AivosError: _domain_error,
         },
         openapi_config=None,
+        middleware=[security_headers],
     )
     app.state.registry = fleet.registry
     app.state.secure_cookies = settings.secure_cookies

@@ -19,7 +19,7 @@ from aivos.cloud.console.charts import line_chart
 from aivos.cloud.console.queries import AuditQuery, FleetQuery, overview, search_audit
 from aivos.cloud.fleet.registry import Registry
 from aivos.cloud.fleet.service import FleetService
-from aivos.shared.errors import AivosError, NotFound
+from aivos.shared.errors import AivosError
 
 __all__ = ["PagesController", "RegistryDep", "site_detail"]
 
@@ -44,10 +44,7 @@ def _ctx(request: Request[Any, Any, Any], nav: str, **extra: Any) -> dict[str, A
 
 async def site_detail(fleet: FleetService, site_id: str) -> dict[str, Any]:
     reg = fleet.registry
-    try:
-        site = await asyncio.to_thread(reg.site, site_id)
-    except NotFound as exc:
-        raise NotFoundException(str(exc)) from exc
+    site = await asyncio.to_thread(reg.site, site_id)
     history = await asyncio.to_thread(reg.history, site_id)
     reports = await asyncio.to_thread(reg.config_reports, site_id)
     bundles = await asyncio.to_thread(reg.bundle_events, site_id)
@@ -216,10 +213,7 @@ class PagesController(Controller):
     async def rollout_page(
         self, request: Request[Any, Any, Any], registry: RegistryDep, rollout_id: str
     ) -> Template:
-        try:
-            rollout = await asyncio.to_thread(registry.rollout, rollout_id)
-        except NotFound as exc:
-            raise NotFoundException(str(exc)) from exc
+        rollout = await asyncio.to_thread(registry.rollout, rollout_id)
         actions = await asyncio.to_thread(registry.actions, 50, rollout_id)
         return Template(
             "rollout.html",
@@ -246,7 +240,7 @@ class PagesController(Controller):
             return _back(url, error=str(exc))
         return _back(url, flash=f"{action}: rollout is now {rollout.state}")
 
-    @get("/audit")
+    @get("/audit", opt={"role": "admin"})
     async def audit_page(self, request: Request[Any, Any, Any], fleet: FleetService) -> Template:
         query = AuditQuery.from_params(request.query_params, max_limit=1000)
         store = request.app.state.cloud_store()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from aivos.cloud.fleet.config import ConfigStore, load_config_file
 from aivos.cloud.fleet.registry import SqliteRegistry
+from aivos.cloud.fleet.registry.operators import DEFAULT_TOKEN_TTL_S, ROLES
 from aivos.cloud.fleet.rollout import (
     abort_rollout,
     pause_rollout,
@@ -25,7 +27,7 @@ from aivos.cloud.fleet.rollout import (
     rollback_rollout,
     start_rollout,
 )
-from aivos.cloud.fleet.tokens import add_operator, create_operator_token
+from aivos.cloud.fleet.tokens import add_operator, hash_token, new_token
 from aivos.cloud.ingest.store import default_data_dir
 from aivos.shared.cli_options import (
     CLOUD_DATA_DIR_HELP,
@@ -214,15 +216,27 @@ def operator_group() -> None:
     """Console operators (username + password)."""
 
 
+_ROLE = click.Choice(ROLES)
+
+
 @operator_group.command("add")
 @click.argument("username")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option(
+    "--role",
+    type=_ROLE,
+    default=None,
+    help="viewer (reads), operator (also config and rollouts) or admin (also the audit) "
+    "[default: admin for a new operator, unchanged for a known one].",
+)
 @_DATA_DIR
-def _operator_add(username: str, password: str, data_dir: Path | None) -> None:
+def _operator_add(username: str, password: str, role: str | None, data_dir: Path | None) -> None:
     """Create or update an operator."""
     reg = _registry(data_dir)
     try:
         add_operator(reg, username, password)
+        if role is not None:
+            reg.put_operator(username, reg.operator_hash(username) or "", role)
     finally:
         reg.close()
     _out.print(f"operator {username} saved")
@@ -235,11 +249,42 @@ def operator_token_group() -> None:
 
 @operator_token_group.command("create")
 @click.option("--name", default="operator", show_default=True)
+@click.option("--role", type=_ROLE, default="admin", show_default=True)
+@click.option(
+    "--expires-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TOKEN_TTL_S / 86400,
+    show_default=True,
+    help="Days until the token stops working.",
+)
 @_DATA_DIR
-def _token_create(name: str, data_dir: Path | None) -> None:
+def _token_create(name: str, role: str, expires_days: float, data_dir: Path | None) -> None:
     """Create a token; it is printed once, alone on the last line."""
-    token = create_operator_token(data_dir or default_data_dir(), name)
+    token = new_token()
+    reg = _registry(data_dir)
+    try:
+        reg.add_token(hash_token(token), name, role, time.time() + expires_days * 86400)
+        reg.record_action("cli", "operator_token.create", name)
+    finally:
+        reg.close()
     click.echo(token)
+
+
+@operator_token_group.command("revoke")
+@click.argument("name")
+@_DATA_DIR
+def _token_revoke(name: str, data_dir: Path | None) -> None:
+    """Revoke every token created with --name NAME; the console refuses them at once."""
+    reg = _registry(data_dir)
+    try:
+        count = reg.revoke_tokens(name)
+        if count:
+            reg.record_action("cli", "operator_token.revoke", name)
+    finally:
+        reg.close()
+    if not count:
+        raise click.ClickException(f"no live operator token named {name!r}")
+    click.echo(f"revoked {count} token(s) named {name}")
 
 
 # ----- rollouts ------------------------------------------------------------------------------

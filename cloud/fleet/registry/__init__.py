@@ -78,6 +78,8 @@ class SqliteRegistry(Closing):
         self._wconn = open_writer(path, synchronous="NORMAL", foreign_keys=False, mode=None)
         try:
             self._wconn.executescript(_SCHEMA)
+            with immediate(self._wconn) as conn:
+                _operators.migrate(conn)
             self._rconn = open_reader(path)
         except BaseException:
             self._wconn.close()
@@ -235,25 +237,36 @@ class SqliteRegistry(Closing):
 
     # -- operators, tokens, sessions -------------------------------------------------------
 
-    def put_operator(self, username: str, password_hash: str) -> None:
+    def put_operator(self, username: str, password_hash: str, role: str | None = None) -> None:
         with self._tx() as conn:
-            _operators.put_operator(conn, username, password_hash)
+            _operators.put_operator(conn, username, password_hash, role)
 
     def operator_hash(self, username: str) -> str | None:
         return self._read(lambda c: _operators.operator_hash(c, username))
 
-    def add_token(self, token_hash: str, name: str) -> None:
+    def add_token(
+        self, token_hash: str, name: str, role: str = "admin", expires_at: float | None = None
+    ) -> None:
+        """Store an API token's hash (default expiry `operators.DEFAULT_TOKEN_TTL_S`)."""
         with self._tx() as conn:
-            _operators.add_token(conn, token_hash, name)
+            _operators.add_token(conn, token_hash, name, role, expires_at)
 
     def token_name(self, token_hash: str) -> str | None:
         return self._read(lambda c: _operators.token_name(c, token_hash))
+
+    def token_info(self, token_hash: str) -> tuple[str, str] | None:
+        """(name, role) of a token that is neither expired nor revoked."""
+        return self._read(lambda c: _operators.token_info(c, token_hash))
+
+    def revoke_tokens(self, name: str) -> int:
+        with self._tx() as conn:
+            return _operators.revoke_tokens(conn, name)
 
     def add_session(self, token_hash: str, username: str, csrf: str, expires_at: float) -> None:
         with self._tx() as conn:
             _operators.add_session(conn, token_hash, username, csrf, expires_at)
 
-    def session(self, token_hash: str) -> tuple[str, str] | None:
+    def session(self, token_hash: str) -> tuple[str, str, str] | None:
         return self._read(lambda c: _operators.session(c, token_hash))
 
     def drop_session(self, token_hash: str) -> None:

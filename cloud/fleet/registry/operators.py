@@ -1,28 +1,46 @@
-"""Tables ``operators`` (console logins: password hashes), ``operator_tokens`` (API tokens:
-sha256 hashes, never the token) and ``sessions`` (console sessions with their CSRF token)."""
+"""Tables ``operators`` (console logins: password hashes and roles), ``operator_tokens``
+(API tokens: sha256 hashes, never the token, with role, expiry and revocation) and
+``sessions`` (console sessions with their CSRF token).
+
+Roles, weakest first: ``viewer`` (reads), ``operator`` (also changes the fleet: config,
+rollouts), ``admin`` (also reads the cloud audit records). Rows written before roles
+existed are ``admin``: they had full access then (`migrate` adds the columns).
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 
+from aivos.shared.errors import ConfigError
+
 __all__ = [
     "SCHEMA",
+    "ROLES",
+    "DEFAULT_TOKEN_TTL_S",
     "add_session",
     "add_token",
     "drop_session",
+    "migrate",
     "operator_hash",
     "put_operator",
+    "revoke_tokens",
     "session",
+    "token_info",
     "token_name",
 ]
 
+ROLES = ("viewer", "operator", "admin")
+DEFAULT_TOKEN_TTL_S = 90 * 24 * 3600.0
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS operators (
-    username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at REAL NOT NULL
+    username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'admin'
 );
 CREATE TABLE IF NOT EXISTS operator_tokens (
-    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL
+    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'admin', expires_at REAL, revoked_at REAL
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, csrf TEXT NOT NULL,
@@ -31,12 +49,46 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
-def put_operator(conn: sqlite3.Connection, username: str, password_hash: str) -> None:
-    """Add an operator, or set a known operator's password hash."""
+_ADDED_COLUMNS = {
+    "operators": ("role TEXT NOT NULL DEFAULT 'admin'",),
+    "operator_tokens": (
+        "role TEXT NOT NULL DEFAULT 'admin'",
+        "expires_at REAL",
+        "revoked_at REAL",
+    ),
+}
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Migration ``operator_roles_expiry``: add the role, expiry and revocation columns to
+    tables created before them (idempotent). Returns the columns added."""
+    added = []
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            name = column.split()[0]
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                added.append(f"{table}.{name}")
+    return added
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ConfigError("role", f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    return role
+
+
+def put_operator(
+    conn: sqlite3.Connection, username: str, password_hash: str, role: str | None = None
+) -> None:
+    """Add an operator (role `role`, default admin), or set a known operator's password
+    hash (and its role, when `role` is given)."""
     conn.execute(
-        "INSERT INTO operators(username, password_hash, created_at) VALUES (?, ?, ?) "
-        "ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash",
-        (username, password_hash, time.time()),
+        "INSERT INTO operators(username, password_hash, created_at, role) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, "
+        "role = CASE WHEN ? IS NULL THEN operators.role ELSE excluded.role END",
+        (username, password_hash, time.time(), _check_role(role or "admin"), role),
     )
 
 
@@ -47,18 +99,45 @@ def operator_hash(conn: sqlite3.Connection, username: str) -> str | None:
     return None if row is None else str(row["password_hash"])
 
 
-def add_token(conn: sqlite3.Connection, token_hash: str, name: str) -> None:
+def add_token(
+    conn: sqlite3.Connection,
+    token_hash: str,
+    name: str,
+    role: str = "admin",
+    expires_at: float | None = None,
+) -> None:
+    """Store a token hash; `expires_at` None means `DEFAULT_TOKEN_TTL_S` from now."""
+    now = time.time()
     conn.execute(
-        "INSERT INTO operator_tokens(token_hash, name, created_at) VALUES (?, ?, ?)",
-        (token_hash, name, time.time()),
+        "INSERT INTO operator_tokens(token_hash, name, created_at, role, expires_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (token_hash, name, now, _check_role(role), expires_at or now + DEFAULT_TOKEN_TTL_S),
     )
 
 
-def token_name(conn: sqlite3.Connection, token_hash: str) -> str | None:
+def token_info(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str] | None:
+    """(name, role) of a token that is neither expired nor revoked."""
     row = conn.execute(
-        "SELECT name FROM operator_tokens WHERE token_hash = ?", (token_hash,)
+        "SELECT name, role FROM operator_tokens WHERE token_hash = ? AND revoked_at IS NULL "
+        "AND (expires_at IS NULL OR expires_at > ?)",
+        (token_hash, time.time()),
     ).fetchone()
-    return None if row is None else str(row["name"])
+    return None if row is None else (str(row["name"]), str(row["role"]))
+
+
+def token_name(conn: sqlite3.Connection, token_hash: str) -> str | None:
+    """The name of a valid (unexpired, unrevoked) token."""
+    info = token_info(conn, token_hash)
+    return None if info is None else info[0]
+
+
+def revoke_tokens(conn: sqlite3.Connection, name: str) -> int:
+    """Revoke every live token called `name`; returns how many."""
+    cur = conn.execute(
+        "UPDATE operator_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+        (time.time(), name),
+    )
+    return int(cur.rowcount)
 
 
 def add_session(
@@ -72,13 +151,16 @@ def add_session(
     )
 
 
-def session(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str] | None:
-    """(username, csrf) of an unexpired session."""
+def session(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str, str] | None:
+    """(username, csrf, role) of an unexpired session of a known operator (the role is
+    read at every request, so a changed role applies at once)."""
     row = conn.execute(
-        "SELECT username, csrf FROM sessions WHERE token_hash = ? AND expires_at > ?",
+        "SELECT s.username, s.csrf, o.role FROM sessions s "
+        "JOIN operators o ON o.username = s.username "
+        "WHERE s.token_hash = ? AND s.expires_at > ?",
         (token_hash, time.time()),
     ).fetchone()
-    return None if row is None else (row["username"], row["csrf"])
+    return None if row is None else (row["username"], row["csrf"], row["role"])
 
 
 def drop_session(conn: sqlite3.Connection, token_hash: str) -> None:
