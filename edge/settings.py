@@ -26,6 +26,8 @@ __all__ = [
     "OutboxSettings",
     "JobSettings",
     "UplinkSettings",
+    "StoreSettings",
+    "RetentionSettings",
     "load_edge_settings",
 ]
 
@@ -75,6 +77,7 @@ class KnowledgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
 class MemorySettings(_Section, frozen=True, forbid_unknown_fields=True):
     turns: Annotated[int, Meta(ge=0, le=200)] = 10
     retention_days: Annotated[float, Meta(gt=0)] = 30.0
+    max_facts_per_session: Annotated[int, Meta(ge=1, le=100_000)] = 200
 
 
 class OutboxSettings(_Section, frozen=True, forbid_unknown_fields=True):
@@ -99,6 +102,20 @@ class TracingSettings(_Section, frozen=True, forbid_unknown_fields=True):
     otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces; None = no export
 
 
+class StoreSettings(_Section, frozen=True, forbid_unknown_fields=True):
+    # /readyz reports the store not writable below this much free space on its file system
+    min_free_mb: Annotated[float, Meta(ge=0)] = 64.0
+
+
+class RetentionSettings(_Section, frozen=True, forbid_unknown_fields=True):
+    """What the periodic retention task deletes (memory uses `memory.retention_days`)."""
+
+    interval_s: Annotated[float, Meta(gt=0)] = 3600.0
+    outbox_sent_days: Annotated[float, Meta(gt=0)] = 7.0  # records already synced
+    jobs_days: Annotated[float, Meta(gt=0)] = 30.0  # jobs done, failed or cancelled
+    runs_days: Annotated[float, Meta(gt=0)] = 90.0  # finished workflow runs and their steps
+
+
 class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "./var/edge"
     site_id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "site-1"
@@ -118,6 +135,8 @@ class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     workflows: WorkflowSettings = WorkflowSettings()
     fleet: FleetOptions = FleetOptions()
     tracing: TracingSettings = TracingSettings()
+    store: StoreSettings = StoreSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def data_path(self) -> Path:

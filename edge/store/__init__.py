@@ -17,7 +17,8 @@ Writes: `async`, durable when they return (each runs in the next group transacti
     update_job(job_id, *, state=None, result=..., error=..., attempts_delta=0) -> Job
     claim_job(*, states=("queued", "waiting_for_uplink"), kind=None) -> Job | None
     add_turn(session_id, role, text, *, sync=None) -> Turn      (keeps the last N turns)
-    put_fact(session_id, key, value, *, sync=None) -> Fact
+    put_fact(session_id, key, value, *, sync=None) -> Fact     (FactLimitReached past
+                                                    `max_facts_per_session` keys)
     delete_fact(session_id, key) -> bool
     delete_session(session_id) -> int
     purge_memory(days=None) -> int                              (retention; default setting)
@@ -26,8 +27,16 @@ Writes: `async`, durable when they return (each runs in the next group transacti
     create_token(scope, name=None) -> (name, token);  revoke_token(name) -> None
     transact(fn) -> T       run fn(conn) in a writer transaction (compose the table modules'
                             functions atomically, e.g. an audit row + a job)
-    check_writable() -> bool   a trivial write through the writer (for /readyz)
+    check_writable() -> bool   a real row write through the writer plus a free-space check
+                               (at least `min_free_bytes` left); for /readyz
+    purge_jobs(before_iso) -> int;  purge_sent(before_iso) -> int  (retention)
+    claim_delivery(source, delivery_id, expires_at) -> bool   webhook replay cache (False:
+                               seen and not expired);  release_delivery(...);  purge_deliveries()
+    free_bytes() -> int        free space on the data directory's file system
     *_sync variants for the CLI: create_token_sync, revoke_token_sync, transact_sync.
+
+A full disk (SQLITE_FULL / ENOSPC) fails a write with `DiskFull` and writes nothing of it;
+writes succeed again by themselves once space is freed.
 
 Reads: synchronous and short (index lookups); fine on the event loop, except `verify_audit`
 and `integrity_check`, which scan the file — call those via a thread:
@@ -44,16 +53,21 @@ and `integrity_check`, which scan the file — call those via a thread:
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aivos.edge.store import audit as _audit
+from aivos.edge.store import deliveries as _deliveries
 from aivos.edge.store import jobs as _jobs
 from aivos.edge.store import memory as _memory
 from aivos.edge.store import migrations as _migrations
 from aivos.edge.store import tokens as _tokens
+from aivos.edge.store._codec import iso_ago
 from aivos.edge.store.audit import AuditRecord, AuditRow, VerifyResult
 from aivos.edge.store.db import Readers, db_path, open_writer
 from aivos.edge.store.jobs import Job
@@ -61,7 +75,7 @@ from aivos.edge.store.memory import Fact, Turn
 from aivos.edge.store.outbox import Outbox, OutboxRecord
 from aivos.edge.store.tokens import TokenInfo, TokenStore
 from aivos.edge.store.writer import Writer, WriterStats
-from aivos.shared.errors import StoreClosed
+from aivos.shared.errors import AivosError
 from aivos.shared.sqlite import Closing
 
 __all__ = [
@@ -92,14 +106,18 @@ class Store(Closing):
         memory_turns_keep: int,
         sync_memory: bool,
         token_recheck_s: float = 1.0,
+        max_facts_per_session: int | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.data_dir = data_dir
         self.path = db_path(data_dir)
         self.memory_retention_days = memory_retention_days
         self.memory_turns_keep = memory_turns_keep
         self.sync_memory = sync_memory
+        self.max_facts_per_session = max_facts_per_session
+        self.min_free_bytes = min_free_bytes
         self._writer_conn = writer_conn
-        self.writer = Writer(writer_conn)
+        self.writer = Writer(writer_conn, path=str(data_dir))
         self.readers = Readers(self.path)
         self.outbox = Outbox(outbox_quota)
         self.tokens = TokenStore(self.readers.get, recheck_s=token_recheck_s)
@@ -114,6 +132,8 @@ class Store(Closing):
         memory_turns_keep: int = 20,
         sync_memory: bool = False,
         token_recheck_s: float = 1.0,
+        max_facts_per_session: int | None = None,
+        min_free_bytes: int = 0,
     ) -> Store:
         """Open (creating if needed) `data_dir/aivos.db`, apply migrations, start the writer.
 
@@ -122,6 +142,8 @@ class Store(Closing):
         `memory_turns_keep`: short-term turns kept per session.
         `sync_memory`: whether memory writes enqueue outbox records (data class "memory").
         `token_recheck_s`: how long a cached token is trusted before its row is re-read.
+        `max_facts_per_session`: most fact keys per session (None = unbounded).
+        `min_free_bytes`: free space below which `check_writable()` reports not writable.
         """
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +161,8 @@ class Store(Closing):
             memory_turns_keep=memory_turns_keep,
             sync_memory=sync_memory,
             token_recheck_s=token_recheck_s,
+            max_facts_per_session=max_facts_per_session,
+            min_free_bytes=min_free_bytes,
         )
 
     def close(self) -> None:
@@ -157,10 +181,24 @@ class Store(Closing):
     def transact_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self.writer.submit_sync(fn)
 
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.data_dir).free
+
     async def check_writable(self) -> bool:
+        """A real write (a fresh row value, committed with fsync) and enough free space."""
+        nonce = os.urandom(16)
+
+        def probe(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT OR REPLACE INTO store_probe(one, at, nonce) VALUES (1, ?, ?)",
+                (iso_ago(0), nonce),
+            )
+
         try:
-            await self.writer.submit(lambda c: c.execute("UPDATE outbox_meta SET one = one"))
-        except (sqlite3.Error, OSError, StoreClosed):
+            if self.free_bytes() < self.min_free_bytes:
+                return False
+            await self.writer.submit(probe)
+        except (sqlite3.Error, OSError, AivosError):
             return False
         return True
 
@@ -220,6 +258,19 @@ class Store(Closing):
     async def purge_sent(self, before: str) -> int:
         return await self.writer.submit(lambda c: Outbox.purge_sent(c, before))
 
+    async def claim_delivery(self, source: str, delivery_id: str, expires_at: float) -> bool:
+        now = time.time()
+        return await self.writer.submit(
+            lambda c: _deliveries.claim(c, source, delivery_id, expires_at=expires_at, now=now)
+        )
+
+    async def release_delivery(self, source: str, delivery_id: str) -> None:
+        await self.writer.submit(lambda c: _deliveries.release(c, source, delivery_id))
+
+    async def purge_deliveries(self) -> int:
+        now = time.time()
+        return await self.writer.submit(lambda c: _deliveries.purge_expired(c, now))
+
     def outbox_pending(self, limit: int = 500, after_seq: int = 0) -> list[OutboxRecord]:
         return Outbox.pending(self._r(), limit, after_seq)
 
@@ -267,6 +318,9 @@ class Store(Closing):
     ) -> Job | None:
         return await self.writer.submit(lambda c: _jobs.claim(c, states=states, kind=kind))
 
+    async def purge_jobs(self, before: str) -> int:
+        return await self.writer.submit(lambda c: _jobs.purge_finished(c, before))
+
     def get_job(self, job_id: str) -> Job:
         return _jobs.get(self._r(), job_id)
 
@@ -296,7 +350,7 @@ class Store(Closing):
         do_sync = self._sync_mem(sync)
 
         def op(c: sqlite3.Connection) -> Fact:
-            fact = _memory.put_fact(c, session_id, key, value)
+            fact = _memory.put_fact(c, session_id, key, value, max_facts=self.max_facts_per_session)
             if do_sync:
                 self.outbox.enqueue(c, "memory", {"type": "fact", **_as_dict(fact)}, subject="fact")
             return fact

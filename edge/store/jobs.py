@@ -22,6 +22,7 @@ __all__ = [
     "get",
     "update",
     "list_by_state",
+    "purge_finished",
     "claim",
 ]
 
@@ -141,3 +142,12 @@ def claim(
     if row is None:
         return None
     return update(conn, row["id"], state="running", attempts_delta=1)
+
+
+def purge_finished(conn: sqlite3.Connection, before: str) -> int:
+    """Delete jobs in a final state last updated before the ISO timestamp `before`."""
+    marks = ", ".join("?" * len(TERMINAL_STATES))
+    cur = conn.execute(
+        f"DELETE FROM jobs WHERE state IN ({marks}) AND updated_at < ?", (*TERMINAL_STATES, before)
+    )
+    return cur.rowcount

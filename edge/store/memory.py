@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from aivos.edge.store._codec import canonical_json, iso_ago, now_iso
+from aivos.shared.errors import FactLimitReached
 from aivos.shared.sqlite import decode_row, decode_rows
 
 __all__ = [
@@ -68,7 +69,17 @@ def turns(conn: sqlite3.Connection, session_id: str, limit: int = 100) -> list[T
     return decode_rows(reversed(rows), Turn)
 
 
-def put_fact(conn: sqlite3.Connection, session_id: str, key: str, value: Any) -> Fact:
+def put_fact(
+    conn: sqlite3.Connection, session_id: str, key: str, value: Any, *, max_facts: int | None = None
+) -> Fact:
+    """Set a fact; a new key in a session already holding `max_facts` raises FactLimitReached
+    (updating an existing key is always allowed)."""
+    if max_facts is not None and get_fact(conn, session_id, key) is None:
+        row = conn.execute(
+            "SELECT count(*) AS n FROM memory_facts WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if int(row["n"]) >= max_facts:
+            raise FactLimitReached(session_id, max_facts)
     ts = now_iso()
     conn.execute(
         "INSERT INTO memory_facts(session_id, key, value, updated_at) VALUES (?, ?, ?, ?) "

@@ -151,6 +151,29 @@ def _m0006_workflows(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m0007_webhook_deliveries(db: sqlite_utils.Database) -> None:
+    """Replay cache of signed webhooks: a delivery id is accepted once until it expires
+    (its timestamp plus the tolerance window); survives restarts."""
+    db.execute(
+        """CREATE TABLE webhook_deliveries (
+            source TEXT NOT NULL, delivery_id TEXT NOT NULL, expires_at REAL NOT NULL,
+            PRIMARY KEY (source, delivery_id))"""
+    )
+    db.execute("CREATE INDEX idx_webhook_deliveries_expiry ON webhook_deliveries(expires_at)")
+
+
+def _m0008_store_probe(db: sqlite_utils.Database) -> None:
+    """One row rewritten by the readiness probe (a real write, not a no-op UPDATE)."""
+    db.execute("CREATE TABLE store_probe (one INTEGER PRIMARY KEY, at TEXT, nonce BLOB)")
+
+
+def _m0009_retention_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes the retention task deletes by."""
+    db.execute("CREATE INDEX idx_outbox_sent ON outbox(sent_at) WHERE sent_at IS NOT NULL")
+    db.execute("CREATE INDEX idx_jobs_updated ON jobs(updated_at)")
+    db.execute("CREATE INDEX idx_workflow_runs_finished ON workflow_runs(finished_at)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_audit", _m0001_audit),
     ("0002_outbox", _m0002_outbox),
@@ -158,6 +181,9 @@ MIGRATIONS: list[Migration] = [
     ("0004_memory", _m0004_memory),
     ("0005_tokens", _m0005_tokens),
     ("0006_workflows", _m0006_workflows),
+    ("0007_webhook_deliveries", _m0007_webhook_deliveries),
+    ("0008_store_probe", _m0008_store_probe),
+    ("0009_retention_indexes", _m0009_retention_indexes),
 ]
 
 

@@ -8,6 +8,10 @@ function that raises is rolled back to its savepoint and its exception goes to i
 alone; the others in the batch still commit. So N concurrent durable writes cost one fsync,
 not N, and the audit write does not serialise the request path.
 
+A full file system (`SQLITE_FULL`, or an `OSError` with `ENOSPC`) reaches the callers as
+`DiskFull`, whether one function hit it or the COMMIT did: SQLite rolls the transaction back,
+so nothing of the batch is written, and the next batch simply tries again once space is back.
+
 Rules for submitted functions: use plain `conn.execute`; never COMMIT, ROLLBACK or BEGIN;
 keep them short (they hold the batch). Results are returned only after the commit, so a
 returned value always describes committed data.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import queue
 import sqlite3
@@ -24,9 +29,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aivos.shared.errors import StoreClosed
+from aivos.shared.errors import DiskFull, StoreClosed
 
-__all__ = ["Writer", "WriterStats"]
+__all__ = ["Writer", "WriterStats", "as_disk_full"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,21 @@ T = TypeVar("T")
 WriteFn = Callable[[sqlite3.Connection], T]
 
 _STOP = object()
+_SQLITE_FULL = 13
+
+
+def as_disk_full(exc: BaseException, path: str) -> DiskFull | None:
+    """`DiskFull` (chained to `exc`) when `exc` says the disk is full, else None."""
+    full = False
+    if isinstance(exc, sqlite3.Error):
+        full = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL
+    elif isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full:
+        return None
+    err = DiskFull(path)
+    err.__cause__ = exc
+    return err
 
 
 class _Op:
@@ -74,13 +94,20 @@ class WriterStats:
         self.ops = 0
         self.failed_ops = 0
         self.max_batch = 0
+        self.disk_full = 0  # ops refused because the disk was full
 
 
 class Writer:
     def __init__(
-        self, conn: sqlite3.Connection, *, max_batch: int = 2048, name: str = "aivos-store-writer"
+        self,
+        conn: sqlite3.Connection,
+        *,
+        max_batch: int = 2048,
+        name: str = "aivos-store-writer",
+        path: str = "",
     ) -> None:
         self._conn = conn
+        self._path = path  # named by DiskFull
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -159,7 +186,15 @@ class Writer:
                 outcomes.append(self._run_op(conn, op))
             conn.execute("COMMIT")
         except BaseException as exc:  # the transaction as a whole failed: nobody committed
-            log.error("store write transaction failed (%d ops): %s", len(batch), type(exc).__name__)
+            full = as_disk_full(exc, self._path)
+            if full is not None:
+                log.error("store write refused (%d ops): the disk is full", len(batch))
+                self.stats.disk_full += len(batch)
+                exc = full
+            else:
+                log.error(
+                    "store write transaction failed (%d ops): %s", len(batch), type(exc).__name__
+                )
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
@@ -197,6 +232,8 @@ class Writer:
         try:
             value = op.fn(conn)
         except Exception as exc:
+            if as_disk_full(exc, "") is not None:
+                raise  # the whole batch fails with it: it could not commit either
             # If the op's failure also aborted the transaction, ROLLBACK TO raises and the
             # whole batch fails (handled by the caller): that is the only honest outcome.
             conn.execute("ROLLBACK TO op")

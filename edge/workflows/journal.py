@@ -21,7 +21,7 @@ from aivos.edge.workflows.pipeline import WritePipeline
 from aivos.edge.workflows.rows import TERMINAL, RunRow, StepResult, StepRow, run_row, step_row
 from aivos.shared.errors import NotFound
 
-__all__ = ["RunJournal"]
+__all__ = ["RunJournal", "purge_finished_runs"]
 
 _RUN_COLS = (
     "id, workflow, digest, trigger, state, inputs, cursor, seq, response, error, trace_id, "
@@ -262,6 +262,13 @@ class RunJournal:
     async def audit(self, record: AuditRecord) -> None:
         await audit.append(self._store, record)
 
+    async def claim_delivery(self, source: str, delivery_id: str, expires_at: float) -> bool:
+        """Record a webhook delivery in the store's replay cache; False if already there."""
+        return await self._store.claim_delivery(source, delivery_id, expires_at)
+
+    async def release_delivery(self, source: str, delivery_id: str) -> None:
+        await self._store.release_delivery(source, delivery_id)
+
     def _submit(self, run_id: str, fn: Callable[[sqlite3.Connection], Any]) -> None:
         self._pipeline.submit(run_id, self._store.transact(fn))
 
@@ -357,3 +364,13 @@ def _update_run(
             run_id,
         ),
     )
+
+
+def purge_finished_runs(conn: sqlite3.Connection, before: str) -> int:
+    """Delete runs that finished before the ISO timestamp `before`, with their steps
+    (retention); returns the number of runs deleted."""
+    marks = ", ".join("?" * len(TERMINAL))
+    old = f"SELECT id FROM workflow_runs WHERE finished_at < ? AND state IN ({marks})"
+    args = (before, *TERMINAL)
+    conn.execute(f"DELETE FROM workflow_steps WHERE run_id IN ({old})", args)
+    return conn.execute(f"DELETE FROM workflow_runs WHERE id IN ({old})", args).rowcount

@@ -1,28 +1,36 @@
 """What starts a run besides a call to `start_run`: a signed inbound webhook event
 (``POST /v1/events/<source>``) and messages on the site-local NATS trigger subjects
 (``aivos.evt.<site>.<name>``). Both deduplicate redeliveries by their delivery / message id.
+
+A webhook is verified (signatures.py), then its delivery id is claimed in the store's replay
+cache (a captured request is refused even after a restart). Refusals never write per request:
+they are counted (metric by reason) and rolled up into at most one `auth_failure` audit row
+per `rollup_s`, so unauthenticated callers cannot fill the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
 
-from aivos.edge.workflows import audit
+from aivos.edge.store import AuditRecord
+from aivos.edge.store._codec import now_iso
 from aivos.edge.workflows.errors import EventRefused
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.loader import WorkflowSet
 from aivos.edge.workflows.metrics import WorkflowMetrics
 from aivos.edge.workflows.secrets import Secrets
 from aivos.edge.workflows.settings import WorkflowSettings
-from aivos.edge.workflows.signatures import ReplayGuard, SignatureError, verify
+from aivos.edge.workflows.signatures import SignatureError, verify
 from aivos.edge.workflows.spec import Workflow
 from aivos.edge.workflows.views import EventAccepted, RunResult
 from aivos.shared.errors import StepFailed
+from aivos.shared.ids import new_id
 from aivos.shared.subjects import event_subject
 
 __all__ = ["Triggers", "StartRun"]
@@ -53,13 +61,18 @@ class Triggers:
         *,
         workflows: Callable[[], WorkflowSet],
         secrets: Callable[[], Secrets | None],
+        rollup_s: float = 60.0,
     ) -> None:
         self._settings = settings
         self._journal = journal
         self._metrics = metrics
         self._start_run = start_run
         self._nc_provider = nc_provider
-        self._replay = ReplayGuard()
+        self._rollup_s = rollup_s
+        self._refused: Counter[str] = Counter()  # by reason, since the last rollup row
+        self._refused_sources: Counter[str] = Counter()  # known sources only, else "unknown"
+        self._refused_since: str | None = None
+        self._rollup_task: asyncio.Task[None] | None = None
         self._workflows = workflows  # the loaded set (raises before the engine starts)
         self._secrets = secrets
         self._task: asyncio.Task[None] | None = None
@@ -69,47 +82,99 @@ class Triggers:
         """Listen on the NATS trigger subjects, if any workflow has one."""
         if self._workflows().by_nats and self._nc_provider is not None:
             self._task = asyncio.create_task(self._nats_loop(self._nc_provider))
+        self._rollup_task = asyncio.create_task(self._rollup_loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._rollup_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        try:
+            await self.flush_refused()
+        except Exception as exc:  # e.g. the disk is full: the metric still counted them
+            log.warning("webhook refusal rollup not written: %s", type(exc).__name__)
+
+    def _refuse(self, source: str, known: bool, exc: SignatureError) -> EventRefused:
+        self._metrics.webhooks_refused.inc(reason=exc.reason)
+        if not self._refused:
+            self._refused_since = now_iso()
+        self._refused[exc.reason] += 1
+        self._refused_sources[source if known else "unknown"] += 1
+        log.debug("webhook refused (%s)", exc.reason)
+        return EventRefused(exc.reason)
+
+    async def flush_refused(self) -> None:
+        """Write one `auth_failure` audit row for the refusals counted since the last one."""
+        if not self._refused:
+            return
+        total = sum(self._refused.values())
+        record = AuditRecord(
+            id=new_id(),
+            kind="auth_failure",
+            decision="webhooks_refused",
+            detail={
+                "count": total,
+                "by_reason": dict(self._refused),
+                "by_source": dict(self._refused_sources),
+                "since": self._refused_since,
+            },
+        )
+        await self._journal.audit(record)
+        # only what was counted up to the write is cleared (later refusals stay pending)
+        self._refused.clear()
+        self._refused_sources.clear()
+        self._refused_since = None
+
+    async def _rollup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._rollup_s)
+            try:
+                await self.flush_refused()
+            except Exception as exc:  # kept, retried at the next tick
+                log.warning("webhook refusal rollup not written: %s", type(exc).__name__)
 
     async def accept_event(
         self, source: str, body: bytes, headers: Mapping[str, str], *, wait_s: float = 0.0
     ) -> EventAccepted:
-        """A signed inbound webhook: verify, then start every workflow bound to the event.
+        """A signed inbound webhook: verify, claim its delivery id, then start every
+        workflow bound to the event.
 
-        Raises EventRefused (and audits it) when the signature is missing or wrong."""
+        Raises EventRefused (counted, rolled up into the audit log) when the source is
+        unknown, the signature is missing, malformed, stale or wrong, or the delivery was
+        already accepted."""
         secrets = self._secrets()
         secret = secrets.webhooks.get(source) if secrets else None
+        tolerance = self._settings.webhook_tolerance_s
         try:
-            verify(
-                secret.secret if secret else None,
-                headers.get("x-aivos-signature"),
-                headers.get("x-aivos-timestamp"),
-                body,
-                tolerance_s=self._settings.webhook_tolerance_s,
-                guard=self._replay,
+            signed = verify(secret.secret if secret else None, headers, body, tolerance_s=tolerance)
+            fresh = await self._journal.claim_delivery(
+                source, signed.delivery_id, signed.timestamp + tolerance + 1
             )
+            if not fresh:
+                raise SignatureError("replayed")
         except SignatureError as exc:
-            self._metrics.webhooks_refused.inc(reason=exc.reason)
-            await self._journal.audit(audit.event_refused(source, exc.reason, len(body)))
-            raise EventRefused(exc.reason) from exc
+            raise self._refuse(source, secret is not None, exc) from exc
+        try:
+            return await self._start_event(source, signed.event, signed.delivery_id, body, wait_s)
+        except BaseException:
+            # nothing (or not everything) started: let the sender's retry through; runs
+            # already started are not repeated (their dedup key is the delivery id)
+            await asyncio.shield(self._journal.release_delivery(source, signed.delivery_id))
+            raise
+
+    async def _start_event(
+        self, source: str, event_type: str, delivery: str, body: bytes, wait_s: float
+    ) -> EventAccepted:
         try:
             payload = msgspec.json.decode(body) if body else {}
         except msgspec.DecodeError as exc:
             raise StepFailed("bad_event", "the event body is not JSON") from exc
         if not isinstance(payload, dict):
             raise StepFailed("bad_event", "the event body must be a JSON object")
-        event_type = headers.get("x-aivos-event") or payload.get("type")
-        if not isinstance(event_type, str) or not event_type:
-            raise StepFailed("bad_event", "no event type (X-Aivos-Event header or `type` field)")
         name = f"{source}.{event_type}"
-        delivery = headers.get("x-aivos-delivery")
         runs = []
         for wf in self._workflows().by_event.get(name, []):
-            dedup = f"evt:{source}:{delivery}:{wf.name}" if delivery else None
+            dedup = f"evt:{source}:{delivery}:{wf.name}"
             inputs = {**payload, "event": name}
             runs.append(
                 await self._start_run(

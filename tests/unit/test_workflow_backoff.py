@@ -7,7 +7,7 @@ import random
 import pytest
 
 from aivos.edge.workflows.backoff import backoff_delay, retryable_status
-from aivos.edge.workflows.signatures import ReplayGuard, SignatureError, sign, verify
+from aivos.edge.workflows.signatures import SignatureError, signed_headers, verify
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
@@ -27,23 +27,24 @@ def test_only_5xx_and_429_are_retryable(status: int, retry: bool) -> None:
 
 
 def test_signature_verification() -> None:
-    body = b'{"type":"dispute"}'
-    sig = sign("s3cret", 1000, body)
-    verify("s3cret", sig, "1000", body, tolerance_s=60, now=1030)
+    body = b'{"account_id":"ACC-1"}'
+    good = signed_headers("s3cret", "dispute", body, delivery_id="d-1", timestamp=1000)
+    signed = verify("s3cret", good, body, tolerance_s=60, now=1030)
+    assert (signed.delivery_id, signed.event, signed.timestamp) == ("d-1", "dispute", 1000)
+    lower = {k.lower(): v for k, v in good.items()}
+    no_sig = {k: v for k, v in good.items() if k != "X-Aivos-Signature"}
     cases = [
-        (None, sig, "1000", body, "unknown_source"),
-        ("s3cret", None, "1000", body, "unsigned"),
-        ("s3cret", sig, "abc", body, "bad_timestamp"),
-        ("s3cret", sig, "1000", body + b" ", "bad_signature"),
-        ("other", sig, "1000", body, "bad_signature"),
-        ("s3cret", sig, "1000", body, "stale_timestamp"),
+        (None, good, body, 1030, "unknown_source"),
+        ("s3cret", no_sig, body, 1030, "unsigned"),
+        ("s3cret", {**good, "X-Aivos-Timestamp": "abc"}, body, 1030, "malformed"),
+        ("s3cret", {**good, "X-Aivos-Signature": "v1=ü" + "0" * 63}, body, 1030, "malformed"),
+        ("s3cret", good, body + b" ", 1030, "bad_signature"),
+        ("s3cret", {**good, "X-Aivos-Event": "other"}, body, 1030, "bad_signature"),
+        ("s3cret", {**good, "X-Aivos-Delivery": "d-2"}, body, 1030, "bad_signature"),
+        ("other", lower, body, 1030, "bad_signature"),
+        ("s3cret", good, body, 2000, "stale_timestamp"),
     ]
-    for secret, signature, ts, raw, reason in cases:
-        now = 2000 if reason == "stale_timestamp" else 1030
+    for secret, headers, raw, now, reason in cases:
         with pytest.raises(SignatureError) as info:
-            verify(secret, signature, ts, raw, tolerance_s=60, now=now)
+            verify(secret, headers, raw, tolerance_s=60, now=now)
         assert info.value.reason == reason
-    guard = ReplayGuard()
-    verify("s3cret", sig, "1000", body, tolerance_s=60, guard=guard, now=1030)
-    with pytest.raises(SignatureError, match="replayed"):
-        verify("s3cret", sig, "1000", body, tolerance_s=60, guard=guard, now=1031)
