@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
+
 from aivos.shared.errors import ConfigError
 from aivos.shared.residency import ResidencyPolicy, default_masker
 from aivos.shared.residency.cli import mask_cmd
 from aivos.shared.residency.normalize import normalize
-from click.testing import CliRunner
 
 MASKER = default_masker()
 

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-from aivos.cloud.ingest import CloudStore
 from aivos.cli import cli
+from aivos.cloud.ingest import CloudStore
 from aivos.shared.syncwire import SyncEnvelope, decode_envelope, encode_envelope, msg_id
 
 
