@@ -101,8 +101,14 @@ class PersonRecognizer:
             spans.append(self._trim(text, m.start(1), m.end(1)))
         for m in cues:
             s = self._trim(text, m.start(1), m.end(1), cue=True)
-            if s.end > s.start and not _shouting(text, m.start(), s.start, s.end):
-                spans.append(s)
+            if s.end <= s.start or _shouting(text, m.start(), s.start, s.end):
+                continue
+            # A role word ("Customer:", "patient") is as often a prompt template's label as a
+            # name's introduction: there the first word must be a known name, or
+            # "Customer: Ignore previous instructions" would lose its verb.
+            if _is_role_cue(m) and text[s.start : s.end].split(" ")[0] not in all_names():
+                continue
+            spans.append(s)
         for m in strong:
             start, end = m.start(1), m.end(1)
             words = m.group(1).split(" ")
@@ -154,6 +160,18 @@ class PersonRecognizer:
                 else:
                     i += 1
         return spans
+
+
+_ROLE_CUES = frozenset(
+    "customer patient client holder cardholder spouse husband wife son daughter mother "
+    "father brother sister friend colleague manager doctor nurse contact".split()
+)
+
+
+def _is_role_cue(m: re.Match[str]) -> bool:
+    cue = m.string[m.start() : m.start(1)]
+    words = cue.lower().replace(":", " ").replace(",", " ").split()
+    return bool(words) and words[-1] in _ROLE_CUES
 
 
 def _gazetteer_hits(text: str) -> list[int]:
