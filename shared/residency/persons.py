@@ -163,8 +163,28 @@ class PersonRecognizer:
 
 
 _ROLE_CUES = frozenset(
-    "customer patient client holder cardholder spouse husband wife son daughter mother "
-    "father brother sister friend colleague manager doctor nurse contact".split()
+    [
+        "customer",
+        "patient",
+        "client",
+        "holder",
+        "cardholder",
+        "spouse",
+        "husband",
+        "wife",
+        "son",
+        "daughter",
+        "mother",
+        "father",
+        "brother",
+        "sister",
+        "friend",
+        "colleague",
+        "manager",
+        "doctor",
+        "nurse",
+        "contact",
+    ]
 )
 
 
