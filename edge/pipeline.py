@@ -1,7 +1,8 @@
 """The request path: understand -> route -> act -> record.
 
-* understand: check the text, classify it and retrieve passages (one batch worker trip),
-  route the prediction through the router policy;
+* understand: check the text, classify it and retrieve passages (one batch worker trip, or
+  a hit in the result cache of repeated queries), route the prediction through the router
+  policy, then settle the route on answerability (`router.settle`);
 * decide: what the route means now: a local answer, a refusal, an intent-bound workflow,
   an escalation to the cloud, or a fallback (escalation denied by the residency policy, or
   the link is down);
@@ -11,10 +12,16 @@
 
 `infer` (one answer) and `events` (the same answer streamed) share `decide`; an accepted
 `/v1/jobs` request goes through `infer_job`, which defers an escalation to the job itself.
+
+Every request acts for a `Caller` (the client token): its session must be its own (a new
+one becomes its own; another token's is `SessionNotFound`), the jobs and workflow runs it
+causes are recorded as its own, and an intent-bound workflow's inputs come from
+`request_inputs` (the token's bound attributes for trusted fields, never free metadata).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractContextManager, nullcontext
@@ -24,11 +31,15 @@ import msgspec
 
 from aivos.edge.answers import fallback_answer, local_answer
 from aivos.edge.batcher import MicroBatcher
+from aivos.edge.cache import ResultCache, file_stamp
 from aivos.edge.escalation import Escalator, Prepared
+from aivos.edge.feedback import FeedbackBook
 from aivos.edge.jobrunner import EscalationJobRunner
 from aivos.edge.observability import AgentMetrics
 from aivos.edge.recorder import Recorder
 from aivos.edge.results import (
+    SITE,
+    Caller,
     InferResult,
     Outcome,
     Query,
@@ -38,11 +49,14 @@ from aivos.edge.results import (
     StreamToken,
     Understood,
 )
-from aivos.edge.router import RouterPolicy, route
+from aivos.edge.router import RouterPolicy, knowledge_may_answer, route, settle
 from aivos.edge.serving import Classified, Serving
+from aivos.edge.sessions import Sessions
 from aivos.edge.settings import EdgeSettings
 from aivos.edge.store import Store
+from aivos.edge.store import jobs as _jobs
 from aivos.edge.workflows import WorkflowEngine
+from aivos.edge.workflows.inputs import InputsUnavailable, request_inputs
 from aivos.shared.errors import AivosError, EmptyText, ResidencyDenied, TextTooLong
 from aivos.shared.ids import new_id
 from aivos.shared.tracing import current_trace_id, tracer, tracing_enabled
@@ -50,6 +64,10 @@ from aivos.shared.tracing import current_trace_id, tracer, tracing_enabled
 __all__ = ["Pipeline", "check_text"]
 
 _tracer = tracer(__name__)
+log = logging.getLogger(__name__)
+
+# route reasons a workflow bound to the intent does not run for
+_NO_WORKFLOW = ("out_of_scope", "open_ended", "knowledge")
 
 
 def check_text(text: str, limit: int) -> str:
@@ -69,6 +87,7 @@ def _child_span(name: str) -> AbstractContextManager[Any]:
 
 class _RunWorkflow(msgspec.Struct, frozen=True):
     workflow: Any
+    inputs: dict[str, Any]
 
 
 class _Escalate(msgspec.Struct, frozen=True):
@@ -105,24 +124,48 @@ class Pipeline:
         self.escalations = escalations
         self.workflows = workflows
         self.store = store  # read: the session's memory for an escalation
+        self.sessions = Sessions(store)  # whose session a request may use
         self.recorder = recorder
         self.metrics = metrics
         self.policy = policy
         self._max_text = settings.limits.max_text_chars
         self._budget_s = settings.uplink.escalation_budget_ms / 1000
         self._workflow_wait_s = settings.workflows.default_wait_s
+        self._answer_min_score = settings.knowledge.answer_min_score
+        self._has_uplink = settings.uplink.nats_url is not None
+        # feedback votes re-rank retrieval (edge/feedback.py); cached results are dropped
+        # when the bundle, the knowledge index or the votes change (edge/cache.py)
+        self.feedback = FeedbackBook(store, weight=settings.knowledge.feedback_weight)
+        if settings.knowledge.feedback_weight > 0:
+            serving.use_feedback(self.feedback)
+        self.cache: ResultCache[Classified] = ResultCache(
+            settings.cache.max_entries,
+            max_text_chars=settings.cache.max_text_chars,
+            registry=metrics.registry,
+        )
 
-    async def infer(self, query: Query) -> InferResult:
+    async def admit(self, query: Query, caller: Caller) -> None:
+        """Raise SessionNotFound when the query names another token's session; a new session
+        becomes the caller's."""
+        if query.session_id:
+            await self.sessions.claim(query.session_id, caller)
+
+    async def infer(self, query: Query, caller: Caller = SITE) -> InferResult:
         with _tracer.start_as_current_span("edge.http.infer"):
+            await self.admit(query, caller)
             u = await self.understand(query)
-            plan = self.decide(u, query)
+            plan = self.decide(u, query, caller=caller)
             if isinstance(plan, _LinkDown):  # counted for this endpoint only, as it always was
                 self.metrics.escalations.inc(outcome="link_down")
-            return await self.recorder.record(u, query, await self._act(u, query, plan))
+            outcome = await self._act(u, query, plan, caller)
+            return await self.recorder.record(u, query, outcome)
 
-    async def events(self, query: Query) -> AsyncGenerator[StreamEvent, None]:
+    async def events(
+        self, query: Query, caller: Caller = SITE
+    ) -> AsyncGenerator[StreamEvent, None]:
         """`StreamMeta` at once, `StreamToken`s as generated, then `StreamDone` with the
         result `infer` would have returned. A rejected text raises before the first event."""
+        await self.admit(query, caller)
         u = await self.understand(query)
         yield StreamMeta(
             request_id=u.request_id,
@@ -131,12 +174,12 @@ class Pipeline:
             decision=u.route.decision,
             passages=u.passages,
         )
-        plan = self.decide(u, query, stream=True)
+        plan = self.decide(u, query, stream=True, caller=caller)
         if isinstance(plan, _Escalate):
-            async for event in self._stream_escalation(u, query, plan.prepared):
+            async for event in self._stream_escalation(u, query, plan.prepared, caller):
                 yield event
             return
-        result = await self.recorder.record(u, query, await self._act(u, query, plan))
+        result = await self.recorder.record(u, query, await self._act(u, query, plan, caller))
         if result.answer:
             yield StreamToken(result.answer)
         yield StreamDone(result)
@@ -162,13 +205,18 @@ class Pipeline:
     async def understand(self, query: Query) -> Understood:
         started = time.perf_counter()
         check_text(query.text, self._max_text)
-        batch_started = time.perf_counter()
-        with _child_span("edge.model"):
-            done = await self.batcher.submit(query.text)
-        self.metrics.model_wait.observe(time.perf_counter() - batch_started)
-        if tracing_enabled():  # retrieval ran in the batch worker: record it after the fact
-            start_ns, end_ns = done.retrieval_ns
-            _tracer.start_span("edge.retrieval", start_time=start_ns).end(end_time=end_ns)
+        key = self._cache_key(query)
+        done = self.cache.get(key) if key is not None else None
+        if done is None:
+            batch_started = time.perf_counter()
+            with _child_span("edge.model"):
+                done = await self.batcher.submit(query.text)
+            self.metrics.model_wait.observe(time.perf_counter() - batch_started)
+            if tracing_enabled():  # retrieval ran in the batch worker: record it after the fact
+                start_ns, end_ns = done.retrieval_ns
+                _tracer.start_span("edge.retrieval", start_time=start_ns).end(end_time=end_ns)
+            if key is not None and done.model_version == key[1]:
+                self.cache.put(key, done)
         prediction = done.prediction
         model = self.serving.model
         with _child_span("edge.router"):
@@ -179,17 +227,40 @@ class Pipeline:
                 model.threshold,
                 model.manifest.oos_label,
             )
+            decision = settle(
+                decision,
+                query.text,
+                max((p.score for p in done.passages), default=None),
+                answer_min_score=self._answer_min_score,
+                generator=self._has_uplink and self.escalator.allowed(),
+                answer_out_of_scope=knowledge_may_answer(self.policy, prediction.intent),
+            )
         return Understood(
             new_id(), started, prediction, done.model_version, done.passages, decision
         )
 
-    def decide(self, u: Understood, query: Query, *, stream: bool = False) -> _Plan:
-        """What the route means now. A workflow bound to the intent wins over the route's
-        decision, except for refusals and out-of-scope queries (streams run no workflows)."""
-        if not stream and u.route.decision != "refuse" and u.route.reason != "out_of_scope":
+    def decide(
+        self, u: Understood, query: Query, *, stream: bool = False, caller: Caller = SITE
+    ) -> _Plan:
+        """What the route means now. An intent-bound workflow whose required inputs the caller
+        cannot supply (e.g. a token not bound to an account) does not start. A workflow bound to the intent wins over the route's
+        decision, except for refusals, out-of-scope and open-ended requests (streams run no
+        workflows)."""
+        if not stream and u.route.decision != "refuse" and u.route.reason not in _NO_WORKFLOW:
             workflow = self.workflows.workflow_for_intent(u.prediction.intent)
             if workflow is not None:
-                return _RunWorkflow(workflow)
+                try:
+                    inputs = request_inputs(
+                        workflow,
+                        text=query.text,
+                        session_id=query.session_id,
+                        metadata=query.metadata,
+                        bound=caller.bound,
+                    )
+                except InputsUnavailable as exc:
+                    log.info("workflow %s not started: %s", workflow.name, exc)
+                else:
+                    return _RunWorkflow(workflow, inputs)
         settled = self._settled(u)
         if settled is not None:
             return settled
@@ -199,6 +270,18 @@ class Pipeline:
         if not self.escalator.available:
             return _LinkDown(prepared)
         return _Escalate(prepared)
+
+    def _cache_key(self, query: Query) -> tuple[str, str] | None:
+        """The result-cache key of this query, None when it is not cached (a session request
+        unless the policy allows it, a long text, the cache off). Drops the cache first when
+        the bundle, the knowledge index or the feedback votes changed."""
+        cache = self.cache
+        if not cache.enabled or (query.session_id and not self.policy.cache_sessions):
+            return None
+        version = self.serving.model.version
+        index_stamp = file_stamp(self.serving.index.manifest_path)
+        cache.check_scope((version, index_stamp, self.feedback.generation))
+        return cache.key(query.text, version)
 
     def _settled(self, u: Understood) -> Outcome | None:
         """The answer when the route keeps the request on site; None when it escalates."""
@@ -224,18 +307,18 @@ class Pipeline:
             except ResidencyDenied:
                 return None
 
-    async def _act(self, u: Understood, query: Query, plan: _Plan) -> Outcome:
+    async def _act(self, u: Understood, query: Query, plan: _Plan, caller: Caller) -> Outcome:
         """Carry out a plan; every branch ends in one `Outcome`."""
         if isinstance(plan, Outcome):
             return plan
         if isinstance(plan, _RunWorkflow):
-            return await self._run_workflow(query, plan.workflow)
+            return await self._run_workflow(plan.workflow, plan.inputs, caller)
         if isinstance(plan, _LinkDown):
-            return await self._fall_back(u, query, plan.prepared, "fallback:link_down")
-        return await self._escalate(u, query, plan.prepared)
+            return await self._fall_back(u, query, plan.prepared, "fallback:link_down", caller)
+        return await self._escalate(u, query, plan.prepared, caller)
 
     async def _stream_escalation(
-        self, u: Understood, query: Query, prepared: Prepared
+        self, u: Understood, query: Query, prepared: Prepared, caller: Caller
     ) -> AsyncIterator[StreamEvent]:
         """The cloud's tokens as they come. When generation fails (or the answer cannot be
         recorded) the fallback follows the tokens already sent."""
@@ -251,26 +334,32 @@ class Pipeline:
             result = await self.recorder.record(u, query, outcome)
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
-            outcome = await self._fall_back(u, query, prepared, f"fallback:{exc.code}")
+            outcome = await self._fall_back(u, query, prepared, f"fallback:{exc.code}", caller)
             result = await self.recorder.record(u, query, outcome)
             yield StreamToken(("\n\n" if answer else "") + (result.answer or ""))
         yield StreamDone(result)
 
-    async def _escalate(self, u: Understood, query: Query, prepared: Prepared) -> Outcome:
+    async def _escalate(
+        self, u: Understood, query: Query, prepared: Prepared, caller: Caller
+    ) -> Outcome:
         try:
             with _tracer.start_as_current_span("edge.escalate"):
                 answer, _ = await self.escalator.complete(prepared, self._budget_s)
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
-            return await self._fall_back(u, query, prepared, f"fallback:{exc.code}")
+            return await self._fall_back(u, query, prepared, f"fallback:{exc.code}", caller)
         self.metrics.escalations.inc(outcome="answered")
         return Outcome(answer, "cloud", u.route.reason, pii_counts=prepared.pii_counts)
 
     async def _fall_back(
-        self, u: Understood, query: Query, prepared: Prepared, reason: str
+        self, u: Understood, query: Query, prepared: Prepared, reason: str, caller: Caller
     ) -> Outcome:
-        """The deterministic local answer plus a durable job that completes the escalation."""
+        """The deterministic local answer plus a durable job that completes the escalation
+        (the caller's own: its id is in the answer, for `GET /v1/jobs/{id}`)."""
         job_id = await self.escalations.enqueue(self.escalation_context(u, query))
+        owner = caller.token_id
+        if owner is not None:
+            await self.store.transact(lambda c: _jobs.set_owner(c, job_id, owner))
         return Outcome(
             fallback_answer(u.passages, job_id),
             "fallback",
@@ -279,15 +368,15 @@ class Pipeline:
             pii_counts=prepared.pii_counts,
         )
 
-    async def _run_workflow(self, query: Query, workflow: Any) -> Outcome:
+    async def _run_workflow(self, workflow: Any, inputs: dict[str, Any], caller: Caller) -> Outcome:
         """Intent-routed workflow: wait up to the budget, else answer with the run handle."""
-        inputs = {"text": query.text, "session_id": query.session_id, **(query.metadata or {})}
         run = await self.workflows.start_run(
             workflow,
             inputs,
             wait_s=self._workflow_wait_s,
             trigger="intent",
             trace_id=current_trace_id(),
+            owner=caller.token_id,
         )
         answer = run.response or (
             f"Your request is being handled (run {run.run_id}, state {run.state}). "

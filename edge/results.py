@@ -1,4 +1,5 @@
-"""What the request path takes and gives back, free of HTTP: the query, what the model and
+"""What the request path takes and gives back, free of HTTP: who asks (`Caller`), the query,
+what the model and
 the router made of it (`Understood`), how it was answered (`Outcome`), the recorded result
 (`InferResult`) and the events of a streamed answer. `edge/api` turns these into response
 bodies and SSE events.
@@ -18,6 +19,8 @@ from aivos.edge.router import Decision, Route
 
 __all__ = [
     "AnsweredBy",
+    "Caller",
+    "SITE",
     "Query",
     "StoredQuery",
     "Passage",
@@ -31,6 +34,23 @@ __all__ = [
 ]
 
 AnsweredBy = Literal["local", "cloud", "fallback", "refusal", "workflow"]
+
+
+class Caller(msgspec.Struct, frozen=True, kw_only=True):
+    """Who a request acts for: the token's id (what sessions, jobs and runs record as their
+    owner), whether it sees everything (operator and admin scopes), and the attributes the
+    site bound to the token (trusted workflow inputs, e.g. `account_id`)."""
+
+    token_id: str | None = None
+    sees_all: bool = False
+    bound: dict[str, str] = {}
+
+    def may_see(self, owner: str | None) -> bool:
+        """Whether a thing owned by `owner` (None: the site's own) is visible to this caller."""
+        return self.sees_all or (owner is not None and owner == self.token_id)
+
+
+SITE = Caller(sees_all=True)  # the site itself: the CLI, triggers, internal callers
 
 
 class Query(Protocol):

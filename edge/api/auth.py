@@ -1,7 +1,9 @@
 """Bearer-token authentication, scopes and the per-token rate limit.
 
 Every route except the open ones (/healthz, /readyz, /schema) needs `Authorization:
-Bearer <token>`. Scopes nest: admin ⊇ operator ⊇ client.
+Bearer <token>`. Scopes nest: admin ⊇ operator ⊇ client. `caller_of(request)` is who the
+request acts for in the edge core: a client token sees only the sessions, jobs and runs it
+made; operator and admin tokens see all of them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from aivos.edge.api.errors import ApiError
 from aivos.edge.api.ratelimit import RateLimiter
+from aivos.edge.results import Caller
 
-__all__ = ["Principal", "TokenAuthMiddleware", "requires", "OPEN_PATHS", "SCOPE_RANK"]
+__all__ = [
+    "Principal",
+    "TokenAuthMiddleware",
+    "requires",
+    "caller_of",
+    "OPEN_PATHS",
+    "SCOPE_RANK",
+]
 
 OPEN_PATHS = ["^/healthz$", "^/readyz$", "^/schema"]
 SCOPE_RANK = {"client": 0, "operator": 1, "admin": 2}
@@ -31,28 +41,31 @@ class _Authenticator(Protocol):
 
 
 class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
+    """Litestar's base class lets `OPTIONS` through unauthenticated by default; here every
+    method needs the token (the API serves no browser CORS preflights)."""
+
+    def __init__(
+        self,
+        app: Any,
+        exclude: str | list[str] | None = None,
+        exclude_from_auth_key: str = "exclude_from_auth",
+        exclude_http_methods: Any = None,
+        scopes: Any = None,
+    ) -> None:
+        super().__init__(app, exclude, exclude_from_auth_key, exclude_http_methods or (), scopes)
+
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing bearer token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise _unauthorized("missing bearer token")
         state = connection.app.state
         tokens: _Authenticator = state.tokens
         principal = tokens.authenticate(token.strip())
         if principal is None:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "invalid or revoked token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise _unauthorized("invalid or revoked token")
         limiter: RateLimiter = state.rate_limiter
         wait = limiter.allow(principal.name)
         if wait > 0:
@@ -66,6 +79,10 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
 def requires(scope: str) -> Any:
     """A guard that admits principals whose scope ranks at least `scope`.
 
@@ -73,8 +90,19 @@ def requires(scope: str) -> Any:
     needed = SCOPE_RANK[scope]
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = connection.user
+        principal = connection.scope.get("user")  # absent when a route skipped the middleware
+        if principal is None:
+            raise _unauthorized("missing bearer token")
         if SCOPE_RANK.get(getattr(principal, "scope", ""), -1) < needed:
             raise ApiError(403, "forbidden", f"this route needs the '{scope}' scope")
 
     return guard
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """The authenticated token as the edge core sees it (no token: sees nothing)."""
+    principal = connection.scope.get("user")
+    rank = SCOPE_RANK.get(getattr(principal, "scope", ""), -1)
+    token_id = getattr(principal, "id", None) or None
+    bound = getattr(principal, "bound", None) or {}
+    return Caller(token_id=token_id, sees_all=rank >= SCOPE_RANK["operator"], bound=dict(bound))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -25,14 +26,51 @@ __all__ = [
     "ErrorDetail",
     "HealthOut",
     "ReadyOut",
+    "FeedbackIn",
+    "FeedbackOut",
 ]
 
 SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 Metadata = Annotated[dict[str, Any], Meta(max_length=32)]
+MAX_METADATA_DEPTH = 8  # nesting levels of a metadata value (deeper: 400)
 
 
 class _In(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep `value` nests, counting no further than `limit` + 1 (iterative: no recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _check_metadata(metadata: dict[str, Any] | None) -> None:
+    if metadata is not None and _depth(metadata, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+
+
+def _check_url(url: str | None) -> None:
+    """A URL that parses (brackets, port) and holds no whitespace or control characters."""
+    if url is None:
+        return
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError("callback_url holds whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as exc:
+        raise ValueError(f"callback_url is not a valid URL: {exc}") from None
+    # scheme and host (allow-list) are the job service's checks (edge/callbacks.py)
 
 
 class InferRequest(_In, frozen=True, forbid_unknown_fields=True):
@@ -40,6 +78,9 @@ class InferRequest(_In, frozen=True, forbid_unknown_fields=True):
     session_id: SessionId | None = None
     metadata: Metadata | None = None
     stream: bool = False
+
+    def __post_init__(self) -> None:
+        _check_metadata(self.metadata)
 
 
 class PassageOut(msgspec.Struct, frozen=True):
@@ -70,6 +111,10 @@ class JobRequest(_In, frozen=True, forbid_unknown_fields=True):
     session_id: SessionId | None = None
     metadata: Metadata | None = None
     callback_url: Annotated[str, Meta(max_length=2048)] | None = None
+
+    def __post_init__(self) -> None:
+        _check_metadata(self.metadata)
+        _check_url(self.callback_url)
 
 
 class JobAccepted(msgspec.Struct, frozen=True):
@@ -149,3 +194,22 @@ class ReadyOut(msgspec.Struct, frozen=True):
     model_version: str | None = None
     provider: str | None = None
     link: str | None = None  # uplink state (informational: an offline box is still ready)
+
+
+class FeedbackIn(_In, frozen=True, forbid_unknown_fields=True):
+    """A rating of an answered request; `doc_id` + `chunk_id` name the passage it is about."""
+
+    request_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    helpful: bool
+    doc_id: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    chunk_id: Annotated[int, Meta(ge=0)] | None = None
+
+
+class FeedbackOut(msgspec.Struct, frozen=True):
+    request_id: str
+    intent: str
+    helpful: bool
+    doc_id: str | None
+    chunk_id: int | None
+    votes_up: int
+    votes_down: int

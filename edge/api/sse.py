@@ -1,8 +1,12 @@
 """The streamed answer as Server-Sent Events: `meta`, `token`..., `done` (the body
-`/v1/infer` returns), or `error` when the query's text is rejected."""
+`/v1/infer` returns), or an `error` event whenever the answer cannot be finished: the text
+is rejected, or the answer cannot be recorded (a full disk, a full outbox: the same code as
+the plain endpoint's error body). The status line (200) was sent with the first event, so a
+stream never ends silently: its last event is `done` or `error`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -11,9 +15,11 @@ import msgspec
 from litestar.response import ServerSentEventMessage
 
 from aivos.edge.results import StreamDone, StreamEvent, StreamMeta, StreamToken
-from aivos.shared.errors import TextRejected
+from aivos.shared.errors import AivosError
 
 __all__ = ["sse_events"]
+
+log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -38,5 +44,12 @@ async def sse_events(
             async for event in events:
                 data = event.result if isinstance(event, StreamDone) else event
                 yield _message(_name(event), data)
-        except TextRejected as exc:
-            yield _message("error", {"error": {"code": exc.code, "message": str(exc)}})
+        except AivosError as exc:
+            yield _error(exc.code, str(exc))
+        except Exception:
+            log.exception("streamed answer failed")
+            yield _error("internal_error", "internal error; see the agent log")
+
+
+def _error(code: str, message: str) -> ServerSentEventMessage:
+    return _message("error", {"error": {"code": code, "message": message}})

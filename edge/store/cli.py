@@ -12,9 +12,10 @@ import click
 from rich.console import Console
 
 from aivos.edge.store import Store
+from aivos.edge.store import tokens as _tokens
 from aivos.edge.store.audit import verify
 from aivos.edge.store.db import db_path, open_reader
-from aivos.edge.store.tokens import SCOPES
+from aivos.edge.store.tokens import SCOPES, parse_bindings
 from aivos.shared.cli_options import data_dir_option
 from aivos.shared.errors import AuditChainBroken, NotFound
 
@@ -27,15 +28,27 @@ _data_dir = data_dir_option("The agent's data directory (holds aivos.db).", requ
 @_data_dir
 @click.option("--scope", required=True, type=click.Choice(SCOPES), help="What the token may do.")
 @click.option("--name", default=None, help="A unique name (default: SCOPE-<random id>).")
-def tokens_create_cmd(data_dir: Path, scope: str, name: str | None) -> None:
+@click.option(
+    "--bind",
+    "bindings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An attribute the site vouches for, e.g. account_id=ACC-1001 (repeatable): workflow "
+    'inputs declared source = "token" take it from here, never from the request.',
+)
+def tokens_create_cmd(
+    data_dir: Path, scope: str, name: str | None, bindings: tuple[str, ...]
+) -> None:
     """Create an API token. The token is printed once, alone on the last line."""
+    bound = parse_bindings(bindings)
     store = Store.open(data_dir)
     try:
-        name, token = store.create_token_sync(scope, name)
+        name, token = store.transact_sync(lambda c: _tokens.create(c, name, scope, bound=bound))
     finally:
         store.close()
+    extra = f", bound {', '.join(f'{k}={v}' for k, v in bound.items())}" if bound else ""
     Console(stderr=True).print(
-        f"created token [bold]{name}[/bold] (scope {scope}); it is shown only once:",
+        f"created token [bold]{name}[/bold] (scope {scope}{extra}); it is shown only once:",
         highlight=False,
     )
     click.echo(token)

@@ -1,5 +1,8 @@
 """Durable jobs (asynchronous escalations). A job row survives restarts; `claim` moves one
-job to `running` atomically (it runs in a writer transaction)."""
+job to `running` atomically (it runs in a writer transaction).
+
+`owner` is the id of the token whose request made the job (NULL: the site's own; operators
+only); `/v1/jobs/{id}` answers 404 to any other client token."""
 
 from __future__ import annotations
 
@@ -24,13 +27,17 @@ __all__ = [
     "list_by_state",
     "purge_finished",
     "claim",
+    "set_owner",
 ]
 
 JOB_STATES = ("queued", "waiting_for_uplink", "running", "done", "failed", "cancelled")
 TERMINAL_STATES = ("done", "failed", "cancelled")
 
 _UNSET: Any = object()
-_COLUMNS = "id, kind, state, request, result, error, callback_url, attempts, created_at, updated_at, deadline"
+_COLUMNS = (
+    "id, kind, state, request, result, error, callback_url, attempts, created_at, updated_at, "
+    "deadline, owner"
+)
 _JSON_COLUMNS = ("request", "result")
 
 
@@ -46,6 +53,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     updated_at: str
     deadline: str | None
+    owner: str | None = None
 
 
 def _check_state(state: str) -> None:
@@ -66,15 +74,21 @@ def create(
     callback_url: str | None = None,
     deadline: str | None = None,
     job_id: str | None = None,
+    owner: str | None = None,
 ) -> Job:
     _check_state(state)
     now = now_iso()
     jid = job_id or new_id()
     conn.execute(
-        f"INSERT INTO jobs({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?, ?)",
-        (jid, kind, state, canonical_json(request), callback_url, now, now, deadline),
+        f"INSERT INTO jobs({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, ?, 0, ?, ?, ?, ?)",
+        (jid, kind, state, canonical_json(request), callback_url, now, now, deadline, owner),
     )
     return get(conn, jid)
+
+
+def set_owner(conn: sqlite3.Connection, job_id: str, owner: str) -> None:
+    """Record the token a job was made for (once: an owner is never replaced)."""
+    conn.execute("UPDATE jobs SET owner = ? WHERE id = ? AND owner IS NULL", (owner, job_id))
 
 
 def get(conn: sqlite3.Connection, job_id: str) -> Job:

@@ -1,5 +1,10 @@
 """Per-session memory: short-term turns (the last N kept per session) and long-term facts
-(key -> JSON value per session), with retention by age."""
+(key -> JSON value per session), with retention by age.
+
+A session belongs to the token that first wrote to it (`session_owners`, migration
+``0010_owners``): `claim_session` records the owner of a new session and returns the owner
+of an existing one; NULL is the site's own (operators only). Forgetting a session releases
+its id."""
 
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ __all__ = [
     "delete_fact",
     "delete_session",
     "purge_older_than",
+    "session_owner",
+    "claim_session",
+    "UNCLAIMED",
 ]
 
 
@@ -116,10 +124,34 @@ def delete_fact(conn: sqlite3.Connection, session_id: str, key: str) -> bool:
 
 
 def delete_session(conn: sqlite3.Connection, session_id: str) -> int:
-    """Forget a session entirely; returns the number of turns and facts deleted."""
+    """Forget a session entirely (and its owner); returns the number of turns and facts deleted."""
     n = conn.execute("DELETE FROM memory_turns WHERE session_id = ?", (session_id,)).rowcount
     n += conn.execute("DELETE FROM memory_facts WHERE session_id = ?", (session_id,)).rowcount
+    conn.execute("DELETE FROM session_owners WHERE session_id = ?", (session_id,))
     return n
+
+
+UNCLAIMED: Any = object()  # session_owner(): nobody has written to this session
+
+
+def session_owner(conn: sqlite3.Connection, session_id: str) -> str | None | Any:
+    """The owner token id of a known session (None: the site's own), or `UNCLAIMED`."""
+    row = conn.execute(
+        "SELECT owner FROM session_owners WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return UNCLAIMED if row is None else row["owner"]
+
+
+def claim_session(conn: sqlite3.Connection, session_id: str, owner: str | None) -> str | None:
+    """Make `owner` the owner of `session_id` unless someone already is; returns the owner."""
+    conn.execute(
+        "INSERT OR IGNORE INTO session_owners(session_id, owner, created_at) VALUES (?, ?, ?)",
+        (session_id, owner, now_iso()),
+    )
+    row = conn.execute(
+        "SELECT owner FROM session_owners WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return None if row is None else row["owner"]
 
 
 def purge_older_than(conn: sqlite3.Connection, days: float) -> int:

@@ -174,6 +174,47 @@ def _m0009_retention_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_workflow_runs_finished ON workflow_runs(finished_at)")
 
 
+def _m0010_owners(db: sqlite_utils.Database) -> None:
+    """Who owns what a client token made: tokens get a stable `id` (a revoked name reused
+    later is another owner) and `bound` attributes (JSON object, e.g. the account the token
+    acts for); jobs and workflow runs get the owner's token id; `session_owners` records the
+    token that first wrote a session. NULL owner: the site's own (operators only); existing
+    sessions, jobs and runs start so."""
+    db.execute("ALTER TABLE tokens ADD COLUMN id TEXT")
+    db.execute("ALTER TABLE tokens ADD COLUMN bound TEXT NOT NULL DEFAULT '{}'")
+    db.execute("UPDATE tokens SET id = lower(hex(randomblob(10)))")
+    db.execute("CREATE UNIQUE INDEX idx_tokens_id ON tokens(id)")
+    db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE workflow_runs ADD COLUMN owner TEXT")
+    db.execute("CREATE INDEX idx_workflow_runs_owner ON workflow_runs(owner, id)")
+    db.execute(
+        """CREATE TABLE session_owners (
+            session_id TEXT PRIMARY KEY, owner TEXT, created_at TEXT NOT NULL)"""
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO session_owners(session_id, owner, created_at) "
+        "SELECT session_id, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM ("
+        " SELECT session_id FROM memory_turns UNION SELECT session_id FROM memory_facts)"
+    )
+
+
+def _m0011_passage_feedback(db: sqlite_utils.Database) -> None:
+    """`POST /v1/feedback`: one vote per answered request (edge/store/feedback.py)."""
+    db.table("passage_feedback").create(
+        {
+            "request_id": str,
+            "ts": str,
+            "intent": str,
+            "helpful": int,
+            "doc_id": str,
+            "chunk_id": int,
+        },
+        pk="request_id",
+        not_null={"request_id", "ts", "intent", "helpful"},
+    )
+    db.execute("CREATE INDEX idx_passage_feedback_intent ON passage_feedback(intent)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_audit", _m0001_audit),
     ("0002_outbox", _m0002_outbox),
@@ -184,6 +225,8 @@ MIGRATIONS: list[Migration] = [
     ("0007_webhook_deliveries", _m0007_webhook_deliveries),
     ("0008_store_probe", _m0008_store_probe),
     ("0009_retention_indexes", _m0009_retention_indexes),
+    ("0010_owners", _m0010_owners),
+    ("0011_passage_feedback", _m0011_passage_feedback),
 ]
 
 

@@ -1,6 +1,10 @@
 """API tokens: scopes nest (admin ⊇ operator ⊇ client); only sha256 hashes are stored.
 
-A token reads `aivos_<id>_<secret>` and is shown once, at creation. `TokenStore.authenticate`
+A token reads `aivos_<id>_<secret>` and is shown once, at creation. Each token row has a
+stable random `id` (what sessions, jobs and runs record as their owner: a revoked name
+reused later is another owner) and may carry `bound` attributes set by the site at creation
+(`aivos tokens create --bind account_id=ACC-1001`): the trusted values workflows read for
+inputs declared `source = "token"`, never from the client's request. `TokenStore.authenticate`
 is synchronous and fast: a hit in the in-memory cache (keyed by hash) is trusted for
 `recheck_s` (1 s) before the row is read again, so a revocation made by another process
 (the CLI) takes effect within about a second; revocations made through this process take
@@ -10,29 +14,44 @@ effect at once.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 
-from aivos.edge.store._codec import now_iso
+from aivos.edge.store._codec import canonical_json, now_iso
 from aivos.shared.errors import DataError, NotFound
+from aivos.shared.ids import new_id
 from aivos.shared.sqlite import decode_row
 
-__all__ = ["SCOPES", "TokenInfo", "TokenStore", "hash_token", "create", "revoke", "scope_allows"]
+__all__ = [
+    "SCOPES",
+    "TokenInfo",
+    "TokenStore",
+    "hash_token",
+    "create",
+    "revoke",
+    "scope_allows",
+    "parse_bindings",
+]
 
 SCOPES = ("client", "operator", "admin")
 _RANK = {s: i for i, s in enumerate(SCOPES)}
 _CACHE_MAX = 10_000
+_BIND_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_MAX_BINDINGS = 16
 
 
 class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     scope: str
     created_at: str
+    id: str = ""
+    bound: dict[str, str] = {}
 
 
 def scope_allows(have: str, need: str) -> bool:
@@ -43,8 +62,40 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create(conn: sqlite3.Connection, name: str | None, scope: str) -> tuple[str, str]:
-    """Create a token (writer transaction); returns (name, token). A revoked name may be reused."""
+def parse_bindings(pairs: Iterable[str]) -> dict[str, str]:
+    """`["account_id=ACC-1001", ...]` -> {"account_id": "ACC-1001"}; DataError when malformed."""
+    bound: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise DataError("bind", f"expected key=value, got {pair!r}")
+        bound[key.strip()] = value.strip()
+    _check_bound(bound)
+    return bound
+
+
+def _check_bound(bound: Mapping[str, str]) -> None:
+    if len(bound) > _MAX_BINDINGS:
+        raise DataError("bind", f"at most {_MAX_BINDINGS} bound attributes")
+    for key, value in bound.items():
+        if not _BIND_KEY.match(key):
+            raise DataError("bind", f"attribute name {key!r} must match {_BIND_KEY.pattern}")
+        if not value or len(value) > 256 or not value.isprintable():
+            raise DataError("bind", f"attribute {key!r}: a value is 1-256 printable characters")
+
+
+def create(
+    conn: sqlite3.Connection,
+    name: str | None,
+    scope: str,
+    *,
+    bound: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """Create a token (writer transaction); returns (name, token). A revoked name may be reused.
+
+    `bound`: attributes the site vouches for (e.g. {"account_id": "ACC-1001"})."""
+    bound = dict(bound or {})
+    _check_bound(bound)
     if scope not in SCOPES:
         raise DataError("scope", f"unknown scope {scope!r}; expected one of {SCOPES}")
     tid = secrets.token_hex(4)
@@ -58,8 +109,9 @@ def create(conn: sqlite3.Connection, name: str | None, scope: str) -> tuple[str,
         conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
     token = f"aivos_{tid}_{secrets.token_urlsafe(32)}"
     conn.execute(
-        "INSERT INTO tokens(name, scope, hash, created_at, revoked_at) VALUES (?, ?, ?, ?, NULL)",
-        (name, scope, hash_token(token), now_iso()),
+        "INSERT INTO tokens(name, scope, hash, created_at, revoked_at, id, bound) "
+        "VALUES (?, ?, ?, ?, NULL, ?, ?)",
+        (name, scope, hash_token(token), now_iso(), new_id(), canonical_json(bound)),
     )
     return name, token
 
@@ -95,7 +147,8 @@ class TokenStore:
         row = (
             self._connect()
             .execute(
-                "SELECT name, scope, created_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+                "SELECT name, scope, created_at, id, bound FROM tokens "
+                "WHERE hash = ? AND revoked_at IS NULL",
                 (digest,),
             )
             .fetchone()
@@ -104,7 +157,7 @@ class TokenStore:
             if row is None:
                 self._cache.pop(digest, None)
                 return None
-            info = decode_row(row, TokenInfo)
+            info = decode_row(row, TokenInfo, json=("bound",))
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[digest] = (info, now)

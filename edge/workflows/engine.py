@@ -33,6 +33,7 @@ from aivos.edge.workflows.generation import CloudGenerator, NatsGenerator
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.loader import WorkflowSet, load_workflows
 from aivos.edge.workflows.metrics import WorkflowMetrics
+from aivos.edge.workflows.owners import owned_run_ids, run_owner
 from aivos.edge.workflows.rows import RunRow
 from aivos.edge.workflows.secrets import Secrets
 from aivos.edge.workflows.settings import WorkflowSettings
@@ -85,7 +86,7 @@ class WorkflowEngine:
             index=index,
         )
         driver = RunDriver(self._journal, StepRunner(self._env), self.metrics, self._lookup)
-        self._runs = RunSupervisor(self._journal, signals, driver, self.metrics)
+        self._runs = RunSupervisor(self._journal, signals, driver, self.metrics, store=store)
         self._triggers = Triggers(
             settings,
             self._journal,
@@ -194,13 +195,22 @@ class WorkflowEngine:
         trigger: str = "api",
         trace_id: str | None = None,
         dedup_key: str | None = None,
+        owner: str | None = None,
     ) -> RunResult:
         """Persist a new run, start it, and wait up to `wait_s` for it to finish.
 
         Returns the finished run's response, or (still running / waiting for approval) a
-        handle to poll. With `dedup_key`, a second start returns the first run."""
+        handle to poll. With `dedup_key`, a second start returns the first run. `owner`: the
+        id of the client token the run is for (None: the site's own run, operators only).
+        A client request's inputs come from `request_inputs` (inputs.py), never raw metadata."""
         return await self._runs.start_run(
-            workflow, inputs, wait_s=wait_s, trigger=trigger, trace_id=trace_id, dedup_key=dedup_key
+            workflow,
+            inputs,
+            wait_s=wait_s,
+            trigger=trigger,
+            trace_id=trace_id,
+            dedup_key=dedup_key,
+            owner=owner,
         )
 
     async def wait(self, run_id: str, wait_s: float, *, return_on_pause: bool = True) -> RunResult:
@@ -218,6 +228,10 @@ class WorkflowEngine:
     def get_run(self, run_id: str) -> RunRow:
         return self._journal.get_run(run_id)
 
+    def run_owner(self, run_id: str) -> str | None:
+        """The id of the token the run belongs to (None: the site's); NotFound if no run."""
+        return run_owner(self.store.readers.get(), run_id)
+
     def list_runs(
         self,
         *,
@@ -225,8 +239,28 @@ class WorkflowEngine:
         workflow: str | None = None,
         limit: int = 100,
         before: str | None = None,
+        owner: str | None = None,
     ) -> list[RunRow]:
-        return self._journal.list_runs(state=state, workflow=workflow, limit=limit, before=before)
+        """Runs newest first; with `owner`, only the runs of that token."""
+        if owner is None:
+            return self._journal.list_runs(
+                state=state, workflow=workflow, limit=limit, before=before
+            )
+        ids = owned_run_ids(
+            self.store.readers.get(),
+            owner,
+            state=state,
+            workflow=workflow,
+            limit=limit,
+            before=before,
+        )
+        runs = []
+        for run_id in ids:
+            try:
+                runs.append(self._journal.get_run(run_id))
+            except NotFound:  # deleted (retention) since the ids were read
+                continue
+        return runs
 
     def run_detail(self, run_id: str) -> RunDetail:
         run = self._journal.get_run(run_id)

@@ -16,9 +16,11 @@ from typing import Any
 import msgspec
 
 from aivos.edge.workflows.expr import ExprSyntaxError, parse_expr
+from aivos.edge.workflows.inputs import coerce_input
 from aivos.edge.workflows.safety import taint_violations
 from aivos.edge.workflows.settings import ConnectorSettings
 from aivos.edge.workflows.spec import (
+    BUILTIN_INPUTS,
     END,
     ApproveStep,
     BranchStep,
@@ -31,7 +33,7 @@ from aivos.edge.workflows.spec import (
     Workflow,
 )
 from aivos.edge.workflows.template import Template, TemplateSyntaxError, value_refs
-from aivos.shared.errors import WorkflowInvalid
+from aivos.shared.errors import InvalidInput, WorkflowInvalid
 
 __all__ = ["load_workflow", "load_workflows", "parse_workflow", "WorkflowSet"]
 
@@ -41,6 +43,8 @@ _ROOTS = ("inputs", "steps", "run")
 
 def _where(source: str, raw: Mapping[str, Any], path: str) -> str:
     """Translate a msgspec error path (`$.steps[2].timeout_s`) into file/step/field words."""
+    if path.startswith("key` in `"):  # a table key that does not fit, e.g. `[inputs.Bad]`
+        return f"{source}: a key of field '{path[len('key` in `$.') :]}'"
     m = _PATH_RE.match(path)
     if m:
         index = int(m.group(1))
@@ -103,16 +107,24 @@ def load_workflow(
     return parse_workflow(text, path.name, connectors=connectors)
 
 
-def _check_template(where: str, text: str, known: set[str]) -> Template:
+def _check_template(
+    where: str, text: str, known: set[str], inputs: set[str] | None = None
+) -> Template:
     try:
         template = Template(text)
     except TemplateSyntaxError as exc:
         raise WorkflowInvalid(where, str(exc).partition(": ")[2]) from exc
-    _check_refs(where, template.refs, known)
+    _check_refs(where, template.refs, known, inputs)
     return template
 
 
-def _check_refs(where: str, refs: Iterable[tuple[str, ...]], known: set[str]) -> None:
+def _check_refs(
+    where: str,
+    refs: Iterable[tuple[str, ...]],
+    known: set[str],
+    inputs: set[str] | None = None,
+) -> None:
+    """`inputs`: the names a workflow that declares its inputs may read (None: not checked)."""
     for ref in refs:
         dotted = ".".join(ref)
         if ref[0] not in _ROOTS:
@@ -121,6 +133,34 @@ def _check_refs(where: str, refs: Iterable[tuple[str, ...]], known: set[str]) ->
             raise WorkflowInvalid(
                 where, f"{{{dotted}}} does not name an earlier step (earlier: {sorted(known)})"
             )
+        if ref[0] == "inputs" and inputs is not None and (len(ref) < 2 or ref[1] not in inputs):
+            raise WorkflowInvalid(
+                where, f"{{{dotted}}} is not a declared input (declared: {sorted(inputs)})"
+            )
+
+
+def _check_inputs(workflow: Workflow, source: str) -> set[str] | None:
+    """Check the `[inputs]` table; returns the names templates may read (None when the
+    workflow declares no inputs: its references are not checked)."""
+    for name, spec in workflow.inputs.items():
+        where = f"{source}: field 'inputs.{name}'"
+        if name in BUILTIN_INPUTS:
+            raise WorkflowInvalid(where, f"{name!r} is built in (set by the engine)")
+        if spec.pattern is not None:
+            if spec.type != "string":
+                raise WorkflowInvalid(where, "only a string input has a pattern")
+            try:
+                re.compile(spec.pattern)
+            except re.error as exc:
+                raise WorkflowInvalid(where, f"pattern: {exc}") from exc
+        if spec.default is not None:
+            try:
+                coerce_input(spec, spec.default, f"inputs.{name}.default")
+            except InvalidInput as exc:
+                raise WorkflowInvalid(where, f"default: {exc}") from exc
+    if not workflow.inputs:
+        return None
+    return {*workflow.inputs, *BUILTIN_INPUTS}
 
 
 def _check_target(where: str, target: str | None, workflow: Workflow, index: int) -> None:
@@ -136,7 +176,8 @@ def _check_target(where: str, target: str | None, workflow: Workflow, index: int
 def _check(
     workflow: Workflow, source: str, connectors: Mapping[str, ConnectorSettings] | None
 ) -> None:
-    _check_template(f"{source}: field 'fallback'", workflow.fallback, set())
+    names = _check_inputs(workflow, source)
+    _check_template(f"{source}: field 'fallback'", workflow.fallback, set(), names)
     seen: set[str] = set()
     for index, step in enumerate(workflow.steps):
 
@@ -151,21 +192,21 @@ def _check(
         if step.on_error not in ("fallback", "continue"):
             _check_target(at("on_error"), step.on_error, workflow, index)
         if isinstance(step, RetrieveStep):
-            _check_template(at("query"), step.query, seen)
+            _check_template(at("query"), step.query, seen, names)
         elif isinstance(step, HttpStep):
             _check_connector(at("connector"), step.connector, connectors)
-            _check_template(at("path"), step.path, seen)
+            _check_template(at("path"), step.path, seen, names)
             for key, value in step.query.items():
-                _check_template(at(f"query.{key}"), value, seen)
+                _check_template(at(f"query.{key}"), value, seen, names)
             if step.body is not None:
-                _check_value(at("body"), step.body, seen)
+                _check_value(at("body"), step.body, seen, names)
             if step.method == "GET" and step.body is not None:
                 raise WorkflowInvalid(at("body"), "a GET request has no body")
         elif isinstance(step, GenerateStep):
-            _check_template(at("template"), step.template, seen)
-            _check_template(at("fallback"), step.fallback, seen)
+            _check_template(at("template"), step.template, seen, names)
+            _check_template(at("fallback"), step.fallback, seen, names)
             if step.system is not None:
-                _check_template(at("system"), step.system, seen)
+                _check_template(at("system"), step.system, seen, names)
             for name, allowed in step.fields.items():
                 if not allowed:
                     raise WorkflowInvalid(at(f"fields.{name}"), "needs at least one allowed value")
@@ -174,13 +215,13 @@ def _check(
                 expr = parse_expr(step.when)
             except ExprSyntaxError as exc:
                 raise WorkflowInvalid(at("when"), str(exc).partition(": ")[2]) from exc
-            _check_refs(at("when"), expr.refs, seen)
+            _check_refs(at("when"), expr.refs, seen, names)
             _check_target(at("then"), step.then, workflow, index)
             _check_target(at("otherwise"), step.otherwise, workflow, index)
         elif isinstance(step, ApproveStep):
-            _check_template(at("message"), step.message, seen)
+            _check_template(at("message"), step.message, seen, names)
             for ref in step.review:
-                _check_template(at("review"), "{" + ref + "}", seen)
+                _check_template(at("review"), "{" + ref + "}", seen, names)
             _check_target(at("on_reject"), step.on_reject, workflow, index)
         elif isinstance(step, EmitStep):
             if (step.nats is None) == (step.webhook is None):
@@ -189,22 +230,22 @@ def _check(
                 _check_connector(at("webhook"), step.webhook, connectors)
             elif step.path != "/":
                 raise WorkflowInvalid(at("path"), "only a webhook emit has a path")
-            _check_template(at("path"), step.path, seen)
-            _check_value(at("payload"), step.payload, seen)
+            _check_template(at("path"), step.path, seen, names)
+            _check_value(at("payload"), step.payload, seen, names)
         elif isinstance(step, RespondStep):
-            _check_template(at("template"), step.template, seen)
+            _check_template(at("template"), step.template, seen, names)
         seen.add(step.id)
     for step_id, message in taint_violations(workflow):
         index = workflow.index_of(step_id)
         raise WorkflowInvalid(_step_where(source, index, workflow.steps[index]), message)
 
 
-def _check_value(where: str, value: Any, known: set[str]) -> None:
+def _check_value(where: str, value: Any, known: set[str], inputs: set[str] | None = None) -> None:
     try:
         refs = value_refs(value)
     except TemplateSyntaxError as exc:
         raise WorkflowInvalid(where, str(exc).partition(": ")[2]) from exc
-    _check_refs(where, refs, known)
+    _check_refs(where, refs, known, inputs)
 
 
 def _check_connector(

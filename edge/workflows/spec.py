@@ -1,7 +1,7 @@
 """The workflow definition format: msgspec Structs decoded from TOML.
 
-A workflow is a name, a trigger, a deadline, a fallback answer and an ordered list of
-steps; each step is a table with `id` and `kind`. Steps run in order; `branch` steps and
+A workflow is a name, a trigger, typed inputs, a deadline, a fallback answer and an ordered
+list of steps; each step is a table with `id` and `kind`. Steps run in order; `branch` steps and
 `next` / `on_error` / `on_reject` jump forward only (so every run terminates). The
 target ``"end"`` finishes the run. See docs/workflows.md for the full reference.
 """
@@ -15,6 +15,8 @@ from msgspec import Meta
 
 __all__ = [
     "Trigger",
+    "InputSpec",
+    "BUILTIN_INPUTS",
     "RetrieveStep",
     "HttpStep",
     "GenerateStep",
@@ -33,6 +35,10 @@ END = "end"
 SIDE_EFFECT_KINDS = ("http", "emit")
 
 StepId = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+InputName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+# set by the engine for every run (a request's text and session, a trigger's event name);
+# never declared by a workflow and never taken from a client's metadata
+BUILTIN_INPUTS = ("text", "session_id", "event")
 EventName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\.[A-Za-z0-9_-]{1,64}$")]
 SubjectToken = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Seconds = Annotated[float, Meta(gt=0, le=86_400 * 7)]
@@ -42,6 +48,24 @@ class Trigger(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     intents: list[Annotated[str, Meta(min_length=1, max_length=128)]] = []
     events: list[EventName] = []  # "<source>.<type>", from POST /v1/events/<source>
     nats: list[SubjectToken] = []  # site-local subjects aivos.evt.<site>.<name>
+
+
+class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One declared input (`[inputs.<name>]`).
+
+    `source` says where a run started for a client request (`POST /v1/infer`) takes it from:
+    `"request"`: the request's `metadata.<name>` (the client chooses it); `"token"`: the
+    attribute `<name>` the site bound to the client's token (`aivos tokens create --bind`),
+    for values that pick whose data a connector touches (an account id). Runs the site
+    starts (signed webhooks, NATS triggers, the CLI) take inputs from their payload."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    source: Literal["request", "token"] = "request"
+    required: bool = True
+    default: str | int | float | bool | None = None
+    pattern: Annotated[str, Meta(max_length=512)] | None = None  # strings, whole value
+    max_length: Annotated[int, Meta(ge=1, le=65_536)] = 256  # strings
+    description: str = ""
 
 
 class _Step(
@@ -123,6 +147,7 @@ class Workflow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     steps: Annotated[list[Step], Meta(min_length=1, max_length=200)]
     description: str = ""
     trigger: Trigger = Trigger()
+    inputs: dict[InputName, InputSpec] = {}
     deadline_s: Seconds = 10.0
     fallback: str = "We could not complete this request right now. Reference: {run.id}."
     # filled by the loader, not by the file

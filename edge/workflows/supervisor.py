@@ -11,11 +11,13 @@ import asyncio
 import logging
 from typing import Any
 
+from aivos.edge.store import Store
 from aivos.edge.workflows import audit
 from aivos.edge.workflows.driver import RunDriver
 from aivos.edge.workflows.errors import RunConflict
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.metrics import WorkflowMetrics
+from aivos.edge.workflows.owners import set_run_owner
 from aivos.edge.workflows.rows import TERMINAL, RunRow
 from aivos.edge.workflows.signals import RunSignals
 from aivos.edge.workflows.spec import Workflow
@@ -34,7 +36,10 @@ class RunSupervisor:
         signals: RunSignals,
         driver: RunDriver,
         metrics: WorkflowMetrics,
+        *,
+        store: Store | None = None,
     ) -> None:
+        self._store = store  # for the runs' owners (owners.py); None: runs have no owner
         self._journal = journal
         self._signals = signals
         self._driver = driver
@@ -63,11 +68,13 @@ class RunSupervisor:
         trigger: str = "api",
         trace_id: str | None = None,
         dedup_key: str | None = None,
+        owner: str | None = None,
     ) -> RunResult:
         """Persist a new run, start it, and wait up to `wait_s` for it to finish.
 
         Returns the finished run's response, or (still running / waiting for approval) a
-        handle to poll. With `dedup_key`, a second start returns the first run."""
+        handle to poll. With `dedup_key`, a second start returns the first run. `owner`:
+        the token the run is started for (recorded before its id is returned)."""
         run_id = new_id()
         run = await self._journal.create_run(
             run_id=run_id,
@@ -83,6 +90,9 @@ class RunSupervisor:
             return await self.wait(run.id, wait_s)
         self._metrics.runs_started.inc(workflow=workflow.name, trigger=trigger.split(":")[0])
         self._spawn(run_id, run)
+        if owner is not None and self._store is not None:
+            await self._journal.sync(run_id)  # the run's row is on disk
+            await self._store.transact(lambda c: set_run_owner(c, run_id, owner))
         return await self.wait(run_id, wait_s)
 
     async def wait(self, run_id: str, wait_s: float, *, return_on_pause: bool = True) -> RunResult:

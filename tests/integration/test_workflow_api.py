@@ -73,7 +73,8 @@ class Api:
         """Poll the run until it reaches one of `states` (a condition, not a timing)."""
 
         def reached() -> dict[str, Any] | None:
-            resp = self.client.get(f"/v1/runs/{run_id}", headers=self.auth("client"))
+            # runs a webhook started are the site's: operators see them (clients get 404)
+            resp = self.client.get(f"/v1/runs/{run_id}", headers=self.auth("operator"))
             body: dict[str, Any] = resp.json()
             return body if body["run"]["state"] in states else None
 
@@ -152,12 +153,16 @@ def test_signed_event_starts_a_run_and_operator_approves_it(api: Api, bank: Core
     run_id = run["run_id"]
     api.wait(run_id, "waiting_approval")
 
-    listed = api.client.get("/v1/runs", headers=api.auth("client"))
+    listed = api.client.get("/v1/runs", headers=api.auth("operator"))
     assert listed.status_code == 200
     assert [r["run_id"] for r in listed.json()["runs"]] == [run_id]
     assert listed.json()["runs"][0]["state"] == "waiting_approval"
 
-    # a client may look but not decide
+    # issue 12 (repro 4): a client token sees only the runs started for its own requests;
+    # this run is the site's (a webhook started it), so a client neither sees nor decides it
+    mine = api.client.get("/v1/runs", headers=api.auth("client"))
+    assert mine.status_code == 200 and mine.json()["runs"] == []
+    assert api.client.get(f"/v1/runs/{run_id}", headers=api.auth("client")).status_code == 404
     forbidden = api.client.post(f"/v1/runs/{run_id}/approve", headers=api.auth("client"))
     assert forbidden.status_code == 403
     assert bank.side_effects == []
@@ -171,7 +176,7 @@ def test_signed_event_starts_a_run_and_operator_approves_it(api: Api, bank: Core
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "run_conflict"
 
-    detail = (api.client.get(f"/v1/runs/{run_id}", headers=api.auth("client"))).json()
+    detail = (api.client.get(f"/v1/runs/{run_id}", headers=api.auth("operator"))).json()
     assert detail["run"]["state"] == "succeeded"
     assert [s["step"] for s in detail["steps"]] == ["check", "open", "answer"]
     assert detail["steps"][0]["approval"]["decided_by"] == "t-operator"

@@ -8,7 +8,7 @@ from litestar import Controller, Request, post
 from litestar.response import ServerSentEvent
 
 from aivos.edge.agent import Agent
-from aivos.edge.api.auth import requires
+from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.convert import infer_response
 from aivos.edge.api.schemas import InferRequest, InferResponse
 from aivos.edge.api.sse import sse_events
@@ -32,7 +32,10 @@ class InferController(Controller):
     async def infer(
         self, data: InferRequest, agent: Agent, request: Request[Any, Any, Any]
     ) -> InferResponse | ServerSentEvent:
+        caller = caller_of(request)
         wants_sse = data.stream or "text/event-stream" in request.headers.get("accept", "")
         if wants_sse:
-            return _EventStream(sse_events(agent.pipeline.events(data)))
-        return infer_response(await agent.pipeline.infer(data))
+            # another token's session is a 404 before the stream starts, not an event
+            await agent.pipeline.admit(data, caller)
+            return _EventStream(sse_events(agent.pipeline.events(data, caller)))
+        return infer_response(await agent.pipeline.infer(data, caller))

@@ -1,13 +1,18 @@
-"""Asynchronous requests: `POST /v1/jobs` returns 202 and a handle; `GET /v1/jobs/{id}` polls it."""
+"""Asynchronous requests: `POST /v1/jobs` returns 202 and a handle; `GET /v1/jobs/{id}` polls it.
+
+A job belongs to the token that submitted it; another client token gets 404 for it."""
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get, post
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
 
 from aivos.edge.agent import Agent
-from aivos.edge.api.auth import requires
+from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.convert import job_accepted, job_out
 from aivos.edge.api.schemas import JobAccepted, JobOut, JobRequest
+from aivos.edge.ownership import check_job, own_job
 
 __all__ = ["JobsController"]
 
@@ -17,10 +22,17 @@ class JobsController(Controller):
     guards = [requires("client")]
 
     @post("/", status_code=202)
-    async def submit(self, data: JobRequest, agent: Agent) -> Response[JobAccepted]:
-        accepted = job_accepted(await agent.jobs.submit(data))
+    async def submit(
+        self, data: JobRequest, agent: Agent, request: Request[Any, Any, Any]
+    ) -> Response[JobAccepted]:
+        caller = caller_of(request)
+        await agent.pipeline.admit(data, caller)  # the session, if any, is the caller's
+        job = await agent.jobs.submit(data)
+        await own_job(agent.store, job.job_id, caller)  # before its id leaves
+        accepted = job_accepted(job)
         return Response(accepted, status_code=202, headers={"Location": accepted.status_url})
 
     @get("/{job_id:str}")
-    async def status(self, job_id: str, agent: Agent) -> JobOut:
+    async def status(self, job_id: str, agent: Agent, request: Request[Any, Any, Any]) -> JobOut:
+        check_job(agent.store, job_id, caller_of(request))
         return job_out(agent.jobs.status(job_id))

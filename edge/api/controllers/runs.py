@@ -1,6 +1,9 @@
 """Workflow runs: `GET /v1/runs`, `GET /v1/runs/{id}` (the step timeline, PII-masked), and
 the operator actions approve / reject / cancel / retry (`operator` scope).
 
+A client token sees only the runs started for its own requests (404 for any other run);
+operator and admin tokens see every run, including those the site started (webhooks).
+
 The engine arrives by dependency injection as `workflows` (a `WorkflowEngine`)."""
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from litestar import Controller, Request, get, post
 from litestar.params import Parameter
 from msgspec import Meta
 
-from aivos.edge.api.auth import requires
+from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.errors import ApiError
+from aivos.edge.ownership import check_run, runs_filter
 from aivos.edge.workflows.engine import WorkflowEngine
 from aivos.edge.workflows.views import RunDetail, RunResult, RunSummary, summary
 
@@ -51,19 +55,29 @@ class RunsController(Controller):
     async def list_runs(
         self,
         workflows: WorkflowEngine,
+        request: Request[Any, Any, Any],
         run_state: Annotated[str | None, Parameter(query="state")] = None,
         workflow: str | None = None,
         before: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     ) -> RunList:
-        rows = workflows.list_runs(state=run_state, workflow=workflow, limit=limit, before=before)
+        rows = workflows.list_runs(
+            state=run_state,
+            workflow=workflow,
+            limit=limit,
+            before=before,
+            owner=runs_filter(caller_of(request)),
+        )
         return RunList(
             runs=[summary(r) for r in rows],
             next_before=rows[-1].id if len(rows) == limit else None,
         )
 
     @get("/{run_id:str}")
-    async def get_run(self, run_id: str, workflows: WorkflowEngine) -> RunDetail:
+    async def get_run(
+        self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
+    ) -> RunDetail:
+        check_run(workflows, run_id, caller_of(request))
         return workflows.run_detail(run_id)
 
     @post("/{run_id:str}/approve", guards=[requires("operator")], status_code=200)

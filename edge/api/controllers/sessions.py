@@ -1,14 +1,17 @@
-"""Per-session memory: recent turns (short-term) and facts (long-term)."""
+"""Per-session memory: recent turns (short-term) and facts (long-term).
+
+A session is visible only to the token that made it (and to operator and admin tokens);
+anyone else gets the same 404 as for a session that does not exist."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, delete, get, put
+from litestar import Controller, Request, delete, get, put
 from litestar.params import Parameter
 
 from aivos.edge.agent import Agent
-from aivos.edge.api.auth import requires
+from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.convert import fact_out, session_out
 from aivos.edge.api.schemas import FactIn, FactOut, SessionOut
 
@@ -23,27 +26,43 @@ class SessionsController(Controller):
     guards = [requires("client")]
 
     @get("/")
-    async def get_session(self, session_id: SessionPath, agent: Agent) -> SessionOut:
-        return session_out(agent.sessions.get(session_id))
+    async def get_session(
+        self, session_id: SessionPath, agent: Agent, request: Request[Any, Any, Any]
+    ) -> SessionOut:
+        return session_out(agent.sessions.get(session_id, caller_of(request)))
 
     @delete("/", status_code=204)
-    async def forget(self, session_id: SessionPath, agent: Agent) -> None:
-        await agent.sessions.forget(session_id)
+    async def forget(
+        self, session_id: SessionPath, agent: Agent, request: Request[Any, Any, Any]
+    ) -> None:
+        await agent.sessions.forget(session_id, caller_of(request))
 
     @get("/facts")
-    async def facts(self, session_id: SessionPath, agent: Agent) -> list[FactOut]:
-        return [fact_out(f) for f in agent.sessions.facts(session_id)]
+    async def facts(
+        self, session_id: SessionPath, agent: Agent, request: Request[Any, Any, Any]
+    ) -> list[FactOut]:
+        return [fact_out(f) for f in agent.sessions.facts(session_id, caller_of(request))]
 
     @put("/facts/{key:str}")
     async def put_fact(
-        self, session_id: SessionPath, key: KeyPath, data: FactIn, agent: Agent
+        self,
+        session_id: SessionPath,
+        key: KeyPath,
+        data: FactIn,
+        agent: Agent,
+        request: Request[Any, Any, Any],
     ) -> FactOut:
-        return fact_out(await agent.sessions.put_fact(session_id, key, data.value))
+        fact = await agent.sessions.put_fact(session_id, key, data.value, caller_of(request))
+        return fact_out(fact)
 
     @get("/facts/{key:str}")
-    async def get_fact(self, session_id: SessionPath, key: KeyPath, agent: Agent) -> FactOut:
-        return fact_out(agent.sessions.get_fact(session_id, key))
+    async def get_fact(
+        self, session_id: SessionPath, key: KeyPath, agent: Agent, request: Request[Any, Any, Any]
+    ) -> FactOut:
+        return fact_out(agent.sessions.get_fact(session_id, key, caller_of(request)))
 
     @delete("/facts/{key:str}", status_code=204)
-    async def delete_fact(self, session_id: SessionPath, key: KeyPath, agent: Agent) -> None:
-        await agent.sessions.delete_fact(session_id, key)
+    async def delete_fact(
+        self, session_id: SessionPath, key: KeyPath, agent: Agent, request: Request[Any, Any, Any]
+    ) -> None:
+        await agent.sessions.delete_fact(session_id, key, caller_of(request))

@@ -1,0 +1,57 @@
+"""Who owns a workflow run: the `owner` column of `workflow_runs` (migration ``0010_owners``).
+
+A run started for a client request (an intent routed from `POST /v1/infer`) belongs to the
+token that sent it; runs started by the site (webhooks, NATS triggers, the CLI) have no owner
+and only operators see them. The run journal (journal.py) owns every other column.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from aivos.shared.errors import NotFound
+
+__all__ = ["run_owner", "set_run_owner", "owned_run_ids"]
+
+
+def run_owner(conn: sqlite3.Connection, run_id: str) -> str | None:
+    """The run's owner token id (None: the site's own); NotFound when there is no such run."""
+    row = conn.execute("SELECT owner FROM workflow_runs WHERE id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no workflow run {run_id}")
+    owner: str | None = row["owner"]
+    return owner
+
+
+def set_run_owner(conn: sqlite3.Connection, run_id: str, owner: str) -> None:
+    """Record the token a run was started for (once: an owner is never replaced)."""
+    conn.execute(
+        "UPDATE workflow_runs SET owner = ? WHERE id = ? AND owner IS NULL", (owner, run_id)
+    )
+
+
+def owned_run_ids(
+    conn: sqlite3.Connection,
+    owner: str,
+    *,
+    state: str | None = None,
+    workflow: str | None = None,
+    limit: int = 100,
+    before: str | None = None,
+) -> list[str]:
+    """Ids of `owner`'s runs, newest first (the order and filters of `RunJournal.list_runs`)."""
+    where, args = ["owner = ?"], [owner]
+    if state:
+        where.append("state = ?")
+        args.append(state)
+    if workflow:
+        where.append("workflow = ?")
+        args.append(workflow)
+    if before:
+        where.append("id < ?")
+        args.append(before)
+    rows = conn.execute(
+        f"SELECT id FROM workflow_runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+        (*args, limit),
+    ).fetchall()
+    return [str(r["id"]) for r in rows]
