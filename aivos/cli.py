@@ -20,6 +20,9 @@ _COMMANDS: dict[str, dict[str, str]] = {
     "": {
         "up": "aivos.up:up_cmd",
         "ask": "aivos.edge.client_cli:ask_cmd",
+        "doctor": "aivos.edge.doctor.cli:doctor_cmd",
+        "backup": "aivos.edge.backup_cli:backup_cmd",
+        "restore": "aivos.edge.backup_cli:restore_cmd",
     },
     "models": {
         "build": "aivos.cloud.modelbuild.cli:build_cmd",
@@ -46,6 +49,10 @@ _COMMANDS: dict[str, dict[str, str]] = {
     "residency": {"mask": "aivos.shared.residency.cli:mask_cmd"},
     "cloud": {
         "worker": "aivos.cloud.worker.cli:worker_cmd",
+        "workers": "aivos.cloud.models.cli:workers_cmd",
+        "router": "aivos.cloud.models.cli:router_cmd",
+        "models": "aivos.cloud.models.cli:models_cmd",
+        "costs": "aivos.cloud.models.cli:costs_cmd",
         "ingest": "aivos.cloud.ingest.cli:ingest_cmd",
         "stats": "aivos.cloud.ingest.cli:stats_cmd",
         "audit": "aivos.cloud.ingest.cli:audit_cmd",

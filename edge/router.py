@@ -13,20 +13,49 @@ The policy is a small TOML document (a file, or the `[router]` table of the agen
 
 Below the threshold (the intent's override, else the bundle's) a query is out of
 scope and the decision is always `escalate`.
+
+`route` decides on the intent alone; `settle` then checks that a `local` route can actually
+be answered on site (answerability, docs/models.md "Routing on answerability"):
+
+* an open-ended request (`is_open_ended`: "write…", "tell me a story…", "compare…",
+  "explain…") escalates: a template or a passage cannot write, compare or explain;
+* an out-of-scope request that the site's documents answer (a passage at or above the
+  knowledge threshold, not open-ended) is answered locally from that passage (reason
+  "knowledge") when the policy keeps requests local by default and has no rule
+  escalating or refusing the intent the model leaned to: a site's FAQ is what it serves,
+  even when no intent of the bundle names it;
+* otherwise a local route stays local when there is a template (the rule's, or a built-in
+  one for small talk) or a retrieved passage at or above the knowledge threshold;
+* else, when the site has a generator it may use (an uplink is configured and the residency
+  policy lets prompts leave), the request escalates (link down: the durable job, as for
+  out-of-scope requests); a box without one keeps the local "no document" reply.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from aivos.edge.answers import builtin_template
 from aivos.shared.config import decode_config
 from aivos.shared.errors import ConfigError
 
-__all__ = ["Decision", "IntentRule", "RouterPolicy", "Route", "route", "load_router_policy"]
+__all__ = [
+    "Decision",
+    "IntentRule",
+    "RouterPolicy",
+    "Route",
+    "route",
+    "settle",
+    "is_open_ended",
+    "knowledge_may_answer",
+    "load_router_policy",
+    "model_class_for",
+]
 
 Decision = Literal["local", "escalate", "refuse"]
 
@@ -35,6 +64,7 @@ class IntentRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decision: Decision | None = None
     threshold: float | None = msgspec.field(default=None)
     template: str | None = None
+    model_class: str | None = None  # cloud model class of this intent's escalations
 
 
 class RouterPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -43,6 +73,11 @@ class RouterPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     refuse_message: str = (
         "Sorry, this request cannot be handled here. Please ask a member of staff."
     )
+    # the edge result cache serves session (personalised) requests too only when this is set
+    cache_sessions: bool = False
+    # cloud model class (e.g. "small", "large") escalations name unless their intent's rule
+    # names one; None: the cloud's default queue group (no model routing)
+    model_class: str | None = None
 
     def validate_against(self, labels: list[str]) -> None:
         """Fail loudly when the policy names an intent the bundle does not know."""
@@ -56,7 +91,9 @@ class RouterPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Route(msgspec.Struct, frozen=True):
     decision: Decision
-    reason: str  # "policy", "out_of_scope", "default"
+    reason: (
+        str  # "policy", "out_of_scope", "default"; `settle`: "open_ended", "no_answer", "knowledge"
+    )
     threshold: float
     template: str | None = None
 
@@ -68,9 +105,87 @@ def route(
     threshold = rule.threshold if rule and rule.threshold is not None else bundle_threshold
     if intent == oos_label or confidence < threshold:
         return Route("escalate", "out_of_scope", threshold)
+    template = rule.template if rule and rule.template else builtin_template(intent)
     if rule and rule.decision:
-        return Route(rule.decision, "policy", threshold, rule.template)
-    return Route(policy.default, "default", threshold, rule.template if rule else None)
+        return Route(rule.decision, "policy", threshold, template)
+    return Route(policy.default, "default", threshold, template)
+
+
+# Open-ended requests: the user asks the box to produce or reason, not to look something up.
+# The rules are kinds of request, not sentences: an optional polite lead-in, then a
+# production or reasoning verb; "tell me a story/poem…"; a creative form named as the thing
+# wanted; or a comparison / opinion phrase anywhere.
+_LEAD = (
+    r"^\W*(?:(?:hi|hey|hello|ok|okay|so|please|pls|kindly|now)\W+)*"
+    r"(?:(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+)?"
+    r"|i(?:\s+(?:want|need|would\s+like|wish)|['’]d\s+like)\s+(?:you\s+)?to\s+"
+    r"|(?:help\s+me|let'?s|go\s+ahead\s+and)\s+(?:to\s+)?)?(?:please\s+)?"
+)
+_VERBS = (
+    r"write|rewrite|compose|draft|generate|invent|imagine|pretend|brainstorm|"
+    r"summari[sz]e|paraphrase|rephrase|outline|describe|explain|elaborate|discuss|compare|"
+    r"contrast|analy[sz]e|evaluate|critique|argue|debate|classify|categori[sz]e|"
+    r"think\s+(?:of|up)|come\s+up\s+with|make\s+up|give\s+me\s+(?:\w+\s+){0,3}"
+    r"(?:ideas|reasons|examples|ways|tips|suggestions|names|arguments)"
+)
+_OPEN_ENDED = re.compile(
+    rf"{_LEAD}(?:{_VERBS})\b"
+    r"|\btell\s+(?:me\s+|us\s+)?(?:a|an|another|some)\s+(?:\w+\s+){0,3}?"
+    r"(?:story|stories|tale|fable|poem|riddle|anecdote)\b"
+    r"|\b(?:poem|haiku|limerick|sonnet|essay|short\s+story|song\s+lyrics|lyrics|screenplay|"
+    r"script|blog\s+post|speech|slogan|cover\s+letter)\b"
+    r"|\b(?:differences?\s+between|pros\s+and\s+cons|advantages\s+and\s+disadvantages|"
+    r"(?:better|worse)\s+than|in\s+your\s+opinion|what\s+do\s+you\s+think)\b",
+    re.IGNORECASE,
+)
+
+
+def is_open_ended(text: str) -> bool:
+    """True for requests that ask the box to write, tell a story, compare or explain."""
+    return _OPEN_ENDED.search(text) is not None
+
+
+def knowledge_may_answer(policy: RouterPolicy, intent: str) -> bool:
+    """Whether an out-of-scope request leaning to `intent` may be answered from a passage."""
+    rule = policy.intents.get(intent)
+    return policy.default == "local" and (rule is None or rule.decision in (None, "local"))
+
+
+def settle(
+    decided: Route,
+    text: str,
+    top_score: float | None,
+    *,
+    answer_min_score: float,
+    generator: bool,
+    answer_out_of_scope: bool = False,
+) -> Route:
+    """The route once answerability is known (see the module docstring). `top_score` is the
+    best retrieved passage's score (None: nothing retrieved); `generator` whether the site
+    may escalate at all; `answer_out_of_scope` whether an out-of-scope request may be
+    answered from a passage (`knowledge_may_answer`). Policy refusals and escalations stand."""
+    answerable = top_score is not None and top_score >= answer_min_score
+    if decided.reason == "out_of_scope":
+        if answer_out_of_scope and answerable and not is_open_ended(text):
+            return Route("local", "knowledge", decided.threshold)
+        return decided
+    if decided.decision != "local":
+        return decided
+    if is_open_ended(text):
+        return Route("escalate", "open_ended", decided.threshold)
+    if decided.template is not None or answerable:
+        return decided
+    if generator:
+        return Route("escalate", "no_answer", decided.threshold)
+    return decided
+
+
+def model_class_for(policy: RouterPolicy, intent: str) -> str | None:
+    """The model class an escalation of `intent` names: the intent's, else the policy's."""
+    rule = policy.intents.get(intent)
+    if rule is not None and rule.model_class is not None:
+        return rule.model_class
+    return policy.model_class
 
 
 def load_router_policy(path: Path) -> RouterPolicy:

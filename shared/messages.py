@@ -9,6 +9,11 @@ inbox. Replies, all to that inbox, in order:
 
 Each message is decoded with one reused decoder (`decode_reply`, `decode_request`).
 Schema evolution follows msgspec's rules: new fields go last with defaults.
+
+`GenerateRequest` and `Done` are encoded with ``omit_defaults``: a field left at its
+default is not sent, so a peer built before the field existed (whose decoder forbids
+unknown fields) still decodes the message. Model routing relies on it: a request naming no
+``model_class`` and a `Done` that names no model look exactly as they did before.
 """
 
 from __future__ import annotations
@@ -49,7 +54,12 @@ class Passage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class GenerateRequest(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="generate", tag_field="type"
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag="generate",
+    tag_field="type",
 ):
     """One generation request. `prompt`, `passages` and `memory` are already policy-masked."""
 
@@ -66,6 +76,9 @@ class GenerateRequest(
     traceparent: str | None = None
     # interactive: someone is waiting on the answer; background: a deferred job's completion
     priority: Literal["interactive", "background"] = "interactive"
+    # a catalogue model class (``small``, ``large``): sent to ``aivos.gen.<site>.<class>``
+    # and resolved by the cloud's model router; None: the default queue group
+    model_class: str | None = None
 
     def remaining_ms(self, now: int | None = None) -> float:
         """Milliseconds left before the deadline (``inf`` when there is none)."""
@@ -112,8 +125,17 @@ class Timings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     total_ms: float = 0.0
 
 
-class Done(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="done", tag_field="type"):
-    """Generation finished: the full `text` and counters."""
+class Done(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag="done",
+    tag_field="type",
+):
+    """Generation finished: the full `text` and counters. For a request that named a model
+    class, `model` and `version` name the catalogue entry that produced the text and
+    `fallback` is true when it was not the class's primary."""
 
     request_id: str
     text: str
@@ -121,11 +143,15 @@ class Done(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="done", 
     timings: Timings = Timings()
     backend: str = ""
     worker: str = ""
+    model: str = ""
+    version: str = ""
+    fallback: bool = False
 
 
 class Error(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="error", tag_field="type"):
     """Generation failed; `code` is machine-readable (``deadline_exceeded``, ``backend_error``,
-    ``bad_request``, ``shutting_down``)."""
+    ``bad_request``, ``shutting_down``; from the model router also ``quota_exceeded``,
+    ``unknown_model_class`` and ``no_model_available``)."""
 
     request_id: str
     code: str

@@ -12,6 +12,14 @@ generation request          ``aivos.gen.<site>``                  edge requests;
                                                                   group ``aivos-gen``
 generation replies          the request's reply inbox             worker -> edge (Accepted,
                                                                   Token..., Done / Error)
+generation for a model      ``aivos.gen.<site>.<class>``          edge requests; the model
+class                                                             router queue-subscribes
+                                                                  ``aivos.gen.*.*`` in queue
+                                                                  group ``aivos-route``
+one catalogue model         ``aivos.model.<site>.<model>``        router -> workers of that
+                                                                  model (queue group
+                                                                  ``aivos-model-<model>``)
+worker pool stats           ``aivos.poolstats``                   workers -> pool supervisor
 heartbeat                   ``aivos.hb.<site>``                   edge -> fleet registry
 outbox / audit sync         ``aivos.sync.<site>.<data_class>``    edge -> hub stream
                                                                   ``AIVOS_SYNC`` (JetStream,
@@ -25,6 +33,11 @@ Decision: generation requests are **per site** (``aivos.gen.<site>``), not a fle
 subject with the site in a header. The site is then visible to NATS permissions and
 to subject-based accounting, and a dedicated pool can serve one site by subscribing
 to ``aivos.gen.<site>`` only. Workers serve all sites with the wildcard.
+
+Model subjects keep the site as their third token (``aivos.model.<site>.<model>``), so a
+site's own grant (``aivos.*.<site>.>``) reaches only its own requests, never another site's
+prompts, whatever the models are named; pool stats carry no site and have two tokens, out
+of every site's reach.
 """
 
 from __future__ import annotations
@@ -42,6 +55,14 @@ __all__ = [
     "CONFIG_BUCKET",
     "MODELS_BUCKET",
     "HUB_DOMAIN",
+    "GEN_ROUTE_QUEUE_GROUP",
+    "GEN_ALL_CLASSES",
+    "MODEL_ALL",
+    "POOL_STATS",
+    "gen_class_subject",
+    "model_subject",
+    "model_all_sites",
+    "model_queue_group",
     "validate_site",
     "validate_token",
     "gen_subject",
@@ -56,6 +77,10 @@ __all__ = [
 PREFIX = "aivos"
 GEN_QUEUE_GROUP = "aivos-gen"
 GEN_ALL_SITES = f"{PREFIX}.gen.*"
+GEN_ROUTE_QUEUE_GROUP = "aivos-route"
+GEN_ALL_CLASSES = f"{PREFIX}.gen.*.*"
+MODEL_ALL = f"{PREFIX}.model.*.*"
+POOL_STATS = f"{PREFIX}.poolstats"
 SYNC_STREAM = "AIVOS_SYNC"
 SYNC_ALL = f"{PREFIX}.sync.>"
 CONFIG_BUCKET = "aivos_config"
@@ -87,6 +112,26 @@ def validate_token(value: str, what: str = "token") -> str:
 def gen_subject(site: str) -> str:
     """Generation requests of one site: ``aivos.gen.<site>``."""
     return f"{PREFIX}.gen.{validate_site(site)}"
+
+
+def gen_class_subject(site: str, model_class: str) -> str:
+    """Generation requests of one site naming a model class: ``aivos.gen.<site>.<class>``."""
+    return f"{PREFIX}.gen.{validate_site(site)}.{validate_token(model_class, 'model_class')}"
+
+
+def model_subject(site: str, model: str) -> str:
+    """Requests of one site for one catalogue model: ``aivos.model.<site>.<model>``."""
+    return f"{PREFIX}.model.{validate_site(site)}.{validate_token(model, 'model')}"
+
+
+def model_all_sites(model: str) -> str:
+    """What the workers of one catalogue model subscribe: ``aivos.model.*.<model>``."""
+    return f"{PREFIX}.model.*.{validate_token(model, 'model')}"
+
+
+def model_queue_group(model: str) -> str:
+    """The queue group of one catalogue model's workers: ``aivos-model-<model>``."""
+    return f"aivos-model-{validate_token(model, 'model')}"
 
 
 def heartbeat_subject(site: str) -> str:

@@ -13,6 +13,12 @@ Per request (see `shared.messages` for the protocol):
   request asks to stream), then `Done`; if the deadline passes mid-generation the backend
   is stopped and `Error(deadline_exceeded)` is sent.
 
+Serving a catalogue model (``model=``, see `cloud.worker.catalogue`), the worker also
+clamps ``max_tokens`` to the model's limit, names the model and version in `Done` when the
+request named a model class (requests that name none are answered exactly as before, so
+an edge built before model routing decodes them), and publishes `WorkerStats` on
+``aivos.poolstats`` every ``stats_interval_s`` for its pool supervisor.
+
 `drain()` stops taking requests (unsubscribes), lets in-flight ones finish within a grace
 period, then drains the connection. The CLI calls it on SIGTERM/SIGINT.
 """
@@ -36,6 +42,7 @@ from opentelemetry.trace import SpanKind
 
 from aivos.cloud.worker.backend import GenerationBackend
 from aivos.cloud.worker.slots import PrioritySlots
+from aivos.cloud.worker.stats import LatencyWindow, WorkerStats, encode_stats
 from aivos.shared.errors import ConfigError
 from aivos.shared.messages import (
     Accepted,
@@ -49,7 +56,7 @@ from aivos.shared.messages import (
     decode_request,
     encode,
 )
-from aivos.shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP
+from aivos.shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP, POOL_STATS
 from aivos.shared.tracing import extract_context, tracer
 
 __all__ = ["GenerationWorker"]
@@ -71,6 +78,11 @@ class GenerationWorker:
         queue: str = GEN_QUEUE_GROUP,
         retry_after_ms: int = 50,
         slots: int | None = None,
+        model: str = "",
+        version: str = "",
+        max_tokens: int | None = None,
+        also: tuple[tuple[str, str], ...] = (),
+        stats_interval_s: float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError("worker.concurrency", "must be >= 1")
@@ -82,8 +94,17 @@ class GenerationWorker:
         self.subject = subject
         self.queue = queue
         self.retry_after_ms = retry_after_ms
+        self.model = model
+        self.version = version
+        self.max_tokens = max_tokens
+        # further (subject, queue group) pairs served, e.g. the default path for a model
+        self.also = also
+        self.stats_interval_s = stats_interval_s
+        self.latencies = LatencyWindow()
+        self._stats_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._nc: NATS | None = None
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.served = 0
         self.rejected = 0
@@ -95,8 +116,11 @@ class GenerationWorker:
     async def start(self, nc: NATS) -> None:
         """Join the queue group on `nc` (nats-py restores the subscription on reconnect)."""
         self._nc = nc
-        self._sub = await nc.subscribe(self.subject, queue=self.queue, cb=self._on_request)
+        for subject, queue in ((self.subject, self.queue), *self.also):
+            self._subs.append(await nc.subscribe(subject, queue=queue, cb=self._on_request))
         await nc.flush()
+        if self.model and self.stats_interval_s:
+            self._stats_task = asyncio.create_task(self._publish_stats())
         log.info(
             "worker %s serving %s (queue %s, backend %s, concurrency %d)",
             self.name,
@@ -108,19 +132,53 @@ class GenerationWorker:
 
     async def drain(self, grace_s: float = 30.0) -> None:
         """Stop taking requests, finish in-flight ones (cancel after `grace_s`)."""
-        if self._sub is not None:
+        self._stopping = True
+        for sub in self._subs:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+                await sub.unsubscribe()
+        self._subs = []
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+            self._stats_task = None
+            await self._send_stats()  # the supervisor sees this worker leave at once
         if self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
+
+    def stats(self) -> WorkerStats:
+        p95 = self.latencies.p(95)
+        return WorkerStats(
+            model=self.model,
+            worker=self.name,
+            in_flight=self.in_flight,
+            waiting=self.slots.waiting,
+            capacity=self.concurrency,
+            served=self.served,
+            rejected=self.rejected,
+            p95_ms=0.0 if math.isnan(p95) else p95,
+            sent_unix_ms=time.time_ns() // 1_000_000,
+            stopping=self._stopping,
+        )
+
+    async def _send_stats(self) -> None:
+        if self._nc is None or not self._nc.is_connected:
+            return
+        with contextlib.suppress(Exception):
+            await self._nc.publish(POOL_STATS, encode_stats(self.stats()))
+
+    async def _publish_stats(self) -> None:
+        assert self.stats_interval_s
+        while True:
+            await self._send_stats()
+            await asyncio.sleep(self.stats_interval_s)
 
     async def _reply(self, subject: str, message: Reply) -> None:
         assert self._nc is not None
@@ -149,6 +207,8 @@ class GenerationWorker:
                 ),
             )
             return
+        if self.max_tokens is not None and request.max_tokens > self.max_tokens:
+            request = msgspec.structs.replace(request, max_tokens=self.max_tokens)
         places = self.concurrency
         if request.priority == "background" and places > 1:
             places -= 1  # keep a place for an interactive request
@@ -231,6 +291,8 @@ class GenerationWorker:
                 await stream.aclose()  # type: ignore[attr-defined]
         end = time.monotonic()
         self.served += 1
+        self.latencies.add((end - received) * 1000.0)
+        named = request.model_class is not None  # an edge (or router) that knows the fields
         timings = Timings(
             queue_ms=(start - received) * 1000.0,
             first_token_ms=((first or end) - start) * 1000.0,
@@ -245,5 +307,7 @@ class GenerationWorker:
                 timings=timings,
                 backend=self.backend.name,
                 worker=self.name,
+                model=self.model if named else "",
+                version=self.version if named else "",
             ),
         )

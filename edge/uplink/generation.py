@@ -12,7 +12,15 @@ Failures raise `shared.errors` exceptions, so the router can fall back determini
 * `DeadlineExceeded` - nothing (or not everything) arrived within the budget,
   including a worker that died mid-request;
 * `LinkDown` - the NATS connection is closed or reconnecting;
-* `GenerationFailed` - the worker reported an error.
+* `GenerationFailed` - the worker reported an error;
+* `SiteQuotaExceeded` (a `WorkerSaturated`) - the cloud's model router says this site has
+  used up its generation quota for today: fall back as when workers are saturated.
+
+A request naming a model class (``request.model_class``) goes to
+``aivos.gen.<site>.<class>``, where the cloud's model router resolves it to a model and its
+fallbacks; the `Done` then names the model, version and whether a fallback answered. When
+no router serves that subject (a cloud without model routing: NATS reports no responders)
+the request is sent once more without the class, on the default ``aivos.gen.<site>``.
 """
 
 from __future__ import annotations
@@ -48,16 +56,22 @@ from aivos.shared.messages import (
     encode,
     now_ms,
 )
-from aivos.shared.subjects import gen_subject
+from aivos.shared.subjects import gen_class_subject, gen_subject
 from aivos.shared.tracing import inject_headers, tracer
 
-__all__ = ["stream_generate", "generate"]
+__all__ = ["stream_generate", "generate", "SiteQuotaExceeded"]
 
 log = logging.getLogger(__name__)
 
 _tracer = tracer(__name__)
 
 _LINK_POLL_S = 0.1  # how often a waiting client re-checks the connection state
+
+
+class SiteQuotaExceeded(WorkerSaturated):
+    """The cloud refused the request: the site's generation quota is used up for today."""
+
+    code = "quota_exceeded"
 
 
 def _link_ok(nc: NATS) -> bool:
@@ -96,7 +110,10 @@ async def stream_generate(
     request, deadline = _budget(request, timeout_s)
     if not _link_ok(nc):
         raise LinkDown(request.site, "NATS connection is not connected")
-    subject = gen_subject(request.site)
+    if request.model_class is not None:
+        subject = gen_class_subject(request.site, request.model_class)
+    else:
+        subject = gen_subject(request.site)
     inbox = nc.new_inbox()
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -119,6 +136,12 @@ async def stream_generate(
         while True:
             msg = await _next(nc, queue, deadline, request)
             if msg.headers and msg.headers.get("Status") == "503":
+                if request.model_class is not None and next_seq == 0:
+                    # no model router: the default queue group, as before model routing
+                    request = msgspec.structs.replace(request, model_class=None)
+                    subject, payload = gen_subject(request.site), encode(request)
+                    await _publish(nc, subject, payload, inbox, request.site, headers)
+                    continue
                 raise NoResponders(f"no generation worker serves {subject}")
             try:
                 reply = decode_reply(msg.data)
@@ -148,6 +171,8 @@ async def stream_generate(
             elif isinstance(reply, Error):
                 if reply.code == "deadline_exceeded":
                     raise DeadlineExceeded(f"worker dropped request: {reply.message}")
+                if reply.code == "quota_exceeded":
+                    raise SiteQuotaExceeded(reply.message)
                 raise GenerationFailed(reply.code, reply.message)
     finally:
         span.end()

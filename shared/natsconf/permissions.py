@@ -7,10 +7,14 @@ Roles (each a hub user, identified by its client certificate, see `pki`):
   ``aivos.*.<site>`` and ``aivos.*.<site>.>`` (generation requests, heartbeats, sync
   records, events and reports of its own site); replies only into its own inbox
   ``_INBOX.site-<site>.>``; JetStream API only to read the config bucket's own key and
-  the defaults key, to read bundles from the model object store, and to receive the
+  the defaults key (direct get and consumers filtered on those keys, nothing else), to read bundles from the model object store, and to receive the
   stream acks of its own sync publishes. For a leaf connection, *publish* is what the
   leaf may send into the hub and *subscribe* is what the hub forwards to the leaf.
-* **worker**: queue-subscribe ``aivos.gen.*``, reply into any inbox.
+* **worker** (generation workers, the model router, worker pool supervisors):
+  queue-subscribe ``aivos.gen.*`` (default path), ``aivos.gen.*.*`` (requests naming a
+  model class, for the router) and ``aivos.model.*.*`` (one catalogue model's requests);
+  publish ``aivos.model.>`` (the router forwarding to a model's workers) and pool stats
+  ``aivos.poolstats``; reply into any inbox.
 * **ingest**: the sync stream and its durable consumer, nothing else.
 * **fleet** (console, fleet service, rollouts, `models publish`): heartbeats and
   reports of every site, the config bucket and the model object store (read/write).
@@ -28,9 +32,12 @@ import msgspec
 from aivos.shared.fleet import DEFAULTS_KEY
 from aivos.shared.subjects import (
     CONFIG_BUCKET,
+    GEN_ALL_CLASSES,
     GEN_ALL_SITES,
     HUB_DOMAIN,
+    MODEL_ALL,
     MODELS_BUCKET,
+    POOL_STATS,
     PREFIX,
     SYNC_STREAM,
     config_key,
@@ -99,12 +106,11 @@ def site_permissions(site: str) -> Permissions:
     js_read = _js(
         f"STREAM.INFO.{_KV_STREAM}",
         *(f"DIRECT.GET.{_KV_STREAM}.{subject}" for subject in kv_keys),
+        # Only the named, filtered create form (the edge's `edge.fleet.config_watch`):
+        # the key is in the subject, and the server checks that the request's filter is
+        # that key. No plain `CONSUMER.CREATE.<stream>`, so no consumer on other keys.
         *(f"CONSUMER.CREATE.{_KV_STREAM}.*.{subject}" for subject in kv_keys),
-        # KNOWN GAP: nats-py's KV watch creates an unnamed ordered consumer, whose create
-        # subject carries no filter; until the edge names its watch consumers, the plain
-        # form must be allowed, so a site can *read* (never write) other sites' config.
-        f"CONSUMER.CREATE.{_KV_STREAM}",
-        f"CONSUMER.INFO.{_KV_STREAM}.*",
+        f"CONSUMER.INFO.{_KV_STREAM}.*",  # metadata of a consumer, never values
         f"STREAM.INFO.{_OBJ_STREAM}",
         "STREAM.NAMES",  # object store reads look the stream up by subject (names only)
         f"STREAM.MSG.GET.{_OBJ_STREAM}",
@@ -126,7 +132,10 @@ def service_permissions(role: str) -> Permissions:
     if role == "admin":
         return Permissions(publish=None, subscribe=None)
     if role == "worker":
-        return Permissions(publish=("_INBOX.>",), subscribe=(GEN_ALL_SITES, inbox))
+        return Permissions(
+            publish=("_INBOX.>", f"{PREFIX}.model.>", POOL_STATS),
+            subscribe=(GEN_ALL_SITES, GEN_ALL_CLASSES, MODEL_ALL, POOL_STATS, inbox),
+        )
     if role == "ingest":
         durable_api = (
             f"STREAM.INFO.{SYNC_STREAM}",

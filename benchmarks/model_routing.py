@@ -1,0 +1,252 @@
+"""Model routing: overhead of the router hop, share served by primary vs fallback, failover.
+
+A real hub nats-server; workers and the router in this process with scripted backends, so
+the numbers are the routing's, not a model's. Measured in one run:
+
+* ``overhead``: `--n` sequential requests on the default path (``aivos.gen.<site>``, the
+  single queue group of before) vs the same through the router (``aivos.gen.<site>.<class>``
+  -> ``aivos.model.<site>.<model>``); p50/p95 of each, the p50 difference and the ratio;
+* ``saturated``: the primary has one place and takes `--work-ms` per request; `--clients`
+  concurrent clients send `--n` requests: share answered by the primary vs the fallback;
+* ``failing``: the primary's backend always fails: share by fallback, and how many requests
+  the primary still saw (the circuit breaker stops sending after its threshold);
+* ``failover``: steady load, then the primary's worker dies (connection closed): time from
+  the death to the first answer by the fallback.
+
+    python benchmarks/model_routing.py [--n 1000] [--clients 8] [--work-ms 20]
+
+Writes benchmarks/results/model_routing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aivos.cloud.models.router import ModelRouter  # noqa: E402
+from aivos.cloud.worker.backend import BackendError  # noqa: E402
+from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue  # noqa: E402
+from aivos.cloud.worker.cli import catalogue_worker  # noqa: E402
+from aivos.cloud.worker.service import GenerationWorker  # noqa: E402
+from aivos.edge.uplink.generation import generate  # noqa: E402
+from aivos.shared.messages import GenerateRequest  # noqa: E402
+from aivos.shared.natsconf import start_local_hub  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "model_routing.json"
+
+CATALOGUE = """
+default_model = "primary"
+[models.primary]
+backend = "llamacpp"
+version = "p1"
+limits = {{ concurrency = {primary_places} }}
+[models.backup]
+backend = "llamacpp"
+version = "b1"
+limits = {{ concurrency = 1000 }}
+[classes.small]
+chain = ["primary", "backup"]
+[breaker]
+failures = 3
+cooldown_s = 30
+"""
+
+
+class Echo:
+    """Answers "ok" after `work_s`; fails every request when `fail`."""
+
+    name = "echo"
+
+    def __init__(self, work_s: float = 0.0, fail: bool = False) -> None:
+        self.work_s = work_s
+        self.fail = fail
+        self.calls = 0
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        self.calls += 1
+        if self.work_s:
+            await asyncio.sleep(self.work_s)
+        if self.fail:
+            raise BackendError("scripted failure")
+        yield "ok"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+async def _start(
+    url: str, cat: Catalogue, model: str, backend: Echo
+) -> tuple[GenerationWorker, nats.NATS]:
+    nc = await nats.connect(url)
+    worker = catalogue_worker(cat, model, name=model, backend=backend, stats_interval_s=None)
+    await worker.start(nc)
+    return worker, nc
+
+
+async def _router(url: str, cat: Catalogue) -> tuple[ModelRouter, nats.NATS]:
+    nc = await nats.connect(url)
+    router = ModelRouter(cat, accept_timeout_s=1.0)
+    await router.start(nc)
+    return router, nc
+
+
+async def _stop(*parts: tuple[object, nats.NATS]) -> None:
+    for obj, nc in parts:
+        await obj.drain(grace_s=2)  # type: ignore[attr-defined]
+        await nc.close()
+
+
+def _req(rid: str, cls: str | None) -> GenerateRequest:
+    return GenerateRequest(request_id=rid, site="bench", prompt="hello", model_class=cls)
+
+
+async def overhead(url: str, n: int) -> dict[str, float]:
+    cat = parse_catalogue(CATALOGUE.format(primary_places=1000))
+    w = await _start(url, cat, "primary", Echo())
+    r = await _router(url, cat)
+    edge = await nats.connect(url)
+    out: dict[str, float] = {}
+    try:
+        for mode, cls in (("direct", None), ("routed", "small")):
+            for i in range(50):  # warm-up
+                await generate(edge, _req(f"w{mode}{i}", cls), timeout_s=10)
+            times = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                await generate(edge, _req(f"{mode}{i}", cls), timeout_s=10)
+                times.append((time.perf_counter() - t0) * 1000)
+            out[f"{mode}_p50_ms"] = statistics.median(times)
+            out[f"{mode}_p95_ms"] = _pct(times, 95)
+    finally:
+        await edge.close()
+        await _stop(r, w)
+    out["overhead_p50_ms"] = out["routed_p50_ms"] - out["direct_p50_ms"]
+    out["ratio_p50"] = out["routed_p50_ms"] / out["direct_p50_ms"]
+    return out
+
+
+async def _load(edge: nats.NATS, n: int, clients: int, tag: str) -> list[str]:
+    models: list[str] = []
+    queue = list(range(n))
+
+    async def client() -> None:
+        while queue:
+            i = queue.pop()
+            done = await generate(edge, _req(f"{tag}{i}", "small"), timeout_s=30)
+            models.append(done.model)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return models
+
+
+async def saturated(url: str, n: int, clients: int, work_ms: float) -> dict[str, float]:
+    cat = parse_catalogue(CATALOGUE.format(primary_places=1))
+    w1 = await _start(url, cat, "primary", Echo(work_ms / 1000))
+    w2 = await _start(url, cat, "backup", Echo(work_ms / 1000))
+    r = await _router(url, cat)
+    edge = await nats.connect(url)
+    try:
+        models = await _load(edge, n, clients, "s")
+    finally:
+        await edge.close()
+        await _stop(r, w1, w2)
+    return {
+        "share_primary": models.count("primary") / n,
+        "share_fallback": models.count("backup") / n,
+    }
+
+
+async def failing(url: str, n: int, clients: int) -> dict[str, float]:
+    cat = parse_catalogue(CATALOGUE.format(primary_places=1000))
+    bad = Echo(fail=True)
+    w1 = await _start(url, cat, "primary", bad)
+    w2 = await _start(url, cat, "backup", Echo())
+    r = await _router(url, cat)
+    edge = await nats.connect(url)
+    try:
+        models = await _load(edge, n, clients, "f")
+    finally:
+        await edge.close()
+        await _stop(r, w1, w2)
+    return {
+        "share_primary": models.count("primary") / n,
+        "share_fallback": models.count("backup") / n,
+        "requests_seen_by_failing_primary": bad.calls,
+    }
+
+
+async def failover(url: str, clients: int, work_ms: float) -> dict[str, float]:
+    cat = parse_catalogue(CATALOGUE.format(primary_places=1000))
+    primary, primary_nc = await _start(url, cat, "primary", Echo(work_ms / 1000))
+    w2 = await _start(url, cat, "backup", Echo(work_ms / 1000))
+    r = await _router(url, cat)
+    edge = await nats.connect(url)
+    killed_at: list[float] = []
+    first_fallback: list[float] = []
+    stop = asyncio.Event()
+
+    async def client(c: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            done = await generate(edge, _req(f"k{c}-{i}", "small"), timeout_s=30)
+            if done.model == "backup" and killed_at and not first_fallback:
+                first_fallback.append(time.perf_counter())
+                stop.set()
+
+    try:
+        tasks = [asyncio.create_task(client(c)) for c in range(clients)]
+        await asyncio.sleep(1.0)  # steady state on the primary
+        killed_at.append(time.perf_counter())
+        await primary_nc.close()  # the primary's pool dies
+        await asyncio.wait_for(stop.wait(), timeout=30)
+        for task in tasks:  # requests caught in the dead worker would wait out their budget
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await edge.close()
+        await _stop(r, w2)
+    return {"failover_ms": (first_fallback[0] - killed_at[0]) * 1000}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--work-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        hub = start_local_hub(Path(tmp))
+        try:
+            results = {
+                "overhead": await overhead(hub.url, args.n),
+                "saturated": await saturated(hub.url, args.n // 4, args.clients, args.work_ms),
+                "failing": await failing(hub.url, args.n // 4, args.clients),
+                "failover": await failover(hub.url, args.clients, args.work_ms),
+                "params": vars(args),
+            }
+        finally:
+            hub.stop()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,255 @@
+"""An autoscaled pool of worker processes for one catalogue model.
+
+The supervisor starts ``min_workers`` processes of ``aivos cloud worker --catalogue F
+--model NAME``, listens to their `WorkerStats` on ``aivos.poolstats``, and every tick asks
+the `Autoscaler` for a size: a new process when it grows, SIGTERM to the newest one when
+it shrinks (the worker stops taking requests and finishes those in flight, so shrinking
+drops nothing). A process that dies is replaced. The same signals are exported as
+Prometheus gauges (`render_metrics`), so KEDA or an HPA can drive the pool size instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from aivos.cloud.models.autoscale import Autoscaler, PoolSignals, ScalePolicy
+from aivos.cloud.worker.stats import WorkerStats, decode_stats
+from aivos.shared.metrics import Registry
+from aivos.shared.subjects import POOL_STATS, validate_token
+
+__all__ = ["WorkerPool", "worker_argv", "serve_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+def worker_argv(
+    nats_url: str, catalogue: Path, model: str, name: str, stats_interval_s: float
+) -> list[str]:
+    """The command line of one pool worker process."""
+    return [
+        sys.executable,
+        "-m",
+        "aivos",
+        "cloud",
+        "worker",
+        "--nats",
+        nats_url,
+        "--catalogue",
+        str(catalogue),
+        "--model",
+        model,
+        "--name",
+        name,
+        "--stats-interval",
+        str(stats_interval_s),
+    ]
+
+
+@dataclass
+class _Child:
+    name: str  # the worker's name in its stats and replies: "<pool>-<n>-<model>"
+    proc: subprocess.Popen[bytes]
+    stopping: bool = False
+
+
+@dataclass
+class WorkerPool:
+    nats_url: str
+    catalogue: Path
+    model: str
+    policy: ScalePolicy
+    stats_interval_s: float = 0.5
+    tick_s: float = 0.5
+    log_dir: Path | None = None
+    argv: Callable[[str], list[str]] | None = None  # name -> command (tests, other launchers)
+    clock: Callable[[], float] = time.monotonic
+    desired: int = 0
+    children: list[_Child] = field(default_factory=list)
+    stats: dict[str, WorkerStats] = field(default_factory=dict)
+    resizes: list[tuple[float, int]] = field(default_factory=list)  # (when, size) history
+
+    def __post_init__(self) -> None:
+        validate_token(self.model, "model")
+        self.autoscaler = Autoscaler(self.policy, clock=self.clock)
+        self.desired = self.policy.min_workers
+        self._seq = itertools.count(1)
+        self._seen: dict[str, float] = {}
+        self._rejected_seen: dict[str, int] = {}
+        self.registry = Registry()
+        gauge = self.registry.gauge
+        self._g_workers = gauge("aivos_pool_workers", "Worker processes running.")
+        self._g_desired = gauge("aivos_pool_desired_workers", "Pool size the autoscaler wants.")
+        self._g_queue = gauge("aivos_pool_queue_depth", "Requests waiting for a slot.")
+        self._g_inflight = gauge("aivos_pool_in_flight", "Requests accepted, not finished.")
+        self._g_p95 = gauge("aivos_pool_p95_ms", "p95 of recent request times (ms).")
+        self._c_rejected = self.registry.counter(
+            "aivos_pool_saturated_total", "Requests answered Saturated by the pool's workers."
+        )
+        self.last_signals = PoolSignals(0, 1, 0, 0, 0, 0.0)
+
+    # -- processes ------------------------------------------------------------------------
+
+    def _spawn(self) -> _Child:
+        base = f"{self.model}-pool-{next(self._seq)}"
+        argv = (
+            self.argv(base)
+            if self.argv
+            else worker_argv(self.nats_url, self.catalogue, self.model, base, self.stats_interval_s)
+        )
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with (self.log_dir / f"{base}.log").open("ab") as out:
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        child = _Child(name=f"{base}-{self.model}", proc=proc)
+        self.children.append(child)
+        log.info("pool %s: started %s (pid %d)", self.model, child.name, proc.pid)
+        return child
+
+    def _stop(self, child: _Child) -> None:
+        child.stopping = True
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.send_signal(signal.SIGTERM)
+        log.info("pool %s: draining %s", self.model, child.name)
+
+    @property
+    def live(self) -> list[_Child]:
+        return [c for c in self.children if not c.stopping and c.proc.poll() is None]
+
+    def _reap(self) -> None:
+        for child in list(self.children):
+            if child.proc.poll() is not None:
+                self.children.remove(child)
+                self.stats.pop(child.name, None)
+                if not child.stopping:
+                    log.warning(
+                        "pool %s: %s exited (%s)", self.model, child.name, child.proc.returncode
+                    )
+
+    # -- signals --------------------------------------------------------------------------
+
+    async def _on_stats(self, msg: Msg) -> None:
+        try:
+            stats = decode_stats(msg.data)
+        except Exception:
+            return
+        if stats.model == self.model:
+            self.stats[stats.worker] = stats
+            self._seen[stats.worker] = self.clock()
+
+    def signals(self) -> PoolSignals:
+        names = {c.name for c in self.live}
+        fresh = self.clock() - 5 * max(self.stats_interval_s, self.tick_s)
+        current = [
+            s
+            for w, s in self.stats.items()
+            if w in names and not s.stopping and self._seen.get(w, 0) >= fresh
+        ]
+        rejected = 0
+        for s in current:
+            rejected += max(0, s.rejected - self._rejected_seen.get(s.worker, 0))
+            self._rejected_seen[s.worker] = s.rejected
+        return PoolSignals(
+            workers=len(current),
+            capacity=max((s.capacity for s in current), default=1),
+            in_flight=sum(s.in_flight for s in current),
+            waiting=sum(s.waiting for s in current),
+            rejected=rejected,
+            p95_ms=max((s.p95_ms for s in current), default=0.0),
+        )
+
+    def render_metrics(self) -> str:
+        s = self.last_signals
+        labels = {"model": self.model}
+        self._g_workers.set(len(self.live), **labels)
+        self._g_desired.set(self.desired, **labels)
+        self._g_queue.set(s.waiting, **labels)
+        self._g_inflight.set(s.in_flight, **labels)
+        self._g_p95.set(s.p95_ms, **labels)
+        return self.registry.render()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One supervision step: reap, decide, then start or drain processes."""
+        self._reap()
+        signals = self.signals()
+        self.last_signals = signals
+        if signals.rejected:
+            self._c_rejected.inc(signals.rejected, model=self.model)
+        # only decide on a pool whose workers all report (new ones load their model first)
+        if signals.workers >= len(self.live):
+            desired = self.autoscaler.decide(self.desired, signals)
+            if desired != self.desired:
+                log.info(
+                    "pool %s: %d -> %d workers (%s)", self.model, self.desired, desired, signals
+                )
+                self.desired = desired
+                self.resizes.append((self.clock(), desired))
+        while len(self.live) < self.desired:
+            self._spawn()
+        while len(self.live) > self.desired:
+            self._stop(self.live[-1])
+
+    async def run(self, nc: NATS, stop: asyncio.Event, grace_s: float = 30.0) -> None:
+        sub = await nc.subscribe(POOL_STATS, cb=self._on_stats)
+        try:
+            while not stop.is_set():
+                self.tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.tick_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            await self.shutdown(grace_s)
+
+    async def shutdown(self, grace_s: float = 30.0) -> None:
+        for child in self.children:
+            if child.proc.poll() is None and not child.stopping:
+                self._stop(child)
+        deadline = time.monotonic() + grace_s
+        while any(c.proc.poll() is None for c in self.children) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+        self.children.clear()
+
+
+async def serve_metrics(render: Callable[[], str], host: str, port: int) -> asyncio.Server:
+    """A minimal HTTP server answering every GET with the Prometheus text of `render()`."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            if line.startswith(b"GET /metrics"):
+                body, status = render().encode(), "200 OK"
+            else:
+                body, status = b"not found\n", "404 Not Found"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)

@@ -1,0 +1,290 @@
+"""Model classes over a real nats-server: the router picks the primary, falls back on
+saturation, errors, a dead or stuck pool and deadline pressure, opens a circuit breaker,
+enforces site quotas, and every answer names the model and version that produced it.
+Backends are scripted (deterministic); the real model runs in test_worker_pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from aivos.cloud.models.router import ModelRouter
+from aivos.cloud.models.usage import UsageLedger
+from aivos.cloud.worker.backend import BackendError, GenerationBackend
+from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
+from aivos.cloud.worker.cli import catalogue_worker
+from aivos.cloud.worker.service import GenerationWorker
+from aivos.edge.uplink.generation import SiteQuotaExceeded, generate, stream_generate
+from aivos.shared.errors import GenerationFailed, WorkerSaturated
+from aivos.shared.messages import Done, GenerateRequest, Token
+from aivos.shared.natsconf import NatsServer
+from tests.fixtures.nats import ScriptedBackend, running_worker
+from tests.fixtures.wait import eventually
+
+CATALOGUE = """
+default_model = "backup"
+
+[models.primary]
+backend = "llamacpp"
+version = "p-2"
+limits = { concurrency = 1, max_tokens = 32 }
+cost_per_1k_tokens = 1.0
+
+[models.backup]
+backend = "llamacpp"
+version = "b-1"
+min_budget_ms = {min_budget}
+
+[models.slowpoke]
+backend = "llamacpp"
+version = "s-1"
+min_budget_ms = 60000
+
+[classes.small]
+chain = ["primary@p-2", "backup"]
+
+[classes.hurried]
+chain = ["slowpoke", "backup"]
+
+[breaker]
+failures = 2
+cooldown_s = 60
+
+[quotas.stingy]
+requests_per_day = 1
+"""
+
+
+def _catalogue(min_budget: int = 0) -> Catalogue:
+    return parse_catalogue(CATALOGUE.replace("{min_budget}", str(min_budget)))
+
+
+class FailingBackend:
+    name = "failing"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+        self.calls += 1
+        raise BackendError("model crashed")
+        yield ""  # pragma: no cover - makes this an async generator
+
+    async def aclose(self) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def model_worker(
+    url: str, cat: Catalogue, model: str, backend: GenerationBackend, name: str
+) -> AsyncIterator[tuple[GenerationWorker, nats.NATS]]:
+    nc = await nats.connect(url, name=name)
+    worker = catalogue_worker(cat, model, name=name, backend=backend, stats_interval_s=None)
+    await worker.start(nc)
+    try:
+        yield worker, nc
+    finally:
+        await worker.drain(grace_s=2)
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def model_router(url: str, cat: Catalogue) -> AsyncIterator[ModelRouter]:
+    nc = await nats.connect(url, name="router")
+    router = ModelRouter(cat, ledger=UsageLedger(cat), accept_timeout_s=1.0)
+    await router.start(nc)
+    try:
+        yield router
+    finally:
+        await router.drain(grace_s=2)
+        await nc.close()
+
+
+def _req(rid: str, site: str = "b1", cls: str | None = "small", **kw: object) -> GenerateRequest:
+    return GenerateRequest(request_id=rid, site=site, prompt="one two", model_class=cls, **kw)  # type: ignore[arg-type]
+
+
+async def test_primary_answers_and_names_model_and_version(nats_hub: NatsServer) -> None:
+    cat = _catalogue()
+    primary = ScriptedBackend(["a ", "b ", "c"])
+    async with (
+        model_worker(nats_hub.url, cat, "primary", primary, "wp"),
+        model_worker(nats_hub.url, cat, "backup", ScriptedBackend(), "wb"),
+        model_router(nats_hub.url, cat) as router,
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            items = [
+                i
+                async for i in stream_generate(
+                    edge, _req("r1", stream=True, max_tokens=500), timeout_s=10
+                )
+            ]
+        finally:
+            await edge.close()
+    done = items[-1]
+    assert isinstance(done, Done)
+    assert [t.text for t in items if isinstance(t, Token)] == ["a ", "b ", "c"]
+    assert (done.model, done.version, done.fallback) == ("primary", "p-2", False)
+    assert done.text == "a b c"
+    # the worker got the class and the model's max_tokens limit
+    assert primary.requests[0].model_class == "small"
+    assert primary.requests[0].max_tokens == 32
+    assert router.counters["primary"].primary == 1
+    (row,) = router.ledger.rows()
+    assert (row.site, row.model, row.requests, row.tokens_out) == ("b1", "primary", 1, 3)
+    assert row.cost == pytest.approx((row.tokens_in + 3) / 1000)
+
+
+async def test_saturated_primary_moves_the_request_to_the_fallback(nats_hub: NatsServer) -> None:
+    cat = _catalogue()
+    gate = asyncio.Event()
+    primary = ScriptedBackend(["slow"], gate=gate)
+    async with (
+        model_worker(nats_hub.url, cat, "primary", primary, "wp"),
+        model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["spare"]), "wb"),
+        model_router(nats_hub.url, cat),
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            first = asyncio.create_task(generate(edge, _req("r1"), timeout_s=10))
+            await primary.started.wait()  # the primary's only place is taken
+            second = await generate(edge, _req("r2"), timeout_s=10)
+            gate.set()
+            first_done = await first
+        finally:
+            await edge.close()
+    assert (second.text, second.model, second.version, second.fallback) == (
+        "spare",
+        "backup",
+        "b-1",
+        True,
+    )
+    assert (first_done.model, first_done.fallback) == ("primary", False)
+
+
+async def test_failing_primary_falls_back_and_its_breaker_opens(nats_hub: NatsServer) -> None:
+    cat = _catalogue()
+    failing = FailingBackend()
+    async with (
+        model_worker(nats_hub.url, cat, "primary", failing, "wp"),
+        model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["ok"]), "wb"),
+        model_router(nats_hub.url, cat) as router,
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            answers = [await generate(edge, _req(f"r{i}"), timeout_s=10) for i in range(5)]
+        finally:
+            await edge.close()
+    assert all(a.model == "backup" and a.fallback for a in answers)
+    assert failing.calls == 2  # breaker: 2 failures open it; the next 3 skip the primary
+    assert router.breakers["primary"].state == "open"
+    assert router.counters["primary"].skipped_open == 3
+    assert router.counters["backup"].fallback == 5
+
+
+async def test_dead_pool_and_deadline_pressure_use_the_fallback(nats_hub: NatsServer) -> None:
+    cat = _catalogue()
+    async with (
+        model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["b"]), "wb"),
+        model_router(nats_hub.url, cat) as router,
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            dead = await generate(edge, _req("r1"), timeout_s=10)  # no primary worker at all
+            hurried = await generate(edge, _req("r2", cls="hurried"), timeout_s=10)
+        finally:
+            await edge.close()
+    assert (dead.model, dead.fallback) == ("backup", True)
+    assert (hurried.model, hurried.fallback) == ("backup", True)
+    assert router.counters["slowpoke"].skipped_deadline == 1
+
+
+async def test_stuck_primary_fails_over_within_the_deadline(nats_hub: NatsServer) -> None:
+    """The primary accepts, then its process is gone (connection closed): the router keeps
+    the fallback's min_budget_ms in reserve and answers from the fallback in time."""
+    cat = _catalogue(min_budget=2000)
+    stuck = ScriptedBackend(["never"], gate=asyncio.Event())
+    async with (
+        model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["rescued"]), "wb"),
+        model_router(nats_hub.url, cat),
+    ):
+        nc = await nats.connect(nats_hub.url)
+        worker = catalogue_worker(cat, "primary", name="wp", backend=stuck, stats_interval_s=None)
+        await worker.start(nc)
+        edge = await nats.connect(nats_hub.url)
+        try:
+            pending = asyncio.create_task(generate(edge, _req("r1"), timeout_s=5))
+            await stuck.started.wait()
+            await nc.close()  # the primary dies with the request in flight
+            done = await pending
+        finally:
+            await edge.close()
+    assert (done.text, done.model, done.fallback) == ("rescued", "backup", True)
+
+
+async def test_quota_exhausted_is_a_saturation_to_the_edge(nats_hub: NatsServer) -> None:
+    cat = _catalogue()
+    async with (
+        model_worker(nats_hub.url, cat, "primary", ScriptedBackend(["x"]), "wp"),
+        model_router(nats_hub.url, cat),
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            first = await generate(edge, _req("r1", site="stingy"), timeout_s=10)
+            with pytest.raises(SiteQuotaExceeded, match="1 of 1 requests") as info:
+                await generate(edge, _req("r2", site="stingy"), timeout_s=10)
+            other_site = await generate(edge, _req("r3", site="b2"), timeout_s=10)
+        finally:
+            await edge.close()
+    assert first.model == "primary" and other_site.model == "primary"
+    assert isinstance(info.value, WorkerSaturated)  # the edge falls back as when saturated
+    assert info.value.code == "quota_exceeded"
+
+
+async def test_unknown_class_and_no_model_left_are_errors(nats_hub: NatsServer) -> None:
+    cat = _catalogue()
+    async with model_router(nats_hub.url, cat):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            with pytest.raises(GenerationFailed) as unknown:
+                await generate(edge, _req("r1", cls="huge"), timeout_s=10)
+            with pytest.raises(GenerationFailed) as none_left:
+                await generate(edge, _req("r2"), timeout_s=10)  # no worker for either model
+        finally:
+            await edge.close()
+    assert unknown.value.reason == "unknown_model_class"
+    assert none_left.value.reason == "no_model_available"
+
+
+async def test_default_path_still_works_both_ways(nats_hub: NatsServer) -> None:
+    """A request naming no model reaches the default model's workers on aivos-gen and gets
+    the old-style Done; a class request with no router in the cloud falls back to the
+    default queue group (an old cloud)."""
+    cat = _catalogue()
+    async with model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["d"]), "wb"):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            plain = await generate(edge, _req("r1", cls=None), timeout_s=10)
+            classed = await generate(edge, _req("r2", site="norouter"), timeout_s=10)
+        finally:
+            await edge.close()
+    assert (plain.text, plain.model, plain.version) == ("d", "", "")
+    assert classed.text == "d" and classed.model == ""
+
+
+async def test_old_worker_without_catalogue_serves_a_new_edge(nats_hub: NatsServer) -> None:
+    backend = ScriptedBackend(["legacy"])
+    async with running_worker(nats_hub.url, backend, name="old"):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            done = await generate(edge, _req("r1", site="legacy1"), timeout_s=10)
+        finally:
+            await edge.close()
+    assert done.text == "legacy"
+    await eventually(lambda: backend.requests, what="the request at the old worker")
+    assert backend.requests[0].model_class is None  # sent without the class

@@ -1,0 +1,210 @@
+"""Model catalogue, circuit breaker, autoscaling decision, usage ledger and quotas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from aivos.cloud.models.autoscale import Autoscaler, PoolSignals, ScalePolicy
+from aivos.cloud.models.breaker import CircuitBreaker
+from aivos.cloud.models.cli import summarize
+from aivos.cloud.models.usage import SiteQuotaExhausted, UsageLedger, read_usage
+from aivos.cloud.worker.catalogue import parse_catalogue
+from aivos.cloud.worker.stats import LatencyWindow, percentile
+from aivos.shared.errors import ConfigError
+from aivos.shared.messages import Done, GenerateRequest, decode_reply, decode_request, encode
+
+CATALOGUE = """
+default_model = "smol"
+
+[models.smol]
+backend = "llamacpp"
+version = "135m-q4_1"
+cost_per_1k_tokens = 0.5
+limits = { context = 1024, max_tokens = 64, concurrency = 1 }
+
+[models.big]
+backend = "openai"
+version = "2025-01"
+url = "http://127.0.0.1:9/v1"
+min_budget_ms = 1500
+
+[classes.small]
+chain = ["smol@135m-q4_1"]
+
+[classes.large]
+chain = ["big", "smol"]
+
+[quotas."*"]
+tokens_per_day = 100
+
+[quotas.vip]
+requests_per_day = 2
+"""
+
+
+def test_catalogue_decodes_and_resolves_chains() -> None:
+    cat = parse_catalogue(CATALOGUE)
+    assert cat.models["smol"].limits.max_tokens == 64
+    assert cat.models["big"].limits.concurrency == 2  # default
+    chain = cat.resolve("large")
+    assert [(link.model, link.primary) for link in chain] == [("big", True), ("smol", False)]
+    assert chain[1].entry.version == "135m-q4_1"
+    assert cat.quota("vip").requests_per_day == 2
+    assert cat.quota("anyone").tokens_per_day == 100
+    with pytest.raises(ConfigError, match="classes.huge"):
+        cat.resolve("huge")
+
+
+@pytest.mark.parametrize(
+    ("patch", "path"),
+    [
+        ('[classes.x]\nchain = ["nope"]', "classes.x.chain[0]"),
+        ('[classes.x]\nchain = ["smol@old"]', "classes.x.chain[0]"),
+        ('[classes.x]\nchain = ["smol", "smol"]', "classes.x.chain"),
+        ("[classes.x]\nchain = []", "classes.x.chain"),
+        ('[models.nourl]\nbackend = "openai"\nversion = "1"', "models.nourl.url"),
+        ('[models.z]\nbackend = "llamacpp"\nversion = "1"\nsurprise = 1', "surprise"),
+        ('[models.z]\nbackend = "onnx"\nversion = "1"', "backend"),
+    ],
+)
+def test_invalid_catalogue_fails_with_the_key_path(patch: str, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_catalogue(CATALOGUE + "\n" + patch, "cat.toml")
+    assert path in str(info.value)
+
+
+def test_breaker_opens_after_failures_then_half_opens_for_one_trial() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, cooldown_s=10, clock=lambda: now[0])
+    breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 10.0
+    assert breaker.state == "half_open"
+    assert breaker.allow()
+    assert not breaker.allow()  # one trial at a time
+    breaker.failure()  # the trial failed: open again
+    assert breaker.state == "open"
+    now[0] = 20.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+    assert breaker.opened == 2
+
+
+def _signals(
+    workers: int, *, waiting: int = 0, in_flight: int = 0, p95: float = 0.0
+) -> PoolSignals:
+    return PoolSignals(workers, 2, in_flight, waiting, 0, p95)
+
+
+def test_autoscaler_grows_after_sustained_queue_and_shrinks_slower() -> None:
+    now = [0.0]
+    policy = ScalePolicy(1, 3, up_after_s=1, down_after_s=5, cooldown_s=2)
+    scaler = Autoscaler(policy, clock=lambda: now[0])
+    assert scaler.decide(1, _signals(1, waiting=3)) == 1  # not sustained yet
+    now[0] = 1.0
+    assert scaler.decide(1, _signals(1, waiting=3)) == 2
+    now[0] = 2.0
+    assert scaler.decide(2, _signals(2, waiting=5)) == 2  # cooldown
+    now[0] = 3.5  # cooldown over, and the queue has held since 2.0
+    assert scaler.decide(2, _signals(2, waiting=5)) == 3
+    now[0] = 10.0
+    assert scaler.decide(3, _signals(3, waiting=9)) == 3  # at max
+    # idle: shrink only after down_after_s of quiet, one step at a time
+    assert scaler.decide(3, _signals(3)) == 3
+    now[0] = 14.0
+    assert scaler.decide(3, _signals(3)) == 3
+    now[0] = 15.0
+    assert scaler.decide(3, _signals(3)) == 2
+    # a load that would not fit in one worker fewer holds the size (hysteresis band)
+    now[0] = 30.0
+    assert scaler.decide(2, _signals(2, in_flight=2)) == 2
+    now[0] = 40.0
+    assert scaler.decide(2, _signals(2, in_flight=2)) == 2
+    # p95 above the target grows the pool too
+    p95_policy = ScalePolicy(1, 2, p95_up_ms=100, up_after_s=0, cooldown_s=0)
+    assert Autoscaler(p95_policy, clock=lambda: 0.0).decide(1, _signals(1, p95=150)) == 2
+    with pytest.raises(ConfigError):
+        ScalePolicy(3, 2).validate()
+
+
+def test_latency_window_percentile() -> None:
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 95) == 5.0
+    assert percentile([1.0, 2.0], 50) == 1.0
+    window = LatencyWindow(max_age_s=10)
+    for i in range(100):
+        window.add(float(i + 1), now=0.0)
+    assert window.p(95, now=5.0) == 95.0
+    assert window.p(95, now=20.0) != window.p(95, now=20.0)  # NaN: all too old
+
+
+def test_ledger_counts_cost_enforces_quotas_and_shares_a_file(tmp_path: Path) -> None:
+    cat = parse_catalogue(CATALOGUE)
+    db = tmp_path / "usage.sqlite"
+    ledger = UsageLedger(cat, db, day=lambda: "2025-01-01")
+    row = ledger.record("b1", "smol", "135m-q4_1", 30, 10, fallback=True)
+    assert row.cost == pytest.approx(40 / 1000 * 0.5)
+    ledger.check("b1")  # 40 of 100 tokens
+    ledger.record("b1", "smol", "135m-q4_1", 50, 10, fallback=False)
+    with pytest.raises(SiteQuotaExhausted) as info:
+        ledger.check("b1")
+    assert info.value.what == "tokens" and info.value.used == 100
+    ledger.record("vip", "big", "2025-01", 1, 1, fallback=False)
+    ledger.check("vip")
+    ledger.record("vip", "big", "2025-01", 1, 1, fallback=False)
+    with pytest.raises(SiteQuotaExhausted, match="requests"):
+        ledger.check("vip")
+    ledger.flush()
+    # a second router on the same file sees the first one's counts
+    other = UsageLedger(cat, db, day=lambda: "2025-01-01")
+    with pytest.raises(SiteQuotaExhausted):
+        other.check("b1")
+    other.record("b1", "big", "2025-01", 5, 5, fallback=False)
+    other.close()
+    ledger.close()
+    rows = read_usage(db, "2025-01-01")
+    by_key = {(r.site, r.model): r for r in rows}
+    assert by_key[("b1", "smol")].requests == 2
+    assert by_key[("b1", "smol")].fallback == 1
+    assert by_key[("b1", "smol")].tokens_in == 80
+    assert by_key[("b1", "big")].requests == 1
+    report = summarize(cat, rows)
+    assert report["requests"] == 5
+    assert report["sites"]["b1"]["requests"] == 3  # type: ignore[index]
+    assert read_usage(db, "1999-01-01") == []
+
+
+def test_new_fields_stay_off_the_wire_at_their_defaults() -> None:
+    """A peer built before model routing (forbid_unknown_fields) still decodes what a new
+    edge or worker sends when no model is named."""
+
+    class OldRequest(
+        msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="generate", tag_field="type"
+    ):
+        request_id: str
+        site: str
+        prompt: str
+        priority: str = "interactive"
+
+    class OldDone(
+        msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="done", tag_field="type"
+    ):
+        request_id: str
+        text: str
+        n_tokens: int
+        backend: str = ""
+        worker: str = ""
+
+    request = GenerateRequest("r1", "b1", "hi")
+    assert msgspec.json.decode(encode(request), type=OldRequest).prompt == "hi"
+    done = Done("r1", text="ok", n_tokens=1, backend="llamacpp")
+    assert msgspec.json.decode(encode(done), type=OldDone).backend == "llamacpp"
+    named = GenerateRequest("r1", "b1", "hi", model_class="small")
+    assert decode_request(encode(named)).model_class == "small"
+    stamped = Done("r1", "ok", 1, model="smol", version="v1", fallback=True)
+    assert decode_reply(encode(stamped)) == stamped
