@@ -30,6 +30,18 @@ log = logging.getLogger("aivos.edge")
 @host_option("Bind address (default 127.0.0.1).", default=None)
 @port_option("Port (default 8080; 0 picks a free one).", default=None)
 @nats_option("NATS URL of the site leaf node (or the hub).", default=None)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this certificate (PEM; with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of --tls-cert.",
+)
 def serve_cmd(
     data_dir: Path,
     bundle: Path | None,
@@ -37,8 +49,13 @@ def serve_cmd(
     host: str | None,
     port: int | None,
     nats_url: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
-    """Serve the local API until interrupted."""
+    """Serve the local API until interrupted (plain HTTP, or HTTPS with --tls-cert and
+    --tls-key; the bind address stays 127.0.0.1 unless --host or the config changes it)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     from aivos.edge.api.app import create_app
     from aivos.edge.settings import load_edge_settings
 
@@ -61,6 +78,8 @@ def serve_cmd(
         log_level="warning",
         access_log=False,
         lifespan="on",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
     )
     _ReadyLoggingServer(config).run()
 
@@ -72,9 +91,11 @@ class _ReadyLoggingServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
+            scheme = "https" if self.config.is_ssl else "http"
             log.info(
-                "edge agent ready at http://%s:%s",
+                "edge agent ready at %s://%s:%s",
+                scheme,
                 host,
                 port,
-                extra={"fields": {"url": f"http://{host}:{port}"}},
+                extra={"fields": {"url": f"{scheme}://{host}:{port}"}},
             )

@@ -349,11 +349,15 @@ def key_id(key: Ed25519PublicKey) -> str:
     return hashlib.sha256(_raw_public(key)).hexdigest()[:16]
 
 
-def generate_signing_key(out_dir: str | Path) -> tuple[Path, Path]:
-    """Write a new Ed25519 key pair (PEM; private key mode 0600); return (private, public)."""
+def generate_signing_key(out_dir: str | Path, name: str | None = None) -> tuple[Path, Path]:
+    """Write a new Ed25519 key pair (PEM; private key mode 0600); return (private, public).
+
+    `name` gives ``<name>.key``/``<name>.pub`` (default: the bundle key's names)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     priv_path, pub_path = out / PRIVATE_KEY_NAME, out / PUBLIC_KEY_NAME
+    if name is not None:
+        priv_path, pub_path = out / f"{name}.key", out / f"{name}.pub"
     if priv_path.exists():
         raise ConfigError(str(priv_path), "a signing key already exists; refusing to overwrite")
     key = Ed25519PrivateKey.generate()

@@ -50,9 +50,15 @@ class ApiController(Controller):
         return msgspec.to_builtins(fleet.ingest.counters)  # type: ignore[no-any-return]
 
     @get("/overview")
-    async def counts(self, registry: RegistryDep) -> dict[str, Any]:
-        view = await asyncio.to_thread(overview, registry, FleetQuery())
-        return {"total": view.total, "counts": view.counts}
+    async def counts(self, registry: RegistryDep, fleet: FleetService) -> dict[str, Any]:
+        """Site counts by state and health, revoked sites, misattributed sync records."""
+        view = await asyncio.to_thread(overview, registry, FleetQuery(), fleet.data_dir)
+        return {
+            "total": view.total,
+            "counts": view.counts,
+            "revoked": view.revoked,
+            "misattributed": view.misattributed,
+        }
 
     @get("/sites/{site_id:str}")
     async def site(self, fleet: FleetService, site_id: str) -> dict[str, Any]:

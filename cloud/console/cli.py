@@ -28,6 +28,18 @@ __all__ = ["console_cmd"]
 @host_option()
 @port_option(default=8600)
 @click.option("--secure-cookies", is_flag=True, help="Mark cookies Secure (serve behind https).")
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve HTTPS with this certificate (PEM; with --tls-key). Implies --secure-cookies.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key (PEM) of --tls-cert.",
+)
 @log_level_option()
 def console_cmd(
     nats_url: str,
@@ -35,12 +47,27 @@ def console_cmd(
     host: str,
     port: int,
     secure_cookies: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
 ) -> None:
     """Serve the fleet console (create operators with `aivos fleet operator add`)."""
     from aivos.cloud.console.run import serve
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     configure_logging(log_level, json_logs=True)
     directory = data_dir or default_data_dir()
-    click.echo(f"console: http://{host}:{port}", err=True)
-    asyncio.run(serve(directory, nats_url, host, port, secure_cookies=secure_cookies))
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"console: {scheme}://{host}:{port}", err=True)
+    asyncio.run(
+        serve(
+            directory,
+            nats_url,
+            host,
+            port,
+            secure_cookies=secure_cookies,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+    )

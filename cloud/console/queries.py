@@ -59,9 +59,25 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     shown: int
     sites: list[SiteRow]
+    revoked: list[str] = []  # sites whose credentials `aivos fleet revoke` removed
+    misattributed: int = 0  # sync records the ingest rejected as claiming another site
 
 
-def overview(registry: Registry, query: FleetQuery) -> Overview:
+def security_state(data_dir: Path) -> tuple[list[str], int]:
+    """(revoked sites, misattributed records) from ``D/nats/identities.json`` and the
+    ingest's counter file in the cloud data dir."""
+    from aivos.cloud.fleet.enroll import load_identities
+    from aivos.cloud.ingest.consumer import read_misattributed
+
+    try:
+        ids = load_identities(data_dir)
+        revoked = sorted(site for site, ident in ids.sites.items() if ident.revoked)
+    except (OSError, msgspec.DecodeError):
+        revoked = []
+    return revoked, read_misattributed(data_dir)
+
+
+def overview(registry: Registry, query: FleetQuery, data_dir: Path | None = None) -> Overview:
     sites = registry.sites()
     counts = {"online": 0, "offline": 0, "healthy": 0, "degraded": 0, "never_seen": 0}
     for s in sites:
@@ -80,7 +96,15 @@ def overview(registry: Registry, query: FleetQuery) -> Overview:
     ]
     key = SORT_KEYS.get(query.sort, SORT_KEYS["site"])
     shown.sort(key=key, reverse=query.dir == "desc")  # type: ignore[arg-type]
-    return Overview(counts=counts, total=len(sites), shown=len(shown), sites=shown)
+    revoked, misattributed = security_state(data_dir) if data_dir is not None else ([], 0)
+    return Overview(
+        counts=counts,
+        total=len(sites),
+        shown=len(shown),
+        sites=shown,
+        revoked=revoked,
+        misattributed=misattributed,
+    )
 
 
 class AuditQuery(msgspec.Struct, frozen=True, kw_only=True):

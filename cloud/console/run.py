@@ -20,13 +20,24 @@ async def serve(
     ready_event: asyncio.Event | None = None,
     *,
     secure_cookies: bool = False,
+    tls_cert: str | Path | None = None,
+    tls_key: str | Path | None = None,
 ) -> None:
-    """Serve the console until cancelled; sets `ready_event` once it accepts requests."""
+    """Serve the console until cancelled; sets `ready_event` once it accepts requests.
+    With `tls_cert` and `tls_key` it serves HTTPS (and its cookies are Secure)."""
     settings = ConsoleSettings(
-        data_dir=Path(data_dir), nats_url=nats_url, secure_cookies=secure_cookies
+        data_dir=Path(data_dir),
+        nats_url=nats_url,
+        secure_cookies=secure_cookies or tls_cert is not None,
     )
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -125,9 +125,11 @@ class PagesController(Controller):
     include_in_schema = False
 
     @get("/")
-    async def fleet_page(self, request: Request[Any, Any, Any], registry: RegistryDep) -> Template:
+    async def fleet_page(
+        self, request: Request[Any, Any, Any], registry: RegistryDep, fleet: FleetService
+    ) -> Template:
         query = FleetQuery.from_params(request.query_params)
-        view = await asyncio.to_thread(overview, registry, query)
+        view = await asyncio.to_thread(overview, registry, query, fleet.data_dir)
         return Template("fleet.html", context=_ctx(request, "fleet", view=view, query=query))
 
     @get("/sites/{site_id:str}")

@@ -192,7 +192,8 @@ def _config_set(
     data = load_config_file(file)
 
     async def put(js: Any) -> int:
-        store = await ConfigStore.open(js)
+        # signed with the operator's config key: enrolled sites reject unsigned config
+        store = await ConfigStore.open(js, data_dir=data_dir or default_data_dir())
         return await store.put(site, data)
 
     version = asyncio.run(_with_js(nats_url, put))
@@ -395,7 +396,7 @@ def rollout_rollback_cmd(rollout_id: str, nats_url: str, data_dir: Path | None, 
     reg = _registry(data_dir)
 
     async def run(js: Any) -> Any:
-        store = await ConfigStore.open(js)
+        store = await ConfigStore.open(js, data_dir=data_dir or default_data_dir())
         return await rollback_rollout(reg, store, rollout_id, actor)
 
     try:

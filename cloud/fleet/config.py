@@ -4,6 +4,10 @@ Keys: ``_defaults`` (fleet-wide) and ``<site>`` (overrides), each a partial `Sit
 JSON object. Every put stamps ``version`` = 1 + the highest version in the bucket, so a
 site's effective version (max of both keys) increases on every change that concerns it.
 See `shared.fleet` for the merge rule.
+
+With the operator's config key (``DATA_DIR/keys/config_signing.key``, made at the first
+`aivos fleet enroll`), every value is stored signed (`shared.config_signature`); sites
+that trust the key reject anything else. Without a key, values are stored unsigned.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
+from aivos.shared.config_signature import load_config_signing_key, sign_config, unwrap_config
 from aivos.shared.errors import ConfigError
 from aivos.shared.fleet import DEFAULTS_KEY, SiteConfig, effective_config, merge_config
 from aivos.shared.subjects import CONFIG_BUCKET, config_key
@@ -55,18 +61,30 @@ def validate_partial(data: dict[str, Any], where: str = "config") -> None:
 class ConfigStore:
     """Put/get desired config. ``js`` must address the hub domain."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, signing_key: Ed25519PrivateKey | None = None) -> None:
         self.kv = kv
+        self.signing_key = signing_key
 
     @classmethod
-    async def open(cls, js: JetStreamContext, *, create: bool = True) -> ConfigStore:
+    async def open(
+        cls,
+        js: JetStreamContext,
+        *,
+        create: bool = True,
+        data_dir: str | Path | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+    ) -> ConfigStore:
+        """Open (or create) the bucket. Values are signed with `signing_key`, else with
+        ``data_dir/keys/config_signing.key`` when it exists, else stored unsigned."""
+        if signing_key is None and data_dir is not None:
+            signing_key = load_config_signing_key(Path(data_dir))
         try:
             kv = await js.key_value(CONFIG_BUCKET)
         except BucketNotFoundError:
             if not create:
                 raise
             kv = await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=5))
-        return cls(kv)
+        return cls(kv, signing_key)
 
     async def _get(self, key: str) -> dict[str, Any]:
         try:
@@ -75,8 +93,10 @@ class ConfigStore:
             return {}
         if not entry.value:
             return {}
-        value = json.loads(entry.value)
-        return value if isinstance(value, dict) else {}
+        try:
+            return unwrap_config(entry.value, key)[0]
+        except ConfigError:
+            return {}
 
     async def _max_version(self) -> int:
         try:
@@ -103,7 +123,11 @@ class ConfigStore:
         doc.pop("version", None)
         version = await self._max_version() + 1
         doc["version"] = version
-        await self.kv.put(key, json.dumps(doc, sort_keys=True).encode())
+        if self.signing_key is not None:
+            value = sign_config(key, doc, self.signing_key)
+        else:
+            value = json.dumps(doc, sort_keys=True).encode()
+        await self.kv.put(key, value)
         log.info("config %s set to version %d", key, version)
         return version
 

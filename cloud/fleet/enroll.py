@@ -9,7 +9,9 @@ State lives in the cloud data dir ``D`` (next to the CA in ``D/pki``):
 * ``D/nats/hub.pid``: the running hub; after every change it gets SIGHUP (a config
   reload: removed users' connections are closed at once, no restart);
 * ``D/nats/hub.json``: the hub's addresses, for the kits and for `retire_rotated`;
-* ``D/nats/services/<role>/``: client certificates of the cloud services.
+* ``D/nats/services/<role>/``: client certificates of the cloud services;
+* ``D/keys/config_signing.key``: the operator's remote-config signing key, made at the
+  first enrollment; every kit trusts its public half and requires signed config.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from pathlib import Path
 
 import msgspec
 
+from aivos.shared.config_signature import CONFIG_KEY_NAME
 from aivos.shared.errors import ConfigError, NotFound
+from aivos.shared.fleet import generate_signing_key
 from aivos.shared.natsconf.connect import tls_context
 from aivos.shared.natsconf.permissions import (
     ROLES,
@@ -47,6 +51,7 @@ __all__ = [
     "SiteIdentity",
     "Identities",
     "enroll_site",
+    "ensure_config_key",
     "revoke_site",
     "rotate_site",
     "retire_rotated",
@@ -243,6 +248,15 @@ def _endpoints(data_dir: Path) -> HubEndpoints:
     return msgspec.json.decode(path.read_bytes(), type=HubEndpoints)
 
 
+def ensure_config_key(data_dir: Path) -> Path:
+    """The operator's config signing key pair in ``D/keys`` (made when missing); the
+    public half's path."""
+    keys = Path(data_dir) / "keys"
+    if not (keys / f"{CONFIG_KEY_NAME}.key").is_file():
+        generate_signing_key(keys, CONFIG_KEY_NAME)
+    return keys / f"{CONFIG_KEY_NAME}.pub"
+
+
 def _trusted_keys(data_dir: Path) -> list[Path]:
     return sorted(p for d in (data_dir, data_dir / "keys") if d.is_dir() for p in d.glob("*.pub"))
 
@@ -269,6 +283,7 @@ def _write_kit(
     (out / "leaf.conf").write_text(render_leaf(leaf))
     keys_dir = out / "trusted_keys"
     keys_dir.mkdir(exist_ok=True)
+    ensure_config_key(data_dir)
     for key in _trusted_keys(data_dir):
         shutil.copyfile(key, keys_dir / key.name)
     (out / "edge.toml").write_text(
@@ -279,6 +294,7 @@ def _write_kit(
         f"nats_url = {json.dumps(leaf.url)}  # the site's leaf node (leaf.conf)\n\n"
         "[fleet]\n"
         f"trusted_keys_dir = {json.dumps(str(keys_dir))}\n"
+        "require_signed_config = true  # remote config must be signed by config_signing.key\n"
     )
     return out
 

@@ -1,5 +1,10 @@
 """The running fleet tier: NATS connection, registry, heartbeat ingest, config store and the
-rollout controller, started and stopped together (by the console or ``aivos cloud fleet``)."""
+rollout controller, started and stopped together (by the console or ``aivos cloud fleet``).
+
+On PostgreSQL (`db`) several replicas may run against one database; the rollout controller
+then ticks only on the replica holding the coordinator lease (`lease.Lease`, NATS KV), and
+another takes over when it dies. On SQLite (the default) there is one replica and no lease.
+`js_replicas` > 1 (a hub cluster) raises the config bucket and the model store to R3."""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from nats.aio.client import Client as NATS
 
 from aivos.cloud.fleet.config import ConfigStore
 from aivos.cloud.fleet.ingest import HeartbeatIngest
-from aivos.cloud.fleet.registry import Registry, SqliteRegistry
+from aivos.cloud.fleet.lease import ROLLOUT_LEASE, Lease
+from aivos.cloud.fleet.registry import Registry, open_registry
 from aivos.cloud.fleet.rollout import RolloutController
+from aivos.cloud.jetstream import scale_streams
 from aivos.shared.errors import LinkDown
 from aivos.shared.natsconf.connect import backoff_delay, connect_nats
 from aivos.shared.subjects import HUB_DOMAIN
@@ -33,12 +40,23 @@ class FleetService:
         tick_s: float = 1.0,
         flush_interval_s: float = 0.2,
         domain: str | None = HUB_DOMAIN,
+        db: str | None = None,
+        js_replicas: int = 1,
+        coordinator_lease: bool | None = None,
+        lease_ttl_s: float = 5.0,
+        lease_name: str = ROLLOUT_LEASE,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.nats_url = nats_url
         self.domain = domain
         self.tick_s = tick_s
-        self.registry: Registry = SqliteRegistry.open(self.data_dir)
+        self.js_replicas = js_replicas
+        # None: a lease exactly when replicas can share the database (PostgreSQL)
+        self.use_lease = bool(db) if coordinator_lease is None else coordinator_lease
+        self.lease_ttl_s = lease_ttl_s
+        self.lease_name = lease_name
+        self.lease: Lease | None = None
+        self.registry: Registry = open_registry(db, self.data_dir)
         self.ingest = HeartbeatIngest(self.registry, flush_interval_s=flush_interval_s)
         self.nc: NATS | None = None
         self.config: ConfigStore | None = None
@@ -57,13 +75,21 @@ class FleetService:
 
     async def _connect(self, connect_timeout_s: float) -> None:
         nc = await connect_nats(
-            self.nats_url, name="aivos-fleet", connect_timeout_s=connect_timeout_s
+            self.nats_url.split(","), name="aivos-fleet", connect_timeout_s=connect_timeout_s
         )
         self.nc = nc
         js = nc.jetstream(domain=self.domain)
-        self.config = await ConfigStore.open(js)
+        self.config = await ConfigStore.open(js, data_dir=self.data_dir)
+        if self.js_replicas > 1:
+            await scale_streams(js, self.js_replicas)
         await self.ingest.start(nc)
-        self.controller = RolloutController(self.registry, self.config, tick_s=self.tick_s)
+        if self.use_lease:
+            self.lease = await Lease(
+                js, self.lease_name, ttl_s=self.lease_ttl_s, replicas=self.js_replicas
+            ).start()
+        self.controller = RolloutController(
+            self.registry, self.config, tick_s=self.tick_s, leadership=self.lease
+        )
         self.controller.start()
         log.info("fleet service up (data dir %s)", self.data_dir)
 
@@ -85,6 +111,8 @@ class FleetService:
                 await self._connector
         if self.controller is not None:
             await self.controller.stop()
+        if self.lease is not None:
+            await self.lease.stop()
         await self.ingest.stop()
         if self.nc is not None:
             await self.nc.drain()

@@ -4,14 +4,15 @@ uplink is configured. It runs three loops on the agent's uplink connection:
 * heartbeats (`HeartbeatPublisher`),
 * the remote config watch (`RemoteConfig`),
 * bundle rollouts (`BundleManager`), driven by the config's ``bundle_version``.
+
+Each loop runs under a `Supervisor` (the agent's, when it passes one): a loop that raises
+is restarted with back-off and shows as `restarting` in `/readyz` meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import Any
 
 from aivos.edge.fleet.bundles import BundleManager
 from aivos.edge.fleet.config_apply import ResolvedConfig
@@ -22,6 +23,7 @@ from aivos.edge.fleet.options import FleetOptions
 from aivos.edge.fleet.remote_config import RemoteConfig
 from aivos.edge.fleet.reports import Reporter
 from aivos.edge.fleet.status import FleetStatus
+from aivos.edge.supervise import Supervisor
 
 __all__ = ["EdgeFleetClient"]
 
@@ -29,13 +31,20 @@ log = logging.getLogger(__name__)
 
 
 class EdgeFleetClient:
-    def __init__(self, host: FleetHost, options: FleetOptions | None = None) -> None:
+    def __init__(
+        self,
+        host: FleetHost,
+        options: FleetOptions | None = None,
+        *,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.host = host
         self.options = options or host.fleet_options
         self.paths = FleetPaths(host.data_path, self.options.trusted_keys_dir)
         self.status = FleetStatus()
         self.reporter = Reporter(host)
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = supervisor or Supervisor()
+        self._tasks: list[str] = []  # the supervised loops' names
         # Built in start(): they read the live agent (model, policies).
         self.heartbeats: HeartbeatPublisher
         self.config: RemoteConfig
@@ -50,27 +59,33 @@ class EdgeFleetClient:
         )
         self.bundles = BundleManager(host, self.status, self.reporter, self.paths, opts)
         self.config = RemoteConfig(
-            host, self.status, self.reporter, self.paths, self._on_config, retry_s=opts.retry_s
+            host,
+            self.status,
+            self.reporter,
+            self.paths,
+            self._on_config,
+            retry_s=opts.retry_s,
+            options=opts,
         )
         await self.config.apply_persisted()
         host.uplink.on_up(self._on_link_up)
-        self._tasks = [asyncio.create_task(self.bundles.run(), name="fleet-bundles")]
+        if host.uplink.connected:  # connected before the listener was registered
+            self.heartbeats.link_up()
+        loops = {"fleet-bundles": self.bundles.run}
         if host.uplink.url:
-            self._tasks += [
-                asyncio.create_task(self.heartbeats.run(), name="fleet-heartbeats"),
-                asyncio.create_task(self.config.run(), name="fleet-config"),
-            ]
+            loops |= {"fleet-heartbeats": self.heartbeats.run, "fleet-config": self.config.run}
+        for name, loop in loops.items():
+            self.supervisor.start(name, loop)
+        self._tasks = list(loops)
         log.info("fleet client started for site %s", host.site_id)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        for name in self._tasks:
+            await self.supervisor.stop(name)
         self._tasks = []
 
     def _on_link_up(self) -> None:
+        self.heartbeats.link_up()
         self.config.reconnected()
         self.bundles.poke()
 

@@ -4,6 +4,11 @@ A heartbeat is telemetry: it passes the residency gate (`DataClass.TELEMETRY`) l
 data leaving the site, and is dropped (and counted) when the policy keeps telemetry on
 site. While the link is down nothing is sent or queued: a stale heartbeat would make the
 registry show an offline site as healthy.
+
+When the link comes up (`link_up`, an uplink listener) a heartbeat goes out at once, and
+again as soon as the hub answers a request: the site's leaf node may accept the agent's
+connection before its own link to the hub is up, and a beat sent then is lost. So a newly
+enrolled or reconnected site shows online within a second or so, not one period later.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from aivos.edge.fleet.status import FleetStatus
 from aivos.shared import __version__ as _aivos_version
 from aivos.shared.errors import ResidencyDenied
 from aivos.shared.fleet import Decisions, Heartbeat, now_ms
+from aivos.shared.natsconf.connect import backoff_delay
 from aivos.shared.residency import DataClass
-from aivos.shared.subjects import heartbeat_subject
+from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, heartbeat_subject
 
 __all__ = ["HeartbeatPublisher", "build_heartbeat"]
 
 log = logging.getLogger(__name__)
+
+# A request only the hub's JetStream answers (a site may ask it): any reply, even
+# "stream not found", proves that the path to the hub is up.
+_HUB_PROBE = f"$JS.{HUB_DOMAIN}.API.STREAM.INFO.KV_{CONFIG_BUCKET}"
 
 
 class _Sample(msgspec.Struct, frozen=True):
@@ -101,6 +111,7 @@ class HeartbeatPublisher:
         self.stats_window_s = stats_window_s
         self._interval_s = interval_s
         self._changed = asyncio.Event()
+        self._link_up = asyncio.Event()
         self._subject = heartbeat_subject(host.site_id)
         registry = host.metrics_registry
         self._m_sent = registry.counter("aivos_fleet_heartbeats_total", "Heartbeats by outcome.")
@@ -142,7 +153,45 @@ class HeartbeatPublisher:
         self._m_sent.inc(outcome="sent")
         return True
 
+    def link_up(self) -> None:
+        """Uplink listener: the link (re)connected; beat now and once the hub answers."""
+        self._link_up.set()
+
+    async def _announce(self) -> None:
+        while True:
+            await self._link_up.wait()
+            self._link_up.clear()
+            self._changed.set()  # a beat now
+            if await self._hub_answers():
+                self._changed.set()  # and one that surely reaches the hub
+
+    async def _hub_answers(self) -> bool:
+        """Probe the hub until it answers, for at most one period; True when it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._interval_s
+        attempt = 0
+        while loop.time() < deadline:
+            nc = self.host.uplink.nc
+            if nc is not None and self.host.uplink.connected:
+                try:
+                    await nc.request(_HUB_PROBE, b"", timeout=0.5)
+                    return True
+                except Exception:  # no responders: the leaf has no hub (yet); timeouts
+                    pass
+            await asyncio.sleep(backoff_delay(attempt, 0.05, 0.5))
+            attempt += 1
+        return False
+
     async def run(self) -> None:
+        announcer = asyncio.create_task(self._announce(), name="fleet-heartbeat-announce")
+        try:
+            await self._beat_forever()
+        finally:
+            announcer.cancel()
+            with contextlib.suppress(BaseException):
+                await announcer
+
+    async def _beat_forever(self) -> None:
         while True:
             try:
                 await self.publish_once()

@@ -12,6 +12,7 @@ from aivos.edge.fleet.options import FleetOptions
 from aivos.edge.intent.runtime import IntentModel
 from aivos.edge.router import RouterPolicy
 from aivos.edge.stats import RollingStats
+from aivos.edge.store import Store
 from aivos.edge.uplink.link import Uplink
 from aivos.shared.metrics import Registry
 from aivos.shared.residency import ExitGate, ResidencyPolicy
@@ -40,6 +41,11 @@ class FleetHost(Protocol):
 
     @property
     def stats(self) -> RollingStats: ...
+    @property
+    def store(self) -> Store:
+        """The site's store: rejected remote config is written to its audit log."""
+        ...
+
     @property
     def metrics_registry(self) -> Registry: ...
     @property

@@ -39,3 +39,9 @@ class FleetOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     retry_s: Annotated[float, Meta(gt=0, le=300)] = 2.0  # KV bucket missing, watch lost
     download_timeout_s: Annotated[float, Meta(gt=0)] = 600.0
     stats_window_s: _Pos = 60.0  # request rate / decision mix / latency in heartbeats
+    # Remote config must carry a valid operator signature. None: required as soon as the
+    # site trusts a config key (``config_signing*.pub`` in the trusted keys dir).
+    require_signed_config: bool | None = None
+    # Remote residency may only be as strict as the site's own or stricter, unless this is
+    # set here, in the site's local config (see `edge.fleet.tightening`).
+    allow_remote_loosening: bool = False

@@ -5,7 +5,19 @@
 * valid -> `FleetHost.apply_remote_config`, persisted to ``DATA_DIR/fleet/applied_config.json``
   (re-applied at the next start, even offline), `ConfigReport(applied)`;
 * invalid -> nothing changes, the last good config stays, `ConfigReport(rejected, error)`,
-  and the error rides in every heartbeat until a valid config arrives.
+  the rejection is written to the site's audit log, and the error rides in every
+  heartbeat until a valid config arrives.
+
+Trust (docs/security.md, "Signed remote config"):
+
+* **signatures**: a signed value (`shared.config_signature`) must verify with a trusted
+  config key, and was signed for the key it is stored under. Unsigned values are accepted
+  only while signatures are not required (`FleetOptions.require_signed_config`; by
+  default they are required once the site trusts a config key). An absent or deleted key
+  is no override: the site falls back to its local settings, never below them.
+* **no replay**: a signed change must carry a version above the one applied.
+* **tighten only**: a remote ``residency`` must be at least as strict as the site's local
+  one (`edge.fleet.tightening`) unless the local ``allow_remote_loosening`` is set.
 
 The watch (`ConfigWatch`) runs on the uplink's connection; it is rebuilt after every
 reconnect and retried while the bucket does not exist yet.
@@ -17,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,10 +37,19 @@ from aivos.edge.fleet.config_apply import ResolvedConfig, resolve_config
 from aivos.edge.fleet.config_watch import ConfigWatch
 from aivos.edge.fleet.host import FleetHost
 from aivos.edge.fleet.layout import FleetPaths, atomic_write
+from aivos.edge.fleet.options import FleetOptions
 from aivos.edge.fleet.reports import Reporter
 from aivos.edge.fleet.status import FleetStatus
+from aivos.edge.fleet.tightening import check_tighter
+from aivos.edge.store.audit import AuditRecord
+from aivos.shared.config_signature import (
+    ConfigSignatureError,
+    load_config_keys,
+    unwrap_config,
+    verify_config,
+)
 from aivos.shared.errors import AivosError
-from aivos.shared.fleet import DEFAULTS_KEY, decode_partial_config, merge_config
+from aivos.shared.fleet import DEFAULTS_KEY, merge_config
 from aivos.shared.subjects import config_key
 
 __all__ = ["RemoteConfig"]
@@ -47,8 +69,10 @@ class RemoteConfig:
         on_resolved: OnResolved,
         *,
         retry_s: float = 2.0,
+        options: FleetOptions | None = None,
     ) -> None:
         self.host = host
+        self.options = options or host.fleet_options
         self.status = status
         self.reporter = reporter
         self.paths = paths
@@ -86,18 +110,33 @@ class RemoteConfig:
         await self.watch.run()
 
     async def evaluate(self, defaults: bytes | None, site: bytes | None) -> bool:
-        """Merge, validate and apply one pair of KV values; True when applied."""
+        """Verify, merge, validate and apply one pair of KV values; True when applied."""
         async with self._lock:
+            hint = _version_hint(defaults, site)
             try:
-                d = decode_partial_config(defaults, DEFAULTS_KEY)
-                s = decode_partial_config(site, self.site_key)
+                keys = await asyncio.to_thread(load_config_keys, self.paths.trusted_keys)
+                required = self.options.require_signed_config
+                if required is None:
+                    required = bool(keys)
+                d, d_signed = _open(defaults, DEFAULTS_KEY, keys, required)
+                s, s_signed = _open(site, self.site_key, keys, required)
             except AivosError as exc:
-                await self._reject(_version_hint(defaults, site), str(exc))
+                await self._reject(hint, exc)
                 return False
             merged = merge_config(d, s)
             merged["version"] = max(_int(d.get("version")), _int(s.get("version")))
-            if self.applied is not None and merged == self.applied.raw:
+            applied = self.applied
+            if applied is not None and merged == applied.raw:
                 return True  # a rebuilt watch replays the same values
+            version = _int(merged["version"])
+            if (d_signed or s_signed) and applied is not None and version <= applied.version:
+                stale = ConfigSignatureError(
+                    "version",
+                    f"signed config v{version} is not newer than the applied "
+                    f"v{applied.version} (replayed?)",
+                )
+                await self._reject(version, stale)
+                return False
             return await self._apply(merged, report=True)
 
     async def _apply(self, merged: dict[str, Any], *, report: bool) -> bool:
@@ -111,10 +150,12 @@ class RemoteConfig:
                 base_router=self.base_router,
                 base_residency=self.base_residency,
             )
+            if merged.get("residency") and not self.options.allow_remote_loosening:
+                check_tighter(resolved.residency, self.base_residency)
             host.apply_remote_config(resolved.router, resolved.residency)
         except (AivosError, ValueError, TypeError) as exc:
             if report:
-                await self._reject(version, str(exc))
+                await self._reject(version, exc)
             else:
                 self.status.config_error = f"persisted config v{version}: {exc}"
                 log.warning("persisted remote config v%d no longer valid: %s", version, exc)
@@ -133,10 +174,43 @@ class RemoteConfig:
             await self.reporter.config(resolved.version, "applied")
         return True
 
-    async def _reject(self, version: int, error: str) -> None:
+    async def _reject(self, version: int, exc: Exception) -> None:
+        error = str(exc)
         log.warning("remote config v%d rejected: %s", version, error)
         self.status.config_error = f"v{version} rejected: {error}"
+        await self._audit(version, exc)
         await self.reporter.config(version, "rejected", error)
+
+    async def _audit(self, version: int, exc: Exception) -> None:
+        """One audit row per rejection: an `auth_failure` for a bad signature or a replay,
+        an `operator_action` for any other refused change (e.g. a loosening)."""
+        code = getattr(exc, "code", type(exc).__name__)
+        record = AuditRecord(
+            id=f"remote-config-{uuid.uuid4().hex}",
+            kind="auth_failure" if isinstance(exc, ConfigSignatureError) else "operator_action",
+            detail={
+                "action": "remote_config.rejected",
+                "version": version,
+                "reason": code,
+                "error": str(exc)[:500],
+            },
+        )
+        try:
+            await self.host.store.append_audit(record)
+        except Exception:  # never let auditing stop the watch; the report still goes out
+            log.exception("could not audit the rejected remote config v%d", version)
+
+
+def _open(
+    value: bytes | None, key: str, keys: list[Any], required: bool
+) -> tuple[dict[str, Any], bool]:
+    """The partial config of one KV value, and whether it was signed (and verified)."""
+    config, signed = unwrap_config(value, key)
+    if signed is not None:
+        return verify_config(value, key, keys), True
+    if required and config:
+        raise ConfigSignatureError(key, "config is not signed; this site requires signatures")
+    return config, False
 
 
 def _int(value: Any) -> int:
@@ -150,5 +224,5 @@ def _version_hint(*raw: bytes | None) -> int:
     best = 0
     for value in raw:
         with contextlib.suppress(Exception):
-            best = max(best, _int(json.loads(value or b"{}").get("version")))
+            best = max(best, _int(unwrap_config(value, "config")[0].get("version")))
     return best

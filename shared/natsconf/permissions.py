@@ -3,18 +3,25 @@ derived in this one place from `shared.subjects` (and the fleet report subjects)
 
 Roles (each a hub user, identified by its client certificate, see `pki`):
 
-* **site** ``<site>`` (its leaf node's link to the hub): publish and subscribe only
-  ``aivos.*.<site>`` and ``aivos.*.<site>.>`` (generation requests, heartbeats, sync
-  records, events and reports of its own site); replies only into its own inbox
+* **site** ``<site>`` (its leaf node's link to the hub): publish and subscribe only its own
+  subjects, kind by kind (`_site_subjects`): ``aivos.*.<site>`` (generation requests,
+  heartbeats), ``aivos.gen.<site>.*`` (generation naming a model class, for the model
+  router), ``aivos.sync.<site>.>``, ``aivos.evt.<site>.>`` and its config and bundle
+  reports. Never ``aivos.model.<site>.*``: only the router sends to a model's workers (a
+  site sending there would skip its quota, and one subscribing there could join a model's
+  queue group and swallow requests until the model's breaker opens for every site). A new
+  per-site subject kind is added to `_site_subjects`. Replies only into its own inbox
   ``_INBOX.site-<site>.>``; JetStream API only to read the config bucket's own key and
   the defaults key (direct get and consumers filtered on those keys, nothing else), to read bundles from the model object store, and to receive the
   stream acks of its own sync publishes. For a leaf connection, *publish* is what the
   leaf may send into the hub and *subscribe* is what the hub forwards to the leaf.
-* **worker** (generation workers, the model router, worker pool supervisors):
-  queue-subscribe ``aivos.gen.*`` (default path), ``aivos.gen.*.*`` (requests naming a
-  model class, for the router) and ``aivos.model.*.*`` (one catalogue model's requests);
-  publish ``aivos.model.>`` (the router forwarding to a model's workers) and pool stats
-  ``aivos.poolstats``; reply into any inbox.
+* **worker** (generation workers, worker pool supervisors): queue-subscribe ``aivos.gen.*``
+  (default path) and ``aivos.model.*.*`` (one catalogue model's requests); publish and
+  subscribe pool stats ``aivos.poolstats``; reply into any inbox.
+* **router** (the model router, `cloud.models.router`): queue-subscribe ``aivos.gen.*.*``
+  (requests naming a model class) and ``aivos.gen.*`` (the default path, when a catalogue
+  with quotas puts it behind the router); publish ``aivos.model.>`` (the only role that
+  may) and reply into any inbox.
 * **ingest**: the sync stream and its durable consumer, nothing else.
 * **fleet** (console, fleet service, rollouts, `models publish`): heartbeats and
   reports of every site, the config bucket and the model object store (read/write).
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import msgspec
 
-from aivos.shared.fleet import DEFAULTS_KEY
+from aivos.shared.fleet import DEFAULTS_KEY, bundle_report_subject, config_report_subject
 from aivos.shared.subjects import (
     CONFIG_BUCKET,
     GEN_ALL_CLASSES,
@@ -41,7 +48,9 @@ from aivos.shared.subjects import (
     PREFIX,
     SYNC_STREAM,
     config_key,
+    gen_subject,
     heartbeat_all,
+    sync_site_filter,
     validate_site,
     validate_token,
 )
@@ -58,7 +67,7 @@ __all__ = [
     "service_user",
 ]
 
-ROLES = ("worker", "ingest", "fleet", "admin")
+ROLES = ("worker", "router", "ingest", "fleet", "admin")
 SYSTEM_USER = "aivos-svc-system"  # the hub's system account: only kicks revoked links
 
 _KV_STREAM = f"KV_{CONFIG_BUCKET}"
@@ -99,9 +108,24 @@ def _js(*apis: str) -> tuple[str, ...]:
     return tuple(f"{prefix}.{api}" for prefix in _JS_PREFIXES for api in apis)
 
 
+def _site_subjects(site: str) -> tuple[str, ...]:
+    """Every subject of `site`'s own, kind by kind: never a wildcard kind over four tokens,
+    which would reach ``aivos.model.<site>.<model>``."""
+    return (
+        f"{PREFIX}.*.{site}",  # aivos.gen.<site>, aivos.hb.<site>
+        # aivos.gen.<site>.<class>: ">" not "*", or the hub does not forward the routers'
+        # interest in aivos.gen.*.* to the leaf (nats-server 2.10: no responders)
+        f"{gen_subject(site)}.>",
+        sync_site_filter(site),
+        f"{PREFIX}.evt.{site}.>",
+        config_report_subject(site),
+        bundle_report_subject(site),
+    )
+
+
 def site_permissions(site: str) -> Permissions:
     site = validate_site(site)
-    own = (f"{PREFIX}.*.{site}", f"{PREFIX}.*.{site}.>")
+    own = _site_subjects(site)
     kv_keys = [f"$KV.{CONFIG_BUCKET}.{key}" for key in (config_key(site), DEFAULTS_KEY)]
     js_read = _js(
         f"STREAM.INFO.{_KV_STREAM}",
@@ -133,8 +157,13 @@ def service_permissions(role: str) -> Permissions:
         return Permissions(publish=None, subscribe=None)
     if role == "worker":
         return Permissions(
-            publish=("_INBOX.>", f"{PREFIX}.model.>", POOL_STATS),
-            subscribe=(GEN_ALL_SITES, GEN_ALL_CLASSES, MODEL_ALL, POOL_STATS, inbox),
+            publish=("_INBOX.>", POOL_STATS),
+            subscribe=(GEN_ALL_SITES, MODEL_ALL, POOL_STATS, inbox),
+        )
+    if role == "router":
+        return Permissions(
+            publish=("_INBOX.>", f"{PREFIX}.model.>"),
+            subscribe=(GEN_ALL_CLASSES, GEN_ALL_SITES, inbox),
         )
     if role == "ingest":
         durable_api = (

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from aivos.edge.api.schemas import InferRequest
+from aivos.edge.fleet import FleetOptions, GuardOptions
 from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.fleet import (
     DEFAULTS_KEY,
@@ -167,3 +169,26 @@ async def test_watch_waits_for_the_bucket_and_survives_a_hub_restart(
             )
             await eventually(lambda: client.status.config_version_applied == 2, what="v2")
         assert (await agent.infer(InferRequest(text=text))).decision == "refuse"
+
+
+async def test_heartbeat_goes_out_as_soon_as_the_link_comes_up(
+    tmp_path: Path, small_bundle: Path, nats_hub_factory: object
+) -> None:
+    """With the default 10 s period, a site whose hub comes up late is seen within 5 s of
+    its link coming up, not one period after its last (skipped) beat."""
+    hub: NatsServer = nats_hub_factory()  # type: ignore[operator]
+    hub.stop()
+    site = new_site()
+    options = FleetOptions(
+        heartbeat_interval_s=10.0, retry_s=0.2, guard=GuardOptions(enabled=False)
+    )
+    async with running_site(tmp_path / "edge", small_bundle, site, hub.url, options=options) as (
+        agent,
+        client,
+    ):
+        await eventually(lambda: client.status.heartbeats_skipped >= 1, what="a beat skipped")
+        hub.start()
+        await eventually(lambda: agent.uplink.connected, timeout=30, what="link up")
+        up = time.monotonic()
+        await eventually(lambda: client.status.heartbeats_sent >= 1, timeout=5, what="a beat")
+        assert time.monotonic() - up <= 5.0

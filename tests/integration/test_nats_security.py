@@ -27,6 +27,8 @@ from aivos.cloud.fleet.enroll import (
     secure_hub_config,
     service_identity,
 )
+from aivos.edge.fleet.config_watch import KeyEntry, watch_key
+from aivos.shared.fleet import bundle_report_subject, config_report_subject
 from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
 from aivos.shared.natsconf.connect import tls_context
 from aivos.shared.natsconf.permissions import service_inbox_prefix, site_inbox_prefix
@@ -159,13 +161,9 @@ async def test_site_can_do_what_it_needs(world: dict[str, NATS], rig: Rig) -> No
     ack = await a.jetstream(domain="hub").publish(sync_subject("a", "audit"), b"{}")
     assert ack.stream == SYNC_STREAM
     # its own config key and the defaults, and bundles, are readable
-    # (the edge watches its keys, as edge.fleet.remote_config does)
-    kv = await a.jetstream(domain="hub").key_value(CONFIG_BUCKET)
+    # (the edge watches its keys with edge.fleet.config_watch.watch_key)
     for key in ("a", "_defaults"):
-        watcher = await kv.watch(key)
-        entry = await asyncio.wait_for(watcher.updates(), 5)
-        assert entry is not None and entry.value == b'{"v": 1}'
-        await watcher.stop()
+        assert await _watch_value(a, key) == b'{"v": 1}'
     store = await a.jetstream(domain="hub").object_store(MODELS_BUCKET)
     assert (await store.get("v1/manifest.json")).data == b"{}"
     # a generation request reaches a worker (worker identity) and the reply comes back
@@ -253,7 +251,26 @@ async def test_denial_matrix_from_site_a(world: dict[str, NATS], rig: Rig) -> No
                 js.pull_subscribe("aivos.sync.>", durable="evil", stream=SYNC_STREAM)
             ),
         ),
+        (
+            "publish generation for a model class as B",
+            lambda: cloud_sees("aivos.gen.b.*", lambda: a.publish("aivos.gen.b.small", b"x")),
+        ),
+        (
+            "publish to own model subject (skipping the router and its quota)",
+            lambda: cloud_sees("aivos.model.>", lambda: a.publish("aivos.model.a.smol", b"x")),
+        ),
+        (
+            "publish to B's model subject",
+            lambda: cloud_sees("aivos.model.>", lambda: a.publish("aivos.model.b.smol", b"x")),
+        ),
+        (
+            "subscribe own model subject (joining a model's queue group)",
+            lambda: site_sees("aivos.model.a.*", ["aivos.model.a.smol"]),
+        ),
         ("KV get B's config", lambda: _succeeds(_kv_get(js, "b"))),
+        ("watch B's config (named consumer on B's key)", lambda: _reads(_watch_value(a, "b"))),
+        ("watch B's config (unnamed consumer)", lambda: _reads(_kv_watch(js, "b"))),
+        ("watch every config key", lambda: _reads(_watch_all(js))),
         ("KV put own config", lambda: kv_put("a")),
         ("KV put B's config", lambda: kv_put("b")),
         ("object store put", obj_put),
@@ -264,6 +281,68 @@ async def test_denial_matrix_from_site_a(world: dict[str, NATS], rig: Rig) -> No
     assert "aivos.sync.b.audit" not in {m.subject for m in await _sync_messages(admin)}
 
 
+async def test_only_the_router_role_sends_to_model_workers(
+    world: dict[str, NATS], rig: Rig
+) -> None:
+    """A site's class request reaches a router (router identity), which forwards it to a
+    model's workers (worker identity); a worker identity cannot send to a model subject."""
+    admin, a = world["admin"], world["a"]
+    conns = {}
+    for role in ("router", "worker"):
+        conns[role] = await nats.connect(
+            rig.hub.url,
+            tls=tls_context(service_identity(rig.data_dir, role)),
+            inbox_prefix=service_inbox_prefix(role),
+        )
+    router, worker = conns["router"], conns["worker"]
+
+    async def model_answers(msg: nats.aio.msg.Msg) -> None:
+        await msg.respond(b"model:" + msg.data)
+
+    async def route(msg: nats.aio.msg.Msg) -> None:
+        site = msg.subject.split(".")[2]
+        reply = await router.request(f"aivos.model.{site}.smol", msg.data, timeout=1)
+        await msg.respond(reply.data)
+
+    try:
+        await worker.subscribe("aivos.model.*.smol", queue="aivos-model-smol", cb=model_answers)
+        await router.subscribe("aivos.gen.*.*", queue="aivos-route", cb=route)
+        await worker.flush()
+        await router.flush()
+
+        async def routed() -> bool:
+            reply = await a.request("aivos.gen.a.small", b"hi", timeout=1)
+            return reply.data == b"model:hi"
+
+        await eventually(routed, timeout=10, what="a routed reply", ignore=(Exception,))
+        sent = await _received(
+            admin, "aivos.model.>", lambda: worker.publish("aivos.model.a.smol", b"x")
+        )
+        assert sent == []
+    finally:
+        for nc in conns.values():
+            await nc.close()
+
+
+async def test_each_kind_of_own_subject_still_reaches_the_cloud(
+    world: dict[str, NATS], rig: Rig
+) -> None:
+    """The site's grant lists its subject kinds one by one (no ``aivos.*.<site>.>``, which
+    would reach model subjects): every kind it sends still arrives."""
+    admin, a = world["admin"], world["a"]
+    sent = (
+        heartbeat_subject("a"),
+        gen_subject("a"),
+        "aivos.gen.a.small",
+        "aivos.evt.a.alarm",
+        config_report_subject("a"),
+        bundle_report_subject("a"),
+    )
+    for subject in sent:
+        got = await _received(admin, subject, lambda s=subject: a.publish(s, b"x"))
+        assert got == [subject]
+
+
 async def _succeeds(coro: Awaitable[object]) -> bool:
     return not await _fails(coro)
 
@@ -271,6 +350,47 @@ async def _succeeds(coro: Awaitable[object]) -> bool:
 async def _kv_get(js: object, key: str) -> object:
     kv = await js.key_value(CONFIG_BUCKET)  # type: ignore[attr-defined]
     return await kv.get(key)
+
+
+async def _reads(coro: Awaitable[bytes | None]) -> bool:
+    """True when the attempt returned a config value (a denial raises or times out)."""
+    try:
+        return await asyncio.wait_for(coro, 3.0) is not None
+    except Exception:
+        return False
+
+
+async def _watch_value(nc: NATS, key: str) -> bytes | None:
+    """The value of `key` as the edge's config watch reads it (named, filtered consumer)."""
+    out: asyncio.Queue[KeyEntry] = asyncio.Queue()
+    sub = await watch_key(nc.jetstream(domain="hub", timeout=1.0), key, out)
+    try:
+        while True:
+            entry = await asyncio.wait_for(out.get(), 2.0)
+            if entry.settled:
+                return entry.value
+    finally:
+        await sub.unsubscribe()
+
+
+async def _kv_watch(js: object, key: str) -> bytes | None:
+    kv = await js.key_value(CONFIG_BUCKET)  # type: ignore[attr-defined]
+    watcher = await kv.watch(key)
+    try:
+        entry = await watcher.updates(timeout=2.0)
+        return None if entry is None else entry.value  # type: ignore[no-any-return]
+    finally:
+        await watcher.stop()
+
+
+async def _watch_all(js: object) -> bytes | None:
+    sub = await js.subscribe(  # type: ignore[attr-defined]
+        f"$KV.{CONFIG_BUCKET}.>", stream=f"KV_{CONFIG_BUCKET}", ordered_consumer=True
+    )
+    try:
+        return (await sub.next_msg(timeout=2.0)).data  # type: ignore[no-any-return]
+    finally:
+        await sub.unsubscribe()
 
 
 async def _put_object(a: NATS) -> None:
