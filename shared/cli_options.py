@@ -25,7 +25,9 @@ __all__ = [
     "bundle_option",
     "config_option",
     "data_dir_option",
+    "db_option",
     "host_option",
+    "js_replicas_option",
     "json_option",
     "log_level_option",
     "nats_option",
@@ -61,6 +63,35 @@ def data_dir_option(
         required=required,
         help=help,
         **({} if required else {"default": None}),
+    )
+
+
+def db_option(
+    help: str = (
+        "Cloud database: a postgresql:// URL [default: SQLite files in the data dir; "
+        "env AIVOS_CLOUD_DB]."
+    ),
+) -> Callable[[FC], FC]:
+    """`--db URL` (or ``$AIVOS_CLOUD_DB``) -> ``db: str | None``: the database of the cloud
+    stores; None keeps the SQLite files in the data directory."""
+    return click.option("--db", "db", envvar="AIVOS_CLOUD_DB", default=None, help=help)
+
+
+def js_replicas_option(
+    help: str = (
+        "JetStream replicas of the streams and buckets this creates (3 on a 3-node hub "
+        "cluster; env AIVOS_JS_REPLICAS)."
+    ),
+) -> Callable[[FC], FC]:
+    """`--js-replicas N` (or ``$AIVOS_JS_REPLICAS``) -> ``js_replicas: int``."""
+    return click.option(
+        "--js-replicas",
+        "js_replicas",
+        envvar="AIVOS_JS_REPLICAS",
+        type=click.IntRange(1, 5),
+        default=1,
+        show_default=True,
+        help=help,
     )
 
 

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.model",
     "tests.fixtures.nats",
     "tests.fixtures.edge",
+    "tests.fixtures.postgres",
 ]

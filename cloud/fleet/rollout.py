@@ -14,6 +14,11 @@ the registry, so it survives restarts:
 4. when every site of the wave has been healthy for ``soak_s``, the next wave starts; after
    the last wave the rollout is ``completed``.
 
+With several fleet replicas (consoles on one database), only the one holding the rollout
+lease (`Leadership`, in production `aivos.cloud.fleet.lease.Lease`) ticks; the others wait
+and take over when the holder dies. Operator actions write the registry and work on any
+replica.
+
 Operator actions: pause/resume (stop/continue progressing; a halted rollout is not resumed:
 its failed site would fail again — abort or roll it back), abort (stop for good; sites
 already switched keep the new bundle), rollback (every site the rollout touched gets its
@@ -39,6 +44,7 @@ __all__ = [
     "FAILED_STATUSES",
     "DEFAULT_GUARDS",
     "DesiredBundleSink",
+    "Leadership",
     "RolloutController",
     "start_rollout",
     "pause_rollout",
@@ -53,6 +59,13 @@ log = logging.getLogger(__name__)
 FAILED_STATUSES = frozenset({"verify_failed", "canary_failed", "rolled_back", "error"})
 DEFAULT_GUARDS = {"max_error_rate": 0.05, "max_p99_ms": 2000.0}
 _ACTIVE = ("running", "paused")
+
+
+class Leadership(Protocol):
+    """Whether this replica may drive rollouts now (it holds the coordinator lease)."""
+
+    @property
+    def held(self) -> bool: ...
 
 
 class DesiredBundleSink(Protocol):
@@ -178,10 +191,19 @@ async def rollback_rollout(
 
 
 class RolloutController:
-    def __init__(self, registry: Registry, sink: DesiredBundleSink, *, tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        sink: DesiredBundleSink,
+        *,
+        tick_s: float = 1.0,
+        leadership: Leadership | None = None,
+    ) -> None:
         self.registry = registry
         self.sink = sink
         self.tick_s = tick_s
+        self.leadership = leadership  # None: the only replica, always ticks
+        self.ticks = 0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -197,7 +219,9 @@ class RolloutController:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.tick()
+                if self.leadership is None or self.leadership.held:
+                    await self.tick()
+                    self.ticks += 1
             except Exception:
                 log.exception("rollout controller tick failed")
             await asyncio.sleep(self.tick_s)

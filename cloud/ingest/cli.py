@@ -18,6 +18,8 @@ from aivos.cloud.ingest.store import CloudStore, default_data_dir
 from aivos.shared.cli_options import (
     CLOUD_DATA_DIR_HELP,
     data_dir_option,
+    db_option,
+    js_replicas_option,
     json_option,
     log_level_option,
     nats_option,
@@ -37,8 +39,10 @@ def _dir(data_dir: Path | None) -> Path:
 
 
 @click.command("ingest")
-@nats_option("NATS URL of the hub.")
+@nats_option("NATS URL of the hub (several hub nodes: comma-separated).")
 @_DATA_DIR
+@db_option()
+@js_replicas_option()
 @click.option(
     "--durable",
     default="aivos-ingest",
@@ -62,13 +66,16 @@ def _dir(data_dir: Path | None) -> Path:
 def ingest_cmd(
     nats_url: str,
     data_dir: Path | None,
+    db: str | None,
+    js_replicas: int,
     durable: str,
     batch: int,
     ack_wait: float,
     duplicate_window: float,
     log_level: str,
 ) -> None:
-    """Consume the hub stream AIVOS_SYNC into the cloud store until SIGTERM/SIGINT."""
+    """Consume the hub stream AIVOS_SYNC into the cloud store until SIGTERM/SIGINT.
+    Replicas (same --durable, same --db) share the work; each record is stored once."""
     configure_logging(log_level, json_logs=True)
     from aivos.cloud.ingest.consumer import run_ingest  # NATS client: only for this command
 
@@ -86,6 +93,8 @@ def ingest_cmd(
             batch=batch,
             ack_wait_s=ack_wait,
             duplicate_window_s=duplicate_window,
+            db=db,
+            replicas=js_replicas,
         )
         log.info(
             "ingest stopped: received %d, inserted %d, duplicates %d, rejected %d",
@@ -98,16 +107,17 @@ def ingest_cmd(
     asyncio.run(main())
 
 
-def _open_existing(data_dir: Path | None) -> CloudStore:
-    return CloudStore.open(_dir(data_dir))
+def _open_existing(data_dir: Path | None, db: str | None) -> CloudStore:
+    return CloudStore.open(_dir(data_dir), db=db)
 
 
 @click.command("stats")
 @_DATA_DIR
+@db_option()
 @json_option()
-def stats_cmd(data_dir: Path | None, as_json: bool) -> None:
+def stats_cmd(data_dir: Path | None, db: str | None, as_json: bool) -> None:
     """Counts of synced records per site and data class."""
-    store = _open_existing(data_dir)
+    store = _open_existing(data_dir, db)
     try:
         counts = store.counts()
     finally:
@@ -127,12 +137,15 @@ def stats_cmd(data_dir: Path | None, as_json: bool) -> None:
 
 @click.command("audit")
 @_DATA_DIR
+@db_option()
 @site_option("Only this site.")
 @click.option("--limit", default=None, type=int, help="At most N records.")
 @json_option("One JSON record per line.")
-def audit_cmd(data_dir: Path | None, site: str | None, limit: int | None, as_json: bool) -> None:
+def audit_cmd(
+    data_dir: Path | None, db: str | None, site: str | None, limit: int | None, as_json: bool
+) -> None:
     """Synced audit records, per site in the site's order."""
-    store = _open_existing(data_dir)
+    store = _open_existing(data_dir, db)
     try:
         records = store.records(data_class="audit", site=site, limit=limit)
     finally:

@@ -1,15 +1,17 @@
-"""The cloud store of synced records: SQLite (WAL) by default, behind `IngestStore`.
+"""The cloud store of synced records, behind `IngestStore`: SQLite (WAL) by default, or
+PostgreSQL (`CloudStore.open(db="postgresql://...")`, `aivos.cloud.db`) for several ingest
+replicas sharing one database.
 
 Table ``records``: one row per ``(site, id)`` with the data class, kind, the site's outbox
 `seq` (order per site), the payload JSON as it left the site (after the exit gate), the
 trace id, and when the cloud received it. `upsert_many` inserts new keys and ignores known
 ones, in one transaction: redeliveries and resends after JetStream's duplicate window have
-no effect.
+no effect, and two replicas inserting the same record store it once. The schema is the
+recorded migration ``ingest_0001_records`` on both engines.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,8 +19,10 @@ from typing import Any, Protocol
 
 import msgspec
 
+from aivos.cloud.db import Conn, Engine, Migration, SqliteEngine, apply_migrations, open_engine
+from aivos.cloud.db.migrations import pg_ddl
 from aivos.shared.paths import default_cloud_dir
-from aivos.shared.sqlite import Closing, decode_rows, immediate, open_writer
+from aivos.shared.sqlite import Closing, decode_rows
 from aivos.shared.syncwire import SyncEnvelope
 
 __all__ = ["CloudRecord", "CloudStore", "IngestStore", "UpsertResult", "default_data_dir"]
@@ -39,8 +43,22 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS idx_records_site_class_seq ON records(site, data_class, seq);
 CREATE TABLE IF NOT EXISTS ingest_meta (one INTEGER PRIMARY KEY CHECK (one = 1),
                                         duplicates INTEGER NOT NULL);
-INSERT OR IGNORE INTO ingest_meta(one, duplicates) VALUES (1, 0);
+INSERT INTO ingest_meta(one, duplicates) VALUES (1, 0) ON CONFLICT DO NOTHING;
 """
+
+MIGRATIONS = [Migration("ingest_0001_records", _SCHEMA, pg_ddl(_SCHEMA))]
+
+_COLUMNS = "site, id, data_class, kind, seq, created_at, payload, trace_id, received_at"
+_INSERT_SQLITE = (
+    f"INSERT INTO records({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(site, id) DO NOTHING"
+)
+# one statement for the whole batch (arrays, one per column): its rowcount is what it inserted
+_INSERT_PG = (
+    f"INSERT INTO records({_COLUMNS}) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
+    "?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::float8[]) "
+    "ON CONFLICT(site, id) DO NOTHING"
+)
 
 
 def default_data_dir() -> Path:
@@ -78,58 +96,61 @@ class IngestStore(Protocol):
 
 
 class CloudStore(Closing):
-    """SQLite implementation of `IngestStore` (file ``DATA_DIR/cloud.db``). Thread-safe:
-    one connection behind a lock (the ingest writes from one worker thread)."""
+    """`IngestStore` on an `Engine`: the SQLite file ``DATA_DIR/cloud.db`` (commits with
+    ``synchronous=FULL``) or a PostgreSQL database. Thread-safe."""
 
     FILENAME = "cloud.db"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = open_writer(path, synchronous="FULL", foreign_keys=False, mode=None)
+    def __init__(self, target: Path | Engine) -> None:
+        if isinstance(target, Path):
+            self.path: Path | None = target
+            self.engine: Engine = SqliteEngine(target, synchronous="FULL")
+        else:
+            self.path, self.engine = None, target
         try:
-            self._conn.executescript(_SCHEMA)
+            apply_migrations(self.engine, MIGRATIONS)
         except BaseException:
-            self._conn.close()
+            self.engine.close()
             raise
-        self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, data_dir: str | Path | None = None) -> CloudStore:
+    def open(cls, data_dir: str | Path | None = None, *, db: str | None = None) -> CloudStore:
+        """PostgreSQL when `db` is a ``postgresql://`` URL, else ``DATA_DIR/cloud.db``."""
+        if db:
+            return cls(open_engine(db, Path(), name="aivos-ingest"))
         directory = Path(data_dir) if data_dir is not None else default_data_dir()
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / cls.FILENAME)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.engine.close()
 
     # -- writes --------------------------------------------------------------------------
     def upsert_many(self, envelopes: Sequence[SyncEnvelope]) -> UpsertResult:
-        """Insert the records whose ``(site, id)`` is new, in one durable transaction."""
+        """Insert the records whose ``(site, id)`` is new, in one durable transaction
+        (in key order: two replicas inserting overlapping batches never deadlock)."""
         now = time.time()
-        rows = [
+        rows = sorted(
             (
-                e.site,
-                e.id,
-                e.data_class,
-                e.kind,
-                e.seq,
-                e.created_at,
-                msgspec.json.encode(e.payload).decode(),
-                e.trace_id,
-                now,
-            )
-            for e in envelopes
-        ]
-        with self._lock, immediate(self._conn) as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT INTO records(site, id, data_class, kind, seq, created_at, payload, "
-                "trace_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(site, id) DO NOTHING",
-                rows,
-            )
-            inserted = conn.total_changes - before
+                (
+                    e.site,
+                    e.id,
+                    e.data_class,
+                    e.kind,
+                    e.seq,
+                    e.created_at,
+                    msgspec.json.encode(e.payload).decode(),
+                    e.trace_id,
+                    now,
+                )
+                for e in envelopes
+            ),
+            key=lambda row: (row[0], row[1]),
+        )
+        if not rows:
+            return UpsertResult(0, 0)
+        with self.engine.tx() as conn:
+            inserted = self._insert(conn, rows)
             dupes = len(rows) - inserted
             if dupes:
                 conn.execute(
@@ -138,22 +159,31 @@ class CloudStore(Closing):
                 )
         return UpsertResult(inserted, dupes)
 
+    def _insert(self, conn: Conn, rows: list[tuple[Any, ...]]) -> int:
+        if self.engine.dialect == "postgres":
+            return conn.execute(_INSERT_PG, [list(col) for col in zip(*rows, strict=True)]).rowcount
+        before = conn.execute("SELECT total_changes() AS n").fetchone()["n"]
+        conn.executemany(_INSERT_SQLITE, rows)
+        return int(conn.execute("SELECT total_changes() AS n").fetchone()["n"] - before)
+
     # -- reads ---------------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
         """``{site: {data_class: n}}``."""
-        with self._lock:
-            rows = self._conn.execute(
+        rows = self.engine.read(
+            lambda c: c.execute(
                 "SELECT site, data_class, count(*) AS n FROM records GROUP BY site, data_class "
                 "ORDER BY site, data_class"
             ).fetchall()
+        )
         out: dict[str, dict[str, int]] = {}
         for r in rows:
             out.setdefault(r["site"], {})[r["data_class"]] = int(r["n"])
         return out
 
     def duplicates_ignored(self) -> int:
-        with self._lock:
-            row = self._conn.execute("SELECT duplicates FROM ingest_meta WHERE one = 1").fetchone()
+        row = self.engine.read(
+            lambda c: c.execute("SELECT duplicates FROM ingest_meta WHERE one = 1").fetchone()
+        )
         return int(row["duplicates"]) if row else 0
 
     def records(
@@ -182,11 +212,9 @@ class CloudStore(Closing):
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+        rows = self.engine.read(lambda c: c.execute(sql, args).fetchall())
         return decode_rows(rows, CloudRecord, json=("payload",))
 
     def total(self) -> int:
-        with self._lock:
-            row = self._conn.execute("SELECT count(*) AS n FROM records").fetchone()
+        row = self.engine.read(lambda c: c.execute("SELECT count(*) AS n FROM records").fetchone())
         return int(row["n"])

@@ -1,4 +1,8 @@
-"""`aivos nats config`: write the hub and site-leaf nats-server configurations."""
+"""`aivos nats config`: write the hub and site-leaf nats-server configurations.
+
+With ``--cluster N`` (N > 1) the hub is N nodes, ``hub-1.conf`` ... ``hub-N.conf`` (ports
+counted up from the given ones, routes on ``--hub-cluster-port`` and up), and every leaf
+lists every node's leaf URL."""
 
 from __future__ import annotations
 
@@ -8,17 +12,29 @@ import click
 from rich.console import Console
 
 from aivos.shared.cli_options import host_option, site_option
-from aivos.shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
+from aivos.shared.natsconf.render import (
+    HubConfig,
+    LeafConfig,
+    hub_cluster,
+    render_hub,
+    render_leaf,
+)
 from aivos.shared.subjects import validate_site
 
 __all__ = ["nats_config_cmd", "write_configs"]
 
 
-def write_configs(out: Path, hub: HubConfig, leaves: list[LeafConfig]) -> list[Path]:
-    """Write ``hub.conf`` and one ``leaf-<site>.conf`` per leaf into `out`."""
+def write_configs(
+    out: Path, hub: HubConfig | list[HubConfig], leaves: list[LeafConfig]
+) -> list[Path]:
+    """Write ``hub.conf`` (or ``hub-<i>.conf`` per node of a cluster) and one
+    ``leaf-<site>.conf`` per leaf into `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "hub.conf"]
-    paths[0].write_text(render_hub(hub))
+    hubs = hub if isinstance(hub, list) else [hub]
+    names = ["hub.conf"] if len(hubs) == 1 else [f"hub-{i}.conf" for i in range(1, len(hubs) + 1)]
+    paths = [out / name for name in names]
+    for path, node in zip(paths, hubs, strict=True):
+        path.write_text(render_hub(node))
     for leaf in leaves:
         path = out / f"leaf-{leaf.site}.conf"
         path.write_text(render_leaf(leaf))
@@ -42,6 +58,20 @@ def write_configs(out: Path, hub: HubConfig, leaves: list[LeafConfig]) -> list[P
     "--hub-monitor-port", default=8222, show_default=True, help="Hub HTTP monitor port (0 = off)."
 )
 @click.option("--hub-store-dir", default=None, help="Hub JetStream dir [default: OUT/hub-js].")
+@click.option(
+    "--cluster",
+    "cluster",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Hub nodes; N > 1 renders a routed cluster (JetStream replicated; R3 from 3 nodes).",
+)
+@click.option(
+    "--hub-cluster-port",
+    default=6222,
+    show_default=True,
+    help="Route port of the first hub node (node i: +i-1).",
+)
 @click.option(
     "--hub-url",
     default=None,
@@ -71,6 +101,8 @@ def nats_config_cmd(
     hub_leaf_port: int,
     hub_monitor_port: int,
     hub_store_dir: str | None,
+    cluster: int,
+    hub_cluster_port: int,
     hub_url: str | None,
     leaf_host: str,
     leaf_port: int,
@@ -78,7 +110,8 @@ def nats_config_cmd(
     leaf_jetstream: bool,
     leaf_store_dir: str | None,
 ) -> None:
-    """Write nats-server configs: a JetStream hub and one leaf node per --site."""
+    """Write nats-server configs: a JetStream hub (or --cluster N nodes) and one leaf node
+    per --site."""
     out = out.resolve()
     hub = HubConfig(
         store_dir=hub_store_dir or str(out / "hub-js"),
@@ -87,10 +120,15 @@ def nats_config_cmd(
         leaf_port=hub_leaf_port,
         monitor_port=hub_monitor_port,
     )
+    hubs = hub_cluster(
+        hub, cluster, store_root=hub_store_dir or str(out), cluster_port=hub_cluster_port
+    )
+    hub_urls = (hub_url,) if hub_url else tuple(node.leaf_url for node in hubs)
     leaves = [
         LeafConfig(
             site=validate_site(site),
-            hub_leaf_url=hub_url or hub.leaf_url,
+            hub_leaf_url=hub_urls[0],
+            hub_leaf_urls=hub_urls[1:],
             host=leaf_host,
             port=leaf_port + i,
             monitor_port=leaf_monitor_port + i if leaf_monitor_port else 0,
@@ -99,6 +137,8 @@ def nats_config_cmd(
         for i, site in enumerate(sites)
     ]
     console = Console()
-    for path in write_configs(out, hub, leaves):
+    paths = write_configs(out, hubs, leaves)
+    for path in paths:
         console.print(f"wrote [bold]{path}[/bold]")
-    console.print(f"run with: nats-server -c {out / 'hub.conf'}", highlight=False)
+    for path in paths[: len(hubs)]:
+        console.print(f"run with: nats-server -c {path}", highlight=False)

@@ -13,6 +13,11 @@ is open (tests, a laptop). A secured leaf dials the hub with its site certificat
 Leaf: its own client port for the site's agent, one remote to the hub, and optionally
 a local JetStream with domain = site (also ``sync_interval: always``: the default
 2-minute fsync interval loses acknowledged data on power loss).
+
+Hub cluster (`HubConfig.cluster_port` set, `hub_cluster`): N hub nodes, each with its own
+server name, ports and store, joined by routes into one cluster (all in JetStream domain
+``hub``, so streams can be replicated across them). A leaf lists every node's leaf URL
+(`LeafConfig.hub_leaf_urls`) and moves to another node when its node dies.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "HubConfig",
     "HubUser",
     "LeafConfig",
+    "hub_cluster",
     "render_hub",
     "render_leaf",
     "render_users",
@@ -71,6 +77,11 @@ class HubConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     users_file: str | None = None
     pid_file: str | None = None  # where `aivos fleet revoke` finds the hub to reload
     system_user: str = "aivos-svc-system"
+    # a hub cluster: this node's route port (0 = a single hub) and every node's route URL
+    # (``nats-route://host:port``, this node's included: nats-server skips itself)
+    cluster_port: int = 0
+    cluster_name: str = "aivos-hub"
+    routes: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -79,6 +90,10 @@ class HubConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def leaf_url(self) -> str:
         return f"nats-leaf://{self.host}:{self.leaf_port}"
+
+    @property
+    def route_url(self) -> str:
+        return f"nats-route://{self.host}:{self.cluster_port}"
 
 
 class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -95,6 +110,8 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ping_max: int = 3
     hub_tls: CertFiles | None = None  # the site's client certificate for the hub link
     generation: int = 0  # credential generation (in the server name, seen in the hub's /leafz)
+    # the other hub nodes' leaf URLs (a hub cluster): the leaf fails over between all of them
+    hub_leaf_urls: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -104,6 +121,39 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def server_name(self) -> str:
         suffix = f"-g{self.generation}" if self.generation else ""
         return f"aivos-leaf-{self.site}{suffix}"
+
+    @property
+    def hub_urls(self) -> tuple[str, ...]:
+        """Every hub leaf URL this leaf may dial, `hub_leaf_url` first, without repeats."""
+        return tuple(dict.fromkeys((self.hub_leaf_url, *self.hub_leaf_urls)))
+
+
+def hub_cluster(
+    base: HubConfig, nodes: int, *, store_root: str, cluster_port: int = 6222
+) -> list[HubConfig]:
+    """`nodes` hub configs on `base.host`: node i (1-based) gets ``base`` ports + i - 1
+    (client, leaf, monitor when set, and `cluster_port` + i - 1 for routes), server name
+    ``<base.server_name>-<i>`` and JetStream dir ``<store_root>/hub-<i>-js``. One node
+    (`nodes` = 1) is `base` itself: no cluster block, exactly the single hub."""
+    if nodes < 1:
+        raise ConfigError("nats.cluster", f"a hub needs at least one node, not {nodes}")
+    if nodes == 1:
+        return [base]
+    routes = tuple(f"nats-route://{base.host}:{cluster_port + i}" for i in range(nodes))
+    return [
+        msgspec.structs.replace(
+            base,
+            store_dir=str(Path(store_root) / f"hub-{i + 1}-js"),
+            port=base.port + i,
+            leaf_port=base.leaf_port + i,
+            monitor_port=base.monitor_port + i if base.monitor_port else 0,
+            server_name=f"{base.server_name}-{i + 1}",
+            pid_file=None if base.pid_file is None else f"{base.pid_file}.{i + 1}",
+            cluster_port=cluster_port + i,
+            routes=routes,
+        )
+        for i in range(nodes)
+    ]
 
 
 def _q(value: str) -> str:
@@ -198,7 +248,26 @@ def render_hub(conf: HubConfig) -> str:
     if conf.tls is not None:
         lines += _tls(conf.tls, "  ", verify_and_map=True)
     lines.append("}")
+    if conf.cluster_port:
+        lines += _cluster(conf)
     return "\n".join(lines) + "\n"
+
+
+def _cluster(conf: HubConfig) -> list[str]:
+    if conf.tls is not None:
+        # routes would need their own mutual TLS and route credentials; not built yet
+        raise ConfigError("nats.hub.cluster_port", "a secured (TLS) hub cluster is not supported")
+    if not conf.routes:
+        raise ConfigError("nats.hub.routes", "a cluster node needs the route URLs of its peers")
+    return [
+        "cluster {",
+        f"  name: {_q(conf.cluster_name)}",
+        f"  listen: {_q(f'{conf.host}:{conf.cluster_port}')}",
+        "  routes = [",
+        *(f"    {_q(url)}" for url in conf.routes),
+        "  ]",
+        "}",
+    ]
 
 
 def render_leaf(conf: LeafConfig) -> str:
@@ -212,10 +281,12 @@ def render_leaf(conf: LeafConfig) -> str:
         '  reconnect: "1s"',
         "  remotes = [",
     ]
+    urls = conf.hub_urls
+    target = f"url: {_q(urls[0])}" if len(urls) == 1 else f"urls: [{', '.join(map(_q, urls))}]"
     if conf.hub_tls is None:
-        lines.append(f"    {{ url: {_q(conf.hub_leaf_url)} }}")
+        lines.append(f"    {{ {target} }}")
     else:
-        lines += [f"    {{ url: {_q(conf.hub_leaf_url)}"]
+        lines += [f"    {{ {target}"]
         lines += _tls(conf.hub_tls, "      ", verify_and_map=False)
         lines.append("    }")
     lines += [

@@ -24,7 +24,14 @@ from types import TracebackType
 from aivos.shared.errors import AivosError, ConfigError
 from aivos.shared.natsconf.render import HubConfig, LeafConfig, render_hub, render_leaf
 
-__all__ = ["NatsServer", "NatsServerError", "free_port", "nats_server_binary", "start_local_hub"]
+__all__ = [
+    "NatsServer",
+    "NatsServerError",
+    "free_port",
+    "nats_server_binary",
+    "start_local_cluster",
+    "start_local_hub",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +100,9 @@ class NatsServer:
     ) -> None:
         self.conf = conf
         self.workdir = Path(workdir)
-        self.name = name or (
-            "hub" if isinstance(conf, HubConfig) else f"leaf-{conf.site}"  # type: ignore[union-attr]
-        )
+        if name is None and isinstance(conf, HubConfig):
+            name = conf.server_name if conf.cluster_port else "hub"
+        self.name = name or f"leaf-{conf.site}"  # type: ignore[union-attr]
         self.binary = binary or nats_server_binary()
         self.config_path = self.workdir / f"{self.name}.conf"
         self.log_path = self.workdir / f"{self.name}.log"
@@ -138,6 +145,12 @@ class NatsServer:
         (and answers /healthz when a monitor port is set). Raises NatsServerError."""
         if self.running:
             return self
+        self.spawn()
+        return self.wait_ready(timeout)
+
+    def spawn(self) -> NatsServer:
+        """Write the config and start the process without waiting (the nodes of a cluster
+        start together: a node's JetStream is only ready once a quorum of peers runs)."""
         self.write_config()
         log_file = self.log_path.open("ab")
         try:
@@ -149,6 +162,13 @@ class NatsServer:
             )
         finally:
             log_file.close()
+        return self
+
+    def wait_ready(self, timeout: float = 15.0) -> NatsServer:
+        """Wait until the spawned server accepts clients (and answers /healthz when a
+        monitor port is set). Raises NatsServerError (the process is killed)."""
+        if self._proc is None:
+            raise NatsServerError(f"{self.name} was not started")
         deadline = time.monotonic() + timeout
         host, port, mon = self.conf.host, self.conf.port, self.conf.monitor_port
         while time.monotonic() < deadline:
@@ -242,3 +262,35 @@ def start_local_hub(workdir: Path) -> NatsServer:
         monitor_port=free_port(),
     )
     return NatsServer(conf, workdir).start()
+
+
+def start_local_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> list[NatsServer]:
+    """`nodes` routed hub nodes with JetStream (domain ``hub``) on free loopback ports under
+    `workdir`, all ready (JetStream meta leader elected) when this returns."""
+    ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(nodes)]
+    routes = tuple(f"nats-route://127.0.0.1:{p[3]}" for p in ports)
+    servers = [
+        NatsServer(
+            HubConfig(
+                store_dir=str(workdir / f"hub-{i}-js"),
+                port=port,
+                leaf_port=leaf_port,
+                monitor_port=monitor_port,
+                server_name=f"aivos-hub-{i}",
+                cluster_port=cluster_port,
+                routes=routes,
+            ),
+            workdir,
+        )
+        for i, (port, leaf_port, monitor_port, cluster_port) in enumerate(ports, start=1)
+    ]
+    try:
+        for server in servers:
+            server.spawn()
+        for server in servers:
+            server.wait_ready(timeout)
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
+    return servers

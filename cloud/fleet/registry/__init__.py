@@ -1,8 +1,10 @@
 """The fleet registry: sites, heartbeat history, config and bundle reports, rollouts,
-operators and the operator action audit, in one SQLite file (``DATA_DIR/fleet.db``, WAL).
+operators and the operator action audit: one SQLite file (``DATA_DIR/fleet.db``, WAL) by
+default, or a PostgreSQL database shared by several console replicas.
 
-`SqliteRegistry` is the facade the fleet services, the console and the CLI use; each group
-of tables lives in its own module, which owns its SQL and its row types:
+`Registry` (`facade`) is what the fleet services, the console and the CLI use, the same on
+both engines (`SqliteRegistry`, `PostgresRegistry`, or `open_registry(db, data_dir)`); each
+group of tables lives in its own module, which owns its SQL and its row types:
 
     sites      ``sites``, ``heartbeats``: heartbeat ingest, registration, desired state,
                the derived online/offline state (`site_state`, `STALE_FACTOR`), history
@@ -11,27 +13,24 @@ of tables lives in its own module, which owns its SQL and its row types:
     actions    ``actions`` (operator action audit)
     operators  ``operators``, ``operator_tokens``, ``sessions``
 
-Open with `SqliteRegistry.open(data_dir)`, close with `close()`, or use it as a context
-manager (`with SqliteRegistry.open(data_dir) as registry:`). Connections and pragmas come
-from `aivos.shared.sqlite`.
+Open with `SqliteRegistry.open(data_dir)` (or `open_registry`), close with `close()`, or use
+it as a context manager (`with SqliteRegistry.open(data_dir) as registry:`). The schema is
+the recorded migrations `MIGRATIONS` (`aivos.cloud.db.migrations`), applied on open.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
+from aivos.cloud.db import Conn, Migration, SqliteEngine, apply_migrations, open_engine
+from aivos.cloud.db.migrations import pg_ddl
 from aivos.cloud.fleet.registry import actions as _actions
 from aivos.cloud.fleet.registry import operators as _operators
 from aivos.cloud.fleet.registry import reports as _reports
 from aivos.cloud.fleet.registry import rollouts as _rollouts
 from aivos.cloud.fleet.registry import sites as _sites
 from aivos.cloud.fleet.registry.actions import ActionRow
+from aivos.cloud.fleet.registry.facade import Registry
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
 from aivos.cloud.fleet.registry.rollouts import RolloutRow, RolloutSiteRow
 from aivos.cloud.fleet.registry.sites import (
@@ -41,12 +40,11 @@ from aivos.cloud.fleet.registry.sites import (
     SiteRow,
     site_state,
 )
-from aivos.shared.fleet import BundleReport, ConfigReport, Heartbeat
-from aivos.shared.sqlite import Closing, immediate, open_reader, open_writer
 
 __all__ = [
     "STALE_FACTOR",
     "HISTORY_ROWS",
+    "MIGRATIONS",
     "SiteRow",
     "HistoryPoint",
     "ConfigReportRow",
@@ -55,37 +53,44 @@ __all__ = [
     "RolloutRow",
     "RolloutSiteRow",
     "Registry",
+    "PostgresRegistry",
     "SqliteRegistry",
+    "open_registry",
     "site_state",
 ]
-
-T = TypeVar("T")
 
 # Table order as the registry has always created them.
 _SCHEMA = "".join(m.SCHEMA for m in (_sites, _reports, _rollouts, _actions, _operators))
 
 
-class SqliteRegistry(Closing):
-    """SQLite registry (file ``DATA_DIR/fleet.db``): one writer connection and one reader
-    connection (WAL lets readers run while a batch commits), each behind its own lock.
-    The registry is a dashboard's state, rebuilt by the next heartbeats: it commits with
-    ``synchronous=NORMAL`` (a power cut may lose the last commits, never the file)."""
+def _operator_columns(conn: Conn) -> None:
+    _operators.migrate(conn)
+
+
+MIGRATIONS = [
+    # CREATE ... IF NOT EXISTS: a file from before recorded migrations keeps its tables
+    Migration("registry_0001_tables", _SCHEMA, pg_ddl(_SCHEMA)),
+    # tables created before roles and expiry get the columns (PostgreSQL never lacked them)
+    Migration("registry_0002_operator_roles_expiry", _operator_columns, ""),
+]
+
+
+class SqliteRegistry(Registry):
+    """The registry in one SQLite file (``DATA_DIR/fleet.db``). It is a dashboard's state,
+    rebuilt by the next heartbeats: it commits with ``synchronous=NORMAL`` (a power cut may
+    lose the last commits, never the file)."""
 
     FILENAME = "fleet.db"
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._wconn = open_writer(path, synchronous="NORMAL", foreign_keys=False, mode=None)
+        engine = SqliteEngine(path, synchronous="NORMAL")
         try:
-            self._wconn.executescript(_SCHEMA)
-            with immediate(self._wconn) as conn:
-                _operators.migrate(conn)
-            self._rconn = open_reader(path)
+            apply_migrations(engine, MIGRATIONS)
         except BaseException:
-            self._wconn.close()
+            engine.close()
             raise
-        self._wlock = threading.Lock()
-        self._rlock = threading.Lock()
+        super().__init__(engine)
 
     @classmethod
     def open(cls, data_dir: str | Path) -> SqliteRegistry:
@@ -93,188 +98,25 @@ class SqliteRegistry(Closing):
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / cls.FILENAME)
 
-    def close(self) -> None:
-        with self._wlock:
-            self._wconn.close()
-        with self._rlock:
-            self._rconn.close()
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._wlock, immediate(self._wconn) as conn:
-            yield conn
+class PostgresRegistry(Registry):
+    """The registry in a PostgreSQL database (a `postgresql://` URL), through a pool."""
 
-    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._rlock:
-            return fn(self._rconn)
+    def __init__(self, url: str, *, pool_max: int = 4) -> None:
+        engine = open_engine(url, Path(), pool_max=pool_max, name="aivos-fleet")
+        try:
+            apply_migrations(engine, MIGRATIONS)
+        except BaseException:
+            engine.close()
+            raise
+        super().__init__(engine)
 
-    # -- heartbeats and reports (the ingest) ---------------------------------------------------
-
-    def ingest_heartbeats(self, beats: Sequence[tuple[Heartbeat, float]]) -> int:
-        """Upsert each site's latest heartbeat and append history, in one transaction.
-        Sites seen for the first time register themselves (``registered_by = auto``)."""
-        if not beats:
-            return 0
-        with self._tx() as conn:
-            _sites.ingest_heartbeats(conn, beats)
-        return len(beats)
-
-    def add_config_reports(self, reports: Sequence[tuple[ConfigReport, float]]) -> None:
-        with self._tx() as conn:
-            _reports.add_config_reports(conn, reports)
-            _sites.apply_config_reports(conn, reports)
-
-    def add_bundle_reports(self, reports: Sequence[tuple[BundleReport, float]]) -> None:
-        with self._tx() as conn:
-            _reports.add_bundle_reports(conn, reports)
-
-    # -- sites -----------------------------------------------------------------------------
-
-    def register_site(self, site_id: str, by: str = "operator") -> bool:
-        """Pre-register a site; False if it was already known."""
-        with self._tx() as conn:
-            return _sites.register(conn, site_id, by)
-
-    def set_desired(
-        self, site_ids: Sequence[str], *, config: int | None = None, bundle: str | None = None
-    ) -> None:
-        with self._tx() as conn:
-            _sites.set_desired(conn, site_ids, config=config, bundle=bundle)
-
-    def sites(self, now: float | None = None) -> list[SiteRow]:
-        at = time.time() if now is None else now
-        return self._read(lambda c: _sites.list_all(c, at))
-
-    def site(self, site_id: str, now: float | None = None) -> SiteRow:
-        at = time.time() if now is None else now
-        return self._read(lambda c: _sites.get(c, site_id, at))
-
-    def heartbeat(self, site_id: str) -> Heartbeat | None:
-        return self._read(lambda c: _sites.heartbeat(c, site_id))
-
-    def history(self, site_id: str, limit: int = HISTORY_ROWS) -> list[HistoryPoint]:
-        return self._read(lambda c: _sites.history(c, site_id, limit))
-
-    def config_reports(self, site_id: str, limit: int = 20) -> list[ConfigReportRow]:
-        return self._read(lambda c: _reports.config_reports(c, site_id, limit))
-
-    def bundle_events(self, site_id: str, limit: int = 50) -> list[BundleEvent]:
-        return self._read(lambda c: _reports.bundle_events(c, site_id, limit))
-
-    # -- operator action audit -------------------------------------------------------------
-
-    def record_action(
-        self, actor: str, action: str, target: str = "", details: dict[str, Any] | None = None
-    ) -> None:
-        with self._tx() as conn:
-            _actions.record(conn, actor, action, target, details)
-
-    def actions(self, limit: int = 100, target: str | None = None) -> list[ActionRow]:
-        return self._read(lambda c: _actions.list_recent(c, limit, target))
-
-    # -- rollouts --------------------------------------------------------------------------
-
-    def create_rollout(
-        self,
-        rollout_id: str,
-        bundle_version: str,
-        waves: Sequence[Sequence[tuple[str, str | None]]],
-        *,
-        canary_percent: float,
-        soak_s: float,
-        guards: dict[str, float],
-        created_by: str,
-    ) -> None:
-        with self._tx() as conn:
-            _rollouts.create(
-                conn,
-                rollout_id,
-                bundle_version,
-                waves,
-                canary_percent=canary_percent,
-                soak_s=soak_s,
-                guards=guards,
-                created_by=created_by,
-            )
-
-    def update_rollout(
-        self,
-        rollout_id: str,
-        *,
-        state: str | None = None,
-        current_wave: int | None = None,
-        message: str | None = None,
-    ) -> None:
-        with self._tx() as conn:
-            _rollouts.update(
-                conn, rollout_id, state=state, current_wave=current_wave, message=message
-            )
-
-    def update_rollout_site(
-        self,
-        rollout_id: str,
-        site_id: str,
-        *,
-        status: str,
-        message: str = "",
-        healthy_since: float | None = None,
-    ) -> None:
-        with self._tx() as conn:
-            _rollouts.update_site(
-                conn,
-                rollout_id,
-                site_id,
-                status=status,
-                message=message,
-                healthy_since=healthy_since,
-            )
-
-    def rollout(self, rollout_id: str) -> RolloutRow:
-        return self._read(lambda c: _rollouts.get(c, rollout_id))
-
-    def rollouts(self, states: Sequence[str] | None = None, limit: int = 50) -> list[RolloutRow]:
-        return self._read(lambda c: _rollouts.list_recent(c, states, limit))
-
-    # -- operators, tokens, sessions -------------------------------------------------------
-
-    def put_operator(self, username: str, password_hash: str, role: str | None = None) -> None:
-        with self._tx() as conn:
-            _operators.put_operator(conn, username, password_hash, role)
-
-    def operator_hash(self, username: str) -> str | None:
-        return self._read(lambda c: _operators.operator_hash(c, username))
-
-    def add_token(
-        self, token_hash: str, name: str, role: str = "admin", expires_at: float | None = None
-    ) -> None:
-        """Store an API token's hash (default expiry `operators.DEFAULT_TOKEN_TTL_S`)."""
-        with self._tx() as conn:
-            _operators.add_token(conn, token_hash, name, role, expires_at)
-
-    def token_name(self, token_hash: str) -> str | None:
-        return self._read(lambda c: _operators.token_name(c, token_hash))
-
-    def token_info(self, token_hash: str) -> tuple[str, str] | None:
-        """(name, role) of a token that is neither expired nor revoked."""
-        return self._read(lambda c: _operators.token_info(c, token_hash))
-
-    def revoke_tokens(self, name: str) -> int:
-        with self._tx() as conn:
-            return _operators.revoke_tokens(conn, name)
-
-    def add_session(self, token_hash: str, username: str, csrf: str, expires_at: float) -> None:
-        with self._tx() as conn:
-            _operators.add_session(conn, token_hash, username, csrf, expires_at)
-
-    def session(self, token_hash: str) -> tuple[str, str, str] | None:
-        return self._read(lambda c: _operators.session(c, token_hash))
-
-    def drop_session(self, token_hash: str) -> None:
-        with self._tx() as conn:
-            _operators.drop_session(conn, token_hash)
+    @classmethod
+    def open(cls, url: str) -> PostgresRegistry:
+        return cls(url)
 
 
-Registry = SqliteRegistry
-"""The type the fleet services, the console and the CLI depend on. The SQLite facade is the
-only implementation, so there is no Protocol repeating its signatures; one comes back when a
-second backend (a server database) does."""
+def open_registry(db: str | None, data_dir: str | Path) -> Registry:
+    """PostgreSQL when `db` is a ``postgresql://`` URL (``--db``, ``$AIVOS_CLOUD_DB``), else
+    the SQLite file in `data_dir`."""
+    return PostgresRegistry.open(db) if db else SqliteRegistry.open(data_dir)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 import msgspec
 
+from aivos.cloud.db import Conn
 from aivos.shared.sqlite import decode_rows
 
 __all__ = ["SCHEMA", "ActionRow", "list_recent", "record"]
@@ -31,7 +31,7 @@ class ActionRow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def record(
-    conn: sqlite3.Connection, actor: str, action: str, target: str, details: dict[str, Any] | None
+    conn: Conn, actor: str, action: str, target: str, details: dict[str, Any] | None
 ) -> None:
     conn.execute(
         "INSERT INTO actions(ts, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
@@ -39,7 +39,7 @@ def record(
     )
 
 
-def list_recent(conn: sqlite3.Connection, limit: int, target: str | None) -> list[ActionRow]:
+def list_recent(conn: Conn, limit: int, target: str | None) -> list[ActionRow]:
     sql = "SELECT id, ts, actor, action, target, details FROM actions"
     args: list[Any] = []
     if target is not None:

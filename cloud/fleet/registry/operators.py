@@ -9,9 +9,9 @@ existed are ``admin``: they had full access then (`migrate` adds the columns).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
+from aivos.cloud.db import Conn
 from aivos.shared.errors import ConfigError
 
 __all__ = [
@@ -59,7 +59,7 @@ _ADDED_COLUMNS = {
 }
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def migrate(conn: Conn) -> list[str]:
     """Migration ``operator_roles_expiry``: add the role, expiry and revocation columns to
     tables created before them (idempotent). Returns the columns added."""
     added = []
@@ -79,20 +79,18 @@ def _check_role(role: str) -> str:
     return role
 
 
-def put_operator(
-    conn: sqlite3.Connection, username: str, password_hash: str, role: str | None = None
-) -> None:
+def put_operator(conn: Conn, username: str, password_hash: str, role: str | None = None) -> None:
     """Add an operator (role `role`, default admin), or set a known operator's password
     hash (and its role, when `role` is given)."""
     conn.execute(
         "INSERT INTO operators(username, password_hash, created_at, role) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash, "
-        "role = CASE WHEN ? IS NULL THEN operators.role ELSE excluded.role END",
+        "role = CASE WHEN CAST(? AS TEXT) IS NULL THEN operators.role ELSE excluded.role END",
         (username, password_hash, time.time(), _check_role(role or "admin"), role),
     )
 
 
-def operator_hash(conn: sqlite3.Connection, username: str) -> str | None:
+def operator_hash(conn: Conn, username: str) -> str | None:
     row = conn.execute(
         "SELECT password_hash FROM operators WHERE username = ?", (username,)
     ).fetchone()
@@ -100,7 +98,7 @@ def operator_hash(conn: sqlite3.Connection, username: str) -> str | None:
 
 
 def add_token(
-    conn: sqlite3.Connection,
+    conn: Conn,
     token_hash: str,
     name: str,
     role: str = "admin",
@@ -115,7 +113,7 @@ def add_token(
     )
 
 
-def token_info(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str] | None:
+def token_info(conn: Conn, token_hash: str) -> tuple[str, str] | None:
     """(name, role) of a token that is neither expired nor revoked."""
     row = conn.execute(
         "SELECT name, role FROM operator_tokens WHERE token_hash = ? AND revoked_at IS NULL "
@@ -125,13 +123,13 @@ def token_info(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str] | N
     return None if row is None else (str(row["name"]), str(row["role"]))
 
 
-def token_name(conn: sqlite3.Connection, token_hash: str) -> str | None:
+def token_name(conn: Conn, token_hash: str) -> str | None:
     """The name of a valid (unexpired, unrevoked) token."""
     info = token_info(conn, token_hash)
     return None if info is None else info[0]
 
 
-def revoke_tokens(conn: sqlite3.Connection, name: str) -> int:
+def revoke_tokens(conn: Conn, name: str) -> int:
     """Revoke every live token called `name`; returns how many."""
     cur = conn.execute(
         "UPDATE operator_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
@@ -140,9 +138,7 @@ def revoke_tokens(conn: sqlite3.Connection, name: str) -> int:
     return int(cur.rowcount)
 
 
-def add_session(
-    conn: sqlite3.Connection, token_hash: str, username: str, csrf: str, expires_at: float
-) -> None:
+def add_session(conn: Conn, token_hash: str, username: str, csrf: str, expires_at: float) -> None:
     """Store a new session, dropping expired ones."""
     conn.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
     conn.execute(
@@ -151,7 +147,7 @@ def add_session(
     )
 
 
-def session(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str, str] | None:
+def session(conn: Conn, token_hash: str) -> tuple[str, str, str] | None:
     """(username, csrf, role) of an unexpired session of a known operator (the role is
     read at every request, so a changed role applies at once)."""
     row = conn.execute(
@@ -163,5 +159,5 @@ def session(conn: sqlite3.Connection, token_hash: str) -> tuple[str, str, str] |
     return None if row is None else (row["username"], row["csrf"], row["role"])
 
 
-def drop_session(conn: sqlite3.Connection, token_hash: str) -> None:
+def drop_session(conn: Conn, token_hash: str) -> None:
     conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))

@@ -3,11 +3,11 @@ rejecting) a config version and while installing a bundle, newest first when rea
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 import msgspec
 
+from aivos.cloud.db import Conn
 from aivos.shared.fleet import BundleReport, ConfigReport
 from aivos.shared.sqlite import decode_rows
 
@@ -53,18 +53,14 @@ class BundleEvent(msgspec.Struct, frozen=True, kw_only=True):
     ts: float
 
 
-def add_config_reports(
-    conn: sqlite3.Connection, reports: Sequence[tuple[ConfigReport, float]]
-) -> None:
+def add_config_reports(conn: Conn, reports: Sequence[tuple[ConfigReport, float]]) -> None:
     conn.executemany(
         "INSERT INTO config_reports(site_id, version, status, error, ts) VALUES (?, ?, ?, ?, ?)",
         [(r.site, r.version, r.status, r.error, ts) for r, ts in reports],
     )
 
 
-def add_bundle_reports(
-    conn: sqlite3.Connection, reports: Sequence[tuple[BundleReport, float]]
-) -> None:
+def add_bundle_reports(conn: Conn, reports: Sequence[tuple[BundleReport, float]]) -> None:
     conn.executemany(
         "INSERT INTO bundle_events(site_id, bundle_version, status, message, ts) "
         "VALUES (?, ?, ?, ?, ?)",
@@ -72,7 +68,7 @@ def add_bundle_reports(
     )
 
 
-def config_reports(conn: sqlite3.Connection, site_id: str, limit: int) -> list[ConfigReportRow]:
+def config_reports(conn: Conn, site_id: str, limit: int) -> list[ConfigReportRow]:
     rows = conn.execute(
         "SELECT site_id, version, status, error, ts FROM config_reports WHERE site_id = ? "
         "ORDER BY id DESC LIMIT ?",
@@ -81,7 +77,7 @@ def config_reports(conn: sqlite3.Connection, site_id: str, limit: int) -> list[C
     return decode_rows(rows, ConfigReportRow)
 
 
-def bundle_events(conn: sqlite3.Connection, site_id: str, limit: int) -> list[BundleEvent]:
+def bundle_events(conn: Conn, site_id: str, limit: int) -> list[BundleEvent]:
     rows = conn.execute(
         "SELECT site_id, bundle_version, status, message, ts FROM bundle_events "
         "WHERE site_id = ? ORDER BY id DESC LIMIT ?",

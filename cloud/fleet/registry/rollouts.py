@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
+from aivos.cloud.db import Conn
 from aivos.shared.errors import NotFound
 from aivos.shared.sqlite import decode_row, decode_rows
 
@@ -98,7 +98,7 @@ _SITE_COLS = "site_id, wave, status, previous_bundle, healthy_since, message, up
 
 
 def create(
-    conn: sqlite3.Connection,
+    conn: Conn,
     rollout_id: str,
     bundle_version: str,
     waves: Sequence[Sequence[tuple[str, str | None]]],
@@ -137,7 +137,7 @@ def create(
 
 
 def update(
-    conn: sqlite3.Connection,
+    conn: Conn,
     rollout_id: str,
     *,
     state: str | None = None,
@@ -154,7 +154,7 @@ def update(
 
 
 def update_site(
-    conn: sqlite3.Connection,
+    conn: Conn,
     rollout_id: str,
     site_id: str,
     *,
@@ -172,7 +172,7 @@ def update_site(
 # -- reads ----------------------------------------------------------------------------------
 
 
-def _with_sites(conn: sqlite3.Connection, row: sqlite3.Row) -> RolloutRow:
+def _with_sites(conn: Conn, row: Any) -> RolloutRow:
     sites = decode_rows(
         conn.execute(
             f"SELECT {_SITE_COLS} FROM rollout_sites WHERE rollout_id = ? ORDER BY wave, site_id",
@@ -183,16 +183,14 @@ def _with_sites(conn: sqlite3.Connection, row: sqlite3.Row) -> RolloutRow:
     return decode_row(row, RolloutRow, json=("guards",), sites=sites)
 
 
-def get(conn: sqlite3.Connection, rollout_id: str) -> RolloutRow:
+def get(conn: Conn, rollout_id: str) -> RolloutRow:
     row = conn.execute(f"SELECT {_COLS} FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
     if row is None:
         raise NotFound(f"rollout {rollout_id!r} does not exist")
     return _with_sites(conn, row)
 
 
-def list_recent(
-    conn: sqlite3.Connection, states: Sequence[str] | None, limit: int
-) -> list[RolloutRow]:
+def list_recent(conn: Conn, states: Sequence[str] | None, limit: int) -> list[RolloutRow]:
     """Newest first, optionally only those in `states`."""
     sql = f"SELECT {_COLS} FROM rollouts"
     args: list[Any] = []

@@ -12,12 +12,13 @@ take any connection.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
+from aivos.cloud.db import Conn
 from aivos.shared.errors import NotFound
 from aivos.shared.fleet import ConfigReport, Heartbeat, encode
 from aivos.shared.sqlite import decode_row, row_dict
@@ -138,7 +139,7 @@ _HISTORY_COLS = (
 # -- writes ---------------------------------------------------------------------------------
 
 
-def ingest_heartbeats(conn: sqlite3.Connection, beats: Sequence[tuple[Heartbeat, float]]) -> None:
+def ingest_heartbeats(conn: Conn, beats: Sequence[tuple[Heartbeat, float]]) -> None:
     """Upsert each site's latest heartbeat and append history. Sites seen for the first time
     register themselves (``registered_by = auto``)."""
     site_rows = []
@@ -184,7 +185,8 @@ def ingest_heartbeats(conn: sqlite3.Connection, beats: Sequence[tuple[Heartbeat,
         "created_at) VALUES (?, 'auto', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(site_id) DO UPDATE SET "
         "first_seen = coalesce(sites.first_seen, excluded.first_seen), "
-        "last_seen = max(coalesce(sites.last_seen, 0), excluded.last_seen), "
+        "last_seen = CASE WHEN sites.last_seen > excluded.last_seen "
+        "THEN sites.last_seen ELSE excluded.last_seen END, "
         "interval_s = excluded.interval_s, heartbeat = excluded.heartbeat, "
         "bundle_version = excluded.bundle_version, "
         "bundle_status = excluded.bundle_status, "
@@ -205,16 +207,14 @@ def ingest_heartbeats(conn: sqlite3.Connection, beats: Sequence[tuple[Heartbeat,
         )
 
 
-def apply_config_reports(
-    conn: sqlite3.Connection, reports: Sequence[tuple[ConfigReport, float]]
-) -> None:
+def apply_config_reports(conn: Conn, reports: Sequence[tuple[ConfigReport, float]]) -> None:
     """What each config report says about its site: applied (and no error), or the error."""
     for r, _ in reports:
         if r.status == "applied":
             conn.execute(
-                "UPDATE sites SET config_applied = max(config_applied, ?), "
-                "config_error = NULL WHERE site_id = ?",
-                (r.version, r.site),
+                "UPDATE sites SET config_applied = CASE WHEN config_applied > ? "
+                "THEN config_applied ELSE ? END, config_error = NULL WHERE site_id = ?",
+                (r.version, r.version, r.site),
             )
         else:
             conn.execute(
@@ -223,18 +223,19 @@ def apply_config_reports(
             )
 
 
-def register(conn: sqlite3.Connection, site_id: str, by: str) -> bool:
+def register(conn: Conn, site_id: str, by: str) -> bool:
     """Pre-register a site; False if it was already known."""
     validate_site(site_id)
     cur = conn.execute(
-        "INSERT OR IGNORE INTO sites(site_id, registered_by, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO sites(site_id, registered_by, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (site_id, by, time.time()),
     )
     return cur.rowcount == 1
 
 
 def set_desired(
-    conn: sqlite3.Connection,
+    conn: Conn,
     site_ids: Sequence[str],
     *,
     config: int | None = None,
@@ -243,8 +244,8 @@ def set_desired(
     now = time.time()
     for site_id in site_ids:
         conn.execute(
-            "INSERT OR IGNORE INTO sites(site_id, registered_by, created_at) "
-            "VALUES (?, 'operator', ?)",
+            "INSERT INTO sites(site_id, registered_by, created_at) "
+            "VALUES (?, 'operator', ?) ON CONFLICT DO NOTHING",
             (site_id, now),
         )
         if config is not None:
@@ -256,7 +257,7 @@ def set_desired(
 # -- reads ----------------------------------------------------------------------------------
 
 
-def _site_row(row: sqlite3.Row, now: float) -> SiteRow:
+def _site_row(row: Any, now: float) -> SiteRow:
     state, age = site_state(row["last_seen"], row["interval_s"], now)
     hb = _hb_decoder.decode(row["heartbeat"]) if row["heartbeat"] else None
     degraded = (
@@ -279,26 +280,26 @@ def _site_row(row: sqlite3.Row, now: float) -> SiteRow:
     )
 
 
-def list_all(conn: sqlite3.Connection, now: float) -> list[SiteRow]:
+def list_all(conn: Conn, now: float) -> list[SiteRow]:
     rows = conn.execute(f"SELECT {_SITE_COLS} FROM sites ORDER BY site_id").fetchall()
     return [_site_row(r, now) for r in rows]
 
 
-def get(conn: sqlite3.Connection, site_id: str, now: float) -> SiteRow:
+def get(conn: Conn, site_id: str, now: float) -> SiteRow:
     row = conn.execute(f"SELECT {_SITE_COLS} FROM sites WHERE site_id = ?", (site_id,)).fetchone()
     if row is None:
         raise NotFound(f"site {site_id!r} is not registered")
     return _site_row(row, now)
 
 
-def heartbeat(conn: sqlite3.Connection, site_id: str) -> Heartbeat | None:
+def heartbeat(conn: Conn, site_id: str) -> Heartbeat | None:
     row = conn.execute("SELECT heartbeat FROM sites WHERE site_id = ?", (site_id,)).fetchone()
     if row is None or not row["heartbeat"]:
         return None
     return _hb_decoder.decode(row["heartbeat"])
 
 
-def history(conn: sqlite3.Connection, site_id: str, limit: int) -> list[HistoryPoint]:
+def history(conn: Conn, site_id: str, limit: int) -> list[HistoryPoint]:
     """The site's last `limit` heartbeats, oldest first."""
     rows = conn.execute(
         f"SELECT {_HISTORY_COLS} FROM heartbeats WHERE site_id = ? ORDER BY ts DESC LIMIT ?",

@@ -1,0 +1,154 @@
+"""The fleet registry on both engines (SQLite file, real PostgreSQL): the same operations
+give the same rows; migrations are recorded the same way; an old SQLite file is migrated."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from aivos.cloud.db import applied_migrations
+from aivos.cloud.fleet.registry import HISTORY_ROWS, Registry, SqliteRegistry, open_registry
+from aivos.cloud.fleet.rollout import start_rollout
+from aivos.shared.errors import NotFound
+from aivos.shared.fleet import BundleReport, ConfigReport, Decisions, Heartbeat
+
+pytestmark = pytest.mark.slow
+
+MIGRATIONS = ["registry_0001_tables", "registry_0002_operator_roles_expiry"]
+
+
+def _hb(site: str = "site-a", **kw: object) -> Heartbeat:
+    base: dict[str, object] = dict(
+        site_id=site,
+        agent_version="0.1",
+        bundle_version="v1",
+        provider="CPU",
+        link_state="up",
+        outbox_depth=0,
+        job_backlog=0,
+        request_rate=1.0,
+        decisions=Decisions(1, 2, 3),
+        p50_ms=1.0,
+        p99_ms=2.0,
+        cpu_percent=1.0,
+        mem_percent=2.0,
+        disk_percent=3.0,
+    )
+    base.update(kw)
+    return Heartbeat(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def registry(tmp_path: Path, db_url: str | None) -> Registry:
+    reg = open_registry(db_url, tmp_path / "fleet")
+    yield reg  # type: ignore[misc]
+    reg.close()
+
+
+def test_heartbeats_register_sites_keep_history_and_latest(registry: Registry) -> None:
+    now = time.time()
+    t0 = now - 2000
+    beats = [(_hb(p99_ms=float(i)), t0 + i) for i in range(HISTORY_ROWS + 30)]
+    assert registry.ingest_heartbeats(beats) == HISTORY_ROWS + 30
+    history = registry.history("site-a")
+    assert len(history) == HISTORY_ROWS
+    assert history[-1].p99_ms == HISTORY_ROWS + 29 and history[0].p99_ms == 30.0
+    # a late heartbeat never moves last_seen back
+    registry.ingest_heartbeats([(_hb(), t0)])
+    site = registry.site("site-a", now=now)
+    assert site.last_seen == pytest.approx(t0 + HISTORY_ROWS + 29)
+    assert site.registered_by == "auto" and site.state == "offline"
+    registry.ingest_heartbeats([(_hb("site-b", request_rate=7.5), now)])
+    b = registry.site("site-b", now=now)
+    assert b.state == "online" and b.request_rate == 7.5 and b.health == "healthy"
+    assert registry.heartbeat("site-b") == _hb("site-b", request_rate=7.5)
+    assert registry.register_site("site-c") is True and registry.register_site("site-c") is False
+    assert [s.site_id for s in registry.sites(now=now)] == ["site-a", "site-b", "site-c"]
+    with pytest.raises(NotFound):
+        registry.site("nope")
+
+
+def test_config_and_bundle_reports(registry: Registry) -> None:
+    registry.register_site("s1")
+    registry.set_desired(["s1", "s2"], config=4, bundle="v2")
+    registry.add_config_reports(
+        [(ConfigReport("s1", 3, "applied"), 1.0), (ConfigReport("s1", 2, "applied"), 2.0)]
+    )
+    s1 = registry.site("s1")
+    assert (s1.config_desired, s1.config_applied, s1.bundle_desired) == (4, 3, "v2")
+    registry.add_config_reports([(ConfigReport("s1", 4, "rejected", error="bad"), 3.0)])
+    assert registry.site("s1").config_error == "bad"
+    assert [r.version for r in registry.config_reports("s1")] == [4, 2, 3]
+    registry.add_bundle_reports([(BundleReport("s1", "v2", "pending"), 4.0)])
+    registry.add_bundle_reports([(BundleReport("s1", "v2", "ok", "live"), 5.0)])
+    events = registry.bundle_events("s1")
+    assert [(e.status, e.message, e.ts) for e in events] == [
+        ("ok", "live", 5.0),
+        ("pending", "", 4.0),
+    ]
+    assert registry.site("s2").registered_by == "operator"
+
+
+def test_rollouts_and_actions(registry: Registry) -> None:
+    now = time.time()
+    registry.ingest_heartbeats([(_hb(f"s{i}", bundle_version="v1"), now) for i in range(4)])
+    rid = start_rollout(
+        registry, bundle_version="v2", sites=None, canary_percent=25, actor="alice", soak_s=5
+    )
+    rollout = registry.rollout(rid)
+    assert rollout.state == "running" and rollout.guards["max_error_rate"] == 0.05
+    assert rollout.wave_progress() == [
+        {"wave": 1, "total": 1, "counts": {"pending": 1}},
+        {"wave": 2, "total": 3, "counts": {"pending": 3}},
+    ]
+    assert {s.previous_bundle for s in rollout.sites} == {"v1"}
+    registry.update_rollout_site(rid, "s0", status="healthy", healthy_since=now)
+    registry.update_rollout(rid, current_wave=2, message="wave 2")
+    again = registry.rollout(rid)
+    assert again.current_wave == 2 and again.sites[0].healthy_since == pytest.approx(now)
+    assert [r.id for r in registry.rollouts(states=("running", "paused"))] == [rid]
+    assert registry.rollouts(states=("completed",)) == []
+    actions = registry.actions(target=rid)
+    assert [(a.actor, a.action) for a in actions] == [("alice", "rollout.start")]
+    assert actions[0].details["waves"] == [["s0"], ["s1", "s2", "s3"]]
+
+
+def test_operators_tokens_sessions(registry: Registry) -> None:
+    registry.put_operator("ann", "hash1", role="viewer")
+    registry.put_operator("ann", "hash2")  # a new password keeps the role
+    assert registry.operator_hash("ann") == "hash2"
+    registry.add_session("sess", "ann", "csrf", time.time() + 60)
+    assert registry.session("sess") == ("ann", "csrf", "viewer")
+    registry.put_operator("ann", "hash2", role="operator")
+    assert registry.session("sess") == ("ann", "csrf", "operator")
+    registry.drop_session("sess")
+    assert registry.session("sess") is None
+    registry.add_token("th", "dash", role="viewer")
+    registry.add_token("old", "dash", expires_at=time.time() - 1)
+    assert registry.token_info("th") == ("dash", "viewer") and registry.token_name("old") is None
+    assert registry.revoke_tokens("dash") == 2
+    assert registry.token_info("th") is None
+    assert applied_migrations(registry.engine) == MIGRATIONS
+
+
+def test_old_sqlite_file_is_migrated_and_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE operators (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, "
+        "created_at REAL NOT NULL);"
+        "CREATE TABLE operator_tokens (token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, "
+        "created_at REAL NOT NULL);"
+        "INSERT INTO operators VALUES ('old', 'h', 1.0);"
+    )
+    conn.commit()
+    conn.close()
+    with SqliteRegistry.open(tmp_path) as registry:
+        assert applied_migrations(registry.engine) == MIGRATIONS
+        registry.add_session("s", "old", "c", time.time() + 60)
+        assert registry.session("s") == ("old", "c", "admin")  # rows from before roles
+    with SqliteRegistry.open(tmp_path) as registry:  # nothing applied twice
+        assert applied_migrations(registry.engine) == MIGRATIONS
