@@ -22,6 +22,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.params import Body
 from litestar.response import Redirect, Template
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
@@ -42,6 +43,7 @@ from aivos.cloud.console.views import PagesController
 from aivos.cloud.fleet.registry import Registry
 from aivos.cloud.fleet.service import FleetService
 from aivos.cloud.fleet.tokens import verify_password
+from aivos.cloud.ingest.store import CloudStore
 from aivos.shared.errors import AivosError
 
 __all__ = ["ConsoleSettings", "create_app"]
@@ -56,6 +58,8 @@ class ConsoleSettings(msgspec.Struct, frozen=True, kw_only=True):
     connect: bool = True  # start the FleetService (NATS ingest + rollout controller)
     secure_cookies: bool = False  # set when served over https
     tick_s: float = 1.0
+    db: str | None = None  # a postgresql:// URL (--db); None: SQLite files in data_dir
+    js_replicas: int = 1  # replicas of the JetStream assets the fleet service creates
 
 
 def _age(seconds: float | None) -> str:
@@ -209,14 +213,40 @@ def _domain_error(request: Request[Any, Any, Any], exc: AivosError) -> Response[
     return _html_error(request, http_error(exc))
 
 
+async def _answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """`before_request`: `OPTIONS` lists every method of the path. Litestar (2.25) keeps the
+    automatic `OPTIONS` handler of the first route built for a path, so its `Allow` misses
+    methods added later (`GET` + `POST /api/rollouts`); guards still run first."""
+    if request.method != "OPTIONS":
+        return None
+    template = request.scope.get("path_template")
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, HTTPRoute) and route.path_format == template:
+            methods |= set(route.methods)
+    if not methods:
+        return None
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
 def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> Litestar:
     owned = fleet is None
-    fleet = fleet or FleetService(settings.data_dir, settings.nats_url, tick_s=settings.tick_s)
+    fleet = fleet or FleetService(
+        settings.data_dir,
+        settings.nats_url,
+        tick_s=settings.tick_s,
+        db=settings.db,
+        js_replicas=settings.js_replicas,
+    )
     cloud_store: list[Any] = []
 
     def get_cloud_store() -> Any:
         if not cloud_store:
-            store = open_cloud_store(settings.data_dir)
+            store = (
+                CloudStore.open(db=settings.db)
+                if settings.db
+                else open_cloud_store(settings.data_dir)
+            )
             if store is None:
                 return None
             cloud_store.append(store)
@@ -265,6 +295,7 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
             AivosError: _domain_error,
         },
         openapi_config=None,
+        before_request=_answer_options,
         middleware=[security_headers],
     )
     app.state.registry = fleet.registry

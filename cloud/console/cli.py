@@ -10,7 +10,9 @@ import click
 from aivos.cloud.ingest.store import default_data_dir
 from aivos.shared.cli_options import (
     data_dir_option,
+    db_option,
     host_option,
+    js_replicas_option,
     log_level_option,
     nats_option,
     port_option,
@@ -25,6 +27,8 @@ __all__ = ["console_cmd"]
 @data_dir_option(
     "Cloud data directory (fleet.db; cloud.db of the ingest) [default: $AIVOS_HOME/cloud]."
 )
+@db_option()
+@js_replicas_option()
 @host_option()
 @port_option(default=8600)
 @click.option("--secure-cookies", is_flag=True, help="Mark cookies Secure (serve behind https).")
@@ -44,6 +48,8 @@ __all__ = ["console_cmd"]
 def console_cmd(
     nats_url: str,
     data_dir: Path | None,
+    db: str | None,
+    js_replicas: int,
     host: str,
     port: int,
     secure_cookies: bool,
@@ -51,7 +57,10 @@ def console_cmd(
     tls_key: Path | None,
     log_level: str,
 ) -> None:
-    """Serve the fleet console (create operators with `aivos fleet operator add`)."""
+    """Serve the fleet console (create operators with `aivos fleet operator add`).
+
+    Several consoles may serve one PostgreSQL database (--db): heartbeats are shared
+    between them and one at a time runs the rollouts (a lease on the hub)."""
     from aivos.cloud.console.run import serve
 
     if (tls_cert is None) != (tls_key is None):
@@ -69,5 +78,7 @@ def console_cmd(
             secure_cookies=secure_cookies,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            db=db,
+            js_replicas=js_replicas,
         )
     )

@@ -22,13 +22,18 @@ async def serve(
     secure_cookies: bool = False,
     tls_cert: str | Path | None = None,
     tls_key: str | Path | None = None,
+    db: str | None = None,
+    js_replicas: int = 1,
 ) -> None:
     """Serve the console until cancelled; sets `ready_event` once it accepts requests.
-    With `tls_cert` and `tls_key` it serves HTTPS (and its cookies are Secure)."""
+    With `tls_cert` and `tls_key` it serves HTTPS (and its cookies are Secure). With `db`
+    (a ``postgresql://`` URL) the registry and the ingest records are in that database."""
     settings = ConsoleSettings(
         data_dir=Path(data_dir),
         nats_url=nats_url,
         secure_cookies=secure_cookies or tls_cert is not None,
+        db=db,
+        js_replicas=js_replicas,
     )
     config = uvicorn.Config(
         create_app(settings),

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aivos.cloud.fleet.config import ConfigStore, load_config_file
-from aivos.cloud.fleet.registry import SqliteRegistry
+from aivos.cloud.fleet.registry import Registry, open_registry
 from aivos.cloud.fleet.registry.operators import DEFAULT_TOKEN_TTL_S, ROLES
 from aivos.cloud.fleet.rollout import (
     abort_rollout,
@@ -32,6 +32,8 @@ from aivos.cloud.ingest.store import default_data_dir
 from aivos.shared.cli_options import (
     CLOUD_DATA_DIR_HELP,
     data_dir_option,
+    db_option,
+    js_replicas_option,
     json_option,
     log_level_option,
     nats_option,
@@ -70,10 +72,13 @@ _ACTOR = click.option(
     "--actor", default="cli", show_default=True, help="Operator name recorded in the audit."
 )
 _JSON = json_option()
+_DB = db_option()
+_REPLICAS = js_replicas_option()
 
 
-def _registry(data_dir: Path | None) -> SqliteRegistry:
-    return SqliteRegistry.open(data_dir if data_dir is not None else default_data_dir())
+def _registry(data_dir: Path | None, db: str | None) -> Registry:
+    """The registry of `--db` (PostgreSQL) or the SQLite file in the data dir."""
+    return open_registry(db, data_dir if data_dir is not None else default_data_dir())
 
 
 async def _with_js(nats_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -98,8 +103,9 @@ async def _with_js(nats_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     help="Ed25519 signing key (PEM) [default: DATA_DIR/keys/bundle_signing.key].",
 )
 @_DATA_DIR
+@_REPLICAS
 def publish_cmd(
-    bundle_dir: Path, nats_url: str, key_path: Path | None, data_dir: Path | None
+    bundle_dir: Path, nats_url: str, key_path: Path | None, data_dir: Path | None, js_replicas: int
 ) -> None:
     """Sign BUNDLE_DIR and upload it to the hub's model object store."""
     from aivos.cloud.fleet.publish import publish_bundle
@@ -107,7 +113,9 @@ def publish_cmd(
     if key_path is None:
         key_path = (data_dir or default_data_dir()) / "keys" / "bundle_signing.key"
     key = load_private_key(key_path)
-    result = asyncio.run(_with_js(nats_url, lambda js: publish_bundle(js, bundle_dir, key)))
+    result = asyncio.run(
+        _with_js(nats_url, lambda js: publish_bundle(js, bundle_dir, key, replicas=js_replicas))
+    )
     _out.print(
         f"published bundle [bold]{result.bundle_version}[/bold] "
         f"({len(result.objects)} objects, {result.total_bytes / 1e6:.1f} MB, key {result.key_id})"
@@ -133,10 +141,11 @@ def keygen_cmd(out: Path) -> None:
 @click.command("add")
 @click.argument("site")
 @_DATA_DIR
+@_DB
 @_ACTOR
-def add_cmd(site: str, data_dir: Path | None, actor: str) -> None:
+def add_cmd(site: str, data_dir: Path | None, db: str | None, actor: str) -> None:
     """Pre-register SITE in the fleet registry."""
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         created = reg.register_site(site)
         if created:
@@ -148,10 +157,11 @@ def add_cmd(site: str, data_dir: Path | None, actor: str) -> None:
 
 @click.command("sites")
 @_DATA_DIR
+@_DB
 @_JSON
-def sites_cmd(data_dir: Path | None, as_json: bool) -> None:
+def sites_cmd(data_dir: Path | None, db: str | None, as_json: bool) -> None:
     """List the sites with their state and last-seen age."""
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         sites = reg.sites()
     finally:
@@ -183,9 +193,17 @@ def config_group() -> None:
 @site_option("Site to configure [default: fleet-wide defaults].")
 @_NATS
 @_DATA_DIR
+@_DB
+@_REPLICAS
 @_ACTOR
 def _config_set(
-    file: Path, site: str | None, nats_url: str, data_dir: Path | None, actor: str
+    file: Path,
+    site: str | None,
+    nats_url: str,
+    data_dir: Path | None,
+    db: str | None,
+    js_replicas: int,
+    actor: str,
 ) -> None:
     """Push FILE (TOML: router, thresholds, residency, bundle_version, heartbeat_interval_s)
     as the desired config of SITE, or as the fleet defaults."""
@@ -193,11 +211,13 @@ def _config_set(
 
     async def put(js: Any) -> int:
         # signed with the operator's config key: enrolled sites reject unsigned config
-        store = await ConfigStore.open(js, data_dir=data_dir or default_data_dir())
+        store = await ConfigStore.open(
+            js, data_dir=data_dir or default_data_dir(), replicas=js_replicas
+        )
         return await store.put(site, data)
 
     version = asyncio.run(_with_js(nats_url, put))
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         if site is not None:
             reg.set_desired([site], config=version, bundle=data.get("bundle_version"))
@@ -231,9 +251,12 @@ _ROLE = click.Choice(ROLES)
     "[default: admin for a new operator, unchanged for a known one].",
 )
 @_DATA_DIR
-def _operator_add(username: str, password: str, role: str | None, data_dir: Path | None) -> None:
+@_DB
+def _operator_add(
+    username: str, password: str, role: str | None, data_dir: Path | None, db: str | None
+) -> None:
     """Create or update an operator."""
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         add_operator(reg, username, password)
         if role is not None:
@@ -259,10 +282,13 @@ def operator_token_group() -> None:
     help="Days until the token stops working.",
 )
 @_DATA_DIR
-def _token_create(name: str, role: str, expires_days: float, data_dir: Path | None) -> None:
+@_DB
+def _token_create(
+    name: str, role: str, expires_days: float, data_dir: Path | None, db: str | None
+) -> None:
     """Create a token; it is printed once, alone on the last line."""
     token = new_token()
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         reg.add_token(hash_token(token), name, role, time.time() + expires_days * 86400)
         reg.record_action("cli", "operator_token.create", name)
@@ -274,9 +300,10 @@ def _token_create(name: str, role: str, expires_days: float, data_dir: Path | No
 @operator_token_group.command("revoke")
 @click.argument("name")
 @_DATA_DIR
-def _token_revoke(name: str, data_dir: Path | None) -> None:
+@_DB
+def _token_revoke(name: str, data_dir: Path | None, db: str | None) -> None:
     """Revoke every token created with --name NAME; the console refuses them at once."""
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         count = reg.revoke_tokens(name)
         if count:
@@ -307,6 +334,7 @@ def _percent(value: str) -> float:
 @click.option("--max-error-rate", default=0.05, show_default=True)
 @click.option("--max-p99-ms", default=2000.0, show_default=True)
 @_DATA_DIR
+@_DB
 @_ACTOR
 def rollout_start_cmd(
     bundle_version: str,
@@ -317,13 +345,14 @@ def rollout_start_cmd(
     max_error_rate: float,
     max_p99_ms: float,
     data_dir: Path | None,
+    db: str | None,
     actor: str,
 ) -> None:
     """Start a staged rollout (carried out by the running console / ``aivos cloud fleet``)."""
     if bool(sites) == all_sites:
         raise click.UsageError("give exactly one of --sites or --all")
     targets = None if all_sites else [s.strip() for s in (sites or "").split(",") if s.strip()]
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         rollout_id = start_rollout(
             reg,
@@ -344,10 +373,11 @@ def rollout_start_cmd(
 
 @click.command("list")
 @_DATA_DIR
+@_DB
 @_JSON
-def rollout_list_cmd(data_dir: Path | None, as_json: bool) -> None:
+def rollout_list_cmd(data_dir: Path | None, db: str | None, as_json: bool) -> None:
     """Recent rollouts with their per-wave progress."""
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
     try:
         rollouts = reg.rollouts()
     finally:
@@ -364,13 +394,14 @@ def rollout_list_cmd(data_dir: Path | None, as_json: bool) -> None:
     _out.print(table)
 
 
-def _simple(action: str, fn: Callable[[SqliteRegistry, str, str], Any]) -> click.Command:
+def _simple(action: str, fn: Callable[[Registry, str, str], Any]) -> click.Command:
     @click.command(action)
     @click.argument("rollout_id")
     @_DATA_DIR
+    @_DB
     @_ACTOR
-    def cmd(rollout_id: str, data_dir: Path | None, actor: str) -> None:
-        reg = _registry(data_dir)
+    def cmd(rollout_id: str, data_dir: Path | None, db: str | None, actor: str) -> None:
+        reg = _registry(data_dir, db)
         try:
             rollout = fn(reg, rollout_id, actor)
         finally:
@@ -390,10 +421,13 @@ rollout_abort_cmd = _simple("abort", abort_rollout)
 @click.argument("rollout_id")
 @_NATS
 @_DATA_DIR
+@_DB
 @_ACTOR
-def rollout_rollback_cmd(rollout_id: str, nats_url: str, data_dir: Path | None, actor: str) -> None:
+def rollout_rollback_cmd(
+    rollout_id: str, nats_url: str, data_dir: Path | None, db: str | None, actor: str
+) -> None:
     """Give every site the rollout touched its previous bundle back."""
-    reg = _registry(data_dir)
+    reg = _registry(data_dir, db)
 
     async def run(js: Any) -> Any:
         store = await ConfigStore.open(js, data_dir=data_dir or default_data_dir())
@@ -412,9 +446,15 @@ def rollout_rollback_cmd(rollout_id: str, nats_url: str, data_dir: Path | None, 
 @click.command("fleet")
 @_NATS
 @_DATA_DIR
+@_DB
+@_REPLICAS
 @log_level_option()
-def fleet_serve_cmd(nats_url: str, data_dir: Path | None, log_level: str) -> None:
-    """Run heartbeat ingest and the rollout controller (without the console)."""
+def fleet_serve_cmd(
+    nats_url: str, data_dir: Path | None, db: str | None, js_replicas: int, log_level: str
+) -> None:
+    """Run heartbeat ingest and the rollout controller (without the console). Several
+    may run against one PostgreSQL --db: they share the heartbeats and hold the rollout
+    lease in turn."""
     from aivos.cloud.fleet.service import FleetService
 
     configure_logging(log_level, json_logs=True)
@@ -425,7 +465,10 @@ def fleet_serve_cmd(nats_url: str, data_dir: Path | None, log_level: str) -> Non
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        async with FleetService(data_dir or default_data_dir(), nats_url):
+        service = FleetService(
+            data_dir or default_data_dir(), nats_url, db=db, js_replicas=js_replicas
+        )
+        async with service:
             await stop.wait()
 
     asyncio.run(main())

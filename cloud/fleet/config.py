@@ -73,9 +73,11 @@ class ConfigStore:
         create: bool = True,
         data_dir: str | Path | None = None,
         signing_key: Ed25519PrivateKey | None = None,
+        replicas: int = 1,
     ) -> ConfigStore:
         """Open (or create) the bucket. Values are signed with `signing_key`, else with
-        ``data_dir/keys/config_signing.key`` when it exists, else stored unsigned."""
+        ``data_dir/keys/config_signing.key`` when it exists, else stored unsigned.
+        A bucket created here gets `replicas` (``--js-replicas``: 3 on a hub cluster)."""
         if signing_key is None and data_dir is not None:
             signing_key = load_config_signing_key(Path(data_dir))
         try:
@@ -83,7 +85,9 @@ class ConfigStore:
         except BucketNotFoundError:
             if not create:
                 raise
-            kv = await js.create_key_value(KeyValueConfig(bucket=CONFIG_BUCKET, history=5))
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=CONFIG_BUCKET, history=5, replicas=replicas)
+            )
         return cls(kv, signing_key)
 
     async def _get(self, key: str) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 Messages are decoded on the event loop (cheap) and buffered; a flusher writes each batch
 in one SQLite transaction in a worker thread, every `flush_interval_s` or as soon as
 `max_batch` messages wait. A malformed message is counted and dropped, never fatal.
+
+The subscriptions are in the queue group `QUEUE_GROUP`: several fleet replicas on one
+(PostgreSQL) registry share the messages, so each heartbeat and report is written once.
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ from aivos.shared.fleet import (
 )
 from aivos.shared.subjects import heartbeat_all
 
-__all__ = ["IngestCounters", "HeartbeatIngest"]
+__all__ = ["QUEUE_GROUP", "IngestCounters", "HeartbeatIngest"]
 
 log = logging.getLogger(__name__)
+
+QUEUE_GROUP = "aivos-fleet"
+"""Queue group of the heartbeat and report subscriptions (one writer per message)."""
 
 
 class IngestCounters(msgspec.Struct):
@@ -59,14 +65,18 @@ class HeartbeatIngest:
         self._cfg: list[tuple[ConfigReport, float]] = []
         self._bundle: list[tuple[BundleReport, float]] = []
         self._subs: list[Subscription] = []
+        self._writing = 0  # messages of the batch being written
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, nc: NATS) -> None:
+        q = QUEUE_GROUP
         self._subs = [
-            await nc.subscribe(heartbeat_all(), cb=self._on_heartbeat, pending_msgs_limit=200_000),
-            await nc.subscribe(config_report_all(), cb=self._on_config_report),
-            await nc.subscribe(bundle_report_all(), cb=self._on_bundle_report),
+            await nc.subscribe(
+                heartbeat_all(), queue=q, cb=self._on_heartbeat, pending_msgs_limit=200_000
+            ),
+            await nc.subscribe(config_report_all(), queue=q, cb=self._on_config_report),
+            await nc.subscribe(bundle_report_all(), queue=q, cb=self._on_bundle_report),
         ]
         await nc.flush()
         self._task = asyncio.create_task(self._flusher(), name="fleet-ingest")
@@ -82,6 +92,12 @@ class HeartbeatIngest:
                 await self._task
             self._task = None
         await self.flush()
+
+    def pending(self) -> int:
+        """Messages received and not written yet: queued in the subscriptions, buffered, or
+        in the batch being written."""
+        queued = sum(sub.pending_msgs for sub in self._subs) + self._writing
+        return queued + len(self._beats) + len(self._cfg) + len(self._bundle)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         self.counters.received += 1
@@ -130,6 +146,18 @@ class HeartbeatIngest:
         beats, self._beats = self._beats, []
         cfg, self._cfg = self._cfg, []
         bundle, self._bundle = self._bundle, []
+        self._writing = len(beats) + len(cfg) + len(bundle)
+        try:
+            await self._write(beats, cfg, bundle)
+        finally:
+            self._writing = 0
+
+    async def _write(
+        self,
+        beats: list[tuple[Heartbeat, float]],
+        cfg: list[tuple[ConfigReport, float]],
+        bundle: list[tuple[BundleReport, float]],
+    ) -> None:
         if beats:
             try:
                 await asyncio.to_thread(self.registry.ingest_heartbeats, beats)

@@ -33,23 +33,33 @@ class PublishResult(msgspec.Struct, frozen=True):
     total_bytes: int
 
 
-async def open_models_store(js: JetStreamContext, *, create: bool = True) -> ObjectStore:
+async def open_models_store(
+    js: JetStreamContext, *, create: bool = True, replicas: int = 1
+) -> ObjectStore:
+    """The model object store; created (when missing) at `replicas` (``--js-replicas``)."""
     try:
         return await js.object_store(MODELS_BUCKET)
     except BucketNotFoundError:
         if not create:
             raise
-        return await js.create_object_store(MODELS_BUCKET, config=ObjectStoreConfig())
+        return await js.create_object_store(
+            MODELS_BUCKET, config=ObjectStoreConfig(replicas=replicas)
+        )
 
 
 async def publish_bundle(
-    js: JetStreamContext, bundle_dir: str | Path, private_key: Ed25519PrivateKey
+    js: JetStreamContext,
+    bundle_dir: str | Path,
+    private_key: Ed25519PrivateKey,
+    *,
+    replicas: int = 1,
 ) -> PublishResult:
-    """Verify + sign `bundle_dir` (writes its ``signature.json``), then upload it."""
+    """Verify + sign `bundle_dir` (writes its ``signature.json``), then upload it (creating
+    the object store at `replicas` when it does not exist yet)."""
     root = Path(bundle_dir)
     manifest = load_bundle_manifest(root)
     signature: BundleSignature = sign_bundle(root, private_key)
-    store = await open_models_store(js)
+    store = await open_models_store(js, replicas=replicas)
     names = [*sorted(manifest.files), MANIFEST_NAME, SIGNATURE_NAME]
     objects: list[str] = []
     total = 0

@@ -4,7 +4,9 @@ rollout controller, started and stopped together (by the console or ``aivos clou
 On PostgreSQL (`db`) several replicas may run against one database; the rollout controller
 then ticks only on the replica holding the coordinator lease (`lease.Lease`, NATS KV), and
 another takes over when it dies. On SQLite (the default) there is one replica and no lease.
-`js_replicas` > 1 (a hub cluster) raises the config bucket and the model store to R3."""
+`js_replicas` > 1 (a hub cluster) creates the config bucket at that many replicas and raises
+the config bucket and the model store to it when they exist at fewer. Heartbeats and reports
+arrive in a queue group (`ingest.QUEUE_GROUP`), so replicas write each one once."""
 
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ class FleetService:
         )
         self.nc = nc
         js = nc.jetstream(domain=self.domain)
-        self.config = await ConfigStore.open(js, data_dir=self.data_dir)
+        self.config = await ConfigStore.open(js, data_dir=self.data_dir, replicas=self.js_replicas)
         if self.js_replicas > 1:
             await scale_streams(js, self.js_replicas)
         await self.ingest.start(nc)
