@@ -3,6 +3,12 @@ wires the request pipeline, jobs, documents and sessions to them, and closes eve
 `stop`. It is the `FleetHost` the fleet client runs in: model swaps, remote config and
 heartbeat readings go through it.
 
+Its long-running loops (escalation jobs, outbox sync, retention, the fleet client's loops)
+run under one `Supervisor`: a loop that raises restarts after a back-off, and readiness
+lists each with its state. A box with no uplink URL is *standalone*: it queues nothing for
+sync. With an uplink, a full outbox never fails a decision (`outbox.when_full = "defer"`):
+it raises the `outbox_full` alarm in readiness and the metrics instead.
+
     agent = Agent(settings)
     await agent.start()
     result = await agent.pipeline.infer(query)     # or agent.jobs / documents / sessions
@@ -20,7 +26,7 @@ from typing import Any
 import msgspec
 
 from aivos.edge.batcher import MicroBatcher
-from aivos.edge.callbacks import CallbackSender
+from aivos.edge.callbacks import CallbackSender, load_callback_secret
 from aivos.edge.documents import Documents
 from aivos.edge.escalation import Escalator
 from aivos.edge.fleet import Backlog, EdgeFleetClient, FleetOptions, active_bundle_dir
@@ -39,6 +45,7 @@ from aivos.edge.sessions import Sessions
 from aivos.edge.settings import EdgeSettings
 from aivos.edge.stats import RollingStats
 from aivos.edge.store import Store
+from aivos.edge.supervise import Supervisor
 from aivos.edge.uplink.link import Uplink
 from aivos.edge.uplink.sync import OutboxDrainer
 from aivos.edge.workflows import WorkflowEngine
@@ -57,6 +64,11 @@ class Readiness(msgspec.Struct, frozen=True):
     model_version: str | None = None
     provider: str | None = None
     link: str | None = None  # uplink state (informational: an offline box is still ready)
+    # why the box answers but is not whole (a full outbox, a background task restarting);
+    # a degraded box stays ready: decisions never wait on sync or background work
+    degraded: list[str] = []
+    tasks: dict[str, str] = {}  # supervised background task -> running | restarting | stopped
+    sync: str = "uplink"  # "uplink", or "standalone" (no uplink: nothing queued for sync)
 
 
 class Agent:
@@ -70,7 +82,10 @@ class Agent:
         self.gate = ExitGate(settings.residency, registry=self.metrics.registry)
         self.uplink = Uplink(settings.uplink.nats_url, settings.site_id)
         self.escalator = Escalator(self.uplink, self.gate, max_tokens=settings.uplink.max_tokens)
-        self.callbacks = CallbackSender(settings.jobs.callback_timeout_s)
+        self.callbacks = CallbackSender(
+            settings.jobs.callback_timeout_s, allow_hosts=settings.jobs.callback_allow_hosts
+        )
+        self.supervisor = Supervisor(registry=self.metrics.registry)
         self.fleet: EdgeFleetClient | None = None
         # opened in start()
         self.store: Store
@@ -89,7 +104,11 @@ class Agent:
         self._background: set[asyncio.Task[Any]] = set()
         self._swap_lock = asyncio.Lock()
         self._started = False
-        self._drain_task: asyncio.Task[None] | None = None
+
+    @property
+    def standalone(self) -> bool:
+        """No uplink configured: nothing is queued for a sync that would never happen."""
+        return not self.settings.uplink.nats_url
 
     async def start(self) -> None:
         settings = self.settings
@@ -112,8 +131,16 @@ class Agent:
             sync_memory=self.gate.allows(DataClass.MEMORY),
             max_facts_per_session=settings.memory.max_facts_per_session,
             min_free_bytes=int(settings.store.min_free_mb * 1024 * 1024),
+            outbox_when_full=settings.outbox.when_full,
+            standalone=self.standalone,
         )
+        if self.standalone:
+            log.warning("standalone: no uplink configured; nothing is queued for sync")
         self.tokens = self.store.tokens
+        secret_file = settings.jobs.callback_secret_file
+        self.callbacks.secret = await asyncio.to_thread(
+            load_callback_secret, Path(secret_file) if secret_file else data / "callback-secret"
+        )
         index = await asyncio.to_thread(KnowledgeIndex.open, data / "knowledge", model)
         knowledge = settings.knowledge
         self.serving = Serving(model, index, top_k=knowledge.top_k, min_score=knowledge.min_score)
@@ -149,14 +176,14 @@ class Agent:
         self.retention = Retention(
             self.store, settings.retention, settings.memory, registry=self.metrics.registry
         )
-        self.retention.start()
+        self.retention.start(self.supervisor)
         self._wire()
         self._started = True
         await self.uplink.start()
         self._spawn(self.jobs.resume())
-        self._spawn(self.escalations.run())
+        self.supervisor.start("escalations", self.escalations.run)
         if settings.uplink.nats_url:
-            self.fleet = EdgeFleetClient(self, settings.fleet)
+            self.fleet = EdgeFleetClient(self, settings.fleet, supervisor=self.supervisor)
             await self.fleet.start()
         if settings.uplink.nats_url and not self.escalator.allowed():
             log.warning(
@@ -208,12 +235,16 @@ class Agent:
             outbox_depth=lambda: self.store.outbox_depth(),
             knowledge_chunks=lambda: len(self.serving.index),
             data_path=settings.data_path,
+            outbox_full=self.store.outbox_full,
+            outbox_deferred=lambda: self.store.outbox_deferred_total,
+            outbox_dropped=lambda: sum(self.store.outbox_dropped_total.values()),
         )
 
     def _sync_up(self) -> None:
         """On every (re)connect: make sure the outbox drainer runs, and poke it."""
-        if self._drain_task is None and self.uplink.nc is not None:
-            self._drain_task = asyncio.create_task(self.drainer.run(self.uplink.nc))
+        nc = self.uplink.nc
+        if nc is not None:
+            self.supervisor.start("sync", lambda: self.drainer.run(nc))
         self.drainer.wake(link=True)
 
     async def _notify(self, job_id: str) -> None:
@@ -226,9 +257,7 @@ class Agent:
             await self.retention.stop()
             await self.workflows.stop()
             await self.drainer.stop()
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            await asyncio.gather(self._drain_task, return_exceptions=True)
+        await self.supervisor.stop_all()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -261,7 +290,26 @@ class Agent:
             model_version=model.version if model else None,
             provider=model.provider if model else None,
             link=self.uplink.state,
+            degraded=self._degraded() if self._started else [],
+            tasks=self.supervisor.states(),
+            sync="standalone" if self.standalone else "uplink",
         )
+
+    def _degraded(self) -> list[str]:
+        reasons = []
+        if self.store.outbox_full():
+            reasons.append(
+                f"outbox_full: {self.store.outbox_depth()} records pending, quota "
+                f"{self.store.outbox.quota}; "
+                + (
+                    "audit deferred, memory sync dropped"
+                    if self.store.outbox.when_full == "defer"
+                    else "writes that must sync are refused"
+                )
+            )
+        for task in self.supervisor.down():
+            reasons.append(f"task_restarting: {task.name} ({task.last_error})")
+        return reasons
 
     # FleetHost: what the fleet client reads and calls
 

@@ -1,8 +1,10 @@
 """Completes escalation jobs once the uplink is back: claim, generate, store, notify.
 
 A job is claimed (state `running`) before generation and finished in one write after it,
-so a job is never completed twice; a job that was `running` when the agent died is put
-back to `waiting_for_uplink` on start-up.
+so a job is never completed twice; a job that was `running` when the agent died (or when
+`run` failed and the supervisor restarted it) is put back to `waiting_for_uplink` by
+`recover`, which `run` calls first. Telling the caller (`notify`, the job's callback) never
+fails the job or the runner: an error there is logged and counted in `notify_failures`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class EscalationJobRunner:
         self._wake = asyncio.Event()
         self.completed = 0
         self.failed = 0
+        self.notify_failures = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -117,10 +120,18 @@ class EscalationJobRunner:
         self.completed += 1
         if self.on_done is not None:
             await self.on_done(job, result)
-        await self.notify(job.id)
+        await self._tell(job.id)
         return True
 
     async def _fail(self, job: Job, reason: str) -> None:
         self.failed += 1
         await self.store.update_job(job.id, state="failed", error=reason)
-        await self.notify(job.id)
+        await self._tell(job.id)
+
+    async def _tell(self, job_id: str) -> None:
+        """Notify; the job is already finished in the store, whatever happens here."""
+        try:
+            await self.notify(job_id)
+        except Exception as exc:
+            self.notify_failures += 1
+            log.warning("job %s: notification failed (%s)", job_id, type(exc).__name__)

@@ -1,5 +1,6 @@
 """The agent's Prometheus series: requests and latency by decision, model latency, batch
-sizes, queue depth, outbox depth, and psutil CPU/memory/disk read at scrape time."""
+sizes, queue depth, outbox depth and its full-outbox alarm, and psutil CPU/memory/disk read
+at scrape time. Background tasks add theirs through the supervisor (edge/supervise.py)."""
 
 from __future__ import annotations
 
@@ -46,11 +47,32 @@ class AgentMetrics:
         outbox_depth: Callable[[], int],
         knowledge_chunks: Callable[[], int],
         data_path: Path,
+        outbox_full: Callable[[], bool] | None = None,
+        outbox_deferred: Callable[[], int] | None = None,
+        outbox_dropped: Callable[[], int] | None = None,
     ) -> None:
         """The gauges read at scrape time, from the running agent's parts."""
         r = self.registry
         r.gauge("aivos_queue_depth", "Requests waiting for the model.", queue_depth)
         r.gauge("aivos_outbox_depth", "Records waiting to leave the site.", outbox_depth)
+        if outbox_full is not None:
+            r.gauge(
+                "aivos_outbox_full",
+                "1 while the outbox holds its quota: audit is deferred, other records dropped.",
+                lambda: float(outbox_full()),
+            )
+        if outbox_deferred is not None:
+            r.gauge(
+                "aivos_outbox_deferred_records",
+                "Audit records queued deferred (no payload copy) since start: outbox full.",
+                outbox_deferred,
+            )
+        if outbox_dropped is not None:
+            r.gauge(
+                "aivos_outbox_dropped_records",
+                "Memory/telemetry records not queued since start because the outbox was full.",
+                outbox_dropped,
+            )
         r.gauge("aivos_knowledge_chunks", "Passages in the knowledge index.", knowledge_chunks)
         r.gauge("aivos_cpu_percent", "System CPU utilisation.", lambda: psutil.cpu_percent(None))
         r.gauge(

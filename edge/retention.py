@@ -5,7 +5,9 @@ Each pass, in its own short writer transaction per table: outbox records already
 state (`retention.jobs_days`), finished workflow runs with their steps (`retention.runs_days`)
 and expired webhook delivery ids (the replay cache). Pending outbox records, unfinished jobs
 and runs, and the audit log are never touched. A failed pass (e.g. the disk is full) is
-logged, counted and retried at the next interval; the task itself never dies.
+logged, counted and retried at the next interval. Started with a `Supervisor` (the agent
+does), the loop is the supervised task "retention": anything else that breaks it restarts
+it after a back-off.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import msgspec
 from aivos.edge.settings import MemorySettings, RetentionSettings
 from aivos.edge.store import Store
 from aivos.edge.store._codec import iso_ago
+from aivos.edge.supervise import Supervisor
 from aivos.edge.workflows.journal import purge_finished_runs
 from aivos.shared.metrics import Registry
 
@@ -49,6 +52,7 @@ class Retention:
         self.settings = settings
         self.memory = memory
         self._task: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
         registry = registry or Registry()
         self._deleted = registry.counter(
             "aivos_retention_deleted_total", "Rows deleted by the retention task, by table."
@@ -72,11 +76,16 @@ class Retention:
                 self._deleted.inc(n, table=table)
         return purged
 
-    def start(self) -> None:
-        if self._task is None:
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        if supervisor is not None:
+            self._supervisor = supervisor
+            supervisor.start("retention", self._loop)
+        elif self._task is None:
             self._task = asyncio.create_task(self._loop(), name="aivos-retention")
 
     async def stop(self) -> None:
+        if self._supervisor is not None:
+            await self._supervisor.stop("retention")
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -28,6 +28,7 @@ __all__ = [
     "UplinkSettings",
     "StoreSettings",
     "RetentionSettings",
+    "CacheSettings",
     "load_edge_settings",
 ]
 
@@ -72,6 +73,11 @@ class LimitSettings(_Section, frozen=True, forbid_unknown_fields=True):
 class KnowledgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     top_k: Annotated[int, Meta(ge=0, le=20)] = 3
     min_score: Annotated[float, Meta(ge=-1, le=1)] = 0.25
+    # a local route is answered from a passage only at or above this score; below it the
+    # request escalates when the site has a generator (router.settle, docs/models.md)
+    answer_min_score: Annotated[float, Meta(ge=-1, le=1)] = 0.3
+    # how far `POST /v1/feedback` votes can move a passage (edge/feedback.py); 0 = off
+    feedback_weight: Annotated[float, Meta(ge=0, le=1)] = 0.1
 
 
 class MemorySettings(_Section, frozen=True, forbid_unknown_fields=True):
@@ -82,11 +88,20 @@ class MemorySettings(_Section, frozen=True, forbid_unknown_fields=True):
 
 class OutboxSettings(_Section, frozen=True, forbid_unknown_fields=True):
     quota: Positive = 100_000
+    # what a full outbox does (docs/store.md): "defer" = decisions go on, audit rows are
+    # kept and queued deferred, other records dropped (counted), an alarm is raised;
+    # "refuse" = a write that must sync fails (507 quota_exceeded)
+    when_full: Literal["defer", "refuse"] = "defer"
 
 
 class JobSettings(_Section, frozen=True, forbid_unknown_fields=True):
+    # the only hosts job callbacks may target: "host" (any port) or "host:port";
+    # loopback (127.0.0.1, ::1, localhost) too only when listed
     callback_allow_hosts: list[str] = msgspec.field(default_factory=list)
     callback_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    # file holding the key callbacks are signed with (X-Aivos-Signature, the webhook
+    # scheme); None = DATA_DIR/callback-secret, created on first start (mode 0600)
+    callback_secret_file: str | None = None
 
 
 class UplinkSettings(_Section, frozen=True, forbid_unknown_fields=True):
@@ -116,6 +131,14 @@ class RetentionSettings(_Section, frozen=True, forbid_unknown_fields=True):
     runs_days: Annotated[float, Meta(gt=0)] = 90.0  # finished workflow runs and their steps
 
 
+class CacheSettings(_Section, frozen=True, forbid_unknown_fields=True):
+    """The result cache of repeated queries (edge/cache.py); session requests use it only
+    when the router policy sets `cache_sessions`."""
+
+    max_entries: Annotated[int, Meta(ge=0, le=1_000_000)] = 4096  # 0 = no cache
+    max_text_chars: Annotated[int, Meta(ge=1, le=4000)] = 512
+
+
 class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     data_dir: str = "./var/edge"
     site_id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = "site-1"
@@ -137,6 +160,7 @@ class EdgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     tracing: TracingSettings = TracingSettings()
     store: StoreSettings = StoreSettings()
     retention: RetentionSettings = RetentionSettings()
+    cache: CacheSettings = CacheSettings()
 
     @property
     def data_path(self) -> Path:

@@ -12,7 +12,8 @@ come from `aivos.shared.sqlite`; rows are decoded by column name.
 Writes: `async`, durable when they return (each runs in the next group transaction):
     append_audit(record: AuditRecord, *, sync=True) -> AuditRow
         also enqueues the row in the outbox (data class "audit") in the same transaction
-        unless sync=False; raises QuotaExceeded (nothing written) when the outbox is full.
+        unless sync=False. A full outbox follows `outbox_when_full`: "refuse" raises
+        QuotaExceeded (nothing written); "defer" writes the row and queues it deferred.
     create_job(kind, request, *, state="queued", callback_url=None, deadline=None) -> Job
     update_job(job_id, *, state=None, result=..., error=..., attempts_delta=0) -> Job
     claim_job(*, states=("queued", "waiting_for_uplink"), kind=None) -> Job | None
@@ -46,7 +47,8 @@ and `integrity_check`, which scan the file — call those via a thread:
     get_audit(record_id) -> AuditRow | None;  recent_audit(limit) -> list[AuditRow];
     audit_count() -> int
     outbox_pending(limit=500, after_seq=0) -> list[OutboxRecord];  outbox_depth() -> int
-    outbox_refused_total (property) ; writer_stats (WriterStats) ; queue_depth (property)
+    outbox_refused_total, outbox_deferred_total, outbox_dropped_total (properties);
+    outbox_full() -> bool;  writer_stats (WriterStats) ; queue_depth (property)
     authenticate(token) -> TokenInfo | None   (also `store.tokens.authenticate`, cached)
     verify_audit() -> VerifyResult;  integrity_check() -> str ("ok" when intact)
 """
@@ -72,7 +74,7 @@ from aivos.edge.store.audit import AuditRecord, AuditRow, VerifyResult
 from aivos.edge.store.db import Readers, db_path, open_writer
 from aivos.edge.store.jobs import Job
 from aivos.edge.store.memory import Fact, Turn
-from aivos.edge.store.outbox import Outbox, OutboxRecord
+from aivos.edge.store.outbox import Outbox, OutboxRecord, WhenFull
 from aivos.edge.store.tokens import TokenInfo, TokenStore
 from aivos.edge.store.writer import Writer, WriterStats
 from aivos.shared.errors import AivosError
@@ -108,6 +110,8 @@ class Store(Closing):
         token_recheck_s: float = 1.0,
         max_facts_per_session: int | None = None,
         min_free_bytes: int = 0,
+        outbox_when_full: WhenFull = "refuse",
+        standalone: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.path = db_path(data_dir)
@@ -119,7 +123,7 @@ class Store(Closing):
         self._writer_conn = writer_conn
         self.writer = Writer(writer_conn, path=str(data_dir))
         self.readers = Readers(self.path)
-        self.outbox = Outbox(outbox_quota)
+        self.outbox = Outbox(outbox_quota, when_full=outbox_when_full, standalone=standalone)
         self.tokens = TokenStore(self.readers.get, recheck_s=token_recheck_s)
 
     @classmethod
@@ -134,6 +138,8 @@ class Store(Closing):
         token_recheck_s: float = 1.0,
         max_facts_per_session: int | None = None,
         min_free_bytes: int = 0,
+        outbox_when_full: WhenFull = "refuse",
+        standalone: bool = False,
     ) -> Store:
         """Open (creating if needed) `data_dir/aivos.db`, apply migrations, start the writer.
 
@@ -144,6 +150,10 @@ class Store(Closing):
         `token_recheck_s`: how long a cached token is trusted before its row is re-read.
         `max_facts_per_session`: most fact keys per session (None = unbounded).
         `min_free_bytes`: free space below which `check_writable()` reports not writable.
+        `outbox_when_full`: "refuse" (a write that must sync fails with QuotaExceeded) or
+        "defer" (audit rows are still written and queued deferred; other records dropped,
+        counted); see `edge/store/outbox.py`.
+        `standalone`: no uplink; nothing is queued for sync.
         """
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +173,8 @@ class Store(Closing):
             token_recheck_s=token_recheck_s,
             max_facts_per_session=max_facts_per_session,
             min_free_bytes=min_free_bytes,
+            outbox_when_full=outbox_when_full,
+            standalone=standalone,
         )
 
     def close(self) -> None:
@@ -277,9 +289,21 @@ class Store(Closing):
     def outbox_depth(self) -> int:
         return Outbox.depth(self._r())
 
+    def outbox_full(self) -> bool:
+        """The outbox holds its quota of pending records (or more: deferred audit)."""
+        return not self.outbox.standalone and self.outbox_depth() >= self.outbox.quota
+
     @property
     def outbox_refused_total(self) -> int:
         return self.outbox.refused_total
+
+    @property
+    def outbox_deferred_total(self) -> int:
+        return self.outbox.deferred_total
+
+    @property
+    def outbox_dropped_total(self) -> dict[str, int]:
+        return self.outbox.dropped_total
 
     # -- jobs ---------------------------------------------------------------------------
     async def create_job(
