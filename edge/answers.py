@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["local_answer", "fallback_answer", "humanize_intent"]
+__all__ = ["local_answer", "fallback_answer", "humanize_intent", "builtin_template"]
+
+# Small talk a box answers itself when the bundle has the intent and the router policy gives
+# no template of its own (CLINC150 label names). Nothing here states a fact about a site.
+_BUILTIN_TEMPLATES = {
+    "greeting": "Hello! How can I help you today?",
+    "goodbye": "Goodbye, and thank you for getting in touch.",
+    "thank_you": "You're welcome. Is there anything else I can help with?",
+    "are_you_a_bot": "I'm this site's automated assistant; a member of staff can help too.",
+}
 
 
 class _Passage(Protocol):
@@ -17,6 +26,11 @@ class _Passage(Protocol):
 
 def humanize_intent(intent: str) -> str:
     return intent.replace("_", " ")
+
+
+def builtin_template(intent: str) -> str | None:
+    """The built-in small-talk answer for `intent`, if there is one."""
+    return _BUILTIN_TEMPLATES.get(intent)
 
 
 def local_answer(intent: str, passages: Sequence[_Passage], template: str | None) -> str:

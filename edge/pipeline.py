@@ -32,7 +32,7 @@ import msgspec
 from aivos.edge.answers import fallback_answer, local_answer
 from aivos.edge.batcher import MicroBatcher
 from aivos.edge.cache import ResultCache, file_stamp
-from aivos.edge.escalation import Escalator, Prepared
+from aivos.edge.escalation import Escalator, Prepared, generator_of
 from aivos.edge.feedback import FeedbackBook
 from aivos.edge.jobrunner import EscalationJobRunner
 from aivos.edge.observability import AgentMetrics
@@ -49,7 +49,13 @@ from aivos.edge.results import (
     StreamToken,
     Understood,
 )
-from aivos.edge.router import RouterPolicy, knowledge_may_answer, route, settle
+from aivos.edge.router import (
+    RouterPolicy,
+    knowledge_may_answer,
+    model_class_for,
+    route,
+    settle,
+)
 from aivos.edge.serving import Classified, Serving
 from aivos.edge.sessions import Sessions
 from aivos.edge.settings import EdgeSettings
@@ -303,6 +309,7 @@ class Pipeline:
                     u.passages,
                     self._memory_for(query.session_id),
                     stream=stream,
+                    model_class=model_class_for(self.policy, u.prediction.intent),
                 )
             except ResidencyDenied:
                 return None
@@ -323,14 +330,21 @@ class Pipeline:
         """The cloud's tokens as they come. When generation fails (or the answer cannot be
         recorded) the fallback follows the tokens already sent."""
         answer = ""
+        generator = None
         try:
             async for item in self.escalator.stream(prepared, self._budget_s):
                 if isinstance(item, str):
                     yield StreamToken(item)
                 else:
-                    answer = item[0]
+                    answer, generator = item[0], generator_of(item[1])
             self.metrics.escalations.inc(outcome="answered")
-            outcome = Outcome(answer, "cloud", u.route.reason, pii_counts=prepared.pii_counts)
+            outcome = Outcome(
+                answer,
+                "cloud",
+                u.route.reason,
+                pii_counts=prepared.pii_counts,
+                generator=generator,
+            )
             result = await self.recorder.record(u, query, outcome)
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
@@ -344,12 +358,18 @@ class Pipeline:
     ) -> Outcome:
         try:
             with _tracer.start_as_current_span("edge.escalate"):
-                answer, _ = await self.escalator.complete(prepared, self._budget_s)
+                answer, done = await self.escalator.complete(prepared, self._budget_s)
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
             return await self._fall_back(u, query, prepared, f"fallback:{exc.code}", caller)
         self.metrics.escalations.inc(outcome="answered")
-        return Outcome(answer, "cloud", u.route.reason, pii_counts=prepared.pii_counts)
+        return Outcome(
+            answer,
+            "cloud",
+            u.route.reason,
+            pii_counts=prepared.pii_counts,
+            generator=generator_of(done),
+        )
 
     async def _fall_back(
         self, u: Understood, query: Query, prepared: Prepared, reason: str, caller: Caller
@@ -385,13 +405,15 @@ class Pipeline:
         return Outcome(answer, "workflow", f"workflow:{workflow.name}", run_id=run.run_id)
 
     def escalation_context(self, u: Understood, query: Query) -> dict[str, Any]:
-        """What the job runner needs to escalate this request later (stays on site)."""
+        """What the job runner needs to escalate this request later (stays on site), with
+        the cloud model class the policy names for the intent now."""
         return {
             "text": query.text,
             "session_id": query.session_id,
             "request_id": u.request_id,
             "passages": [msgspec.to_builtins(p) for p in u.passages],
             "memory": self._memory_for(query.session_id),
+            "model_class": model_class_for(self.policy, u.prediction.intent),
         }
 
     def _memory_for(self, session_id: str | None) -> list[str]:

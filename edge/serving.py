@@ -3,12 +3,16 @@ classify a batch of queries, then retrieve passages for each with its embedding.
 
 (model, index) is held as one value: a batch worker reads both at once, so a model swap
 can never pair a query embedded by one model with an index embedded by another.
+
+With feedback in use (`use_feedback`), a few more candidates than `top_k` are retrieved and
+re-ranked by the votes for the predicted intent (edge/feedback.py) before the top `top_k` are
+kept; without votes the order is the index's.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -16,7 +20,12 @@ from aivos.edge.intent.runtime import IntentModel, Prediction
 from aivos.edge.knowledge.index import KnowledgeIndex
 from aivos.edge.results import Passage
 
-__all__ = ["Classified", "Serving"]
+__all__ = ["Classified", "Reranker", "Serving"]
+
+
+class Reranker(Protocol):
+    def has_votes(self, intent: str) -> bool: ...
+    def rerank(self, intent: str, passages: list[Passage], k: int) -> list[Passage]: ...
 
 
 class Classified(msgspec.Struct):
@@ -36,6 +45,11 @@ class Serving:
         self._pair = (model, index)
         self.top_k = top_k
         self.min_score = min_score
+        self.reranker: Reranker | None = None
+
+    def use_feedback(self, reranker: Reranker) -> None:
+        """Re-rank retrieved passages per predicted intent from now on."""
+        self.reranker = reranker
 
     @property
     def model(self) -> IntentModel:
@@ -52,10 +66,15 @@ class Serving:
         """Runs in a batch worker thread: classify, then retrieve for each query."""
         model, index = self._pair  # one model and its index per batch, even mid-swap
         k = self.top_k
+        reranker = self.reranker
         out = []
         for prediction in model.classify_batch(texts):
             started = time.time_ns()
-            passages = self.retrieve(index, prediction.embedding, k)
+            if reranker is not None and reranker.has_votes(prediction.intent):
+                found = self.retrieve(index, prediction.embedding, k + max(k, 4))
+                passages = reranker.rerank(prediction.intent, found, k)
+            else:
+                passages = self.retrieve(index, prediction.embedding, k)
             out.append(Classified(prediction, model.version, passages, (started, time.time_ns())))
         return out
 

@@ -10,10 +10,12 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from aivos.edge.agent import Agent
 from aivos.edge.api.auth import OPEN_PATHS, TokenAuthMiddleware
 from aivos.edge.api.controllers.events import EventsController
+from aivos.edge.api.controllers.feedback import FeedbackController
 from aivos.edge.api.controllers.health import HealthController
 from aivos.edge.api.controllers.infer import InferController
 from aivos.edge.api.controllers.jobs import JobsController
@@ -21,7 +23,10 @@ from aivos.edge.api.controllers.knowledge import KnowledgeController
 from aivos.edge.api.controllers.runs import RunsController
 from aivos.edge.api.controllers.sessions import SessionsController
 from aivos.edge.api.errors import exception_handlers
+from aivos.edge.api.options import answer_options
 from aivos.edge.api.ratelimit import RateLimiter
+from aivos.edge.api.responses import document_errors
+from aivos.edge.api.schema_page import OfflineSchemaPage
 from aivos.edge.settings import EdgeSettings
 from aivos.shared import __version__
 
@@ -52,7 +57,7 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
     def provide_workflows() -> Any:
         return holder["agent"].workflows
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             HealthController,
             InferController,
@@ -61,6 +66,7 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
             SessionsController,
             RunsController,
             EventsController,
+            FeedbackController,
         ],
         dependencies={
             "agent": Provide(provide_agent, sync_to_thread=False),
@@ -68,9 +74,22 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
         },
         middleware=[DefineMiddleware(TokenAuthMiddleware, exclude=OPEN_PATHS)],
         exception_handlers=exception_handlers,
+        before_request=answer_options,
         lifespan=[lifespan],
         request_max_body_size=settings.limits.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="aivos edge agent", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="aivos edge agent",
+            version=__version__,
+            path="/schema",
+            # a page with no CDN assets: branch boxes are often offline
+            render_plugins=[
+                OfflineSchemaPage(),
+                JsonRenderPlugin(),
+                YamlRenderPlugin(path=["/openapi.yaml", "/openapi.yml"]),
+            ],
+        ),
         debug=False,
         logging_config=None,  # the entry point configures logging (JSON lines for services)
     )
+    document_errors(app)  # every error status of every route, with the real error body
+    return app

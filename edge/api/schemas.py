@@ -6,11 +6,15 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+from litestar.params import Body
 from msgspec import Meta
 
 __all__ = [
+    "NON_BLANK",
+    "documented_body",
     "InferRequest",
     "InferResponse",
+    "GeneratorOut",
     "PassageOut",
     "JobRequest",
     "JobAccepted",
@@ -33,6 +37,27 @@ __all__ = [
 SessionId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 Metadata = Annotated[dict[str, Any], Meta(max_length=32)]
 MAX_METADATA_DEPTH = 8  # nesting levels of a metadata value (deeper: 400)
+
+
+NON_BLANK = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""A JSON-schema pattern for "holds a character that is not whitespace", whitespace being
+exactly what `str.strip()` removes (the edge core's `EmptyText`/`EmptyDocument` checks)."""
+
+
+def documented_body(
+    non_blank: tuple[str, ...] = (), *, any_of: list[dict[str, Any]] | None = None
+) -> Any:
+    """`Body(...)` for a Struct body, documenting in its schema what the server checks
+    beyond the Struct's field types, so that every schema-valid body is accepted: unknown
+    fields are refused (`forbid_unknown_fields`, which Litestar does not document), the
+    `non_blank` text fields must hold a non-whitespace character (checked by the edge core,
+    which keeps its own error codes), and `any_of` lists the allowed field combinations."""
+    extra: dict[str, Any] = {"additionalProperties": False}
+    if non_blank:
+        extra["allOf"] = [{"properties": {f: {"pattern": NON_BLANK} for f in non_blank}}]
+    if any_of:
+        extra["anyOf"] = any_of
+    return Body(schema_extra=extra)
 
 
 class _In(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -91,6 +116,15 @@ class PassageOut(msgspec.Struct, frozen=True):
     chunk_id: int
 
 
+class GeneratorOut(msgspec.Struct, frozen=True):
+    """The cloud model that produced a generated answer: catalogue name, its version, and
+    whether a fallback of the requested model class answered instead of the primary."""
+
+    model: str
+    version: str
+    fallback: bool
+
+
 class InferResponse(msgspec.Struct, frozen=True, omit_defaults=False):
     request_id: str
     intent: str
@@ -104,6 +138,7 @@ class InferResponse(msgspec.Struct, frozen=True, omit_defaults=False):
     answered_by: Literal["local", "cloud", "fallback", "refusal", "workflow"] = "local"
     truncated: bool = False
     run_id: str | None = None
+    generator: GeneratorOut | None = None  # cloud answers through model routing
 
 
 class JobRequest(_In, frozen=True, forbid_unknown_fields=True):

@@ -2,10 +2,17 @@
 
 In-scope query: correct only with the right label AND confidence >= threshold.
 Out-of-scope query (label `oos`): recalled when below the threshold or predicted `oos`.
+
+`perturb_typos` makes the typo-perturbed twin of a test set (`aivos intents eval --perturb
+typos`): in about `rate` of the words of 4+ letters one keyboard slip, seeded and so
+repeatable: a neighbouring key instead of a letter, a letter dropped, a neighbouring key
+added, or two letters swapped.
 """
 
 from __future__ import annotations
 
+import random
+import re
 import time
 from collections.abc import Sequence
 
@@ -15,7 +22,43 @@ import numpy as np
 from aivos.edge.intent.runtime import IntentModel
 from aivos.shared.datasets import Example
 
-__all__ = ["EvalReport", "evaluate"]
+__all__ = ["EvalReport", "evaluate", "perturb_typos"]
+
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_NEIGHBOURS: dict[str, str] = {}
+for _r, _row in enumerate(_ROWS):
+    for _c, _ch in enumerate(_row):
+        _near = [_row[j] for j in (_c - 1, _c + 1) if 0 <= j < len(_row)]
+        _near += [_ROWS[r][_c] for r in (_r - 1, _r + 1) if 0 <= r < 3 and _c < len(_ROWS[r])]
+        _NEIGHBOURS[_ch] = "".join(_near)
+_WORD = re.compile(r"[A-Za-z]{4,}")
+
+
+def _slip(word: str, rng: random.Random) -> str:
+    i = rng.randrange(len(word))
+    ch = word[i]
+    near = _NEIGHBOURS.get(ch.lower(), ch)
+    kind = rng.randrange(4)
+    if kind == 0:  # a neighbouring key instead
+        return word[:i] + rng.choice(near) + word[i + 1 :]
+    if kind == 1:  # a letter dropped
+        return word[:i] + word[i + 1 :]
+    if kind == 2:  # a neighbouring key as well
+        return word[: i + 1] + rng.choice(near) + word[i + 1 :]
+    j = min(i + 1, len(word) - 1) if i < len(word) - 1 else i - 1  # two letters swapped
+    a, b = sorted((i, j))
+    return word[:a] + word[b] + word[a] + word[b + 1 :]
+
+
+def perturb_typos(texts: Sequence[str], rate: float = 0.3, seed: int = 13) -> list[str]:
+    """`texts` with one keyboard slip in about `rate` of the words of 4+ letters."""
+    rng = random.Random(seed)
+
+    def one(match: re.Match[str]) -> str:
+        word = match.group(0)
+        return _slip(word, rng) if rng.random() < rate else word
+
+    return [_WORD.sub(one, text) for text in texts]
 
 
 class EvalReport(msgspec.Struct, frozen=True):
