@@ -9,7 +9,9 @@ registry) opens its file here, so connection setup is written once:
   (`FULL`: a commit has reached the disk when it returns). A new file is created
   owner-only unless `mode=None`.
 - `open_reader(path)`: a `query_only` connection; `Readers`: one per thread, closed together.
-- `immediate(conn)`: `BEGIN IMMEDIATE` ... `COMMIT`, `ROLLBACK` on any exception.
+- `immediate(conn)`: `BEGIN IMMEDIATE` ... `COMMIT`, `ROLLBACK` on any exception (the
+  COMMIT's own included); a full file system (`SQLITE_FULL`, `ENOSPC`) leaves it as
+  `DiskFull`, with nothing of the transaction written (`as_disk_full`).
 - Rows are `sqlite3.Row`; `decode_row(row, Type)` / `decode_rows(rows, Type)` turn them into
   msgspec Structs by column name (`msgspec.convert`), the way sqlite-utils returns dicts.
 - `Closing`: a mixin that makes a store with a `close()` a context manager
@@ -18,6 +20,7 @@ registry) opens its file here, so connection setup is written once:
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -29,11 +32,14 @@ from typing import Any, Literal, Self, TypeVar
 
 import msgspec
 
+from aivos.shared.errors import DiskFull
+
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "Closing",
     "Readers",
     "Synchronous",
+    "as_disk_full",
     "decode_row",
     "decode_rows",
     "immediate",
@@ -141,18 +147,53 @@ class Readers:
             conn.close()
 
 
+_SQLITE_FULL = 13
+
+
+def as_disk_full(exc: BaseException, path: str | Path) -> DiskFull | None:
+    """`DiskFull(path)` (caused by `exc`) when `exc` says the file system is full
+    (`SQLITE_FULL`, or an `OSError` with `ENOSPC`/`EDQUOT`), else None."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        full = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL
+    elif isinstance(exc, OSError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    else:
+        full = False
+    if not full:
+        return None
+    err = DiskFull(str(path))
+    err.__cause__ = exc
+    return err
+
+
+def _database_dir(conn: sqlite3.Connection) -> str:
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+        return str(Path(row["file"]).parent) if row and row["file"] else ""
+    except sqlite3.Error:
+        return ""
+
+
 @contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction on an autocommit connection: `BEGIN IMMEDIATE`, then `COMMIT`,
-    or `ROLLBACK` when the body raises (the caller serialises use of `conn`)."""
+    or `ROLLBACK` when the body or the COMMIT raises (the caller serialises use of `conn`).
+
+    A COMMIT that fails (a full disk) is rolled back too, so the connection is never left
+    inside a transaction; a full file system is raised as `DiskFull`."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
+        conn.execute("COMMIT")
+    except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        full = as_disk_full(exc, _database_dir(conn))
+        if full is not None and full is not exc:
+            raise full from exc
         raise
-    conn.execute("COMMIT")
 
 
 # -- rows ------------------------------------------------------------------------------------

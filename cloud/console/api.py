@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post, put
 from litestar.exceptions import NotFoundException
+from litestar.params import Body, Parameter
+from msgspec import UNSET, Meta, UnsetType
 
 from aivos.cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from aivos.cloud.console.auth import Operator, api_guard
@@ -18,15 +20,38 @@ from aivos.cloud.fleet.registry import ActionRow, RolloutRow, SiteRow
 from aivos.cloud.fleet.service import FleetService
 from aivos.shared.errors import NotFound
 
-__all__ = ["ApiController", "RolloutIn"]
+__all__ = ["ApiController", "ConfigIn", "RolloutIn"]
+
+# what `shared.fleet.validate_bundle_version` accepts: 1-128 characters, not starting with
+# '.', none of / \ space tab newline * >
+BundleVersion = Annotated[
+    str, Meta(min_length=1, max_length=128, pattern=r"^[^./\\ \t\n*>][^/\\ \t\n*>]*$")
+]
+# a site id (`shared.subjects.validate_site`) or `_defaults`, the fleet-wide config
+ConfigTarget = Annotated[str, Parameter(pattern=r"^(_defaults|[a-z0-9][a-z0-9_-]{0,62})$")]
 
 
 class RolloutIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    bundle_version: str
-    sites: list[str] | None = None  # None = every registered site
-    canary_percent: float = 10.0
+    bundle_version: BundleVersion
+    sites: Annotated[list[str], Meta(min_length=1)] | None = None  # None = every registered site
+    canary_percent: Annotated[float, Meta(gt=0, le=100)] = 10.0
     soak_s: float = 60.0
     guards: dict[str, float] | None = None
+
+
+class ConfigIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A partial desired config: the keys of `shared.fleet.SiteConfig` an operator sets
+    (`version` is stamped by the store). A key left out stays as stored."""
+
+    router: dict[str, Any] | UnsetType = UNSET
+    thresholds: dict[str, float] | UnsetType = UNSET
+    residency: dict[str, Any] | UnsetType = UNSET
+    bundle_version: str | None | UnsetType = UNSET
+    heartbeat_interval_s: float | UnsetType = UNSET
+
+
+# Litestar does not document `forbid_unknown_fields`; these bodies refuse unknown keys
+_Closed = Body(schema_extra={"additionalProperties": False})
 
 
 class ConfigOut(msgspec.Struct, frozen=True):
@@ -60,7 +85,7 @@ class ApiController(Controller):
             "misattributed": view.misattributed,
         }
 
-    @get("/sites/{site_id:str}")
+    @get("/sites/{site_id:str}", raises=[NotFoundException])
     async def site(self, fleet: FleetService, site_id: str) -> dict[str, Any]:
         detail = await site_detail(fleet, site_id)
         return msgspec.to_builtins(detail)  # type: ignore[no-any-return]
@@ -70,25 +95,29 @@ class ApiController(Controller):
         self,
         request: Request[Any, Any, Any],
         fleet: FleetService,
-        target: str,
-        data: dict[str, Any],
+        target: ConfigTarget,
+        data: Annotated[ConfigIn, _Closed],
     ) -> ConfigOut:
         """Desired config of a site, or of the fleet with target ``_defaults``."""
         op: Operator = request.state.operator
-        version = await set_config(fleet, op.name, None if target == "_defaults" else target, data)
+        site = None if target == "_defaults" else target
+        version = await set_config(fleet, op.name, site, msgspec.to_builtins(data))
         return ConfigOut(site=target, version=version)
 
     @get("/rollouts")
     async def rollouts(self, registry: RegistryDep) -> list[RolloutRow]:
         return await asyncio.to_thread(registry.rollouts)
 
-    @get("/rollouts/{rollout_id:str}")
+    @get("/rollouts/{rollout_id:str}", raises=[NotFoundException])
     async def rollout(self, registry: RegistryDep, rollout_id: str) -> RolloutRow:
         return await asyncio.to_thread(registry.rollout, rollout_id)
 
     @post("/rollouts")
     async def start(
-        self, request: Request[Any, Any, Any], registry: RegistryDep, data: RolloutIn
+        self,
+        request: Request[Any, Any, Any],
+        registry: RegistryDep,
+        data: Annotated[RolloutIn, _Closed],
     ) -> RolloutRow:
         op: Operator = request.state.operator
         try:
@@ -105,7 +134,7 @@ class ApiController(Controller):
             raise http_error(exc, status=400) from exc
         return await asyncio.to_thread(registry.rollout, rollout_id)
 
-    @post("/rollouts/{rollout_id:str}/{action:str}", status_code=200)
+    @post("/rollouts/{rollout_id:str}/{action:str}", status_code=200, raises=[NotFoundException])
     async def act(
         self, request: Request[Any, Any, Any], fleet: FleetService, rollout_id: str, action: str
     ) -> RolloutRow:

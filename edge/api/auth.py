@@ -83,20 +83,29 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def requires(scope: str) -> Any:
-    """A guard that admits principals whose scope ranks at least `scope`.
+class _Requires:
+    """The guard `requires(scope)` returns; `scope` tells the API docs (`responses.py`)
+    whether the route can answer 403.
 
     Async on purpose: Litestar runs a sync guard in a worker thread on every request."""
-    needed = SCOPE_RANK[scope]
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        self._needed = SCOPE_RANK[scope]
+
+    async def __call__(
+        self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+    ) -> None:
         principal = connection.scope.get("user")  # absent when a route skipped the middleware
         if principal is None:
             raise _unauthorized("missing bearer token")
-        if SCOPE_RANK.get(getattr(principal, "scope", ""), -1) < needed:
-            raise ApiError(403, "forbidden", f"this route needs the '{scope}' scope")
+        if SCOPE_RANK.get(getattr(principal, "scope", ""), -1) < self._needed:
+            raise ApiError(403, "forbidden", f"this route needs the '{self.scope}' scope")
 
-    return guard
+
+def requires(scope: str) -> Any:
+    """A guard that admits principals whose scope ranks at least `scope`."""
+    return _Requires(scope)
 
 
 def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:

@@ -6,6 +6,7 @@ from aivos.edge.agent import Readiness
 from aivos.edge.api.schemas import (
     DocumentOut,
     FactOut,
+    GeneratorOut,
     InferResponse,
     JobAccepted,
     JobOut,
@@ -52,6 +53,11 @@ def infer_response(r: InferResult) -> InferResponse:
         answered_by=r.answered_by,
         truncated=r.truncated,
         run_id=r.run_id,
+        generator=(
+            None
+            if r.generator is None
+            else GeneratorOut(r.generator.model, r.generator.version, r.generator.fallback)
+        ),
     )
 
 

@@ -8,11 +8,14 @@ Layout of `directory`:
   it was saved at
 - ``lock``          an fcntl lock serialising writers across processes (agent + `aivos kb add`)
 
-A mutation commits to meta.sqlite first, then saves the index to a temp file, renames it
-over ``index.usearch`` and finally rewrites the manifest the same way. A crash anywhere
-leaves the manifest's generation behind meta.sqlite's, and the next `open` rebuilds the
-file from the stored vectors. Searches run on a read-only memory-mapped view and never see
-a half-applied change; mutations work on a private writable copy and then swap the view.
+A mutation writes the changed index to a temp file inside its meta.sqlite transaction
+(before COMMIT), then renames it over ``index.usearch`` and finally rewrites the manifest
+the same way. A full disk while writing the temp file or committing rolls back both and
+is raised as `DiskFull`: nothing half-written (meta, index file and view stay at the old
+generation). A crash after the commit leaves the manifest's generation behind
+meta.sqlite's, and the next `open` rebuilds the file from the stored vectors. Searches run
+on a read-only memory-mapped view and never see a half-applied change; mutations work on a
+private writable copy and then swap the view.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from aivos.edge.knowledge.meta import MetaStore
 from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
 from aivos.shared.errors import DataError, NotFound
 from aivos.shared.ids import new_id
+from aivos.shared.sqlite import as_disk_full
 
 __all__ = ["KnowledgeIndex", "INDEX_DTYPE"]
 
@@ -151,22 +155,32 @@ class KnowledgeIndex:
             n_chunks=len(chunks),
         )
         rows = [(c.ordinal, c.text, c.heading) for c in chunks]
-        with self._locked():
+        staged: list[tuple[Path, Index]] = []
+
+        def stage(removed: list[int], added: list[int], gen: int) -> None:
+            staged.append(self._stage(removed, np.asarray(added, dtype=np.uint64), vectors))
+
+        with self._locked(), self._mutation(staged):
             self._sync()
-            removed, added, gen = self._meta.replace_document(info, rows, vectors, self._version)
-            self._apply(removed, np.asarray(added, dtype=np.uint64), vectors, gen)
+            _, _, gen = self._meta.replace_document(info, rows, vectors, self._version, stage)
+            self._publish(*staged[0], gen)
         log.info("knowledge document %s added: %d chunks", info.doc_id, info.n_chunks)
         return info
 
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document and its passages; False when there was no such document."""
-        with self._locked():
+        staged: list[tuple[Path, Index]] = []
+
+        def stage(removed: list[int], added: list[int], gen: int) -> None:
+            staged.append(self._stage(removed, None, None))
+
+        with self._locked(), self._mutation(staged):
             self._sync()
-            result = self._meta.delete_document(doc_id)
+            result = self._meta.delete_document(doc_id, stage)
             if result is None:
                 return False
             keys, gen = result
-            self._apply(keys, None, None, gen)
+            self._publish(*staged[0], gen)
         log.info("knowledge document %s deleted (%d chunks)", doc_id, len(keys))
         return True
 
@@ -229,6 +243,22 @@ class KnowledgeIndex:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _mutation(self, staged: list[tuple[Path, Index]]) -> Iterator[None]:
+        """A failed mutation leaves no trace: its temp file goes, the writable copy (which
+        holds the uncommitted change) is dropped; a full disk is raised as `DiskFull`."""
+        try:
+            yield
+        except BaseException as exc:
+            self._writable = None
+            for tmp, _ in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            full = as_disk_full(exc, self.directory)
+            if full is not None and full is not exc:
+                raise full from exc
+            raise
 
     def _read_manifest(self) -> _Manifest | None:
         try:
@@ -315,26 +345,48 @@ class KnowledgeIndex:
             log.info("knowledge index changed on disk; reloading")
             self._load()
 
-    def _apply(
-        self, removed: list[int], keys: np.ndarray | None, vectors: np.ndarray | None, gen: int
-    ) -> None:
+    def _stage(
+        self, removed: list[int], keys: np.ndarray | None, vectors: np.ndarray | None
+    ) -> tuple[Path, Index]:
+        """Apply a change to the writable copy and write it to a temp file (fsynced): (its
+        path, the copy). Runs inside the meta transaction: raising here rolls the change back."""
         index = self._writable
         if index is None:
             index = Index.restore(str(self.index_path), view=False)
             if index is None:  # pragma: no cover - the file was checked on load
                 index = self._new_index()
+        self._writable = index
         for key in removed:
             index.remove(key)
         if keys is not None and vectors is not None and len(keys):
             index.add(keys, vectors)
-        self._writable = index
-        self._save(index, gen)
+        return self._write_temp(index), index
+
+    def _write_temp(self, index: Index) -> Path:
+        # saved to memory and written here, so a full disk is an OSError(ENOSPC)
+        data = index.save()
+        if data is None:  # pragma: no cover - usearch returns the bytes when given no path
+            raise RuntimeError("usearch returned no index bytes")
+        tmp = self.directory / f".index.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return tmp
 
     def _save(self, index: Index, gen: int) -> None:
         """Write the index then the manifest, each via temp file + fsync + rename; re-view."""
-        tmp = self.directory / f".index.{os.getpid()}.tmp"
-        index.save(str(tmp))
-        _fsync_path(tmp)
+        self._publish(self._write_temp(index), index, gen)
+
+    def _publish(self, tmp: Path, index: Index, gen: int) -> None:
+        """Rename a written index file into place, then the manifest; swap the view. After a
+        committed change, a manifest that cannot be written (a full disk) only leaves it
+        behind meta.sqlite: the next `open` rebuilds the file, so it is logged, not raised."""
         os.replace(tmp, self.index_path)
         manifest = _Manifest(
             format=_FORMAT,
@@ -345,8 +397,13 @@ class KnowledgeIndex:
             generation=gen,
             n_chunks=len(index),
         )
-        _atomic_write(self.manifest_path, msgspec.json.format(msgspec.json.encode(manifest)))
-        _fsync_path(self.directory)
+        try:
+            _atomic_write(self.manifest_path, msgspec.json.format(msgspec.json.encode(manifest)))
+            _fsync_path(self.directory)
+        except OSError as exc:
+            if as_disk_full(exc, self.directory) is None:
+                raise
+            log.warning("knowledge manifest not updated (disk full); rebuilt at next open")
         self._view = Index.restore(str(self.index_path), view=True)
         self._generation = gen
         self._manifest_stamp = self._stamp()

@@ -4,12 +4,16 @@ Documents, their chunks (text, heading path) and each chunk's vector (float32 bl
 here, so the usearch file is a cache that can always be rebuilt from this database without
 re-embedding. `state.generation` is bumped by every committed mutation; the index manifest
 records the generation its file was saved at, which is how a stale file is detected.
+
+A mutation takes a `stage` callback, run inside its transaction just before COMMIT with
+(removed keys, new keys, new generation): the index writes its new file there, so a full
+disk (`DiskFull`, from `shared.sqlite.immediate` or from the stage) rolls back both.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +30,10 @@ from aivos.shared.sqlite import (
     row_dict,
 )
 
-__all__ = ["MetaStore", "ChunkRow"]
+__all__ = ["MetaStore", "ChunkRow", "Stage"]
+
+Stage = Callable[[list[int], list[int], int], None]
+"""Runs inside a mutation's transaction before COMMIT: (removed keys, new keys, generation)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -157,10 +164,12 @@ class MetaStore(Closing):
         chunks: list[tuple[int, str, str]],
         vectors: np.ndarray,
         embedding_version: str,
+        stage: Stage | None = None,
     ) -> tuple[list[int], list[int], int]:
         """Insert `info` with its chunks, dropping any document with the same source.
 
-        Returns (removed keys, new keys, new generation), committed in one transaction.
+        Returns (removed keys, new keys, new generation), committed in one transaction
+        (after `stage`; nothing is committed when it raises).
         """
         with immediate(self._writer) as conn:
             old = conn.execute("SELECT doc_id FROM documents WHERE source=?", (info.source,))
@@ -186,16 +195,23 @@ class MetaStore(Closing):
                 (embedding_version,),
             )
             gen = self._bump(conn)
+            if stage is not None:
+                stage(removed, added, gen)
         return removed, added, gen
 
-    def delete_document(self, doc_id: str) -> tuple[list[int], int] | None:
-        """Drop a document and its chunks; None when there is no such document."""
+    def delete_document(
+        self, doc_id: str, stage: Stage | None = None
+    ) -> tuple[list[int], int] | None:
+        """Drop a document and its chunks; None when there is no such document. `stage` as
+        for `replace_document` (not called when there is nothing to delete)."""
         with immediate(self._writer) as conn:
             keys = self.chunk_keys(doc_id)
             cur = conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
             if cur.rowcount == 0:
                 return None  # nothing changed: the (empty) transaction commits
             gen = self._bump(conn)
+            if stage is not None:
+                stage(keys, [], gen)
         return keys, gen
 
     def replace_vectors(

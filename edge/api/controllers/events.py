@@ -19,9 +19,10 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 
 from aivos.edge.api.errors import ApiError
+from aivos.edge.api.responses import error_responses, raises
 from aivos.edge.workflows.engine import EventRefused, WorkflowEngine
 from aivos.edge.workflows.views import EventAccepted
-from aivos.shared.errors import StepFailed
+from aivos.shared.errors import AivosError, DiskFull, StepFailed
 
 __all__ = ["EventsController"]
 
@@ -31,7 +32,12 @@ _SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class EventsController(Controller):
     path = "/v1/events"
 
-    @post("/{source:str}", status_code=202, opt={"exclude_from_auth": True})
+    @post(
+        "/{source:str}",
+        status_code=202,
+        opt={"exclude_from_auth": True, "raw_body": True, **raises(DiskFull, AivosError)},
+        responses=error_responses(401),  # its own signature check, not the token middleware
+    )
     async def receive(
         self, source: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> Response[EventAccepted]:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from litestar import Controller, Request, post
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+)
 from litestar.response import ServerSentEvent
 
 from aivos.edge.agent import Agent
 from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.convert import infer_response
-from aivos.edge.api.schemas import InferRequest, InferResponse
+from aivos.edge.api.responses import raises
+from aivos.edge.api.schemas import InferRequest, InferResponse, documented_body
 from aivos.edge.api.sse import sse_events
+from aivos.shared.errors import AivosError, DiskFull, InvalidInput, NotFound, TextTooLong
 
 __all__ = ["InferController"]
 
@@ -24,13 +35,41 @@ class _EventStream(ServerSentEvent):
         return super().to_asgi_response(*args, **kwargs)
 
 
+@dataclass
+class _StreamingOperation(Operation):
+    """The operation's 200 also comes as `text/event-stream` (`"stream": true` or
+    `Accept: text/event-stream`): events `meta`, `token`..., then `done` or `error`."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse) and ok.content is not None:
+            # the JSON answer is an InferResponse; Litestar adds an empty alternative for
+            # the `ServerSentEvent` return type, which every body would match as well
+            answer = ok.content.get("application/json")
+            union = answer.schema if answer is not None else None
+            if answer is not None and isinstance(union, Schema) and union.one_of:
+                refs = [s for s in union.one_of if isinstance(s, Reference)]
+                if len(refs) == 1:
+                    answer.schema = refs[0]
+            ok.content["text/event-stream"] = OpenAPIMediaType(
+                schema=Schema(type=OpenAPIType.STRING, description=_SSE_EVENTS)
+            )
+
+
+_SSE_EVENTS = "Server-Sent Events: meta, token..., then done (the JSON answer) or error"
+
+
 class InferController(Controller):
     path = "/v1/infer"
     guards = [requires("client")]
+    opt = raises(InvalidInput, TextTooLong, NotFound, DiskFull, AivosError)
 
-    @post("/", status_code=200)
+    @post("/", status_code=200, operation_class=_StreamingOperation)
     async def infer(
-        self, data: InferRequest, agent: Agent, request: Request[Any, Any, Any]
+        self,
+        data: Annotated[InferRequest, documented_body(("text",))],
+        agent: Agent,
+        request: Request[Any, Any, Any],
     ) -> InferResponse | ServerSentEvent:
         caller = caller_of(request)
         wants_sse = data.stream or "text/event-stream" in request.headers.get("accept", "")

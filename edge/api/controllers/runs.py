@@ -17,9 +17,11 @@ from msgspec import Meta
 
 from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.errors import ApiError
+from aivos.edge.api.responses import raises
 from aivos.edge.ownership import check_run, runs_filter
 from aivos.edge.workflows.engine import WorkflowEngine
 from aivos.edge.workflows.views import RunDetail, RunResult, RunSummary, summary
+from aivos.shared.errors import AivosError, Conflict, DiskFull, NotFound
 
 __all__ = ["RunsController", "RunList", "DecisionIn"]
 
@@ -31,6 +33,11 @@ class RunList(msgspec.Struct, frozen=True):
 
 class DecisionIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     note: Annotated[str, Meta(max_length=2000)] | None = None
+
+
+# an operator action: the run may not exist or not allow it; it writes; the note is a body
+_ACTION = raises(NotFound, Conflict, DiskFull, AivosError)
+_DECISION = {**_ACTION, "raw_body": True}
 
 
 def _operator(request: Request[Any, Any, Any]) -> str:
@@ -73,34 +80,34 @@ class RunsController(Controller):
             next_before=rows[-1].id if len(rows) == limit else None,
         )
 
-    @get("/{run_id:str}")
+    @get("/{run_id:str}", opt=raises(NotFound))
     async def get_run(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunDetail:
         check_run(workflows, run_id, caller_of(request))
         return workflows.run_detail(run_id)
 
-    @post("/{run_id:str}/approve", guards=[requires("operator")], status_code=200)
+    @post("/{run_id:str}/approve", guards=[requires("operator")], status_code=200, opt=_DECISION)
     async def approve(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
         note = await _note(request)
         return await workflows.approve(run_id, _operator(request), note)
 
-    @post("/{run_id:str}/reject", guards=[requires("operator")], status_code=200)
+    @post("/{run_id:str}/reject", guards=[requires("operator")], status_code=200, opt=_DECISION)
     async def reject(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
         note = await _note(request)
         return await workflows.reject(run_id, _operator(request), note)
 
-    @post("/{run_id:str}/cancel", guards=[requires("operator")], status_code=200)
+    @post("/{run_id:str}/cancel", guards=[requires("operator")], status_code=200, opt=_ACTION)
     async def cancel(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:
         return await workflows.cancel(run_id, _operator(request))
 
-    @post("/{run_id:str}/retry", guards=[requires("operator")], status_code=202)
+    @post("/{run_id:str}/retry", guards=[requires("operator")], status_code=202, opt=_ACTION)
     async def retry(
         self, run_id: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
     ) -> RunResult:

@@ -13,17 +13,21 @@ from litestar.params import Parameter
 from aivos.edge.agent import Agent
 from aivos.edge.api.auth import caller_of, requires
 from aivos.edge.api.convert import fact_out, session_out
-from aivos.edge.api.schemas import FactIn, FactOut, SessionOut
+from aivos.edge.api.responses import raises
+from aivos.edge.api.schemas import FactIn, FactOut, SessionOut, documented_body
+from aivos.shared.errors import AivosError, Conflict, DiskFull, NotFound
 
 __all__ = ["SessionsController"]
 
 SessionPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 KeyPath = Annotated[str, Parameter(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+_WRITE = raises(NotFound, DiskFull, AivosError)
 
 
 class SessionsController(Controller):
     path = "/v1/sessions/{session_id:str}"
     guards = [requires("client")]
+    opt = raises(NotFound)
 
     @get("/")
     async def get_session(
@@ -31,7 +35,7 @@ class SessionsController(Controller):
     ) -> SessionOut:
         return session_out(agent.sessions.get(session_id, caller_of(request)))
 
-    @delete("/", status_code=204)
+    @delete("/", status_code=204, opt=_WRITE)
     async def forget(
         self, session_id: SessionPath, agent: Agent, request: Request[Any, Any, Any]
     ) -> None:
@@ -43,12 +47,12 @@ class SessionsController(Controller):
     ) -> list[FactOut]:
         return [fact_out(f) for f in agent.sessions.facts(session_id, caller_of(request))]
 
-    @put("/facts/{key:str}")
+    @put("/facts/{key:str}", opt=raises(NotFound, Conflict, DiskFull, AivosError))
     async def put_fact(
         self,
         session_id: SessionPath,
         key: KeyPath,
-        data: FactIn,
+        data: Annotated[FactIn, documented_body()],
         agent: Agent,
         request: Request[Any, Any, Any],
     ) -> FactOut:
@@ -61,7 +65,7 @@ class SessionsController(Controller):
     ) -> FactOut:
         return fact_out(agent.sessions.get_fact(session_id, key, caller_of(request)))
 
-    @delete("/facts/{key:str}", status_code=204)
+    @delete("/facts/{key:str}", status_code=204, opt=_WRITE)
     async def delete_fact(
         self, session_id: SessionPath, key: KeyPath, agent: Agent, request: Request[Any, Any, Any]
     ) -> None:
