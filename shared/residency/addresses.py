@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from aivos.shared.residency.scan import Scan, Words, in_windows, matches_at
 from aivos.shared.residency.spans import Span
-from aivos.shared.residency.words import CAP_WORD, UPPER, strip_trailing
+from aivos.shared.residency.words import CAP_WORD, UPPER, strip_trailing, trie
 
 __all__ = ["AddressRecognizer"]
 
@@ -32,7 +32,15 @@ _SUFFIX_EN = (
     r"Alley|Bypass|Causeway|Cove|Creek|Estates?|Expressway|Falls|Fields?|Forest|Gateway|Glen|"
     r"Harbor|Haven|Island|Junction|Lakes?|Landing|Meadows?|Mills?|Mount|Orchard|Oval|Pass|"
     r"Pines|Plains?|Ranch|Rapids|Rest|Route|Run|Shores?|Stream|Track|Trace|Tunnel|Underpass|"
-    r"Union|Viaduct|Ville|Wharf|Motorway|Green|Broadway|Esplanade|Parade|Quay"
+    r"Union|Viaduct|Ville|Wharf|Motorway|Green|Broadway|Esplanade|Parade|Quay|"
+    # the rest of the USPS street suffixes (Publication 28, C1) and a few British ones
+    r"Anex|Arcade|Bayou|Beach|Bend|Bluffs?|Bottom|Branch|Bridge|Brooks?|Burgs?|Camp|Canyon|"
+    r"Cape|Centers?|Circles|Cliffs?|Club|Corners?|Course|Courts|Coves|Crest|Crossroads?|Curve|"
+    r"Dale|Dam|Divide|Drives|Extensions?|Ferry|Flats?|Fords?|Forges?|Forks?|Fort|Freeway|Glens|"
+    r"Groves|Harbors|Hollow|Inlet|Islands|Isle|Junctions|Knolls?|Lodge|Mall|Manors|Mission|"
+    r"Mountains?|Neck|Overpass|Parks|Parkways|Passage|Points|Prairie|Radial|Ramp|Ridges|River|"
+    r"Roads|Shoals?|Skyway|Spurs?|Squares|Stravenue|Streets|Throughway|Trafficway|Trailer|"
+    r"Unions|Valleys|Views|Villages|Walks|Wall|Ways|Drove|Wynd"
 )
 # street-name endings of continental Europe: "Vesterskovvej 79", "Kopfhölzistrasse 45"
 _SUFFIX_EU = tuple(
@@ -75,19 +83,30 @@ _SUFFIX_EU = tuple(
         "vegur",
         "vegen",
         "veien",
+        "u.",  # Hungarian utca
+        "útja",
+        "terrasse",
+        "trg",
+        "sokak",
+        "caddesi",
+        "str",
     ]
 )
 _PREFIX_EU = (
     r"rue|avenue|boulevard|bd|chemin|allée|impasse|place|quai|via|viale|piazza|corso|largo|"
     r"calle|avenida|av\.|paseo|plaza|carrer|rua|travessa|praça|ul\.|ulica|al\.|aleja|"
-    r"straße|strada|calea|bulevardul|odos|ulitsa"
+    r"straße|strada|calea|bulevardul|odos|ulitsa|avda\.|c/|av|trg|λεωφόρος|οδός"
 )
+# lower-case particles inside street and place names (`Paseo del Mar`, `Soto del Barco`)
+_PARTICLE = r"(?:de|du|des|la|le|del|della|dei|degli|delle|di|da|do|dos|das|van|von|der|den|na|y|i)"
+# the same alternations as tries (tried by first letter: the street regex runs often)
+_SUFFIX_TRIE, _PREFIX_TRIE = trie(_SUFFIX_EN), trie(_PREFIX_EU)
 _NUM = r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?"
 _WORDS = rf"(?:{_CAP}\.?[ ]){{0,4}}"
 _STREET = (
-    rf"(?:{_NUM}[ ]+)?(?:{_NUM}[ ]+{_WORDS}{_CAP}?(?:{_SUFFIX_EN})\b\.?"  # 217 Lovers Lane
-    rf"|(?:{_NUM}[ ,]+)?(?i:{_PREFIX_EU})[ ]+(?:(?:de|du|des|la|le|del|della|di|da|do|dos|das"
-    rf"|van|von)[ ]+)*{_WORDS}{_CAP}(?:[ ,]+{_NUM})?"  # rue de la Paix, ul. Cicha 86
+    rf"(?:{_NUM}[ ]+)?(?:{_NUM}[ ]+{_WORDS}(?:{_CAP})?(?:{_SUFFIX_TRIE})\b\.?"  # 217 Lovers Lane
+    rf"|(?:{_NUM}[ ,]+)?(?i:{_PREFIX_TRIE})[ ]+(?:{_PARTICLE}[ ]+)*"
+    rf"{_WORDS}{_CAP}(?:[ ,]+{_NUM})?"  # rue de la Paix, ul. Cicha 86
     rf"|{_NUM}[ ]+(?:{_CAP}[ ]){{1,3}}{_NUM}\b"  # 6750 Koskikatu 25, 5850 Jana Nerudy 894
     rf"|(?:P\.?O\.?|Post Office)[ ]?Box[ ]+\d{{1,6}}"
     rf"|(?:USNS|USNV|USS|USCGC)[ ]+{_CAP}(?:[ ,\n]+(?:FPO|APO|DPO)[ ]+[A-Z]{{2}}[ ]+\d{{5}})?"
@@ -97,12 +116,13 @@ _STREET = (
 _UNIT = r"(?i:\b(?:apt|apartment|suite|ste|unit|flat|room|floor|fl)\b\.?[ ]?#?[ ]?\d{1,5}[A-Za-z]?)"
 # city / region / postcode / country lines or comma parts that follow a street
 _TAIL = (
-    rf"(?:(?:[ ]*,[ ]*|[ ]*\n[ >]*|[ ]+)(?:{_UNIT}|\d{{4,6}}(?:-\d{{4}})?|[A-Z]{{2}}[ ]\d{{5}}"
-    rf"|[{_UP}]{{2,3}}\b|[{_UP}][\w'.()-]*(?:[ ][{_UP}(][\w'.()-]*){{0,3}}(?:[ ]\d{{4,6}})?))"
+    rf"(?:(?:[ ]*,[ ]*|(?:[ ]*\n){{1,2}}[ >•·*?-]*(?:,[ ]*)?|[ ]+)(?:{_UNIT}|\d{{4,6}}(?:-\d{{4}})?|[A-Z]{{2}}[ ]\d{{5}}"
+    rf"|[{_UP}]{{2,3}}\b|[{_UP}][\w'.()-]*(?:[ ](?:{_PARTICLE}[ ])*[{_UP}(][\w'.()-]*){{0,3}}"
+    rf"(?:[ ]\d{{4,6}})?))"
 )
 _ADDRESS = re.compile(rf"(?<![\w-])(?:{_STREET}(?:[ ,]+{_UNIT})?|{_UNIT})(?:{_TAIL}){{0,5}}")
 _EU_STREET = re.compile(
-    rf"(?<![\w-])(?:{_NUM}[ ]+)?(?:{_CAP}[ ])?([^\W\d_][\w'.-]*)[ ]+{_NUM}(?![\w])"
+    rf"(?<![\w-])(?:{_NUM}[ ]+)?(?:{_CAP}[ ]){{0,2}}([^\W\d_][\w'.-]*)[ ]+{_NUM}(?![\w])"
 )
 _TAIL_RE = re.compile(rf"(?:[ ,]+{_UNIT})?(?:{_TAIL}){{0,5}}")
 _ADDRESS_CUE = re.compile(
@@ -111,6 +131,12 @@ _ADDRESS_CUE = re.compile(
     r"(?:[\w' -]{0,30}?)(\d{1,5}(?:[ ]+[\w'.-]+){0,5})"
 )
 
+
+# How every `_ADDRESS` match that starts at a digit begins (one or two house numbers, then a
+# capitalised word or a street prefix): a cheap test before the big regex is tried there.
+_DIGIT_GATE = re.compile(
+    rf"{_NUM}(?:[ ]+{_NUM})?(?:[ ]+(?:{_NUM}[ ]+)?[{_UP}]|[ ,]+(?i:{_PREFIX_TRIE}))"
+)
 
 _PREFIX_WORDS = tuple(w.replace("\\", "") for w in _PREFIX_EU.split("|"))
 # where an `_ADDRESS` match can start besides a digit run (lower case, verified by the regex)
@@ -134,7 +160,9 @@ class AddressRecognizer:
 
     def find_scanned(self, scan: Scan) -> list[Span]:
         text = scan.text
-        starts = sorted({*scan.digit_run_starts(), *scan.word_starts(_STREET_STARTS)})
+        gate = _DIGIT_GATE.match
+        digits = [p for p in scan.digit_run_starts() if gate(text, p)]
+        starts = sorted({*digits, *scan.word_starts(_STREET_STARTS)})
         if scan.max_digits:
             eu = in_windows(_EU_STREET, text, _eu_windows(scan))
             cued = matches_at(_ADDRESS_CUE, text, scan.word_starts(_CUE_STARTS))
@@ -169,13 +197,13 @@ def _eu_windows(scan: Scan) -> list[tuple[int, int]]:
         j = p
         while j > 0 and text[j - 1] == " ":
             j -= 1
-        if j == p or j == 0:
+        # every suffix is made of word characters, so the text up to `j` ends with one exactly
+        # when the word before the number does
+        if j == p or j == 0 or not lower.endswith(_SUFFIX_EU, 0, j):
             continue
         k = j
         while k > 0 and (lower[k - 1].isalnum() or lower[k - 1] in "_'.-"):
             k -= 1
-        if not lower[k:j].endswith(_SUFFIX_EU):
-            continue
         ws, we = max(0, k - 48), min(n, p + 16)
         while ws > 0 and not text[ws - 1].isspace():
             ws -= 1

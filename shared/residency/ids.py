@@ -24,7 +24,7 @@ from stdnum.us import rtn
 from aivos.shared.residency.scan import Scan, Words, in_windows, matches_at
 from aivos.shared.residency.spans import Span
 
-__all__ = ["IdRecognizer", "id_recognizers", "ID_COUNTRIES"]
+__all__ = ["IdRecognizer", "id_recognizers", "ID_COUNTRIES", "LEFT_EDGE"]
 
 Validator = Callable[[str], bool]
 
@@ -84,31 +84,30 @@ class IdRecognizer:
     ) -> None:
         self.entity = entity
         self.country = country
+        # kept as given: `IdPack` joins the patterns of a pack into one pass
+        self.pattern, self.flags, self.group, self.valid = pattern, flags, group, valid
+        self.min_digits, self.digit_led, self.cues = min_digits, digit_led, cues
         self._re = re.compile(pattern, flags)
-        self._valid = valid
-        self._group = group
-        self._min_digits = min_digits
-        self._digit_led = digit_led
-        self._cues = Words(*cues) if cues else None
+        self._cue_words = Words(*cues) if cues else None
 
     def find(self, text: str) -> list[Span]:
         return self._spans(self._re.finditer(text))
 
     def find_scanned(self, scan: Scan) -> list[Span]:
-        if scan.max_digits < self._min_digits:
+        if scan.max_digits < self.min_digits:
             return []
-        if self._cues:
-            return self._spans(matches_at(self._re, scan.text, scan.word_starts(self._cues)))
-        if self._digit_led:
-            return self._spans(matches_at(self._re, scan.text, scan.run_starts(self._min_digits)))
-        return self._spans(in_windows(self._re, scan.text, scan.windows(self._min_digits)))
+        if self._cue_words:
+            return self._spans(matches_at(self._re, scan.text, scan.word_starts(self._cue_words)))
+        if self.digit_led:
+            return self._spans(matches_at(self._re, scan.text, scan.run_starts(self.min_digits)))
+        return self._spans(in_windows(self._re, scan.text, scan.windows(self.min_digits)))
 
     def _spans(self, matches: Iterable[re.Match[str]]) -> list[Span]:
-        g = self._group
-        return [Span(m.start(g), m.end(g), self.entity) for m in matches if self._valid(m.group(g))]
+        g = self.group
+        return [Span(m.start(g), m.end(g), self.entity) for m in matches if self.valid(m.group(g))]
 
 
-_B = r"(?<![\w-])(?<!\d[ .-])"  # not glued to a word or a longer code
+LEFT_EDGE = _B = r"(?<![\w-])(?<!\d[ .-])"  # not glued to a word or a longer code
 _E = r"(?![\w]|-\w|[ .-]\d)"
 _CUE_GAP = r"[^\w\n]{0,4}(?:(?:number|no|nr|num|#)\b[^\w\n]{0,4})?(?:is\s+)?"
 _RECOGNIZERS: tuple[IdRecognizer, ...] = (

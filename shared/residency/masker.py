@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
+from aivos.shared.residency.locales import locales_for
 from aivos.shared.residency.normalize import normalize
 from aivos.shared.residency.recognizers import Recognizer, builtin_recognizers, find_all
 
@@ -148,8 +149,17 @@ class Masker:
 
 
 def default_masker(
-    custom: Iterable[Recognizer] = (), locales: Sequence[str] | None = None
+    custom: Iterable[Recognizer] = (),
+    locales: Sequence[str] | None = None,
+    *,
+    region: str | None = None,
 ) -> Masker:
-    """A masker with the built-in recognizers of `locales` (ISO country codes; None = the
-    default pack) plus `custom` ones (checked after the built-ins)."""
+    """A masker with the built-in recognizers of a locale pack plus `custom` ones (checked
+    after the built-ins). The pack is `locales` (ISO country codes, or `"*"` for all) when
+    given, else the one the site's `region` implies (`locales_for`), else every country
+    known. The exit gate passes its policy's pack (`ResidencyPolicy.locale_pack()`)."""
+    if locales is None and region is not None:
+        locales = locales_for(region)
+    elif locales is not None:
+        locales = locales_for("", locales)
     return Masker([*builtin_recognizers(locales), *custom])

@@ -38,12 +38,17 @@ _CUE = re.compile(
     r"regards,?|sincerely,?|cheers,?|dear|hi|hello|thanks,?|by:|from:|to:|contact|"
     r"last name\??|first name\??|surname\??|full name\??|customer|patient|client|"
     r"account holder|cardholder|holder|spouse|husband|wife|son|daughter|mother|father|"
-    r"brother|sister|friend|colleague|manager|doctor|nurse)\b)"
+    r"brother|sister|friend|colleague|manager|doctor|nurse|your name\?)(?:\b|(?<=[:,?])))"
     rf"[ :,]*[\n>]*[ ]*({_NAME_SEQ})"
 )
 _STRONG_CUE = re.compile(
     r"(?i)\b(?:my name is|name is|last name\??|first name\??|surname\??|full name\??)[ :]*"
     r"([^\W\d_][\w'’-]*(?:[ ][^\W\d_][\w'’-]*)?)"
+)
+_LOWER = "a-zß-öø-ÿ"  # lower-case letters after a capital (title case, not ALL CAPS)
+_INITIALLED = re.compile(
+    rf"[{_UP}][{_LOWER}]+(?:['’-][{_UP}]?[{_LOWER}]+)?[ ][{_UP}]\.[ ][{_UP}][{_LOWER}]+"
+    rf"(?:['’-][{_UP}]?[{_LOWER}]+)?(?![\w])"
 )
 _WORD = re.compile(rf"[{_UP}][^\W\d_]*(?:['’-][^\W\d_]+)*")
 
@@ -56,7 +61,7 @@ _TITLE_STARTS = (
 _CUE_STARTS = (
     "my name", "name", "i am", "i'm", "this is", "called", "named", "signed", "regards",
     "sincerely", "cheers", "dear", "hi", "hello", "thanks", "by:", "from:", "to:", "contact",
-    "last name", "first name", "surname", "full name", "customer", "patient", "client",
+    "last name", "first name", "surname", "full name", "customer", "patient", "client", "your name",
     "account holder", "cardholder", "holder", "spouse", "husband", "wife", "son", "daughter",
     "mother", "father", "brother", "sister", "friend", "colleague", "manager", "doctor", "nurse",
 )  # fmt: skip
@@ -73,6 +78,7 @@ class PersonRecognizer:
             text, _TITLE.finditer(text), _CUE.finditer(text), _STRONG_CUE.finditer(text)
         )
         spans.extend(self._gazetteer_spans(text, [(0, len(text))]))
+        spans.extend(self._initialled(text))
         return [s for s in spans if s.end > s.start]
 
     def find_scanned(self, scan: Scan) -> list[Span]:
@@ -87,6 +93,7 @@ class PersonRecognizer:
         hits = _gazetteer_hits(text)
         if hits:
             spans.extend(self._gazetteer_spans(text, _merge(hits, text)))
+        spans.extend(self._initialled(text))
         return [s for s in spans if s.end > s.start]
 
     def _cued(
@@ -116,6 +123,25 @@ class PersonRecognizer:
                 end = start + len(words[0])
             if text[start:end].lower() not in _STOP_LOWER:
                 spans.append(Span(start, end, self.entity))
+        return spans
+
+    def _initialled(self, text: str) -> list[Span]:
+        """`Faina D. Yefremova`: two title-case words around a middle initial with a full
+        stop, a name whatever the gazetteer holds (not glued to a word before it). Looked for
+        only where `. ` follows a lone capital, so a text costs a `str.find` or two."""
+        spans: list[Span] = []
+        i = text.find(". ")
+        while i >= 2:
+            nxt = i + 1
+            if text[i - 1].isupper() and text[i - 2] == " ":
+                k = i - 2
+                while k > 0 and (text[k - 1].isalpha() or text[k - 1] in "'’-"):
+                    k -= 1
+                m = _INITIALLED.match(text, k)
+                if m is not None and (k == 0 or not text[k - 1].isalnum()):
+                    spans.append(Span(m.start(), m.end(), self.entity))
+                    nxt = m.end()
+            i = text.find(". ", nxt)
         return spans
 
     def _trim(self, text: str, start: int, end: int, cue: bool = False) -> Span:

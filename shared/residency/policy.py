@@ -12,7 +12,7 @@ Decoded from the `[residency]` TOML section:
     memory = "local-only"
     telemetry = "allow"
 
-    locales = ["GB", "IE"]                # optional; default follows `region`
+    locales = ["GB", "IE"]                # optional; default follows `region`; ["*"] = all
 
     [[residency.custom]]                  # run on RE2 (linear time); lookaround is rejected
     name = "EMPLOYEE_ID"
@@ -107,7 +107,7 @@ class ResidencyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     custom: tuple[CustomRecognizer, ...] = ()
     exempt_keys: tuple[str, ...] = DEFAULT_EXEMPT_KEYS
     # ISO country codes whose national ids and phone formats are looked for; empty = the
-    # pack the site's `region` implies (see residency.locales)
+    # pack the site's `region` implies, ["*"] = every country known (see residency.locales)
     locales: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -143,8 +143,11 @@ class ResidencyPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     f"lookaround): {exc}",
                 ) from exc
         for i, loc in enumerate(self.locales):
-            if not re.fullmatch(r"[A-Za-z]{2}", loc):
-                raise ConfigError(f"residency.locales[{i}]", "must be an ISO 3166 country code")
+            if not re.fullmatch(r"[A-Za-z]{2}|\*|(?i:all)", loc):
+                raise ConfigError(
+                    f"residency.locales[{i}]",
+                    'must be an ISO 3166 country code, or "*" for every known country',
+                )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "residency") -> ResidencyPolicy:

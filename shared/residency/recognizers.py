@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from aivos.shared.residency.context import context_recognizers
+from aivos.shared.residency.idpack import IdPack
 from aivos.shared.residency.ids import id_recognizers
 from aivos.shared.residency.locales import DEFAULT_LOCALES
 from aivos.shared.residency.phones import PhoneRecognizer
@@ -314,7 +315,7 @@ def builtin_recognizers(locales: Sequence[str] | None = None) -> list[Recognizer
         IbanRecognizer(),
         CardRecognizer(),
         SsnRecognizer(),
-        *id_recognizers(pack),
+        IdPack(id_recognizers(pack)),
         EmailRecognizer(),
         Ipv6Recognizer(),
         Ipv4Recognizer(),

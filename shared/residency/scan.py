@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 
 __all__ = ["Scan", "Words", "matches_at", "in_windows"]
 
 _CLUSTER = re.compile(r"\d(?:[^\n]{0,3}?\d)*")
 _DIGIT_RUN = re.compile(r"\d+")
 _NOT_DIGIT = re.compile(r"\D+")
+_HEAD3, _HEAD2 = itemgetter(slice(3)), itemgetter(slice(2))
 _SNAP = 32  # how far a window edge may move to reach whitespace
 # window margins around a cluster: before, a sign, bracket, brand, id letters, a month name
 # (`25th of December 1985`) or a sort code; after, an extension (`ext. 12345`), a check letter
@@ -108,8 +110,8 @@ class Scan:
             text = self.text
             self._runs = [
                 s
-                for m in _DIGIT_RUN.finditer(text)
-                if (s := m.start()) == 0 or not (text[s - 1].isalnum() or text[s - 1] in "_-")
+                for s in self.all_run_starts
+                if s == 0 or not (text[s - 1].isalnum() or text[s - 1] in "_-")
             ]
         return self._runs
 
@@ -137,7 +139,9 @@ class Scan:
     def all_run_starts(self) -> list[int]:
         """Where every maximal run of digits starts."""
         if self._all_runs is None:
-            self._all_runs = [m.start() for m in _DIGIT_RUN.finditer(self.text)]
+            # every digit lies in a cluster and no run crosses one: search the clusters only
+            text, find = self.text, _DIGIT_RUN.finditer
+            self._all_runs = [m.start() for s, e, _ in self._clusters for m in find(text, s, e)]
         return self._all_runs
 
     def run_starts(self, min_digits: int) -> list[int]:
@@ -169,9 +173,8 @@ class Scan:
         lower = self.lower
         if lower.isascii():
             if self._heads is None:
-                tokens = lower.encode().translate(_SPLIT).split()
-                heads = {t[:3] for t in tokens}
-                self._heads = frozenset(heads.union([h[:2] for h in heads]))
+                heads = set(map(_HEAD3, lower.encode().translate(_SPLIT).split()))
+                self._heads = frozenset(heads.union(map(_HEAD2, heads)))
             candidates = words.present(self._heads)
         else:
             candidates = list(words.words)

@@ -100,6 +100,45 @@ def test_locale_pack_follows_region() -> None:
     assert ResidencyPolicy(region="x", locales=("in",)).locale_pack() == ("IN",)
 
 
+def test_all_locales_option_and_site_pack_masker() -> None:
+    from aivos.shared.residency.locales import DEFAULT_LOCALES
+
+    assert ResidencyPolicy(region="us-east", locales=("*",)).locale_pack() == DEFAULT_LOCALES
+    assert ResidencyPolicy(locales=("all",)).locale_pack() == DEFAULT_LOCALES
+    with pytest.raises(ConfigError, match=r"locales\[0\]"):
+        ResidencyPolicy(locales=("**",))
+    dni = "DNI 12345678Z"
+    assert default_masker(region="eu-west").mask(dni).counts == {"NATIONAL_ID": 1}
+    assert default_masker(region="us-east").mask(dni).counts == {}  # not in the US pack
+    assert default_masker(locales=["*"]).mask(dni).counts == {"NATIONAL_ID": 1}
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("The restaurant is at 217 Lovers Lane, Springfield", "217 Lovers Lane, Springfield"),
+        ("ship it to 17151 2450 Crown St please", "17151 2450 Crown St"),
+        ("Sven\n\n85199 Avda. Rio Nalon 58\n Apt. 461\n\n Spain 61709", "Avda. Rio Nalon 58"),
+        ("It is at Kálmán Imre u. 12. in town", "Kálmán Imre u. 12."),
+        ("Meet at 6 Pinto Flats, Nuuk", "6 Pinto Flats"),
+    ],
+)
+def test_street_addresses(text: str, value: str) -> None:
+    masked = MASKER.mask(text)
+    assert "ADDRESS" in masked.counts and value not in masked.text
+
+
+def test_name_with_a_middle_initial_outside_the_gazetteer() -> None:
+    masked = MASKER.mask("the verses from Faina D. Yefremova's Cautionary Tales")
+    assert "Yefremova" not in masked.text and masked.counts.get("PERSON") == 1
+    assert MASKER.mask("LIVE IN THE U.S. ARMY").counts == {}
+
+
+def test_name_after_a_label_with_a_colon() -> None:
+    masked = MASKER.mask("Date: 2003-08-28\nName: Sieda Batukayev\nPhone: (99) 645-791")
+    assert "Batukayev" not in masked.text and masked.counts.get("PERSON") == 1
+
+
 def test_mask_command_contract() -> None:
     lines = json.dumps({"text": "call +44 20 7946 0958"}) + "\n" + json.dumps({"text": "hi"})
     out = CliRunner().invoke(mask_cmd, [], input=lines)

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from aivos.shared.residency import default_masker
+from aivos.shared.residency.idpack import IdPack
+from aivos.shared.residency.ids import id_recognizers
 from aivos.shared.residency.normalize import normalize
 from aivos.shared.residency.scan import Scan
+from aivos.shared.residency.spans import find_all
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -67,3 +70,33 @@ def test_windows_hold_clusters_with_enough_digits() -> None:
     assert "4111 1111 1111 1111 12/26" in text[start:end]
     assert scan.windows(21) == []
     assert len(scan.windows(1)) == 1  # the margins merge the three clusters
+
+
+@pytest.mark.parametrize("rec", id_recognizers(), ids=lambda r: f"{r.country}-{r.entity}")
+def test_each_id_recognizer_scanned_equals_full_scan(rec) -> None:
+    differ = [t for t in TEXTS if rec.find(t) != rec.find_scanned(Scan(t))]
+    assert differ == []
+
+
+@pytest.mark.parametrize(
+    "pack", [None, ("US", "CA", "MX"), ("GB", "IE"), ("IN",), ("ES", "FR", "IT"), ("BR", "CN")]
+)
+def test_id_pack_equals_its_recognizers_one_by_one(pack) -> None:
+    """The one-pass `IdPack` finds the spans, in the order, of its recognizers run in turn."""
+    recs = id_recognizers(pack)
+    joined = IdPack(recs)
+    differ = [
+        t
+        for t in TEXTS + ID_TEXTS
+        if joined.find_scanned(Scan(t)) != [s for r in recs for s in r.find_scanned(Scan(t))]
+        or find_all(t, [joined]) != find_all(t, recs)
+    ]
+    assert differ == []
+
+
+ID_TEXTS = [
+    "sort code 20-00-00 account 12345678, routing 021000021, SIN 046454286 or 046 454 286, "
+    "passport 123456789, NIE X1234567L, DNI 12345678Z, PAN ABCPE1234F, CPF 111.444.777-35, "
+    "NINO AB 12 34 56 C, codice fiscale RSSMRA85T10A562S, Aadhaar 2345 6789 0124",
+    "NIR 1 84 12 76 451 089 46 and RIC 11010519491231002X, 20-00-00 a/c no. 12345678",
+]
