@@ -22,6 +22,17 @@ def session_file() -> str:
     return str(aivos_home() / "up.json")
 
 
+def _metadata(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`("account=ACC-1", "channel=app")` -> {"account": "ACC-1", "channel": "app"}."""
+    meta: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--meta")
+        meta[key.strip()] = value
+    return meta
+
+
 def _defaults() -> dict[str, str]:
     try:
         with open(session_file(), encoding="utf-8") as fh:
@@ -44,6 +55,13 @@ def _defaults() -> dict[str, str]:
 @click.option(
     "--session", "session_id", default=None, help="Session id, to keep conversation memory."
 )
+@click.option(
+    "--meta",
+    "meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Request metadata (repeatable), e.g. --meta account_id=ACC-1001.",
+)
 @json_option("Print the API's JSON response.")
 @click.option("--timeout", type=float, default=60.0, show_default=True)
 def ask_cmd(
@@ -51,6 +69,7 @@ def ask_cmd(
     url: str | None,
     token: str | None,
     session_id: str | None,
+    meta: tuple[str, ...],
     as_json: bool,
     timeout: float,
 ) -> None:
@@ -67,6 +86,8 @@ def ask_cmd(
     body: dict[str, object] = {"text": text}
     if session_id:
         body["session_id"] = session_id
+    if meta:
+        body["metadata"] = _metadata(meta)
     try:
         resp = httpx.post(
             f"{url}/v1/infer",
@@ -90,6 +111,10 @@ def ask_cmd(
         f"intent {data['intent']} ({data['confidence']:.2f}) · {data['decision']} · "
         f"{data.get('answered_by', '')} · {data['latency_ms']:.1f} ms"
     )
+    generator = data.get("generator")  # the cloud model that answered (model routing)
+    if generator:
+        fallback = ", fallback" if generator.get("fallback") else ""
+        subtitle += f" · {generator.get('model')}@{generator.get('version')}{fallback}"
     console.print(Panel(data.get("answer") or "", title="aivos", subtitle=subtitle, expand=False))
     if data.get("job_id"):
         console.print(f"[dim]job {data['job_id']}: poll {url}/v1/jobs/{data['job_id']}[/dim]")

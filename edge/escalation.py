@@ -3,6 +3,10 @@
 The prompt, the retrieved passages and the allowed memory are masked together (one
 placeholder mapping per request), sent over NATS, and the placeholders in the answer are
 restored on the way back. The mapping never leaves this process.
+
+A request may name a cloud model class (`edge.router.model_class_for`: the intent's rule, else
+the policy's); it then goes to the cloud's model router, whose `Done` names the model and
+version that answered (`generator_of`).
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from typing import Literal, Protocol
 
 import msgspec
 
+from aivos.edge.results import Generator
 from aivos.edge.uplink.generation import generate, stream_generate
 from aivos.edge.uplink.link import Uplink
 from aivos.shared.errors import LinkDown
 from aivos.shared.messages import Done, GenerateRequest, Passage, Token, now_ms
 from aivos.shared.residency import DataClass, ExitGate, MaskMapping
 
-__all__ = ["Escalator", "Prepared", "PlaceholderStreamRestorer"]
+__all__ = ["Escalator", "Prepared", "PlaceholderStreamRestorer", "generator_of"]
 
 
 class _PassageLike(Protocol):
@@ -61,8 +66,10 @@ class Escalator:
         *,
         stream: bool = False,
         priority: Literal["interactive", "background"] = "interactive",
+        model_class: str | None = None,
     ) -> Prepared:
-        """Mask everything that will leave; raises ResidencyDenied when escalation may not leave."""
+        """Mask everything that will leave; raises ResidencyDenied when escalation may not leave.
+        `model_class`: the cloud model class to ask for (None: the default queue group)."""
         mapping = MaskMapping()
         decision = self.gate.apply(
             DataClass.ESCALATION_PROMPT,
@@ -89,6 +96,7 @@ class Escalator:
             max_tokens=self.max_tokens,
             stream=stream,
             priority=priority,
+            model_class=model_class,
         )
         return Prepared(request=request, mapping=mapping, pii_counts=counts)
 
@@ -126,6 +134,14 @@ class Escalator:
                     yield tail
                 yield (self.gate.restore(item.text, prepared.mapping), item)
                 return
+
+
+def generator_of(done: Done) -> Generator | None:
+    """The model that produced `done`, when the cloud named one (a class request answered
+    through the model router); None for the default queue group or an older cloud."""
+    if not done.model:
+        return None
+    return Generator(model=done.model, version=done.version, fallback=done.fallback)
 
 
 class PlaceholderStreamRestorer:

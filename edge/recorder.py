@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
+
 from aivos.edge.observability import AgentMetrics
 from aivos.edge.results import InferResult, Outcome, Query, Understood
 from aivos.edge.stats import RollingStats
@@ -66,6 +68,7 @@ class Recorder:
             answered_by=outcome.answered_by,
             truncated=u.prediction.truncated,
             run_id=outcome.run_id,
+            generator=outcome.generator,
         )
         try:
             await self._write(query, result, outcome)
@@ -77,7 +80,17 @@ class Recorder:
         return result
 
     async def _write(self, query: Query, result: InferResult, outcome: Outcome) -> None:
-        """The audit row and the turns are issued together so they land in one group commit."""
+        """The audit row and the turns are issued together so they land in one group commit.
+        A generated answer's row names the model that produced it (`detail.generator`)."""
+        detail: dict[str, Any] = {
+            "reason": outcome.reason,
+            "answered_by": result.answered_by,
+            "n_passages": len(result.passages),
+            "job_id": result.job_id,
+            "site": self._site,
+        }
+        if outcome.generator is not None:
+            detail["generator"] = msgspec.to_builtins(outcome.generator)
         audit = AuditRecord(
             id=result.request_id,
             kind="decision",
@@ -88,13 +101,7 @@ class Recorder:
             latency_ms=result.latency_ms,
             pii_counts=outcome.pii_counts,
             trace_id=current_trace_id(),
-            detail={
-                "reason": outcome.reason,
-                "answered_by": result.answered_by,
-                "n_passages": len(result.passages),
-                "job_id": result.job_id,
-                "site": self._site,
-            },
+            detail=detail,
         )
         writes: list[Awaitable[Any]] = [
             self.store.append_audit(audit, sync=self.gate.allows(DataClass.AUDIT))

@@ -26,6 +26,7 @@ __all__ = [
     "Passage",
     "Understood",
     "Outcome",
+    "Generator",
     "InferResult",
     "StreamMeta",
     "StreamToken",
@@ -94,6 +95,15 @@ class Understood(msgspec.Struct):
     route: Route
 
 
+class Generator(msgspec.Struct, frozen=True):
+    """The cloud model that produced a generated answer, as the model router's `Done` names
+    it: catalogue model, its version, and whether a fallback of the class answered."""
+
+    model: str
+    version: str
+    fallback: bool = False
+
+
 class Outcome(msgspec.Struct, frozen=True):
     """How one request was answered: what every branch of the pipeline returns and the one
     place that records requests turns into an `InferResult` and an audit row."""
@@ -104,6 +114,7 @@ class Outcome(msgspec.Struct, frozen=True):
     job_id: str | None = None
     pii_counts: dict[str, int] = {}
     run_id: str | None = None
+    generator: Generator | None = None  # a cloud answer from a named model (model routing)
 
 
 class InferResult(msgspec.Struct, frozen=True, omit_defaults=False):
@@ -119,6 +130,7 @@ class InferResult(msgspec.Struct, frozen=True, omit_defaults=False):
     answered_by: AnsweredBy = "local"
     truncated: bool = False
     run_id: str | None = None
+    generator: Generator | None = None
 
 
 class StreamMeta(msgspec.Struct, frozen=True):

@@ -13,7 +13,8 @@ Per request:
    open, or when less of the budget is left than its ``min_budget_ms`` (deadline pressure);
    otherwise forward the request to ``aivos.model.<site>.<model>`` with a deadline that
    keeps the next link's ``min_budget_ms`` in reserve, and relay the worker's replies
-   (`Accepted`, `Token`..., `Done`) to the edge's inbox as they arrive;
+   (`Token`..., `Done`; `Accepted` only when the request streams) to the edge's inbox as
+   they arrive;
 3. `Saturated`, an error, no responders or a timeout before any token was relayed move
    the request down the chain (errors and timeouts count against the model's breaker;
    saturation does not). Once tokens have reached the edge the answer is committed: a
@@ -23,6 +24,16 @@ Per request:
 
 When every link was saturated (or saturated/skipped) the edge gets `Saturated` and retries
 or falls back as with a busy worker; when none could answer, ``no_model_available``.
+
+**The default path behind the router.** With quotas in the catalogue, requests naming no
+class (``aivos.gen.<site>``) must not skip them: the catalogue's default model then leaves
+the ``aivos-gen`` queue group (`cloud.worker.cli.catalogue_worker`) and routers serve
+``aivos.gen.*`` too (`routes_default_path`), as a one-link chain of the default model with
+the quota check and usage counting of any class; the `Done` relayed is the worker's own,
+naming no model, as a request without a class always got. No default model: such requests
+get ``unknown_model_class``.
+
+Replies from the workers all arrive on one wildcard subscription (`cloud.models.replies`).
 """
 
 from __future__ import annotations
@@ -39,10 +50,10 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from aivos.cloud.models.breaker import CircuitBreaker
+from aivos.cloud.models.replies import ReplyInbox
 from aivos.cloud.models.usage import SiteQuotaExhausted, UsageLedger, estimate_prompt_tokens
 from aivos.cloud.worker.catalogue import Catalogue, ChainLink
 from aivos.cloud.worker.stats import LatencyWindow
-from aivos.shared.errors import ConfigError
 from aivos.shared.messages import (
     Accepted,
     Done,
@@ -56,9 +67,14 @@ from aivos.shared.messages import (
     encode,
     now_ms,
 )
-from aivos.shared.subjects import GEN_ALL_CLASSES, GEN_ROUTE_QUEUE_GROUP, model_subject
+from aivos.shared.subjects import (
+    GEN_ALL_CLASSES,
+    GEN_ALL_SITES,
+    GEN_ROUTE_QUEUE_GROUP,
+    model_subject,
+)
 
-__all__ = ["ModelRouter", "ModelCounters"]
+__all__ = ["ModelRouter", "ModelCounters", "routes_default_path"]
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +107,20 @@ class _Exchange:
     tokens_sent: int = 0
 
 
+def routes_default_path(catalogue: Catalogue) -> bool:
+    """Whether requests naming no class go through the router (quotas are set), rather than
+    straight to the default model's workers on ``aivos-gen``."""
+    return bool(catalogue.quotas)
+
+
 class _Outcome(msgspec.Struct):
-    kind: str  # "done", "saturated", "failed", "committed"
+    kind: str  # "done", "saturated", "failed", "committed"; "accepted": still going
     code: str = ""
     message: str = ""
     retry_after_ms: int = 0
+
+
+_ACCEPTED = _Outcome("accepted")
 
 
 class ModelRouter:
@@ -120,34 +145,54 @@ class ModelRouter:
             name: CircuitBreaker(policy.failures, policy.cooldown_s) for name in catalogue.models
         }
         self.counters = {name: ModelCounters() for name in catalogue.models}
+        self._chains = {name: catalogue.resolve(name) for name in catalogue.classes}
+        default = catalogue.default_model
+        self._default_chain = (
+            (ChainLink(model=default, entry=catalogue.entry(default), primary=True),)
+            if default is not None
+            else ()
+        )
         self._nc: NATS | None = None
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
+        self._replies = ReplyInbox()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
 
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """What this router serves (queue group ``aivos-route``)."""
+        if routes_default_path(self.catalogue):
+            return (GEN_ALL_CLASSES, GEN_ALL_SITES)
+        return (GEN_ALL_CLASSES,)
+
     async def start(self, nc: NATS) -> None:
         self._nc = nc
-        self._sub = await nc.subscribe(
-            GEN_ALL_CLASSES, queue=GEN_ROUTE_QUEUE_GROUP, cb=self._on_request
-        )
+        await self._replies.start(nc)
+        for subject in self.subjects:
+            self._subs.append(
+                await nc.subscribe(subject, queue=GEN_ROUTE_QUEUE_GROUP, cb=self._on_request)
+            )
         await nc.flush()
         if self.ledger.path is not None:
             self._flusher = asyncio.create_task(self._flush_loop())
         log.info(
-            "model router serving %s (%d classes)", GEN_ALL_CLASSES, len(self.catalogue.classes)
+            "model router serving %s (%d classes)",
+            ", ".join(self.subjects),
+            len(self.catalogue.classes),
         )
 
     async def drain(self, grace_s: float = 30.0) -> None:
-        if self._sub is not None:
+        for sub in self._subs:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+                await sub.unsubscribe()
+        self._subs = []
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        await self._replies.stop()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -178,7 +223,9 @@ class ModelRouter:
         except msgspec.MsgspecError as exc:
             await self._send(msg.reply, Error(request_id="", code="bad_request", message=str(exc)))
             return
-        _, _, site, model_class = msg.subject.split(".", 3)
+        tokens = msg.subject.split(".")
+        site = tokens[2]
+        model_class = tokens[3] if len(tokens) == 4 else None  # None: the default path
         if request.site != site or request.model_class not in (None, model_class):
             await self._send(
                 msg.reply,
@@ -192,7 +239,8 @@ class ModelRouter:
         if len(self._tasks) >= self.max_in_flight:
             await self._send(msg.reply, Saturated(request_id=request.request_id, worker="router"))
             return
-        request = msgspec.structs.replace(request, model_class=model_class)
+        if request.model_class != model_class:
+            request = msgspec.structs.replace(request, model_class=model_class)
         exchange = _Exchange(request, msg.reply, dict(msg.headers) if msg.headers else None)
         task = asyncio.create_task(self._route(exchange))
         self._tasks.add(task)
@@ -201,11 +249,17 @@ class ModelRouter:
     async def _route(self, ex: _Exchange) -> None:
         request = ex.request
         rid = request.request_id
-        assert request.model_class is not None
-        try:
-            chain = self.catalogue.resolve(request.model_class)
-        except ConfigError:
-            msg = f"no model class {request.model_class!r}"
+        chain = (
+            self._chains.get(request.model_class)
+            if request.model_class is not None
+            else self._default_chain
+        )
+        if not chain:
+            msg = (
+                f"no model class {request.model_class!r}"
+                if request.model_class is not None
+                else "this cloud needs a model class (no default model)"
+            )
             await self._send(ex.reply_to, Error(rid, code="unknown_model_class", message=msg))
             return
         try:
@@ -283,13 +337,8 @@ class ModelRouter:
             deadline_unix_ms=now_ms() + int(budget_ms),
             max_tokens=min(request.max_tokens, limit),
         )
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def _put(msg: Msg) -> None:
-            queue.put_nowait(msg)
-
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, cb=_put)
+        replies = self._replies
+        box = replies.open()
         start = time.monotonic()
         deadline = start + budget_ms / 1000.0
         accept_by = start + self.accept_timeout_s
@@ -298,7 +347,7 @@ class ModelRouter:
             await nc.publish(
                 model_subject(request.site, link.model),
                 encode(forwarded),
-                reply=inbox,
+                reply=box.subject,
                 headers=ex.headers,
             )
             while True:
@@ -307,40 +356,51 @@ class ModelRouter:
                     wait = min(wait, accept_by - time.monotonic())
                 if wait <= 0:
                     return await self._lost(ex, "timeout" if accepted else "no_accept")
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=wait)
-                except TimeoutError:
+                msg = await box.get(wait)
+                if msg is None:
                     continue
-                if msg.headers and msg.headers.get("Status") == "503":
-                    return _Outcome("failed", code="no_responders")
-                try:
-                    reply = decode_reply(msg.data)
-                except msgspec.MsgspecError:
-                    return await self._lost(ex, "bad_reply")
-                if reply.request_id != request.request_id:
-                    continue
-                if isinstance(reply, Accepted):
+                outcome = await self._relay(ex, link, msg, start)
+                if outcome is _ACCEPTED:
                     accepted = True
-                    if not ex.accepted_sent:
-                        ex.accepted_sent = True
-                        await self._send(ex.reply_to, msg.data)
-                elif isinstance(reply, Token):
-                    accepted = True
-                    ex.tokens_sent += 1
-                    await self._send(ex.reply_to, msg.data)
-                elif isinstance(reply, Done):
-                    await self._finish(ex, link, reply, time.monotonic() - start)
-                    return _Outcome("done")
-                elif isinstance(reply, Saturated):
-                    return _Outcome("saturated", retry_after_ms=reply.retry_after_ms)
-                elif isinstance(reply, Error):
-                    if ex.tokens_sent:
-                        await self._send(ex.reply_to, msg.data)
-                        return _Outcome("committed", code=reply.code)
-                    return _Outcome("failed", code=reply.code, message=reply.message)
+                elif outcome is not None:
+                    return outcome
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            replies.close(box)
+
+    async def _relay(
+        self, ex: _Exchange, link: ChainLink, msg: Msg, start: float
+    ) -> _Outcome | None:
+        """Handle one worker reply: relay it, or say how the attempt ended (`_ACCEPTED`: it
+        goes on, now accepted; None: it goes on)."""
+        if msg.headers and msg.headers.get("Status") == "503":
+            return _Outcome("failed", code="no_responders")
+        try:
+            reply = decode_reply(msg.data)
+        except msgspec.MsgspecError:
+            return await self._lost(ex, "bad_reply")
+        if reply.request_id != ex.request.request_id:
+            return None
+        if isinstance(reply, Accepted):
+            # relayed for a streamed answer only: an edge waiting for Done ignores it, and
+            # the hop's cost is mostly its messages (benchmarks/model_routing.py)
+            if ex.request.stream and not ex.accepted_sent:
+                ex.accepted_sent = True
+                await self._send(ex.reply_to, msg.data)
+            return _ACCEPTED
+        if isinstance(reply, Token):
+            ex.tokens_sent += 1
+            await self._send(ex.reply_to, msg.data)
+            return _ACCEPTED
+        if isinstance(reply, Done):
+            await self._finish(ex, link, reply, msg.data, time.monotonic() - start)
+            return _Outcome("done")
+        if isinstance(reply, Saturated):
+            return _Outcome("saturated", retry_after_ms=reply.retry_after_ms)
+        assert isinstance(reply, Error)
+        if ex.tokens_sent:
+            await self._send(ex.reply_to, msg.data)
+            return _Outcome("committed", code=reply.code)
+        return _Outcome("failed", code=reply.code, message=reply.message)
 
     async def _lost(self, ex: _Exchange, code: str) -> _Outcome:
         if not ex.tokens_sent:
@@ -352,23 +412,34 @@ class ModelRouter:
         )
         return _Outcome("committed", code=code)
 
-    async def _finish(self, ex: _Exchange, link: ChainLink, done: Done, took_s: float) -> None:
+    async def _finish(
+        self, ex: _Exchange, link: ChainLink, done: Done, data: bytes, took_s: float
+    ) -> None:
+        """Relay the `Done`, then count it once the relay is on its way (the client writes
+        to the socket on the loop's next turn: counting first would delay the answer)."""
+        version = done.version or link.entry.version
+        if ex.request.model_class is None or (link.primary and done.model == link.model):
+            # the default path (no model named), or the primary's worker named itself: the
+            # worker's Done as it is, not decoded and encoded again
+            await self._send(ex.reply_to, data)
+        else:
+            stamped = msgspec.structs.replace(
+                done, model=link.model, version=version, fallback=not link.primary
+            )
+            await self._send(ex.reply_to, stamped)
+        asyncio.get_running_loop().call_soon(
+            self._count, ex.request, link, version, done.n_tokens, took_s
+        )
+
+    def _count(
+        self, request: GenerateRequest, link: ChainLink, version: str, n_out: int, took_s: float
+    ) -> None:
         counters = self.counters[link.model]
         if link.primary:
             counters.primary += 1
         else:
             counters.fallback += 1
         counters.latency.add(took_s * 1000.0)
-        version = done.version or link.entry.version
-        stamped = msgspec.structs.replace(
-            done, model=link.model, version=version, fallback=not link.primary
-        )
-        await self._send(ex.reply_to, stamped)
-        self.ledger.record(
-            ex.request.site,
-            link.model,
-            version,
-            estimate_prompt_tokens(ex.request),
-            done.n_tokens,
-            fallback=not link.primary,
-        )
+        tokens_in = estimate_prompt_tokens(request)
+        fallback = not link.primary
+        self.ledger.record(request.site, link.model, version, tokens_in, n_out, fallback=fallback)

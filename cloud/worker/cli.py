@@ -3,7 +3,8 @@
 With ``--catalogue FILE --model NAME`` (repeatable) the process serves those catalogue
 entries instead, each on its own subject and queue group (``aivos.model.*.<NAME>``,
 ``aivos-model-<NAME>``) with the entry's backend, version and limits; the catalogue's
-``default_model`` also joins the default queue group ``aivos-gen``."""
+``default_model`` also joins the default queue group ``aivos-gen``, unless the catalogue
+sets quotas (the model routers then serve the default path, so it counts against them)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,10 @@ def catalogue_worker(
             backend = make_backend(
                 "openai", openai_url=entry.url, openai_model=entry.remote_model, api_key=key
             )
-    also = ((GEN_ALL_SITES, GEN_QUEUE_GROUP),) if catalogue.default_model == model else ()
+    # with quotas the default path goes through the router (cloud.models.router), so that
+    # a request naming no class cannot skip them
+    serves_default = catalogue.default_model == model and not catalogue.quotas
+    also = ((GEN_ALL_SITES, GEN_QUEUE_GROUP),) if serves_default else ()
     return GenerationWorker(
         backend,
         concurrency=entry.limits.concurrency,

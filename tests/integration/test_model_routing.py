@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
+from aivos.cloud.models.replies import ReplyInbox
 from aivos.cloud.models.router import ModelRouter
 from aivos.cloud.models.usage import UsageLedger
 from aivos.cloud.worker.backend import BackendError, GenerationBackend
@@ -19,7 +20,7 @@ from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.cloud.worker.cli import catalogue_worker
 from aivos.cloud.worker.service import GenerationWorker
 from aivos.edge.uplink.generation import SiteQuotaExceeded, generate, stream_generate
-from aivos.shared.errors import GenerationFailed, WorkerSaturated
+from aivos.shared.errors import GenerationFailed, NoResponders, WorkerSaturated
 from aivos.shared.messages import Done, GenerateRequest, Token
 from aivos.shared.natsconf import NatsServer
 from tests.fixtures.nats import ScriptedBackend, running_worker
@@ -59,8 +60,11 @@ requests_per_day = 1
 """
 
 
-def _catalogue(min_budget: int = 0) -> Catalogue:
-    return parse_catalogue(CATALOGUE.replace("{min_budget}", str(min_budget)))
+def _catalogue(min_budget: int = 0, *, quotas: bool = True) -> Catalogue:
+    text = CATALOGUE.replace("{min_budget}", str(min_budget))
+    if not quotas:
+        text = text.partition("[quotas.stingy]")[0]
+    return parse_catalogue(text)
 
 
 class FailingBackend:
@@ -264,8 +268,9 @@ async def test_unknown_class_and_no_model_left_are_errors(nats_hub: NatsServer) 
 async def test_default_path_still_works_both_ways(nats_hub: NatsServer) -> None:
     """A request naming no model reaches the default model's workers on aivos-gen and gets
     the old-style Done; a class request with no router in the cloud falls back to the
-    default queue group (an old cloud)."""
-    cat = _catalogue()
+    default queue group (an old cloud). (A catalogue without quotas: with quotas the default
+    path goes through the router, see the next test.)"""
+    cat = _catalogue(quotas=False)
     async with model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["d"]), "wb"):
         edge = await nats.connect(nats_hub.url)
         try:
@@ -288,3 +293,53 @@ async def test_old_worker_without_catalogue_serves_a_new_edge(nats_hub: NatsServ
     assert done.text == "legacy"
     await eventually(lambda: backend.requests, what="the request at the old worker")
     assert backend.requests[0].model_class is None  # sent without the class
+
+
+async def test_with_quotas_the_default_path_cannot_skip_the_router(nats_hub: NatsServer) -> None:
+    """Quotas in the catalogue: the default model's workers leave aivos-gen and the router
+    serves it, so a request naming no class counts against the site's quota (and gets the
+    old-style Done, naming no model)."""
+    cat = _catalogue()
+    async with model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["d"]), "wb"):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            with pytest.raises(NoResponders):  # no router: nothing serves the default path
+                await generate(edge, _req("r0", site="stingy", cls=None), timeout_s=10)
+            async with model_router(nats_hub.url, cat) as router:
+                plain = await generate(edge, _req("r1", site="stingy", cls=None), timeout_s=10)
+                with pytest.raises(SiteQuotaExceeded, match="1 of 1 requests"):
+                    await generate(edge, _req("r2", site="stingy", cls=None), timeout_s=10)
+                with pytest.raises(SiteQuotaExceeded):  # naming a class does not help
+                    await generate(edge, _req("r3", site="stingy"), timeout_s=10)
+        finally:
+            await edge.close()
+    assert (plain.text, plain.model, plain.version, plain.fallback) == ("d", "", "", False)
+    (row,) = router.ledger.rows()
+    assert (row.site, row.model, row.version, row.requests) == ("stingy", "backup", "b-1", 1)
+    assert router.counters["backup"].primary == 1
+
+
+async def test_one_reply_subscription_serves_every_attempt(nats_hub: NatsServer) -> None:
+    """Each attempt gets its own reply subject under the router's one wildcard subscription;
+    replies to an attempt that has ended reach no one."""
+    nc = await nats.connect(nats_hub.url)
+    inbox = ReplyInbox()
+    await inbox.start(nc)
+    try:
+        first, second = inbox.open(), inbox.open()
+        assert first.subject != second.subject and len(inbox) == 2
+        await nc.publish(second.subject, b"two")
+        await nc.publish(first.subject, b"one")
+        got_first, got_second = await first.get(5.0), await second.get(5.0)
+        assert got_first is not None and got_first.data == b"one"
+        assert got_second is not None and got_second.data == b"two"
+        inbox.close(first)
+        await nc.publish(first.subject, b"late")
+        await nc.publish(second.subject, b"marker")
+        marker = await second.get(5.0)  # after the late reply, on the same connection
+        assert marker is not None and marker.data == b"marker"
+        assert await first.get(0.0) is None and len(inbox) == 1
+        assert await second.get(0.05) is None  # nothing more: the wait times out
+    finally:
+        await inbox.stop()
+        await nc.close()
