@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from aivos.edge.escalation import Escalator
+from aivos.edge.escalation import Escalator, generator_of
 from aivos.edge.results import Passage
 from aivos.edge.store import Job, Store
 from aivos.shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
@@ -89,6 +89,7 @@ class EscalationJobRunner:
                 msgspec.convert(request.get("passages", []), list[Passage]),
                 request.get("memory", []),
                 priority="background",  # nobody waits on it: live requests go first
+                model_class=request.get("model_class"),
             )
             answer, done = await self.escalator.complete(prepared, self.budget_s)
         except ResidencyDenied as exc:
@@ -114,6 +115,7 @@ class EscalationJobRunner:
                 "backend": done.backend,
                 "n_tokens": done.n_tokens,
                 "pii_counts": prepared.pii_counts,
+                "generator": msgspec.to_builtins(generator_of(done)),
             }
         )
         await self.store.update_job(job.id, state="done", result=result, error=None)
