@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,12 +32,21 @@ from rich.console import Console
 
 from aivos.shared.cli_options import data_dir_option, port_option, site_option
 from aivos.shared.natsconf.permissions import site_inbox_prefix
+from aivos.shared.natsconf.render import HubConfig
 from aivos.shared.natsconf.server import NatsServer, free_port, nats_server_binary
 from aivos.shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
+from aivos.up_scale import cloud_args, operator_token_in, scale_options, start_cluster
 
 __all__ = ["up_cmd", "Appliance"]
 
 console = Console(stderr=True)
+
+# the example documents of a clone (a wheel has none: `up` then starts with an empty index)
+_EXAMPLE_KB = Path(__file__).resolve().parents[1] / "docs" / "examples" / "kb"
+
+# stopped in this order, each stage gone before the next starts: the edge (it uses all the
+# others), the cloud services, the site's leaf node, and last the hub they all talk through
+_STOP_STAGES = (("edge",), ("corebank", "console", "ingest", "worker"), ("leaf",), ("hub",))
 
 
 @dataclass
@@ -55,6 +65,8 @@ class Appliance:
     # the cloud store and fleet registry: `aivos cloud stats/audit --data-dir` read it here
     cloud_dir: Path
     demo: bool = False
+    hub_nodes: int = 1  # > 1: a routed local cluster without TLS (aivos.up_scale)
+    cloud_db: str | None = None  # the cloud stores in PostgreSQL (--cloud-db)
     hub: NatsServer | None = None
     leaf_url: str | None = None  # the site's leaf node (started from its kit)
     kit: Path | None = None  # the site's enrollment kit
@@ -125,11 +137,13 @@ class Appliance:
         when an earlier run enrolled it) and its leaf node run from the kit's leaf.conf."""
         from aivos.cloud.fleet.enroll import retire_rotated, secure_hub_config
 
+        if self.hub_nodes > 1:
+            return start_cluster(self)
         conf = secure_hub_config(
             self.cloud_dir, port=free_port(), leaf_port=free_port(), monitor_port=free_port()
         )
         # start the hub before enrolling: enrollment reloads the hub named by its pid file
-        self.hub = NatsServer(conf, self.cloud_dir / "nats").start()
+        self.hub = self._start_hub(conf)
         leaf_port = free_port()
         self.kit, rotated = self._enroll(leaf_port)
         self._spawn_argv("leaf", [str(nats_server_binary()), "-c", str(self.kit / "leaf.conf")])
@@ -139,6 +153,16 @@ class Appliance:
             retire_rotated(self.cloud_dir, wait_s=10)
         self.lines["hub"] = self.hub.url
         self.lines["leaf"] = self.leaf_url
+
+    def _start_hub(self, conf: HubConfig) -> NatsServer:
+        """The hub runs as a child in its own session like the others, so a Ctrl-C in the
+        terminal reaches only `aivos up`, which stops it last (`stop`)."""
+        hub = NatsServer(conf, self.cloud_dir / "nats")
+        hub.write_config()
+        self._spawn_argv("hub", [str(hub.binary), "-c", str(hub.config_path)])
+        health = f"http://{conf.host}:{conf.monitor_port}/healthz"
+        self._wait("the NATS hub", lambda: httpx.get(health, timeout=1).status_code == 200, 30)
+        return hub
 
     def _enroll(self, leaf_port: int) -> tuple[Path, bool]:
         """Enroll the local site, or give it a new credential generation (the hub's ports
@@ -159,6 +183,8 @@ class Appliance:
     def _service_env(self, role: str) -> dict[str, str]:
         from aivos.cloud.fleet.enroll import service_env
 
+        if self.hub_nodes > 1:
+            return {}  # the local cluster is open (no TLS, no users)
         return service_env(self.cloud_dir, role)
 
     def start_cloud(self) -> None:
@@ -172,8 +198,7 @@ class Appliance:
                 "ingest",
                 "cloud",
                 "ingest",
-                "--nats",
-                self.hub.url,
+                *cloud_args(self.lines["hub"], self.hub_nodes, self.cloud_db),
                 "--data-dir",
                 str(cloud_dir),
                 env=self._service_env("ingest"),
@@ -184,8 +209,7 @@ class Appliance:
                 "console",
                 "cloud",
                 "console",
-                "--nats",
-                self.hub.url,
+                *cloud_args(self.lines["hub"], self.hub_nodes, self.cloud_db),
                 "--data-dir",
                 str(cloud_dir),
                 "--port",
@@ -197,9 +221,10 @@ class Appliance:
                 "console", lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 60
             )
             self.lines["console"] = url
-            token = _operator_token(cloud_dir)
+            token = _operator_token(cloud_dir, self.cloud_db)
             if token:
                 self.lines["operator-token"] = token
+                self.lines["console-login"] = _console_login(cloud_dir, self.cloud_db)
 
     def start_edge(self, bundle: Path) -> None:
         edge_dir = self.data_dir / "edge"
@@ -214,6 +239,7 @@ class Appliance:
         if self.demo:
             lines += self._start_demo_services()
         config.write_text("\n".join(lines) + "\n")
+        self.load_examples(edge_dir, bundle)
         port = self.edge_port or free_port()
         self._spawn(
             "edge",
@@ -233,7 +259,21 @@ class Appliance:
             "edge agent", lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, 120
         )
         self.lines["edge"] = url
-        self.lines["token"] = _client_token(edge_dir)
+        self.lines["token"] = _edge_token(edge_dir, "client")
+        self.lines["edge-data-dir"] = str(edge_dir)
+        self.lines["edge-operator-token"] = _edge_token(edge_dir, "operator")
+
+    def load_examples(self, edge_dir: Path, bundle: Path) -> None:
+        """An empty knowledge index gets the example documents (docs/examples/kb), so the
+        README's first question finds its answer; the site's own go in with `aivos kb add`."""
+        if not _EXAMPLE_KB.is_dir() or _indexed_passages(edge_dir / "knowledge") > 0:
+            return
+        console.print(f"loading the example documents of {_EXAMPLE_KB} into the empty index")
+        argv = ["kb", "add", "--data-dir", str(edge_dir), "--bundle", str(bundle)]
+        child = self._spawn("kb-add", *argv, str(_EXAMPLE_KB))
+        if child.proc.wait() != 0:
+            raise click.ClickException(f"loading the example documents failed; log {child.log}")
+        self.children.remove(child)  # a one-off step, not a service
 
     def _start_demo_services(self) -> list[str]:
         """The fake core-banking system and the example workflow (the support scenario)."""
@@ -282,17 +322,26 @@ class Appliance:
         self._wait("generation worker", lambda: asyncio.run(probe()), 180)
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.send_signal(signal.SIGTERM)
-        for child in reversed(self.children):
-            try:
-                child.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.proc.kill()
-        if self.hub is not None:
-            self.hub.stop()
+        """SIGTERM stage by stage (`_STOP_STAGES`), each stage waited for (15 s, then
+        SIGKILL) before the next, so no service sees its NATS server vanish first."""
+
+        def stage(child: _Child) -> int:
+            name = "hub" if child.name.startswith("hub-") else child.name  # cluster nodes
+            found = [i for i, names in enumerate(_STOP_STAGES) if name in names]
+            return found[0] if found else 1
+
+        for number in range(len(_STOP_STAGES)):
+            group = [c for c in self.children if stage(c) == number]
+            for child in group:
+                if child.proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.proc.send_signal(signal.SIGTERM)
+            for child in group:
+                try:
+                    child.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
 
 
 def _has_module(name: str) -> bool:
@@ -304,18 +353,28 @@ def _has_module(name: str) -> bool:
         return False
 
 
-def _client_token(edge_dir: Path) -> str:
-    """A client token for this appliance, kept in edge/up-token (0600) and reused while valid."""
+def _indexed_passages(knowledge: Path) -> int:
+    """Passages in the knowledge index at `knowledge`, from its manifest (0: none yet)."""
+    try:
+        return int(json.loads((knowledge / "manifest.json").read_text())["n_chunks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _edge_token(edge_dir: Path, scope: str) -> str:
+    """A token of `scope` for this appliance, kept in edge/up-token (client) or
+    edge/up-operator-token (0600) and reused while valid."""
     from aivos.edge.store import Store
 
-    saved = edge_dir / "up-token"
+    saved = edge_dir / ("up-token" if scope == "client" else f"up-{scope}-token")
     store = Store.open(edge_dir)
     try:
         if saved.exists():
             token = saved.read_text().strip()
-            if store.authenticate(token) is not None:
+            info = store.authenticate(token)
+            if info is not None and info.scope == scope:
                 return token
-        _, token = store.create_token_sync("client", f"up-client-{int(time.time())}")
+        _, token = store.create_token_sync(scope, f"up-{scope}-{int(time.time())}")
     finally:
         store.close()
     saved.write_text(token)
@@ -323,13 +382,34 @@ def _client_token(edge_dir: Path) -> str:
     return token
 
 
-def _operator_token(cloud_dir: Path) -> str | None:
+def _operator_token(cloud_dir: Path, db: str | None = None) -> str | None:
     try:
         from aivos.cloud.fleet.tokens import create_operator_token  # type: ignore[import-not-found]
     except ImportError:
         return None
-    token: str = create_operator_token(cloud_dir)
+    token: str = operator_token_in(db, cloud_dir) if db else create_operator_token(cloud_dir)
     return token
+
+
+def _console_login(cloud_dir: Path, db: str | None = None, username: str = "admin") -> str:
+    """The console login: created on the first run with a random password, which is shown
+    only then (`USER PASSWORD`); later runs say how to set a new one."""
+    from aivos.cloud.fleet.registry import open_registry
+    from aivos.cloud.fleet.tokens import add_operator
+
+    registry = open_registry(db, cloud_dir)
+    try:
+        if registry.operator_hash(username) is not None:
+            return (
+                f"{username} (password shown at the first start; set a new one with "
+                f"`aivos fleet operator add {username} --data-dir {cloud_dir}"
+                f"{' --db URL' if db else ''}`)"
+            )
+        password = secrets.token_urlsafe(12)
+        add_operator(registry, username, password)
+    finally:
+        registry.close()
+    return f"{username} {password}"
 
 
 @contextlib.contextmanager
@@ -350,7 +430,16 @@ def _signals_as_keyboard_interrupt() -> Iterator[None]:
 @click.option("--edge-only", is_flag=True, help="Run the box alone: no NATS, no cloud tier.")
 @site_option("Site id of the local box.", default="site-1")
 @click.option("--demo", is_flag=True, help="Also start the demo workflow services.")
-def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: bool) -> None:
+@scale_options()
+def up_cmd(
+    data_dir: Path | None,
+    port: int,
+    edge_only: bool,
+    site: str,
+    demo: bool,
+    hub_nodes: int,
+    cloud_db: str | None,
+) -> None:
     """Run the whole appliance on this machine until Ctrl-C."""
     # Given --data-dir D, everything lives under D and the cloud tier's store is D itself
     # (so `aivos cloud stats --data-dir D` reads it); by default the cloud store is the
@@ -365,6 +454,8 @@ def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: b
         edge_only=edge_only,
         cloud_dir=cloud_dir,
         demo=demo,
+        hub_nodes=hub_nodes,
+        cloud_db=cloud_db,
     )
     with _signals_as_keyboard_interrupt():
         try:
@@ -376,7 +467,10 @@ def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: b
                 app.start_edge(bundle)
                 if not edge_only:
                     app.wait_for_worker()
-            for name in ("edge", "token", "console", "operator-token", "hub", "leaf", "corebank"):
+            for name in (
+                *("edge", "token", "console", "operator-token", "hub", "leaf", "corebank"),
+                *("edge-data-dir", "edge-operator-token", "console-login"),
+            ):
                 if name in app.lines:
                     click.echo(f"{name}: {app.lines[name]}")
             sys.stdout.flush()
@@ -392,6 +486,9 @@ def up_cmd(data_dir: Path | None, port: int, edge_only: bool, site: str, demo: b
         except KeyboardInterrupt:
             console.print("stopping…")
         finally:
+            # a second Ctrl-C must not cut the orderly stop short (it ends in 15 s a stage)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             app.stop()
             with contextlib.suppress(FileNotFoundError):
                 (aivos_home() / "up.json").unlink()

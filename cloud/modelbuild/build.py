@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from aivos.cloud.modelbuild.calibrate import choose_threshold, predict_probs, scores_at
 from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION, export_encoder, fold_head, quantize_int8
+from aivos.cloud.modelbuild.progress import PlainProgress, build_progress
 from aivos.cloud.modelbuild.source import BASE_MODEL_ID, MAX_LENGTH, base_model_dir, offline
 from aivos.shared.bundle import (
     FORMAT_VERSION,
@@ -68,7 +69,7 @@ def _encoder_hash(net: object) -> str:
 
 
 @contextmanager
-def _stage(progress: Progress, name: str, total: float = 1) -> Iterator[object]:
+def _stage(progress: Progress | PlainProgress, name: str, total: float = 1) -> Iterator[object]:
     task = progress.add_task(name, total=max(1, total))
     yield lambda n=1: progress.advance(task, n)
     progress.update(task, completed=max(1, total))
@@ -125,14 +126,7 @@ def build_bundle(
     steps = ((len(train) + config.batch_size - 1) // config.batch_size) * (
         epochs + head_only_epochs
     )
-    progress = Progress(
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    progress = build_progress(console)  # bars with ETA on a terminal, else plain lines
     with tempfile.TemporaryDirectory(prefix="aivos-build-") as tmp_name, progress:
         work = keep_artifacts or Path(tmp_name)
         work.mkdir(parents=True, exist_ok=True)

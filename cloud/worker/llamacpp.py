@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,30 @@ from aivos.cloud.worker.prompt import build_messages
 from aivos.shared.errors import ModelNotFound
 from aivos.shared.messages import GenerateRequest
 
-__all__ = ["LlamaCppBackend", "default_gguf_path"]
+__all__ = ["LlamaCppBackend", "Sampling", "DEFAULT_SAMPLING", "NO_PENALTY", "default_gguf_path"]
 
 log = logging.getLogger(__name__)
 
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """llama.cpp sampler settings besides the request's temperature and max_tokens."""
+
+    repeat_penalty: float = 1.0  # llama-cpp-python's default: no penalty
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+
+
+NO_PENALTY = Sampling()
+# Without a penalty the 135M default model loops ("a leaf, a leaf, ...") until max_tokens;
+# measured on benchmarks/worker_repetition.py (10 prompts, 128 tokens): repeated word
+# 3-grams 0.217 -> 0.005, looping answers 3 -> 0, answers cut at max_tokens 6 -> 4.
+DEFAULT_SAMPLING = Sampling(repeat_penalty=1.15, frequency_penalty=0.2)
 
 
 def _cpu_has_amx() -> bool:
@@ -89,6 +109,7 @@ class LlamaCppBackend:
         n_threads: int = 2,
         n_ctx: int = 2048,
         seed: int = 0,
+        sampling: Sampling = DEFAULT_SAMPLING,
     ) -> None:
         try:
             from llama_cpp import Llama
@@ -100,6 +121,7 @@ class LlamaCppBackend:
         if not self.model_path.is_file():
             raise ModelNotFound(str(self.model_path), "GGUF model file not found")
         self.n_threads = n_threads
+        self.sampling = sampling
         self._lock = threading.Lock()
         with _without_amx_buffers():
             self._llm: Any = Llama(
@@ -121,6 +143,7 @@ class LlamaCppBackend:
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 stream=True,
+                **asdict(self.sampling),
             )
             try:
                 for chunk in chunks:
