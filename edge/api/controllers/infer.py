@@ -51,8 +51,24 @@ class _StreamingOperation(Operation):
                 refs = [s for s in union.one_of if isinstance(s, Reference)]
                 if len(refs) == 1:
                     answer.schema = refs[0]
+            # OpenAPI describes each event of a stream (its `event` and `data` fields)
             ok.content["text/event-stream"] = OpenAPIMediaType(
-                schema=Schema(type=OpenAPIType.STRING, description=_SSE_EVENTS)
+                schema=Schema(
+                    type=OpenAPIType.OBJECT,
+                    description=_SSE_EVENTS,
+                    required=["event", "data"],
+                    properties={
+                        "event": Schema(
+                            type=OpenAPIType.STRING,
+                            enum=["meta", "token", "done", "error"],
+                        ),
+                        "data": Schema(
+                            type=OpenAPIType.STRING, description="the event's JSON payload"
+                        ),
+                        "id": Schema(type=OpenAPIType.STRING),
+                        "retry": Schema(type=OpenAPIType.INTEGER),
+                    },
+                )
             )
 
 
