@@ -70,8 +70,10 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
     try:
         lines = _read_lines(proc, {"edge", "token", "console", "operator-token"}, 240)
         ask = [sys.executable, "-m", "aivos", "ask", "--json"]
+        # answered on site: `up` loads the example knowledge base, which covers lost cards
+        # (a question the site has no document for escalates while a generator is reachable)
         local = subprocess.run(
-            [*ask, "what is the balance of my checking account"],
+            [*ask, "I lost my credit card, what should I do?"],
             env=env,
             capture_output=True,
             text=True,
@@ -79,11 +81,9 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
         )
         assert local.returncode == 0, local.stderr
         body = json.loads(local.stdout)
-        assert (body["intent"], body["decision"], body["answered_by"]) == (
-            "balance",
-            "local",
-            "local",
-        )
+        # (the test bundle has no lost-card intent: the site's own document answers it)
+        assert (body["decision"], body["answered_by"]) == ("local", "local"), body
+        assert any(p["source"].endswith("cards.md") for p in body["passages"]), body
         generated = subprocess.run(
             [*ask, "who painted the mona lisa"], env=env, capture_output=True, text=True, timeout=60
         )
