@@ -259,7 +259,10 @@ class Appliance:
             "edge agent", lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, 120
         )
         self.lines["edge"] = url
-        self.lines["token"] = _edge_token(edge_dir, "client")
+        from aivos.edge.workflows.demo import DEMO_BINDINGS  # --demo: the demo customer's
+
+        bound = dict(DEMO_BINDINGS) if self.demo else {}
+        self.lines["token"] = _edge_token(edge_dir, "client", bound=bound)
         self.lines["edge-data-dir"] = str(edge_dir)
         self.lines["edge-operator-token"] = _edge_token(edge_dir, "operator")
 
@@ -361,10 +364,11 @@ def _indexed_passages(knowledge: Path) -> int:
         return 0
 
 
-def _edge_token(edge_dir: Path, scope: str) -> str:
+def _edge_token(edge_dir: Path, scope: str, *, bound: dict[str, str] | None = None) -> str:
     """A token of `scope` for this appliance, kept in edge/up-token (client) or
-    edge/up-operator-token (0600) and reused while valid."""
+    edge/up-operator-token (0600) and reused while valid and bound to exactly `bound`."""
     from aivos.edge.store import Store
+    from aivos.edge.store import tokens as store_tokens
 
     saved = edge_dir / ("up-token" if scope == "client" else f"up-{scope}-token")
     store = Store.open(edge_dir)
@@ -372,9 +376,10 @@ def _edge_token(edge_dir: Path, scope: str) -> str:
         if saved.exists():
             token = saved.read_text().strip()
             info = store.authenticate(token)
-            if info is not None and info.scope == scope:
+            if info is not None and info.scope == scope and info.bound == (bound or {}):
                 return token
-        _, token = store.create_token_sync(scope, f"up-{scope}-{int(time.time())}")
+        name = f"up-{scope}-{int(time.time())}-{secrets.token_hex(3)}"
+        _, token = store.transact_sync(lambda c: store_tokens.create(c, name, scope, bound=bound))
     finally:
         store.close()
     saved.write_text(token)

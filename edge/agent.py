@@ -3,11 +3,11 @@ wires the request pipeline, jobs, documents and sessions to them, and closes eve
 `stop`. It is the `FleetHost` the fleet client runs in: model swaps, remote config and
 heartbeat readings go through it.
 
-Its long-running loops (escalation jobs, outbox sync, retention, the fleet client's loops)
-run under one `Supervisor`: a loop that raises restarts after a back-off, and readiness
-lists each with its state. A box with no uplink URL is *standalone*: it queues nothing for
-sync. With an uplink, a full outbox never fails a decision (`outbox.when_full = "defer"`):
-it raises the `outbox_full` alarm in readiness and the metrics instead.
+Its long-running loops (escalation jobs, outbox sync, retention, workflow triggers, the fleet
+client's loops) run under one `Supervisor`: a loop that raises restarts after a back-off, and
+readiness lists each with its state. A box with no uplink URL is *standalone*: it queues
+nothing for sync. With an uplink, a full outbox never fails a decision (`outbox.when_full =
+"defer"`): it raises the `outbox_full` alarm in readiness and the metrics instead.
 
     agent = Agent(settings)
     await agent.start()
@@ -171,8 +171,10 @@ class Agent:
             nc_provider=lambda: self.uplink.nc if self.uplink.connected else None,
             masker=self.gate.masker,
             registry=self.metrics.registry,
+            supervisor=self.supervisor,
         )
         await self.workflows.start()
+        self.workflows.examples = await self.workflows.embed_examples(model)
         self.retention = Retention(
             self.store, settings.retention, settings.memory, registry=self.metrics.registry
         )
@@ -358,6 +360,7 @@ class Agent:
         async with self._swap_lock:
             self.policy.validate_against(list(model.labels))
             old, index = self.serving.model, self.serving.index
+            examples = await self.workflows.embed_examples(model)  # re-embedded on a new space
             if model.embedding_version != old.embedding_version:
                 new_index = await asyncio.to_thread(
                     KnowledgeIndex.open, self.settings.data_path / "knowledge", model
@@ -367,6 +370,7 @@ class Agent:
                 await asyncio.to_thread(index.close)
             else:
                 self.serving.swap(model, index)
+            self.workflows.examples = examples
             log.info("model swapped", extra={"fields": {"from": old.version, "to": model.version}})
             return old
 

@@ -249,11 +249,12 @@ class Pipeline:
         self, u: Understood, query: Query, *, stream: bool = False, caller: Caller = SITE
     ) -> _Plan:
         """What the route means now. An intent-bound workflow whose required inputs the caller
-        cannot supply (e.g. a token not bound to an account) does not start. A workflow bound to the intent wins over the route's
-        decision, except for refusals, out-of-scope and open-ended requests (streams run no
-        workflows)."""
-        if not stream and u.route.decision != "refuse" and u.route.reason not in _NO_WORKFLOW:
-            workflow = self.workflows.workflow_for_intent(u.prediction.intent)
+        cannot supply (e.g. a token not bound to an account) does not start. A workflow bound
+        to the intent, or matched by its examples (`_workflow_for`), wins over the route's
+        decision, except for refusals and open-ended requests, and out-of-scope ones for an
+        intent binding (streams run no workflows)."""
+        if not stream and u.route.decision != "refuse":
+            workflow = self._workflow_for(u)
             if workflow is not None:
                 try:
                     inputs = request_inputs(
@@ -276,6 +277,18 @@ class Pipeline:
         if not self.escalator.available:
             return _LinkDown(prepared)
         return _Escalate(prepared)
+
+    def _workflow_for(self, u: Understood) -> Any:
+        """The workflow bound to the predicted intent (when the route allows one), else the
+        one whose `trigger.examples` the request's embedding matches: a site's own request
+        the intent set lacks starts even when it is out of scope (not when open-ended)."""
+        if u.route.reason not in _NO_WORKFLOW:
+            workflow = self.workflows.workflow_for_intent(u.prediction.intent)
+            if workflow is not None:
+                return workflow
+        if u.route.reason == "open_ended":
+            return None
+        return self.workflows.workflow_for_embedding(u.prediction.embedding)
 
     def _cache_key(self, query: Query) -> tuple[str, str] | None:
         """The result-cache key of this query, None when it is not cached (a session request

@@ -68,6 +68,10 @@ class LimitSettings(_Section, frozen=True, forbid_unknown_fields=True):
     max_text_chars: Positive = 4000
     rate_per_second: Annotated[float, Meta(gt=0)] = 2000.0  # per token
     rate_burst: Positive = 4000
+    # per client address: open routes (/healthz, /readyz, /schema, webhooks) and failed
+    # bearer authentications; a valid token has only its own limit above
+    anon_rate_per_second: Annotated[float, Meta(gt=0)] = 20.0
+    anon_rate_burst: Positive = 40
 
 
 class KnowledgeSettings(_Section, frozen=True, forbid_unknown_fields=True):

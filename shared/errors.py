@@ -230,7 +230,7 @@ class CallbackHostNotAllowed(InvalidInput):
         self.host = host
         super().__init__(
             "callback_url",
-            f"callback host {host!r} is neither loopback nor in jobs.callback_allow_hosts",
+            f"callback host {host!r} is not in jobs.callback_allow_hosts",
         )
 
 

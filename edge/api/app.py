@@ -46,6 +46,10 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
         app.state.rate_limiter = RateLimiter(
             settings.limits.rate_per_second, settings.limits.rate_burst
         )
+        # open routes and failed authentications, per client address (auth.py)
+        app.state.anon_limiter = RateLimiter(
+            settings.limits.anon_rate_per_second, settings.limits.anon_rate_burst
+        )
         try:
             yield
         finally:

@@ -1,18 +1,32 @@
-"""Bearer-token authentication, scopes and the per-token rate limit.
+"""Bearer-token authentication, scopes and the rate limits.
 
-Every route except the open ones (/healthz, /readyz, /schema) needs `Authorization:
-Bearer <token>`. Scopes nest: admin ⊇ operator ⊇ client. `caller_of(request)` is who the
-request acts for in the edge core: a client token sees only the sessions, jobs and runs it
-made; operator and admin tokens see all of them.
+Every route except the open ones (/healthz, /readyz, /schema, and routes with
+`opt["exclude_from_auth"]`: the signed webhooks) needs `Authorization: Bearer <token>`.
+Scopes nest: admin ⊇ operator ⊇ client. `caller_of(request)` is who the request acts for in
+the edge core: a client token sees only the sessions, jobs and runs it made; operator and
+admin tokens see all of them.
+
+Two limits, both token buckets answering 429 `rate_limited` with `Retry-After`: a valid
+token is limited per token (`limits.rate_*`, `state.rate_limiter`); every request to an open
+route and every failed bearer authentication (no token, a wrong or revoked one) is limited
+per client address (`limits.anon_rate_*`, `state.anon_limiter`), so neither a flood of
+unauthenticated requests nor token guessing is free, while a valid token sent from the
+same address keeps only its own limit.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+# the parent class's own bypass decision, so "open" here means exactly "not authenticated"
+from litestar.middleware._utils import should_bypass_middleware
+from litestar.types import Receive, Scope, Send
 
 from aivos.edge.api.errors import ApiError
 from aivos.edge.api.ratelimit import RateLimiter
@@ -54,29 +68,60 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
     ) -> None:
         super().__init__(app, exclude, exclude_from_auth_key, exclude_http_methods or (), scopes)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and should_bypass_middleware(
+            exclude_http_methods=self.exclude_http_methods,
+            exclude_opt_key=self.exclude_opt_key,
+            exclude_path_pattern=self.exclude,
+            scope=scope,
+            scopes=self.scopes,
+        ):
+            _charge_address(ASGIConnection(scope))  # an open route
+        await super().__call__(scope, receive, send)
+
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            _charge_address(connection)
             raise _unauthorized("missing bearer token")
         state = connection.app.state
         tokens: _Authenticator = state.tokens
         principal = tokens.authenticate(token.strip())
         if principal is None:
+            _charge_address(connection)
             raise _unauthorized("invalid or revoked token")
         limiter: RateLimiter = state.rate_limiter
         wait = limiter.allow(principal.name)
         if wait > 0:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "request rate limit exceeded for this token",
-                {"retry_after_s": round(wait, 3)},
-                headers={"Retry-After": str(max(1, round(wait)))},
-            )
+            raise _rate_limited(wait, "this token")
         return AuthenticationResult(user=principal, auth=None)
+
+
+def _charge_address(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """Take one request from the client address's bucket; 429 when it is empty.
+
+    The address is the connection's peer (never a forwarding header a client could set).
+    No `anon_limiter` in the app state (an app assembled without `create_app`): no limit."""
+    limiter: RateLimiter | None = getattr(connection.app.state, "anon_limiter", None)
+    if limiter is None:
+        return
+    client = connection.scope.get("client")
+    wait = limiter.allow(client[0] if client else "unknown")
+    if wait > 0:
+        raise _rate_limited(wait, "this client address")
+
+
+def _rate_limited(wait: float, whom: str) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"request rate limit exceeded for {whom}",
+        {"retry_after_s": round(wait, 3)},
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
 
 
 def _unauthorized(message: str) -> ApiError:

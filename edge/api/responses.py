@@ -4,8 +4,9 @@ Every error leaves the API as `ErrorBody` (`{"error": {"code", "message", "detai
 `errors.py`), so each documented error status gets that schema. Which statuses a route
 can answer is derived here, once, when the app is built (`document_errors`):
 
-- the auth layer (`auth.py`): 401 and 429 on every route behind the token middleware, 403
-  on routes whose guard needs more than the `client` scope;
+- the auth layer (`auth.py`): 429 on every route (per token behind the token middleware,
+  per client address on open routes), 401 behind the token middleware, 403 on routes whose
+  guard needs more than the `client` scope;
 - the request: 400 when the route takes parameters or a body (validation, malformed or
   too deeply nested JSON, bad encoding), 413 when it reads a body (`request_max_body_size`);
 - the domain errors the route's controller or handler declares in `opt["raises"]`, each
@@ -52,7 +53,7 @@ _DESCRIPTIONS = {
     404: "No such resource, or it belongs to another client token",
     409: "The resource is not in a state that allows this (or a limit is reached)",
     413: "The body exceeds the size limit, or a text exceeds its length limit",
-    429: "Request rate limit exceeded for this token (see Retry-After)",
+    429: "Request rate limit exceeded for this token or client address (see Retry-After)",
     503: "Something the agent depends on is unavailable (store closing, uplink)",
     507: "No space left: the disk is full or the sync outbox quota is reached",
 }
@@ -92,9 +93,11 @@ def _behind_token(path: str, handler: HTTPRouteHandler) -> bool:
 
 def error_statuses(path: str, handler: HTTPRouteHandler) -> set[int]:
     """Every error status `handler` (served at `path`) can answer (see the module docstring)."""
-    statuses: set[int] = set()
+    # 429 everywhere: routes behind the token are limited per token, open routes (and failed
+    # logins) per client address
+    statuses: set[int] = {429}
     if _behind_token(path, handler):
-        statuses |= {401, 429}
+        statuses.add(401)
         if any(getattr(guard, "scope", "client") != "client" for guard in handler.resolve_guards()):
             statuses.add(403)
     takes_input, reads_body = _client_input(handler)

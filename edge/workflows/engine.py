@@ -8,7 +8,8 @@ secrets at `start()` and composes the objects that do the work:
   cancel, retry.
 - `RunDriver` (driver.py): executes a run's steps, one `StepResult` recorded per step.
 - `StepRunner` (steps/): the step kinds, one module each (`steps/runner.py` has the table).
-- `Triggers` (triggers.py): inbound webhook events and NATS trigger subjects.
+- `Triggers` (triggers.py): inbound webhook events and NATS trigger subjects (its loops
+  supervised by the `supervisor` passed in, the agent's).
 
 Each run executes one step at a time. After every step the step's outcome and the run's
 cursor are committed together (one writer transaction, in the same group commit as the
@@ -26,9 +27,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aivos.edge.store import Store
+from aivos.edge.supervise import Supervisor
 from aivos.edge.workflows.connectors import HttpCaller
 from aivos.edge.workflows.driver import RunDriver
 from aivos.edge.workflows.errors import EventRefused, RunConflict
+from aivos.edge.workflows.examples import Embedder, ExampleMatcher
 from aivos.edge.workflows.generation import CloudGenerator, NatsGenerator
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.loader import WorkflowSet, load_workflows
@@ -65,6 +68,7 @@ class WorkflowEngine:
         generator: CloudGenerator | None = None,
         workflows: WorkflowSet | None = None,
         secrets: Secrets | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -73,6 +77,8 @@ class WorkflowEngine:
         self.metrics = WorkflowMetrics(self.registry, self._pending)
         self._set = workflows
         self._secrets = secrets
+        # example-triggered workflows in the live model's embedding space (examples.py)
+        self.examples = ExampleMatcher([], "")
         self._journal = RunJournal(store)
         signals = RunSignals()
         self._env = StepEnv(
@@ -95,6 +101,7 @@ class WorkflowEngine:
             nc_provider,
             workflows=lambda: self.workflows,
             secrets=lambda: self._secrets,
+            supervisor=supervisor,  # keeps the trigger loops alive (restart with back-off)
         )
 
     @property
@@ -179,6 +186,19 @@ class WorkflowEngine:
 
     def workflow_for_intent(self, intent: str) -> Workflow | None:
         return self.workflows.by_intent.get(intent)
+
+    async def embed_examples(self, model: Embedder) -> ExampleMatcher:
+        """The workflows' `trigger.examples` embedded with `model` and calibrated (in a
+        thread); the current matcher when its embedding space is the model's. The caller
+        installs it (`engine.examples = ...`) when the model goes live."""
+        if self.examples.embedding_version == model.embedding_version:
+            return self.examples
+        return await asyncio.to_thread(ExampleMatcher.build, self.workflows.by_name.values(), model)
+
+    def workflow_for_embedding(self, embedding: Any) -> Workflow | None:
+        """The workflow whose examples a request's sentence embedding matches, if any."""
+        found = self.examples.match(embedding) if len(self.examples) else None
+        return None if found is None else self.workflows.by_name.get(found.workflow)
 
     def workflow(self, name: str) -> Workflow:
         wf = self.workflows.by_name.get(name)

@@ -177,6 +177,10 @@ def _check(
     workflow: Workflow, source: str, connectors: Mapping[str, ConnectorSettings] | None
 ) -> None:
     names = _check_inputs(workflow, source)
+    if workflow.trigger.min_similarity is not None and not workflow.trigger.examples:
+        raise WorkflowInvalid(
+            f"{source}: field 'trigger.min_similarity'", "applies only with trigger.examples"
+        )
     _check_template(f"{source}: field 'fallback'", workflow.fallback, set(), names)
     seen: set[str] = set()
     for index, step in enumerate(workflow.steps):

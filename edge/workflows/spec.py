@@ -48,6 +48,13 @@ class Trigger(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     intents: list[Annotated[str, Meta(min_length=1, max_length=128)]] = []
     events: list[EventName] = []  # "<source>.<type>", from POST /v1/events/<source>
     nats: list[SubjectToken] = []  # site-local subjects aivos.evt.<site>.<name>
+    # a site's own phrasings of the request: a client request whose sentence embedding is
+    # close enough to one of them starts the workflow, whatever the intent (examples.py)
+    examples: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=512)]], Meta(max_length=256)
+    ] = []
+    # the cosine an example match needs; None: calibrated at load against CLINC150 rows
+    min_similarity: Annotated[float, Meta(gt=0, le=1)] | None = None
 
 
 class InputSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

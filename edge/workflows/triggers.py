@@ -6,6 +6,10 @@ A webhook is verified (signatures.py), then its delivery id is claimed in the st
 cache (a captured request is refused even after a restart). Refusals never write per request:
 they are counted (metric by reason) and rolled up into at most one `auth_failure` audit row
 per `rollup_s`, so unauthenticated callers cannot fill the outbox.
+
+Started with a `Supervisor` (the agent's), the NATS subscription loop and the rollup loop are
+the supervised tasks "workflow-triggers" and "workflow-rollup": an exception that escapes
+either restarts it after a back-off (and shows in `/readyz` and the metrics meanwhile).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import msgspec
 
 from aivos.edge.store import AuditRecord
 from aivos.edge.store._codec import now_iso
+from aivos.edge.supervise import Supervisor
 from aivos.edge.workflows.errors import EventRefused
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.loader import WorkflowSet
@@ -33,9 +38,12 @@ from aivos.shared.errors import StepFailed
 from aivos.shared.ids import new_id
 from aivos.shared.subjects import event_subject
 
-__all__ = ["Triggers", "StartRun"]
+__all__ = ["Triggers", "StartRun", "NATS_TASK", "ROLLUP_TASK"]
 
 log = logging.getLogger(__name__)
+
+NATS_TASK = "workflow-triggers"
+ROLLUP_TASK = "workflow-rollup"
 
 
 class StartRun(Protocol):
@@ -62,6 +70,7 @@ class Triggers:
         workflows: Callable[[], WorkflowSet],
         secrets: Callable[[], Secrets | None],
         rollup_s: float = 60.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._settings = settings
         self._journal = journal
@@ -76,19 +85,34 @@ class Triggers:
         self._workflows = workflows  # the loaded set (raises before the engine starts)
         self._secrets = secrets
         self._task: asyncio.Task[None] | None = None
+        self._supervisor = supervisor
+        # the connection the subjects are subscribed on: kept across a restart of the loop,
+        # so a restart does not subscribe the same connection twice
+        self._subscribed_on: Any = None
         self.subscribed = asyncio.Event()  # set once the NATS triggers listen
 
     def start(self) -> None:
-        """Listen on the NATS trigger subjects, if any workflow has one."""
-        if self._workflows().by_nats and self._nc_provider is not None:
-            self._task = asyncio.create_task(self._nats_loop(self._nc_provider))
+        """Listen on the NATS trigger subjects, if any workflow has one; roll up refusals."""
+        nc_provider = self._nc_provider
+        listen = bool(self._workflows().by_nats) and nc_provider is not None
+        if self._supervisor is not None:
+            if listen and nc_provider is not None:
+                self._supervisor.start(NATS_TASK, lambda: self._nats_loop(nc_provider))
+            self._supervisor.start(ROLLUP_TASK, self._rollup_loop)
+            return
+        if listen and nc_provider is not None:
+            self._task = asyncio.create_task(self._nats_loop(nc_provider))
         self._rollup_task = asyncio.create_task(self._rollup_loop())
 
     async def stop(self) -> None:
+        if self._supervisor is not None:
+            await self._supervisor.stop(NATS_TASK)
+            await self._supervisor.stop(ROLLUP_TASK)
         for task in (self._task, self._rollup_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        self._task = self._rollup_task = None
         try:
             await self.flush_refused()
         except Exception as exc:  # e.g. the disk is full: the metric still counted them
@@ -186,15 +210,15 @@ class Triggers:
     async def _nats_loop(self, nc_provider: Callable[[], Any]) -> None:
         """Subscribe the site-local trigger subjects; re-subscribe on a new connection."""
         by_nats = self._workflows().by_nats
-        subscribed_on: Any = None
         while True:
             nc = nc_provider()
-            if nc is not None and nc is not subscribed_on and getattr(nc, "is_connected", False):
+            fresh = nc is not None and nc is not self._subscribed_on
+            if fresh and getattr(nc, "is_connected", False):
                 try:
                     for name, wfs in by_nats.items():
                         subject = event_subject(self._settings.site_id, name)
                         await nc.subscribe(subject, cb=self._nats_handler(name, wfs))
-                    subscribed_on = nc
+                    self._subscribed_on = nc
                     self.subscribed.set()
                     log.info("workflow triggers subscribed on %d subjects", len(by_nats))
                 except Exception as exc:  # retried on the next tick

@@ -53,7 +53,7 @@ from aivos.shared.http_status import http_status
             CallbackHostNotAllowed("example.com"),
             400,
             "callback_host_not_allowed",
-            "callback host 'example.com' is neither loopback nor in jobs.callback_allow_hosts",
+            "callback host 'example.com' is not in jobs.callback_allow_hosts",
         ),
         (JobNotFound("j1"), 404, "job_not_found", "no job j1"),
         (DocumentNotFound("d1"), 404, "document_not_found", "no document d1"),

@@ -36,7 +36,8 @@ class EventsController(Controller):
         "/{source:str}",
         status_code=202,
         opt={"exclude_from_auth": True, "raw_body": True, **raises(DiskFull, AivosError)},
-        responses=error_responses(401),  # its own signature check, not the token middleware
+        # its own signature check, not the token middleware; 429: the per-address limit
+        responses=error_responses(401, 429),
     )
     async def receive(
         self, source: str, workflows: WorkflowEngine, request: Request[Any, Any, Any]
