@@ -159,11 +159,11 @@ async def test_fallback_model_answers_and_is_named_in_body_stream_and_audit(
             )
             job_id = accepted.json()["job_id"]
             await eventually(
-                lambda: agent.store.get_job(job_id).result is not None,
+                lambda: agent.store.get_job(job_id).state == "done",
                 timeout=30,
-                what="the job's first result",
+                what="the deferred escalation to complete",
             )
-            job_context = agent.store.get_job(job_id).result["escalation"]  # type: ignore[index]
+            job = agent.store.get_job(job_id)
         finally:
             await asyncio.to_thread(client.__exit__, None, None, None)
     assert resp.status_code == 200, resp.text
@@ -171,16 +171,20 @@ async def test_fallback_model_answers_and_is_named_in_body_stream_and_audit(
     assert body["generator"] == FALLBACK
     assert list(body)[-1] == "generator"  # the new field comes last
     assert body["model_version"] != "b-1"  # still the intent bundle's version
-    # the primary was asked first, for the class; then the fallback answered
-    assert [r.model_class for r in primary.requests] == ["small", "small"]
-    assert [r.model_class for r in backup.requests] == ["small", "small"]
-    assert router.counters["backup"].fallback == 2
+    # the primary was asked first, for the class; then the fallback answered (the sync
+    # request, the stream and the deferred job)
+    assert [r.model_class for r in primary.requests] == ["small", "small", "small"]
+    assert [r.model_class for r in backup.requests] == ["small", "small", "small"]
+    assert router.counters["backup"].fallback == 3
     assert [kind for kind, _ in events][-1] == "done"
     done = events[-1][1]
     assert (done["answered_by"], done["answer"]) == ("cloud", "rescued answer")
     assert done["generator"] == FALLBACK
-    # a deferred job keeps the class with the escalation it completes later
-    assert job_context["model_class"] == "small"
+    # a deferred job keeps the class with the escalation it completes later, and records
+    # which model answered it
+    assert job.result is not None
+    assert job.result["escalation"]["model_class"] == "small"
+    assert (job.result["answer"], job.result["generator"]) == ("rescued answer", FALLBACK)
     for row in rows:
         assert row is not None
         assert row.detail["answered_by"] == "cloud"
