@@ -36,7 +36,7 @@ from aivos.edge.workflows.generation import CloudGenerator, NatsGenerator
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.loader import WorkflowSet, load_workflows
 from aivos.edge.workflows.metrics import WorkflowMetrics
-from aivos.edge.workflows.owners import owned_run_ids, run_owner
+from aivos.edge.workflows.owners import run_owner
 from aivos.edge.workflows.rows import RunRow
 from aivos.edge.workflows.secrets import Secrets
 from aivos.edge.workflows.settings import WorkflowSettings
@@ -262,25 +262,9 @@ class WorkflowEngine:
         owner: str | None = None,
     ) -> list[RunRow]:
         """Runs newest first; with `owner`, only the runs of that token."""
-        if owner is None:
-            return self._journal.list_runs(
-                state=state, workflow=workflow, limit=limit, before=before
-            )
-        ids = owned_run_ids(
-            self.store.readers.get(),
-            owner,
-            state=state,
-            workflow=workflow,
-            limit=limit,
-            before=before,
+        return self._journal.list_runs(
+            state=state, workflow=workflow, limit=limit, before=before, owner=owner
         )
-        runs = []
-        for run_id in ids:
-            try:
-                runs.append(self._journal.get_run(run_id))
-            except NotFound:  # deleted (retention) since the ids were read
-                continue
-        return runs
 
     def run_detail(self, run_id: str) -> RunDetail:
         run = self._journal.get_run(run_id)

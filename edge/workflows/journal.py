@@ -48,8 +48,12 @@ class RunJournal:
         workflow: str | None = None,
         limit: int = 100,
         before: str | None = None,
+        owner: str | None = None,
     ) -> list[RunRow]:
         where, args = [], []  # type: ignore[var-annotated]
+        if owner is not None:  # the `owner` column: see owners.py
+            where.append("owner = ?")
+            args.append(owner)
         if state:
             where.append("state = ?")
             args.append(state)

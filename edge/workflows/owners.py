@@ -2,7 +2,8 @@
 
 A run started for a client request (an intent routed from `POST /v1/infer`) belongs to the
 token that sent it; runs started by the site (webhooks, NATS triggers, the CLI) have no owner
-and only operators see them. The run journal (journal.py) owns every other column.
+and only operators see them. The run journal (journal.py) owns every other column and
+filters listings by owner.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sqlite3
 
 from aivos.shared.errors import NotFound
 
-__all__ = ["run_owner", "set_run_owner", "owned_run_ids"]
+__all__ = ["run_owner", "set_run_owner"]
 
 
 def run_owner(conn: sqlite3.Connection, run_id: str) -> str | None:
@@ -28,30 +29,3 @@ def set_run_owner(conn: sqlite3.Connection, run_id: str, owner: str) -> None:
     conn.execute(
         "UPDATE workflow_runs SET owner = ? WHERE id = ? AND owner IS NULL", (owner, run_id)
     )
-
-
-def owned_run_ids(
-    conn: sqlite3.Connection,
-    owner: str,
-    *,
-    state: str | None = None,
-    workflow: str | None = None,
-    limit: int = 100,
-    before: str | None = None,
-) -> list[str]:
-    """Ids of `owner`'s runs, newest first (the order and filters of `RunJournal.list_runs`)."""
-    where, args = ["owner = ?"], [owner]
-    if state:
-        where.append("state = ?")
-        args.append(state)
-    if workflow:
-        where.append("workflow = ?")
-        args.append(workflow)
-    if before:
-        where.append("id < ?")
-        args.append(before)
-    rows = conn.execute(
-        f"SELECT id FROM workflow_runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-        (*args, limit),
-    ).fetchall()
-    return [str(r["id"]) for r in rows]
