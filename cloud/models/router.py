@@ -53,6 +53,7 @@ from aivos.cloud.models.breaker import CircuitBreaker
 from aivos.cloud.models.replies import ReplyInbox
 from aivos.cloud.models.usage import SiteQuotaExhausted, UsageLedger, estimate_prompt_tokens
 from aivos.cloud.worker.catalogue import Catalogue, ChainLink
+from aivos.cloud.worker.draining import drain_in_flight
 from aivos.cloud.worker.stats import LatencyWindow
 from aivos.shared.messages import (
     Accepted,
@@ -182,16 +183,8 @@ class ModelRouter:
         )
 
     async def drain(self, grace_s: float = 30.0) -> None:
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await drain_in_flight(self._subs, self._tasks, grace_s)
         self._subs = []
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
         await self._replies.stop()
         if self._flusher is not None:
             self._flusher.cancel()

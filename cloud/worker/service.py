@@ -41,6 +41,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from aivos.cloud.worker.backend import GenerationBackend
+from aivos.cloud.worker.draining import drain_in_flight
 from aivos.cloud.worker.slots import PrioritySlots
 from aivos.cloud.worker.stats import LatencyWindow, WorkerStats, encode_stats
 from aivos.shared.errors import ConfigError
@@ -133,16 +134,8 @@ class GenerationWorker:
     async def drain(self, grace_s: float = 30.0) -> None:
         """Stop taking requests, finish in-flight ones (cancel after `grace_s`)."""
         self._stopping = True
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await drain_in_flight(self._subs, self._tasks, grace_s)
         self._subs = []
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
