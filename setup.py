@@ -9,6 +9,7 @@ from setuptools import find_packages, setup
 _ROOTS = {"aivos.shared": "shared", "aivos.edge": "edge", "aivos.cloud": "cloud"}
 
 packages = ["aivos"]
+packages += [f"aivos.{sub}" for sub in find_packages(where="aivos")]  # aivos.install
 for name, folder in _ROOTS.items():
     packages.append(name)
     packages += [f"{name}.{sub}" for sub in find_packages(where=folder)]

@@ -23,6 +23,11 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "doctor": "aivos.edge.doctor.cli:doctor_cmd",
         "backup": "aivos.edge.backup_cli:backup_cmd",
         "restore": "aivos.edge.backup_cli:restore_cmd",
+        "offline-bundle": "aivos.offline_bundle:offline_bundle_cmd",
+    },
+    "install": {
+        "edge": "aivos.install.cli:edge_cmd",
+        "cloud": "aivos.install.cli:cloud_cmd",
     },
     "models": {
         "build": "aivos.cloud.modelbuild.cli:build_cmd",
@@ -38,6 +43,11 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "revoke": "aivos.edge.store.cli:tokens_revoke_cmd",
     },
     "audit": {"verify": "aivos.edge.store.cli:audit_verify_cmd"},
+    "approvals": {
+        "list": "aivos.edge.approvals_cli:list_cmd",
+        "approve": "aivos.edge.approvals_cli:approve_cmd",
+        "reject": "aivos.edge.approvals_cli:reject_cmd",
+    },
     "kb": {"add": "aivos.edge.knowledge.cli:kb_add_cmd"},
     "workflows": {
         "validate": "aivos.edge.workflows.cli:validate_cmd",
@@ -84,8 +94,10 @@ _HELP = {
     "models": "Build and publish intent model bundles (cloud tier).",
     "intents": "Train and evaluate intent bundles on your own labelled data.",
     "edge": "Run the branch-site agent.",
+    "install": "Install a branch box or a cloud node as systemd services.",
     "tokens": "Create and revoke API tokens of the edge agent.",
     "audit": "Inspect the edge agent's hash-chained audit log.",
+    "approvals": "Workflow runs waiting for an operator's approval: list, approve, reject.",
     "kb": "Manage the edge agent's knowledge index.",
     "workflows": "Validate, list and run edge workflows.",
     "residency": "Check what the residency policy lets leave the site (PII masking).",
