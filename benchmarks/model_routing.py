@@ -6,11 +6,10 @@ the numbers are the routing's, not a model's. Measured in one run:
 * ``overhead``: `--n` sequential requests on the default path (``aivos.gen.<site>``, the
   single queue group of before) vs the same through the router (``aivos.gen.<site>.<class>``
   -> ``aivos.model.<site>.<model>``); p50/p95 of each, the p50 difference and the ratio.
-  The router is measured twice, in rounds that alternate with the direct path (so a busy
-  machine shifts all three alike): ``routed`` as it is (one wildcard reply subscription
-  per router, `cloud.models.replies`; `Accepted` relayed for streamed requests only; the
-  primary's `Done` relayed as the worker sent it) and ``routed_before``, the router before
-  those changes (`BeforeRouter`), whose overhead is ``overhead_before_p50_ms``;
+  The two alternate in rounds of n / 10 requests (so a busy machine shifts both alike).
+  Also this process's CPU time per request in each mode (edge, worker and, when routed,
+  the router all run here; nats-server does not): what the hop costs in Python, which
+  a loaded machine inflates less than it inflates wall time;
 * ``saturated``: the primary has one place and takes `--work-ms` per request; `--clients`
   concurrent clients send `--n` requests: share answered by the primary vs the fallback;
 * ``failing``: the primary's backend always fails: share by fallback, and how many requests
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import sys
@@ -36,29 +34,19 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import nats
-from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aivos.cloud.models.router import ModelRouter, _Exchange, _Outcome  # noqa: E402
+from aivos.cloud.models.router import ModelRouter  # noqa: E402
 from aivos.cloud.worker.backend import BackendError  # noqa: E402
-from aivos.cloud.worker.catalogue import Catalogue, ChainLink, parse_catalogue  # noqa: E402
+from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue  # noqa: E402
 from aivos.cloud.worker.cli import catalogue_worker  # noqa: E402
 from aivos.cloud.worker.service import GenerationWorker  # noqa: E402
 from aivos.edge.uplink.generation import generate  # noqa: E402
 from aivos.shared.errors import AivosError  # noqa: E402
-from aivos.shared.messages import (  # noqa: E402
-    Accepted,
-    Done,
-    GenerateRequest,
-    decode_reply,
-    encode,
-    now_ms,
-)
+from aivos.shared.messages import GenerateRequest  # noqa: E402
 from aivos.shared.natsconf import start_local_hub  # noqa: E402
-from aivos.shared.subjects import model_subject  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_routing.json"
 
@@ -107,64 +95,6 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-class BeforeRouter(ModelRouter):
-    """The router as it was before `cloud.models.replies`, for the before/after comparison:
-    a reply subscription per forwarded attempt, waited on with
-    ``asyncio.wait_for(queue.get())``, `Accepted` relayed for every request and the `Done`
-    always decoded, stamped and encoded again."""
-
-    async def _attempt(self, ex: _Exchange, link: ChainLink, budget_ms: float) -> _Outcome:
-        assert self._nc is not None
-        nc, request = self._nc, ex.request
-        forwarded = msgspec.structs.replace(
-            request,
-            deadline_unix_ms=now_ms() + int(budget_ms),
-            max_tokens=min(request.max_tokens, link.entry.limits.max_tokens),
-        )
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def _put(msg: Msg) -> None:
-            queue.put_nowait(msg)
-
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, cb=_put)
-        start = time.monotonic()
-        deadline, accept_by = start + budget_ms / 1000.0, start + self.accept_timeout_s
-        accepted = False
-        try:
-            subject = model_subject(request.site, link.model)
-            await nc.publish(subject, encode(forwarded), reply=inbox, headers=ex.headers)
-            while True:
-                wait = deadline - time.monotonic()
-                if not accepted:
-                    wait = min(wait, accept_by - time.monotonic())
-                if wait <= 0:
-                    return await self._lost(ex, "timeout" if accepted else "no_accept")
-                try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=wait)
-                except TimeoutError:
-                    continue
-                reply = decode_reply(msg.data) if not msg.headers else None
-                if isinstance(reply, Accepted) and not ex.accepted_sent:
-                    ex.accepted_sent = True
-                    await self._send(ex.reply_to, msg.data)
-                elif isinstance(reply, Done):
-                    stamped = msgspec.structs.replace(
-                        reply, model=link.model, version=link.entry.version
-                    )
-                    took = time.monotonic() - start
-                    await self._finish(ex, link, stamped, encode(stamped), took)
-                    return _Outcome("done")
-                outcome = await self._relay(ex, link, msg, start)
-                if outcome is not None and outcome.kind == "accepted":
-                    accepted = True
-                elif outcome is not None:
-                    return outcome
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-
-
 async def _start(
     url: str, cat: Catalogue, model: str, backend: Echo
 ) -> tuple[GenerationWorker, nats.NATS]:
@@ -200,21 +130,23 @@ async def overhead(url: str, n: int) -> dict[str, float]:
     cat = parse_catalogue(CATALOGUE.format(primary_places=1000))
     w = await _start(url, cat, "primary", Echo())
     edge = await nats.connect(url)
-    modes = ("direct", "routed", "routed_before")
+    modes = ("direct", "routed")
     times: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu_s = dict.fromkeys(modes, 0.0)
     try:
         for rnd in range(_ROUNDS):
             for mode in modes:
                 cls = None if mode == "direct" else "small"
-                router = BeforeRouter if mode == "routed_before" else ModelRouter
-                r = await _router(url, cat, router) if cls else None
+                r = await _router(url, cat) if cls else None
                 try:
                     for i in range(20):  # warm-up
                         await generate(edge, _req(f"w{mode}{rnd}-{i}", cls), timeout_s=10)
+                    c0 = time.process_time()
                     for i in range(n // _ROUNDS):
                         t0 = time.perf_counter()
                         await generate(edge, _req(f"{mode}{rnd}-{i}", cls), timeout_s=10)
                         times[mode].append((time.perf_counter() - t0) * 1000)
+                    cpu_s[mode] += time.process_time() - c0
                 finally:
                     if r is not None:
                         await _stop(r)
@@ -225,9 +157,12 @@ async def overhead(url: str, n: int) -> dict[str, float]:
     for mode in modes:
         out[f"{mode}_p50_ms"] = statistics.median(times[mode])
         out[f"{mode}_p95_ms"] = _pct(times[mode], 95)
+        out[f"{mode}_cpu_us_per_request"] = cpu_s[mode] / len(times[mode]) * 1e6
     out["overhead_p50_ms"] = out["routed_p50_ms"] - out["direct_p50_ms"]
-    out["overhead_before_p50_ms"] = out["routed_before_p50_ms"] - out["direct_p50_ms"]
     out["ratio_p50"] = out["routed_p50_ms"] / out["direct_p50_ms"]
+    out["overhead_cpu_us_per_request"] = (
+        out["routed_cpu_us_per_request"] - out["direct_cpu_us_per_request"]
+    )
     return out
 
 

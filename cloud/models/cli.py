@@ -19,12 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from aivos.cloud.models.autoscale import ScalePolicy
+from aivos.cloud.models.report import load_optional_catalogue, quota_states, usage_path
 from aivos.cloud.models.usage import UsageLedger, UsageRow, read_usage, utc_day
 from aivos.cloud.worker.catalogue import Catalogue, load_catalogue
 from aivos.shared.cli_options import data_dir_option, json_option, log_level_option, nats_option
 from aivos.shared.logs import configure_logging
 from aivos.shared.natsconf.connect import connect_nats
-from aivos.shared.paths import default_cloud_dir
 
 __all__ = ["router_cmd", "workers_cmd", "models_cmd", "costs_cmd", "usage_path", "summarize"]
 
@@ -36,10 +36,6 @@ _catalogue_option = click.option(
     required=True,
     help="Model catalogue (TOML).",
 )
-
-
-def usage_path(data_dir: Path | None) -> Path:
-    return (data_dir or default_cloud_dir()) / "model_usage.sqlite"
 
 
 def _stop_event() -> asyncio.Event:
@@ -207,9 +203,13 @@ def summarize(catalogue: Catalogue | None, rows: list[UsageRow]) -> dict[str, ob
 @click.option("--all-days", is_flag=True, help="Every day recorded.")
 @json_option()
 def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: bool) -> None:
-    """Tokens and cost of generation per site and model."""
+    """Tokens and cost of generation per site and model, and the daily budgets (per site
+    and intent) of DATA_DIR/catalogue.toml with what is used of them."""
     rows = read_usage(usage_path(data_dir), None if all_days else (day or utc_day()))
     report = summarize(None, rows)
+    catalogue = load_optional_catalogue(data_dir)  # DATA_DIR/catalogue.toml: its quotas
+    quotas = quota_states(catalogue, usage_path(data_dir), day or utc_day()) if catalogue else []
+    report["quotas"] = [msgspec.to_builtins(q) for q in quotas]
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
@@ -236,6 +236,17 @@ def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: b
             f"{r.cost:.4f}",
         )
     Console().print(table)
+    if quotas:
+        budgets = Table("site", "intent", "used", "budget", "state", title="daily budgets")
+        for q in quotas:
+            budgets.add_row(
+                q.site,
+                q.intent or "(site)",
+                str(q.used),
+                f"{q.limit} {q.what}",
+                "USED UP" if q.exhausted else "ok",
+            )
+        Console().print(budgets)
 
 
 @click.command("models")

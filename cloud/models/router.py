@@ -7,7 +7,8 @@ Per request:
 
 1. the subject's site must be the request's site (site credentials can only publish their
    own subjects, so the subject is what NATS vouches for); the class must exist
-   (``unknown_model_class``); the site must have quota left today (``quota_exceeded``,
+   (``unknown_model_class``); the site, and the site's intent (the ``Aivos-Intent``
+   header) when the catalogue budgets it, must have quota left today (``quota_exceeded``,
    which the edge treats like saturation: it falls back);
 2. for each link of the class's chain, primary first: skip it while its circuit breaker is
    open, or when less of the budget is left than its ``min_budget_ms`` (deadline pressure);
@@ -33,7 +34,10 @@ the quota check and usage counting of any class; the `Done` relayed is the worke
 naming no model, as a request without a class always got. No default model: such requests
 get ``unknown_model_class``.
 
-Replies from the workers all arrive on one wildcard subscription (`cloud.models.replies`).
+Replies from the workers all arrive on one wildcard subscription (`cloud.models.replies`)
+and are relayed from its callback (`cloud.models.attempt`). The first link is tried from
+the request subscription's callback itself; a task per request then waits for the
+attempt's end and walks on down the chain when needed, off the answer's path.
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -49,24 +52,24 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from aivos.cloud.models.attempt import Attempt, Exchange, Outcome
 from aivos.cloud.models.breaker import CircuitBreaker
 from aivos.cloud.models.replies import ReplyInbox
-from aivos.cloud.models.usage import SiteQuotaExhausted, UsageLedger, estimate_prompt_tokens
+from aivos.cloud.models.usage import (
+    INTENT_HEADER,
+    QuotaExhausted,
+    UsageLedger,
+    estimate_prompt_tokens,
+)
 from aivos.cloud.worker.catalogue import Catalogue, ChainLink
 from aivos.cloud.worker.draining import drain_in_flight
 from aivos.cloud.worker.stats import LatencyWindow
 from aivos.shared.messages import (
-    Accepted,
-    Done,
     Error,
-    GenerateRequest,
     Reply,
     Saturated,
-    Token,
-    decode_reply,
     decode_request,
     encode,
-    now_ms,
 )
 from aivos.shared.subjects import (
     GEN_ALL_CLASSES,
@@ -82,6 +85,7 @@ log = logging.getLogger(__name__)
 _RESERVE_SLACK_MS = 100  # hand-over time counted into a reserve
 # codes that say nothing about the model's health
 _NOT_A_FAILURE = {"shutting_down", "bad_request"}
+_SUBJECT_CACHE_MAX = 4096  # (site, model) -> subject; sites x models, cleared when full
 
 
 @dataclass
@@ -97,31 +101,10 @@ class ModelCounters:
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
 
-@dataclass
-class _Exchange:
-    """One edge request in flight: where to reply, and what was already relayed."""
-
-    request: GenerateRequest
-    reply_to: str
-    headers: dict[str, str] | None
-    accepted_sent: bool = False
-    tokens_sent: int = 0
-
-
 def routes_default_path(catalogue: Catalogue) -> bool:
     """Whether requests naming no class go through the router (quotas are set), rather than
     straight to the default model's workers on ``aivos-gen``."""
     return bool(catalogue.quotas)
-
-
-class _Outcome(msgspec.Struct):
-    kind: str  # "done", "saturated", "failed", "committed"; "accepted": still going
-    code: str = ""
-    message: str = ""
-    retry_after_ms: int = 0
-
-
-_ACCEPTED = _Outcome("accepted")
 
 
 class ModelRouter:
@@ -153,6 +136,7 @@ class ModelRouter:
             if default is not None
             else ()
         )
+        self._subjects: dict[tuple[str, str], str] = {}
         self._nc: NATS | None = None
         self._subs: list[Subscription] = []
         self._replies = ReplyInbox()
@@ -205,10 +189,14 @@ class ModelRouter:
     async def _send(self, subject: str, message: Reply | bytes) -> None:
         assert self._nc is not None
         data = message if isinstance(message, bytes) else encode(message)
-        with contextlib.suppress(Exception):  # the edge times out if this is lost
+        try:
             await self._nc.publish(subject, data)
+        except Exception:  # the edge times out if this is lost
+            log.debug("reply to %s lost", subject, exc_info=True)
 
     async def _on_request(self, msg: Msg) -> None:
+        """Check the request, forward it to its first model from here (no task hop before
+        the request is on its way), then leave the rest to a task (`_follow`)."""
         if not msg.reply:
             return
         try:
@@ -219,98 +207,67 @@ class ModelRouter:
         tokens = msg.subject.split(".")
         site = tokens[2]
         model_class = tokens[3] if len(tokens) == 4 else None  # None: the default path
+        rid = request.request_id
         if request.site != site or request.model_class not in (None, model_class):
-            await self._send(
-                msg.reply,
-                Error(
-                    request_id=request.request_id,
-                    code="bad_request",
-                    message="site and model class must match the subject",
-                ),
-            )
+            message = "site and model class must match the subject"
+            await self._send(msg.reply, Error(rid, code="bad_request", message=message))
             return
         if len(self._tasks) >= self.max_in_flight:
-            await self._send(msg.reply, Saturated(request_id=request.request_id, worker="router"))
+            await self._send(msg.reply, Saturated(request_id=rid, worker="router"))
             return
+        data: bytes | None = msg.data
         if request.model_class != model_class:
             request = msgspec.structs.replace(request, model_class=model_class)
-        exchange = _Exchange(request, msg.reply, dict(msg.headers) if msg.headers else None)
-        task = asyncio.create_task(self._route(exchange))
+            data = None
+        chain = self._chains.get(model_class) if model_class is not None else self._default_chain
+        if not chain:
+            text = (
+                f"no model class {model_class!r}"
+                if model_class is not None
+                else "this cloud needs a model class (no default model)"
+            )
+            await self._send(msg.reply, Error(rid, code="unknown_model_class", message=text))
+            return
+        headers = msg.headers or None
+        intent = headers.get(INTENT_HEADER) if headers else None
+        try:
+            self.ledger.check(site, intent)
+        except QuotaExhausted as exc:
+            await self._send(msg.reply, Error(rid, code="quota_exceeded", message=str(exc)))
+            return
+        ex = Exchange(request, data, msg.reply, headers, intent)
+        first = await self._next_attempt(ex, chain, 0)
+        task = asyncio.create_task(self._follow(ex, chain, first))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _route(self, ex: _Exchange) -> None:
+    async def _next_attempt(
+        self, ex: Exchange, chain: tuple[ChainLink, ...], start: int
+    ) -> Attempt | None:
+        """Forward the request to the first link from `start` that may take it (None: none
+        is left). Links are skipped while their breaker is open or when less of the budget
+        is left than their ``min_budget_ms``."""
         request = ex.request
-        rid = request.request_id
-        chain = (
-            self._chains.get(request.model_class)
-            if request.model_class is not None
-            else self._default_chain
-        )
-        if not chain:
-            msg = (
-                f"no model class {request.model_class!r}"
-                if request.model_class is not None
-                else "this cloud needs a model class (no default model)"
-            )
-            await self._send(ex.reply_to, Error(rid, code="unknown_model_class", message=msg))
-            return
-        try:
-            self.ledger.check(request.site)
-        except SiteQuotaExhausted as exc:
-            await self._send(ex.reply_to, Error(rid, code="quota_exceeded", message=str(exc)))
-            return
-        saturated: list[_Outcome] = []
-        reasons: list[str] = []
-        for i, link in enumerate(chain):
-            counters = self.counters[link.model]
+        for i in range(start, len(chain)):
+            link = chain[i]
             remaining = request.remaining_ms()
             if remaining <= 0:
-                break
+                return None
             if remaining < link.entry.min_budget_ms:
-                counters.skipped_deadline += 1
-                reasons.append(f"{link.model}: budget")
+                self.counters[link.model].skipped_deadline += 1
+                ex.reasons.append(f"{link.model}: budget")
                 continue
-            breaker = self.breakers[link.model]
-            if not breaker.allow():
-                counters.skipped_open += 1
-                reasons.append(f"{link.model}: breaker open")
+            if not self.breakers[link.model].allow():
+                self.counters[link.model].skipped_open += 1
+                ex.reasons.append(f"{link.model}: breaker open")
                 continue
-            reserve = self._reserve(chain[i + 1 :], remaining)
-            outcome = await self._attempt(ex, link, remaining - reserve)
-            if outcome.kind == "done":
-                breaker.success()
-                return
-            if outcome.kind == "committed":  # tokens reached the edge: no fallback now
-                if outcome.code in _NOT_A_FAILURE:
-                    breaker.release()
-                else:
-                    breaker.failure()
-                    counters.failures += 1
-                return
-            if outcome.kind == "saturated":
-                breaker.release()
-                counters.saturated += 1
-                saturated.append(outcome)
-            else:
-                if outcome.code in _NOT_A_FAILURE:
-                    breaker.release()
-                else:
-                    breaker.failure()
-                    counters.failures += 1
-            reasons.append(f"{link.model}: {outcome.code or outcome.kind}")
-        if request.expired():
-            reply: Reply = Error(rid, code="deadline_exceeded", message="; ".join(reasons))
-        elif saturated:
-            retry = min(o.retry_after_ms for o in saturated)
-            reply = Saturated(rid, retry_after_ms=retry, worker="router")
-        else:
-            reply = Error(rid, code="no_model_available", message="; ".join(reasons))
-        await self._send(ex.reply_to, reply)
+            reserve = self._reserve(chain, i + 1, remaining)
+            return await self._forward(ex, link, i, remaining, reserve)
+        return None
 
-    def _reserve(self, rest: tuple[ChainLink, ...], remaining: float) -> float:
+    def _reserve(self, chain: tuple[ChainLink, ...], start: int, remaining: float) -> float:
         """Budget kept back for the next link that could still run (its min_budget_ms)."""
-        for link in rest:
+        for link in chain[start:]:
             if self.breakers[link.model].state != "open":
                 need = link.entry.min_budget_ms
                 if need <= 0:
@@ -319,120 +276,108 @@ class ModelRouter:
                 return need if need < remaining else 0.0
         return 0.0
 
-    async def _attempt(self, ex: _Exchange, link: ChainLink, budget_ms: float) -> _Outcome:
-        """Send the request to `link`'s workers and relay their replies."""
+    async def _forward(
+        self, ex: Exchange, link: ChainLink, index: int, remaining: float, reserve: float
+    ) -> Attempt:
+        """Publish the request to `link`'s workers: its own bytes when nothing changes (no
+        reserve to keep, max_tokens within the model's limit), else re-encoded with the
+        deadline moved up by the reserve and max_tokens clamped."""
         assert self._nc is not None
-        nc = self._nc
         request = ex.request
         limit = link.entry.limits.max_tokens
-        forwarded = msgspec.structs.replace(
-            request,
-            deadline_unix_ms=now_ms() + int(budget_ms),
-            max_tokens=min(request.max_tokens, limit),
-        )
-        replies = self._replies
-        box = replies.open()
-        start = time.monotonic()
-        deadline = start + budget_ms / 1000.0
-        accept_by = start + self.accept_timeout_s
-        accepted = False
-        try:
-            await nc.publish(
-                model_subject(request.site, link.model),
-                encode(forwarded),
-                reply=box.subject,
-                headers=ex.headers,
+        data = ex.data
+        if data is None or reserve or request.max_tokens > limit:
+            deadline = request.deadline_unix_ms
+            if deadline > 0:
+                deadline -= int(reserve)
+            forwarded = msgspec.structs.replace(
+                request, deadline_unix_ms=deadline, max_tokens=min(request.max_tokens, limit)
             )
-            while True:
-                wait = deadline - time.monotonic()
-                if not accepted:
-                    wait = min(wait, accept_by - time.monotonic())
-                if wait <= 0:
-                    return await self._lost(ex, "timeout" if accepted else "no_accept")
-                msg = await box.get(wait)
-                if msg is None:
-                    continue
-                outcome = await self._relay(ex, link, msg, start)
-                if outcome is _ACCEPTED:
-                    accepted = True
-                elif outcome is not None:
-                    return outcome
-        finally:
-            replies.close(box)
-
-    async def _relay(
-        self, ex: _Exchange, link: ChainLink, msg: Msg, start: float
-    ) -> _Outcome | None:
-        """Handle one worker reply: relay it, or say how the attempt ended (`_ACCEPTED`: it
-        goes on, now accepted; None: it goes on)."""
-        if msg.headers and msg.headers.get("Status") == "503":
-            return _Outcome("failed", code="no_responders")
-        try:
-            reply = decode_reply(msg.data)
-        except msgspec.MsgspecError:
-            return await self._lost(ex, "bad_reply")
-        if reply.request_id != ex.request.request_id:
-            return None
-        if isinstance(reply, Accepted):
-            # relayed for a streamed answer only: an edge waiting for Done ignores it, and
-            # the hop's cost is mostly its messages (benchmarks/model_routing.py)
-            if ex.request.stream and not ex.accepted_sent:
-                ex.accepted_sent = True
-                await self._send(ex.reply_to, msg.data)
-            return _ACCEPTED
-        if isinstance(reply, Token):
-            ex.tokens_sent += 1
-            await self._send(ex.reply_to, msg.data)
-            return _ACCEPTED
-        if isinstance(reply, Done):
-            await self._finish(ex, link, reply, msg.data, time.monotonic() - start)
-            return _Outcome("done")
-        if isinstance(reply, Saturated):
-            return _Outcome("saturated", retry_after_ms=reply.retry_after_ms)
-        assert isinstance(reply, Error)
-        if ex.tokens_sent:
-            await self._send(ex.reply_to, msg.data)
-            return _Outcome("committed", code=reply.code)
-        return _Outcome("failed", code=reply.code, message=reply.message)
-
-    async def _lost(self, ex: _Exchange, code: str) -> _Outcome:
-        if not ex.tokens_sent:
-            return _Outcome("failed", code=code)
-        message = f"model stopped answering mid-stream ({code})"
-        await self._send(
-            ex.reply_to,
-            Error(ex.request.request_id, code="deadline_exceeded", message=message),
+            data = encode(forwarded)
+        attempt = Attempt(
+            ex,
+            link,
+            index,
+            send=self._send,
+            accept_timeout_s=self.accept_timeout_s,
+            budget_ms=remaining - reserve,
         )
-        return _Outcome("committed", code=code)
+        attempt.subject = self._replies.open(attempt.on_reply)
+        key = (request.site, link.model)
+        subject = self._subjects.get(key)
+        if subject is None:
+            if len(self._subjects) >= _SUBJECT_CACHE_MAX:
+                self._subjects.clear()
+            subject = self._subjects[key] = model_subject(*key)
+        try:
+            await self._nc.publish(subject, data, reply=attempt.subject, headers=ex.headers)
+        except Exception as exc:  # connection closed or draining: try the next link
+            attempt.end(Outcome("failed", code="publish_failed", message=str(exc)))
+        return attempt
 
-    async def _finish(
-        self, ex: _Exchange, link: ChainLink, done: Done, data: bytes, took_s: float
+    async def _follow(
+        self, ex: Exchange, chain: tuple[ChainLink, ...], attempt: Attempt | None
     ) -> None:
-        """Relay the `Done`, then count it once the relay is on its way (the client writes
-        to the socket on the loop's next turn: counting first would delay the answer)."""
-        version = done.version or link.entry.version
-        if ex.request.model_class is None or (link.primary and done.model == link.model):
-            # the default path (no model named), or the primary's worker named itself: the
-            # worker's Done as it is, not decoded and encoded again
-            await self._send(ex.reply_to, data)
+        """Wait for each attempt's end; move down the chain until one answers."""
+        while attempt is not None:
+            try:
+                outcome = await attempt.ended
+            finally:
+                attempt.close()
+                self._replies.close(attempt.subject)
+            if outcome.kind == "lost":
+                outcome = await attempt.lost(outcome.code)
+            if self._settle(ex, attempt.link, outcome):
+                return
+            attempt = await self._next_attempt(ex, chain, attempt.index + 1)
+        rid = ex.request.request_id
+        if ex.request.expired():
+            reply: Reply = Error(rid, code="deadline_exceeded", message="; ".join(ex.reasons))
+        elif ex.saturated:
+            retry = min(o.retry_after_ms for o in ex.saturated)
+            reply = Saturated(rid, retry_after_ms=retry, worker="router")
         else:
-            stamped = msgspec.structs.replace(
-                done, model=link.model, version=version, fallback=not link.primary
-            )
-            await self._send(ex.reply_to, stamped)
-        asyncio.get_running_loop().call_soon(
-            self._count, ex.request, link, version, done.n_tokens, took_s
-        )
+            reply = Error(rid, code="no_model_available", message="; ".join(ex.reasons))
+        await self._send(ex.reply_to, reply)
 
-    def _count(
-        self, request: GenerateRequest, link: ChainLink, version: str, n_out: int, took_s: float
-    ) -> None:
+    def _settle(self, ex: Exchange, link: ChainLink, outcome: Outcome) -> bool:
+        """Tell the breaker and the counters how an attempt ended; True when the request is
+        answered (or committed to this model: tokens reached the edge)."""
+        breaker = self.breakers[link.model]
+        counters = self.counters[link.model]
+        if outcome.kind == "done":
+            breaker.success()
+            self._count(ex, link, outcome)
+            return True
+        if outcome.kind == "saturated":
+            breaker.release()
+            counters.saturated += 1
+            ex.saturated.append(outcome)
+        elif outcome.code in _NOT_A_FAILURE:
+            breaker.release()
+        else:
+            breaker.failure()
+            counters.failures += 1
+        if outcome.kind == "committed":
+            return True
+        ex.reasons.append(f"{link.model}: {outcome.code or outcome.kind}")
+        return False
+
+    def _count(self, ex: Exchange, link: ChainLink, outcome: Outcome) -> None:
         counters = self.counters[link.model]
         if link.primary:
             counters.primary += 1
         else:
             counters.fallback += 1
-        counters.latency.add(took_s * 1000.0)
-        tokens_in = estimate_prompt_tokens(request)
-        fallback = not link.primary
-        self.ledger.record(request.site, link.model, version, tokens_in, n_out, fallback=fallback)
+        counters.latency.add(outcome.took_s * 1000.0)
+        request = ex.request
+        self.ledger.record(
+            request.site,
+            link.model,
+            outcome.version,
+            estimate_prompt_tokens(request),
+            outcome.n_tokens,
+            fallback=not link.primary,
+            intent=ex.intent,
+            latency_ms=outcome.took_s * 1000.0,
+        )

@@ -28,6 +28,7 @@ A TOML document, decoded once into frozen Structs (unknown keys fail with their 
 
     [quotas."*"]                    # every site without its own entry
     tokens_per_day = 200000
+    intents = { smalltalk = 5000 }  # tokens per day for one intent, at each such site
     [quotas.branch-042]
     requests_per_day = 5000
 
@@ -94,6 +95,17 @@ class BreakerPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Quota(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     requests_per_day: int | None = None
     tokens_per_day: int | None = None
+    # tokens per day per intent (the edge's intent, header ``Aivos-Intent``), within the
+    # site's own budget; an intent not named here is bounded by the site's budget only
+    intents: dict[str, int] = msgspec.field(default_factory=dict)
+
+    @property
+    def limited(self) -> bool:
+        return (
+            self.requests_per_day is not None
+            or self.tokens_per_day is not None
+            or bool(self.intents)
+        )
 
 
 class ChainLink(msgspec.Struct, frozen=True):
@@ -167,6 +179,15 @@ class Catalogue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     )
         if self.default_model is not None and self.default_model not in self.models:
             raise ConfigError(f"{source}.default_model", f"unknown model {self.default_model!r}")
+        for site, quota in self.quotas.items():
+            path = f"{source}.quotas.{site}"
+            for key in ("requests_per_day", "tokens_per_day"):
+                value = getattr(quota, key)
+                if value is not None and value < 0:
+                    raise ConfigError(f"{path}.{key}", "must be >= 0")
+            for intent, tokens in quota.intents.items():
+                if tokens < 0:
+                    raise ConfigError(f"{path}.intents.{intent}", "must be >= 0")
         if self.breaker.failures < 1 or self.breaker.cooldown_s <= 0:
             raise ConfigError(f"{source}.breaker", "failures must be >= 1, cooldown_s > 0")
         return self

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from aivos.cloud.models.replies import ReplyInbox
 from aivos.cloud.models.router import ModelRouter
-from aivos.cloud.models.usage import UsageLedger
+from aivos.cloud.models.usage import INTENT_HEADER, UsageLedger
 from aivos.cloud.worker.backend import BackendError, GenerationBackend
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.cloud.worker.cli import catalogue_worker
 from aivos.cloud.worker.service import GenerationWorker
 from aivos.edge.uplink.generation import SiteQuotaExceeded, generate, stream_generate
 from aivos.shared.errors import GenerationFailed, NoResponders, WorkerSaturated
-from aivos.shared.messages import Done, GenerateRequest, Token
+from aivos.shared.messages import Done, Error, GenerateRequest, Token, decode_reply, encode
 from aivos.shared.natsconf import NatsServer
 from tests.fixtures.nats import ScriptedBackend, running_worker
 from tests.fixtures.wait import eventually
@@ -320,26 +321,66 @@ async def test_with_quotas_the_default_path_cannot_skip_the_router(nats_hub: Nat
 
 
 async def test_one_reply_subscription_serves_every_attempt(nats_hub: NatsServer) -> None:
-    """Each attempt gets its own reply subject under the router's one wildcard subscription;
-    replies to an attempt that has ended reach no one."""
+    """Each attempt gets its own reply subject under the router's one wildcard subscription,
+    its replies go to its own handler; replies to an attempt that has ended reach no one."""
     nc = await nats.connect(nats_hub.url)
     inbox = ReplyInbox()
     await inbox.start(nc)
+    got: dict[str, list[bytes]] = {"first": [], "second": []}
+
+    def handler(name: str) -> Callable[[Msg], Awaitable[None]]:
+        async def on_reply(msg: Msg) -> None:
+            got[name].append(msg.data)
+
+        return on_reply
+
     try:
-        first, second = inbox.open(), inbox.open()
-        assert first.subject != second.subject and len(inbox) == 2
-        await nc.publish(second.subject, b"two")
-        await nc.publish(first.subject, b"one")
-        got_first, got_second = await first.get(5.0), await second.get(5.0)
-        assert got_first is not None and got_first.data == b"one"
-        assert got_second is not None and got_second.data == b"two"
+        first, second = inbox.open(handler("first")), inbox.open(handler("second"))
+        assert first != second and len(inbox) == 2
+        await nc.publish(second, b"two")
+        await nc.publish(first, b"one")
+        await eventually(lambda: got == {"first": [b"one"], "second": [b"two"]}, timeout=5)
         inbox.close(first)
-        await nc.publish(first.subject, b"late")
-        await nc.publish(second.subject, b"marker")
-        marker = await second.get(5.0)  # after the late reply, on the same connection
-        assert marker is not None and marker.data == b"marker"
-        assert await first.get(0.0) is None and len(inbox) == 1
-        assert await second.get(0.05) is None  # nothing more: the wait times out
+        await nc.publish(first, b"late")
+        await nc.publish(second, b"marker")
+        # the marker comes after the late reply on the same connection
+        await eventually(lambda: got["second"] == [b"two", b"marker"], timeout=5)
+        assert got["first"] == [b"one"] and len(inbox) == 1
     finally:
         await inbox.stop()
         await nc.close()
+
+
+async def test_intent_budget_used_up_is_the_documented_error(nats_hub: NatsServer) -> None:
+    """With ``intents = { chat = N }`` in a site's quota, the intent named by the request's
+    ``Aivos-Intent`` header gets ``Error(quota_exceeded)`` once N tokens are used today;
+    the site's other intents and requests without the header still get answers."""
+    text = CATALOGUE.replace("{min_budget}", "0") + "\n[quotas.b1]\nintents = { chat = 1 }\n"
+    cat = parse_catalogue(text)
+    subject = "aivos.gen.b1.small"
+
+    async def ask(edge: nats.NATS, rid: str, intent: str | None) -> Done | Error:
+        headers = {INTENT_HEADER: intent} if intent else None
+        reply = await edge.request(subject, encode(_req(rid)), timeout=10, headers=headers)
+        decoded = decode_reply(reply.data)
+        assert isinstance(decoded, Done | Error)
+        return decoded
+
+    async with (
+        model_worker(nats_hub.url, cat, "primary", ScriptedBackend(["x"]), "wp"),
+        model_router(nats_hub.url, cat) as router,
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            first = await ask(edge, "r1", "chat")
+            refused = await ask(edge, "r2", "chat")
+            other = await ask(edge, "r3", "billing")
+            plain = await ask(edge, "r4", None)
+        finally:
+            await edge.close()
+    assert isinstance(first, Done) and first.model == "primary"
+    assert isinstance(refused, Error) and refused.code == "quota_exceeded"
+    assert "intent chat used" in refused.message
+    assert isinstance(other, Done) and isinstance(plain, Done)
+    by_intent = {r.intent: r.requests for r in router.ledger.intent_rows()}
+    assert by_intent == {"chat": 1, "billing": 1}

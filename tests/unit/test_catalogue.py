@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import msgspec
@@ -10,7 +11,14 @@ import pytest
 from aivos.cloud.models.autoscale import Autoscaler, PoolSignals, ScalePolicy
 from aivos.cloud.models.breaker import CircuitBreaker
 from aivos.cloud.models.cli import summarize
-from aivos.cloud.models.usage import SiteQuotaExhausted, UsageLedger, read_usage
+from aivos.cloud.models.report import quota_states
+from aivos.cloud.models.usage import (
+    IntentQuotaExhausted,
+    SiteQuotaExhausted,
+    UsageLedger,
+    read_intent_usage,
+    read_usage,
+)
 from aivos.cloud.worker.catalogue import parse_catalogue
 from aivos.cloud.worker.stats import LatencyWindow, percentile
 from aivos.shared.errors import ConfigError
@@ -208,3 +216,81 @@ def test_new_fields_stay_off_the_wire_at_their_defaults() -> None:
     assert decode_request(encode(named)).model_class == "small"
     stamped = Done("r1", "ok", 1, model="smol", version="v1", fallback=True)
     assert decode_reply(encode(stamped)) == stamped
+
+
+def test_intent_budgets_are_enforced_within_the_site_and_shared_through_the_file(
+    tmp_path: Path,
+) -> None:
+    text = CATALOGUE.replace(
+        '[quotas."*"]\ntokens_per_day = 100\n',
+        '[quotas."*"]\ntokens_per_day = 100\nintents = { smalltalk = 30 }\n',
+    )
+    cat = parse_catalogue(text)
+    db = tmp_path / "usage.sqlite"
+    ledger = UsageLedger(cat, db, day=lambda: "2025-01-01")
+    ledger.record("b1", "smol", "135m-q4_1", 20, 10, fallback=False, intent="smalltalk")
+    with pytest.raises(IntentQuotaExhausted, match="intent smalltalk used 30 of 30") as info:
+        ledger.check("b1", "smalltalk")
+    assert (info.value.site, info.value.intent, info.value.code) == (
+        "b1",
+        "smalltalk",
+        "quota_exceeded",
+    )
+    ledger.check("b1", "billing")  # other intents: only the site's 100 tokens bound them
+    ledger.check("b1")
+    ledger.check("b2", "smalltalk")  # the budget is per site
+    ledger.flush()
+    # after a flush the counts move from this process's live totals to the file's: still 30
+    assert ledger.intent_today("b1", "smalltalk") == 30
+    assert ledger.site_today("b1") == (1, 30)
+    other = UsageLedger(cat, db, day=lambda: "2025-01-01")
+    with pytest.raises(IntentQuotaExhausted):
+        other.check("b1", "smalltalk")
+    other.close()
+    ledger.close()
+    (row,) = read_intent_usage(db, "2025-01-01")
+    assert (row.site, row.intent, row.requests, row.tokens_in, row.tokens_out) == (
+        "b1",
+        "smalltalk",
+        1,
+        20,
+        10,
+    )
+    states = {(q.site, q.intent, q.what): q for q in quota_states(cat, db, "2025-01-01")}
+    assert states[("b1", "smalltalk", "tokens")].exhausted
+    assert not states[("b1", None, "tokens")].exhausted
+    assert states[("vip", None, "requests")].used == 0  # a site with its own quota, no usage
+
+
+def test_negative_intent_budget_fails_with_its_path() -> None:
+    text = CATALOGUE + "\n[quotas.b9]\nintents = { refunds = -1 }\n"
+    with pytest.raises(ConfigError, match=r"quotas\.b9\.intents\.refunds"):
+        parse_catalogue(text)
+
+
+def test_up_runs_a_pool_per_catalogue_entry_and_costs_show_budgets(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aivos.cloud.models.cli import costs_cmd
+    from aivos.cloud.models.up_pools import default_pool_commands
+
+    commands = default_pool_commands(tmp_path, "nats://127.0.0.1:4222")
+    catalogue = tmp_path / "catalogue.toml"
+    assert [(c.name, c.role) for c in commands] == [("pool-smol", "worker"), ("router", "router")]
+    assert commands[0].args[:2] == ("cloud", "workers")
+    assert commands[0].args[6:8] == ("--model", "smol")
+    # an operator's catalogue is kept: two entries, two pools
+    catalogue.write_text(
+        CATALOGUE.replace('url = "http://127.0.0.1:9/v1"\n', 'url = "http://x/v1"\n')
+    )
+    pools = [c.name for c in default_pool_commands(tmp_path, "nats://h:4222")]
+    assert pools == ["pool-smol", "pool-big", "router"]
+    ledger = UsageLedger(parse_catalogue(catalogue.read_text()), tmp_path / "model_usage.sqlite")
+    ledger.record("vip", "smol", "135m-q4_1", 1, 1, fallback=False)
+    ledger.record("vip", "smol", "135m-q4_1", 1, 1, fallback=False)
+    ledger.close()
+    out = CliRunner().invoke(costs_cmd, ["--data-dir", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    quotas = {(q["site"], q["what"]): q for q in json.loads(out.output)["quotas"]}
+    assert quotas[("vip", "requests")]["exhausted"] is True
+    assert quotas[("vip", "requests")]["used"] == 2

@@ -1,0 +1,216 @@
+"""One request forwarded to one catalogue model, and the replies relayed on its way back.
+
+An `Attempt`'s replies are handled as they arrive, in the callback of the router's reply
+subscription (`cloud.models.replies`): `Accepted` is noted, `Token`s and the `Done` are
+published to the edge from there, and only the attempt's end (`Attempt.ended`) wakes the
+routing task. Waking that task for every reply, and publishing the `Done` from it, cost two
+event-loop turns more per request on the answer's path (benchmarks/model_routing.py).
+Time limits are one timer per attempt, not a timeout per wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.msg import Msg
+
+from aivos.cloud.worker.catalogue import ChainLink
+from aivos.shared.messages import (
+    Accepted,
+    Done,
+    Error,
+    GenerateRequest,
+    Reply,
+    Saturated,
+    Token,
+    decode_reply,
+)
+
+__all__ = ["Attempt", "Exchange", "Outcome", "Send"]
+
+Send = Callable[[str, "Reply | bytes"], Awaitable[None]]
+
+
+class Exchange:
+    """One edge request in flight: where to reply, and what was already relayed."""
+
+    __slots__ = (
+        "request",
+        "data",
+        "reply_to",
+        "headers",
+        "intent",
+        "accepted_sent",
+        "tokens_sent",
+        "reasons",
+        "saturated",
+    )
+
+    def __init__(
+        self,
+        request: GenerateRequest,
+        data: bytes | None,
+        reply_to: str,
+        headers: dict[str, str] | None,
+        intent: str | None,
+    ) -> None:
+        self.request = request
+        self.data = data  # the request's bytes when they can be forwarded as they are
+        self.reply_to = reply_to
+        self.headers = headers
+        self.intent = intent
+        self.accepted_sent = False
+        self.tokens_sent = 0
+        self.reasons: list[str] = []  # why links were passed over, for the final error
+        self.saturated: list[Outcome] = []
+
+
+class Outcome(msgspec.Struct):
+    """How an attempt ended. ``lost``: no reply in time (or an unreadable one), `code` says
+    which; the router decides what the edge is told."""
+
+    kind: str  # "done", "saturated", "failed", "committed", "lost"
+    code: str = ""
+    message: str = ""
+    retry_after_ms: int = 0
+    version: str = ""  # done: the version that answered, its generated tokens, its time
+    n_tokens: int = 0
+    took_s: float = 0.0
+
+
+class Attempt:
+    """The request sent to `link`'s workers; `ended` resolves with its `Outcome`."""
+
+    __slots__ = (
+        "ex",
+        "link",
+        "index",
+        "subject",
+        "ended",
+        "_send",
+        "_start",
+        "_deadline",
+        "_accepted",
+        "_timer",
+    )
+
+    def __init__(
+        self,
+        ex: Exchange,
+        link: ChainLink,
+        index: int,
+        *,
+        send: Send,
+        accept_timeout_s: float,
+        budget_ms: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.ex = ex
+        self.link = link
+        self.index = index  # position in the class's chain
+        self.subject = ""  # its reply subject, set by the router
+        self.ended: asyncio.Future[Outcome] = loop.create_future()
+        self._send = send
+        self._start = time.monotonic()
+        self._deadline = self._start + budget_ms / 1000.0  # inf without a deadline
+        self._accepted = False
+        first = min(accept_timeout_s, budget_ms / 1000.0)
+        self._timer: asyncio.TimerHandle | None = loop.call_later(first, self._on_timer)
+
+    def end(self, outcome: Outcome) -> None:
+        if not self.ended.done():
+            self.ended.set_result(outcome)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        """The accept wait or the budget ran out (or the accept wait passed, accepted)."""
+        self._timer = None
+        if self.ended.done():
+            return
+        if not self._accepted:
+            self.end(Outcome("lost", code="no_accept"))
+            return
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self.end(Outcome("lost", code="timeout"))
+        elif not math.isinf(left):
+            self._timer = asyncio.get_running_loop().call_later(left, self._on_timer)
+
+    async def on_reply(self, msg: Msg) -> None:
+        """One worker reply (the reply subscription's callback)."""
+        if self.ended.done():
+            return
+        outcome = await self._relay(msg)
+        if outcome is not None:
+            self.end(outcome)
+
+    async def _relay(self, msg: Msg) -> Outcome | None:
+        """Relay one reply to the edge, or say how the attempt ended (None: it goes on)."""
+        ex = self.ex
+        if msg.headers and msg.headers.get("Status") == "503":
+            return Outcome("failed", code="no_responders")
+        try:
+            reply = decode_reply(msg.data)
+        except msgspec.MsgspecError:
+            return Outcome("lost", code="bad_reply")
+        if reply.request_id != ex.request.request_id:
+            return None
+        if isinstance(reply, Accepted):
+            self._accepted = True
+            # relayed for a streamed answer only: an edge waiting for Done ignores it, and
+            # the hop's cost is mostly its messages (benchmarks/model_routing.py)
+            if ex.request.stream and not ex.accepted_sent:
+                ex.accepted_sent = True
+                await self._send(ex.reply_to, msg.data)
+            return None
+        if isinstance(reply, Token):
+            self._accepted = True
+            ex.tokens_sent += 1
+            await self._send(ex.reply_to, msg.data)
+            return None
+        if isinstance(reply, Done):
+            return await self._finish(reply, msg.data)
+        if isinstance(reply, Saturated):
+            return Outcome("saturated", retry_after_ms=reply.retry_after_ms)
+        assert isinstance(reply, Error)
+        if ex.tokens_sent:
+            await self._send(ex.reply_to, msg.data)
+            return Outcome("committed", code=reply.code)
+        return Outcome("failed", code=reply.code, message=reply.message)
+
+    async def _finish(self, done: Done, data: bytes) -> Outcome:
+        """Relay the `Done`, naming the model and version (counted by the routing task)."""
+        ex, link = self.ex, self.link
+        version = done.version or link.entry.version
+        if ex.request.model_class is None or (link.primary and done.model == link.model):
+            # the default path (no model named), or the primary's worker named itself: the
+            # worker's Done as it is, not decoded and encoded again
+            await self._send(ex.reply_to, data)
+        else:
+            stamped = msgspec.structs.replace(
+                done, model=link.model, version=version, fallback=not link.primary
+            )
+            await self._send(ex.reply_to, stamped)
+        took = time.monotonic() - self._start
+        return Outcome("done", version=version, n_tokens=done.n_tokens, took_s=took)
+
+    async def lost(self, code: str) -> Outcome:
+        """No (readable) reply in time: a failure, or, once tokens reached the edge, an
+        error the edge is told about (the answer is committed to this model)."""
+        ex = self.ex
+        if not ex.tokens_sent:
+            return Outcome("failed", code=code)
+        message = f"model stopped answering mid-stream ({code})"
+        await self._send(
+            ex.reply_to,
+            Error(ex.request.request_id, code="deadline_exceeded", message=message),
+        )
+        return Outcome("committed", code=code)
