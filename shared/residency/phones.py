@@ -1,7 +1,8 @@
 """Phone numbers in free text, validated by Google's libphonenumber port (`phonenumbers`).
 
 Candidates are runs of digit groups joined by single separators (space, dash, dot, slash,
-an area code in brackets, `+CC` or `00CC` in front, an `x123` extension behind). A candidate
+an area code in brackets, also before a slash `(52)/301-1100`, `+CC`, `00CC` or `(+CC)` in
+front, an `x123` extension behind). A candidate
 is a phone number when it has 7–15 digits, is not shaped like a date, an SSN or a version, and
 - it carries an international prefix (`+49`, `0049`) and libphonenumber finds it possible, or
 - libphonenumber finds it valid for one of the site's phone regions (its locale pack), or
@@ -28,8 +29,8 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
 
 _CANDIDATE = re.compile(
     r"(?<![\w@#$€£¥/.,:+=&-])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )(?<!\d[ .-])"
-    r"(?:\+[ ]?|\b00)?"
-    r"(?:\(\d{1,5}\)[ .-]?)?"
+    r"(?:\+[ ]?|\b00|\(\+\d{1,3}\)[ ]?)?"
+    r"(?:\(\d{1,5}\)[ ./-]?)?"
     r"\d+(?:(?:[ .\-/]|[ ]?\(\d{1,4}\)[ ]?|[ ]-[ ])\d+)*"
     r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
     r"(?![\w@]|[.,:/-]\d)"
@@ -43,6 +44,8 @@ _CUE = re.compile(
     r"|number|no|nr|desk|landline|hotline|contact|reach|dial|handy|t[ée]l[ée]phone|telefono"
     r"|telefon)\b|☎)[^\d\n]{0,20}$"
 )
+# `(+358) 40 123 4567`: an international prefix written in brackets, read as `+358 40 ...`
+_BRACKETED_CC = re.compile(r"^\((\+\d{1,3})\)[ ]?")
 _EXT = re.compile(r"[ ]?(?:x|ext\.?)[ ]?\d{1,5}$")
 
 
@@ -67,7 +70,7 @@ class PhoneRecognizer:
             digits = sum(c.isdigit() for c in value)
             if not 7 <= digits <= 18 or _NOT_A_PHONE.match(value):
                 continue
-            core = _EXT.sub("", value)
+            core = _BRACKETED_CC.sub(r"\1 ", _EXT.sub("", value), count=1)
             if self._accept(core, text, m.start()):
                 spans.append(Span(m.start(), m.end(), self.entity))
         return spans

@@ -1,0 +1,107 @@
+"""The PII token tagger: its shipped model, the hash check, what it finds and what it leaves."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+import pytest
+
+from aivos.shared.residency import default_masker
+from aivos.shared.residency.names import all_names
+from aivos.shared.residency.recognizers import PhoneRecognizer
+from aivos.shared.residency.spans import Span, find_all
+from aivos.shared.residency.tagger import (
+    MODEL_SHA256,
+    ModelIntegrityError,
+    TaggerRecognizer,
+    load_model,
+    model_from_bytes,
+)
+
+
+def _model_bytes() -> bytes:
+    return resources.files("aivos.shared.residency").joinpath("data", "pii_tagger.npz").read_bytes()
+
+
+def test_shipped_model_has_the_recorded_hash_and_loads() -> None:
+    data = _model_bytes()
+    assert hashlib.sha256(data).hexdigest() == MODEL_SHA256
+    assert len(data) < 2_000_000
+    assert load_model().weights.shape[1] == 3
+
+
+def test_a_changed_model_file_is_refused() -> None:
+    data = bytearray(_model_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(ModelIntegrityError) as err:
+        model_from_bytes(bytes(data), MODEL_SHA256)
+    assert err.value.expected == MODEL_SHA256
+    assert err.value.found != MODEL_SHA256
+
+
+# Names that are in no list the model or the rules were built from (checked below), in
+# contexts that none of the rules' cue words start.
+_UNSEEN = [
+    ("Yesterday Zorvath Quellmir signed the lease.", "Zorvath Quellmir"),
+    ("The form was witnessed by Ildrun Vashenko last week.", "Ildrun Vashenko"),
+    ("follow up with brannoc teluvski next month", "brannoc teluvski"),
+]
+
+
+@pytest.mark.parametrize(("text", "name"), _UNSEEN)
+def test_masks_names_no_list_holds(text: str, name: str) -> None:
+    assert not set(name.title().split()) & all_names()
+    result = default_masker().mask(text)
+    assert name not in result.text
+    assert result.counts.get("PERSON") == 1
+
+
+def test_tags_an_unseen_street_address() -> None:
+    text = "Please send the card to 4417 Vorndaleweg 12, Brekkum."
+    spans = TaggerRecognizer().find(text)
+    assert any(s.entity == "ADDRESS" and text[s.start : s.end].startswith("4417") for s in spans)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dispute a transaction under Payments > Disputes within 30 days.",
+        "Refunds are sent to the original payment method; bank transfers take 1-2 days.",
+        "the volunteer orchestra played in the park on sunday",
+        "Maybe the branch can help with the billing date.",
+        "Call the hotline for amounts above EUR 5,000.",
+    ],
+)
+def test_leaves_text_without_pii_alone(text: str) -> None:
+    assert TaggerRecognizer().find(text) == []
+    assert default_masker().mask(text).text == text
+
+
+def test_overlapping_spans_are_joined_not_cut() -> None:
+    class Fixed:
+        entity = "X"
+
+        def __init__(self, spans: list[Span]) -> None:
+            self.spans = spans
+
+        def find(self, text: str) -> list[Span]:
+            return self.spans
+
+    text = "abcdefghij"
+    spans = find_all(text, [Fixed([Span(0, 6, "ADDRESS")]), Fixed([Span(4, 9, "PHONE")])])
+    assert spans == [Span(0, 9, "ADDRESS")]
+
+
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [
+        ("You can reach me on (+358) 40 123 4567 after six.", "(+358) 40 123 4567"),
+        ("Mobile: (+30) 2685 955726", "(+30) 2685 955726"),
+        ("Call me at (52)/301-1100 tomorrow.", "(52)/301-1100"),
+    ],
+)
+def test_phone_formats(text: str, phone: str) -> None:
+    spans = PhoneRecognizer().find(text)
+    assert [text[s.start : s.end] for s in spans] == [phone]
+    assert phone not in default_masker().mask(text).text
