@@ -30,7 +30,9 @@ from aivos.shared.messages import (
     decode_reply,
 )
 
-__all__ = ["Attempt", "Exchange", "Outcome", "Send"]
+__all__ = ["ACCEPTED_GRACE_S", "Attempt", "Exchange", "Outcome", "Send"]
+
+ACCEPTED_GRACE_S = 0.25  # wait this long past the budget for the worker's own deadline error
 
 Send = Callable[[str, "Reply | bytes"], Awaitable[None]]
 
@@ -138,7 +140,9 @@ class Attempt:
         if not self._accepted:
             self.end(Outcome("lost", code="no_accept"))
             return
-        left = self._deadline - time.monotonic()
+        # an accepted request gets a short grace past its budget for the worker's own
+        # `deadline_exceeded` (busy, not broken); a dead worker stays silent -> "timeout"
+        left = self._deadline + ACCEPTED_GRACE_S - time.monotonic()
         if left <= 0:
             self.end(Outcome("lost", code="timeout"))
         elif not math.isinf(left):

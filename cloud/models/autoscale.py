@@ -61,7 +61,8 @@ class Autoscaler:
         p = self.policy
         if s.rejected > 0 or s.waiting >= p.queue_up * max(1, s.workers):
             return True
-        return p.p95_up_ms is not None and s.p95_ms > p.p95_up_ms
+        # p95 is over the workers' last 60 s: an idle pool's figure is history, not load
+        return p.p95_up_ms is not None and s.in_flight > 0 and s.p95_ms > p.p95_up_ms
 
     def wants_down(self, s: PoolSignals) -> bool:
         p = self.policy
@@ -69,7 +70,9 @@ class Autoscaler:
             return False
         if s.in_flight > (s.workers - 1) * s.capacity * p.down_utilisation:
             return False
-        return p.p95_up_ms is None or s.p95_ms < p.p95_up_ms * p.p95_down_ratio
+        if p.p95_up_ms is None or s.in_flight == 0:  # idle: a stale p95 must not pin the size
+            return True
+        return s.p95_ms < p.p95_up_ms * p.p95_down_ratio
 
     def decide(self, desired: int, s: PoolSignals) -> int:
         """The new desired size, given the current one and the latest signals."""

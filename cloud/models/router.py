@@ -82,9 +82,13 @@ __all__ = ["ModelRouter", "ModelCounters", "routes_default_path"]
 
 log = logging.getLogger(__name__)
 
-_RESERVE_SLACK_MS = 100  # hand-over time counted into a reserve
-# codes that say nothing about the model's health
-_NOT_A_FAILURE = {"shutting_down", "bad_request"}
+# hand-over time counted into a reserve: the attempt's grace after its budget (attempt.py,
+# ACCEPTED_GRACE_S) plus ~100 ms to hand the request to the next link
+_RESERVE_SLACK_MS = 350
+# codes that say nothing about the model's health: a worker that answers `deadline_exceeded`
+# is alive but busy (its queue outlived the request); counting that as a failure would open
+# the breaker under load and refuse requests while the workers sit idle
+_NOT_A_FAILURE = {"shutting_down", "bad_request", "deadline_exceeded"}
 _SUBJECT_CACHE_MAX = 4096  # (site, model) -> subject; sites x models, cleared when full
 
 

@@ -21,7 +21,12 @@ from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.cloud.worker.cli import catalogue_worker
 from aivos.cloud.worker.service import GenerationWorker
 from aivos.edge.uplink.generation import SiteQuotaExceeded, generate, stream_generate
-from aivos.shared.errors import GenerationFailed, NoResponders, WorkerSaturated
+from aivos.shared.errors import (
+    DeadlineExceeded,
+    GenerationFailed,
+    NoResponders,
+    WorkerSaturated,
+)
 from aivos.shared.messages import Done, Error, GenerateRequest, Token, decode_reply, encode
 from aivos.shared.natsconf import NatsServer
 from tests.fixtures.nats import ScriptedBackend, running_worker
@@ -384,3 +389,31 @@ async def test_intent_budget_used_up_is_the_documented_error(nats_hub: NatsServe
     assert isinstance(other, Done) and isinstance(plain, Done)
     by_intent = {r.intent: r.requests for r in router.ledger.intent_rows()}
     assert by_intent == {"chat": 1, "billing": 1}
+
+
+async def test_a_busy_primary_past_its_deadline_keeps_its_breaker_closed(
+    nats_hub: NatsServer,
+) -> None:
+    """Overload is not breakage: a primary that accepts and then runs out of the request's
+    time answers `deadline_exceeded`; the breaker (2 failures open it) stays closed, so the
+    next request is still offered to the primary instead of being refused."""
+    import time
+
+    cat = _catalogue()
+    slow = ScriptedBackend(["late"], gate=asyncio.Event())  # alive, never finishes in time
+    async with (
+        model_worker(nats_hub.url, cat, "primary", slow, "wp"),
+        model_router(nats_hub.url, cat) as router,
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            for i in range(3):
+                deadline = int(time.time() * 1000) + 600
+                with pytest.raises(DeadlineExceeded):  # the edge's own clock ends the wait
+                    await generate(edge, _req(f"r{i}", deadline_unix_ms=deadline), timeout_s=10)
+                await asyncio.sleep(0.5)  # the worker's deadline error reaches the router
+        finally:
+            await edge.close()
+    assert len(slow.requests) == 3  # every request reached the primary
+    assert router.breakers["primary"].state == "closed"
+    assert router.counters["primary"].failures == 0

@@ -136,7 +136,12 @@ def test_autoscaler_grows_after_sustained_queue_and_shrinks_slower() -> None:
     assert scaler.decide(2, _signals(2, in_flight=2)) == 2
     # p95 above the target grows the pool too
     p95_policy = ScalePolicy(1, 2, p95_up_ms=100, up_after_s=0, cooldown_s=0)
-    assert Autoscaler(p95_policy, clock=lambda: 0.0).decide(1, _signals(1, p95=150)) == 2
+    busy = _signals(1, in_flight=1, p95=150)
+    assert Autoscaler(p95_policy, clock=lambda: 0.0).decide(1, busy) == 2
+    # ... but an idle pool's p95 is the last minute's history: no growth, and it may shrink
+    eager = ScalePolicy(1, 2, p95_up_ms=100, up_after_s=0, down_after_s=0, cooldown_s=0)
+    assert Autoscaler(eager, clock=lambda: 0.0).decide(1, _signals(1, p95=150)) == 1
+    assert Autoscaler(eager, clock=lambda: 0.0).decide(2, _signals(2, p95=150)) == 1
     with pytest.raises(ConfigError):
         ScalePolicy(3, 2).validate()
 
