@@ -115,6 +115,7 @@ class Outcome(msgspec.Struct, frozen=True):
     pii_counts: dict[str, int] = {}
     run_id: str | None = None
     generator: Generator | None = None  # a cloud answer from a named model (model routing)
+    cut: bool = False  # the generated answer was cut (max_tokens or the deadline)
 
 
 class InferResult(msgspec.Struct, frozen=True, omit_defaults=False):

@@ -146,6 +146,10 @@ class Heartbeat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bundle_target: str | None = None
     error_rate: float = 0.0
     interval_s: float = 10.0
+    # workflow runs waiting for an operator's approval, and how long (seconds, at
+    # `sent_at_unix_ms`) the oldest of them has waited; 0 when none waits
+    approvals_pending: int = 0
+    approval_oldest_s: float = 0.0
 
     @property
     def escalation_rate(self) -> float:

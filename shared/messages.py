@@ -14,6 +14,13 @@ Schema evolution follows msgspec's rules: new fields go last with defaults.
 default is not sent, so a peer built before the field existed (whose decoder forbids
 unknown fields) still decodes the message. Model routing relies on it: a request naming no
 ``model_class`` and a `Done` that names no model look exactly as they did before.
+
+`Done.finish_reason` says why generation stopped (``stop``: the model ended its answer,
+``length``: ``max_tokens`` cut it); missing means unknown. A worker sends it only to an
+edge whose request carries the header `REPLY_FIELDS_HEADER` naming it: an older edge's
+decoder would reject the field, and the header (unlike a request field) is ignored by an
+older worker. It is a plain string, not a Literal, so a reason added later (``deadline``
+for a worker that answers what it has when the deadline passes) still decodes here.
 """
 
 from __future__ import annotations
@@ -33,11 +40,35 @@ __all__ = [
     "Done",
     "Error",
     "Reply",
+    "FinishReason",
+    "REPLY_FIELDS_HEADER",
+    "reply_fields_headers",
+    "reads_finish_reason",
     "encode",
     "decode_request",
     "decode_reply",
     "now_ms",
 ]
+
+
+# "stop" | "length" today; any string decodes (see the module docstring)
+FinishReason = str
+_CUT = frozenset({"length", "deadline"})  # reasons that mean the text was cut short
+
+# NATS header on a request: the optional `Done` fields the requester decodes (comma list)
+REPLY_FIELDS_HEADER = "Aivos-Reply-Fields"
+_FINISH_REASON = "finish_reason"
+
+
+def reply_fields_headers() -> dict[str, str]:
+    """The headers an edge sends with a request so that workers name the finish reason."""
+    return {REPLY_FIELDS_HEADER: _FINISH_REASON}
+
+
+def reads_finish_reason(headers: dict[str, str] | None) -> bool:
+    """Whether the requester decodes `Done.finish_reason` (it sent `reply_fields_headers`)."""
+    value = (headers or {}).get(REPLY_FIELDS_HEADER, "")
+    return _FINISH_REASON in (v.strip() for v in value.split(","))
 
 
 def now_ms() -> int:
@@ -135,7 +166,8 @@ class Done(
 ):
     """Generation finished: the full `text` and counters. For a request that named a model
     class, `model` and `version` name the catalogue entry that produced the text and
-    `fallback` is true when it was not the class's primary."""
+    `fallback` is true when it was not the class's primary. `finish_reason` (None: unknown,
+    an older worker or a requester that did not ask for it) says whether the text was cut."""
 
     request_id: str
     text: str
@@ -146,6 +178,12 @@ class Done(
     model: str = ""
     version: str = ""
     fallback: bool = False
+    finish_reason: FinishReason | None = None
+
+    @property
+    def cut(self) -> bool:
+        """The text stopped before the model ended it (``max_tokens`` or the deadline)."""
+        return self.finish_reason in _CUT
 
 
 class Error(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="error", tag_field="type"):

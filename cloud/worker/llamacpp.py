@@ -18,7 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from aivos.cloud.worker.backend import BackendError, iterate_in_thread
+from aivos.cloud.worker.backend import (
+    BackendError,
+    Finished,
+    finish_reason_of,
+    iterate_in_thread,
+)
 from aivos.cloud.worker.prompt import build_messages
 from aivos.shared.errors import ModelNotFound
 from aivos.shared.messages import GenerateRequest
@@ -134,7 +139,9 @@ class LlamaCppBackend:
             )
         log.info("llama.cpp model %s loaded (%d threads)", self.model_path.name, n_threads)
 
-    def _generate(self, request: GenerateRequest, stop: threading.Event) -> Iterator[str]:
+    def _generate(
+        self, request: GenerateRequest, stop: threading.Event
+    ) -> Iterator[str | Finished]:
         with self._lock:
             if stop.is_set():
                 return
@@ -149,17 +156,23 @@ class LlamaCppBackend:
                 for chunk in chunks:
                     if stop.is_set():
                         break
-                    text = chunk["choices"][0]["delta"].get("content")
+                    choice = chunk["choices"][0]
+                    text = choice["delta"].get("content")
                     if text:
                         yield text
+                    finished = finish_reason_of(choice.get("finish_reason"))
+                    if finished is not None:  # llama.cpp names it on the last chunk
+                        yield finished
             finally:
                 chunks.close()
 
     def generate_text(self, request: GenerateRequest) -> str:
         """Blocking, in-process generation (the baseline of the escalation benchmark)."""
-        return "".join(self._generate(request, threading.Event()))
+        return "".join(
+            item for item in self._generate(request, threading.Event()) if isinstance(item, str)
+        )
 
-    def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+    def stream(self, request: GenerateRequest) -> AsyncIterator[str | Finished]:
         return iterate_in_thread(lambda stop: self._generate(request, stop), name="llamacpp")
 
     async def aclose(self) -> None:

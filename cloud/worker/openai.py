@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from aivos.cloud.worker.backend import BackendError
+from aivos.cloud.worker.backend import BackendError, Finished, finish_reason_of
 from aivos.cloud.worker.prompt import build_messages
 from aivos.shared.messages import GenerateRequest
 
@@ -42,7 +42,7 @@ class OpenAIBackend:
             timeout=httpx.Timeout(timeout_s, connect=5.0), headers=headers
         )
 
-    async def stream(self, request: GenerateRequest) -> AsyncIterator[str]:
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str | Finished]:
         body = {
             "model": self.model,
             "messages": build_messages(request),
@@ -62,9 +62,11 @@ class OpenAIBackend:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    text = _delta_text(data)
+                    text, finished = _parse_event(data)
                     if text:
                         yield text
+                    if finished is not None:
+                        yield finished
         except httpx.HTTPError as exc:
             raise BackendError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
@@ -72,13 +74,14 @@ class OpenAIBackend:
         await self._client.aclose()
 
 
-def _delta_text(data: str) -> str:
+def _parse_event(data: str) -> tuple[str, Finished | None]:
+    """The text of one SSE event and, on the last one, why the endpoint stopped."""
     try:
         event = json.loads(data)
         choices = event.get("choices") or []
         if not choices:
-            return ""
+            return "", None
         delta = choices[0].get("delta") or {}
-        return str(delta.get("content") or "")
+        return str(delta.get("content") or ""), finish_reason_of(choices[0].get("finish_reason"))
     except (ValueError, AttributeError, TypeError) as exc:
         raise BackendError(f"bad SSE event from endpoint: {data[:120]!r}") from exc

@@ -13,6 +13,11 @@ Per request (see `shared.messages` for the protocol):
   request asks to stream), then `Done`; if the deadline passes mid-generation the backend
   is stopped and `Error(deadline_exceeded)` is sent.
 
+To an edge that reads finish reasons (`shared.messages.reads_finish_reason`), `Done` names
+why generation stopped, as the backend reported it (``stop``, or ``length``: cut at
+``max_tokens``). A deadline passing mid-generation stays an `Error`: the edge then falls
+back (and a model router tries the class's next model), which a partial `Done` would stop.
+
 Serving a catalogue model (``model=``, see `cloud.worker.catalogue`), the worker also
 clamps ``max_tokens`` to the model's limit, names the model and version in `Done` when the
 request named a model class (requests that name none are answered exactly as before, so
@@ -40,7 +45,7 @@ from nats.aio.subscription import Subscription
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from aivos.cloud.worker.backend import GenerationBackend
+from aivos.cloud.worker.backend import Finished, GenerationBackend
 from aivos.cloud.worker.draining import drain_in_flight
 from aivos.cloud.worker.slots import PrioritySlots
 from aivos.cloud.worker.stats import LatencyWindow, WorkerStats, encode_stats
@@ -49,6 +54,7 @@ from aivos.shared.messages import (
     Accepted,
     Done,
     Error,
+    FinishReason,
     GenerateRequest,
     Reply,
     Saturated,
@@ -56,6 +62,7 @@ from aivos.shared.messages import (
     Token,
     decode_request,
     encode,
+    reads_finish_reason,
 )
 from aivos.shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP, POOL_STATS
 from aivos.shared.tracing import extract_context, tracer
@@ -218,12 +225,18 @@ class GenerationWorker:
             return
         await self._reply(reply_to, Accepted(request_id=request.request_id, worker=self.name))
         parent = extract_context(msg.headers)
-        task = asyncio.create_task(self._serve_traced(request, reply_to, received, parent))
+        finish = reads_finish_reason(msg.headers)
+        task = asyncio.create_task(self._serve_traced(request, reply_to, received, parent, finish))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _serve_traced(
-        self, request: GenerateRequest, reply_to: str, received: float, parent: Context
+        self,
+        request: GenerateRequest,
+        reply_to: str,
+        received: float,
+        parent: Context,
+        finish: bool = False,
     ) -> None:
         """`_serve` inside a `worker.generate` span, child of the edge's `nats.request`."""
         with _tracer.start_as_current_span(
@@ -232,12 +245,16 @@ class GenerationWorker:
             kind=SpanKind.SERVER,
             attributes={"aivos.worker": self.name, "aivos.site": request.site},
         ):
-            await self._serve(request, reply_to, received)
+            await self._serve(request, reply_to, received, finish)
 
-    async def _serve(self, request: GenerateRequest, reply_to: str, received: float) -> None:
+    async def _serve(
+        self, request: GenerateRequest, reply_to: str, received: float, finish: bool = False
+    ) -> None:
+        """Generate and answer. `finish`: the edge reads `Done.finish_reason`."""
         start = time.monotonic()
         first: float | None = None
         parts: list[str] = []
+        reason: FinishReason | None = None
         stream = self.backend.stream(request)
         try:
             remaining_ms = request.remaining_ms()
@@ -245,6 +262,9 @@ class GenerationWorker:
             async with asyncio.timeout(budget_s), self.slots.hold(request.priority):
                 start = time.monotonic()  # waiting for a slot counts as queueing
                 async for text in stream:
+                    if isinstance(text, Finished):
+                        reason = text.reason
+                        continue
                     if first is None:
                         first = time.monotonic()
                     if request.stream:
@@ -282,6 +302,20 @@ class GenerationWorker:
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
+        await self._done(
+            request, reply_to, received, start, first, parts, reason if finish else None
+        )
+
+    async def _done(
+        self,
+        request: GenerateRequest,
+        reply_to: str,
+        received: float,
+        start: float,
+        first: float | None,
+        parts: list[str],
+        reason: FinishReason | None,
+    ) -> None:
         end = time.monotonic()
         self.served += 1
         self.latencies.add((end - received) * 1000.0)
@@ -302,5 +336,6 @@ class GenerationWorker:
                 worker=self.name,
                 model=self.model if named else "",
                 version=self.version if named else "",
+                finish_reason=reason,
             ),
         )

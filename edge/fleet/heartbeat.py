@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 
 import msgspec
 import psutil
@@ -29,7 +30,7 @@ from aivos.shared.natsconf.connect import backoff_delay
 from aivos.shared.residency import DataClass
 from aivos.shared.subjects import CONFIG_BUCKET, HUB_DOMAIN, heartbeat_subject
 
-__all__ = ["HeartbeatPublisher", "build_heartbeat"]
+__all__ = ["HeartbeatPublisher", "build_heartbeat", "pending_approvals"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,26 @@ class _Sample(msgspec.Struct, frozen=True):
     cpu_percent: float
     mem_percent: float
     disk_percent: float
+    approvals_pending: int = 0
+    approval_oldest_s: float = 0.0
+
+
+# runs waiting on an approve step, and when the oldest wait began (ISO-8601 UTC text)
+_PENDING_APPROVALS = (
+    "SELECT count(DISTINCT r.id), min(s.started_at) FROM workflow_runs r "
+    "JOIN workflow_steps s ON s.run_id = r.id WHERE r.state = 'waiting_approval' "
+    "AND s.kind = 'approve' AND s.state = 'waiting'"
+)
+
+
+def pending_approvals(host: FleetHost) -> tuple[int, float]:
+    """How many runs wait for an operator's approval and for how long (seconds) the oldest
+    has waited: the console shows a site where someone must decide. Blocking (SQLite)."""
+    count, oldest = host.store.readers.get().execute(_PENDING_APPROVALS).fetchone()
+    if not count or oldest is None:
+        return 0, 0.0
+    waited = datetime.now(UTC) - datetime.fromisoformat(oldest)
+    return int(count), round(max(0.0, waited.total_seconds()), 1)
 
 
 def _sample(host: FleetHost) -> _Sample:
@@ -53,12 +74,15 @@ def _sample(host: FleetHost) -> _Sample:
     except OSError:
         disk = 0.0
     backlog = host.backlog()
+    approvals, oldest = pending_approvals(host)
     return _Sample(
         outbox_depth=backlog.outbox_depth,
         job_backlog=backlog.job_backlog,
         cpu_percent=psutil.cpu_percent(interval=None),
         mem_percent=psutil.virtual_memory().percent,
         disk_percent=disk,
+        approvals_pending=approvals,
+        approval_oldest_s=oldest,
     )
 
 
@@ -95,6 +119,8 @@ async def build_heartbeat(
         bundle_target=status.bundle_target,
         error_rate=round(snap.error_rate, 6),
         interval_s=interval_s,
+        approvals_pending=sample.approvals_pending,
+        approval_oldest_s=sample.approval_oldest_s,
     )
 
 

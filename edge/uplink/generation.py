@@ -55,6 +55,7 @@ from aivos.shared.messages import (
     decode_reply,
     encode,
     now_ms,
+    reply_fields_headers,
 )
 from aivos.shared.subjects import gen_class_subject, gen_subject
 from aivos.shared.tracing import inject_headers, tracer
@@ -130,7 +131,8 @@ async def stream_generate(
     span = _tracer.start_span(
         "nats.request", kind=SpanKind.CLIENT, attributes={"messaging.destination": subject}
     )
-    headers = dict(inject_headers({}, context=set_span_in_context(span)))
+    # the reply-fields header asks workers to say why generation stopped (`Done.finish_reason`)
+    headers = reply_fields_headers() | inject_headers({}, context=set_span_in_context(span))
     try:
         await _publish(nc, subject, payload, inbox, request.site, headers)
         while True:

@@ -106,6 +106,10 @@ class SiteRow(msgspec.Struct, frozen=True, kw_only=True):
     first_seen: float | None
     last_seen: float | None
     interval_s: float
+    # from the latest heartbeat: runs waiting for an operator's approval at the site, and
+    # how long the oldest had waited when it was sent
+    approvals_pending: int | None = None
+    approval_oldest_s: float | None = None
 
 
 class HistoryPoint(msgspec.Struct, frozen=True, array_like=True):
@@ -277,6 +281,8 @@ def _site_row(row: Any, now: float) -> SiteRow:
         p50_ms=hb.p50_ms if hb else None,
         p99_ms=hb.p99_ms if hb else None,
         outbox_depth=hb.outbox_depth if hb else None,
+        approvals_pending=hb.approvals_pending if hb else None,
+        approval_oldest_s=hb.approval_oldest_s if hb else None,
     )
 
 
