@@ -39,6 +39,7 @@ class Prepared(msgspec.Struct):
     request: GenerateRequest
     mapping: MaskMapping
     pii_counts: dict[str, int]
+    intent: str | None = None  # sent as a header: the cloud's per-intent token budgets
 
 
 class Escalator:
@@ -67,6 +68,7 @@ class Escalator:
         stream: bool = False,
         priority: Literal["interactive", "background"] = "interactive",
         model_class: str | None = None,
+        intent: str | None = None,
     ) -> Prepared:
         """Mask everything that will leave; raises ResidencyDenied when escalation may not leave.
         `model_class`: the cloud model class to ask for (None: the default queue group)."""
@@ -98,7 +100,7 @@ class Escalator:
             priority=priority,
             model_class=model_class,
         )
-        return Prepared(request=request, mapping=mapping, pii_counts=counts)
+        return Prepared(request=request, mapping=mapping, pii_counts=counts, intent=intent)
 
     def _nc(self) -> object:
         nc = self.uplink.nc
@@ -111,7 +113,7 @@ class Escalator:
         request = msgspec.structs.replace(
             prepared.request, deadline_unix_ms=now_ms() + int(budget_s * 1000)
         )
-        done = await generate(nc, request, timeout_s=budget_s)  # type: ignore[arg-type]
+        done = await generate(nc, request, timeout_s=budget_s, intent=prepared.intent)  # type: ignore[arg-type]
         return self.gate.restore(done.text, prepared.mapping), done
 
     async def stream(
@@ -123,7 +125,9 @@ class Escalator:
             prepared.request, stream=True, deadline_unix_ms=now_ms() + int(budget_s * 1000)
         )
         restorer = PlaceholderStreamRestorer(self.gate, prepared.mapping)
-        async for item in stream_generate(nc, request, timeout_s=budget_s):  # type: ignore[arg-type]
+        async for item in stream_generate(  # type: ignore[arg-type]
+            nc, request, timeout_s=budget_s, intent=prepared.intent
+        ):
             if isinstance(item, Token):
                 chunk = restorer.feed(item.text)
                 if chunk:

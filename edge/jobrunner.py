@@ -90,6 +90,7 @@ class EscalationJobRunner:
                 request.get("memory", []),
                 priority="background",  # nobody waits on it: live requests go first
                 model_class=request.get("model_class"),
+                intent=request.get("intent"),
             )
             answer, done = await self.escalator.complete(prepared, self.budget_s)
         except ResidencyDenied as exc:

@@ -42,6 +42,7 @@ __all__ = [
     "Reply",
     "FinishReason",
     "REPLY_FIELDS_HEADER",
+    "INTENT_HEADER",
     "reply_fields_headers",
     "reads_finish_reason",
     "encode",
@@ -57,6 +58,8 @@ _CUT = frozenset({"length", "deadline"})  # reasons that mean the text was cut s
 
 # NATS header on a request: the optional `Done` fields the requester decodes (comma list)
 REPLY_FIELDS_HEADER = "Aivos-Reply-Fields"
+# the edge's intent for a generation request: the cloud's per-intent token budgets
+INTENT_HEADER = "Aivos-Intent"
 _FINISH_REASON = "finish_reason"
 
 

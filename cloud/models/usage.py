@@ -29,7 +29,7 @@ import msgspec
 from aivos.cloud.worker.catalogue import Catalogue
 from aivos.cloud.worker.stats import percentile
 from aivos.shared.errors import QuotaExceeded
-from aivos.shared.messages import GenerateRequest
+from aivos.shared.messages import INTENT_HEADER, GenerateRequest
 from aivos.shared.sqlite import decode_rows, immediate, open_reader, open_writer
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "utc_day",
 ]
 
-INTENT_HEADER = "Aivos-Intent"  # NATS header of a generation request: the edge's intent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS model_usage (

@@ -46,6 +46,7 @@ from aivos.shared.errors import (
     WorkerSaturated,
 )
 from aivos.shared.messages import (
+    INTENT_HEADER,
     Accepted,
     Done,
     Error,
@@ -100,6 +101,7 @@ async def stream_generate(
     *,
     timeout_s: float | None = None,
     saturated_retries: int = 2,
+    intent: str | None = None,
 ) -> AsyncIterator[Token | Done]:
     """Send `request` and yield `Token` chunks in order, then the final `Done`.
 
@@ -133,6 +135,8 @@ async def stream_generate(
     )
     # the reply-fields header asks workers to say why generation stopped (`Done.finish_reason`)
     headers = reply_fields_headers() | inject_headers({}, context=set_span_in_context(span))
+    if intent:
+        headers[INTENT_HEADER] = intent  # the cloud's per-intent token budgets
     try:
         await _publish(nc, subject, payload, inbox, request.site, headers)
         while True:
@@ -215,9 +219,12 @@ async def generate(
     *,
     timeout_s: float | None = None,
     saturated_retries: int = 2,
+    intent: str | None = None,
 ) -> Done:
     """Send `request` and return the final `Done` (tokens, if streamed, are consumed)."""
-    stream = stream_generate(nc, request, timeout_s=timeout_s, saturated_retries=saturated_retries)
+    stream = stream_generate(
+        nc, request, timeout_s=timeout_s, saturated_retries=saturated_retries, intent=intent
+    )
     try:
         async for item in stream:
             if isinstance(item, Done):

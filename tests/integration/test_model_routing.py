@@ -381,6 +381,10 @@ async def test_intent_budget_used_up_is_the_documented_error(nats_hub: NatsServe
             refused = await ask(edge, "r2", "chat")
             other = await ask(edge, "r3", "billing")
             plain = await ask(edge, "r4", None)
+            # the edge's own client sends the header when it knows the intent
+            with pytest.raises(SiteQuotaExceeded, match="intent chat used"):
+                await generate(edge, _req("r5"), timeout_s=10, intent="chat")
+            await generate(edge, _req("r6"), timeout_s=10, intent="billing")
         finally:
             await edge.close()
     assert isinstance(first, Done) and first.model == "primary"
@@ -388,7 +392,7 @@ async def test_intent_budget_used_up_is_the_documented_error(nats_hub: NatsServe
     assert "intent chat used" in refused.message
     assert isinstance(other, Done) and isinstance(plain, Done)
     by_intent = {r.intent: r.requests for r in router.ledger.intent_rows()}
-    assert by_intent == {"chat": 1, "billing": 1}
+    assert by_intent == {"chat": 1, "billing": 2}
 
 
 async def test_a_busy_primary_past_its_deadline_keeps_its_breaker_closed(
