@@ -20,12 +20,12 @@ immutable per-intent snapshot that `record` replaces, so no lock is needed.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 import msgspec
 
-from aivos.edge.store import Store
+from aivos.edge.store import AuditRow, Store
 from aivos.edge.store import feedback as _table
 from aivos.shared.errors import InvalidInput, NotFound
 
@@ -93,6 +93,9 @@ class FeedbackBook:
         self.prior = prior
         self.generation = 0  # bumped by every recorded vote (the result cache's scope)
         self._votes: dict[str, _Votes] = _table.all_votes(store.readers.get())
+        # called inside the vote's transaction (the recorder queues a rated hard example's
+        # rating for the cloud, edge/candidates.py)
+        self.on_vote: Callable[[sqlite3.Connection, AuditRow, bool], None] | None = None
 
     def votes(self, intent: str) -> _Votes:
         return self._votes.get(intent, {})
@@ -117,9 +120,12 @@ class FeedbackBook:
         if row is None or row.kind != "decision" or not row.intent:
             raise RequestNotFound(request_id)
         intent = row.intent
+        on_vote = self.on_vote
 
         def write(conn: sqlite3.Connection) -> None:
             _table.upsert(conn, request_id, intent, helpful, doc_id, chunk_id)
+            if on_vote is not None:
+                on_vote(conn, row, helpful)
 
         await self.store.transact(write)
         fresh = _table.votes_for_intent(self.store.readers.get(), intent)

@@ -142,6 +142,7 @@ class Pipeline:
         # feedback votes re-rank retrieval (edge/feedback.py); cached results are dropped
         # when the bundle, the knowledge index or the votes change (edge/cache.py)
         self.feedback = FeedbackBook(store, weight=settings.knowledge.feedback_weight)
+        self.feedback.on_vote = recorder.candidate_feedback  # ratings of hard examples sync
         if settings.knowledge.feedback_weight > 0:
             serving.use_feedback(self.feedback)
         self.cache: ResultCache[Classified] = ResultCache(
@@ -323,6 +324,7 @@ class Pipeline:
                     self._memory_for(query.session_id),
                     stream=stream,
                     model_class=model_class_for(self.policy, u.prediction.intent),
+                    intent=u.prediction.intent,
                 )
             except ResidencyDenied:
                 return None
@@ -344,12 +346,13 @@ class Pipeline:
         recorded) the fallback follows the tokens already sent."""
         answer = ""
         generator = None
+        cut = False
         try:
             async for item in self.escalator.stream(prepared, self._budget_s):
                 if isinstance(item, str):
                     yield StreamToken(item)
                 else:
-                    answer, generator = item[0], generator_of(item[1])
+                    answer, generator, cut = item[0], generator_of(item[1]), item[1].cut
             self.metrics.escalations.inc(outcome="answered")
             outcome = Outcome(
                 answer,
@@ -357,6 +360,7 @@ class Pipeline:
                 u.route.reason,
                 pii_counts=prepared.pii_counts,
                 generator=generator,
+                cut=cut,
             )
             result = await self.recorder.record(u, query, outcome)
         except AivosError as exc:
@@ -382,6 +386,7 @@ class Pipeline:
             u.route.reason,
             pii_counts=prepared.pii_counts,
             generator=generator_of(done),
+            cut=done.cut,
         )
 
     async def _fall_back(
@@ -427,6 +432,7 @@ class Pipeline:
             "passages": [msgspec.to_builtins(p) for p in u.passages],
             "memory": self._memory_for(query.session_id),
             "model_class": model_class_for(self.policy, u.prediction.intent),
+            "intent": u.prediction.intent,  # the cloud's per-intent token budgets
         }
 
     def _memory_for(self, session_id: str | None) -> list[str]:

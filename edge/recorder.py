@@ -4,16 +4,18 @@ durably before the caller is answered, then counted in the metrics and rolling s
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
 
+from aivos.edge.candidates import CandidateKeeper, candidate_reason
 from aivos.edge.observability import AgentMetrics
 from aivos.edge.results import InferResult, Outcome, Query, Understood
 from aivos.edge.stats import RollingStats
-from aivos.edge.store import AuditRecord, Store
+from aivos.edge.store import AuditRecord, AuditRow, Store
 from aivos.edge.uplink.sync import OutboxDrainer
 from aivos.shared.errors import QuotaExceeded
 from aivos.shared.residency import DataClass, ExitGate
@@ -51,6 +53,8 @@ class Recorder:
         self.stats = stats
         self._site = site_id
         self._turns = memory_turns
+        # hard examples for the review loop: queued only where the policy lets them leave
+        self.candidates = CandidateKeeper(store)
 
     async def record(self, u: Understood, query: Query, outcome: Outcome) -> InferResult:
         """Durably audit the request (and its session's turns), then count it."""
@@ -66,12 +70,18 @@ class Recorder:
             latency_ms=round(latency_ms, 3),
             job_id=outcome.job_id,
             answered_by=outcome.answered_by,
-            truncated=u.prediction.truncated,
+            # the question was cut to the intent model's length, or the generated answer was
+            truncated=u.prediction.truncated or outcome.cut,
             run_id=outcome.run_id,
             generator=outcome.generator,
         )
+        candidate = None
+        if self.candidates.allowed(self.gate):
+            reason = candidate_reason(u, self.candidates.band)
+            if reason is not None:
+                candidate = self.candidates.payload(u, query.text, result, outcome, reason)
         try:
-            await self._write(query, result, outcome)
+            await self._write(query, result, outcome, candidate)
         except Exception:
             self.stats.record_error()
             raise
@@ -79,9 +89,22 @@ class Recorder:
         self.stats.record(result.decision, latency_ms / 1000)
         return result
 
-    async def _write(self, query: Query, result: InferResult, outcome: Outcome) -> None:
-        """The audit row and the turns are issued together so they land in one group commit.
-        A generated answer's row names the model that produced it (`detail.generator`)."""
+    def candidate_feedback(self, conn: sqlite3.Connection, row: AuditRow, helpful: bool) -> None:
+        """`FeedbackBook` hook, inside the vote's transaction: a rated candidate's rating
+        follows it to the cloud."""
+        if row.detail.get("candidate"):
+            self.candidates.feedback_write(self.gate, conn, row.id, helpful)
+
+    async def _write(
+        self,
+        query: Query,
+        result: InferResult,
+        outcome: Outcome,
+        candidate: dict[str, Any] | None = None,
+    ) -> None:
+        """The audit row, the turns and a hard example are issued together so they land in
+        one group commit. A generated answer's row names the model that produced it
+        (`detail.generator`); a hard example's row names why it is one (`detail.candidate`)."""
         detail: dict[str, Any] = {
             "reason": outcome.reason,
             "answered_by": result.answered_by,
@@ -91,6 +114,10 @@ class Recorder:
         }
         if outcome.generator is not None:
             detail["generator"] = msgspec.to_builtins(outcome.generator)
+        if outcome.cut:
+            detail["answer_cut"] = True
+        if candidate is not None:
+            detail["candidate"] = candidate["reason"]
         audit = AuditRecord(
             id=result.request_id,
             kind="decision",
@@ -109,6 +136,8 @@ class Recorder:
         if query.session_id and self._turns > 0:
             writes.append(self.store.add_turn(query.session_id, "user", query.text))
             writes.append(self.store.add_turn(query.session_id, "assistant", result.answer or ""))
+        if candidate is not None:  # best effort: a full outbox drops it, never the request
+            writes.append(self.candidates.keep(self.gate, candidate))
         # one write (no session) is awaited directly: gather() would wrap it in a task
         results = (
             [await _outcome(writes[0])]

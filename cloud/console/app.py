@@ -38,13 +38,16 @@ from aivos.cloud.console.auth import (
 )
 from aivos.cloud.console.errors import http_error
 from aivos.cloud.console.headers import header_map, security_headers
+from aivos.cloud.console.models_page import ModelsController
 from aivos.cloud.console.queries import open_cloud_store
+from aivos.cloud.console.review import ReviewController, setup_review
 from aivos.cloud.console.views import PagesController
 from aivos.cloud.fleet.registry import Registry
 from aivos.cloud.fleet.service import FleetService
 from aivos.cloud.fleet.tokens import verify_password
 from aivos.cloud.ingest.store import CloudStore
 from aivos.shared.errors import AivosError
+from aivos.shared.paths import default_bundle_dir
 
 __all__ = ["ConsoleSettings", "create_app"]
 
@@ -60,6 +63,8 @@ class ConsoleSettings(msgspec.Struct, frozen=True, kw_only=True):
     tick_s: float = 1.0
     db: str | None = None  # a postgresql:// URL (--db); None: SQLite files in data_dir
     js_replicas: int = 1  # replicas of the JetStream assets the fleet service creates
+    # the bundle whose encoder clusters hard examples on /review (None: the default bundle)
+    review_bundle: Path | None = None
 
 
 def _age(seconds: float | None) -> str:
@@ -276,7 +281,9 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
         route_handlers=[
             LoginController,
             PagesController,
+            ModelsController,
             ApiController,
+            ReviewController,
             create_static_files_router(
                 path="/static", directories=[_HERE / "static"], include_in_schema=False
             ),
@@ -302,4 +309,5 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
     app.state.secure_cookies = settings.secure_cookies
     app.state.cloud_store = get_cloud_store
     app.state.login_throttle = LoginThrottle()
+    setup_review(app.state, settings.review_bundle or default_bundle_dir())
     return app

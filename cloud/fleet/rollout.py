@@ -36,6 +36,9 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+import msgspec
+
+from aivos.cloud.fleet.quality_gate import QualityGate, QualityGateFailed
 from aivos.cloud.fleet.registry import Registry, RolloutRow
 from aivos.shared.errors import ConfigError, NotFound
 from aivos.shared.fleet import validate_bundle_version
@@ -97,9 +100,19 @@ def start_rollout(
     actor: str,
     soak_s: float = 60.0,
     guards: dict[str, float] | None = None,
+    quality_gate: QualityGate | None = None,
 ) -> str:
-    """Create a running rollout (the controller carries it out); returns its id."""
+    """Create a running rollout (the controller carries it out); returns its id. With a
+    `quality_gate` the bundle must pass it first: a failing one raises `QualityGateFailed`
+    and the refusal is recorded (``rollout.refused``)."""
     validate_bundle_version(bundle_version)
+    if quality_gate is not None:
+        report = quality_gate.check(bundle_version)
+        if not report.passed:
+            registry.record_action(
+                actor, "rollout.refused", bundle_version, msgspec.to_builtins(report)
+            )
+            raise QualityGateFailed(bundle_version, report.reasons)
     known = {s.site_id: s for s in registry.sites()}
     targets = list(known) if sites is None else list(sites)
     missing = [s for s in targets if s not in known]

@@ -66,7 +66,9 @@ class DataClass:
     MEMORY: Final = "memory"
     TELEMETRY: Final = "telemetry"
     WORKFLOW_EVENT: Final = "workflow_event"
-    ALL: Final = (ESCALATION_PROMPT, AUDIT, MEMORY, TELEMETRY, WORKFLOW_EVENT)
+    # low-confidence / out-of-scope / escalated queries kept for review (edge/candidates.py)
+    HARD_EXAMPLE: Final = "hard_example"
+    ALL: Final = (ESCALATION_PROMPT, AUDIT, MEMORY, TELEMETRY, WORKFLOW_EVENT, HARD_EXAMPLE)
 
 
 # Keys whose string values are identifiers/hashes, never PII: the gate does not mask them.
@@ -185,7 +187,9 @@ def _key_path(source: str, message: str) -> str:
 
 def recommended_policy(region: str = "default") -> ResidencyPolicy:
     """A sensible starting policy (what `aivos up` can write): prompts, audit and workflow
-    events leave masked, memory stays on site, telemetry (counts, no text) leaves as is."""
+    events leave masked, memory stays on site, telemetry (counts, no text) leaves as is.
+    Hard examples (queries kept for retraining) have no rule, so they stay on site until an
+    operator opts in with ``hard_example = "mask"``: a new use of the site's text."""
     return ResidencyPolicy(
         region=region,
         classes={

@@ -1,0 +1,131 @@
+"""Hard examples: the requests worth a human look, kept for retraining the site's bundle.
+
+A decision is a *candidate* when the model was unsure or could not serve it:
+
+* ``out_of_scope``: below the threshold or predicted as the bundle's `oos` class;
+* ``escalated``: sent to the cloud (open-ended, nothing to answer from, a policy rule);
+* ``low_confidence``: answered locally, but within `band` of the threshold.
+
+A candidate leaves the site as an outbox record of data class ``hard_example`` (kind
+``candidate``), so the residency policy decides: no rule or ``local-only`` and nothing is
+queued, ``mask`` and the exit gate masks the text and the answer at the one place data
+leaves the site. Feedback on a candidate (``POST /v1/feedback``) follows as a record of
+kind ``feedback`` keyed by the same request id. The audit row of a candidate carries
+``detail.candidate`` (the reason), which is how the feedback path finds it.
+
+Candidates are best effort: a full outbox drops one (counted), it never fails the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any, Final
+
+from aivos.edge.results import InferResult, Outcome, Understood
+from aivos.edge.store import Store
+from aivos.shared.errors import QuotaExceeded
+from aivos.shared.residency import DataClass, ExitGate
+
+__all__ = [
+    "CANDIDATE_BAND",
+    "KIND_CANDIDATE",
+    "KIND_FEEDBACK",
+    "CandidateKeeper",
+    "candidate_reason",
+]
+
+log = logging.getLogger(__name__)
+
+# A local answer this close to the threshold is kept too: the next bundle may well get it
+# wrong. 0.1 on a softmax confidence keeps a few percent of CLINC150-like traffic.
+CANDIDATE_BAND: Final = 0.1
+KIND_CANDIDATE: Final = "candidate"
+KIND_FEEDBACK: Final = "feedback"
+
+
+def candidate_reason(u: Understood, band: float = CANDIDATE_BAND) -> str | None:
+    """Why this decision is a hard example, or None when it is not one."""
+    if u.route.reason == "out_of_scope":
+        return "out_of_scope"
+    if u.route.decision == "escalate":
+        return "escalated"
+    if u.route.decision == "local" and u.prediction.confidence < u.route.threshold + band:
+        return "low_confidence"
+    return None
+
+
+def _record_id(kind: str, request_id: str) -> str:
+    return f"{kind}-{request_id}"
+
+
+class CandidateKeeper:
+    """Queues candidate and feedback records; `gate` is the recorder's current exit gate."""
+
+    def __init__(self, store: Store, *, band: float = CANDIDATE_BAND) -> None:
+        self.store = store
+        self.band = band
+        self.kept = 0
+        self.dropped = 0  # refused by a full outbox
+
+    @staticmethod
+    def allowed(gate: ExitGate) -> bool:
+        return gate.allows(DataClass.HARD_EXAMPLE)
+
+    def payload(
+        self, u: Understood, text: str, result: InferResult, outcome: Outcome, reason: str
+    ) -> dict[str, Any]:
+        """What the cloud needs to review and retrain; `text` and `answer` are masked at the
+        exit gate (they are not in the gate's exempt keys)."""
+        return {
+            "request_id": u.request_id,
+            "text": text,
+            "intent": result.intent,
+            "confidence": result.confidence,
+            "threshold": round(float(u.route.threshold), 4),
+            "decision": result.decision,
+            "reason": reason,
+            "route_reason": u.route.reason,
+            "answered_by": result.answered_by,
+            # the cloud's (generator's) answer when there was one; local answers are the
+            # site's own templates/passages and add nothing to a review
+            "answer": result.answer if result.answered_by == "cloud" else None,
+            "model_version": result.model_version,
+        }
+
+    async def keep(self, gate: ExitGate, payload: dict[str, Any]) -> bool:
+        """Queue the candidate if the policy lets it leave; False when not queued."""
+        if not self.allowed(gate):
+            return False
+        rid = _record_id(KIND_CANDIDATE, str(payload["request_id"]))
+
+        def write(conn: sqlite3.Connection) -> None:
+            self.store.outbox.enqueue(
+                conn, DataClass.HARD_EXAMPLE, payload, subject=KIND_CANDIDATE, record_id=rid
+            )
+
+        try:
+            await self.store.transact(write)
+        except QuotaExceeded:
+            self.dropped += 1
+            log.info("outbox full: hard example %s not kept", payload["request_id"])
+            return False
+        self.kept += 1
+        return True
+
+    def feedback_write(
+        self, gate: ExitGate, conn: sqlite3.Connection, request_id: str, helpful: bool
+    ) -> None:
+        """Inside the feedback's own transaction: queue the rating of a candidate. A second
+        rating gets its own record; the cloud keeps the latest (by the site's outbox order)."""
+        if not self.allowed(gate):
+            return
+        try:
+            self.store.outbox.enqueue(
+                conn,
+                DataClass.HARD_EXAMPLE,
+                {"request_id": request_id, "helpful": helpful},
+                subject=KIND_FEEDBACK,
+            )
+        except QuotaExceeded:
+            self.dropped += 1
