@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aivos.cloud.fleet.config import ConfigStore, load_config_file
+from aivos.cloud.fleet.quality_gate import DEFAULT_TOLERANCE, BundleQualityGate, QualityGateFailed
 from aivos.cloud.fleet.registry import Registry, open_registry
 from aivos.cloud.fleet.registry.operators import DEFAULT_TOKEN_TTL_S, ROLES
 from aivos.cloud.fleet.rollout import (
@@ -333,6 +334,26 @@ def _percent(value: str) -> float:
 @click.option("--soak", "soak_s", default=60.0, show_default=True, help="Seconds healthy per wave.")
 @click.option("--max-error-rate", default=0.05, show_default=True)
 @click.option("--max-p99-ms", default=2000.0, show_default=True)
+@click.option(
+    "--gate-heldout",
+    default=None,
+    help="Quality gate: held-out data spec (CSV / JSONL / CLINC150 JSON PATH#test); the bundle "
+    "may not lose in-scope accuracy or OOS recall against --gate-baseline on it.",
+)
+@click.option(
+    "--gate-bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Quality gate: a local copy of the bundle being rolled out.",
+)
+@click.option(
+    "--gate-baseline",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Quality gate: the bundle the fleet runs now.",
+)
+@click.option("--gate-golden", default=None, help="Quality gate: golden queries (text -> intent).")
+@click.option("--gate-tolerance", type=float, default=None, help="Allowed drop (default 0.01).")
 @_DATA_DIR
 @_DB
 @_ACTOR
@@ -344,14 +365,23 @@ def rollout_start_cmd(
     soak_s: float,
     max_error_rate: float,
     max_p99_ms: float,
+    gate_heldout: str | None,
+    gate_bundle: Path | None,
+    gate_baseline: Path | None,
+    gate_golden: str | None,
+    gate_tolerance: float | None,
     data_dir: Path | None,
     db: str | None,
     actor: str,
 ) -> None:
-    """Start a staged rollout (carried out by the running console / ``aivos cloud fleet``)."""
+    """Start a staged rollout (carried out by the running console / ``aivos cloud fleet``).
+
+    With --gate-heldout (and --gate-bundle, --gate-baseline) the bundle must pass the
+    quality gate first; a failing one starts nothing and the refusal is in the operator log."""
     if bool(sites) == all_sites:
         raise click.UsageError("give exactly one of --sites or --all")
     targets = None if all_sites else [s.strip() for s in (sites or "").split(",") if s.strip()]
+    gate = _quality_gate(gate_heldout, gate_bundle, gate_baseline, gate_golden, gate_tolerance)
     reg = _registry(data_dir, db)
     try:
         rollout_id = start_rollout(
@@ -362,13 +392,38 @@ def rollout_start_cmd(
             actor=actor,
             soak_s=soak_s,
             guards={"max_error_rate": max_error_rate, "max_p99_ms": max_p99_ms},
+            quality_gate=gate,
         )
         rollout = reg.rollout(rollout_id)
+    except QualityGateFailed as exc:
+        for reason in exc.reasons:
+            _out.print(f"[red]quality gate:[/red] {reason}")
+        raise click.ClickException(f"bundle {bundle_version} not rolled out") from exc
     finally:
         reg.close()
     for w in rollout.wave_progress():
         _out.print(f"wave {w['wave']}: {w['total']} site(s)")
     click.echo(rollout_id)
+
+
+def _quality_gate(
+    heldout: str | None,
+    bundle: Path | None,
+    baseline: Path | None,
+    golden: str | None,
+    tolerance: float | None,
+) -> BundleQualityGate | None:
+    given = [heldout, bundle, baseline]
+    if not any(given) and golden is None:
+        return None
+    if not all(given):
+        raise click.UsageError(
+            "the quality gate needs --gate-heldout, --gate-bundle and --gate-baseline"
+        )
+    assert heldout is not None and bundle is not None and baseline is not None
+    return BundleQualityGate(
+        bundle, baseline, heldout, golden, DEFAULT_TOLERANCE if tolerance is None else tolerance
+    )
 
 
 @click.command("list")
