@@ -18,7 +18,8 @@ Status = Literal["ok", "warn", "fail"]
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    check: str  # disk, store, audit, outbox, retention, bundle, provider, nats, certificates
+    # disk, store, audit, outbox, retention, bundle, provider, nats, clock, certificates
+    check: str
     status: Status
     message: str
     detail: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aivos.edge.doctor.box import Box, Finding, fail, ok, warn
+from aivos.edge.doctor.clock import check_clock
 from aivos.edge.doctor.link import check_certificates, check_nats
 from aivos.edge.store.audit import verify as verify_audit
 from aivos.edge.store.db import db_path
@@ -202,6 +203,7 @@ CHECKS: tuple[Callable[[Box], list[Finding]], ...] = (
     check_bundle,
     check_provider,
     check_nats,
+    check_clock,
     check_certificates,
 )
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aivos.edge.doctor.box import Box, Finding, fail, ok, warn
 from aivos.shared.natsconf.permissions import site_inbox_prefix
 
-__all__ = ["check_nats", "check_certificates", "WARN_DAYS"]
+__all__ = ["check_nats", "check_certificates", "connect", "WARN_DAYS"]
 
 WARN_DAYS = 30  # a certificate that expires sooner is reported (rotate with `aivos fleet rotate`)
 _TIMEOUT_S = 3
@@ -25,8 +25,9 @@ class _Unreachable(Exception):
     pass
 
 
-async def _probe(url: str, site: str) -> str:
-    """Connect (two tries), round-trip a PING, and return the server's version."""
+async def connect(url: str, site: str) -> Any:
+    """A NATS connection as the site's agent makes it (two tries, no reconnects); raises
+    `_Unreachable` with the server's own reason."""
     import nats
 
     errors: list[Exception] = []
@@ -34,7 +35,7 @@ async def _probe(url: str, site: str) -> str:
     async def remember(exc: Exception) -> None:
         errors.append(exc)
 
-    async def connect() -> Any:
+    async def attempt() -> Any:
         # nats-py retries a refused server forever unless it has a reconnect limit
         return await nats.connect(
             url,
@@ -48,10 +49,15 @@ async def _probe(url: str, site: str) -> str:
         )
 
     try:
-        nc = await asyncio.wait_for(connect(), timeout=4 * _TIMEOUT_S)
+        return await asyncio.wait_for(attempt(), timeout=4 * _TIMEOUT_S)
     except Exception as exc:
         cause = errors[-1] if errors else exc
         raise _Unreachable(str(cause) or type(cause).__name__) from exc
+
+
+async def _probe(url: str, site: str) -> str:
+    """Connect, round-trip a PING, and return the server's version."""
+    nc = await connect(url, site)
     try:
         await nc.flush(timeout=_TIMEOUT_S)
         v = nc.connected_server_version

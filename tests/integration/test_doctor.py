@@ -7,19 +7,26 @@ import datetime as dt
 import json
 import shutil
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nats
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from aivos.edge.doctor import Box
+from aivos.edge.doctor.clock import PROBES, check_clock
 from aivos.edge.store import Store
 from aivos.edge.store.audit import AuditRecord
+from aivos.shared.natsconf.permissions import site_permissions
 from aivos.shared.natsconf.server import NatsServer, free_port
 from tests.fixtures.model import run_aivos
+from tests.fixtures.nats import start_leaf
 
 
 def _box(data: Path, bundle: Path, *extra: str, records: int = 3) -> Path:
@@ -125,3 +132,58 @@ def test_doctor_says_what_is_wrong_and_exits_1(tmp_path: Path, small_bundle: Pat
     human = run_aivos("doctor", "--data-dir", str(data))
     assert human.returncode == 1
     assert "problem(s)" in human.stdout and "FAIL" in human.stdout
+
+
+def _hub_with_buckets(hub: NatsServer) -> None:
+    """The config bucket, as the fleet service creates it on the hub."""
+    from aivos.cloud.fleet.config import ConfigStore
+
+    async def create() -> None:
+        nc = await nats.connect(hub.url)
+        try:
+            await ConfigStore.open(nc.jetstream())
+        finally:
+            await nc.close()
+
+    asyncio.run(create())
+
+
+def test_clock_skew_against_the_hub_through_the_leaf(
+    tmp_path: Path, small_bundle: Path, nats_hub_factory: Callable[[], NatsServer]
+) -> None:
+    hub = nats_hub_factory()  # private: this test creates the hub's config bucket
+    leaf = start_leaf(tmp_path / "leaf", "site-1", hub.leaf_url)
+    try:
+        box = Box.load(
+            _box(tmp_path / "edge", small_bundle, "[uplink]", f'nats_url = "{leaf.url}"')
+        )
+        # the hub's JetStream has nothing to answer with yet: said, not guessed
+        (before,) = check_clock(box)
+        assert before.status == "warn" and "stream not found" in before.message, before
+
+        _hub_with_buckets(hub)
+        # the doctor asks what a site may ask (the hub enforces this for a real site)
+        allowed = site_permissions("site-1").publish or ()
+        assert set(PROBES) <= set(allowed)
+
+        (same,) = check_clock(box)  # one machine, one clock: no skew beyond the round trip
+        assert same.status == "ok", same
+        assert abs(same.detail["skew_s"]) <= same.detail["rtt_s"] / 2 + 0.001
+        assert same.message.startswith("this box's clock is ")
+
+        behind = check_clock(box, clock=lambda: time.time() - 2.5)[0]
+        assert behind.status == "warn", behind
+        assert "s behind the hub's" in behind.message and "no time sync" in behind.message
+        assert behind.detail["skew_s"] > 0
+
+        ahead = check_clock(box, clock=lambda: time.time() + 90)[0]
+        assert ahead.status == "fail", ahead
+        assert "s ahead of the hub's" in ahead.message and ahead.detail["skew_s"] < 0
+        assert "generation deadlines" in ahead.message
+
+        # and in the command's findings, with this box's real clock
+        code, found = _doctor(box.data_dir)
+        assert code == 0, found
+        assert [f["status"] for f in found["clock"]] == ["ok"], found["clock"]
+    finally:
+        leaf.stop()
