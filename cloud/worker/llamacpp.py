@@ -120,7 +120,7 @@ class LlamaCppBackend:
             from llama_cpp import Llama
         except ImportError as exc:
             raise BackendError(
-                "llama-cpp-python is not installed (pip install 'aivos[cloud]')"
+                "llama-cpp-python is not installed (pip install 'aivos[llm]')"
             ) from exc
         self.model_path = Path(model_path) if model_path else default_gguf_path()
         if not self.model_path.is_file():

@@ -26,7 +26,12 @@ def _read_lines(proc: subprocess.Popen[str], wanted: set[str], timeout_s: float)
     assert proc.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
     stdout = proc.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     found: dict[str, str] = {}
 
     def all_printed() -> bool:
