@@ -101,7 +101,8 @@ def start_cluster(app: Appliance) -> None:
     leaf.write_config()
     app._spawn_argv("leaf", [str(leaf.binary), "-c", str(leaf.config_path)])
     app.leaf_url = leaf.url
-    app._wait("the site's leaf node", lambda: nodes[0].leafnode_count() >= 1, 30)
+    # the leaf picks one of its remote URLs at random: any node may hold its link
+    app._wait("the site's leaf node", lambda: any(n.leafnode_count() >= 1 for n in nodes), 30)
     app.lines["hub"] = ",".join(node.url for node in nodes)
     app.lines["leaf"] = leaf.url
 

@@ -45,10 +45,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aivos.cloud.console.queries import FleetQuery, overview  # noqa: E402
-from aivos.cloud.fleet.registry import SiteRow, SqliteRegistry, site_state  # noqa: E402
+from aivos.cloud.fleet.registry import SiteRow, SqliteRegistry, open_registry, site_state  # noqa: E402
 from aivos.cloud.fleet.sim import SimSite  # noqa: E402
 from aivos.cloud.fleet.tokens import add_operator, create_operator_token  # noqa: E402
 from aivos.shared.natsconf.server import free_port, start_local_hub  # noqa: E402
+from aivos.up_scale import operator_token_in  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,9 +68,9 @@ def _stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def prefill(data_dir: Path, sites: int, rows: int, prefix: str) -> None:
+def prefill(data_dir: Path, sites: int, rows: int, prefix: str, db: str | None = None) -> None:
     """History rows per site as if the fleet had been heartbeating for a while (old ts)."""
-    reg = SqliteRegistry.open(data_dir)
+    reg = open_registry(db, data_dir)
     now = time.time() - 60
     sims = [SimSite(None, f"{prefix}-{i:04d}", interval_s=10.0, seed=i) for i in range(sites)]  # type: ignore[arg-type]
     for k in range(rows):
@@ -265,6 +266,122 @@ def baseline(data_dir: Path, repeats: int, no_index_repeats: int = 1) -> dict[st
     }
 
 
+def start_console(
+    hub_url: str, data: Path, db: str | None = None
+) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`aivos cloud console` as its own process (on `db` when given); waits for /healthz."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from aivos.cli import main; main()",
+            "cloud",
+            "console",
+            "--nats",
+            hub_url,
+            "--data-dir",
+            str(data),
+            *(["--db", db] if db else []),
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, follow_redirects=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return proc, client
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("console did not start")
+
+
+def run_engine(engine: str, work: Path, args: argparse.Namespace, db: str | None) -> dict[str, Any]:
+    """The nominal phase on one engine: a fresh hub and registry, N sites heartbeating every
+    10 s for `--duration` s, the overview page timed meanwhile; every heartbeat written?"""
+    data = work / engine
+    hub = start_local_hub(work / f"hub-{engine}")
+    proc = None
+    try:
+        t0 = time.perf_counter()
+        prefill(data, args.sites, args.prefill, "sim", db)
+        prefill_s = time.perf_counter() - t0
+        reg = open_registry(db, data)
+        add_operator(reg, "bench", "bench-password")
+        reg.close()
+        token = operator_token_in(db, data) if db else create_operator_token(data)
+        auth = {"Authorization": f"Bearer {token}"}
+        proc, client = start_console(hub.url, data, db)
+        login(client)
+        sim = run_sim(hub.url, args.sites, 10.0, args.duration, 5)
+        time.sleep(3)
+        page_ms: list[float] = []
+        # pages requested all through the simulated traffic (bounded by --requests)
+        while sim.poll() is None and len(page_ms) < args.requests:
+            page_ms += time_requests(client, "/", 1)
+        out, _ = sim.communicate(timeout=args.duration + 60)
+        sim_result = json.loads(out.strip().splitlines()[-1])
+        counters = wait_written(client, auth, sim_result["heartbeats_sent"])
+        client.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        hub.stop()
+    return {
+        "engine": engine,
+        "prefill_rows_per_site": args.prefill,
+        "prefill_s": round(prefill_s, 1),
+        "sim": sim_result,
+        "written": counters["written"],
+        "lost": max(0, sim_result["heartbeats_sent"] - counters["written"]),
+        "max_lag_ms": counters["max_lag_ms"],
+        "batches": counters["batches"],
+        "overview_page_http": _stats(page_ms),
+    }
+
+
+def compare_engines(args: argparse.Namespace) -> dict[str, Any]:
+    """SQLite and PostgreSQL side by side, same fleet, same run."""
+    from tests.fixtures.postgres import PostgresServer, pg_bindir
+
+    bindir = pg_bindir()
+    if bindir is None:
+        raise SystemExit("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    work = Path(tempfile.mkdtemp(prefix="fleet-sim-"))
+    pg_root = Path(tempfile.mkdtemp(prefix="fleet-sim-pg-"))  # the `postgres` user's own
+    pg = PostgresServer(bindir, pg_root).init()
+    pg.start()
+    try:
+        rows = [
+            run_engine("sqlite", work, args, None),
+            run_engine("postgres", work, args, pg.create_db()),
+        ]
+    finally:
+        pg.stop("fast")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(pg_root, ignore_errors=True)
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 1),
+        },
+        "sites": args.sites,
+        "interval_s": 10.0,
+        "duration_s": args.duration,
+        "engines": rows,
+        "targets": {"lost": 0, "max_lag_ms": 2000, "overview_p95_ms": 300},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sites", type=int, default=1000)
@@ -275,7 +392,22 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "fleet_console.json"
     )
+    p.add_argument(
+        "--engines",
+        action="store_true",
+        help="only the nominal phase, on SQLite and on PostgreSQL side by side "
+        "(writes benchmarks/results/fleet_sim.json unless --out)",
+    )
     args = p.parse_args()
+    if args.engines:
+        out = args.out
+        if out == ROOT / "benchmarks" / "results" / "fleet_console.json":
+            out = ROOT / "benchmarks" / "results" / "fleet_sim.json"
+        result = compare_engines(args)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result, indent=2))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     data = work / "cloud"
@@ -290,36 +422,7 @@ def main() -> None:
         reg.close()
         token = create_operator_token(data)
         auth = {"Authorization": f"Bearer {token}"}
-        port = free_port()
-        console_proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from aivos.cli import main; main()",
-                "cloud",
-                "console",
-                "--nats",
-                hub.url,
-                "--data-dir",
-                str(data),
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if time.monotonic() > deadline:
-                raise SystemExit("console did not start")
+        console_proc, client = start_console(hub.url, data)
         login(client)
 
         # 1 + 3: nominal load, pages measured while heartbeats stream in

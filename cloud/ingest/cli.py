@@ -49,7 +49,7 @@ def _dir(data_dir: Path | None) -> Path:
     show_default=True,
     help="Durable consumer name (one per cloud store).",
 )
-@click.option("--batch", default=500, show_default=True, help="Records per fetch/commit.")
+@click.option("--batch", default=1000, show_default=True, help="Records per fetch/commit.")
 @click.option(
     "--ack-wait",
     default=30.0,

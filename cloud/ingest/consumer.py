@@ -1,6 +1,11 @@
 """The ingest consumer: a durable JetStream pull consumer on ``AIVOS_SYNC`` that upserts
 each fetched batch into the cloud store, then acks it.
 
+Batches are pulled with `_Puller` (plain pull requests answered into one inbox) rather
+than nats-py's ``fetch``, which awaits every message with its own timeout and capped the
+ingest near 3k records/s; the next batch is requested before the current one is written,
+so the fetch and the database commit overlap.
+
 Ack after commit: a crash between the commit and the acks only causes a redelivery (after
 `ack_wait_s`), which the upsert by ``(site, id)`` turns into a no-op. A batch the store
 cannot commit (`StoreUnavailable`: the database restarting) is nak'ed with a delay and
@@ -25,6 +30,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,9 +38,10 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from aivos.cloud.db import StoreUnavailable
 from aivos.cloud.ingest.store import CloudStore, IngestStore
@@ -102,13 +109,87 @@ class IngestStats(msgspec.Struct, kw_only=True):
     store_errors: int = 0  # batches the store could not commit (nak'ed, fetched again)
 
 
+class _Puller:
+    """Batches from a durable pull consumer: pull requests (``CONSUMER.MSG.NEXT``) answered
+    into one inbox, whose callback appends each message to a list. A status message (404
+    no messages, 408 request expired, 409, 503) ends a request. Messages delivered but not
+    yet taken stay in the list for the next `fetch`; none is dropped (one never acked is
+    redelivered by the stream after ``ack_wait``)."""
+
+    def __init__(self, nc: NATS, next_subject: str) -> None:
+        self._nc = nc
+        self._next = next_subject
+        self._inbox = nc.new_inbox()
+        self._buf: list[Msg] = []
+        self._ended = 0  # status messages seen: requests the server has finished
+        self._changed = asyncio.Event()
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self._nc.subscribe(self._inbox, cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        if msg.headers and msg.headers.get(api.Header.STATUS):
+            self._ended += 1
+        else:
+            self._buf.append(msg)
+        self._changed.set()
+
+    async def _request(self, batch: int, *, expires_s: float | None = None) -> None:
+        body: dict[str, Any] = {"batch": batch}
+        if expires_s is None:
+            body["no_wait"] = True  # what the stream has now, then a 404 if short
+        else:
+            body["expires"] = int(expires_s * 1e9)  # lingering, then a 408
+        await self._nc.publish(self._next, msgspec.json.encode(body), reply=self._inbox)
+
+    async def _wait(self, done: Callable[[], object], timeout_s: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not done():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def fetch(self, batch: int, timeout_s: float) -> list[Msg]:
+        """Up to `batch` messages: those already delivered, then what the stream has at
+        once; when it has none, the first that arrive within `timeout_s`. After a full
+        batch the next one is requested at once (it arrives while this one is written)."""
+        if len(self._buf) < batch:
+            ended = self._ended
+            await self._request(batch - len(self._buf))
+            await self._wait(lambda: len(self._buf) >= batch or self._ended > ended, timeout_s)
+        if not self._buf:
+            ended = self._ended
+            await self._request(batch, expires_s=timeout_s)
+            await self._wait(lambda: self._buf or self._ended > ended, timeout_s + 1.0)
+        out, self._buf = self._buf[:batch], self._buf[batch:]
+        if len(out) == batch and not self._buf:
+            await self._request(batch)  # prefetch: a backlog is being drained
+        return out
+
+    async def close(self) -> None:
+        """Unsubscribe; messages delivered but not taken are nak'ed, so another replica
+        gets them at once instead of after ``ack_wait``."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        left, self._buf = self._buf, []
+        for msg in left:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+
 class SyncIngest:
     def __init__(
         self,
         store: IngestStore,
         *,
         durable: str = DEFAULT_DURABLE,
-        batch: int = 500,
+        batch: int = 1000,
         ack_wait_s: float = 30.0,
         domain: str | None = None,
         duplicate_window_s: float = 120.0,
@@ -127,7 +208,7 @@ class SyncIngest:
         self.create_stream = create_stream
         self.stats = IngestStats()
         self._task: asyncio.Task[None] | None = None
-        self._psub: Any = None
+        self._psub: _Puller | None = None
         self._stopping = False
         self._failures = 0  # store failures in a row (backoff)
         # one thread owns the store's writes, off the event loop
@@ -154,12 +235,11 @@ class SyncIngest:
                 await self._task
             self._task = None
         if self._psub is not None:
-            with contextlib.suppress(Exception):  # the connection may already be gone
-                await self._psub.unsubscribe()
+            await self._psub.close()  # the connection may already be gone: best effort
             self._psub = None
         self._pool.shutdown(wait=True)
 
-    async def _subscribe_retrying(self, nc: NATS, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    async def _subscribe_retrying(self, nc: NATS, timeout_s: float = 60.0) -> _Puller:
         """`_subscribe`, retried while JetStream cannot answer yet (a hub cluster electing
         a new leader after a node died answers with timeouts or 503 for a few seconds)."""
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -174,7 +254,7 @@ class SyncIngest:
                 log.info("ingest: JetStream not ready (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
 
-    async def _subscribe(self, nc: NATS):  # type: ignore[no-untyped-def]
+    async def _subscribe(self, nc: NATS) -> _Puller:
         js = nc.jetstream(domain=self.domain)
         if self.create_stream:
             await ensure_sync_stream(
@@ -184,30 +264,41 @@ class SyncIngest:
                 update=False,
             )
             await scale_stream(js, SYNC_STREAM, self.replicas)
-        return await js.pull_subscribe(
-            SYNC_ALL,
-            durable=self.durable,
-            stream=SYNC_STREAM,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait_s,
-                max_ack_pending=max(4 * self.batch, 1000),
-                deliver_policy=api.DeliverPolicy.ALL,
-            ),
-        )
+        try:
+            await js.consumer_info(SYNC_STREAM, self.durable)
+        except NotFoundError:  # replicas racing here all ask for the same config: one wins
+            await js.add_consumer(
+                SYNC_STREAM,
+                api.ConsumerConfig(
+                    durable_name=self.durable,
+                    filter_subject=SYNC_ALL,
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=self.ack_wait_s,
+                    # two batches per replica in flight (one written, one prefetched)
+                    max_ack_pending=max(4 * self.batch, 1000),
+                    deliver_policy=api.DeliverPolicy.ALL,
+                ),
+            )
+        api_prefix = "$JS.API" if self.domain is None else f"$JS.{self.domain}.API"
+        puller = _Puller(nc, f"{api_prefix}.CONSUMER.MSG.NEXT.{SYNC_STREAM}.{self.durable}")
+        await puller.start()
+        return puller
 
-    async def _loop(self, psub) -> None:  # type: ignore[no-untyped-def]
+    async def _loop(self, puller: _Puller) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
+            started = loop.time()
             try:
-                msgs = await psub.fetch(self.batch, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:  # reconnecting, consumer recreated, ...
+                msgs = await puller.fetch(self.batch, 1.0)
+            except Exception as exc:  # reconnecting, ...
                 log.info("ingest: fetch failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            await self._handle(loop, msgs)
+            if msgs:
+                await self._handle(loop, msgs)
+            elif loop.time() - started < 0.5:
+                # refused at once (JetStream electing a leader, no responders): no busy loop
+                await asyncio.sleep(0.5)
 
     async def _handle(self, loop: asyncio.AbstractEventLoop, msgs: list[Msg]) -> None:
         good: list[Msg] = []
@@ -273,7 +364,7 @@ async def run_ingest(
     stop: asyncio.Event,
     *,
     durable: str = DEFAULT_DURABLE,
-    batch: int = 500,
+    batch: int = 1000,
     ack_wait_s: float = 30.0,
     duplicate_window_s: float = 120.0,
     ready: asyncio.Event | None = None,

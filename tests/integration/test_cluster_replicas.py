@@ -266,8 +266,14 @@ async def test_rollout_lease_moves_when_its_holder_is_killed(
             lambda: registry.rollout(rid).state == "completed", timeout=60, what="completed"
         )
         assert all(s.bundle_version == "v2" for s in sites)
-        completes = [a for a in registry.actions(target=rid) if a.action == "rollout.complete"]
-        assert len(completes) == 1
+
+        # the controller marks the rollout completed, then records the action (its own
+        # transaction): wait for the row, then check it was written once
+        def completes() -> list[object]:
+            return [a for a in registry.actions(target=rid) if a.action == "rollout.complete"]
+
+        await eventually(completes, what="the rollout.complete action recorded")
+        assert len(completes()) == 1
     finally:
         for site in sites:
             await site.stop()
