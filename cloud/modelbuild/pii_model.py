@@ -439,7 +439,7 @@ def _report_holdout(data: bytes, digest: str) -> None:
     for margin in (0.0, 5.0, 20.0, 50.0):
         runs[f"rules+tagger margin {margin}"] = ([*builtin_recognizers(), tagger], margin)
     for name, (recs, margin) in runs.items():
-        tagger.model.margin[1:] = margin
+        tagger.model.set_margin(np.array([0.0, margin, margin], np.float32))
         masker = Masker(recs)
         hit: dict[str, list[int]] = {"PERSON": [0, 0], "ADDRESS": [0, 0]}
         false_hits = 0

@@ -5,20 +5,26 @@ an averaged perceptron with one weight row per hashed feature and class (`O`, `P
 `ADDRESS`). Its SHA-256 is recorded here and checked before it is loaded: a changed file is
 refused (`ModelIntegrityError`), it is never silently used.
 
-Cost: a token's score is the sum of one vector per word in its five-word window
-(`tagger_features.py`), so the tagger keeps, per distinct word seen, its five offset vectors
-in a table, and scoring a text is a gather and four additions in numpy. The table is bounded
-(`CACHE_WORDS`) and starts again when full.
+Cost (issue 14: the masker's budget is 1 ms for a prompt and three passages, all recognizers
+together): a token's score is the sum of one vector per word in its five-word window
+(`tagger_features.py`), so the tagger keeps, per distinct word seen, its five offset scores as
+plain floats, and per space-separated piece of text seen, its tokens. A text is then split at
+spaces and looked up piece by piece, with no regex run over it. Only the tokens that could make
+a tagged run pass `_plausible` (a capitalised or non-dictionary word, a capitalised street word)
+are labelled, and each tagged one grown to its whole run: the spans are those of labelling every
+token (checked in `tests/unit/test_residency_tagger.py`), at a fraction of the cost. Both tables
+are bounded (`CACHE_WORDS`) and start again when full.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import re
-import threading
+from bisect import bisect_right
 from functools import lru_cache
 from importlib import resources
+from itertools import accumulate
+from operator import itemgetter
 
 import numpy as np
 
@@ -41,7 +47,7 @@ __all__ = ["MODEL_SHA256", "ModelIntegrityError", "TaggerModel", "TaggerRecogniz
 MODEL_FILE = "pii_tagger.npz"
 #: the SHA-256 of `data/pii_tagger.npz` that `pii_model.py` printed when it built it
 MODEL_SHA256 = "73e66f139afc38a3fddf2793c8e7bcd563bc88838b8edb4caf39000cf5347284"
-CACHE_WORDS = 50_000
+CACHE_WORDS = 20_000
 # tokens a span may end with only when a word of the span follows (a span is trimmed of them)
 _TRIM = frozenset(",.;:\n-–()'’\"")
 _MONTHS = frozenset(
@@ -83,8 +89,20 @@ class ModelIntegrityError(AivosError):
         self.name, self.expected, self.found = name, expected, found
 
 
+# a word's entry in the per-word table: `[0:5]` its PERSON and `[5:10]` its ADDRESS score
+# over `O` at window offsets -2..+2, then whether it can be the word that makes a tagged run
+# a name (`_P_KEY`) or a street, in text with capitals (`_A_KEY`) or in lower-case text
+_P_KEY, _A_KEY, _A_KEY_LOWER = 10, 11, 12
+_Entry = tuple[float, ...]
+# a space-separated piece of text: its tokens, their entries, whether one of them is a key word
+# of a name or street in text with capitals / in lower-case text, and where the tokens start
+_Piece = tuple[tuple[str, ...], tuple[_Entry, ...], bool, bool, tuple[int, ...]]
+_PIECE_CHARS = 64  # longer pieces (a URL, a run of base64) are tokenised each time, not kept
+
+
 class TaggerModel:
-    """Weights (`rows x classes`), per-class thresholds over `O`, and the per-word table."""
+    """Weights (`rows x classes`), per-class thresholds over `O`, the per-word and per-piece
+    tables."""
 
     def __init__(
         self, weights: np.ndarray, bias: np.ndarray, margin: np.ndarray, lexicon: Lexicon
@@ -92,47 +110,91 @@ class TaggerModel:
         self.lexicon = lexicon
         self.weights = weights.astype(np.float32)
         self.bias = bias.astype(np.float32)
-        self.margin = margin.astype(np.float32)  # a token is class c when score_c - score_O > m_c
-        n_classes = len(CLASSES)
-        self._width = len(OFFSETS) * n_classes
-        self._index: dict[str, int] = {}
-        self._table = np.zeros((1024, len(OFFSETS), n_classes), dtype=np.float32)
-        self._lock = threading.Lock()
+        self._words: dict[str, _Entry] = {}
+        self._pieces: dict[str, _Piece] = {}
+        self._pads = (self.entry(PAD_START), self.entry(PAD_END))
+        self.set_margin(margin)
 
-    def _add(self, word: str) -> int:
-        """Compute and store `word`'s offset vectors (caller holds the lock)."""
-        i = len(self._index)
-        if i >= len(self._table):
-            grown = np.zeros((2 * len(self._table), *self._table.shape[1:]), np.float32)
-            grown[: len(self._table)] = self._table
-            self._table = grown
-        for k, offset in enumerate(OFFSETS):
+    def set_margin(self, margin: np.ndarray) -> None:
+        """A token is class c when `score_c - score_O > margin[c]` (`margin[0]` unused)."""
+        self.margin = np.asarray(margin, dtype=np.float32)
+        b, m = self.bias.astype(float), self.margin.astype(float)
+        # the sum of a token's five window scores must exceed this, per class
+        self._cut = (m[1] - (b[1] - b[0]), m[2] - (b[2] - b[0]))
+
+    def entry(self, word: str) -> _Entry:
+        """`word`'s row of the per-word table, computed on first sight. Plain floats: a text
+        needs a few additions per token, where numpy's per-call cost would dominate."""
+        found = self._words.get(word)
+        if found is not None:
+            return found
+        d1, d2 = [], []
+        for offset in OFFSETS:
             rows = feature_rows(word_features(word, offset, self.lexicon))
-            self._table[i, k] = self.weights[rows].sum(axis=0)
-        self._index[word] = i
-        return i
+            o, p, a = self.weights[rows].sum(axis=0).tolist()
+            d1.append(p - o)
+            d2.append(a - o)
+        found = (*d1, *d2, *_keys(word, self.lexicon))
+        words = self._words
+        if len(words) >= CACHE_WORDS:
+            words.clear()  # bounded: start again (dict operations are atomic under the GIL)
+        words[word] = found
+        return found
 
-    def scores(self, words: list[str]) -> np.ndarray:
-        """`(len(words), classes)` scores of each word in its window."""
-        padded = [PAD_START, PAD_START, *words, PAD_END, PAD_END]
-        # under the lock: another thread may grow the table or start it again
-        with self._lock:
-            index = self._index
-            if len(index) + len(padded) > CACHE_WORDS:
-                index.clear()
-            ids = [index[w] if w in index else self._add(w) for w in padded]
-            g = self._table[ids]
-        n = len(words)
-        return (
-            g[0:n, 0] + g[1 : n + 1, 1] + g[2 : n + 2, 2] + g[3 : n + 3, 3] + g[4:, 4] + self.bias
+    def pieces(self, split: list[str]) -> list[_Piece]:
+        """The pieces of a text split at spaces (`text.split(" ")`), tokenised. No token holds
+        a space, so the tokens of a text are those of its pieces in turn; most pieces recur
+        from text to text and are tokenised once (at most `CACHE_WORDS` are kept)."""
+        get = self._pieces.get
+        return [get(p) or self._piece(p) for p in split]
+
+    def _piece(self, piece: str) -> _Piece:
+        tokens = tokenize(piece)
+        words = tuple(t.group() for t in tokens)
+        entries = tuple(map(self.entry, words))
+        found = (
+            words,
+            entries,
+            any(e[_P_KEY] or e[_A_KEY] for e in entries),
+            any(e[_P_KEY] or e[_A_KEY_LOWER] for e in entries),
+            tuple(t.start() for t in tokens),
         )
+        if len(piece) <= _PIECE_CHARS:
+            if len(self._pieces) >= CACHE_WORDS:
+                self._pieces.clear()
+            self._pieces[piece] = found
+        return found
 
-    def labels(self, words: list[str]) -> np.ndarray:
-        """The class index of each word (0 = not PII)."""
-        s = self.scores(words)
-        over = s[:, 1:] - s[:, :1] - self.margin[1:]
-        best = over.argmax(axis=1)
-        return np.where(over[np.arange(len(words)), best] > 0, best + 1, 0)
+    def labels(self, words: list[str]) -> list[int]:
+        """The class index of each word in its window (0 = not PII)."""
+        entries = [self._pads[0], self._pads[0], *map(self.entry, words), *2 * [self._pads[1]]]
+        return [self._label(entries, i) for i in range(len(words))]
+
+    def _label(self, entries: list[_Entry], i: int) -> int:
+        """The class of token `i`, given `entries` padded with two entries at each end."""
+        a, b, c, d, e = entries[i : i + 5]
+        over_p = a[0] + b[1] + c[2] + d[3] + e[4] - self._cut[0]
+        over_a = a[5] + b[6] + c[7] + d[8] + e[9] - self._cut[1]
+        if over_p >= over_a:  # a tie goes to the first class, as `argmax` did
+            return 1 if over_p > 0 else 0
+        return 2 if over_a > 0 else 0
+
+
+def _keys(word: str, lexicon: Lexicon) -> tuple[bool, bool, bool]:
+    """Whether `word` passes `_plausible`'s test for one word of a run: of a name (position
+    aside: a capitalised dictionary word opening a sentence counts here), of a street in text
+    with capitals, of a street in lower-case text. A run holding none of them is dropped, so
+    only runs around such words need to be looked at."""
+    if not word[:1].isalpha():
+        return False, False, False
+    person = (
+        (len(word) > 1 or word.isupper())
+        and word.title() not in STOP
+        and (word[:1].isupper() or word.lower() not in lexicon)
+    )
+    street = len(word) > 1 and word.isalpha() and not word.isupper()
+    street = street and word.lower() not in _MONTHS
+    return person, street and word[0].isupper(), street
 
 
 @lru_cache(maxsize=1)
@@ -161,37 +223,69 @@ class TaggerRecognizer:
         self.model = load_model() if model is None else model
 
     def find(self, text: str) -> list[Span]:
-        tokens = tokenize(text)
-        if not tokens:
+        model = self.model
+        split = text.split(" ")
+        pieces = model.pieces(split)
+        lower_text = text.islower()
+        if not any(p[3 if lower_text else 2] for p in pieces):
             return []
-        labels = self.model.labels([t.group() for t in tokens]).tolist()
-        lexicon, lower_text = self.model.lexicon, text.islower()
-        spans: list[Span] = []
-        i, n = 0, len(tokens)
-        while i < n:
-            c = labels[i]
-            if c == 0 or tokens[i].group() in _TRIM:
-                i += 1
+        entries = [e for p in pieces for e in p[1]]
+        key = _A_KEY_LOWER if lower_text else _A_KEY
+        # a run the model tags is kept only if it holds a key word (`_keys`): label those,
+        # then grow each tagged one to its whole run; most tokens are never labelled
+        candidates = [i for i, e in enumerate(entries) if e[_P_KEY] or e[key]]
+        start_pad, end_pad = model._pads
+        padded = [start_pad, start_pad, *entries, end_pad, end_pad]
+        n, label = len(entries), model._label
+        runs: list[tuple[int, int, int]] = []
+        for i in candidates:
+            if runs and i <= runs[-1][1]:
                 continue
-            j = i
-            while j + 1 < n and labels[j + 1] == c:
-                j += 1
-            while tokens[j].group() in _TRIM:
-                j -= 1
-            words = [t.group() for t in tokens[i : j + 1]]
-            start, end = tokens[i].start(), tokens[j].end()
+            c = label(padded, i)
+            if c == 0:
+                continue
+            a, b = i, i
+            while a > 0 and label(padded, a - 1) == c:
+                a -= 1
+            while b + 1 < n and label(padded, b + 1) == c:
+                b += 1
+            runs.append((a, b, c))
+        if not runs:
+            return []
+        words = [w for p in pieces for w in p[0]]
+        spans: list[Span] = []
+        offsets: _Offsets | None = None
+        for a, b, c in runs:
+            while a <= b and words[a] in _TRIM:
+                a += 1
+            while b >= a and words[b] in _TRIM:
+                b -= 1
+            at_start = a == 0 or words[a - 1] in _SENTENCE_END
+            entity = CLASSES[c]
+            if a > b or not _plausible(
+                entity, words[a : b + 1], model.lexicon, at_start, lower_text
+            ):
+                continue
+            offsets = offsets or _Offsets(split, pieces)
+            start, end = offsets[a], offsets[b] + len(words[b])
             glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
-            at_start = _sentence_start(tokens, i)
-            if not glued and _plausible(CLASSES[c], words, lexicon, at_start, lower_text):
-                spans.append(Span(start, end, CLASSES[c]))
-            i = j + 1
-            while i < n and labels[i] == c:
-                i += 1
+            if not glued:
+                spans.append(Span(start, end, entity))
         return spans
 
 
-def _sentence_start(tokens: list[re.Match[str]], i: int) -> bool:
-    return i == 0 or tokens[i - 1].group() in _SENTENCE_END
+class _Offsets:
+    """Where the tokens of a text start, found from its pieces when a span needs them."""
+
+    def __init__(self, split: list[str], pieces: list[_Piece]) -> None:
+        self.pieces = pieces
+        self.tokens_before = [0, *accumulate(map(len, map(itemgetter(0), pieces)))]
+        self.chars_before = [0, *accumulate(map(len, split))]
+
+    def __getitem__(self, i: int) -> int:
+        k = bisect_right(self.tokens_before, i) - 1
+        # piece k starts after the k pieces and the k spaces before it
+        return self.chars_before[k] + k + self.pieces[k][4][i - self.tokens_before[k]]
 
 
 def _plausible(

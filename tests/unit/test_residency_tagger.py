@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import random
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
 from aivos.shared.residency import default_masker
 from aivos.shared.residency.names import all_names
+from aivos.shared.residency.normalize import normalize
 from aivos.shared.residency.recognizers import PhoneRecognizer
 from aivos.shared.residency.spans import Span, find_all
 from aivos.shared.residency.tagger import (
+    _SENTENCE_END,
+    _TRIM,
     MODEL_SHA256,
     ModelIntegrityError,
     TaggerRecognizer,
+    _plausible,
     load_model,
     model_from_bytes,
 )
+from aivos.shared.residency.tagger_features import CLASSES, tokenize
+
+_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _model_bytes() -> bytes:
@@ -105,3 +116,47 @@ def test_phone_formats(text: str, phone: str) -> None:
     spans = PhoneRecognizer().find(text)
     assert [text[s.start : s.end] for s in spans] == [phone]
     assert phone not in default_masker().mask(text).text
+
+
+def _every_token_labelled(recognizer: TaggerRecognizer, text: str) -> list[Span]:
+    """The tagger's spans the plain way: every token labelled, every run checked."""
+    tokens = tokenize(text)
+    labels = recognizer.model.labels([t.group() for t in tokens])
+    lower_text, spans, i = text.islower(), [], 0
+    while i < len(tokens):
+        c = labels[i]
+        j = i
+        while j + 1 < len(tokens) and labels[j + 1] == c:
+            j += 1
+        a, b, i = i, j, j + 1
+        while a <= b and tokens[a].group() in _TRIM:
+            a += 1
+        while b >= a and tokens[b].group() in _TRIM:
+            b -= 1
+        if c == 0 or a > b:
+            continue
+        start, end = tokens[a].start(), tokens[b].end()
+        glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
+        at_start = a == 0 or tokens[a - 1].group() in _SENTENCE_END
+        words = [t.group() for t in tokens[a : b + 1]]
+        if not glued and _plausible(CLASSES[c], words, load_model().lexicon, at_start, lower_text):
+            spans.append(Span(start, end, CLASSES[c]))
+    return spans
+
+
+def test_labelling_only_around_key_words_finds_what_labelling_every_token_finds() -> None:
+    """`find` labels only the tokens that can make a run pass the checks and grows their
+    runs; on the public sentences, in lower and upper case, and joined with odd spacing it
+    must give the spans of labelling every token."""
+    with gzip.open(_ROOT / "benchmarks/data/presidio_synth_dataset_v2.jsonl.gz", "rt") as fh:
+        public = [json.loads(line)["text"] for line in fh if line.strip()]
+    rnd = random.Random(4)
+    joined = [rnd.choice(["  ", "\n", " _ ", "\t"]).join(rnd.sample(public, 3)) for _ in range(100)]
+    texts = [normalize(t).text for t in public + joined]
+    texts += [t.lower() for t in texts[:500]] + [t.upper() for t in texts[:500]]
+    tagger = TaggerRecognizer()
+    found = [tagger.find(t) for t in texts]
+    assert sum(map(len, found)) > 1000  # the set is full of names and streets
+    assert [
+        t for t, f in zip(texts, found, strict=True) if f != _every_token_labelled(tagger, t)
+    ] == []
