@@ -20,6 +20,11 @@ lock files, dot-files (temporary files of atomic writes), ``logs/``, ``fleet/dow
 Restore refuses a non-empty data dir unless ``force``; it extracts into a staging dir
 beside the target, checks every file's sha256 and that nothing is missing or extra, and
 only then swaps the staging dir in: a bad archive leaves the data dir as it was.
+
+Both take an optional `progress(stage, done_bytes, total_bytes)` callback: stages
+``copy`` (snapshots and files into the staging dir) and ``archive`` (writing the tar) for a
+backup, ``extract`` for a restore. It is called after each file and, while a large file is
+archived or extracted, every few MiB (`aivos backup` shows it as a progress display).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import sqlite3
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 import msgspec
@@ -48,6 +53,7 @@ __all__ = [
     "BackupCorrupt",
     "BackupFile",
     "BackupManifest",
+    "ProgressFn",
     "RestoreRefused",
     "create_backup",
     "read_manifest",
@@ -60,6 +66,25 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 _SKIP_SUFFIXES = ("-wal", "-shm", "-journal")
 _SKIP_DIRS = ("logs", "fleet/downloads")
 _KNOWLEDGE = "knowledge"
+_CHUNK = 4 << 20
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, bytes done, bytes total)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+class _Counted:
+    """A file read through by `tar.addfile`, reporting each read's byte count."""
+
+    def __init__(self, fh: io.BufferedReader, on_read: Callable[[int], None]) -> None:
+        self._fh, self._on_read = fh, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._on_read(len(data))
+        return data
 
 
 class BackupCorrupt(DataError):
@@ -166,12 +191,26 @@ def _copy(data_dir: Path, staging: Path, rel: PurePosixPath) -> BackupFile:
     return BackupFile(rel.as_posix(), target.stat().st_size, _sha256(target), kind)
 
 
-def _stage(data_dir: Path, staging: Path, with_bundles: bool) -> list[BackupFile]:
+def _stage(
+    data_dir: Path, staging: Path, with_bundles: bool, progress: ProgressFn
+) -> list[BackupFile]:
     rels = _files(data_dir, with_bundles)
+    total = sum((data_dir / r).stat().st_size for r in rels)  # a snapshot may differ a little
+    done = 0
+    progress("copy", 0, total)
+
+    def copy(rel: PurePosixPath) -> BackupFile:
+        nonlocal done
+        entry = _copy(data_dir, staging, rel)
+        done += entry.size
+        progress("copy", min(done, max(total - 1, 0)), total)  # "done" only once all are
+        return entry
+
     index = [r for r in rels if r.parts[0] == _KNOWLEDGE]
-    files = [_copy(data_dir, staging, r) for r in rels if r.parts[0] != _KNOWLEDGE]
+    files = [copy(r) for r in rels if r.parts[0] != _KNOWLEDGE]
     with _knowledge_lock(data_dir):  # held only while the index files are copied
-        files += [_copy(data_dir, staging, r) for r in index]
+        files += [copy(r) for r in index]
+    progress("copy", total, total)
     return files
 
 
@@ -181,8 +220,37 @@ def _writer(raw: io.BufferedWriter, out: Path) -> tarfile.TarFile:
     return tarfile.open(fileobj=raw, mode="w")
 
 
-def create_backup(data_dir: Path, out: Path, *, with_bundles: bool = False) -> BackupManifest:
+def _archive(
+    tar: tarfile.TarFile, staging: Path, files: list[BackupFile], progress: ProgressFn
+) -> None:
+    total = sum(f.size for f in files)
+    done, reported = 0, 0
+    progress("archive", 0, total)
+
+    def counted(n: int) -> None:
+        nonlocal done, reported
+        done += n
+        if done - reported >= _CHUNK:
+            reported = done
+            progress("archive", done, total)
+
+    for f in files:
+        path = staging / f.path
+        info = tar.gettarinfo(path, arcname=f"data/{f.path}")
+        with path.open("rb") as fh:
+            tar.addfile(info, _Counted(fh, counted))  # type: ignore[arg-type]
+    progress("archive", total, total)
+
+
+def create_backup(
+    data_dir: Path,
+    out: Path,
+    *,
+    with_bundles: bool = False,
+    progress: ProgressFn | None = None,
+) -> BackupManifest:
     """Write the backup archive of `data_dir` to `out` (0600: it holds secrets)."""
+    report = progress or _no_progress
     data_dir = Path(data_dir)
     if not db_path(data_dir).is_file():
         raise DataError(str(data_dir), "no edge store here (aivos.db): not an agent's data dir")
@@ -191,7 +259,7 @@ def create_backup(data_dir: Path, out: Path, *, with_bundles: bool = False) -> B
     with tempfile.TemporaryDirectory(prefix=".aivos-backup-", dir=out.parent) as tmp:
         staging = Path(tmp) / "data"
         staging.mkdir()
-        files = _stage(data_dir, staging, with_bundles)
+        files = _stage(data_dir, staging, with_bundles, report)
         manifest = BackupManifest(
             format=FORMAT,
             created_at=time.time(),
@@ -208,8 +276,7 @@ def create_backup(data_dir: Path, out: Path, *, with_bundles: bool = False) -> B
                 info = tarfile.TarInfo(MANIFEST_NAME)
                 info.size, info.mtime, info.mode = len(body), int(manifest.created_at), 0o600
                 tar.addfile(info, io.BytesIO(body))
-                for f in files:
-                    tar.add(staging / f.path, arcname=f"data/{f.path}", recursive=False)
+                _archive(tar, staging, files, report)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, out)
@@ -227,10 +294,12 @@ def read_manifest(archive: Path) -> BackupManifest:
         raise BackupCorrupt(str(archive), f"not an aivos backup: {exc}") from exc
 
 
-def _extract(archive: Path, manifest: BackupManifest, staging: Path) -> None:
+def _extract(archive: Path, manifest: BackupManifest, staging: Path, progress: ProgressFn) -> None:
     """Every manifest file, and nothing else, into `staging`, each sha256 checked."""
     expected = {f"data/{f.path}": f for f in manifest.files}
     seen: set[str] = set()
+    total, done = sum(f.size for f in manifest.files), 0
+    progress("extract", 0, total)
     with tarfile.open(archive, mode="r:*") as tar:
         for member in tar:
             if member.name == MANIFEST_NAME:
@@ -246,7 +315,10 @@ def _extract(archive: Path, manifest: BackupManifest, staging: Path) -> None:
             source = tar.extractfile(member)
             assert source is not None  # a regular file
             with source, target.open("wb") as fh:
-                shutil.copyfileobj(source, fh)
+                while block := source.read(_CHUNK):
+                    fh.write(block)
+                    done += len(block)
+                    progress("extract", min(done, max(total - 1, 0)), total)
             if _sha256(target) != entry.sha256:
                 raise BackupCorrupt(str(archive), f"{entry.path}: sha256 does not match")
             target.chmod(0o600)
@@ -254,9 +326,12 @@ def _extract(archive: Path, manifest: BackupManifest, staging: Path) -> None:
     missing = sorted(set(expected) - seen)
     if missing:
         raise BackupCorrupt(str(archive), f"missing from the archive: {', '.join(missing[:5])}")
+    progress("extract", total, total)
 
 
-def restore_backup(archive: Path, data_dir: Path, *, force: bool = False) -> BackupManifest:
+def restore_backup(
+    archive: Path, data_dir: Path, *, force: bool = False, progress: ProgressFn | None = None
+) -> BackupManifest:
     """Restore `archive` into `data_dir` (stop the agent first)."""
     archive, data_dir = Path(archive), Path(data_dir)
     manifest = read_manifest(archive)
@@ -269,7 +344,7 @@ def restore_backup(archive: Path, data_dir: Path, *, force: bool = False) -> Bac
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-", dir=data_dir.parent))
     try:
-        _extract(archive, manifest, staging)
+        _extract(archive, manifest, staging, progress or _no_progress)
         staging.chmod(0o700)
         if data_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.old-", dir=data_dir.parent))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aivos.edge.knowledge.chunking import chunk_document, decode_document
@@ -19,6 +18,7 @@ from aivos.edge.knowledge.index import KnowledgeIndex
 from aivos.shared.cli_options import bundle_option, data_dir_option
 from aivos.shared.errors import DataError
 from aivos.shared.paths import default_bundle_dir
+from aivos.shared.progress import progress_display
 
 __all__ = ["kb_add_cmd", "collect_documents", "knowledge_dir", "DOCUMENT_SUFFIXES"]
 
@@ -81,18 +81,10 @@ def kb_add_cmd(data_dir: Path, bundle: Path | None, paths: tuple[Path, ...]) -> 
                 "[yellow]index rebuilt for embedding version[/yellow] " + index.embedding_version
             )
         before = {doc.source: doc for doc in index.list_documents()}
-        progress = Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        with progress:
-            task = progress.add_task("indexing", total=len(texts))
+        # a bar on a terminal, plain lines (started, every few seconds, done) otherwise
+        with progress_display(Console(stderr=True)) as progress:
+            task = progress.add_task(f"indexing {len(texts)} documents", total=len(texts))
             for source, text in texts:
-                progress.update(task, description=source)
                 info = index.add_document(source, text)
                 old = before.get(source)
                 status = "added" if old is None else ("unchanged" if old == info else "replaced")

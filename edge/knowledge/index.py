@@ -47,6 +47,7 @@ from aivos.edge.knowledge.meta import MetaStore
 from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
 from aivos.shared.errors import DataError, NotFound
 from aivos.shared.ids import new_id
+from aivos.shared.progress import ProgressLog
 from aivos.shared.sqlite import as_disk_full
 
 __all__ = ["KnowledgeIndex", "INDEX_DTYPE"]
@@ -322,12 +323,20 @@ class KnowledgeIndex:
         self.rebuilt = self.rebuilt or not fresh
 
     def _reembed(self) -> None:
+        # a log line every few seconds (chunks done, rate, ETA): re-embedding a large index
+        # at start-up must not look like a hang
+        progress = ProgressLog(
+            log, "knowledge index re-embedding", self._meta.count_chunks(), unit="chunks"
+        )
+
         def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for batch in self._meta.iter_texts(_EMBED_BATCH):
                 keys = np.array([k for k, _ in batch], dtype=np.uint64)
                 yield keys, self._embed([t for _, t in batch], "re-embed")
+                progress.advance(len(batch))
 
         self._meta.replace_vectors(batches(), self._version)
+        progress.finish()
 
     def _rebuild(self) -> None:
         index = self._new_index()

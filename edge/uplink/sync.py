@@ -22,6 +22,10 @@ the hub cannot be reached (leaf link down: NATS answers "no responders" at once;
 time out) the drainer retries with capped exponential backoff (`retry_cap_s`, default
 0.5 s) and a small probe batch (16 records: retries cost little while the link is down),
 so sync resumes within about half a second of the link coming back; full batches follow.
+
+A backlog that takes more than a few seconds to drain (after an outage) is logged every
+`progress_every_s` seconds: records pending, sent so far, rate and ETA (`sync: catching
+up ...`), and once more when it is gone (`sync: caught up ...`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from nats.js.client import JetStreamContext
 from aivos.edge.store import OutboxRecord, Store
 from aivos.shared.errors import ResidencyDenied
 from aivos.shared.metrics import Registry
+from aivos.shared.progress import CatchUp, clock
 from aivos.shared.residency import ExitGate
 from aivos.shared.subjects import HUB_DOMAIN, sync_subject, validate_site
 from aivos.shared.syncwire import SyncEnvelope, encode_envelope, ensure_sync_stream, msg_id
@@ -104,6 +109,7 @@ class OutboxDrainer:
         max_batches: int = 20,
         atomic: bool = True,
         registry: Registry | None = None,
+        progress_every_s: float = 5.0,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
@@ -127,6 +133,7 @@ class OutboxDrainer:
         self._link_wake = asyncio.Event()
         self._stopping = False
         self._drained = asyncio.Event()
+        self._catchup = CatchUp(progress_every_s)
         self._m: dict[str, Any] = {}
         if registry is not None:
             self._m = {
@@ -195,6 +202,7 @@ class OutboxDrainer:
                 handled = await self.drain_once(js)
             except _RoundFailed as exc:
                 failures += 1
+                self._catchup.reset()
                 self._fail(str(exc))
                 delay = _backoff(failures, self.retry_base_s, self.retry_cap_s)
                 self._link_wake.clear()
@@ -208,10 +216,37 @@ class OutboxDrainer:
                 continue
             failures = 0
             self.stats.connected = True
+            self._log_catchup()
             if handled == 0:
                 self._drained.set()
                 await self._sleep(self.idle_poll_s, self._wake)
         log.info("sync: drainer stopped (sent=%d denied=%d)", self.stats.sent, self.stats.denied)
+
+    def _log_catchup(self) -> None:
+        handled = self.stats.sent + self.stats.denied
+        report = self._catchup.observe(time.monotonic(), self.stats.lag, handled)
+        if report is None:
+            return
+        extra = {"fields": {"progress": "outbox catch-up", **msgspec.structs.asdict(report)}}
+        if report.phase == "caught_up":
+            log.info(
+                "sync: caught up: %d records in %s (%.0f/s)",
+                report.done,
+                clock(report.elapsed_s),
+                report.rate_per_s,
+                extra=extra,
+            )
+            return
+        eta = "not shrinking" if report.eta_s is None else f"about {clock(report.eta_s)} left"
+        log.info(
+            "sync: catching up: %d records pending, %d sent in %s (%.0f/s), %s",
+            report.depth,
+            report.done,
+            clock(report.elapsed_s),
+            report.rate_per_s,
+            eta,
+            extra=extra,
+        )
 
     async def _sleep(self, timeout_s: float, event: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):

@@ -70,6 +70,11 @@ def test_backup_while_appending_then_restore_keeps_every_row(tmp_path: Path) -> 
             made = run_aivos("backup", "--data-dir", str(data), "--out", str(tmp_path / "b.tar"))
             assert made.returncode == 0, made.stderr
             after = appender.appended
+            # not on a terminal: plain progress lines on stderr, one per stage start and end
+            said = made.stderr.splitlines()
+            for stage in ("copying (SQLite snapshots, index, files)", "writing the archive"):
+                assert f"{stage}: started" in said, made.stderr
+                assert any(line.startswith(f"{stage}: done in ") for line in said), made.stderr
             # the writer went on during the backup: rows committed after it started exist
             eventually_sync(lambda: appender.appended > after + 10, timeout=60, what="more rows")
     finally:
@@ -84,6 +89,7 @@ def test_backup_while_appending_then_restore_keeps_every_row(tmp_path: Path) -> 
     target = tmp_path / "restored"
     restored = run_aivos("restore", "--data-dir", str(target), str(tmp_path / "b.tar"))
     assert restored.returncode == 0, restored.stderr
+    assert "extracting and checking sha256s: started" in restored.stderr.splitlines()
     verify = run_aivos("audit", "verify", "--data-dir", str(target))
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "audit chain intact" in verify.stdout
