@@ -344,9 +344,12 @@ class Appliance:
                 )
             return False
         assert self.hub is not None
-        self._spawn(
-            "worker", "cloud", "worker", "--nats", self.hub.url, env=self._service_env("worker")
-        )
+        from aivos.cloud.models.up_pools import default_pool_commands
+
+        # one autoscaled pool per entry of the default catalogue (CLOUD_DIR/catalogue.toml,
+        # written once, an operator's edits kept) and the model router in front of them
+        for cmd in default_pool_commands(self.cloud_dir, self.hub.url):
+            self._spawn(cmd.name, *cmd.args, env=self._service_env(cmd.role))
         return True
 
     def _poll_generator(self, log: Path) -> None:

@@ -112,7 +112,9 @@ def test_first_session_as_the_readme_says(tmp_path: Path, small_bundle: Path) ->
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     logs = _logs(up_dir)
-    assert {"edge", "console", "ingest", "worker", "leaf", "hub"} <= logs.keys()
+    # one worker pool per catalogue entry (pool-<model>) behind the model router
+    assert {"edge", "console", "ingest", "router", "leaf", "hub"} <= logs.keys()
+    assert any(name.startswith("pool-") for name in logs)
     for name, text in logs.items():
         assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"
     # the ingest stopped on its SIGTERM by itself (it logs its totals on the way out)
