@@ -348,7 +348,9 @@ class Appliance:
 
         # one autoscaled pool per entry of the default catalogue (CLOUD_DIR/catalogue.toml,
         # written once, an operator's edits kept) and the model router in front of them
-        for cmd in default_pool_commands(self.cloud_dir, self.hub.url):
+        # every hub node's URL (a cluster): the pools and the router fail over with it
+        hub_urls = self.lines.get("hub", self.hub.url)
+        for cmd in default_pool_commands(self.cloud_dir, hub_urls):
             self._spawn(cmd.name, *cmd.args, env=self._service_env(cmd.role))
         return True
 

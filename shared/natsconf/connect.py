@@ -91,6 +91,8 @@ async def connect_nats(
         attempts = max((s.reconnects for s in servers), default=0)
         return None, backoff_delay(attempts, backoff_base, backoff_cap)
 
+    if isinstance(url, str) and "," in url:  # "nats://a:4222,nats://b:4222": a cluster
+        url = [u.strip() for u in url.split(",") if u.strip()]
     identity = identity or identity_from_env()
     if identity is not None and "tls" not in options:
         options["tls"] = tls_context(identity)
