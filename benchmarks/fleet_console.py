@@ -15,7 +15,8 @@ Measured:
    heartbeat sent is written (``/api/ingest`` counters vs the simulator's count), and the
    send -> committed lag (max and last batch);
 2. the same at 10x the rate (1 s interval), for headroom;
-3. ``GET /`` (the fleet overview page, logged in, all N sites in the table) and
+3. ``GET /`` (the fleet overview page, logged in: counts over all N sites, the first page of
+   100 sites, problems first) and
    ``GET /api/sites`` over HTTP during (1): p50/p95/max;
 4. baseline, in process on the same registry file: the overview's data built the naive way
    (latest heartbeat per site queried from the history table, one query per site, on a copy
@@ -320,12 +321,17 @@ def run_engine(engine: str, work: Path, args: argparse.Namespace, db: str | None
         auth = {"Authorization": f"Bearer {token}"}
         proc, client = start_console(hub.url, data, db)
         login(client)
+        page_bytes = len(client.get("/").content)
         sim = run_sim(hub.url, args.sites, 10.0, args.duration, 5)
         time.sleep(3)
         page_ms: list[float] = []
-        # pages requested all through the simulated traffic (bounded by --requests)
+        # pages requested all through the simulated traffic: --requests of them, paced evenly
+        # over --duration (a page that answers fast does not use them all up at the start)
+        pace = args.duration / max(1, args.requests)
         while sim.poll() is None and len(page_ms) < args.requests:
+            t0 = time.monotonic()
             page_ms += time_requests(client, "/", 1)
+            time.sleep(max(0.0, pace - (time.monotonic() - t0)))
         out, _ = sim.communicate(timeout=args.duration + 60)
         sim_result = json.loads(out.strip().splitlines()[-1])
         counters = wait_written(client, auth, sim_result["heartbeats_sent"])
@@ -344,7 +350,7 @@ def run_engine(engine: str, work: Path, args: argparse.Namespace, db: str | None
         "lost": max(0, sim_result["heartbeats_sent"] - counters["written"]),
         "max_lag_ms": counters["max_lag_ms"],
         "batches": counters["batches"],
-        "overview_page_http": _stats(page_ms),
+        "overview_page_http": {**_stats(page_ms), "bytes": page_bytes},
     }
 
 

@@ -64,10 +64,18 @@ class ApiController(Controller):
     guards = [api_guard]
 
     @get("/sites")
-    async def sites(self, request: Request[Any, Any, Any], registry: RegistryDep) -> list[SiteRow]:
-        """Every site: state online|offline, last_seen_age_s, bundle_version, health, ..."""
+    async def sites(
+        self,
+        request: Request[Any, Any, Any],
+        registry: RegistryDep,
+        limit: Annotated[int | None, Parameter(ge=0)] = None,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> list[SiteRow]:
+        """Every site (or `limit` of them from `offset`): state online|offline,
+        last_seen_age_s, bundle_version, health, ..."""
         query = FleetQuery.from_params(request.query_params)
-        return (await asyncio.to_thread(overview, registry, query)).sites
+        view = await asyncio.to_thread(overview, registry, query, limit=limit, offset=offset)
+        return view.sites
 
     @get("/ingest")
     async def ingest(self, fleet: FleetService) -> dict[str, Any]:
@@ -77,7 +85,7 @@ class ApiController(Controller):
     @get("/overview")
     async def counts(self, registry: RegistryDep, fleet: FleetService) -> dict[str, Any]:
         """Site counts by state and health, revoked sites, misattributed sync records."""
-        view = await asyncio.to_thread(overview, registry, FleetQuery(), fleet.data_dir)
+        view = await asyncio.to_thread(overview, registry, FleetQuery(), fleet.data_dir, limit=0)
         return {
             "total": view.total,
             "counts": view.counts,

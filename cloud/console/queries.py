@@ -6,14 +6,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 
-from aivos.cloud.fleet.registry import Registry, SiteRow
+from aivos.cloud.fleet.registry import SORTS, Registry, SiteFilter, SiteRow
 from aivos.cloud.ingest.store import CloudStore
 
 __all__ = [
-    "SORT_KEYS",
+    "PAGE_SIZE",
     "FleetQuery",
     "Overview",
     "AuditQuery",
@@ -23,44 +24,59 @@ __all__ = [
     "open_cloud_store",
 ]
 
-SORT_KEYS = {
-    "site": lambda s: s.site_id,
-    "state": lambda s: (s.state, s.site_id),
-    "health": lambda s: (s.health, s.site_id),
-    "last_seen": lambda s: s.last_seen_age_s if s.last_seen_age_s is not None else float("inf"),
-    "bundle": lambda s: s.bundle_version or "",
-    "rate": lambda s: s.request_rate or 0.0,
-    "p99": lambda s: s.p99_ms or 0.0,
-    "outbox": lambda s: s.outbox_depth or 0,
-}
+PAGE_SIZE = 100
+"""Sites per page of the overview (the HTML page; the JSON API lists all unless `limit`)."""
 
 
 class FleetQuery(msgspec.Struct, frozen=True, kw_only=True):
-    q: str = ""
+    q: str = ""  # in the site id or the bundle version
     state: str = ""  # "" | online | offline
     health: str = ""  # "" | healthy | degraded | stale
-    sort: str = "site"
+    sort: str = "site"  # one of `registry.SORTS`
     dir: str = "asc"
+    page: int = 1  # 1-based, pages of `PAGE_SIZE` (the HTML page)
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> FleetQuery:
-        """The filters and sort of a fleet overview request (page or API)."""
+    def from_params(cls, params: Mapping[str, str], *, default_sort: str = "site") -> FleetQuery:
+        """The filters, sort and page of a fleet overview request (page or API)."""
+        try:
+            page = max(1, int(params.get("page", "1") or 1))
+        except ValueError:
+            page = 1
         return cls(
             q=params.get("q", ""),
             state=params.get("state", ""),
             health=params.get("health", ""),
-            sort=params.get("sort", "site"),
+            sort=params.get("sort", default_sort) or default_sort,
             dir=params.get("dir", "asc"),
+            page=page,
         )
+
+    def params(self, **changes: Any) -> str:
+        """This query as a URL query string, with `changes` (a page link, a sort link)."""
+        values = {
+            "q": self.q,
+            "state": self.state,
+            "health": self.health,
+            "sort": self.sort,
+            "dir": self.dir,
+            "page": self.page,
+            **changes,
+        }
+        return urlencode({k: v for k, v in values.items() if v not in ("", None, 1)})
 
 
 class Overview(msgspec.Struct, frozen=True, kw_only=True):
-    counts: dict[str, int]
+    counts: dict[str, int]  # the whole fleet: online, offline, healthy, degraded, never_seen
     total: int
-    shown: int
-    sites: list[SiteRow]
+    shown: int  # sites that pass the filters (all pages)
+    sites: list[SiteRow]  # this page of them
     revoked: list[str] = []  # sites whose credentials `aivos fleet revoke` removed
     misattributed: int = 0  # sync records the ingest rejected as claiming another site
+    approvals: int = 0  # workflow runs waiting for approval, over the whole fleet
+    offset: int = 0  # of the first site of `sites` among the `shown`
+    page: int = 1
+    pages: int = 1
 
 
 def security_state(data_dir: Path) -> tuple[list[str], int]:
@@ -77,33 +93,44 @@ def security_state(data_dir: Path) -> tuple[list[str], int]:
     return revoked, read_misattributed(data_dir)
 
 
-def overview(registry: Registry, query: FleetQuery, data_dir: Path | None = None) -> Overview:
-    sites = registry.sites()
-    counts = {"online": 0, "offline": 0, "healthy": 0, "degraded": 0, "never_seen": 0}
-    for s in sites:
-        counts[s.state] += 1
-        if s.health != "stale":
-            counts[s.health] += 1
-        if s.last_seen is None:
-            counts["never_seen"] += 1
-    needle = query.q.strip().lower()
-    shown = [
-        s
-        for s in sites
-        if (not needle or needle in s.site_id or needle in (s.bundle_version or "").lower())
-        and (not query.state or s.state == query.state)
-        and (not query.health or s.health == query.health)
-    ]
-    key = SORT_KEYS.get(query.sort, SORT_KEYS["site"])
-    shown.sort(key=key, reverse=query.dir == "desc")  # type: ignore[arg-type]
+def overview(
+    registry: Registry,
+    query: FleetQuery,
+    data_dir: Path | None = None,
+    *,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> Overview:
+    """Counts over the fleet (in SQL) and the sites the query selects: `limit` of them from
+    `offset` (default: the query's page of `PAGE_SIZE` when `limit` is given, else all)."""
+    if offset is None:
+        offset = (query.page - 1) * limit if limit else 0
+    view = registry.overview(
+        SiteFilter(text=query.q, state=query.state, health=query.health),
+        sort=query.sort if query.sort in SORTS else "site",
+        descending=query.dir == "desc",
+        limit=limit,
+        offset=offset,
+    )
+    c = view.counts
     revoked, misattributed = security_state(data_dir) if data_dir is not None else ([], 0)
     return Overview(
-        counts=counts,
-        total=len(sites),
-        shown=len(shown),
-        sites=shown,
+        counts={
+            "online": c.online,
+            "offline": c.offline,
+            "healthy": c.healthy,
+            "degraded": c.degraded,
+            "never_seen": c.never_seen,
+        },
+        total=c.total,
+        shown=view.matched,
+        sites=view.sites,
         revoked=revoked,
         misattributed=misattributed,
+        approvals=c.approvals,
+        offset=offset,
+        page=offset // limit + 1 if limit else 1,
+        pages=max(1, -(-view.matched // limit)) if limit else 1,
     )
 
 

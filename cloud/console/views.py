@@ -16,7 +16,13 @@ from litestar.response import Redirect, Template
 from aivos.cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from aivos.cloud.console.auth import Operator, check_csrf, page_guard
 from aivos.cloud.console.charts import line_chart
-from aivos.cloud.console.queries import AuditQuery, FleetQuery, overview, search_audit
+from aivos.cloud.console.queries import (
+    PAGE_SIZE,
+    AuditQuery,
+    FleetQuery,
+    overview,
+    search_audit,
+)
 from aivos.cloud.fleet.registry import Registry
 from aivos.cloud.fleet.service import FleetService
 from aivos.shared.errors import AivosError
@@ -128,8 +134,9 @@ class PagesController(Controller):
     async def fleet_page(
         self, request: Request[Any, Any, Any], registry: RegistryDep, fleet: FleetService
     ) -> Template:
-        query = FleetQuery.from_params(request.query_params)
-        view = await asyncio.to_thread(overview, registry, query, fleet.data_dir)
+        # problems first (offline, degraded, then by site id), one page of PAGE_SIZE sites
+        query = FleetQuery.from_params(request.query_params, default_sort="problems")
+        view = await asyncio.to_thread(overview, registry, query, fleet.data_dir, limit=PAGE_SIZE)
         return Template("fleet.html", context=_ctx(request, "fleet", view=view, query=query))
 
     @get("/sites/{site_id:str}")

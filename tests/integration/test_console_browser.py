@@ -6,18 +6,22 @@ docs/img/ when AIVOS_UPDATE_SCREENSHOTS=1)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
+from aivos.cloud.fleet.registry import SqliteRegistry
 from aivos.cloud.fleet.sim import SimSite
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.natsconf.server import NatsServer, free_port
@@ -81,14 +85,13 @@ class _Sims:
         self.thread.join(10)
 
 
-@pytest.fixture
-def console_url(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
-    data = tmp_path / "cloud"
+@contextlib.contextmanager
+def _console(tmp_path: Path, hub_url: str, data: Path) -> Iterator[str]:
+    """`aivos cloud console` on `data` (an operator alice / "correct horse" added)."""
     added = _aivos(
         "fleet", "operator", "add", "alice", "--password", "correct horse", "--data-dir", str(data)
     )
     assert added.returncode == 0, added.stderr
-    assert _aivos("fleet", "add", "branch-preregistered", "--data-dir", str(data)).returncode == 0
     port = free_port()
     log = (tmp_path / "console.log").open("wb")
     proc = subprocess.Popen(
@@ -99,7 +102,7 @@ def console_url(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
             "cloud",
             "console",
             "--nats",
-            nats_hub.url,
+            hub_url,
             "--data-dir",
             str(data),
             "--port",
@@ -123,6 +126,14 @@ def console_url(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+@pytest.fixture
+def console_url(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
+    data = tmp_path / "cloud"
+    assert _aivos("fleet", "add", "branch-preregistered", "--data-dir", str(data)).returncode == 0
+    with _console(tmp_path, nats_hub.url, data) as url:
+        yield url
 
 
 @pytest.fixture
@@ -259,3 +270,74 @@ def test_operator_logs_in_views_fleet_and_site_starts_and_aborts_rollout(
         _wait(browser, lambda d: "/login" in d.current_url)
     finally:
         sims.close()
+
+
+def _login(browser: Any, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(url + "/")
+    _wait(browser, lambda d: "/login" in d.current_url)
+    browser.find_element(By.ID, "username").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("correct horse")
+    browser.find_element(By.ID, "login").click()
+    _wait(browser, lambda d: d.find_elements(By.ID, "sites"))
+
+
+def test_fleet_overview_pages_problems_first_and_searches(
+    tmp_path: Path, nats_hub: NatsServer, browser: Any
+) -> None:
+    """250 sites: pages of 100, offline and degraded sites on the first page, counts and the
+    approvals tile over the whole fleet, a search by site id."""
+    from selenium.webdriver.common.by import By
+
+    data = tmp_path / "cloud"
+    now = time.time()
+    beats = []
+    for i in range(250):
+        hb = SimSite(None, f"site-{i:03d}", interval_s=3600.0, seed=i).heartbeat()  # type: ignore[arg-type]
+        if i in (7, 140):
+            hb = msgspec.structs.replace(hb, bundle_status="canary_failed")
+        if i % 50 == 0:
+            hb = msgspec.structs.replace(hb, approvals_pending=2, approval_oldest_s=60.0)
+        beats.append((hb, now - 4 * 3600 if i in (42, 199) else now))  # 2 offline
+    with SqliteRegistry.open(data) as registry:
+        registry.ingest_heartbeats(beats)
+
+    with _console(tmp_path, nats_hub.url, data) as url:
+        _login(browser, url)
+
+        def rows() -> list[str]:
+            cells = browser.find_elements(By.CSS_SELECTOR, "#sites tbody tr")
+            return [r.get_attribute("data-site") for r in cells]
+
+        first = rows()
+        assert len(first) == 100
+        assert first[:4] == ["site-042", "site-199", "site-007", "site-140"]  # problems first
+        assert first[4:6] == ["site-000", "site-001"]
+        assert browser.find_element(By.ID, "count-total").text == "250"
+        assert browser.find_element(By.ID, "count-online").text == "248"
+        assert browser.find_element(By.ID, "count-degraded").text == "2"
+        assert browser.find_element(By.ID, "count-approvals").text == "10"  # 5 sites x 2
+        assert "page 1 of 3" in browser.find_element(By.CSS_SELECTOR, ".pager").text
+
+        seen = set(first)
+        for page in (2, 3):
+            browser.find_element(By.CSS_SELECTOR, ".pager a[rel=next]").click()
+            _wait(
+                browser,
+                lambda d, p=page: (
+                    f"page {p} of 3" in d.find_element(By.CSS_SELECTOR, ".pager").text
+                ),
+            )
+            seen |= set(rows())
+        assert len(rows()) == 50 and len(seen) == 250
+        assert not browser.find_elements(By.CSS_SELECTOR, ".pager a[rel=next]")
+
+        search = browser.find_element(By.ID, "filter-q")
+        search.clear()
+        search.send_keys("site-14")
+        search.submit()
+        _wait(browser, lambda d: "q=site-14" in d.current_url)
+        assert rows() == ["site-140", *(f"site-14{i}" for i in range(1, 10))]
+        assert not browser.find_elements(By.CSS_SELECTOR, ".pager")  # one page
+        assert browser.find_element(By.ID, "count-total").text == "250"  # the whole fleet

@@ -7,17 +7,31 @@ import sqlite3
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from aivos.cloud.db import applied_migrations
-from aivos.cloud.fleet.registry import HISTORY_ROWS, Registry, SqliteRegistry, open_registry
+from aivos.cloud.db import applied_migrations, apply_migrations, open_engine
+from aivos.cloud.fleet.registry import (
+    HISTORY_ROWS,
+    Registry,
+    SiteFilter,
+    SqliteRegistry,
+    open_registry,
+)
+from aivos.cloud.fleet.registry import (
+    MIGRATIONS as REGISTRY_MIGRATIONS,
+)
 from aivos.cloud.fleet.rollout import start_rollout
 from aivos.shared.errors import NotFound
 from aivos.shared.fleet import BundleReport, ConfigReport, Decisions, Heartbeat
 
 pytestmark = pytest.mark.slow
 
-MIGRATIONS = ["registry_0001_tables", "registry_0002_operator_roles_expiry"]
+MIGRATIONS = [
+    "registry_0001_tables",
+    "registry_0002_operator_roles_expiry",
+    "registry_0003_site_overview",
+]
 
 
 def _hb(site: str = "site-a", **kw: object) -> Heartbeat:
@@ -69,6 +83,88 @@ def test_heartbeats_register_sites_keep_history_and_latest(registry: Registry) -
     assert [s.site_id for s in registry.sites(now=now)] == ["site-a", "site-b", "site-c"]
     with pytest.raises(NotFound):
         registry.site("nope")
+
+
+def test_one_batch_with_two_heartbeats_of_a_site(registry: Registry) -> None:
+    now = time.time()
+    batch = [
+        (_hb("a", p99_ms=1.0), now - 2),
+        (_hb("b"), now - 2),
+        (_hb("a", p99_ms=9.0, bundle_version="v2"), now - 1),
+    ]
+    assert registry.ingest_heartbeats(batch) == 3
+    a = registry.site("a", now=now)
+    assert (a.p99_ms, a.bundle_version) == (9.0, "v2")  # the latest heartbeat wins
+    assert a.first_seen == pytest.approx(now - 2) and a.last_seen == pytest.approx(now - 1)
+    assert [p.p99_ms for p in registry.history("a")] == [1.0, 9.0]
+
+
+def test_overview_counts_the_fleet_and_pages_problems_first(registry: Registry) -> None:
+    now = time.time()
+    registry.ingest_heartbeats(
+        [(_hb(f"ok-{i:02d}", request_rate=float(i)), now - 1) for i in range(12)]
+        + [(_hb("gone-1"), now - 100), (_hb("gone-2"), now - 200)]  # 3 x 10 s: offline
+        + [(_hb("bad-1", bundle_status="canary_failed"), now - 1)]
+        + [(_hb("wait-1", approvals_pending=2, approval_oldest_s=5.0), now - 1)]
+        + [(_hb("wait-2", approvals_pending=3, approval_oldest_s=1.0), now - 200)]
+    )
+    registry.register_site("new-1")
+    registry.add_config_reports([(ConfigReport("ok-03", 2, "rejected", error="bad"), now)])
+
+    view = registry.overview(sort="problems", limit=5, now=now)
+    c = view.counts
+    assert (c.total, c.online, c.offline, c.degraded, c.healthy) == (18, 14, 4, 2, 12)
+    assert (c.never_seen, c.approvals, view.matched) == (1, 5, 18)
+    # offline (by site id), then degraded, then healthy: each row's state agrees
+    assert [(s.site_id, s.state, s.health) for s in view.sites] == [
+        ("gone-1", "offline", "stale"),
+        ("gone-2", "offline", "stale"),
+        ("new-1", "offline", "stale"),
+        ("wait-2", "offline", "stale"),
+        ("bad-1", "online", "degraded"),
+    ]
+    page2 = registry.overview(sort="problems", limit=5, offset=5, now=now)
+    assert [s.site_id for s in page2.sites] == ["ok-03", "ok-00", "ok-01", "ok-02", "ok-04"]
+    assert registry.overview(sort="problems", limit=5, offset=15, now=now).sites[-1].site_id == (
+        "wait-1"
+    )
+
+    found = registry.overview(SiteFilter(text="OK-1"), now=now)
+    assert found.matched == 2 and [s.site_id for s in found.sites] == ["ok-10", "ok-11"]
+    assert registry.overview(SiteFilter(text="ok_1"), now=now).matched == 0  # _ is no wildcard
+    offline = registry.overview(SiteFilter(state="offline"), limit=0, now=now)
+    assert offline.matched == 4 and offline.sites == [] and offline.counts == c
+    healthy = registry.overview(SiteFilter(state="online", health="healthy"), now=now)
+    assert healthy.matched == 12 and "ok-03" not in {s.site_id for s in healthy.sites}
+    by_rate = registry.overview(SiteFilter(text="ok-"), sort="rate", descending=True, now=now)
+    assert [s.site_id for s in by_rate.sites[:2]] == ["ok-11", "ok-10"]
+    assert [s.site_id for s in registry.overview(now=now).sites] == [
+        s.site_id for s in registry.sites(now=now)
+    ]
+
+
+def test_sites_from_before_the_overview_columns_are_backfilled(
+    tmp_path: Path, db_url: str | None
+) -> None:
+    engine = open_engine(db_url, tmp_path / "fleet.db")
+    apply_migrations(engine, REGISTRY_MIGRATIONS[:2])
+    now = time.time()
+    with engine.tx() as conn:
+        for site, seen, rate in (("old-on", now - 5, 4.5), ("old-off", now - 500, 1.0)):
+            hb = _hb(site, request_rate=rate, approvals_pending=1)
+            conn.execute(
+                "INSERT INTO sites(site_id, registered_by, first_seen, last_seen, interval_s, "
+                "heartbeat, created_at) VALUES (?, 'auto', ?, ?, 10.0, ?, ?)",
+                (site, seen, seen, msgspec.json.encode(hb).decode(), seen),
+            )
+    engine.close()
+    with open_registry(db_url, tmp_path) as registry:
+        view = registry.overview(sort="rate", descending=True, now=now)
+        assert (view.counts.online, view.counts.offline, view.counts.approvals) == (1, 1, 2)
+        assert [(s.site_id, s.state) for s in view.sites] == [
+            ("old-on", "online"),
+            ("old-off", "offline"),
+        ]
 
 
 def test_config_and_bundle_reports(registry: Registry) -> None:

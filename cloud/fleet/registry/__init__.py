@@ -6,8 +6,10 @@ default, or a PostgreSQL database shared by several console replicas.
 both engines (`SqliteRegistry`, `PostgresRegistry`, or `open_registry(db, data_dir)`); each
 group of tables lives in its own module, which owns its SQL and its row types:
 
-    sites      ``sites``, ``heartbeats``: heartbeat ingest, registration, desired state,
-               the derived online/offline state (`site_state`, `STALE_FACTOR`), history
+    sites      ``sites``, ``heartbeats``: registration, desired state, the derived
+               online/offline state (`site_state`, `STALE_FACTOR`), history
+    heartbeats the heartbeat write (a batch: COPY on PostgreSQL, executemany on SQLite)
+    overview   counts by state and one page of sites, in SQL (`SiteOverview`)
     reports    ``config_reports``, ``bundle_events``
     rollouts   ``rollouts``, ``rollout_sites``
     actions    ``actions`` (operator action audit)
@@ -26,11 +28,13 @@ from aivos.cloud.db import Conn, Migration, SqliteEngine, apply_migrations, open
 from aivos.cloud.db.migrations import pg_ddl
 from aivos.cloud.fleet.registry import actions as _actions
 from aivos.cloud.fleet.registry import operators as _operators
+from aivos.cloud.fleet.registry import overview as _overview
 from aivos.cloud.fleet.registry import reports as _reports
 from aivos.cloud.fleet.registry import rollouts as _rollouts
 from aivos.cloud.fleet.registry import sites as _sites
 from aivos.cloud.fleet.registry.actions import ActionRow
 from aivos.cloud.fleet.registry.facade import Registry
+from aivos.cloud.fleet.registry.overview import SORTS, SiteCounts, SiteFilter, SiteOverview
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
 from aivos.cloud.fleet.registry.rollouts import RolloutRow, RolloutSiteRow
 from aivos.cloud.fleet.registry.sites import (
@@ -45,6 +49,10 @@ __all__ = [
     "STALE_FACTOR",
     "HISTORY_ROWS",
     "MIGRATIONS",
+    "SORTS",
+    "SiteCounts",
+    "SiteFilter",
+    "SiteOverview",
     "SiteRow",
     "HistoryPoint",
     "ConfigReportRow",
@@ -72,6 +80,8 @@ MIGRATIONS = [
     Migration("registry_0001_tables", _SCHEMA, pg_ddl(_SCHEMA)),
     # tables created before roles and expiry get the columns (PostgreSQL never lacked them)
     Migration("registry_0002_operator_roles_expiry", _operator_columns, ""),
+    # the state deadline and the sort/sum columns of the overview, backfilled, and its indexes
+    Migration("registry_0003_site_overview", _overview.migrate_sqlite, _overview.MIGRATION_PG),
 ]
 
 

@@ -10,11 +10,14 @@ from typing import Any, TypeVar
 
 from aivos.cloud.db import Conn, Engine
 from aivos.cloud.fleet.registry import actions as _actions
+from aivos.cloud.fleet.registry import heartbeats as _heartbeats
 from aivos.cloud.fleet.registry import operators as _operators
+from aivos.cloud.fleet.registry import overview as _overview
 from aivos.cloud.fleet.registry import reports as _reports
 from aivos.cloud.fleet.registry import rollouts as _rollouts
 from aivos.cloud.fleet.registry import sites as _sites
 from aivos.cloud.fleet.registry.actions import ActionRow
+from aivos.cloud.fleet.registry.overview import SiteFilter, SiteOverview
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
 from aivos.cloud.fleet.registry.rollouts import RolloutRow
 from aivos.cloud.fleet.registry.sites import HISTORY_ROWS, HistoryPoint, SiteRow
@@ -47,12 +50,13 @@ class Registry(Closing):
     # -- heartbeats and reports (the ingest) ---------------------------------------------------
 
     def ingest_heartbeats(self, beats: Sequence[tuple[Heartbeat, float]]) -> int:
-        """Upsert each site's latest heartbeat and append history, in one transaction.
-        Sites seen for the first time register themselves (``registered_by = auto``)."""
+        """Upsert each site's latest heartbeat and append history, in one transaction (a
+        batch: what the ingest gathered in its flush interval). Sites seen for the first
+        time register themselves (``registered_by = auto``)."""
         if not beats:
             return 0
         with self._tx() as conn:
-            _sites.ingest_heartbeats(conn, beats)
+            _heartbeats.write_heartbeats(conn, self.engine.dialect, beats)
         return len(beats)
 
     def add_config_reports(self, reports: Sequence[tuple[ConfigReport, float]]) -> None:
@@ -80,6 +84,31 @@ class Registry(Closing):
     def sites(self, now: float | None = None) -> list[SiteRow]:
         at = time.time() if now is None else now
         return self._read(lambda c: _sites.list_all(c, at))
+
+    def overview(
+        self,
+        flt: SiteFilter | None = None,
+        *,
+        sort: str = "site",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+        now: float | None = None,
+    ) -> SiteOverview:
+        """Counts by state over the fleet and one page of the sites `flt` matches (all of
+        them when `limit` is None), sorted by `sort` (`overview.SORTS`), in one read."""
+        at = time.time() if now is None else now
+        return self._read(
+            lambda c: _overview.read(
+                c,
+                at,
+                flt or SiteFilter(),
+                sort=sort,
+                descending=descending,
+                limit=limit,
+                offset=offset,
+            )
+        )
 
     def site(self, site_id: str, now: float | None = None) -> SiteRow:
         at = time.time() if now is None else now

@@ -4,7 +4,10 @@ bundle) and ``heartbeats`` (history, the last ``HISTORY_ROWS`` per site).
 A site's state is derived when it is read, never stored: ``online`` only while its last
 heartbeat is at most ``STALE_FACTOR`` heartbeat intervals old, otherwise ``offline`` with the
 age of that heartbeat (``last_seen_age_s`` is None for a pre-registered site never seen).
-The latest heartbeat of an offline site is still shown, but never as healthy.
+The latest heartbeat of an offline site is still shown, but never as healthy. What is stored
+is the deadline, ``stale_at`` = last seen + ``STALE_FACTOR`` intervals (0 for a site never
+seen; migration ``registry_0003_site_overview``), so the overview counts and pages sites by
+state in SQL, on an index (`overview`).
 
 Write functions take the registry's write connection inside a transaction; read functions
 take any connection.
@@ -20,7 +23,7 @@ import msgspec
 
 from aivos.cloud.db import Conn
 from aivos.shared.errors import NotFound
-from aivos.shared.fleet import ConfigReport, Heartbeat, encode
+from aivos.shared.fleet import ConfigReport, Heartbeat
 from aivos.shared.sqlite import decode_row, row_dict
 from aivos.shared.subjects import validate_site
 
@@ -34,7 +37,6 @@ __all__ = [
     "get",
     "heartbeat",
     "history",
-    "ingest_heartbeats",
     "list_all",
     "register",
     "set_desired",
@@ -131,8 +133,8 @@ class HistoryPoint(msgspec.Struct, frozen=True, array_like=True):
 _hb_decoder = msgspec.json.Decoder(Heartbeat)
 
 _SITE_COLS = (
-    "site_id, registered_by, first_seen, last_seen, interval_s, heartbeat, bundle_version, "
-    "bundle_status, bundle_desired, config_desired, config_applied, config_error"
+    "site_id, registered_by, first_seen, last_seen, stale_at, interval_s, heartbeat, "
+    "bundle_version, bundle_status, bundle_desired, config_desired, config_applied, config_error"
 )
 _HISTORY_COLS = (
     "ts, p50_ms, p99_ms, request_rate, error_rate, local, escalate, refuse, "
@@ -140,75 +142,7 @@ _HISTORY_COLS = (
 )
 
 
-# -- writes ---------------------------------------------------------------------------------
-
-
-def ingest_heartbeats(conn: Conn, beats: Sequence[tuple[Heartbeat, float]]) -> None:
-    """Upsert each site's latest heartbeat and append history. Sites seen for the first time
-    register themselves (``registered_by = auto``)."""
-    site_rows = []
-    points = []
-    for hb, received in beats:
-        site_rows.append(
-            (
-                hb.site_id,
-                received,
-                received,
-                hb.interval_s,
-                encode(hb).decode(),
-                hb.bundle_version,
-                hb.bundle_status,
-                hb.config_version_applied,
-                hb.config_error,
-                received,
-            )
-        )
-        d = hb.decisions
-        points.append(
-            (
-                hb.site_id,
-                received,
-                hb.p50_ms,
-                hb.p99_ms,
-                hb.request_rate,
-                hb.error_rate,
-                d.local,
-                d.escalate,
-                d.refuse,
-                hb.outbox_depth,
-                hb.job_backlog,
-                hb.cpu_percent,
-                hb.mem_percent,
-                hb.disk_percent,
-                hb.bundle_version,
-            )
-        )
-    conn.executemany(
-        "INSERT INTO sites(site_id, registered_by, first_seen, last_seen, interval_s, "
-        "heartbeat, bundle_version, bundle_status, config_applied, config_error, "
-        "created_at) VALUES (?, 'auto', ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(site_id) DO UPDATE SET "
-        "first_seen = coalesce(sites.first_seen, excluded.first_seen), "
-        "last_seen = CASE WHEN sites.last_seen > excluded.last_seen "
-        "THEN sites.last_seen ELSE excluded.last_seen END, "
-        "interval_s = excluded.interval_s, heartbeat = excluded.heartbeat, "
-        "bundle_version = excluded.bundle_version, "
-        "bundle_status = excluded.bundle_status, "
-        "config_applied = excluded.config_applied, "
-        "config_error = excluded.config_error",
-        site_rows,
-    )
-    conn.executemany(
-        "INSERT INTO heartbeats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        points,
-    )
-    for site_id in {hb.site_id for hb, _ in beats}:
-        conn.execute(
-            "DELETE FROM heartbeats WHERE site_id = ? AND ts < ("
-            "SELECT ts FROM heartbeats WHERE site_id = ? ORDER BY ts DESC "
-            "LIMIT 1 OFFSET ?)",
-            (site_id, site_id, HISTORY_ROWS - 1),
-        )
+# -- writes (the heartbeat write is `heartbeats.write_heartbeats`) ----------------------------
 
 
 def apply_config_reports(conn: Conn, reports: Sequence[tuple[ConfigReport, float]]) -> None:
@@ -262,7 +196,9 @@ def set_desired(
 
 
 def _site_row(row: Any, now: float) -> SiteRow:
-    state, age = site_state(row["last_seen"], row["interval_s"], now)
+    _, age = site_state(row["last_seen"], row["interval_s"], now)
+    # the stored deadline, so a row's state and the overview's SQL counts always agree
+    state = "online" if row["stale_at"] >= now else "offline"
     hb = _hb_decoder.decode(row["heartbeat"]) if row["heartbeat"] else None
     degraded = (
         row["bundle_status"] not in (None, "ok", "pending") or row["config_error"] is not None
