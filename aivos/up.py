@@ -81,7 +81,7 @@ class Appliance:
     # the cloud store and fleet registry: `aivos cloud stats/audit --data-dir` read it here
     cloud_dir: Path
     demo: bool = False
-    hub_nodes: int = 1  # > 1: a routed local cluster without TLS (aivos.up_scale)
+    hub_nodes: int = 1  # > 1: a secured routed local cluster (aivos.up_scale)
     cloud_db: str | None = None  # the cloud stores in PostgreSQL (--cloud-db)
     hub: NatsServer | None = None
     leaf_url: str | None = None  # the site's leaf node (started from its kit)
@@ -322,9 +322,7 @@ class Appliance:
     def _service_env(self, role: str) -> dict[str, str]:
         from aivos.cloud.fleet.enroll import service_env
 
-        if self.hub_nodes > 1:
-            return {}  # the local cluster is open (no TLS, no users)
-        return service_env(self.cloud_dir, role)
+        return service_env(self.cloud_dir, role)  # the single hub and the cluster alike
 
     def start_worker(self) -> bool:
         """The generation worker, when llama-cpp-python is importable; while scripts/up still

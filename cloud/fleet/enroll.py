@@ -8,7 +8,9 @@ State lives in the cloud data dir ``D`` (next to the CA in ``D/pki``):
   `shared.natsconf.permissions` (the hub config includes it, see `secure_hub_config`);
 * ``D/nats/hub.pid``: the running hub; after every change it gets SIGHUP (a config
   reload: removed users' connections are closed at once, no restart);
-* ``D/nats/hub.json``: the hub's addresses, for the kits and for `retire_rotated`;
+  a hub cluster (`secure_cluster_config`): ``D/nats/hub.pid.<i>`` per node, all reloaded;
+* ``D/nats/hub.json``: the hub's addresses (every node's, for a cluster), for the kits
+  and for `retire_rotated`;
 * ``D/nats/services/<role>/``: client certificates of the cloud services;
 * ``D/keys/config_signing.key``: the operator's remote-config signing key, made at the
   first enrollment; every kit trusts its public half and requires signed config.
@@ -36,14 +38,22 @@ from aivos.shared.natsconf.permissions import (
     ROLES,
     SYSTEM_USER,
     service_inbox_prefix,
-    service_permissions,
     service_user,
     site_permissions,
     site_user,
 )
 from aivos.shared.natsconf.pki import Pki, init_pki, load_pki
-from aivos.shared.natsconf.render import CertFiles, HubConfig, HubUser, LeafConfig, render_leaf
+from aivos.shared.natsconf.render import (
+    CertFiles,
+    HubConfig,
+    HubUser,
+    LeafConfig,
+    NodePorts,
+    hub_cluster,
+    render_leaf,
+)
 from aivos.shared.natsconf.render import render_users as _render_users
+from aivos.shared.natsconf.secure import secure_nodes, service_users
 from aivos.shared.subjects import validate_site
 
 __all__ = [
@@ -56,6 +66,7 @@ __all__ = [
     "rotate_site",
     "retire_rotated",
     "reload_hub",
+    "secure_cluster_config",
     "secure_hub_config",
     "service_identity",
     "load_identities",
@@ -78,6 +89,18 @@ class HubEndpoints(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     leaf_url: str
     monitor_url: str | None = None
+    # a hub cluster: every node's URLs (the first ones repeat `url`, `leaf_url`, ...)
+    urls: tuple[str, ...] = ()
+    leaf_urls: tuple[str, ...] = ()
+    monitor_urls: tuple[str, ...] = ()
+    pid_files: tuple[str, ...] = ()  # every node's pid file (empty: ``D/nats/hub.pid``)
+
+    @property
+    def monitors(self) -> tuple[str, ...]:
+        """Every node's monitor URL (one for a single hub, none without a monitor port)."""
+        if self.monitor_urls:
+            return self.monitor_urls
+        return (self.monitor_url,) if self.monitor_url else ()
 
 
 def _nats_dir(data_dir: Path) -> Path:
@@ -101,10 +124,7 @@ def _save(data_dir: Path, ids: Identities) -> None:
 
 
 def _hub_users(ids: Identities) -> list[HubUser]:
-    users = []
-    for role in ROLES:
-        perms = service_permissions(role)
-        users.append(HubUser(service_user(role), perms.publish, perms.subscribe))
+    users = service_users()
     for site, ident in sorted(ids.sites.items()):
         if ident.revoked:
             continue
@@ -122,14 +142,18 @@ def _write_users(data_dir: Path, ids: Identities) -> None:
 
 
 def reload_hub(data_dir: Path) -> bool:
-    """SIGHUP the hub named by ``D/nats/hub.pid``; False if no hub is running."""
-    pid_file = _nats_dir(data_dir) / "hub.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return False
-    return True
+    """SIGHUP the hub named by ``D/nats/hub.pid`` (every node of a hub cluster, by the pid
+    files in ``hub.json``); False if no hub node is running."""
+    pid_files = _endpoints(data_dir).pid_files or (str(_nats_dir(data_dir) / "hub.pid"),)
+    reloaded = False
+    for pid_file in pid_files:
+        try:
+            pid = int(Path(pid_file).read_text().strip())
+            os.kill(pid, signal.SIGHUP)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            continue
+        reloaded = True
+    return reloaded
 
 
 def _leafz(monitor_url: str) -> list[dict[str, object]]:
@@ -141,21 +165,23 @@ def kick_leaves(data_dir: Path, names: set[str]) -> int:
     """Close the hub's leaf links whose server name is in `names` (a reload refuses new
     connections of removed users but keeps established ones). Returns how many."""
     endpoints = _endpoints(data_dir)
-    if endpoints.monitor_url is None or not names:
+    if not names:
         return 0
-    monitor = endpoints.monitor_url
-    with contextlib.suppress(OSError, ValueError):
-        leaves = [leaf for leaf in _leafz(monitor) if leaf.get("name") in names]
-        if not leaves:
-            return 0
-        with urllib.request.urlopen(f"{monitor}/varz", timeout=2) as resp:
-            server_id = str(json.loads(resp.read())["server_id"])
-        asyncio.run(_kick(data_dir, endpoints.url, server_id, [int(str(x["id"])) for x in leaves]))
-        return len(leaves)
-    return 0
+    kicked = 0
+    for monitor in endpoints.monitors:  # a hub cluster: the link may be on any node
+        with contextlib.suppress(OSError, ValueError):
+            leaves = [leaf for leaf in _leafz(monitor) if leaf.get("name") in names]
+            if not leaves:
+                continue
+            with urllib.request.urlopen(f"{monitor}/varz", timeout=2) as resp:
+                server_id = str(json.loads(resp.read())["server_id"])
+            cids = [int(str(x["id"])) for x in leaves]
+            asyncio.run(_kick(data_dir, list(endpoints.urls or (endpoints.url,)), server_id, cids))
+            kicked += len(leaves)
+    return kicked
 
 
-async def _kick(data_dir: Path, url: str, server_id: str, cids: list[int]) -> None:
+async def _kick(data_dir: Path, url: str | list[str], server_id: str, cids: list[int]) -> None:
     import nats  # the client library is only needed here
 
     nc = await nats.connect(url, tls=tls_context(_system_identity(data_dir)), connect_timeout=5)
@@ -215,12 +241,8 @@ def secure_hub_config(
     (``NatsServer(conf, D / "nats")``). Creates the CA and service certificates if needed."""
     data_dir = Path(data_dir)
     hosts = sorted({host, "127.0.0.1", "localhost", *([public_host] if public_host else [])})
-    pki = init_pki(data_dir, hosts=hosts)
-    for role in ROLES:
-        service_identity(data_dir, role)
-    _system_identity(data_dir)
+    pki = _prepare(data_dir, hosts)
     directory = _nats_dir(data_dir)
-    _save(data_dir, load_identities(data_dir))
     conf = HubConfig(
         store_dir=str(directory / "jetstream"),
         host=host,
@@ -239,6 +261,69 @@ def secure_hub_config(
     )
     (directory / "hub.json").write_bytes(msgspec.json.encode(endpoints))
     return conf
+
+
+def _prepare(data_dir: Path, hosts: list[str] | None) -> Pki:
+    """The CA (and hub certificate), every service's certificate and the users file."""
+    pki = init_pki(data_dir, hosts=hosts)
+    for role in ROLES:
+        service_identity(data_dir, role)
+    _system_identity(data_dir)
+    _save(data_dir, load_identities(data_dir))
+    return pki
+
+
+def secure_cluster_config(
+    data_dir: Path,
+    nodes: int,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4222,
+    leaf_port: int = 7422,
+    monitor_port: int = 0,
+    cluster_port: int = 6222,
+    ports: tuple[NodePorts, ...] = (),
+    public_hosts: tuple[str, ...] = (),
+) -> list[HubConfig]:
+    """The secured hub as `nodes` routed nodes (`hub_cluster`: ports counted up from the
+    given ones, or `ports`): each with its own certificate of the CA (``D/pki/nodes``,
+    covering `host`, loopback and `public_hosts`), TLS and certificate-mapped users on
+    the client and leaf listeners, mutual TLS and the route identity on the routes, and
+    the one users file of `secure_hub_config`, so enrollment, revocation and rotation
+    work on every node (all reloaded). Run node i with ``NatsServer(confs[i], D / "nats")``
+    and start them together (JetStream needs a quorum). ``hub.json`` lists every node, so
+    a site kit's leaf.conf dials every node's leaf URL and fails over between them."""
+    data_dir = Path(data_dir)
+    pki = _prepare(data_dir, None)
+    directory = _nats_dir(data_dir)
+    base = HubConfig(
+        store_dir=str(directory / "jetstream"),
+        host=host,
+        port=port,
+        leaf_port=leaf_port,
+        monitor_port=monitor_port,
+        pid_file=str(directory / "hub.pid"),
+    )
+    confs = hub_cluster(
+        base, nodes, store_root=str(directory), cluster_port=cluster_port, ports=ports
+    )
+    confs = secure_nodes(
+        pki, confs, users_file="users.conf", extra_hosts=public_hosts, reissue=True
+    )
+    leaf_host = public_hosts[0] if public_hosts else host
+    leaf_urls = tuple(f"nats-leaf://{leaf_host}:{c.leaf_port}" for c in confs)
+    monitors = tuple(f"http://{host}:{c.monitor_port}" for c in confs if c.monitor_port)
+    endpoints = HubEndpoints(
+        url=confs[0].url,
+        leaf_url=leaf_urls[0],
+        monitor_url=monitors[0] if monitors else None,
+        urls=tuple(c.url for c in confs),
+        leaf_urls=leaf_urls,
+        monitor_urls=monitors,
+        pid_files=tuple(c.pid_file for c in confs if c.pid_file),
+    )
+    (directory / "hub.json").write_bytes(msgspec.json.encode(endpoints))
+    return confs
 
 
 def _endpoints(data_dir: Path) -> HubEndpoints:
@@ -273,9 +358,14 @@ def _write_kit(
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     creds = pki.issue_client(site_user(site, generation), out / "credentials")
+    # every hub node's leaf URL (comma-separated in `hub_leaf_url`, else from hub.json)
+    endpoints = _endpoints(data_dir)
+    urls = [u.strip() for u in hub_leaf_url.split(",") if u.strip()] if hub_leaf_url else []
+    urls = urls or list(endpoints.leaf_urls or (endpoints.leaf_url,))
     leaf = LeafConfig(
         site=site,
-        hub_leaf_url=hub_leaf_url or _endpoints(data_dir).leaf_url,
+        hub_leaf_url=urls[0],
+        hub_leaf_urls=tuple(urls[1:]),
         port=leaf_port,
         hub_tls=creds,
         generation=generation,
@@ -372,16 +462,17 @@ def _connected_leaf_names(monitor_url: str) -> set[str]:
 def retire_rotated(data_dir: Path, *, wait_s: float = 0.0) -> list[str]:
     """Retire old generations of every site whose newest generation is connected to the
     hub (seen in ``/leafz``), waiting up to `wait_s`; returns the sites retired."""
-    monitor = _endpoints(data_dir).monitor_url
-    if monitor is None:
+    monitors = _endpoints(data_dir).monitors
+    if not monitors:
         raise ConfigError("nats.monitor_port", "retiring needs the hub's monitor port")
     deadline = time.monotonic() + wait_s
     while True:
         ids = load_identities(data_dir)
         pending = {s: i for s, i in ids.sites.items() if i.retiring and not i.revoked}
         names: set[str] = set()
-        with contextlib.suppress(OSError, ValueError):
-            names = _connected_leaf_names(monitor)
+        for monitor in monitors:  # a hub cluster: the new leaf may be on any node
+            with contextlib.suppress(OSError, ValueError):
+                names |= _connected_leaf_names(monitor)
         retired = [
             site
             for site, ident in pending.items()

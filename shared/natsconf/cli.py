@@ -2,16 +2,29 @@
 
 With ``--cluster N`` (N > 1) the hub is N nodes, ``hub-1.conf`` ... ``hub-N.conf`` (ports
 counted up from the given ones, routes on ``--hub-cluster-port`` and up), and every leaf
-lists every node's leaf URL."""
+lists every node's leaf URL.
+
+With ``--secure DATA_DIR`` the hub (or every node) is secured with the CA in
+``DATA_DIR/pki`` (created when missing): TLS and certificate-mapped users on the client
+and leaf listeners, and for a cluster mutual TLS with the route identity on the routes
+(a certificate per node in ``DATA_DIR/pki/nodes``). The users come from
+``DATA_DIR/nats/users.conf`` (the file `aivos fleet enroll/revoke` rewrites; written with
+the service roles when missing). Sites of a secured hub are enrolled (`aivos fleet
+enroll`), so ``--site`` is refused with ``--secure``. Without it the configs are open, as
+before (a laptop, tests)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
+import msgspec
 from rich.console import Console
 
 from aivos.shared.cli_options import host_option, site_option
+from aivos.shared.natsconf.permissions import SYSTEM_USER
+from aivos.shared.natsconf.pki import init_pki
 from aivos.shared.natsconf.render import (
     HubConfig,
     LeafConfig,
@@ -19,6 +32,7 @@ from aivos.shared.natsconf.render import (
     render_hub,
     render_leaf,
 )
+from aivos.shared.natsconf.secure import secure_nodes, write_users_if_missing
 from aivos.shared.subjects import validate_site
 
 __all__ = ["nats_config_cmd", "write_configs"]
@@ -73,6 +87,19 @@ def write_configs(
     help="Route port of the first hub node (node i: +i-1).",
 )
 @click.option(
+    "--secure",
+    "secure_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Secure the hub with the CA in SECURE/pki (TLS, certificate users, TLS routes).",
+)
+@click.option(
+    "--public-host",
+    "public_hosts",
+    multiple=True,
+    help="With --secure: another name or IP the nodes are reached at (repeatable).",
+)
+@click.option(
     "--hub-url",
     default=None,
     help="Leaf-node URL leaves dial [default: nats-leaf://HOST:HUB_LEAF_PORT].",
@@ -103,6 +130,8 @@ def nats_config_cmd(
     hub_store_dir: str | None,
     cluster: int,
     hub_cluster_port: int,
+    secure_dir: Path | None,
+    public_hosts: tuple[str, ...],
     hub_url: str | None,
     leaf_host: str,
     leaf_port: int,
@@ -123,6 +152,13 @@ def nats_config_cmd(
     hubs = hub_cluster(
         hub, cluster, store_root=hub_store_dir or str(out), cluster_port=hub_cluster_port
     )
+    if secure_dir is not None:
+        if sites:
+            raise click.UsageError(
+                "a secured hub's sites are enrolled: aivos fleet enroll SITE "
+                f"--data-dir {secure_dir} --out DIR (its kit's leaf.conf lists every node)"
+            )
+        hubs = _secure(secure_dir.resolve(), out, hubs, public_hosts)
     hub_urls = (hub_url,) if hub_url else tuple(node.leaf_url for node in hubs)
     leaves = [
         LeafConfig(
@@ -142,3 +178,19 @@ def nats_config_cmd(
         console.print(f"wrote [bold]{path}[/bold]")
     for path in paths[: len(hubs)]:
         console.print(f"run with: nats-server -c {path}", highlight=False)
+
+
+def _secure(
+    data_dir: Path, out: Path, hubs: list[HubConfig], public_hosts: tuple[str, ...]
+) -> list[HubConfig]:
+    """`hubs` with TLS: one certificate per node (the single hub: ``pki/hub.crt``) and
+    the users file of `data_dir` included by its path relative to `out`."""
+    users = data_dir / "nats" / "users.conf"
+    write_users_if_missing(users, SYSTEM_USER)
+    users_file = os.path.relpath(users, out)
+    if len(hubs) == 1 and not hubs[0].cluster_port:
+        hosts = sorted({hubs[0].host, "127.0.0.1", "localhost", *public_hosts} - {"0.0.0.0"})
+        pki = init_pki(data_dir, hosts=hosts)
+        return [msgspec.structs.replace(hubs[0], tls=pki.hub_files, users_file=users_file)]
+    pki = init_pki(data_dir)
+    return secure_nodes(pki, hubs, users_file=users_file, extra_hosts=public_hosts, reissue=True)

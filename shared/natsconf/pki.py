@@ -1,7 +1,9 @@
 """The private certificate authority aivos creates for NATS links that cross the WAN.
 
 Layout under ``<data_dir>/pki/``: ``ca.crt`` + ``ca.key`` (the CA, EC P-256),
-``hub.crt`` + ``hub.key`` (the hub's server certificate). Client certificates (one per
+``hub.crt`` + ``hub.key`` (the hub's server certificate), and for a hub cluster
+``nodes/<server name>.crt`` + ``.key`` (one per node, `issue_node`: its listeners and its
+routes, subject ``CN=aivos-hub-route``). Client certificates (one per
 site credential and per cloud service) are issued by `issue_client` and written into
 the kit or service directory that uses them; the CA key never leaves ``pki/``.
 
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aivos.shared.errors import ConfigError
-from aivos.shared.natsconf.render import CertFiles
+from aivos.shared.natsconf.render import ROUTE_USER, CertFiles
 
 __all__ = [
     "CA_DAYS",
@@ -89,6 +91,13 @@ class Pki:
         d = self.directory
         return CertFiles(cert=str(d / "hub.crt"), key=str(d / "hub.key"), ca=str(self.ca_path))
 
+    def node_files(self, name: str) -> CertFiles:
+        """Where hub node `name`'s certificate and key live (``pki/nodes/<name>.*``)."""
+        d = self.directory / "nodes"
+        return CertFiles(
+            cert=str(d / f"{name}.crt"), key=str(d / f"{name}.key"), ca=str(self.ca_path)
+        )
+
     def _issue(self, cn: str, *, server: bool, hosts: list[str], days: int) -> tuple[bytes, bytes]:
         key = _new_key()
         builder = (
@@ -124,6 +133,18 @@ class Pki:
         """(Re)issue the hub certificate for `hosts` (names or IPs) into ``pki/``."""
         cert, key = self._issue("aivos-hub", server=True, hosts=hosts, days=days)
         files = self.hub_files
+        write_private(Path(files.key), key)
+        Path(files.cert).write_bytes(cert)
+        return files
+
+    def issue_node(self, name: str, hosts: list[str], days: int = CERT_DAYS) -> CertFiles:
+        """(Re)issue hub node `name`'s certificate for `hosts` (names or IPs clients, leaves
+        and peer nodes reach it at) into ``pki/nodes/``: server and client use (the node
+        accepts and dials routes), subject ``CN=aivos-hub-route`` (the route identity every
+        node's cluster authorization expects). Reissuing is a node's certificate rotation:
+        then reload that node (SIGHUP)."""
+        cert, key = self._issue(ROUTE_USER, server=True, hosts=hosts, days=days)
+        files = self.node_files(name)
         write_private(Path(files.key), key)
         Path(files.cert).write_bytes(cert)
         return files

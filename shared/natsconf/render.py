@@ -18,6 +18,12 @@ Hub cluster (`HubConfig.cluster_port` set, `hub_cluster`): N hub nodes, each wit
 server name, ports and store, joined by routes into one cluster (all in JetStream domain
 ``hub``, so streams can be replicated across them). A leaf lists every node's leaf URL
 (`LeafConfig.hub_leaf_urls`) and moves to another node when its node dies.
+
+Secured cluster (`tls` set on cluster nodes): besides the client and leaf listeners, the
+routes run over mutual TLS with the same node certificate (`Pki.issue_node`, subject
+``CN=aivos-hub-route``): ``cluster { tls { verify_and_map } authorization { user } }``
+accepts a route only from a certificate of the aivos CA whose subject is the route user,
+so neither a foreign certificate nor a site's or service's certificate can join.
 """
 
 from __future__ import annotations
@@ -35,11 +41,16 @@ __all__ = [
     "HubConfig",
     "HubUser",
     "LeafConfig",
+    "NodePorts",
+    "ROUTE_USER",
     "hub_cluster",
     "render_hub",
     "render_leaf",
     "render_users",
 ]
+
+
+ROUTE_USER = "aivos-hub-route"  # the CN of every hub node's certificate (route identity)
 
 
 class CertFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -82,6 +93,7 @@ class HubConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cluster_port: int = 0
     cluster_name: str = "aivos-hub"
     routes: tuple[str, ...] = ()
+    route_user: str = ROUTE_USER  # a secured cluster: the CN a peer's route certificate has
 
     @property
     def url(self) -> str:
@@ -128,31 +140,53 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return tuple(dict.fromkeys((self.hub_leaf_url, *self.hub_leaf_urls)))
 
 
+class NodePorts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The ports of one hub node (monitor 0 = no HTTP monitoring endpoint)."""
+
+    port: int
+    leaf_port: int
+    cluster_port: int
+    monitor_port: int = 0
+
+
 def hub_cluster(
-    base: HubConfig, nodes: int, *, store_root: str, cluster_port: int = 6222
+    base: HubConfig,
+    nodes: int,
+    *,
+    store_root: str,
+    cluster_port: int = 6222,
+    ports: tuple[NodePorts, ...] = (),
 ) -> list[HubConfig]:
     """`nodes` hub configs on `base.host`: node i (1-based) gets ``base`` ports + i - 1
-    (client, leaf, monitor when set, and `cluster_port` + i - 1 for routes), server name
-    ``<base.server_name>-<i>`` and JetStream dir ``<store_root>/hub-<i>-js``. One node
-    (`nodes` = 1) is `base` itself: no cluster block, exactly the single hub."""
+    (client, leaf, monitor when set, and `cluster_port` + i - 1 for routes), or
+    ``ports[i - 1]`` when `ports` is given, server name ``<base.server_name>-<i>`` and
+    JetStream dir ``<store_root>/hub-<i>-js``. One node (`nodes` = 1, no `ports`) is
+    `base` itself: no cluster block, exactly the single hub."""
     if nodes < 1:
         raise ConfigError("nats.cluster", f"a hub needs at least one node, not {nodes}")
-    if nodes == 1:
+    if ports and len(ports) != nodes:
+        raise ConfigError("nats.cluster", f"{len(ports)} port sets for {nodes} nodes")
+    if nodes == 1 and not ports:
         return [base]
-    routes = tuple(f"nats-route://{base.host}:{cluster_port + i}" for i in range(nodes))
+    mon = base.monitor_port
+    ports = ports or tuple(
+        NodePorts(base.port + i, base.leaf_port + i, cluster_port + i, mon + i if mon else 0)
+        for i in range(nodes)
+    )
+    routes = tuple(f"nats-route://{base.host}:{p.cluster_port}" for p in ports)
     return [
         msgspec.structs.replace(
             base,
             store_dir=str(Path(store_root) / f"hub-{i + 1}-js"),
-            port=base.port + i,
-            leaf_port=base.leaf_port + i,
-            monitor_port=base.monitor_port + i if base.monitor_port else 0,
+            port=p.port,
+            leaf_port=p.leaf_port,
+            monitor_port=p.monitor_port,
             server_name=f"{base.server_name}-{i + 1}",
             pid_file=None if base.pid_file is None else f"{base.pid_file}.{i + 1}",
-            cluster_port=cluster_port + i,
+            cluster_port=p.cluster_port,
             routes=routes,
         )
-        for i in range(nodes)
+        for i, p in enumerate(ports)
     ]
 
 
@@ -254,15 +288,21 @@ def render_hub(conf: HubConfig) -> str:
 
 
 def _cluster(conf: HubConfig) -> list[str]:
-    if conf.tls is not None:
-        # routes would need their own mutual TLS and route credentials; not built yet
-        raise ConfigError("nats.hub.cluster_port", "a secured (TLS) hub cluster is not supported")
     if not conf.routes:
         raise ConfigError("nats.hub.routes", "a cluster node needs the route URLs of its peers")
-    return [
+    lines = [
         "cluster {",
         f"  name: {_q(conf.cluster_name)}",
         f"  listen: {_q(f'{conf.host}:{conf.cluster_port}')}",
+    ]
+    if conf.tls is not None:
+        # mutual TLS on every route, and the peer's certificate subject must be the route
+        # user: a certificate of another CA fails the handshake, one of a site or a
+        # service (same CA, other subject) fails the route authorization
+        lines += _tls(conf.tls, "  ", verify_and_map=True)
+        lines.append(f"  authorization {{ user: {_q('CN=' + conf.route_user)} }}")
+    return [
+        *lines,
         "  routes = [",
         *(f"    {_q(url)}" for url in conf.routes),
         "  ]",

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 def _port_open(url: str) -> bool:
-    host, _, port = url.removeprefix("nats://").rpartition(":")
+    host, _, port = url.split("://", 1)[-1].rpartition(":")
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex((host, int(port))) == 0

@@ -1,0 +1,64 @@
+"""A secured hub cluster: every node with its own certificate of the aivos CA (client and
+leaf listeners with TLS and certificate-mapped users, routes with mutual TLS and the route
+identity, see `render`), all nodes sharing one users file, so an identity (site or
+service) has the same permissions on whichever node it reaches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from aivos.shared.natsconf.permissions import ROLES, service_permissions, service_user
+from aivos.shared.natsconf.pki import Pki
+from aivos.shared.natsconf.render import HubConfig, HubUser, render_users
+
+__all__ = ["node_hosts", "secure_nodes", "service_users", "write_users_if_missing"]
+
+
+def node_hosts(node: HubConfig, extra: tuple[str, ...] = ()) -> list[str]:
+    """The names and IPs a node's certificate covers: its listen host, loopback, `extra`
+    (public names a load balancer or the sites use). A wildcard listen address
+    (``0.0.0.0``) is no name anybody dials, so it is left out."""
+    hosts = {node.host, "127.0.0.1", "localhost", *extra} - {"0.0.0.0", "::", ""}
+    return sorted(hosts)
+
+
+def secure_nodes(
+    pki: Pki,
+    nodes: list[HubConfig],
+    *,
+    users_file: str,
+    extra_hosts: tuple[str, ...] = (),
+    reissue: bool = False,
+) -> list[HubConfig]:
+    """`nodes` (from `hub_cluster`) with TLS: each node's certificate (`Pki.issue_node`,
+    issued when missing or when `reissue`) on its client, leaf and route listeners, and
+    the ``authorization`` block included from `users_file` (relative to the directory
+    the node's config is written to)."""
+    secured = []
+    for node in nodes:
+        files = pki.node_files(node.server_name)
+        if reissue or not Path(files.cert).exists():
+            files = pki.issue_node(node.server_name, node_hosts(node, extra_hosts))
+        secured.append(msgspec.structs.replace(node, tls=files, users=(), users_file=users_file))
+    return secured
+
+
+def service_users() -> list[HubUser]:
+    """One hub user per cloud service role, with its permissions (`permissions`)."""
+    users = []
+    for role in ROLES:
+        perms = service_permissions(role)
+        users.append(HubUser(service_user(role), perms.publish, perms.subscribe))
+    return users
+
+
+def write_users_if_missing(path: Path, system_user: str) -> bool:
+    """Write a users file with the service roles only (no site yet: `aivos fleet enroll`
+    rewrites it) when `path` does not exist; True when written."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_users(service_users(), system_user))
+    return True
