@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import shutil
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,10 +16,20 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from aivos.cloud.modelbuild.augment import AUGMENT_RATIO
 from aivos.cloud.modelbuild.calibrate import choose_threshold, predict_probs, scores_at
+from aivos.cloud.modelbuild.fewshot import few_shot_config, is_few_shot, rows_per_intent
 from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION, export_encoder, fold_head, quantize_int8
 from aivos.cloud.modelbuild.progress import PlainProgress, build_progress
-from aivos.cloud.modelbuild.source import BASE_MODEL_ID, MAX_LENGTH, base_model_dir, offline
+from aivos.cloud.modelbuild.source import (
+    BASE_MODEL_ID,
+    MAX_LENGTH,
+    TrainingData,
+    base_model_dir,
+    offline,
+    stratified_split,
+    training_data,
+)
 from aivos.shared.bundle import (
     FORMAT_VERSION,
     GoldenQuery,
@@ -31,33 +39,13 @@ from aivos.shared.bundle import (
     staged_bundle,
     write_manifest,
 )
-from aivos.shared.datasets import OOS_LABEL, Example, check_trainable, load_examples
-from aivos.shared.errors import DataError
+from aivos.shared.datasets import OOS_LABEL
 
 __all__ = ["build_bundle", "stratified_split"]
 
 log = logging.getLogger(__name__)
 
 _N_GOLDEN = 20
-
-
-def stratified_split(
-    examples: Sequence[Example], fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Hold out `fraction` of every class (at least one, never the whole class)."""
-    by_label: dict[str, list[Example]] = defaultdict(list)
-    for e in examples:
-        by_label[e.label].append(e)
-    rng = random.Random(seed)
-    train: list[Example] = []
-    held: list[Example] = []
-    for label in sorted(by_label):
-        rows = by_label[label][:]
-        rng.shuffle(rows)
-        k = min(len(rows) - 1, max(1, round(len(rows) * fraction)))
-        held.extend(rows[:k])
-        train.extend(rows[k:])
-    return train, held
 
 
 def _encoder_hash(net: object) -> str:
@@ -88,33 +76,38 @@ def build_bundle(
     max_train_examples: int | None = None,
     layers: int = 0,
     frozen_layers: int = 2,
+    augment_ratio: float = AUGMENT_RATIO,
+    generic_negatives: bool = True,
+    exclude_negatives: Sequence[str] = (),
+    few_shot: bool | None = None,
 ) -> Manifest:
-    """Train and write a bundle to `out` (atomically). Returns its manifest."""
-    from aivos.cloud.modelbuild.finetune import TrainConfig, save_encoder, train_intent_model
+    """Train and write a bundle to `out` (atomically). Returns its manifest.
+
+    Without `oos` rows in the training data, generic negatives are borrowed (unless
+    `generic_negatives` is off; `exclude_negatives` keeps named CLINC150 intents out of that
+    pool); `augment_ratio` of the rows get a noisy copy (`source.training_data`).
+    `few_shot` switches the few-shot recipe on or off (`fewshot.py`); None = for small data."""
+    from aivos.cloud.modelbuild.finetune import (
+        TrainConfig,
+        planned_epochs,
+        save_encoder,
+        train_intent_model,
+    )
 
     offline()
     started = time.monotonic()
     console = console or Console(stderr=True)
-    examples = load_examples(train_spec)
-    check_trainable(examples, str(train_spec))
-    if val_spec is not None:
-        val = load_examples(val_spec)
-        train = examples
-        val_source = str(val_spec)
-    else:
-        train, val = stratified_split(examples, 0.2, seed)
-        val_source = f"stratified 20% hold-out of {train_spec}"
-    if max_train_examples is not None:
-        train = train[:max_train_examples]
-    labels = sorted({e.label for e in train if e.label != OOS_LABEL})
-    if any(e.label == OOS_LABEL for e in train):
-        labels.append(OOS_LABEL)
+    data = training_data(
+        train_spec,
+        val_spec,
+        seed=seed,
+        augment_ratio=augment_ratio,
+        generic_negatives=generic_negatives,
+        exclude_negatives=exclude_negatives,
+        max_train_examples=max_train_examples,
+    )
+    train, val, labels = data.train, data.val, data.labels
     index = {label: i for i, label in enumerate(labels)}
-    for i, e in enumerate(val):
-        if e.label != OOS_LABEL and e.label not in index:
-            raise DataError(
-                f"{val_source}: example {i}", f"label {e.label!r} is not in the training data"
-            )
 
     config = TrainConfig(
         epochs=epochs,
@@ -123,6 +116,14 @@ def build_bundle(
         layers=layers,
         frozen_layers=frozen_layers,
     )
+    # Rows per intent as the user gave them: the noisy copies sit at the end of `train`.
+    user_labels = [e.label for e in train[: len(train) - data.n_augmented]]
+    if few_shot is None:  # the recipe is about fine-tuning: a frozen-encoder build keeps its own
+        few_shot = epochs > 0 and is_few_shot(user_labels)
+    if few_shot:
+        config = few_shot_config(config)
+        log.info("few-shot recipe: %.0f rows per intent", rows_per_intent(user_labels))
+    epochs = planned_epochs(config, len(train))
     steps = ((len(train) + config.batch_size - 1) // config.batch_size) * (
         epochs + head_only_epochs
     )
@@ -155,8 +156,13 @@ def build_bundle(
                 val_truth = [e.label for e in val]
                 probs, _ = predict_probs(model, tokenizer_file, val_texts)
                 advance(len(val))  # type: ignore[operator]
-                threshold = choose_threshold(probs, val_truth, labels, OOS_LABEL)
+                threshold = choose_threshold(
+                    probs, val_truth, labels, OOS_LABEL, data.max_in_scope_drop
+                )
                 in_acc, oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
+                expected = _expected_oos_recall(
+                    model, tokenizer_file, data, labels, threshold, oos_rec
+                )
             golden = _golden(val_texts, val_truth, probs, labels, threshold)
             files = {name: sha256_file(staging / name) for name in ("model.onnx", "tokenizer.json")}
             created = datetime.now(UTC)
@@ -170,8 +176,8 @@ def build_bundle(
                 max_length=MAX_LENGTH,
                 quantization=QUANTIZATION,
                 training=TrainingSummary(
-                    train_source=str(train_spec),
-                    val_source=val_source,
+                    train_source=data.train_source,
+                    val_source=data.val_source,
                     n_train=len(train),
                     n_val=len(val),
                     n_labels=len(labels),
@@ -185,6 +191,10 @@ def build_bundle(
                     "val_oos_recall": round(oos_rec, 4),
                     "val_n_in_scope": float(sum(t != OOS_LABEL for t in val_truth)),
                     "val_n_oos": float(sum(t == OOS_LABEL for t in val_truth)),
+                    **expected,
+                    "n_generic_negatives": float(data.n_generic_negatives),
+                    "n_augmented": float(data.n_augmented),
+                    "calibration_in_scope_budget": data.max_in_scope_drop,
                 },
                 files=files,
                 created_at=created.isoformat(),
@@ -197,7 +207,39 @@ def build_bundle(
         f"[green]bundle[/green] {manifest.bundle_version} -> {out}  "
         f"threshold={threshold:.3f} val in-scope={in_acc:.2%} val oos-recall={oos_rec:.2%}"
     )
+    if "expected_oos_recall" in expected:
+        console.print(
+            f"expected oos recall {expected['expected_oos_recall']:.1%}, measured on "
+            f"{expected['expected_oos_recall_n']:.0f} "
+            + (
+                "held-out generic negatives (never trained on)"
+                if data.heldout_negatives
+                else "oos rows of the validation data"
+            )
+        )
     return manifest
+
+
+def _expected_oos_recall(
+    model: Path,
+    tokenizer_file: Path,
+    data: TrainingData,
+    labels: Sequence[str],
+    threshold: float,
+    val_oos_recall: float,
+) -> dict[str, float]:
+    """The oos recall to expect in service, and on how many rows it was measured: the
+    held-out generic negatives when those were used, else the user's validation oos rows."""
+    if data.heldout_negatives:
+        texts = [e.text for e in data.heldout_negatives]
+        probs, _ = predict_probs(model, tokenizer_file, texts)
+        truth = [OOS_LABEL] * len(texts)
+        _, recall = scores_at(probs, truth, labels, threshold, OOS_LABEL)
+        return {"expected_oos_recall": round(recall, 4), "expected_oos_recall_n": len(texts)}
+    n_oos = sum(e.label == OOS_LABEL for e in data.val)
+    if n_oos:
+        return {"expected_oos_recall": round(val_oos_recall, 4), "expected_oos_recall_n": n_oos}
+    return {}
 
 
 def _encoder_layers(net: object) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from aivos.cloud.modelbuild.augment import AUGMENT_RATIO
 from aivos.shared.paths import clinc150_path, default_bundle_dir
 
 __all__ = ["build_cmd", "train_cmd"]
@@ -43,6 +44,14 @@ def _training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Bottom layers left untouched by fine-tuning.",
         ),
+        click.option(
+            "--augment-ratio",
+            type=click.FloatRange(0, 1),
+            default=AUGMENT_RATIO,
+            show_default=True,
+            help="Share of training rows that also get a noisy copy (typos, casing, "
+            "punctuation, contractions); 0 = off.",
+        ),
         click.option("--seed", type=int, default=13, show_default=True),
         click.option(
             "--keep-artifacts",
@@ -63,11 +72,39 @@ def _training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     default=None,
     help="Bundle directory (default: the default bundle location).",
 )
+@click.option(
+    "--from-fleet",
+    "from_fleet",
+    default=None,
+    metavar="DB_URL_OR_PATH",
+    help="Add the hard examples operators labelled on the console's review page (the cloud "
+    "store: a postgresql:// URL, cloud.db or its directory).",
+)
+@click.option(
+    "--data",
+    default=None,
+    help="With --from-fleet: the base training data (default: CLINC150).",
+)
 @_training_options
-def build_cmd(out: Path | None, **training: Any) -> None:
+def build_cmd(out: Path | None, from_fleet: str | None, data: str | None, **training: Any) -> None:
     """Build the default bundle: CLINC150 train+oos_train, threshold calibrated on val+oos_val."""
-    data = clinc150_path()
-    _build(data, out or default_bundle_dir(), f"{data}#val", **training)
+    if from_fleet is None:
+        if data is not None:
+            raise click.UsageError("--data goes with --from-fleet (or use `aivos intents train`)")
+        base = clinc150_path()
+        _build(base, out or default_bundle_dir(), f"{base}#val", **training)
+        return
+    from aivos.cloud.modelbuild.fromfleet import fleet_training_data
+
+    target = out or default_bundle_dir()
+    fleet = fleet_training_data(from_fleet, data or clinc150_path(), target)
+    click.echo(
+        f"from fleet: {fleet.n_reviewed} reviewed example(s) {fleet.per_label} + "
+        f"{fleet.n_base} base rows -> {fleet.train}"
+        + (f"; new intents: {', '.join(fleet.new_labels)}" if fleet.new_labels else ""),
+        err=True,
+    )
+    _build(fleet.train, target, fleet.val, **training)
 
 
 @click.command("train")
@@ -87,10 +124,25 @@ def build_cmd(out: Path | None, **training: Any) -> None:
     default=None,
     help="Validation data for the threshold (default: stratified 20% of --data).",
 )
+@click.option(
+    "--generic-negatives/--no-generic-negatives",
+    default=True,
+    show_default=True,
+    help="Without 'oos' rows in --data, train against generic negatives shipped with aivos "
+    "(CLINC150 out-of-scope rows and intents your labels do not cover).",
+)
+@click.option(
+    "--few-shot",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Few-shot recipe (the head blended with the class centroids after fine-tuning); "
+    "auto = on at 20 or fewer rows per intent when the encoder is fine-tuned.",
+)
 @_training_options
-def train_cmd(data: str, out: Path, val: str | None, **training: Any) -> None:
+def train_cmd(data: str, out: Path, val: str | None, few_shot: str, **training: Any) -> None:
     """Train an intent bundle on your own labelled data."""
-    _build(data, out, val, **training)
+    _build(data, out, val, few_shot={"auto": None, "on": True, "off": False}[few_shot], **training)
 
 
 def _build(
@@ -103,6 +155,9 @@ def _build(
     frozen_layers: int,
     seed: int,
     keep_artifacts: Path | None,
+    augment_ratio: float,
+    generic_negatives: bool = True,
+    few_shot: bool | None = None,
 ) -> None:
     from aivos.cloud.modelbuild.build import build_bundle
 
@@ -116,4 +171,7 @@ def _build(
         keep_artifacts=keep_artifacts,
         layers=layers,
         frozen_layers=frozen_layers,
+        augment_ratio=augment_ratio,
+        generic_negatives=generic_negatives,
+        few_shot=few_shot,
     )

@@ -22,7 +22,14 @@ from transformers import AutoModel, AutoTokenizer
 
 from aivos.cloud.modelbuild.source import base_model_dir, offline
 
-__all__ = ["TrainConfig", "TrainedHead", "IntentNet", "train_intent_model", "load_base"]
+__all__ = [
+    "TrainConfig",
+    "TrainedHead",
+    "IntentNet",
+    "train_intent_model",
+    "load_base",
+    "planned_epochs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,21 @@ class TrainConfig:
     head_only_epochs: int = 0  # extra epochs training the head on frozen embeddings
     frozen_layers: int = 2  # bottom transformer layers kept frozen (embeddings always are)
     layers: int = 0  # keep only the bottom N transformer layers (0 = all): a faster encoder
+    # Few-shot knobs (cloud/modelbuild/fewshot.py turns them on for small data):
+    min_steps: int = 0  # raise the epoch count until fine-tuning takes at least this many steps
+    max_epochs: int = 20  # ... but no further than this on tiny data
+    label_smoothing: float = 0.0
+    centroid_mix: float = 0.0  # blend the trained head towards the fine-tuned class centroids
+
+
+def planned_epochs(config: TrainConfig, n_rows: int) -> int:
+    """Fine-tuning epochs for `n_rows`: `config.epochs`, raised towards `config.min_steps`
+    steps (at most `config.max_epochs`). 0 stays 0: a frozen encoder."""
+    if not config.epochs:
+        return 0
+    steps_per_epoch = max(1, -(-n_rows // config.batch_size))
+    to_min_steps = min(config.max_epochs, -(-config.min_steps // steps_per_epoch))
+    return max(config.epochs, to_min_steps)
 
 
 @dataclass(frozen=True)
@@ -168,8 +190,9 @@ def train_intent_model(
                 if progress:
                     progress(1)
 
-    if config.epochs:
-        total = steps_per_epoch * config.epochs
+    epochs = planned_epochs(config, len(texts))
+    if epochs:
+        total = steps_per_epoch * epochs
         opt = torch.optim.AdamW(
             [
                 {
@@ -184,7 +207,7 @@ def train_intent_model(
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1)))
         )
-        for epoch in range(config.epochs):
+        for epoch in range(epochs):
             net.train()
             # Bucket by length (less padding), then shuffle the buckets.
             order = list(range(len(texts)))
@@ -199,7 +222,9 @@ def train_intent_model(
             running = 0.0
             for idx, batch in batches:
                 loss = F.cross_entropy(
-                    net(batch["input_ids"], batch["attention_mask"]), labels[idx]
+                    net(batch["input_ids"], batch["attention_mask"]),
+                    labels[idx],
+                    label_smoothing=config.label_smoothing,
                 )
                 opt.zero_grad()
                 loss.backward()
@@ -210,8 +235,31 @@ def train_intent_model(
                 if progress:
                     progress(1)
             log.info("epoch %d: mean loss %.4f", epoch + 1, running / max(1, len(batches)))
+    if config.centroid_mix:
+        _mix_centroids(net, tokenizer, texts, labels, config)
     net.eval()
     return net, tokenizer
+
+
+def _mix_centroids(
+    net: IntentNet,
+    tokenizer: object,
+    texts: Sequence[str],
+    labels: torch.Tensor,
+    config: TrainConfig,
+) -> None:
+    """Blend each head row with its class centroid in the fine-tuned embedding space.
+
+    With a handful of rows per class the trained head fits those rows; the centroid of the
+    (now fine-tuned) embeddings is a prototype classifier that depends less on any one of
+    them, and the blend keeps what the head learnt about confusable classes. Same graph.
+    """
+    embs = _embed_all(net, tokenizer, texts, config.max_length)
+    with torch.no_grad():
+        centroids = torch.zeros_like(net.weight).index_add_(0, labels, embs)
+        mixed = (1 - config.centroid_mix) * F.normalize(net.weight, dim=-1)
+        mixed += config.centroid_mix * F.normalize(centroids, dim=-1)
+        net.weight.copy_(mixed)
 
 
 def save_encoder(net: IntentNet, tokenizer: object, out: Path) -> None:

@@ -3,6 +3,11 @@
 In-scope query: correct only with the right label AND confidence >= threshold.
 Out-of-scope query (label `oos`): recalled when below the threshold or predicted `oos`.
 
+The report also carries the bundle's *expected* oos recall, from its build: the recall on
+held-out generic negatives the model never trained on (a bundle trained without `oos` rows),
+or on the validation data's `oos` rows. It is the figure to go by when the test data has no
+`oos` rows of its own.
+
 `perturb_typos` makes the typo-perturbed twin of a test set (`aivos intents eval --perturb
 typos`): in about `rate` of the words of 4+ letters one keyboard slip, seeded and so
 repeatable: a neighbouring key instead of a letter, a letter dropped, a neighbouring key
@@ -20,9 +25,10 @@ import msgspec
 import numpy as np
 
 from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.bundle import Manifest
 from aivos.shared.datasets import Example
 
-__all__ = ["EvalReport", "evaluate", "perturb_typos"]
+__all__ = ["EvalReport", "evaluate", "expected_oos_recall", "perturb_typos"]
 
 _ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 _NEIGHBOURS: dict[str, str] = {}
@@ -73,6 +79,23 @@ class EvalReport(msgspec.Struct, frozen=True):
     n_truncated: int
     latency_ms_p50: float  # single-query classify(), tokenization included
     latency_ms_p99: float
+    expected_oos_recall: float | None = None  # from the build; None: not recorded
+    expected_oos_recall_basis: str = ""  # what it was measured on
+
+
+def expected_oos_recall(manifest: Manifest) -> tuple[float | None, str]:
+    """The build's oos recall estimate and what it was measured on (see the module doc)."""
+    metrics = manifest.metrics
+    n = int(metrics.get("expected_oos_recall_n", 0))
+    if "expected_oos_recall" in metrics and metrics.get("n_generic_negatives", 0) > 0:
+        basis = f"{n} held-out generic negatives (CLINC150 train), never trained on"
+        return metrics["expected_oos_recall"], basis
+    if "expected_oos_recall" in metrics:
+        return metrics["expected_oos_recall"], f"{n} oos rows of the validation data"
+    if metrics.get("val_n_oos", 0) > 0 and "val_oos_recall" in metrics:  # older bundles
+        n = int(metrics["val_n_oos"])
+        return metrics["val_oos_recall"], f"{n} oos rows of the validation data"
+    return None, "not recorded: the build had no oos rows to measure it on"
 
 
 def evaluate(
@@ -106,6 +129,7 @@ def evaluate(
         model.classify(text)
         timings.append((time.perf_counter() - t0) * 1000)
     lat = np.asarray(timings) if timings else np.zeros(1)
+    expected, basis = expected_oos_recall(model.manifest)
     return EvalReport(
         bundle_version=model.version,
         threshold=model.threshold,
@@ -118,4 +142,6 @@ def evaluate(
         n_truncated=n_trunc,
         latency_ms_p50=float(np.percentile(lat, 50)),
         latency_ms_p99=float(np.percentile(lat, 99)),
+        expected_oos_recall=expected,
+        expected_oos_recall_basis=basis,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from aivos.cloud.modelbuild.calibrate import choose_threshold, scores_at
+from aivos.edge.intent.evaluate import expected_oos_recall
+from aivos.shared.bundle import FORMAT_VERSION, Manifest, TrainingSummary
 
 LABELS = ["a", "b", "oos"]
 
@@ -35,3 +37,38 @@ def test_threshold_stays_within_in_scope_budget() -> None:
     assert t == 0.45
     t = choose_threshold(_probs(rows), truth, LABELS, "oos", max_in_scope_drop=0.02)
     assert t == 0.95
+
+
+def _manifest(metrics: dict[str, float]) -> Manifest:
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        bundle_version="v1",
+        labels=LABELS,
+        threshold=0.5,
+        embedding_model_id="m",
+        embedding_dim=4,
+        max_length=8,
+        quantization="int8-dynamic-per-channel",
+        training=TrainingSummary("t", "v", 4, 2, 3, 1, True, 1.0),
+        metrics=metrics,
+        files={},
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+
+
+def test_expected_oos_recall_says_what_it_was_measured_on() -> None:
+    generic = _manifest(
+        {"expected_oos_recall": 0.81, "expected_oos_recall_n": 320, "n_generic_negatives": 421}
+    )
+    assert expected_oos_recall(generic) == (
+        0.81,
+        "320 held-out generic negatives (CLINC150 train), never trained on",
+    )
+    user = _manifest(
+        {"expected_oos_recall": 0.9, "expected_oos_recall_n": 40, "n_generic_negatives": 0}
+    )
+    assert expected_oos_recall(user) == (0.9, "40 oos rows of the validation data")
+    older = _manifest({"val_oos_recall": 0.7, "val_n_oos": 100.0})
+    assert expected_oos_recall(older) == (0.7, "100 oos rows of the validation data")
+    value, basis = expected_oos_recall(_manifest({"val_oos_recall": 0.0, "val_n_oos": 0.0}))
+    assert value is None and basis.startswith("not recorded")

@@ -1,0 +1,55 @@
+"""The few-shot recipe: what changes when a site brings a handful of rows per intent.
+
+After fine-tuning, each head row is blended with its class centroid in the fine-tuned
+embedding space (`finetune._mix_centroids`): with ~10 rows per intent the trained head fits
+those rows, the centroid is a prototype that depends less on any one of them. The graph is
+unchanged: same encoder, same folded head.
+
+Also tried, on CLINC150 val (docs/models.md, "Few-shot training"), and left off because it
+measured worse: every layer trained, at least 40-240 steps, label smoothing 0.1
+(`TrainConfig.frozen_layers`, `min_steps`, `label_smoothing` keep those knobs).
+
+Kept free of torch so `build.py` can decide before the training stack is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aivos.shared.datasets import OOS_LABEL
+
+if TYPE_CHECKING:
+    from aivos.cloud.modelbuild.finetune import TrainConfig
+
+__all__ = [
+    "CENTROID_MIX",
+    "MAX_ROWS_PER_INTENT",
+    "few_shot_config",
+    "is_few_shot",
+    "rows_per_intent",
+]
+
+# Median in-scope rows per intent at or below this: the few-shot recipe (the few-shot
+# literature's 5-20 shots). 30 rows already train well with the default recipe.
+MAX_ROWS_PER_INTENT = 20
+CENTROID_MIX = 0.5  # best of 0 / 0.25 / 0.5 / 0.75 / 1 on CLINC150 val (10 shots)
+
+
+def rows_per_intent(labels: Sequence[str]) -> float:
+    """Median number of training rows per in-scope intent (`oos` rows do not count)."""
+    counts = Counter(label for label in labels if label != OOS_LABEL)
+    return float(statistics.median(counts.values())) if counts else 0.0
+
+
+def is_few_shot(labels: Sequence[str]) -> bool:
+    """Whether training rows with these labels get the few-shot recipe."""
+    return 0 < rows_per_intent(labels) <= MAX_ROWS_PER_INTENT
+
+
+def few_shot_config(config: TrainConfig) -> TrainConfig:
+    """`config` with the few-shot recipe switched on."""
+    return dataclasses.replace(config, centroid_mix=CENTROID_MIX)
