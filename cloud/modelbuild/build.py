@@ -88,6 +88,7 @@ def build_bundle(
     pool); `augment_ratio` of the rows get a noisy copy (`source.training_data`).
     `few_shot` switches the few-shot recipe on or off (`fewshot.py`); None = for small data."""
     from aivos.cloud.modelbuild.finetune import (
+        HEAD_ONLY_BATCH,
         TrainConfig,
         planned_epochs,
         save_encoder,
@@ -124,9 +125,10 @@ def build_bundle(
         config = few_shot_config(config)
         log.info("few-shot recipe: %.0f rows per intent", rows_per_intent(user_labels))
     epochs = planned_epochs(config, len(train))
-    steps = ((len(train) + config.batch_size - 1) // config.batch_size) * (
-        epochs + head_only_epochs
-    )
+    head_batch = max(config.batch_size, HEAD_ONLY_BATCH)
+    steps = ((len(train) + config.batch_size - 1) // config.batch_size) * epochs + (
+        (len(train) + head_batch - 1) // head_batch
+    ) * head_only_epochs
     progress = build_progress(console)  # bars with ETA on a terminal, else plain lines
     with tempfile.TemporaryDirectory(prefix="aivos-build-") as tmp_name, progress:
         work = keep_artifacts or Path(tmp_name)

@@ -33,6 +33,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+HEAD_ONLY_BATCH = 512  # rows per step when only the head trains (embeddings precomputed)
+
 ProgressFn = Callable[[int], None]
 
 
@@ -178,11 +180,15 @@ def train_intent_model(
 
     steps_per_epoch = (len(texts) + config.batch_size - 1) // config.batch_size
     if config.head_only_epochs:
+        # the embeddings are computed once above; a linear head on them needs no small
+        # batches, and tiny steps were what made the quick first bundle slow (~10 steps/s
+        # on a busy 2-core box: thread start-up per step, not arithmetic)
+        head_batch = max(config.batch_size, HEAD_ONLY_BATCH)
         head_opt = torch.optim.AdamW([net.weight, net.bias], lr=config.head_lr)
         for _ in range(config.head_only_epochs):
             perm = torch.randperm(len(texts))
-            for start in range(0, len(texts), config.batch_size):
-                sel = perm[start : start + config.batch_size]
+            for start in range(0, len(texts), head_batch):
+                sel = perm[start : start + head_batch]
                 loss = F.cross_entropy(net.logits(embs[sel]), labels[sel])
                 head_opt.zero_grad()
                 loss.backward()
