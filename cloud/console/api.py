@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post, put
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Body, Parameter
 from msgspec import UNSET, Meta, UnsetType
 
@@ -68,11 +68,13 @@ class ApiController(Controller):
         self,
         request: Request[Any, Any, Any],
         registry: RegistryDep,
-        limit: Annotated[int | None, Parameter(ge=0)] = None,
+        limit: Annotated[int, Parameter(ge=0)] | None = None,  # this form documents ge=0
         offset: Annotated[int, Parameter(ge=0)] = 0,
     ) -> list[SiteRow]:
         """Every site (or `limit` of them from `offset`): state online|offline,
         last_seen_age_s, bundle_version, health, ..."""
+        if limit is not None and limit < 0:  # litestar drops the bound of an optional int
+            raise ValidationException(f"limit must be >= 0, got {limit}")
         query = FleetQuery.from_params(request.query_params)
         view = await asyncio.to_thread(overview, registry, query, limit=limit, offset=offset)
         return view.sites

@@ -2,7 +2,9 @@
 for, decide, cancel and retry runs.
 
 A run's state lives in the journal; a task only drives it. `resume_all` (at start) gives
-every run left `running` or `waiting_approval` a task again.
+every run left `running` or `waiting_approval` a task again. A task that crashes (a full
+disk failing a journal write, say) is started again after a back-off, exactly as a
+restart would resume it from the journal: a run is never left `running` with no task.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from aivos.edge.workflows.errors import RunConflict
 from aivos.edge.workflows.journal import RunJournal
 from aivos.edge.workflows.metrics import WorkflowMetrics
 from aivos.edge.workflows.owners import set_run_owner
-from aivos.edge.workflows.rows import TERMINAL, RunRow
+from aivos.edge.workflows.rows import ACTIVE, TERMINAL, RunRow
 from aivos.edge.workflows.signals import RunSignals
 from aivos.edge.workflows.spec import Workflow
 from aivos.edge.workflows.views import RunResult, result_of
+from aivos.shared.errors import NotFound
 from aivos.shared.ids import new_id
 
 __all__ = ["RunSupervisor"]
 
 log = logging.getLogger(__name__)
+
+_REDRIVE_FIRST_S = 0.5  # back-off before a crashed run is driven again, doubling per crash
+_REDRIVE_MAX_S = 30.0
 
 
 class RunSupervisor:
@@ -45,6 +51,9 @@ class RunSupervisor:
         self._driver = driver
         self._metrics = metrics
         self.tasks: dict[str, asyncio.Task[None]] = {}  # run id -> the task driving it
+        self._crashes: dict[str, int] = {}  # run id -> crashes in a row (back-off)
+        self._redrive: dict[str, asyncio.TimerHandle] = {}
+        self._stopped = False
 
     def resume_all(self) -> None:
         for run in self._journal.active_runs():
@@ -52,6 +61,10 @@ class RunSupervisor:
 
     async def stop(self) -> None:
         """Stop driving runs (they stay persisted and resume at the next start)."""
+        self._stopped = True
+        for handle in self._redrive.values():
+            handle.cancel()
+        self._redrive.clear()
         tasks = list(self.tasks.values())
         for task in tasks:
             task.cancel()
@@ -171,7 +184,38 @@ class RunSupervisor:
             if self.tasks.get(rid) is t:
                 del self.tasks[rid]
             self._signals.forget(rid)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("workflow run %s crashed", rid, exc_info=t.exception())
+            if t.cancelled():
+                return
+            if t.exception() is None:
+                self._crashes.pop(rid, None)
+                return
+            crashes = self._crashes[rid] = self._crashes.get(rid, 0) + 1
+            delay = min(_REDRIVE_MAX_S, _REDRIVE_FIRST_S * 2 ** (crashes - 1))
+            log.error(
+                "workflow run %s crashed (%d in a row); driving it again in %.1fs",
+                rid,
+                crashes,
+                delay,
+                exc_info=t.exception(),
+            )
+            if not self._stopped:
+                loop = asyncio.get_running_loop()
+                self._redrive[rid] = loop.call_later(delay, self._drive_again, rid)
 
         task.add_done_callback(done)
+
+    def _drive_again(self, run_id: str) -> None:
+        """A crashed run, resumed from the journal (a run that ended meanwhile is left alone
+        by the driver)."""
+        self._redrive.pop(run_id, None)
+        if self._stopped:
+            return
+        try:
+            run = self._journal.get_run(run_id)
+        except NotFound:  # its creation never reached the disk: nothing was acknowledged
+            self._crashes.pop(run_id, None)
+            return
+        if run.state in ACTIVE:
+            self._spawn(run_id)
+        else:
+            self._crashes.pop(run_id, None)

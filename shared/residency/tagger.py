@@ -1,6 +1,6 @@
 """PERSON and ADDRESS by a small token tagger: a linear model over hashed word features.
 
-The model (`data/pii_tagger.npz`, built by `python -m aivos.cloud.modelbuild.pii_model`) is
+The model (`data/pii_tagger.npz`, built by the cloud tier's `modelbuild/pii_model.py`) is
 an averaged perceptron with one weight row per hashed feature and class (`O`, `PERSON`,
 `ADDRESS`). Its SHA-256 is recorded here and checked before it is loaded: a changed file is
 refused (`ModelIntegrityError`), it is never silently used.

@@ -510,3 +510,34 @@ async def test_unparseable_model_field_is_filled_from_the_operator_fallback(
     assert result.state == "succeeded"
     (dispute,) = bank.ledger.disputes.values()
     assert dispute["request"] == {"account_id": "ACC-1001", "category": "other"}
+
+
+async def test_a_run_whose_journal_write_fails_is_driven_again(
+    make_engine: Make, bank: CoreBank
+) -> None:
+    """A full disk fails the write of a step's result: the run's task crashes, and the
+    supervisor drives the run again from the journal (as a restart would) instead of
+    leaving it `running` with nothing driving it."""
+    from aivos.shared.errors import DiskFull
+    from tests.fixtures.wait import eventually
+
+    engine = await make_engine(billing())
+    journal = engine._journal
+    real = journal.record_step
+    failures: list[str] = []
+
+    async def full_once(run: Any, result: Any) -> None:
+        if not failures:
+            failures.append(result.step_id)
+            raise DiskFull("edge", "no space left (test)")
+        await real(run, result)
+
+    journal.record_step = full_once  # type: ignore[method-assign]
+    handle = await engine.start_run(
+        engine.workflow("billing"), {"account_id": "ACC-1001"}, wait_s=0
+    )
+    done = await eventually(
+        lambda: engine.run_detail(handle.run_id).run.state == "succeeded", what="run resumed"
+    )
+    assert done and failures == ["billing"]
+    assert engine.run_detail(handle.run_id).response == "amount 42.5"
