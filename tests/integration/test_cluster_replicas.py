@@ -137,7 +137,13 @@ async def test_two_ingest_replicas_one_killed_store_each_record_once(
         consumer = await js.consumer_info(SYNC_STREAM, "aivos-ingest")
         return consumer.num_waiting >= 2
 
-    await eventually(both_pulling, timeout=60, what="two replicas pulling", ignore=(NotFoundError,))
+    # a JetStream API request can time out while the 3-node cluster is busy: ask again
+    await eventually(
+        both_pulling,
+        timeout=60,
+        what="two replicas pulling",
+        ignore=(NotFoundError, nats.errors.TimeoutError),
+    )
     store = CloudStore.open(db=postgres_url)
     try:
         await _publish(js, "br1", range(3000))
