@@ -34,9 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +47,10 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aivos.edge.uplink.generation import generate  # noqa: E402
-from aivos.shared.errors import AivosError, GenerationFailed  # noqa: E402
+from aivos.shared.errors import AivosError  # noqa: E402
 from aivos.shared.messages import GenerateRequest  # noqa: E402
 from aivos.shared.natsconf import free_port, start_local_hub  # noqa: E402
+from benchmarks._cloud_procs import cli, error_key, spawn, stop  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "autoscale_burst.json"
 PROMPT = "Say hello."
@@ -80,35 +79,6 @@ GAUGES = {
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
-def _error_key(exc: AivosError) -> str:
-    """The exception's name, with the cloud's error code and reasons when it has them."""
-    if isinstance(exc, GenerationFailed):
-        return f"{type(exc).__name__}: {exc}"[:120]
-    return type(exc).__name__
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "aivos", *args]
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """A real process in its own process group (its workers join it), logging to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """SIGTERM (a pool drains its workers), then SIGKILL to the whole group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def _request(rid: str, max_tokens: int) -> GenerateRequest:
@@ -176,7 +146,7 @@ async def _burst(
                 saturated_retries=10**6,
             )
         except AivosError as exc:
-            key = _error_key(exc)
+            key = error_key(exc)
             run.errors[key] = run.errors.get(key, 0) + 1
             return
         run.latencies_s.append(time.perf_counter() - t)
@@ -205,8 +175,8 @@ async def _mode(
 ) -> dict[str, object]:
     max_workers = 1 if mode == "fixed" else args.max_workers
     port = free_port()
-    pool = _spawn(
-        _cli(
+    pool = spawn(
+        cli(
             "cloud", "workers", "--nats", hub_url, "--catalogue", str(catalogue),
             "--model", "smol", "--min", "1", "--max", str(max_workers),
             "--up-after", str(args.up_after), "--down-after", str(args.down_after),
@@ -251,7 +221,7 @@ async def _mode(
         if sampler is not None:
             sampler.cancel()
         await edge.close()
-        _stop(pool)
+        stop(pool)
     answered = len(run.latencies_s)
     peak = max((s.get("workers", 0) for s in samples), default=0)
     after = [s for s in samples if s["t_s"] >= burst_end_s]
@@ -326,8 +296,8 @@ async def main() -> None:
             )
         )
         hub = start_local_hub(tmp)
-        router = _spawn(
-            _cli(
+        router = spawn(
+            cli(
                 "cloud", "router", "--nats", hub.url, "--catalogue", str(catalogue),
                 "--data-dir", str(tmp / "router"),
             ),
@@ -345,7 +315,7 @@ async def main() -> None:
             results["cpus"] = os.cpu_count()
             results["params"] = vars(args)
         finally:
-            _stop(router, grace_s=5)
+            stop(router, grace_s=5)
             hub.stop()
     # one entry per breaker setting, so runs with and without the breaker sit side by side
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

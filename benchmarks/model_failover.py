@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -53,9 +52,10 @@ import nats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aivos.edge.uplink.generation import generate  # noqa: E402
-from aivos.shared.errors import AivosError, GenerationFailed  # noqa: E402
+from aivos.shared.errors import AivosError  # noqa: E402
 from aivos.shared.messages import Done, GenerateRequest  # noqa: E402
 from aivos.shared.natsconf import start_local_hub  # noqa: E402
+from benchmarks._cloud_procs import cli, error_key, spawn, stop  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model_failover.json"
 PROMPT = "Say hello."
@@ -82,41 +82,12 @@ chain = ["smol-b"]
 """
 
 
-def _error_key(exc: AivosError) -> str:
-    """The exception's name, with the cloud's error code and reasons when it has them."""
-    if isinstance(exc, GenerationFailed):
-        return f"{type(exc).__name__}: {exc}"[:120]
-    return type(exc).__name__
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "aivos", *args]
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """A real process in its own process group (a pool's workers join it)."""
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
-    """SIGTERM (a pool drains its workers), then SIGKILL to the whole group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
 def _pool(hub_url: str, catalogue: Path, model: str, tmp: Path) -> subprocess.Popen[bytes]:
-    argv = _cli(
+    argv = cli(
         "cloud", "workers", "--nats", hub_url, "--catalogue", str(catalogue),
         "--model", model, "--min", "1", "--max", "1",
     )  # fmt: skip
-    return _spawn(argv, tmp / f"pool-{model}.log")
+    return spawn(argv, tmp / f"pool-{model}.log")
 
 
 def _request(rid: str, cls: str, max_tokens: int) -> GenerateRequest:
@@ -172,7 +143,7 @@ async def _round(
                 saturated_retries=10**6,
             )
         except AivosError as exc:
-            outcomes.append(_Outcome(t, time.perf_counter(), None, _error_key(exc)))
+            outcomes.append(_Outcome(t, time.perf_counter(), None, error_key(exc)))
             return
         outcomes.append(_Outcome(t, time.perf_counter(), done, None))
 
@@ -265,11 +236,11 @@ async def main() -> None:
         procs: list[subprocess.Popen[bytes]] = []
         edge: nats.NATS | None = None
         try:
-            router_argv = _cli(
+            router_argv = cli(
                 "cloud", "router", "--nats", hub.url, "--catalogue", str(catalogue),
                 "--data-dir", str(tmp / "router"),
             )  # fmt: skip
-            procs.append(_spawn(router_argv, tmp / "router.log"))
+            procs.append(spawn(router_argv, tmp / "router.log"))
             procs.append(_pool(hub.url, catalogue, "smol-b", tmp))
             edge = await nats.connect(hub.url)
             load0 = os.getloadavg()[0]
@@ -300,7 +271,7 @@ async def main() -> None:
             if edge is not None:
                 await edge.close()
             for proc in reversed(procs):
-                _stop(proc, grace_s=10)
+                stop(proc, grace_s=10)
             hub.stop()
     firsts = [r["to_first_fallback_ms"] for r in rounds if r["to_first_fallback_ms"] is not None]
     results = {
