@@ -8,7 +8,6 @@ import json
 import sqlite3
 import tarfile
 from pathlib import Path
-from typing import Any
 
 from litestar.testing import TestClient
 
@@ -19,7 +18,7 @@ from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.natsconf.server import free_port
 from tests.fixtures.edge import make_edge_settings
 from tests.fixtures.model import run_aivos
-from tests.fixtures.upgrade.make_fixture import ARCHIVE, HERE, settings_overrides
+from tests.fixtures.upgrade.make_fixture import ARCHIVE, HERE, row_counts, settings_overrides
 
 # The fixture only gets older: retention (tested on its own elsewhere) must not delete the
 # records this test looks for. A century is "never" here.
@@ -29,26 +28,6 @@ _KEEP = {
     "retention.runs_days": 36_500,
     "retention.outbox_sent_days": 36_500,
 }
-
-
-def _counts(db: Path) -> dict[str, Any]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
-        return {
-            "audit": one("SELECT count(*) FROM audit"),
-            "audit_head_hash": one("SELECT hash FROM audit_head"),
-            "jobs": one("SELECT count(*) FROM jobs"),
-            "memory_turns": one("SELECT count(*) FROM memory_turns"),
-            "memory_facts": one("SELECT count(*) FROM memory_facts"),
-            "outbox": one("SELECT count(*) FROM outbox"),
-            "outbox_unsent": one("SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
-            "workflow_runs": one("SELECT count(*) FROM workflow_runs"),
-            "workflow_steps": one("SELECT count(*) FROM workflow_steps"),
-            "tokens": one("SELECT count(*) FROM tokens"),
-        }
-    finally:
-        conn.close()
 
 
 def _audit_verify(data: Path) -> str:
@@ -65,14 +44,14 @@ def test_the_previous_release_data_dir_opens_with_nothing_lost(
     with tarfile.open(HERE / ARCHIVE) as tar:
         tar.extractall(data, filter="data")
     expected = fixture["counts"]
-    assert _counts(data / "aivos.db") == expected
+    assert row_counts(data / "aivos.db") == expected
 
     # the store applies this release's new migrations and keeps every row
     with Store.open(data) as store:
         names = applied(store.readers.get())
     assert names == [name for name, _ in MIGRATIONS]
     assert names[: len(fixture["migrations"])] == fixture["migrations"]
-    assert _counts(data / "aivos.db") == expected
+    assert row_counts(data / "aivos.db") == expected
     assert f"audit chain intact: {expected['audit']} rows" in _audit_verify(data)
 
     conn = sqlite3.connect(f"file:{data / 'aivos.db'}?mode=ro", uri=True)
@@ -132,7 +111,7 @@ def test_the_previous_release_data_dir_opens_with_nothing_lost(
 
     index = json.loads((data / "knowledge" / "manifest.json").read_text())
     assert index["embedding_version"] == bundle.embedding_version
-    after = _counts(data / "aivos.db")
+    after = row_counts(data / "aivos.db")
     assert after["audit"] == expected["audit"] + 1  # the new answer, chained onto the old rows
     assert after["outbox_unsent"] == expected["outbox_unsent"] + 1  # nothing synced or lost
     assert f"audit chain intact: {after['audit']} rows" in _audit_verify(data)
