@@ -13,6 +13,11 @@ leaves the site. Feedback on a candidate (``POST /v1/feedback``) follows as a re
 kind ``feedback`` keyed by the same request id. The audit row of a candidate carries
 ``detail.candidate`` (the reason), which is how the feedback path finds it.
 
+An escalation the site could not make at once (no uplink) is answered with a fallback and
+becomes a durable job; when the job runner later gets the cloud's answer, it follows the
+candidate as a record of kind ``answer`` (same request id, masked at the exit like the
+candidate's own answer), so the reviewer sees what the cloud said (`attach_answer`).
+
 Candidates are best effort: a full outbox drops one (counted), it never fails the request.
 """
 
@@ -30,6 +35,7 @@ from aivos.shared.residency import DataClass, ExitGate
 __all__ = [
     "CANDIDATE_BAND",
     "KIND_CANDIDATE",
+    "KIND_ANSWER",
     "KIND_FEEDBACK",
     "CandidateKeeper",
     "candidate_reason",
@@ -42,6 +48,7 @@ log = logging.getLogger(__name__)
 CANDIDATE_BAND: Final = 0.1
 KIND_CANDIDATE: Final = "candidate"
 KIND_FEEDBACK: Final = "feedback"
+KIND_ANSWER: Final = "answer"  # a durable job's late cloud answer to a candidate
 
 
 def candidate_reason(u: Understood, band: float = CANDIDATE_BAND) -> str | None:
@@ -129,3 +136,37 @@ class CandidateKeeper:
             )
         except QuotaExceeded:
             self.dropped += 1
+
+    async def attach_answer(self, gate: ExitGate, request_id: str, answer: str) -> bool:
+        """A durable escalation job finished: queue its cloud answer for the candidate of
+        `request_id`, if that request was one (its audit row names it). Best effort, like
+        the candidate itself: False when not queued, never raises."""
+        if not self.allowed(gate):
+            return False
+        try:
+            row = self.store.get_audit(request_id)
+        except Exception:  # a store problem must not fail the job that already finished
+            log.warning("hard example %s: audit row not readable", request_id, exc_info=True)
+            return False
+        if row is None or not row.detail.get("candidate"):
+            return False
+
+        def write(conn: sqlite3.Connection) -> None:
+            self.store.outbox.enqueue(
+                conn,
+                DataClass.HARD_EXAMPLE,
+                {"request_id": request_id, "answer": answer, "answered_by": "cloud"},
+                subject=KIND_ANSWER,
+            )
+
+        try:
+            await self.store.transact(write)
+        except QuotaExceeded:
+            self.dropped += 1
+            log.info("outbox full: late answer of hard example %s not kept", request_id)
+            return False
+        except Exception:
+            log.warning("hard example %s: late answer not queued", request_id, exc_info=True)
+            return False
+        self.kept += 1
+        return True

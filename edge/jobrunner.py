@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from aivos.edge.candidates import CandidateKeeper
 from aivos.edge.escalation import Escalator, generator_of
 from aivos.edge.results import Passage
 from aivos.edge.store import Job, Store
@@ -46,6 +47,8 @@ class EscalationJobRunner:
         self.retry_interval_s = retry_interval_s
         self.notify = notify
         self.on_done = on_done
+        # a finished job's answer follows its request's hard example to the cloud review
+        self.candidates = CandidateKeeper(store)
         self._wake = asyncio.Event()
         self.completed = 0
         self.failed = 0
@@ -121,6 +124,7 @@ class EscalationJobRunner:
         )
         await self.store.update_job(job.id, state="done", result=result, error=None)
         self.completed += 1
+        await self.candidates.attach_answer(self.escalator.gate, request["request_id"], answer)
         if self.on_done is not None:
             await self.on_done(job, result)
         await self._tell(job.id)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+from aivos.cloud.console.gate import GateIn, open_gate
 from aivos.cloud.fleet.registry import Registry, RolloutRow
 from aivos.cloud.fleet.rollout import (
     abort_rollout,
@@ -56,9 +58,19 @@ async def begin_rollout(
     canary_percent: float,
     soak_s: float,
     guards: dict[str, float] | None = None,
+    gate: GateIn | None = None,
+    data_dir: Path | None = None,
 ) -> str:
-    return await asyncio.to_thread(
-        lambda: start_rollout(
+    """Start a rollout; with `gate` the bundle must pass the quality gate first (bundles and
+    gate data resolved under `data_dir`, `gate.open_gate`): `QualityGateFailed` otherwise."""
+
+    def start() -> str:
+        quality_gate = None
+        if gate is not None:
+            if data_dir is None:
+                raise ConfigError("gate", "this console has no data directory to gate from")
+            quality_gate = open_gate(registry, data_dir, gate, bundle_version, sites)
+        return start_rollout(
             registry,
             bundle_version=bundle_version,
             sites=sites,
@@ -66,8 +78,11 @@ async def begin_rollout(
             actor=actor,
             soak_s=soak_s,
             guards=guards,
+            quality_gate=quality_gate,
         )
-    )
+
+    # scoring two bundles on the held-out set is seconds of CPU: never on the event loop
+    return await asyncio.to_thread(start)
 
 
 async def rollout_action(

@@ -7,20 +7,22 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post, put
-from litestar.exceptions import NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.params import Body, Parameter
 from msgspec import UNSET, Meta, UnsetType
 
 from aivos.cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from aivos.cloud.console.auth import Operator, api_guard
 from aivos.cloud.console.errors import http_error
+from aivos.cloud.console.gate import GateIn
 from aivos.cloud.console.queries import AuditHit, AuditQuery, FleetQuery, overview, search_audit
 from aivos.cloud.console.views import RegistryDep, site_detail
+from aivos.cloud.fleet.quality_gate import QualityGateFailed
 from aivos.cloud.fleet.registry import ActionRow, RolloutRow, SiteRow
 from aivos.cloud.fleet.service import FleetService
-from aivos.shared.errors import NotFound
+from aivos.shared.errors import ConfigError, Conflict, NotFound
 
-__all__ = ["ApiController", "ConfigIn", "RolloutIn"]
+__all__ = ["ApiController", "ConfigIn", "GuardsIn", "RolloutIn"]
 
 # what `shared.fleet.validate_bundle_version` accepts: 1-128 characters, not starting with
 # '.', none of / \ space tab newline * >
@@ -31,12 +33,34 @@ BundleVersion = Annotated[
 ConfigTarget = Annotated[str, Parameter(pattern=r"^(_defaults|[a-z0-9][a-z0-9_-]{0,62})$")]
 
 
+# a site id as `shared.subjects.validate_site` accepts it
+SiteId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class GuardsIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The health guards a site must stay within on the new bundle (unset: the defaults,
+    `rollout.DEFAULT_GUARDS`)."""
+
+    max_error_rate: Annotated[float, Meta(ge=0, le=1)] | UnsetType = UNSET
+    max_p99_ms: Annotated[float, Meta(gt=0, le=600_000)] | UnsetType = UNSET
+
+
 class RolloutIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bundle_version: BundleVersion
-    sites: Annotated[list[str], Meta(min_length=1)] | None = None  # None = every registered site
+    # None = every registered site
+    sites: Annotated[list[SiteId], Meta(min_length=1, max_length=100_000)] | None = None
     canary_percent: Annotated[float, Meta(gt=0, le=100)] = 10.0
-    soak_s: float = 60.0
-    guards: dict[str, float] | None = None
+    soak_s: Annotated[float, Meta(ge=0, le=7 * 86400)] = 60.0
+    guards: GuardsIn | None = None
+    # the quality gate the bundle must pass first (`console.gate`); None: no gate
+    gate: GateIn | None = None
+
+
+class ConflictException(HTTPException):
+    """409: what the fleet is in does not allow the rollout (a site busy in another
+    rollout, no site to roll to, the bundle failed the quality gate)."""
+
+    status_code = 409
 
 
 class ConfigIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -122,27 +146,39 @@ class ApiController(Controller):
     async def rollout(self, registry: RegistryDep, rollout_id: str) -> RolloutRow:
         return await asyncio.to_thread(registry.rollout, rollout_id)
 
-    @post("/rollouts")
+    @post("/rollouts", raises=[NotFoundException, ConflictException])
     async def start(
         self,
         request: Request[Any, Any, Any],
-        registry: RegistryDep,
+        fleet: FleetService,
         data: Annotated[RolloutIn, _Closed],
     ) -> RolloutRow:
+        """Start a staged rollout. 404: a named site, the bundle or baseline to gate, or
+        the gate's data is unknown; 409: a site is in an active rollout, the fleet has no
+        site, or the bundle failed the quality gate (``extra.reasons``)."""
         op: Operator = request.state.operator
+        guards = msgspec.to_builtins(data.guards) if data.guards is not None else None
         try:
             rollout_id = await begin_rollout(
-                registry,
+                fleet.registry,
                 op.name,
                 bundle_version=data.bundle_version,
                 sites=data.sites,
                 canary_percent=data.canary_percent,
                 soak_s=data.soak_s,
-                guards=data.guards,
+                guards=guards,
+                gate=data.gate,
+                data_dir=fleet.data_dir,
             )
-        except NotFound as exc:  # the sites are named in the body, not the path: a bad request
-            raise http_error(exc, status=400) from exc
-        return await asyncio.to_thread(registry.rollout, rollout_id)
+        except QualityGateFailed as exc:
+            raise ConflictException(
+                detail=str(exc), extra={"code": exc.code, "reasons": exc.reasons}
+            ) from exc
+        except (ConfigError, Conflict) as exc:  # the fleet's state, not the body, refuses
+            raise http_error(exc, status=409) from exc
+        except NotFound as exc:
+            raise http_error(exc, status=404) from exc
+        return await asyncio.to_thread(fleet.registry.rollout, rollout_id)
 
     @post("/rollouts/{rollout_id:str}/{action:str}", status_code=200, raises=[NotFoundException])
     async def act(

@@ -6,10 +6,19 @@ order, each text joins the cluster whose centroid is most similar if the cosine 
 `threshold`, else it starts a new one. One pass, deterministic, no cluster count to choose;
 good enough for the hundreds of candidates a review round sees. Without a bundle (none
 built on this machine) candidates are grouped by the intent the site's model guessed.
+
+Embedding is the cost of a review page (a forward pass per candidate), so `ClusterCache`
+keeps the last few groupings, keyed by a digest of the open candidate set (each example's
+key, text and guess) and of the bundle and threshold: a new candidate, a label (which takes
+examples out of the open set) or another bundle is a new key; ratings and late answers are
+read fresh, since only the grouping is cached, not the members' fields.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +28,7 @@ import numpy as np
 from aivos.cloud.ingest.candidates import Candidate
 from aivos.shared.bundle import load_bundle_manifest
 
-__all__ = ["Cluster", "Embedder", "cluster_candidates", "DEFAULT_THRESHOLD"]
+__all__ = ["Cluster", "ClusterCache", "Embedder", "cluster_candidates", "DEFAULT_THRESHOLD"]
 
 # all-MiniLM-style embeddings: paraphrases of one request sit above ~0.7, different
 # requests of one domain around 0.3-0.6
@@ -93,3 +102,56 @@ def cluster_candidates(
         found.append(([candidates[i] for i in idx], round(cohesion, 3)))
     found.sort(key=lambda f: len(f[0]), reverse=True)  # stable: first seen first on ties
     return [Cluster(i + 1, m, _top(m), c) for i, (m, c) in enumerate(found)]
+
+
+_Grouping = list[tuple[list[tuple[str, str]], float]]  # (member keys, cohesion) per cluster
+
+
+class ClusterCache:
+    """The clusters of the last `max_entries` candidate sets (least recently used out)."""
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[str, _Grouping] = OrderedDict()
+        self._lock = threading.Lock()  # pages render in worker threads
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(candidates: Sequence[Candidate], embedder: Embedder | None, threshold: float) -> str:
+        h = hashlib.sha256()
+        bundle = embedder.manifest.bundle_version if embedder is not None else ""
+        h.update(f"{bundle}\0{threshold!r}\0".encode())
+        for c in candidates:
+            h.update("\0".join((c.site, c.request_id, c.text, c.intent, "")).encode())
+        return h.hexdigest()
+
+    def clusters(
+        self,
+        candidates: Sequence[Candidate],
+        embedder: Embedder | None,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> list[Cluster]:
+        key = self.key(candidates, embedder, threshold)
+        with self._lock:
+            grouping = self._entries.get(key)
+            if grouping is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+        if grouping is None:
+            found = cluster_candidates(candidates, embedder, threshold)
+            with self._lock:
+                self.misses += 1
+                self._entries[key] = [([m.key for m in c.members], c.cohesion) for c in found]
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+            return found
+        current = {c.key: c for c in candidates}  # today's fields: ratings, late answers
+        out = []
+        for i, (keys, cohesion) in enumerate(grouping):
+            members = [current[k] for k in keys]
+            out.append(Cluster(i + 1, members, _top(members), cohesion))
+        return out

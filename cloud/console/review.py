@@ -21,7 +21,7 @@ from litestar.params import Body
 from litestar.response import Redirect, Template
 
 from aivos.cloud.console.auth import Operator, check_csrf, page_guard
-from aivos.cloud.console.clusters import Cluster, Embedder, cluster_candidates
+from aivos.cloud.console.clusters import Cluster, ClusterCache, Embedder
 from aivos.cloud.ingest.candidates import LABEL_KINDS, Candidate, CandidateStore
 from aivos.shared.errors import AivosError
 
@@ -61,6 +61,7 @@ def setup_review(state: State, bundle: Path | None) -> None:
 
     state.review_candidates = candidates
     state.review_embedder = embedder
+    state.review_clusters = ClusterCache()
 
 
 def _summary(labelled: list[Candidate]) -> list[dict[str, Any]]:
@@ -83,11 +84,14 @@ def _summary(labelled: list[Candidate]) -> list[dict[str, Any]]:
     return rows
 
 
-def _view(store: CandidateStore | None, embedder: Embedder | None) -> dict[str, Any]:
+def _view(
+    store: CandidateStore | None, embedder: Embedder | None, cache: ClusterCache
+) -> dict[str, Any]:
     if store is None:
         return {"has_store": False, "clusters": [], "labelled": [], "known": [], "n_open": 0}
     open_ = store.candidates(unlabelled=True)
-    clusters: list[Cluster] = cluster_candidates(open_, embedder)
+    # the same open set with the same bundle: the grouping of an earlier page load
+    clusters: list[Cluster] = cache.clusters(open_, embedder)
     return {
         "has_store": True,
         "clusters": clusters,
@@ -115,7 +119,8 @@ class ReviewController(Controller):
         op: Operator = request.state.operator
         store = request.app.state.review_candidates()
         embedder = request.app.state.review_embedder()
-        view = await asyncio.to_thread(_view, store, embedder)
+        cache = request.app.state.review_clusters
+        view = await asyncio.to_thread(_view, store, embedder, cache)
         return Template(
             "review.html",
             context={

@@ -16,16 +16,26 @@ from litestar.response import Redirect, Template
 from aivos.cloud.console.actions import ROLLOUT_ACTIONS, begin_rollout, rollout_action, set_config
 from aivos.cloud.console.auth import Operator, check_csrf, page_guard
 from aivos.cloud.console.charts import line_chart
+from aivos.cloud.console.gate import (
+    GateIn,
+    bundle_roots,
+    gate_data_names,
+    local_bundles,
+)
 from aivos.cloud.console.queries import (
     PAGE_SIZE,
     AuditQuery,
     FleetQuery,
+    bundle_counts,
     overview,
+    rollout_summaries,
+    rollout_view,
     search_audit,
+    site_rollouts,
 )
-from aivos.cloud.fleet.registry import Registry
+from aivos.cloud.fleet.registry import ActionRow, Registry
 from aivos.cloud.fleet.service import FleetService
-from aivos.shared.errors import AivosError
+from aivos.shared.errors import AivosError, InvalidInput
 
 __all__ = ["PagesController", "RegistryDep", "site_detail"]
 
@@ -119,6 +129,35 @@ def _bundle_changes(history: list[Any]) -> list[tuple[float, str]]:
     return list(reversed(changes))
 
 
+def _gate_form(data: dict[str, str]) -> GateIn | None:
+    """The form's quality gate fields as a `GateIn` (None: no gate asked for); the same
+    rules as the API's body."""
+    fields = {
+        key: data.get(f"gate_{key}", "").strip()
+        for key in ("heldout", "baseline", "golden", "tolerance")
+    }
+    given = {k: v for k, v in fields.items() if v}
+    if not given:
+        return None
+    if "heldout" not in given:
+        raise InvalidInput("gate", "the quality gate needs a held-out set")
+    if "tolerance" in given:  # typed as points: "1" or "1%" is one point
+        given["tolerance"] = float(given["tolerance"].rstrip("%")) / 100  # type: ignore[assignment]
+    try:
+        return msgspec.convert(given, GateIn)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput("gate", f"quality gate: {exc}") from exc
+
+
+def _gate_report(actions: list[ActionRow]) -> dict[str, Any] | None:
+    """The quality gate report kept with the rollout's start, if it was gated."""
+    for a in actions:
+        if a.action == "rollout.start":
+            report = a.details.get("quality_gate")
+            return report if isinstance(report, dict) else None
+    return None
+
+
 def _back(url: str, **params: str) -> Redirect:
     from urllib.parse import urlencode
 
@@ -144,11 +183,7 @@ class PagesController(Controller):
         self, request: Request[Any, Any, Any], fleet: FleetService, site_id: str
     ) -> Template:
         detail = await site_detail(fleet, site_id)
-        rollouts = [
-            r
-            for r in await asyncio.to_thread(fleet.registry.rollouts)
-            if any(s.site_id == site_id for s in r.sites)
-        ]
+        rollouts = await asyncio.to_thread(site_rollouts, fleet.registry, site_id)
         return Template(
             "site.html",
             context=_ctx(
@@ -181,21 +216,36 @@ class PagesController(Controller):
 
     @get("/rollouts")
     async def rollouts_page(
-        self, request: Request[Any, Any, Any], registry: RegistryDep
+        self, request: Request[Any, Any, Any], registry: RegistryDep, fleet: FleetService
     ) -> Template:
-        rollouts = await asyncio.to_thread(registry.rollouts)
-        sites = await asyncio.to_thread(registry.sites)
-        bundles = sorted({s.bundle_version for s in sites if s.bundle_version})
+        # counts and per-wave progress in SQL: a 10k-site fleet's sites are never all loaded
+        summaries = await asyncio.to_thread(rollout_summaries, registry)
+        fleet_view = await asyncio.to_thread(overview, registry, FleetQuery(), limit=0)
+        running = await asyncio.to_thread(bundle_counts, registry)
+        built = await asyncio.to_thread(local_bundles, bundle_roots(fleet.data_dir))
+        refused = [
+            a
+            for a in await asyncio.to_thread(registry.actions, 200)
+            if a.action == "rollout.refused"
+        ][:5]
         return Template(
             "rollouts.html",
             context=_ctx(
-                request, "rollouts", rollouts=rollouts, n_sites=len(sites), bundles=bundles
+                request,
+                "rollouts",
+                summaries=summaries,
+                n_sites=fleet_view.total,
+                running=running,
+                bundles=sorted({v for v, _ in running} | set(built)),
+                built=built,
+                gate_data=await asyncio.to_thread(gate_data_names, fleet.data_dir),
+                refused=refused,
             ),
         )
 
     @post("/rollouts")
     async def rollout_start(
-        self, request: Request[Any, Any, Any], registry: RegistryDep, data: Form
+        self, request: Request[Any, Any, Any], fleet: FleetService, data: Form
     ) -> Redirect:
         op: Operator = request.state.operator
         check_csrf(op, data.get("csrf"))
@@ -207,12 +257,14 @@ class PagesController(Controller):
         )
         try:
             rollout_id = await begin_rollout(
-                registry,
+                fleet.registry,
                 op.name,
                 bundle_version=data.get("bundle_version", "").strip(),
                 sites=sites,
                 canary_percent=float(data.get("canary_percent", "10").rstrip("%") or 10),
                 soak_s=float(data.get("soak_s", "60") or 60),
+                gate=_gate_form(data),
+                data_dir=fleet.data_dir,
             )
         except (ValueError, AivosError) as exc:
             return _back("/rollouts", error=f"rollout not started: {exc}")
@@ -222,11 +274,25 @@ class PagesController(Controller):
     async def rollout_page(
         self, request: Request[Any, Any, Any], registry: RegistryDep, rollout_id: str
     ) -> Template:
-        rollout = await asyncio.to_thread(registry.rollout, rollout_id)
+        params = request.query_params
+        try:
+            page = int(params.get("page", "1") or 1)
+        except ValueError:
+            page = 1
+        view = await asyncio.to_thread(
+            rollout_view, registry, rollout_id, status=params.get("status", ""), page=page
+        )
         actions = await asyncio.to_thread(registry.actions, 50, rollout_id)
         return Template(
             "rollout.html",
-            context=_ctx(request, "rollouts", rollout=rollout, actions=actions),
+            context=_ctx(
+                request,
+                "rollouts",
+                rollout=view.rollout,
+                view=view,
+                actions=actions,
+                gate=_gate_report(actions),
+            ),
         )
 
     @post("/rollouts/{rollout_id:str}/{action:str}")

@@ -104,8 +104,10 @@ def start_rollout(
 ) -> str:
     """Create a running rollout (the controller carries it out); returns its id. With a
     `quality_gate` the bundle must pass it first: a failing one raises `QualityGateFailed`
-    and the refusal is recorded (``rollout.refused``)."""
+    and the refusal is recorded (``rollout.refused``); a passing report is kept with the
+    start (``rollout.start`` details, ``quality_gate``) for the rollout's page."""
     validate_bundle_version(bundle_version)
+    report = None
     if quality_gate is not None:
         report = quality_gate.check(bundle_version)
         if not report.passed:
@@ -148,6 +150,8 @@ def start_rollout(
             "canary_percent": canary_percent,
             "soak_s": soak_s,
             "guards": merged_guards,
+            # what the gate measured, or None: started without one
+            "quality_gate": msgspec.to_builtins(report) if report is not None else None,
         },
     )
     return rollout_id

@@ -2,7 +2,9 @@
 
 Sites send candidates as records of data class ``hard_example`` (edge/candidates.py): kind
 ``candidate`` (the masked text, the intent guess, its confidence, the route, the cloud's
-answer) and kind ``feedback`` (a user's rating, keyed by the same request id). The ingest
+answer), kind ``feedback`` (a user's rating, keyed by the same request id) and kind
+``answer`` (the cloud's answer of a durable escalation job that finished after the
+candidate left: it fills the candidate's `answer`, `answer_late` set). The ingest
 stores them like every other record, in ``records``; this module reads them back as
 `Candidate`s and keeps the review in its own table ``candidate_labels`` (migration
 ``candidates_0001_labels``, on SQLite and PostgreSQL alike): one label per ``(site,
@@ -79,6 +81,7 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     created_at: str
     helpful: bool | None = None  # the latest user rating, if any
+    answer_late: bool = False  # `answer` came from a durable job after the request
     label: str | None = None
     label_kind: str | None = None
     labelled_by: str | None = None
@@ -152,6 +155,7 @@ class CandidateStore:
         records = self.cloud.records(data_class=DataClass.HARD_EXAMPLE)
         found: dict[tuple[str, str], Candidate] = {}
         ratings: dict[tuple[str, str], bool] = {}
+        late: dict[tuple[str, str], str] = {}
         for r in records:  # ordered by site, then the site's outbox seq: later wins
             if not isinstance(r.payload, dict):
                 continue
@@ -161,6 +165,8 @@ class CandidateStore:
                     found[c.key] = c
             elif r.kind == "feedback" and isinstance(r.payload.get("helpful"), bool):
                 ratings[(r.site, str(r.payload.get("request_id")))] = r.payload["helpful"]
+            elif r.kind == "answer" and isinstance(r.payload.get("answer"), str):
+                late[(r.site, str(r.payload.get("request_id")))] = r.payload["answer"]
         labels = self._labels()
         out: list[Candidate] = []
         for key, c in found.items():
@@ -168,6 +174,8 @@ class CandidateStore:
             if unlabelled is True and lab is not None or unlabelled is False and lab is None:
                 continue
             extra: dict[str, Any] = {"helpful": ratings.get(key)}
+            if key in late:
+                extra.update(answer=late[key], answer_late=True)
             if lab is not None:
                 extra.update(
                     label=lab["label"],

@@ -3,7 +3,10 @@ cookies HttpOnly + SameSite=Strict, operator actions audited, pages mirror the A
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from litestar.testing import TestClient
 from aivos.cloud.console.app import ConsoleSettings, create_app
 from aivos.cloud.fleet.registry import SqliteRegistry
 from aivos.cloud.fleet.tokens import add_operator, create_operator_token
+from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.fleet import Decisions, Heartbeat
 
 
@@ -163,7 +167,8 @@ def test_writes_need_csrf_and_are_audited(console: Any) -> None:
     dup = client.post(
         "/api/rollouts", json={"bundle_version": "v4", "sites": ["shop-1"]}, headers=auth
     )
-    assert dup.status_code == 400  # shop-1 is already in an active rollout
+    assert dup.status_code == 409, dup.text  # shop-1 is already in an active rollout
+    assert "already in an active rollout" in dup.json()["detail"]
     assert client.get(f"/api/rollouts/{rid}", headers=auth).json()["state"] == "paused"
 
     audited = {(a.actor, a.action) for a in registry.actions()}
@@ -242,3 +247,154 @@ def test_console_serves_the_registry_while_the_hub_is_unreachable(tmp_path: Path
         resp = client.put("/api/config/shop-1", json={"thresholds": {"x": 0.5}}, headers=auth)
         assert resp.status_code == 503
         assert resp.json()["extra"]["code"] == "link_down"
+
+
+@contextlib.contextmanager
+def _gate_console(
+    tmp_path: Path, small_bundle: Path, small_clinc: Path, *, variants: bool
+) -> Iterator[tuple[TestClient[Any], dict[str, str], SqliteRegistry, str]]:
+    """A console whose `bundles/` holds the fleet's bundle (and, with `variants`, two rebuilt
+    variants of it) and whose `gate/` holds the held-out set; shop-1 runs the fleet's bundle."""
+    from tests.integration.test_rollout_gate_cli import bundle_variant, threshold_losing
+
+    data = tmp_path / "cloud"
+    base = load_bundle_manifest(small_bundle).bundle_version
+    shutil.copytree(small_bundle, data / "bundles" / "base")
+    (data / "gate").mkdir()
+    shutil.copy(small_clinc, data / "gate" / "small.json")
+    if variants:
+        # the same model rejecting nearly everything: a real drop
+        bundle_variant(small_bundle, data / "bundles" / "dropped", "v-dropped", threshold=0.99)
+        # a rebuild's noise: 3 of the 240 in-scope rows lost (-1.25 points), the e2e's case
+        # (or 4 where the confidences leave no clean cut at 3: p = 1/16, still noise)
+        noisy, lost = threshold_losing(small_bundle, f"{small_clinc}#test", rows=3)
+        assert lost in (3, 4)
+        bundle_variant(small_bundle, data / "bundles" / "noisy", "v-noisy", threshold=noisy)
+    reg = SqliteRegistry.open(data)
+    add_operator(reg, "alice", "correct horse battery")
+    reg.ingest_heartbeats([(_hb("shop-1", base), time.time())])
+    reg.close()
+    token = create_operator_token(data)
+    app = create_app(ConsoleSettings(data_dir=data, connect=False))
+    with TestClient(app) as client:
+        yield client, {"Authorization": f"Bearer {token}"}, app.state.registry, base
+
+
+@pytest.fixture
+def gated(
+    tmp_path: Path, small_bundle: Path, small_clinc: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient[Any], dict[str, str], SqliteRegistry, str]]:
+    monkeypatch.setenv("AIVOS_HOME", str(tmp_path / "home"))  # nothing from this machine
+    with _gate_console(tmp_path, small_bundle, small_clinc, variants=True) as console:
+        yield console
+
+
+@pytest.fixture
+def gate_console(
+    tmp_path: Path, small_bundle: Path, small_clinc: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient[Any], dict[str, str], SqliteRegistry, str]]:
+    monkeypatch.setenv("AIVOS_HOME", str(tmp_path / "home"))
+    with _gate_console(tmp_path, small_bundle, small_clinc, variants=False) as console:
+        yield console
+
+
+def test_rollout_api_runs_the_quality_gate(gated: Any) -> None:
+    client, auth, registry, base = gated
+    gate = {"heldout": "small.json#test"}
+
+    # a real drop is refused with every reason; nothing starts; the refusal is logged
+    r = client.post(
+        "/api/rollouts", json={"bundle_version": "v-dropped", "gate": gate}, headers=auth
+    )
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["extra"]["code"] == "quality_gate_failed"
+    assert any("in-scope accuracy" in why and base in why for why in body["extra"]["reasons"])
+    assert registry.rollouts() == []
+    assert [a.action for a in registry.actions(5)][0] == "rollout.refused"
+
+    # noise passes: the baseline is what shop-1 runs, the report is kept with the start
+    r = client.post(
+        "/api/rollouts",
+        json={"bundle_version": "v-noisy", "sites": ["shop-1"], "gate": gate},
+        headers=auth,
+    )
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    start = next(a for a in registry.actions(20, rid) if a.action == "rollout.start")
+    report = start.details["quality_gate"]
+    assert report["passed"] and report["baseline"]["bundle_version"] == base
+    in_scope = next(c for c in report["checks"] if c["metric"] == "in_scope_accuracy")
+    assert in_scope["lost"] in (3, 4) and (in_scope["gained"], in_scope["n"]) == (0, 240)
+    assert in_scope["baseline"] - in_scope["candidate"] > 0.01  # over the old fixed margin
+    assert _login(client).status_code == 303  # pages take a session
+    page = client.get(f"/rollouts/{rid}").text
+    assert 'id="gate-report"' in page and "passed" in page and base in page
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"bundle_version": "v9", "sites": ["nowhere"]}, 404, "unknown sites: nowhere"),
+        ({"bundle_version": "v9", "gate": {"heldout": "small.json#test"}}, 404, "no bundle v9"),
+        (
+            {"bundle_version": "BASE", "gate": {"heldout": "none.jsonl", "baseline": "BASE"}},
+            404,
+            "no gate data",
+        ),
+        ({"bundle_version": "BASE", "gate": {"heldout": "small.json"}}, 409, "no other bundle"),
+        ({"bundle_version": "v9", "gate": {"heldout": "../fleet.db"}}, 400, "heldout"),
+        ({"bundle_version": "v9", "gate": {"heldout": "/etc/passwd"}}, 400, "heldout"),
+        ({"bundle_version": "v9", "gate": {"held_out": "x.csv"}}, 400, "held_out"),
+        ({"bundle_version": "v9", "sites": ["Bad Site"]}, 400, "sites"),
+        ({"bundle_version": "v9", "soak_s": -1}, 400, "soak_s"),
+        ({"bundle_version": "v9", "guards": {"max_errors": 0.1}}, 400, "max_errors"),
+        ({"bundle_version": "v9", "guards": {"max_error_rate": 2}}, 400, "max_error_rate"),
+    ],
+)
+def test_rollout_api_answers_bad_input_clearly(
+    gate_console: Any, body: dict[str, Any], status: int, says: str
+) -> None:
+    client, auth, registry, base = gate_console
+    # BASE: the bundle shop-1 runs (and the console holds)
+    body = json.loads(json.dumps(body).replace('"BASE"', json.dumps(base)))
+    r = client.post("/api/rollouts", json=body, headers=auth)
+    assert r.status_code == status, r.text
+    assert says in r.text
+    assert registry.rollouts() == []
+
+
+def test_rollout_pages_count_in_sql_and_page_the_sites(tmp_path: Path) -> None:
+    """250 sites in one rollout: the list shows per-wave counts, the rollout's page one page
+    of 100 sites with the failed ones first, and filters by status."""
+    from aivos.cloud.fleet.rollout import start_rollout
+
+    reg = SqliteRegistry.open(tmp_path)
+    add_operator(reg, "alice", "correct horse battery")
+    ids = [f"site-{i:03d}" for i in range(250)]
+    for s in ids:
+        reg.register_site(s)
+    rid = start_rollout(reg, bundle_version="v2", sites=None, canary_percent=10, actor="alice")
+    reg.update_rollout_site(rid, "site-007", status="failed", message="canary_failed: 2/6")
+    reg.update_rollout_site(rid, "site-003", status="healthy", healthy_since=time.time())
+    reg.close()
+    token = create_operator_token(tmp_path)
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(ConsoleSettings(data_dir=tmp_path, connect=False))) as client:
+        assert _login(client).status_code == 303
+        listing = client.get("/rollouts").text
+        assert "wave 1" in listing and "1/25" in listing and "0/225" in listing
+        assert "all (250)" in listing  # the fleet's size, counted in SQL
+
+        page = client.get(f"/rollouts/{rid}").text
+        rows = re.findall(r'<tr><td><a href="/sites/(site-\d+)">', page)
+        assert len(rows) == 100 and rows[0] == "site-007"  # problems first
+        assert "page 1 of 3" in page and "1/25 healthy" in page and "1 failed" in page
+        last = client.get(f"/rollouts/{rid}?page=3").text
+        assert len(re.findall(r'<tr><td><a href="/sites/', last)) == 50
+        failed = client.get(f"/rollouts/{rid}?status=failed").text
+        assert re.findall(r'<tr><td><a href="/sites/(site-\d+)">', failed) == ["site-007"]
+        assert "canary_failed: 2/6" in failed
+        # the API still answers the whole rollout
+        whole = client.get(f"/api/rollouts/{rid}", headers=auth).json()
+        assert len(whole["sites"]) == 250

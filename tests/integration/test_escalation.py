@@ -369,3 +369,46 @@ async def test_one_trace_follows_a_request_through_the_real_agent(
     assert parent("worker.generate") == "nats.request"
     trace_ids = {format(s.context.trace_id, "032x") for s in spans}
     assert row is not None and trace_ids == {row.trace_id}
+
+
+async def test_a_durable_jobs_late_answer_follows_its_hard_example(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+) -> None:
+    """An escalated request answered with a fallback while the link is down is a hard
+    example without a cloud answer; when its durable job completes, the answer follows the
+    candidate as a record of kind ``answer`` (edge/candidates.py), so the review shows it."""
+    import sqlite3
+
+    from aivos.edge.store.db import db_path
+
+    leaf, proxy = proxied_leaf
+    classes = {"escalation_prompt": "mask", "audit": "local-only", "hard_example": "mask"}
+    settings = _settings(tmp_path, small_bundle, leaf, **{"residency.classes": classes})
+    backend = ScriptedBackend(["your card ", "is fine"])
+    async with running_worker(nats_hub.url, backend):
+        agent = await _started_agent(settings)
+        try:
+            await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
+            proxy.cut()
+            resp = await agent.infer(InferRequest(text="write me a poem about my card"))
+            assert resp.answered_by == "fallback" and resp.job_id
+            row = agent.store.get_audit(resp.request_id)
+            assert row is not None and row.detail.get("candidate")  # a hard example
+            proxy.restore()
+            await _wait_jobs_done(agent, [resp.job_id])
+            assert agent.escalations.candidates.kept == 1
+        finally:
+            await agent.stop()
+    with sqlite3.connect(db_path(tmp_path / "edge")) as conn:
+        rows = conn.execute(
+            "SELECT subject, payload FROM outbox WHERE data_class = 'hard_example' ORDER BY seq"
+        ).fetchall()
+    kinds = [subject for subject, _ in rows]
+    assert kinds == ["candidate", "answer"], kinds
+    candidate, answer = (msgspec.json.decode(p) for _, p in rows)
+    assert candidate["request_id"] == answer["request_id"] == resp.request_id
+    assert candidate["answer"] is None  # the fallback is not the cloud's answer
+    assert answer["answer"] == "your card is fine"

@@ -145,11 +145,6 @@ OPEN_FINDINGS: dict[str, tuple[Any, str]] = {
         "callback hosts are an allow-list from settings (jobs.callback_allow_hosts) that a "
         "static schema cannot state: other hosts answer 400",
     ),
-    "POST /api/rollouts": (
-        positive_data_acceptance,
-        "an unknown or busy site answers 400 (clients rely on it); 404/409 would be the "
-        "documented statuses",
-    ),
 }
 
 

@@ -198,9 +198,11 @@ async def test_candidate_review_build_gated_rollout_served(
                 + json.dumps({"text": "what's the weather like in paris", "label": "weather"})
                 + "\n"
             )
-            # held-out of 240 in-scope / 40 oos rows: one oos row is 2.5 points
-            heldout, tolerance = f"{small_clinc}#test", 0.05
-            old_gate = BundleQualityGate(small_bundle, small_bundle, heldout, golden, tolerance)
+            # held-out of 240 in-scope / 40 oos rows: one oos row is 2.5 points, and a
+            # rebuild flips a few rows; the gate's default rule (rows lost against rows
+            # gained, sign test) tells that noise from a real drop
+            heldout = f"{small_clinc}#test"
+            old_gate = BundleQualityGate(small_bundle, small_bundle, heldout, golden)
             with pytest.raises(QualityGateFailed, match="golden queries fail"):
                 start_rollout(
                     fleet.registry, bundle_version=old_version, sites=[site],
@@ -209,7 +211,7 @@ async def test_candidate_review_build_gated_rollout_served(
             assert any(a.action == "rollout.refused" for a in fleet.registry.actions(50))
             assert not [r for r in fleet.registry.rollouts() if r.sites[0].site_id == site]
 
-            gate = BundleQualityGate(out, small_bundle, heldout, golden, tolerance)
+            gate = BundleQualityGate(out, small_bundle, heldout, golden)
             report = gate.check(new_version)
             print(
                 f"gate: new {report.candidate.in_scope_accuracy:.2%}/"

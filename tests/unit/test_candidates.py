@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aivos.cloud.console.clusters import cluster_candidates
+from aivos.cloud.console.clusters import ClusterCache, cluster_candidates
 from aivos.cloud.ingest.candidates import CandidateStore
 from aivos.cloud.ingest.store import CloudStore
 from aivos.cloud.modelbuild.fromfleet import fleet_training_data, merge_reviewed
@@ -191,3 +191,39 @@ def test_fleet_training_data(store: CandidateStore, tmp_path: Path) -> None:
 def test_clusters_without_a_bundle_group_by_guess(store: CandidateStore) -> None:
     clusters = cluster_candidates(store.candidates(), None)
     assert [(c.top_intent, len(c.members)) for c in clusters] == [("oos", 2), ("weather", 1)]
+
+
+def test_a_late_cloud_answer_fills_the_candidate(store: CandidateStore) -> None:
+    # r2 was answered with a fallback; its durable job's cloud answer arrives later
+    store.cloud.upsert_many(
+        [_env("a", "r2", 7, "answer", {"request_id": "r2", "answer": "Your card was refunded."})]
+    )
+    found = {c.request_id: c for c in store.candidates()}
+    assert (found["r2"].answer, found["r2"].answer_late) == ("Your card was refunded.", True)
+    assert (found["r1"].answer, found["r1"].answer_late) == ("A cloud answer", False)
+
+
+def test_cluster_cache_is_keyed_by_the_open_set(store: CandidateStore) -> None:
+    cache = ClusterCache(max_entries=2)
+    open_ = store.candidates(unlabelled=True)
+    first = cache.clusters(open_, None)
+    assert (cache.hits, cache.misses) == (0, 1)
+    # the same set again: the grouping is reused, the members' fields are read fresh
+    store.cloud.upsert_many([_env("b", "r3", 8, "feedback", {"request_id": "r3", "helpful": True})])
+    again = cache.clusters(store.candidates(unlabelled=True), None)
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert [[m.key for m in c.members] for c in again] == [
+        [m.key for m in c.members] for c in first
+    ]
+    assert next(m for c in again for m in c.members if m.request_id == "r3").helpful is True
+    # a label takes examples out of the open set: a new key, recomputed
+    store.label([("a", "r1")], "oos", "", "alice")
+    after = cache.clusters(store.candidates(unlabelled=True), None)
+    assert (cache.hits, cache.misses) == (1, 2)
+    assert sorted(m.request_id for c in after for m in c.members) == ["r2", "r3"]
+    # a new candidate too; the cache stays bounded (least recently used out)
+    store.cloud.upsert_many(
+        [_env("b", "r4", 9, "candidate", _cand("r4", "set an alarm for six", "alarm"))]
+    )
+    cache.clusters(store.candidates(unlabelled=True), None)
+    assert (cache.hits, cache.misses, len(cache)) == (1, 3, 2)
