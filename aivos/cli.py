@@ -54,7 +54,10 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "list": "aivos.edge.workflows.cli:list_cmd",
         "run": "aivos.edge.workflows.cli:run_cmd",
     },
-    "nats": {"config": "aivos.shared.natsconf.cli:nats_config_cmd"},
+    "nats": {
+        "config": "aivos.shared.natsconf.cli:nats_config_cmd",
+        "rotate-cert": "aivos.shared.natsconf.rotate_cli:rotate_cert_cmd",
+    },
     "pki": {"init": "aivos.shared.natsconf.pki_cli:pki_init_cmd"},
     "residency": {"mask": "aivos.shared.residency.cli:mask_cmd"},
     "cloud": {

@@ -147,6 +147,41 @@ def edge_cmd(
     help="Hub monitor port, on 127.0.0.1 only (revoke and rotate use it).",
 )
 @click.option(
+    "--hub-nodes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Hub nodes on this host; N > 1: a secured routed cluster (aivos-hub@1..N, ports "
+    "counted up from the given ones, JetStream R3 from 3 nodes).",
+)
+@click.option(
+    "--cluster-port",
+    default=6222,
+    show_default=True,
+    help="The route port of node 1 (node i on this host: +i-1; with --node-hosts: every node's).",
+)
+@click.option(
+    "--node-hosts",
+    default=None,
+    help="One hub node per machine: every node's address, comma-separated, in the same "
+    "order on every machine (node i at the i-th; same ports on each).",
+)
+@click.option(
+    "--node",
+    "this_node",
+    default=None,
+    type=click.IntRange(min=1),
+    help="With --node-hosts: the node this machine runs (1-based).",
+)
+@click.option(
+    "--ca",
+    "ca_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The cluster's CA: a directory with ca.crt and ca.key (the first node's "
+    "/var/lib/aivos/cloud/pki), for every other machine of the cluster.",
+)
+@click.option(
     "--db",
     default=None,
     help="A postgresql:// URL for the cloud stores [default: SQLite in the data dir]; "
@@ -164,6 +199,11 @@ def cloud_cmd(
     hub_port: int,
     leaf_port: int,
     monitor_port: int,
+    hub_nodes: int,
+    cluster_port: int,
+    node_hosts: str | None,
+    this_node: int | None,
+    ca_dir: Path | None,
     db: str | None,
     workers: int,
     console_host: str,
@@ -173,14 +213,19 @@ def cloud_cmd(
     bin_dir: Path | None,
     journal_max_use: str | None,
 ) -> None:
-    """Install a cloud node: the secured hub, ingest, console and generation workers as
-    systemd units under aivos-cloud.target. Running it again changes nothing."""
+    """Install a cloud node: the secured hub (or --hub-nodes N routed nodes), ingest,
+    console and generation workers as systemd units under aivos-cloud.target. Running it
+    again changes nothing."""
     try:
         from aivos.install.cloud import install_cloud
     except ModuleNotFoundError as exc:  # the edge-only install has no cloud tier
         raise InstallError(
             f"the cloud tier is not installed ({exc.name}): pip install 'aivos[cloud]'"
         ) from exc
+    from aivos.install.hub import HubLayout
+
+    hosts = tuple(h.strip() for h in node_hosts.split(",")) if node_hosts else ()
+    layout = HubLayout.build(hub_nodes, hosts, this_node)  # refused before anything is made
     runtime = Runtime.find(bin_dir)
     account = ensure_account(user, STATE_DIR, prefix)
     click.echo(account.message)
@@ -194,6 +239,9 @@ def cloud_cmd(
         hub_port=hub_port,
         leaf_port=leaf_port,
         monitor_port=monitor_port,
+        layout=layout,
+        cluster_port=cluster_port,
+        ca_dir=ca_dir,
         db=db,
         workers=workers,
         console_host=console_host,

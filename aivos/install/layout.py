@@ -10,10 +10,19 @@ from pathlib import Path
 
 from aivos.install.errors import InstallError
 
-__all__ = ["CONFIG_DIR", "STATE_DIR", "UNIT_DIR", "JOURNALD_CONF", "SYSUSERS_CONF", "Runtime"]
+__all__ = [
+    "CLOUD_DIR",
+    "CONFIG_DIR",
+    "STATE_DIR",
+    "UNIT_DIR",
+    "JOURNALD_CONF",
+    "SYSUSERS_CONF",
+    "Runtime",
+]
 
 CONFIG_DIR = "/etc/aivos"
 STATE_DIR = "/var/lib/aivos"  # StateDirectory=aivos in the units: it must be under /var/lib
+CLOUD_DIR = f"{STATE_DIR}/cloud"  # a cloud node's state: CA, certificates, hub configs
 UNIT_DIR = "/etc/systemd/system"
 JOURNALD_CONF = "/etc/systemd/journald@aivos.conf"
 SYSUSERS_CONF = "/etc/sysusers.d/aivos.conf"

@@ -72,12 +72,22 @@ class Tree:
                 raise
         self.record(action, runtime)
 
-    def owned(self, runtime: str | Path, mode_dirs: int, owner: Owner) -> None:
+    def owned(
+        self,
+        runtime: str | Path,
+        mode_dirs: int,
+        owner: Owner,
+        *,
+        skip: Callable[[str], bool] = lambda name: False,
+    ) -> None:
         """Give everything below the existing directory `runtime` to `owner` (files keep
-        their modes; directories get `mode_dirs`), reporting one change for the tree."""
+        their modes; directories get `mode_dirs`), reporting one change for the tree.
+        Directories whose name `skip` accepts are left alone with all they hold (a running
+        service's own state)."""
         root = self.path(runtime)
         changed = False
         for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [name for name in dirnames if not skip(name)]
             changed |= self._fix(Path(dirpath), mode_dirs, owner)
             for name in filenames:
                 path = Path(dirpath) / name

@@ -8,11 +8,12 @@ from __future__ import annotations
 import string
 from importlib import resources
 
-__all__ = ["EDGE_UNITS", "CLOUD_UNITS", "render", "template_names"]
+__all__ = ["EDGE_UNITS", "CLOUD_UNITS", "HUB_UNIT", "HUB_CLUSTER_UNIT", "render", "template_names"]
 
 EDGE_UNITS = ("aivos-leaf.service", "aivos-edge.service")
-CLOUD_UNITS = (
-    "aivos-hub.service",
+HUB_UNIT = "aivos-hub.service"  # the single hub
+HUB_CLUSTER_UNIT = "aivos-hub@.service"  # node i of a hub cluster: aivos-hub@i
+CLOUD_UNITS = (  # besides one of the two hub units
     "aivos-ingest.service",
     "aivos-console.service",
     "aivos-worker@.service",

@@ -15,7 +15,15 @@ from typing import Any, Literal, Protocol, TypeVar
 from aivos.shared.errors import AivosError
 from aivos.shared.sqlite import Synchronous, immediate, open_reader, open_writer
 
-__all__ = ["Conn", "Cursor", "Dialect", "Engine", "SqliteEngine", "StoreUnavailable"]
+__all__ = [
+    "Conn",
+    "Cursor",
+    "Dialect",
+    "Engine",
+    "SqliteEngine",
+    "StoreConflict",
+    "StoreUnavailable",
+]
 
 T = TypeVar("T")
 
@@ -27,6 +35,16 @@ class StoreUnavailable(AivosError):
     failover); the operation did not commit and may be retried."""
 
     code = "store_unavailable"
+
+
+class StoreConflict(StoreUnavailable):
+    """PostgreSQL aborted the transaction to break a deadlock with another one (or on a
+    serialization failure); nothing was committed. Running the whole transaction again is
+    the remedy PostgreSQL expects (`aivos.cloud.db.transact` does), and the other
+    transaction has gone on by then. A `StoreUnavailable`, so a caller that retries a lost
+    connection retries this too."""
+
+    code = "store_conflict"
 
 
 class Cursor(Protocol):

@@ -7,7 +7,8 @@ table functions and `aivos.shared.sqlite.decode_row` serve both engines.
 
 A connection is checked before it is handed out (a server restart leaves broken ones in
 the pool); a failure to connect or a connection lost mid-transaction raises
-`StoreUnavailable` (nothing was committed: retry the whole transaction).
+`StoreUnavailable`, a transaction PostgreSQL aborted to break a deadlock `StoreConflict`
+(nothing was committed in either case: retry the whole transaction).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import psycopg
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from aivos.cloud.db.engine import Conn, Cursor, Dialect, StoreUnavailable
+from aivos.cloud.db.engine import Conn, Cursor, Dialect, StoreConflict, StoreUnavailable
 
 __all__ = ["PgConn", "PgRow", "PostgresEngine"]
 
 T = TypeVar("T")
+
+# transactions PostgreSQL aborts for their own sake, to be run again (SQLSTATE 40P01, 40001)
+_ABORTED = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 class PgRow(tuple[Any, ...]):
@@ -120,6 +124,8 @@ class PostgresEngine:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield PgConn(conn)
+        except _ABORTED as exc:
+            raise StoreConflict(f"PostgreSQL aborted the transaction: {exc}") from exc
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
 

@@ -6,7 +6,8 @@ Table ``records``: one row per ``(site, id)`` with the data class, kind, the sit
 `seq` (order per site), the payload JSON as it left the site (after the exit gate), the
 trace id, and when the cloud received it. `upsert_many` inserts new keys and ignores known
 ones, in one transaction: redeliveries and resends after JetStream's duplicate window have
-no effect, and two replicas inserting the same record store it once. The schema is the
+no effect, and two replicas inserting the same record store it once. A batch that
+PostgreSQL aborts to break a deadlock is run again whole (`transact`). The schema is the
 recorded migration ``ingest_0001_records`` on both engines.
 """
 
@@ -19,7 +20,15 @@ from typing import Any, Protocol
 
 import msgspec
 
-from aivos.cloud.db import Conn, Engine, Migration, SqliteEngine, apply_migrations, open_engine
+from aivos.cloud.db import (
+    Conn,
+    Engine,
+    Migration,
+    SqliteEngine,
+    apply_migrations,
+    open_engine,
+    transact,
+)
 from aivos.cloud.db.migrations import pg_ddl
 from aivos.shared.paths import default_cloud_dir
 from aivos.shared.sqlite import Closing, decode_rows
@@ -156,7 +165,8 @@ class CloudStore(Closing):
         )
         if not rows:
             return UpsertResult(0, 0)
-        with self.engine.tx() as conn:
+
+        def write(conn: Conn) -> int:
             inserted = self._insert(conn, rows)
             dupes = len(rows) - inserted
             if dupes:
@@ -164,7 +174,13 @@ class CloudStore(Closing):
                     "UPDATE ingest_meta SET duplicates = duplicates + ? WHERE one = 1",
                     (dupes,),
                 )
-        return UpsertResult(inserted, dupes)
+            return inserted
+
+        # a batch that PostgreSQL aborted to break a deadlock (a writer that locked some
+        # of its keys in another order) committed nothing: it is run again here at once,
+        # rather than nak'ed and redelivered a second later
+        inserted = transact(self.engine, write)
+        return UpsertResult(inserted, len(rows) - inserted)
 
     def _insert(self, conn: Conn, rows: list[tuple[Any, ...]]) -> int:
         if self.engine.dialect == "postgres":

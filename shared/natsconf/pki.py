@@ -149,6 +149,13 @@ class Pki:
         Path(files.cert).write_bytes(cert)
         return files
 
+    def issue_server_pem(
+        self, cn: str, hosts: list[str], days: int = CERT_DAYS
+    ) -> tuple[bytes, bytes]:
+        """A server (and client) certificate with subject ``CN=<cn>`` for `hosts` and its
+        key, as PEM, written nowhere (`rotate` replaces a running node's files with them)."""
+        return self._issue(cn, server=True, hosts=hosts, days=days)
+
     def issue_client(self, user: str, directory: Path, days: int = CERT_DAYS) -> CertFiles:
         """A client certificate with subject ``CN=<user>`` plus a copy of the CA, written
         as ``<user>.crt``/``<user>.key``/``ca.crt`` into `directory`."""

@@ -43,6 +43,7 @@ __all__ = [
     "LeafConfig",
     "NodePorts",
     "ROUTE_USER",
+    "WILDCARD_HOSTS",
     "hub_cluster",
     "render_hub",
     "render_leaf",
@@ -51,6 +52,7 @@ __all__ = [
 
 
 ROUTE_USER = "aivos-hub-route"  # the CN of every hub node's certificate (route identity)
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # listen on every address: nobody dials it
 
 
 class CertFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -141,12 +143,14 @@ class LeafConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class NodePorts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The ports of one hub node (monitor 0 = no HTTP monitoring endpoint)."""
+    """The ports of one hub node (monitor 0 = no HTTP monitoring endpoint), and its own
+    address when the nodes run on different machines (empty: the base config's host)."""
 
     port: int
     leaf_port: int
     cluster_port: int
     monitor_port: int = 0
+    host: str = ""
 
 
 def hub_cluster(
@@ -160,8 +164,10 @@ def hub_cluster(
     """`nodes` hub configs on `base.host`: node i (1-based) gets ``base`` ports + i - 1
     (client, leaf, monitor when set, and `cluster_port` + i - 1 for routes), or
     ``ports[i - 1]`` when `ports` is given, server name ``<base.server_name>-<i>`` and
-    JetStream dir ``<store_root>/hub-<i>-js``. One node (`nodes` = 1, no `ports`) is
-    `base` itself: no cluster block, exactly the single hub."""
+    JetStream dir ``<store_root>/hub-<i>-js``; the route URLs name `base.host` (loopback
+    when it is a wildcard: the nodes share this host), or each node's own `NodePorts.host`
+    (one node per machine: it listens there, and its peers dial it there). One node
+    (`nodes` = 1, no `ports`) is `base` itself: no cluster block, exactly the single hub."""
     if nodes < 1:
         raise ConfigError("nats.cluster", f"a hub needs at least one node, not {nodes}")
     if ports and len(ports) != nodes:
@@ -173,10 +179,15 @@ def hub_cluster(
         NodePorts(base.port + i, base.leaf_port + i, cluster_port + i, mon + i if mon else 0)
         for i in range(nodes)
     )
-    routes = tuple(f"nats-route://{base.host}:{p.cluster_port}" for p in ports)
+    # peers dial a route URL: a wildcard listen address (every interface) is no address
+    # to dial, and a node's certificate does not name it (the TLS route would fail), so
+    # nodes listening everywhere on one host route to each other over loopback
+    dial = "127.0.0.1" if base.host in WILDCARD_HOSTS else base.host
+    routes = tuple(f"nats-route://{p.host or dial}:{p.cluster_port}" for p in ports)
     return [
         msgspec.structs.replace(
             base,
+            host=p.host or base.host,
             store_dir=str(Path(store_root) / f"hub-{i + 1}-js"),
             port=p.port,
             leaf_port=p.leaf_port,

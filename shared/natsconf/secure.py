@@ -11,7 +11,7 @@ import msgspec
 
 from aivos.shared.natsconf.permissions import ROLES, service_permissions, service_user
 from aivos.shared.natsconf.pki import Pki
-from aivos.shared.natsconf.render import HubConfig, HubUser, render_users
+from aivos.shared.natsconf.render import WILDCARD_HOSTS, HubConfig, HubUser, render_users
 
 __all__ = ["node_hosts", "secure_nodes", "service_users", "write_users_if_missing"]
 
@@ -20,7 +20,7 @@ def node_hosts(node: HubConfig, extra: tuple[str, ...] = ()) -> list[str]:
     """The names and IPs a node's certificate covers: its listen host, loopback, `extra`
     (public names a load balancer or the sites use). A wildcard listen address
     (``0.0.0.0``) is no name anybody dials, so it is left out."""
-    hosts = {node.host, "127.0.0.1", "localhost", *extra} - {"0.0.0.0", "::", ""}
+    hosts = {node.host, "127.0.0.1", "localhost", *extra} - WILDCARD_HOSTS
     return sorted(hosts)
 
 

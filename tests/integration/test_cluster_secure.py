@@ -80,6 +80,13 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(tmp_path) as rig:
+        yield rig
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Three secured nodes on free loopback ports, all ready; stopped on exit."""
     ports = tuple(NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in range(3))
     confs = secure_cluster_config(tmp_path, 3, ports=ports)
     nodes = [NatsServer(conf, tmp_path / "nats") for conf in confs]
