@@ -162,7 +162,11 @@ class HeartbeatIngest:
             try:
                 await asyncio.to_thread(self.registry.ingest_heartbeats, beats)
             except Exception:
+                # nothing of this batch is written: every part goes back for the retry
+                # (a deadlock victim on PostgreSQL must not drop the reports behind it)
                 self._beats[:0] = beats
+                self._cfg[:0] = cfg
+                self._bundle[:0] = bundle
                 raise
             done = now_ms()
             lags = [done - hb.sent_at_unix_ms for hb, _ in beats if hb.sent_at_unix_ms]
@@ -172,6 +176,15 @@ class HeartbeatIngest:
             self.counters.written += len(beats)
             self.counters.batches += 1
         if cfg:
-            await asyncio.to_thread(self.registry.add_config_reports, cfg)
+            try:
+                await asyncio.to_thread(self.registry.add_config_reports, cfg)
+            except Exception:
+                self._cfg[:0] = cfg
+                self._bundle[:0] = bundle
+                raise
         if bundle:
-            await asyncio.to_thread(self.registry.add_bundle_reports, bundle)
+            try:
+                await asyncio.to_thread(self.registry.add_bundle_reports, bundle)
+            except Exception:
+                self._bundle[:0] = bundle
+                raise

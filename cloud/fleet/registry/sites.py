@@ -147,7 +147,9 @@ _HISTORY_COLS = (
 
 def apply_config_reports(conn: Conn, reports: Sequence[tuple[ConfigReport, float]]) -> None:
     """What each config report says about its site: applied (and no error), or the error."""
-    for r, _ in reports:
+    # in site order, like the heartbeat upsert: two writers then lock rows in one order and
+    # cannot deadlock each other
+    for r, _ in sorted(reports, key=lambda item: item[0].site):
         if r.status == "applied":
             conn.execute(
                 "UPDATE sites SET config_applied = CASE WHEN config_applied > ? "
