@@ -345,7 +345,12 @@ class Agent:
 
     def load_model(self, bundle: Path) -> IntentModel:
         model = self.settings.model
-        return IntentModel.load(bundle, model.providers, model.intra_op_threads or None)
+        return IntentModel.load(
+            bundle,
+            model.providers,
+            model.intra_op_threads or None,
+            provider_options=model.provider_options,
+        )
 
     def backlog(self) -> Backlog:
         return Backlog(

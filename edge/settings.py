@@ -49,7 +49,16 @@ class ServerSettings(_Section, frozen=True, forbid_unknown_fields=True):
 
 class ModelSettings(_Section, frozen=True, forbid_unknown_fields=True):
     bundle: str | None = None  # directory; None = the default bundle
+    # Execution providers in order of preference: "cpu", "openvino", "qnn" or any
+    # onnxruntime provider name; CPU is always tried last. The one in use is proven by a real
+    # query at start-up and reported in /readyz, heartbeats and `aivos doctor`
+    # (docs/accelerators.md).
     providers: list[str] = msgspec.field(default_factory=lambda: ["CPUExecutionProvider"])
+    # Per provider (short or full name), handed to onnxruntime as strings, e.g.
+    # [model.provider_options.openvino] device_type = "CPU", precision = "FP32", cache_dir = "..."
+    provider_options: dict[str, dict[str, str | int | float | bool]] = msgspec.field(
+        default_factory=dict
+    )
     # One thread per ORT call: waking a second intra-op thread costs more than it saves on
     # short queries. One batch in flight per core, less one core left to the event loop and
     # the store writer (docs/performance.md).

@@ -179,19 +179,35 @@ def check_bundle(box: Box) -> list[Finding]:
 
 
 def check_provider(box: Box) -> list[Finding]:
-    """Load the bundle on the configured providers and classify one real query."""
-    from aivos.edge.intent.runtime import IntentModel
+    """Load the bundle on the configured providers and classify one real query: the provider
+    reported is the one onnxruntime's profiler saw run the kernels, not the configured one."""
+    from aivos.edge.intent.runtime import IntentModel, provider_name
 
-    wanted = box.settings.model.providers
+    settings = box.settings.model
+    wanted = settings.providers
     try:
-        model = IntentModel.load(box.bundle, providers=wanted, intra_op_threads=1)
+        model = IntentModel.load(
+            box.bundle,
+            providers=wanted,
+            intra_op_threads=1,
+            provider_options=settings.provider_options,
+        )
         prediction = model.classify(_PROBE_TEXT)
     except AivosError as exc:
         return [fail("provider", f"no inference possible: {exc}", wanted=wanted)]
+    proof = model.proof
     said = f"a real inference ran on {model.provider} (intent {prediction.intent!r})"
-    detail = {"provider": model.provider, "wanted": wanted}
-    if model.provider != wanted[0]:
-        return [warn("provider", f"{said}, not on {wanted[0]} as configured", **detail)]
+    detail = {
+        "provider": model.provider,
+        "wanted": wanted,
+        "kernel_us": proof.kernel_us,
+        "options": {
+            provider_name(name): opts for name, opts in settings.provider_options.items()
+        }.get(proof.wanted, {}),
+    }
+    if not proof.as_asked:
+        # e.g. "asked for OpenVINO, running on CPU: OpenVINO is not installed (...)"
+        return [warn("provider", f"{proof.describe()}; {said}", reason=proof.reason, **detail)]
     return [ok("provider", said, **detail)]
 
 

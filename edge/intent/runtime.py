@@ -1,10 +1,21 @@
 """Intent model runtime: one onnxruntime call per batch returns intent probabilities and the
-sentence embedding. Edge-only dependencies: onnxruntime, tokenizers, numpy."""
+sentence embedding. Edge-only dependencies: onnxruntime, tokenizers, numpy.
+
+The execution provider is chosen by the settings (`model.providers`, docs/accelerators.md) but
+never taken on trust: `load` runs one real query with onnxruntime's profiler on and reads
+which provider ran the model's kernels. A provider that is not installed, fails to start,
+fails the query or is handed no node is reported as what actually ran (CPU), with the reason
+in words (`IntentModel.proof`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-from collections.abc import Sequence
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -15,15 +26,64 @@ from tokenizers import Tokenizer
 from aivos.shared.bundle import Manifest, load_bundle_manifest
 from aivos.shared.errors import BundleError, DataError
 
-__all__ = ["IntentModel", "Prediction", "SUB_BATCH"]
+__all__ = [
+    "IntentModel",
+    "Prediction",
+    "PROBE_TEXT",
+    "ProviderProof",
+    "SUB_BATCH",
+    "provider_name",
+]
 
 log = logging.getLogger(__name__)
 
 _CPU = "CPUExecutionProvider"
+# Short names a config may use; any other string is taken as onnxruntime's own provider name.
+PROVIDER_ALIASES = {
+    "cpu": _CPU,
+    "openvino": "OpenVINOExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+# The query the start-up probe classifies (and `aivos doctor` with it).
+PROBE_TEXT = "what are your opening hours"
 # Rows per onnxruntime call after sorting a batch by token count. Measured on CLINC150 with
 # one intra-op thread: groups of 4 ran 1,226 queries/s against 668 for whole padded batches
 # of 64 and 775 for single rows (docs/performance.md).
 SUB_BATCH = 4
+
+ProviderOptions = Mapping[str, Mapping[str, object]]
+
+
+def provider_name(name: str) -> str:
+    """onnxruntime's name for a provider given as a short name ("openvino") or in full."""
+    return PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
+
+
+def short_name(provider: str) -> str:
+    """ "OpenVINOExecutionProvider" -> "OpenVINO": how the box says it in words."""
+    return provider.removesuffix("ExecutionProvider")
+
+
+class ProviderProof(msgspec.Struct, frozen=True):
+    """What the start-up probe proved: the provider that ran a real query's kernels."""
+
+    wanted: str  # the first provider the settings ask for (onnxruntime's name)
+    provider: str  # the provider that spent the most kernel time on the probe
+    kernel_us: dict[str, int]  # microseconds of kernel time per provider during the probe
+    reason: str = ""  # why `provider` is not `wanted`, in words ("" when it is)
+
+    @property
+    def as_asked(self) -> bool:
+        return self.provider == self.wanted
+
+    def describe(self) -> str:
+        """One line for logs and `aivos doctor`."""
+        if self.as_asked:
+            return f"running on {short_name(self.provider)}"
+        return f"asked for {short_name(self.wanted)}, running on {short_name(self.provider)}" + (
+            f": {self.reason}" if self.reason else ""
+        )
 
 
 class Prediction(msgspec.Struct, frozen=True):
@@ -44,6 +104,7 @@ class IntentModel:
         manifest: Manifest,
         session: ort.InferenceSession,
         tokenizer: Tokenizer,
+        proof: ProviderProof | None = None,
     ) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
@@ -51,50 +112,114 @@ class IntentModel:
         self._tokenizer = tokenizer
         self._input_names = {i.name for i in session.get_inputs()}
         self._labels = np.asarray(manifest.labels)
-        self.provider: str = session.get_providers()[0]
+        first = session.get_providers()[0]
+        self.proof = proof or ProviderProof(wanted=first, provider=first, kernel_us={})
+
+    @property
+    def provider(self) -> str:
+        """The provider the start-up probe proved, unless onnxruntime has since dropped it
+        (a provider failing a later run makes onnxruntime recreate the session on CPU)."""
+        live = self._session.get_providers()
+        return self.proof.provider if self.proof.provider in live else live[0]
 
     @classmethod
     def load(
         cls,
         bundle_dir: str | Path,
-        providers: list[str] | None = None,
+        providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
+        provider_options: ProviderOptions | None = None,
     ) -> IntentModel:
+        """Open a bundle on the first usable provider of `providers` (short names such as
+        "openvino" or onnxruntime's names; CPU is always last) and prove it with one query."""
         root = Path(bundle_dir)
         manifest = load_bundle_manifest(root)
-        wanted = list(providers or [_CPU])
-        available = set(ort.get_available_providers())
-        chosen = [p for p in wanted if p in available]
-        for p in wanted:
-            if p not in available:
-                log.warning("execution provider %s is not available; skipping it", p)
-        if _CPU not in chosen:
-            chosen.append(_CPU)
-        options = ort.SessionOptions()
-        # A spinning intra-op pool burns ~2x the CPU per query on a small box shared with the
-        # HTTP server and SQLite writer (measured in benchmarks/edge_load.py); park idle threads.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-            options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(
-                str(root / "model.onnx"), sess_options=options, providers=chosen
-            )
             tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
-        except Exception as exc:  # onnxruntime raises plain RuntimeError subclasses
-            raise BundleError(str(root), f"cannot load model: {exc}") from exc
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise BundleError(str(root), f"cannot load tokenizer: {exc}") from exc
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=manifest.max_length)
-        model = cls(root, manifest, session, tokenizer)
-        log.info(
-            "intent bundle %s loaded on %s (%d labels)",
+
+        wanted = [provider_name(p) for p in providers or [_CPU]]
+        available = ort.get_available_providers()
+        reasons = [
+            f"{short_name(p)} is not installed (this onnxruntime {ort.__version__} offers "
+            f"{', '.join(short_name(a) for a in available)})"
+            for p in wanted
+            if p not in available
+        ]
+        for reason in reasons:
+            log.warning("execution provider skipped: %s", reason)
+        # CPU takes every node it is offered, so nothing after it in the list could run
+        usable = [p for p in wanted if p in available]
+        chosen = usable[: usable.index(_CPU)] if _CPU in usable else usable
+        chosen.append(_CPU)
+        options = _options_for(chosen, provider_options or {}, intra_op_threads)
+        try:
+            model, kernel_us = cls._open_and_probe(
+                root, manifest, tokenizer, chosen, options, intra_op_threads
+            )
+        except Exception as exc:  # onnxruntime raises plain RuntimeError subclasses
+            if chosen == [_CPU]:
+                raise BundleError(str(root), f"cannot load model: {exc}") from exc
+            # An accelerator that cannot start or cannot run the probe must not take the box
+            # down: serve on CPU and say why.
+            reasons.append(f"{short_name(chosen[0])} failed: {_first_line(exc)}")
+            log.warning("execution provider %s failed, serving on CPU: %s", chosen[0], exc)
+            try:
+                model, kernel_us = cls._open_and_probe(
+                    root, manifest, tokenizer, [_CPU], [{}], intra_op_threads
+                )
+            except Exception as cpu_exc:
+                raise BundleError(str(root), f"cannot load model: {cpu_exc}") from cpu_exc
+        model.proof = _proof(wanted[0], kernel_us, model._session.get_providers(), reasons)
+        level = logging.INFO if model.proof.as_asked else logging.WARNING
+        log.log(
+            level,
+            "intent bundle %s loaded, %s (%d labels)",
             manifest.bundle_version,
-            model.provider,
+            model.proof.describe(),
             len(manifest.labels),
         )
         return model
+
+    @classmethod
+    def _open_and_probe(
+        cls,
+        root: Path,
+        manifest: Manifest,
+        tokenizer: Tokenizer,
+        providers: list[str],
+        provider_options: list[dict[str, str]],
+        intra_op_threads: int | None,
+    ) -> tuple[IntentModel, dict[str, int]]:
+        """A session on `providers` and the kernel time per provider of one real query."""
+        profile_dir = Path(tempfile.mkdtemp(prefix="aivos-probe-"))
+        try:
+            options = _session_options(intra_op_threads)
+            # The profiler names the provider of every kernel it times: the only proof of where
+            # the model ran (a registered provider may be handed no node at all).
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_dir / "probe")
+            session = ort.InferenceSession(
+                str(root / "model.onnx"),
+                sess_options=options,
+                providers=providers,
+                provider_options=provider_options,
+                # no silent CPU session when a provider fails to start: load() says why
+                enable_fallback=0,
+            )
+            model = cls(root, manifest, session, tokenizer)
+            model.classify(PROBE_TEXT)
+            kernel_us = _kernel_time_by_provider(Path(session.end_profiling()))
+            # from now on a provider failing a run falls back to CPU inside onnxruntime, as
+            # by default; `provider` then reports CPU
+            with contextlib.suppress(Exception):
+                session.enable_fallback()
+            return model, kernel_us
+        finally:
+            shutil.rmtree(profile_dir, ignore_errors=True)
 
     # -- manifest views -------------------------------------------------------------------
     @property
@@ -186,3 +311,80 @@ class IntentModel:
             feed["token_type_ids"] = np.zeros_like(ids)
         probs, embs = self._session.run(["probs", "sentence_embedding"], feed)
         return probs, embs
+
+
+def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # A spinning intra-op pool burns ~2x the CPU per query on a small box shared with the
+    # HTTP server and SQLite writer (measured in benchmarks/edge_load.py); park idle threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def _options_for(
+    providers: list[str], configured: ProviderOptions, intra_op_threads: int | None
+) -> list[dict[str, str]]:
+    """onnxruntime's per-provider option dicts (strings), in the order of `providers`."""
+    by_name = {provider_name(k): v for k, v in configured.items()}
+    out = []
+    for provider in providers:
+        opts = {k: _option_value(v) for k, v in by_name.get(provider, {}).items()}
+        if provider == PROVIDER_ALIASES["openvino"] and intra_op_threads:
+            # OpenVINO runs its own thread pool, sized to every core by default; the box's
+            # budget (one batch in flight per core, model.intra_op_threads each) holds for it too
+            opts.setdefault("num_of_threads", str(intra_op_threads))
+        out.append(opts)
+    return out
+
+
+def _option_value(value: object) -> str:
+    if isinstance(value, bool):  # TOML true -> "true", as the providers' docs spell it
+        return "true" if value else "false"
+    return str(value)
+
+
+def _kernel_time_by_provider(profile: Path) -> dict[str, int]:
+    """Microseconds of kernel time per provider in an onnxruntime profile (chrome trace)."""
+    totals: dict[str, int] = {}
+    for event in json.loads(profile.read_bytes()):
+        provider = event.get("args", {}).get("provider")
+        if event.get("cat") == "Node" and provider:
+            totals[provider] = totals.get(provider, 0) + int(event.get("dur", 0))
+    return totals
+
+
+def _proof(
+    wanted: str, kernel_us: dict[str, int], live: list[str], reasons: list[str]
+) -> ProviderProof:
+    # (a graph with no timed kernel leaves only the registration to go by)
+    provider = max(kernel_us, key=kernel_us.__getitem__) if kernel_us else live[0]
+    reasons = list(reasons)
+    if provider != wanted and not reasons and wanted not in live:
+        # onnxruntime logs a provider that fails to start and goes on without it
+        reasons.append(f"{short_name(wanted)} could not start (see onnxruntime's log above)")
+    elif provider != wanted and not reasons:
+        share = kernel_us.get(wanted, 0) / max(1, sum(kernel_us.values()))
+        reasons.append(
+            f"{short_name(wanted)} started but ran {share:.0%} of the model's kernel time"
+            if share
+            else f"{short_name(wanted)} started but took no node of this model"
+        )
+    return ProviderProof(
+        wanted=wanted, provider=provider, kernel_us=kernel_us, reason="; ".join(reasons)
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    """The message of an onnxruntime error without its C++ source location and signature."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return _CPP_PREFIX.sub("", lines[0]) or lines[0]
+
+
+# "/onnxruntime/.../x.cc:1053 std::shared_ptr<...> ns::Func(const A&, ...) Invalid option: y"
+_CPP_PREFIX = re.compile(r"^/\S+:\d+ [^(]*\([^)]*\) ")
