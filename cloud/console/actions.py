@@ -41,7 +41,8 @@ async def set_config(
             reg.set_desired, [site], config=version, bundle=data.get("bundle_version")
         )
     else:
-        ids = [s.site_id for s in await asyncio.to_thread(reg.sites)]
+        # the ids only (`site_bundles`), not every site's row
+        ids = list(await asyncio.to_thread(reg.site_bundles))
         await asyncio.to_thread(reg.set_desired, ids, config=version)
     await asyncio.to_thread(
         reg.record_action, actor, "config.set", site or "_defaults", {"version": version, **data}

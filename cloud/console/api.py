@@ -140,6 +140,8 @@ class ApiController(Controller):
 
     @get("/rollouts")
     async def rollouts(self, registry: RegistryDep) -> list[RolloutRow]:
+        """The newest 50 rollouts, each with all its sites (the pages count them instead:
+        `Registry.rollout_summaries`); the sites of all of them are read in one query."""
         return await asyncio.to_thread(registry.rollouts)
 
     @get("/rollouts/{rollout_id:str}", raises=[NotFoundException])

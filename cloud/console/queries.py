@@ -10,18 +10,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from aivos.cloud.db import Conn
-from aivos.cloud.fleet.registry import (
-    SORTS,
-    Registry,
-    RolloutRow,
-    RolloutSiteRow,
-    SiteFilter,
-    SiteRow,
-)
+from aivos.cloud.fleet.registry import SORTS, Registry, SiteFilter, SiteRow
 from aivos.cloud.ingest.store import CloudStore
-from aivos.shared.errors import NotFound
-from aivos.shared.sqlite import decode_row, decode_rows
 
 __all__ = [
     "PAGE_SIZE",
@@ -29,14 +19,8 @@ __all__ = [
     "Overview",
     "AuditQuery",
     "AuditHit",
-    "RolloutSummary",
-    "RolloutView",
-    "WaveCount",
     "bundle_counts",
     "overview",
-    "rollout_summaries",
-    "rollout_view",
-    "site_rollouts",
     "search_audit",
     "open_cloud_store",
 ]
@@ -260,175 +244,11 @@ def _counts(value: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-# -- rollouts, aggregated in SQL ---------------------------------------------------------------
-# A rollout of a 10k-site fleet has 10k ``rollout_sites`` rows: the pages count them per wave
-# and status in SQL and show one page of sites, as the overview does for ``sites``. These
-# read the registry's tables through its engine (read only); they belong next to
-# `registry.rollouts` should the registry grow the same reads.
-
-ROLLOUT_PAGE_SIZE = 100
-"""Sites per page of a rollout's page."""
-
-_ROLLOUT_COLS = (
-    "id, bundle_version, state, current_wave, canary_percent, soak_s, guards, created_by, "
-    "created_at, updated_at, message"
-)
-_ROLLOUT_SITE_COLS = "site_id, wave, status, previous_bundle, healthy_since, message, updated_at"
-# problems first on a rollout's page, then progress order
-_STATUS_ORDER = (
-    "CASE status WHEN 'failed' THEN 0 WHEN 'deploying' THEN 1 WHEN 'pending' THEN 2 "
-    "WHEN 'healthy' THEN 3 ELSE 4 END"
-)
-_CHUNK = 500  # site ids per IN (...) list
-
-
-class WaveCount(msgspec.Struct, frozen=True, kw_only=True):
-    wave: int
-    total: int
-    counts: dict[str, int]  # sites per status
-
-    @property
-    def healthy(self) -> int:
-        return self.counts.get("healthy", 0)
-
-
-class RolloutSummary(msgspec.Struct, frozen=True, kw_only=True):
-    rollout: RolloutRow  # without its sites (`sites` is empty)
-    waves: list[WaveCount]
-
-
-class RolloutView(msgspec.Struct, frozen=True, kw_only=True):
-    rollout: RolloutRow  # without its sites
-    waves: list[WaveCount]
-    status: str  # the status filter of `sites` ("" = any)
-    sites: list[RolloutSiteRow]  # one page, problems first
-    shown: int  # sites that pass the filter (all pages)
-    page: int
-    pages: int
-    offset: int
-
-
-def _in(ids: Sequence[str]) -> str:
-    return ", ".join("?" for _ in ids)
+# -- rollouts ---------------------------------------------------------------------------------
+# The rollout pages read their per-wave counts and pages of sites from the registry
+# (`Registry.rollout_summaries`, `rollout_view`, `site_rollouts`), which owns that SQL.
 
 
 def bundle_counts(registry: Registry, sites: Sequence[str] | None = None) -> list[tuple[str, int]]:
     """(bundle version, sites running it), most run first; over `sites` (None: the fleet)."""
-
-    def read(c: Conn) -> list[tuple[str, int]]:
-        sql = "SELECT bundle_version, count(*) AS n FROM sites WHERE bundle_version IS NOT NULL"
-        if sites is None:
-            rows = c.execute(sql + " GROUP BY bundle_version").fetchall()
-            return [(r["bundle_version"], int(r["n"])) for r in rows]
-        found: dict[str, int] = {}
-        ids = sorted(set(sites))
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            q = sql + f" AND site_id IN ({_in(chunk)}) GROUP BY bundle_version"
-            for r in c.execute(q, chunk).fetchall():
-                found[r["bundle_version"]] = found.get(r["bundle_version"], 0) + int(r["n"])
-        return list(found.items())
-
-    counts = registry.engine.read(read)
-    return sorted(counts, key=lambda vn: (-vn[1], vn[0]))
-
-
-def _waves(c: Conn, ids: Sequence[str]) -> dict[str, list[WaveCount]]:
-    if not ids:
-        return {}
-    rows = c.execute(
-        "SELECT rollout_id, wave, status, count(*) AS n FROM rollout_sites "
-        f"WHERE rollout_id IN ({_in(ids)}) GROUP BY rollout_id, wave, status",
-        list(ids),
-    ).fetchall()
-    per: dict[str, dict[int, dict[str, int]]] = {}
-    for r in rows:
-        per.setdefault(r["rollout_id"], {}).setdefault(int(r["wave"]), {})[r["status"]] = int(
-            r["n"]
-        )
-    return {
-        rid: [
-            WaveCount(wave=w, total=sum(counts.values()), counts=counts)
-            for w, counts in sorted(waves.items())
-        ]
-        for rid, waves in per.items()
-    }
-
-
-def _rollout(row: Any) -> RolloutRow:
-    return decode_row(row, RolloutRow, json=("guards",), sites=[])
-
-
-def rollout_summaries(registry: Registry, limit: int = 50) -> list[RolloutSummary]:
-    """The newest `limit` rollouts with their per-wave status counts (no site rows)."""
-
-    def read(c: Conn) -> list[RolloutSummary]:
-        rows = c.execute(
-            f"SELECT {_ROLLOUT_COLS} FROM rollouts ORDER BY created_at DESC LIMIT ?", (limit,)
-        ).fetchall()
-        waves = _waves(c, [r["id"] for r in rows])
-        return [RolloutSummary(rollout=_rollout(r), waves=waves.get(r["id"], [])) for r in rows]
-
-    return registry.engine.read(read)
-
-
-def rollout_view(
-    registry: Registry, rollout_id: str, *, status: str = "", page: int = 1
-) -> RolloutView:
-    """One rollout: per-wave counts and one page of its sites (problems first), filtered by
-    `status` when given."""
-    size = ROLLOUT_PAGE_SIZE
-
-    def read(c: Conn) -> RolloutView:
-        row = c.execute(
-            f"SELECT {_ROLLOUT_COLS} FROM rollouts WHERE id = ?", (rollout_id,)
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"rollout {rollout_id!r} does not exist")
-        waves = _waves(c, [rollout_id]).get(rollout_id, [])
-        where, args = "rollout_id = ?", [rollout_id]
-        if status:
-            where, args = where + " AND status = ?", [*args, status]
-        shown = int(
-            c.execute(f"SELECT count(*) AS n FROM rollout_sites WHERE {where}", args).fetchone()[
-                "n"
-            ]
-        )
-        pages = max(1, -(-shown // size))
-        current = min(max(1, page), pages)
-        offset = (current - 1) * size
-        sites = decode_rows(
-            c.execute(
-                f"SELECT {_ROLLOUT_SITE_COLS} FROM rollout_sites WHERE {where} "
-                f"ORDER BY {_STATUS_ORDER}, wave, site_id LIMIT ? OFFSET ?",
-                [*args, size, offset],
-            ),
-            RolloutSiteRow,
-        )
-        return RolloutView(
-            rollout=_rollout(row),
-            waves=waves,
-            status=status,
-            sites=sites,
-            shown=shown,
-            page=current,
-            pages=pages,
-            offset=offset,
-        )
-
-    return registry.engine.read(read)
-
-
-def site_rollouts(registry: Registry, site_id: str, limit: int = 20) -> list[RolloutRow]:
-    """The newest rollouts that targeted `site_id` (without their site rows)."""
-    cols = ", ".join(f"r.{c.strip()}" for c in _ROLLOUT_COLS.split(","))
-
-    def read(c: Conn) -> list[RolloutRow]:
-        rows = c.execute(
-            f"SELECT {cols} FROM rollouts r JOIN rollout_sites s ON s.rollout_id = r.id "
-            "WHERE s.site_id = ? ORDER BY r.created_at DESC LIMIT ?",
-            (site_id, limit),
-        ).fetchall()
-        return [_rollout(r) for r in rows]
-
-    return registry.engine.read(read)
+    return registry.bundle_counts(sites)

@@ -26,12 +26,8 @@ from aivos.cloud.console.queries import (
     PAGE_SIZE,
     AuditQuery,
     FleetQuery,
-    bundle_counts,
     overview,
-    rollout_summaries,
-    rollout_view,
     search_audit,
-    site_rollouts,
 )
 from aivos.cloud.fleet.registry import ActionRow, Registry
 from aivos.cloud.fleet.service import FleetService
@@ -183,7 +179,7 @@ class PagesController(Controller):
         self, request: Request[Any, Any, Any], fleet: FleetService, site_id: str
     ) -> Template:
         detail = await site_detail(fleet, site_id)
-        rollouts = await asyncio.to_thread(site_rollouts, fleet.registry, site_id)
+        rollouts = await asyncio.to_thread(fleet.registry.site_rollouts, site_id)
         return Template(
             "site.html",
             context=_ctx(
@@ -219,9 +215,9 @@ class PagesController(Controller):
         self, request: Request[Any, Any, Any], registry: RegistryDep, fleet: FleetService
     ) -> Template:
         # counts and per-wave progress in SQL: a 10k-site fleet's sites are never all loaded
-        summaries = await asyncio.to_thread(rollout_summaries, registry)
+        summaries = await asyncio.to_thread(registry.rollout_summaries)
         fleet_view = await asyncio.to_thread(overview, registry, FleetQuery(), limit=0)
-        running = await asyncio.to_thread(bundle_counts, registry)
+        running = await asyncio.to_thread(registry.bundle_counts)
         built = await asyncio.to_thread(local_bundles, bundle_roots(fleet.data_dir))
         refused = [
             a
@@ -280,7 +276,7 @@ class PagesController(Controller):
         except ValueError:
             page = 1
         view = await asyncio.to_thread(
-            rollout_view, registry, rollout_id, status=params.get("status", ""), page=page
+            registry.rollout_view, rollout_id, status=params.get("status", ""), page=page
         )
         actions = await asyncio.to_thread(registry.actions, 50, rollout_id)
         return Template(

@@ -115,17 +115,14 @@ def start_rollout(
                 actor, "rollout.refused", bundle_version, msgspec.to_builtins(report)
             )
             raise QualityGateFailed(bundle_version, report.reasons)
-    known = {s.site_id: s for s in registry.sites()}
-    targets = list(known) if sites is None else list(sites)
-    missing = [s for s in targets if s not in known]
+    # each target's current bundle (to roll back to) and which are busy, asked of the
+    # registry: two columns and a set, never every site's row (a fleet has 10,000)
+    previous = registry.site_bundles(sites)
+    targets = list(previous) if sites is None else list(sites)
+    missing = [s for s in targets if s not in previous]
     if missing:
         raise NotFound(f"unknown sites: {', '.join(missing)}")
-    busy = {
-        s.site_id
-        for r in registry.rollouts(states=_ACTIVE)
-        for s in r.sites
-        if s.site_id in targets
-    }
+    busy = registry.busy_sites(_ACTIVE, sites) & set(targets)
     if busy:
         raise ConfigError("sites", f"already in an active rollout: {', '.join(sorted(busy))}")
     waves = plan_waves(targets, canary_percent)
@@ -134,7 +131,7 @@ def start_rollout(
     registry.create_rollout(
         rollout_id,
         bundle_version,
-        [[(s, known[s].bundle_version) for s in wave] for wave in waves],
+        [[(s, previous[s]) for s in wave] for wave in waves],
         canary_percent=canary_percent,
         soak_s=soak_s,
         guards=merged_guards,

@@ -22,7 +22,7 @@ from aivos.cloud.fleet.registry import (
     MIGRATIONS as REGISTRY_MIGRATIONS,
 )
 from aivos.cloud.fleet.rollout import start_rollout
-from aivos.shared.errors import NotFound
+from aivos.shared.errors import ConfigError, NotFound
 from aivos.shared.fleet import BundleReport, ConfigReport, Decisions, Heartbeat
 
 pytestmark = pytest.mark.slow
@@ -210,6 +210,94 @@ def test_rollouts_and_actions(registry: Registry) -> None:
     actions = registry.actions(target=rid)
     assert [(a.actor, a.action) for a in actions] == [("alice", "rollout.start")]
     assert actions[0].details["waves"] == [["s0"], ["s1", "s2", "s3"]]
+
+
+def test_rollout_reads_count_and_page_in_sql(registry: Registry) -> None:
+    """The console's rollout reads (per-wave counts, a page of sites problems first, the
+    rollouts of a site, bundle counts, busy sites) give the same answers on both engines."""
+    now = time.time()
+    beats = [(_hb(f"s{i:02d}", bundle_version="v1" if i < 7 else "v0"), now) for i in range(10)]
+    registry.ingest_heartbeats(beats)
+    registry.register_site("new")  # registered, never seen: no bundle
+    assert registry.bundle_counts() == [("v1", 7), ("v0", 3)]
+    assert registry.bundle_counts(["s08", "s09", "s00", "new", "nowhere"]) == [
+        ("v0", 2),
+        ("v1", 1),
+    ]
+    assert registry.site_bundles(["s09", "nowhere", "new", "s00"]) == {
+        "new": None,
+        "s00": "v1",
+        "s09": "v0",
+    }
+    assert list(registry.site_bundles()) == ["new", *(f"s{i:02d}" for i in range(10))]
+
+    first = start_rollout(
+        registry, bundle_version="v2", sites=None, canary_percent=20, actor="alice"
+    )
+    registry.update_rollout_site(first, "s05", status="failed", message="canary_failed")
+    registry.update_rollout_site(first, "new", status="healthy", healthy_since=now)
+    registry.update_rollout_site(first, "s03", status="deploying")
+    registry.update_rollout(first, state="halted")
+    time.sleep(0.01)  # created_at orders the rollouts
+    second = start_rollout(
+        registry, bundle_version="v3", sites=["s09", "s08"], canary_percent=50, actor="bob"
+    )
+
+    summaries = registry.rollout_summaries()
+    assert [s.rollout.id for s in summaries] == [second, first]
+    assert all(s.rollout.sites == [] for s in summaries)
+    assert [(w.wave, w.total, w.counts, w.healthy) for w in summaries[1].waves] == [
+        (1, 3, {"pending": 2, "healthy": 1}, 1),
+        (2, 8, {"pending": 6, "failed": 1, "deploying": 1}, 0),
+    ]
+    assert [(w.wave, w.total) for w in summaries[0].waves] == [(1, 1), (2, 1)]
+    assert registry.rollout_summaries(limit=1)[0].rollout.id == second
+    # every site of both, in one read, as before
+    rows = registry.rollouts()
+    assert [len(r.sites) for r in rows] == [2, 11]
+    assert [s.site_id for s in rows[0].sites] == ["s08", "s09"]
+
+    view = registry.rollout_view(first, size=4)
+    assert (view.shown, view.pages, view.page, view.offset) == (11, 3, 1, 0)
+    assert [s.site_id for s in view.sites] == ["s05", "s03", "s00", "s01"]  # problems first
+    assert view.rollout.state == "halted" and view.rollout.sites == []
+    assert [w.total for w in view.waves] == [3, 8]
+    last = registry.rollout_view(first, page=99, size=4)  # clamped to the last page
+    assert (last.page, last.offset, [s.site_id for s in last.sites]) == (
+        3,
+        8,
+        ["s08", "s09", "new"],
+    )
+    failed = registry.rollout_view(first, status="failed")
+    assert [(s.site_id, s.message) for s in failed.sites] == [("s05", "canary_failed")]
+    assert (failed.shown, failed.pages) == (1, 1)
+    with pytest.raises(NotFound):
+        registry.rollout_view("r-nope")
+
+    assert [r.id for r in registry.site_rollouts("s09")] == [second, first]
+    assert [r.id for r in registry.site_rollouts("s09", limit=1)] == [second]
+    assert [r.id for r in registry.site_rollouts("s00")] == [first]
+    assert registry.site_rollouts("nowhere") == []
+
+    # only the running second rollout is active: its sites are busy, the halted one's not
+    assert registry.busy_sites(("running", "paused")) == {"s08", "s09"}
+    assert registry.busy_sites(("running", "paused"), ["s09", "s00", "nowhere"]) == {"s09"}
+    assert registry.busy_sites(("halted",), ["s00"]) == {"s00"}
+    with pytest.raises(ConfigError, match="already in an active rollout: s08"):
+        start_rollout(
+            registry, bundle_version="v4", sites=["s08", "s00"], canary_percent=50, actor="a"
+        )
+    with pytest.raises(NotFound, match="unknown sites: nowhere"):
+        start_rollout(
+            registry, bundle_version="v4", sites=["nowhere"], canary_percent=50, actor="a"
+        )
+    third = start_rollout(
+        registry, bundle_version="v4", sites=["s01", "new"], canary_percent=50, actor="carol"
+    )
+    assert [(s.site_id, s.previous_bundle) for s in registry.rollout(third).sites] == [
+        ("new", None),
+        ("s01", "v1"),
+    ]
 
 
 def test_operators_tokens_sessions(registry: Registry) -> None:

@@ -9,9 +9,10 @@ group of tables lives in its own module, which owns its SQL and its row types:
     sites      ``sites``, ``heartbeats``: registration, desired state, the derived
                online/offline state (`site_state`, `STALE_FACTOR`), history
     heartbeats the heartbeat write (a batch: COPY on PostgreSQL, executemany on SQLite)
-    overview   counts by state and one page of sites, in SQL (`SiteOverview`)
+    overview   counts by state and by bundle, one page of sites, in SQL (`SiteOverview`)
     reports    ``config_reports``, ``bundle_events``
     rollouts   ``rollouts``, ``rollout_sites``
+    rollouts_query  per-wave counts, one page of a rollout's sites, busy sites, in SQL
     actions    ``actions`` (operator action audit)
     operators  ``operators``, ``operator_tokens``, ``sessions``
 
@@ -37,6 +38,12 @@ from aivos.cloud.fleet.registry.facade import Registry
 from aivos.cloud.fleet.registry.overview import SORTS, SiteCounts, SiteFilter, SiteOverview
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
 from aivos.cloud.fleet.registry.rollouts import RolloutRow, RolloutSiteRow
+from aivos.cloud.fleet.registry.rollouts_query import (
+    ROLLOUT_PAGE_SIZE,
+    RolloutSummary,
+    RolloutView,
+    WaveCount,
+)
 from aivos.cloud.fleet.registry.sites import (
     HISTORY_ROWS,
     STALE_FACTOR,
@@ -58,8 +65,12 @@ __all__ = [
     "ConfigReportRow",
     "BundleEvent",
     "ActionRow",
+    "ROLLOUT_PAGE_SIZE",
     "RolloutRow",
     "RolloutSiteRow",
+    "RolloutSummary",
+    "RolloutView",
+    "WaveCount",
     "Registry",
     "PostgresRegistry",
     "SqliteRegistry",

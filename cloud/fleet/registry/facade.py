@@ -15,11 +15,17 @@ from aivos.cloud.fleet.registry import operators as _operators
 from aivos.cloud.fleet.registry import overview as _overview
 from aivos.cloud.fleet.registry import reports as _reports
 from aivos.cloud.fleet.registry import rollouts as _rollouts
+from aivos.cloud.fleet.registry import rollouts_query as _rollouts_query
 from aivos.cloud.fleet.registry import sites as _sites
 from aivos.cloud.fleet.registry.actions import ActionRow
 from aivos.cloud.fleet.registry.overview import SiteFilter, SiteOverview
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
 from aivos.cloud.fleet.registry.rollouts import RolloutRow
+from aivos.cloud.fleet.registry.rollouts_query import (
+    ROLLOUT_PAGE_SIZE,
+    RolloutSummary,
+    RolloutView,
+)
 from aivos.cloud.fleet.registry.sites import HISTORY_ROWS, HistoryPoint, SiteRow
 from aivos.shared.fleet import BundleReport, ConfigReport, Heartbeat
 from aivos.shared.sqlite import Closing
@@ -110,6 +116,15 @@ class Registry(Closing):
             )
         )
 
+    def site_bundles(self, site_ids: Sequence[str] | None = None) -> dict[str, str | None]:
+        """{site: the bundle it runs} of the registered sites among `site_ids` (None: all),
+        in site order; a site not registered is left out."""
+        return self._read(lambda c: _sites.bundles(c, site_ids))
+
+    def bundle_counts(self, site_ids: Sequence[str] | None = None) -> list[tuple[str, int]]:
+        """(bundle version, sites running it), most run first; over `site_ids` (None: all)."""
+        return self._read(lambda c: _overview.bundle_counts(c, site_ids))
+
     def site(self, site_id: str, now: float | None = None) -> SiteRow:
         at = time.time() if now is None else now
         return self._read(lambda c: _sites.get(c, site_id, at))
@@ -198,7 +213,31 @@ class Registry(Closing):
         return self._read(lambda c: _rollouts.get(c, rollout_id))
 
     def rollouts(self, states: Sequence[str] | None = None, limit: int = 50) -> list[RolloutRow]:
+        """The newest `limit` rollouts (only those in `states` when given), each with every
+        one of its sites; `rollout_summaries` counts the sites instead."""
         return self._read(lambda c: _rollouts.list_recent(c, states, limit))
+
+    def rollout_summaries(self, limit: int = 50) -> list[RolloutSummary]:
+        """The newest `limit` rollouts with their sites counted per wave and status, in SQL
+        (no site rows)."""
+        return self._read(lambda c: _rollouts_query.summaries(c, limit))
+
+    def rollout_view(
+        self, rollout_id: str, *, status: str = "", page: int = 1, size: int = ROLLOUT_PAGE_SIZE
+    ) -> RolloutView:
+        """One rollout without its sites, its per-wave counts, and one page of `size` of its
+        sites (problems first; only `status` ones when given). `NotFound` if unknown."""
+        return self._read(
+            lambda c: _rollouts_query.view(c, rollout_id, status=status, page=page, size=size)
+        )
+
+    def site_rollouts(self, site_id: str, limit: int = 20) -> list[RolloutRow]:
+        """The newest `limit` rollouts that targeted `site_id`, without their site rows."""
+        return self._read(lambda c: _rollouts_query.for_site(c, site_id, limit))
+
+    def busy_sites(self, states: Sequence[str], site_ids: Sequence[str] | None = None) -> set[str]:
+        """The sites among `site_ids` (None: any) in a rollout whose state is in `states`."""
+        return self._read(lambda c: _rollouts_query.busy_sites(c, states, site_ids))
 
     # -- operators, tokens, sessions -------------------------------------------------------
 

@@ -12,15 +12,18 @@ The columns the overview sorts and sums on are kept beside the heartbeat JSON (`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from aivos.cloud.db import Conn
+from aivos.cloud.fleet.registry.chunks import in_chunks, placeholders
 from aivos.cloud.fleet.registry.sites import _SITE_COLS, STALE_FACTOR, SiteRow, _site_row
 
 __all__ = [
     "DEGRADED",
+    "bundle_counts",
     "MIGRATION_PG",
     "SORTS",
     "SiteCounts",
@@ -200,3 +203,18 @@ def read(
         page_params += [limit if limit is not None else 2**62, offset]
     rows = conn.execute(sql, page_params).fetchall()
     return SiteOverview(counts=counts, matched=matched, sites=[_site_row(r, now) for r in rows])
+
+
+def bundle_counts(conn: Conn, site_ids: Sequence[str] | None) -> list[tuple[str, int]]:
+    """(bundle version, sites running it), most run first, then by version; over
+    `site_ids` (None: the fleet). Sites that report no bundle are not counted."""
+    sql = "SELECT bundle_version, count(*) AS n FROM sites WHERE bundle_version IS NOT NULL"
+    found: dict[str, int] = {}
+    if site_ids is None:
+        for r in conn.execute(sql + " GROUP BY bundle_version"):
+            found[r["bundle_version"]] = int(r["n"])
+    for chunk in in_chunks(site_ids or []):
+        q = sql + f" AND site_id IN ({placeholders(chunk)}) GROUP BY bundle_version"
+        for r in conn.execute(q, chunk):
+            found[r["bundle_version"]] = found.get(r["bundle_version"], 0) + int(r["n"])
+    return sorted(found.items(), key=lambda vn: (-vn[1], vn[0]))

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from aivos.cloud.db import Conn
+from aivos.cloud.fleet.registry.chunks import in_chunks, placeholders
 from aivos.shared.errors import NotFound
 from aivos.shared.sqlite import decode_row, decode_rows
 
@@ -191,12 +192,22 @@ def get(conn: Conn, rollout_id: str) -> RolloutRow:
 
 
 def list_recent(conn: Conn, states: Sequence[str] | None, limit: int) -> list[RolloutRow]:
-    """Newest first, optionally only those in `states`."""
+    """Newest first, optionally only those in `states`; each with all its sites, read in
+    one query for all of them (not one per rollout)."""
     sql = f"SELECT {_COLS} FROM rollouts"
     args: list[Any] = []
     if states:
-        sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
+        sql += f" WHERE state IN ({placeholders(states)})"
         args.extend(states)
     sql += " ORDER BY created_at DESC LIMIT ?"
     args.append(limit)
-    return [_with_sites(conn, r) for r in conn.execute(sql, args).fetchall()]
+    rows = conn.execute(sql, args).fetchall()
+    sites: dict[str, list[RolloutSiteRow]] = {r["id"]: [] for r in rows}
+    for chunk in in_chunks(list(sites)):
+        for site in conn.execute(
+            f"SELECT rollout_id, {_SITE_COLS} FROM rollout_sites "
+            f"WHERE rollout_id IN ({placeholders(chunk)}) ORDER BY wave, site_id",
+            chunk,
+        ).fetchall():
+            sites[site["rollout_id"]].append(decode_row(site, RolloutSiteRow))
+    return [decode_row(r, RolloutRow, json=("guards",), sites=sites[r["id"]]) for r in rows]

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from aivos.cloud.db import Conn
+from aivos.cloud.fleet.registry.chunks import in_chunks, placeholders
 from aivos.shared.errors import NotFound
 from aivos.shared.fleet import ConfigReport, Heartbeat
 from aivos.shared.sqlite import decode_row, row_dict
@@ -34,6 +35,7 @@ __all__ = [
     "HistoryPoint",
     "SiteRow",
     "apply_config_reports",
+    "bundles",
     "get",
     "heartbeat",
     "history",
@@ -227,6 +229,21 @@ def _site_row(row: Any, now: float) -> SiteRow:
 def list_all(conn: Conn, now: float) -> list[SiteRow]:
     rows = conn.execute(f"SELECT {_SITE_COLS} FROM sites ORDER BY site_id").fetchall()
     return [_site_row(r, now) for r in rows]
+
+
+def bundles(conn: Conn, site_ids: Sequence[str] | None) -> dict[str, str | None]:
+    """{site: the bundle it runs (None: none reported)} of the registered sites among
+    `site_ids` (None: every site), in site order: two columns, not the site rows, for a
+    rollout of the whole fleet."""
+    sql = "SELECT site_id, bundle_version FROM sites"
+    if site_ids is None:
+        rows = conn.execute(sql + " ORDER BY site_id").fetchall()
+        return {r["site_id"]: r["bundle_version"] for r in rows}
+    found: dict[str, str | None] = {}
+    for chunk in in_chunks(site_ids):  # sorted chunks: the dict stays in site order
+        q = sql + f" WHERE site_id IN ({placeholders(chunk)}) ORDER BY site_id"
+        found.update((r["site_id"], r["bundle_version"]) for r in conn.execute(q, chunk))
+    return found
 
 
 def get(conn: Conn, site_id: str, now: float) -> SiteRow:
