@@ -188,7 +188,7 @@ async def _mode(
     )  # fmt: skip
     edge = await nats.connect(hub_url)
     samples: list[dict[str, float]] = []
-    stop = asyncio.Event()
+    sampled = asyncio.Event()  # not `stop`: that is the process helper of _cloud_procs
     sampler: asyncio.Task[None] | None = None
     try:
         await _until_answered(edge, args.max_tokens)
@@ -203,7 +203,7 @@ async def _mode(
             rate = args.factor / request_s
             calibration = {"idle_request_s": request_s, "idle_all_s": times}
         t0 = time.perf_counter()
-        sampler = asyncio.create_task(_sample(port, samples, t0, stop))
+        sampler = asyncio.create_task(_sample(port, samples, t0, sampled))
         run, ended = await _burst(edge, mode, rate, args.burst_s, args.budget_s, args.max_tokens)
         burst_end_s = ended - t0
         if mode != "fixed":  # the quiet period: wait for the pool to shrink back
@@ -213,11 +213,11 @@ async def _mode(
                 if last.get("workers") == 1 and last.get("desired") == 1:
                     break
                 await asyncio.sleep(0.5)
-        stop.set()
+        sampled.set()
         await sampler
         sampler = None
     finally:
-        stop.set()
+        sampled.set()
         if sampler is not None:
             sampler.cancel()
         await edge.close()

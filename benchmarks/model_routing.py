@@ -6,7 +6,9 @@ the numbers are the routing's, not a model's. Measured in one run:
 * ``overhead``: `--n` sequential requests on the default path (``aivos.gen.<site>``, the
   single queue group of before) vs the same through the router (``aivos.gen.<site>.<class>``
   -> ``aivos.model.<site>.<model>``); p50/p95 of each, the p50 difference and the ratio.
-  The two alternate in rounds of n / 10 requests (so a busy machine shifts both alike).
+  ``routed_eager`` is the router with ``eager_accept=True``: the worker sends `Accepted`
+  for every request, as before the late-accept header (the "before" of that change).
+  The modes alternate in rounds of n / 10 requests (so a busy machine shifts all alike).
   Also this process's CPU time per request in each mode (edge, worker and, when routed,
   the router all run here; nats-server does not): what the hop costs in Python, which
   a loaded machine inflates less than it inflates wall time;
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -105,10 +108,10 @@ async def _start(
 
 
 async def _router(
-    url: str, cat: Catalogue, cls: type[ModelRouter] = ModelRouter
+    url: str, cat: Catalogue, *, eager_accept: bool = False
 ) -> tuple[ModelRouter, nats.NATS]:
     nc = await nats.connect(url)
-    router = cls(cat, accept_timeout_s=1.0)
+    router = ModelRouter(cat, accept_timeout_s=1.0, eager_accept=eager_accept)
     await router.start(nc)
     return router, nc
 
@@ -130,14 +133,14 @@ async def overhead(url: str, n: int) -> dict[str, float]:
     cat = parse_catalogue(CATALOGUE.format(primary_places=1000))
     w = await _start(url, cat, "primary", Echo())
     edge = await nats.connect(url)
-    modes = ("direct", "routed")
+    modes = ("direct", "routed_eager", "routed")
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu_s = dict.fromkeys(modes, 0.0)
     try:
         for rnd in range(_ROUNDS):
             for mode in modes:
                 cls = None if mode == "direct" else "small"
-                r = await _router(url, cat) if cls else None
+                r = await _router(url, cat, eager_accept=mode == "routed_eager") if cls else None
                 try:
                     for i in range(20):  # warm-up
                         await generate(edge, _req(f"w{mode}{rnd}-{i}", cls), timeout_s=10)
@@ -158,11 +161,12 @@ async def overhead(url: str, n: int) -> dict[str, float]:
         out[f"{mode}_p50_ms"] = statistics.median(times[mode])
         out[f"{mode}_p95_ms"] = _pct(times[mode], 95)
         out[f"{mode}_cpu_us_per_request"] = cpu_s[mode] / len(times[mode]) * 1e6
-    out["overhead_p50_ms"] = out["routed_p50_ms"] - out["direct_p50_ms"]
-    out["ratio_p50"] = out["routed_p50_ms"] / out["direct_p50_ms"]
-    out["overhead_cpu_us_per_request"] = (
-        out["routed_cpu_us_per_request"] - out["direct_cpu_us_per_request"]
-    )
+    for mode, tag in (("routed", ""), ("routed_eager", "eager_")):
+        out[f"{tag}overhead_p50_ms"] = out[f"{mode}_p50_ms"] - out["direct_p50_ms"]
+        out[f"{tag}ratio_p50"] = out[f"{mode}_p50_ms"] / out["direct_p50_ms"]
+        out[f"{tag}overhead_cpu_us_per_request"] = (
+            out[f"{mode}_cpu_us_per_request"] - out["direct_cpu_us_per_request"]
+        )
     return out
 
 
@@ -270,16 +274,20 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--work-ms", type=float, default=20.0)
+    parser.add_argument("--only-overhead", action="store_true", help="Skip the other parts.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         hub = start_local_hub(Path(tmp))
         try:
-            results = {
-                "overhead": await overhead(hub.url, args.n),
+            results: dict[str, object] = {"overhead": await overhead(hub.url, args.n)}
+            if args.only_overhead:
+                print(json.dumps(results, indent=2))
+                return
+            results |= {
                 "saturated": await saturated(hub.url, args.n // 4, args.clients, args.work_ms),
                 "failing": await failing(hub.url, args.n // 4, args.clients),
                 "failover": await failover(hub.url, args.clients, args.work_ms),
-                "params": vars(args),
+                "params": {**vars(args), "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count()},
             }
         finally:
             hub.stop()

@@ -2,9 +2,10 @@
 
 An `Attempt`'s replies are handled as they arrive, in the callback of the router's reply
 subscription (`cloud.models.replies`): `Accepted` is noted, `Token`s and the `Done` are
-published to the edge from there, and only the attempt's end (`Attempt.ended`) wakes the
-routing task. Waking that task for every reply, and publishing the `Done` from it, cost two
-event-loop turns more per request on the answer's path (benchmarks/model_routing.py).
+published to the edge from there, and the attempt's end is handed to the router's
+`on_end` callback at once (no future, no task woken): on the common path, a `Done`, the
+router counts it right there and the request costs no task at all. Only a request that
+must move down the chain gets one (benchmarks/model_routing.py).
 Time limits are one timer per attempt, not a timeout per wait.
 """
 
@@ -19,6 +20,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from aivos.cloud.worker.catalogue import ChainLink
+from aivos.cloud.worker.service import PROMPT_TOKENS_HEADER
 from aivos.shared.messages import (
     Accepted,
     Done,
@@ -30,7 +32,7 @@ from aivos.shared.messages import (
     decode_reply,
 )
 
-__all__ = ["ACCEPTED_GRACE_S", "Attempt", "Exchange", "Outcome", "Send"]
+__all__ = ["ACCEPTED_GRACE_S", "Attempt", "Exchange", "OnEnd", "Outcome", "Send"]
 
 ACCEPTED_GRACE_S = 0.25  # wait this long past the budget for the worker's own deadline error
 
@@ -42,6 +44,7 @@ class Exchange:
 
     __slots__ = (
         "request",
+        "chain",
         "data",
         "reply_to",
         "headers",
@@ -55,15 +58,17 @@ class Exchange:
     def __init__(
         self,
         request: GenerateRequest,
+        chain: tuple[ChainLink, ...],
         data: bytes | None,
         reply_to: str,
         headers: dict[str, str] | None,
         intent: str | None,
     ) -> None:
         self.request = request
+        self.chain = chain  # resolved when the request came (a new catalogue: later ones)
         self.data = data  # the request's bytes when they can be forwarded as they are
         self.reply_to = reply_to
-        self.headers = headers
+        self.headers = headers  # forwarded to the workers (the edge's, and the router's)
         self.intent = intent
         self.accepted_sent = False
         self.tokens_sent = 0
@@ -82,17 +87,22 @@ class Outcome(msgspec.Struct):
     version: str = ""  # done: the version that answered, its generated tokens, its time
     n_tokens: int = 0
     took_s: float = 0.0
+    prompt_tokens: int = 0  # done: as the model's tokenizer counted them (0: not known)
+
+
+OnEnd = Callable[["Attempt", Outcome], None]
 
 
 class Attempt:
-    """The request sent to `link`'s workers; `ended` resolves with its `Outcome`."""
+    """The request sent to `link`'s workers; its `Outcome` goes to `on_end`, once."""
 
     __slots__ = (
         "ex",
         "link",
         "index",
         "subject",
-        "ended",
+        "done",
+        "_on_end",
         "_send",
         "_start",
         "_deadline",
@@ -107,6 +117,7 @@ class Attempt:
         index: int,
         *,
         send: Send,
+        on_end: OnEnd,
         accept_timeout_s: float,
         budget_ms: float,
     ) -> None:
@@ -115,7 +126,8 @@ class Attempt:
         self.link = link
         self.index = index  # position in the class's chain
         self.subject = ""  # its reply subject, set by the router
-        self.ended: asyncio.Future[Outcome] = loop.create_future()
+        self.done = False
+        self._on_end = on_end
         self._send = send
         self._start = time.monotonic()
         self._deadline = self._start + budget_ms / 1000.0  # inf without a deadline
@@ -124,18 +136,18 @@ class Attempt:
         self._timer: asyncio.TimerHandle | None = loop.call_later(first, self._on_timer)
 
     def end(self, outcome: Outcome) -> None:
-        if not self.ended.done():
-            self.ended.set_result(outcome)
-
-    def close(self) -> None:
+        if self.done:
+            return
+        self.done = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._on_end(self, outcome)
 
     def _on_timer(self) -> None:
         """The accept wait or the budget ran out (or the accept wait passed, accepted)."""
         self._timer = None
-        if self.ended.done():
+        if self.done:
             return
         if not self._accepted:
             self.end(Outcome("lost", code="no_accept"))
@@ -150,7 +162,7 @@ class Attempt:
 
     async def on_reply(self, msg: Msg) -> None:
         """One worker reply (the reply subscription's callback)."""
-        if self.ended.done():
+        if self.done:
             return
         outcome = await self._relay(msg)
         if outcome is not None:
@@ -181,7 +193,7 @@ class Attempt:
             await self._send(ex.reply_to, msg.data)
             return None
         if isinstance(reply, Done):
-            return await self._finish(reply, msg.data)
+            return await self._finish(reply, msg)
         if isinstance(reply, Saturated):
             return Outcome("saturated", retry_after_ms=reply.retry_after_ms)
         assert isinstance(reply, Error)
@@ -190,9 +202,10 @@ class Attempt:
             return Outcome("committed", code=reply.code)
         return Outcome("failed", code=reply.code, message=reply.message)
 
-    async def _finish(self, done: Done, data: bytes) -> Outcome:
-        """Relay the `Done`, naming the model and version (counted by the routing task)."""
+    async def _finish(self, done: Done, msg: Msg) -> Outcome:
+        """Relay the `Done`, naming the model and version (counted by the router)."""
         ex, link = self.ex, self.link
+        data = msg.data
         version = done.version or link.entry.version
         if ex.request.model_class is None or (link.primary and done.model == link.model):
             # the default path (no model named), or the primary's worker named itself: the
@@ -204,7 +217,14 @@ class Attempt:
             )
             await self._send(ex.reply_to, stamped)
         took = time.monotonic() - self._start
-        return Outcome("done", version=version, n_tokens=done.n_tokens, took_s=took)
+        counted = msg.headers.get(PROMPT_TOKENS_HEADER) if msg.headers else None
+        return Outcome(
+            "done",
+            version=version,
+            n_tokens=done.n_tokens,
+            took_s=took,
+            prompt_tokens=int(counted) if counted and counted.isdigit() else 0,
+        )
 
     async def lost(self, code: str) -> Outcome:
         """No (readable) reply in time: a failure, or, once tokens reached the edge, an

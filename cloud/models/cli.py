@@ -1,7 +1,12 @@
-"""`aivos cloud router | workers | models | costs`: model routing, pools, usage and cost.
+"""`aivos cloud router | workers | models [push] | costs`: model routing, pools, usage and
+cost.
 
 Usage counts live in ``DATA_DIR/model_usage.sqlite`` (``DATA_DIR`` defaults to the cloud
 data dir of `aivos up`), written by the router, read by `models` and `costs`.
+
+The ``--catalogue`` file of `router` and `workers` is the bootstrap: both then watch the
+catalogue pushed with `aivos cloud models push` (`cloud.models.catalogue_store`) and apply
+a newer one without a restart (``--no-watch-catalogue``: the file only).
 """
 
 from __future__ import annotations
@@ -23,10 +28,19 @@ from aivos.cloud.models.report import load_optional_catalogue, quota_states, usa
 from aivos.cloud.models.usage import UsageLedger, UsageRow, read_usage, utc_day
 from aivos.cloud.worker.catalogue import Catalogue, load_catalogue
 from aivos.shared.cli_options import data_dir_option, json_option, log_level_option, nats_option
+from aivos.shared.errors import ConfigError
 from aivos.shared.logs import configure_logging
 from aivos.shared.natsconf.connect import connect_nats
 
-__all__ = ["router_cmd", "workers_cmd", "models_cmd", "costs_cmd", "usage_path", "summarize"]
+__all__ = [
+    "router_cmd",
+    "workers_cmd",
+    "models_cmd",
+    "push_cmd",
+    "costs_cmd",
+    "usage_path",
+    "summarize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +49,12 @@ _catalogue_option = click.option(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     required=True,
     help="Model catalogue (TOML).",
+)
+_watch_option = click.option(
+    "--watch-catalogue/--no-watch-catalogue",
+    default=True,
+    show_default=True,
+    help="Apply catalogues pushed with `aivos cloud models push` without a restart.",
 )
 
 
@@ -50,23 +70,45 @@ def _stop_event() -> asyncio.Event:
 @click.command("router")
 @nats_option("NATS URL (hub).")
 @_catalogue_option
+@_watch_option
+@click.option(
+    "--accept-timeout",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds to wait for a worker's first sign of life before the next model.",
+)
 @data_dir_option("Where model_usage.sqlite lives [default: the cloud data dir].")
 @log_level_option()
-def router_cmd(nats_url: str, catalogue: Path, data_dir: Path | None, log_level: str) -> None:
+def router_cmd(
+    nats_url: str,
+    catalogue: Path,
+    watch_catalogue: bool,
+    accept_timeout: float,
+    data_dir: Path | None,
+    log_level: str,
+) -> None:
     """Route requests naming a model class (aivos.gen.<site>.<class>) over the catalogue."""
+    from aivos.cloud.models.catalogue_store import CatalogueWatch
     from aivos.cloud.models.router import ModelRouter
 
     configure_logging(log_level, json_logs=True)
     cat = load_catalogue(catalogue)
 
     async def run() -> None:
-        router = ModelRouter(cat, ledger=UsageLedger(cat, usage_path(data_dir)))
+        router = ModelRouter(
+            cat, ledger=UsageLedger(cat, usage_path(data_dir)), accept_timeout_s=accept_timeout
+        )
+        watch = CatalogueWatch(router.apply_catalogue)
         nc = await connect_nats(nats_url, name="model-router")
         stop = _stop_event()
         try:
             await router.start(nc)
+            if watch_catalogue:
+                watch.start(nc)
             await stop.wait()
         finally:
+            await watch.stop()
             await router.drain()
             with contextlib.suppress(Exception):
                 await nc.drain()
@@ -112,6 +154,7 @@ def router_cmd(nats_url: str, catalogue: Path, data_dir: Path | None, log_level:
     help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@_watch_option
 @data_dir_option("Where worker logs go (DATA_DIR/logs) [default: not kept].")
 @log_level_option()
 def workers_cmd(
@@ -127,6 +170,7 @@ def workers_cmd(
     cooldown: float,
     metrics_port: int | None,
     metrics_host: str,
+    watch_catalogue: bool,
     data_dir: Path | None,
     log_level: str,
 ) -> None:
@@ -150,6 +194,7 @@ def workers_cmd(
         model,
         policy,
         log_dir=data_dir / "logs" if data_dir else None,
+        watch_catalogue=watch_catalogue,
     )
 
     async def run() -> None:
@@ -249,12 +294,25 @@ def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: b
         Console().print(budgets)
 
 
-@click.command("models")
-@_catalogue_option
+@click.group("models", invoke_without_command=True)
+@click.option(
+    "--catalogue",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Model catalogue (TOML) to list.",
+)
 @data_dir_option("Where model_usage.sqlite lives [default: the cloud data dir].")
 @json_option()
-def models_cmd(catalogue: Path, data_dir: Path | None, as_json: bool) -> None:
-    """The catalogue: models, versions, limits, classes, and today's usage and cost."""
+@click.pass_context
+def models_cmd(
+    ctx: click.Context, catalogue: Path | None, data_dir: Path | None, as_json: bool
+) -> None:
+    """The catalogue: models, versions, limits, classes, and today's usage and cost.
+    `aivos cloud models push` stores a new catalogue for the running cloud."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if catalogue is None:
+        raise click.UsageError("--catalogue FILE is required to list the catalogue")
     cat = load_catalogue(catalogue)
     today = summarize(cat, read_usage(usage_path(data_dir), utc_day()))["models"]
     assert isinstance(today, dict)
@@ -315,3 +373,45 @@ def models_cmd(catalogue: Path, data_dir: Path | None, as_json: bool) -> None:
             f"{m['cost_today']:.4f}",
         )
     Console().print(table)
+
+
+@models_cmd.command("push")
+@nats_option("NATS URL (hub).")
+@click.option(
+    "--catalogue",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="Model catalogue (TOML) to validate and store.",
+)
+@click.option("--js-replicas", type=click.IntRange(min=1), default=1, show_default=True)
+@json_option()
+def push_cmd(nats_url: str, catalogue: Path, js_replicas: int, as_json: bool) -> None:
+    """Validate a catalogue and store it (KV bucket aivos_catalogue), versioned: routers and
+    pools apply it without a restart. A catalogue that does not validate is refused and
+    the stored one stays."""
+    from aivos.cloud.models.catalogue_store import CatalogueStore
+    from aivos.shared.subjects import HUB_DOMAIN
+
+    text = catalogue.read_text(encoding="utf-8")
+    try:
+        from aivos.cloud.worker.catalogue import parse_catalogue
+
+        cat = parse_catalogue(text, str(catalogue))
+    except ConfigError as exc:
+        raise click.ClickException(f"catalogue refused, nothing stored: {exc}") from exc
+
+    async def push() -> int:
+        nc = await connect_nats(nats_url, name="catalogue-push")
+        try:
+            js = nc.jetstream(domain=HUB_DOMAIN)
+            store = await CatalogueStore.open(js, replicas=js_replicas)
+            return await store.push(text, str(catalogue))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+
+    version = asyncio.run(push())
+    if as_json:
+        click.echo(json.dumps({"version": version, "models": sorted(cat.models)}))
+    else:
+        click.echo(f"catalogue version {version} stored ({len(cat.models)} models)")

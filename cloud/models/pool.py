@@ -6,6 +6,15 @@ the `Autoscaler` for a size: a new process when it grows, SIGTERM to the newest 
 it shrinks (the worker stops taking requests and finishes those in flight, so shrinking
 drops nothing). A process that dies is replaced. The same signals are exported as
 Prometheus gauges (`render_metrics`), so KEDA or an HPA can drive the pool size instead.
+
+**A pushed catalogue** (`cloud.models.catalogue_store`, when ``watch_catalogue``): the
+supervisor writes it to a file of its own, which the workers it starts from then on read.
+When the model's entry changed in what a worker runs (backend, version, limits; not cost
+or ``min_budget_ms``, which only the router reads) or whether it serves the default path,
+the pool rolls: new workers start on the new catalogue, and the old ones are drained once
+all the new ones report (their model is loaded), so the model keeps serving throughout.
+When the entry is gone from the catalogue, every worker is drained and none is started
+until it comes back.
 """
 
 from __future__ import annotations
@@ -14,19 +23,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from aivos.cloud.models.autoscale import Autoscaler, PoolSignals, ScalePolicy
+from aivos.cloud.models.catalogue_store import CatalogueWatch
+from aivos.cloud.worker.catalogue import Catalogue, ModelEntry, load_catalogue
 from aivos.cloud.worker.stats import WorkerStats, decode_stats
+from aivos.shared.errors import ConfigError
 from aivos.shared.metrics import Registry
 from aivos.shared.subjects import POOL_STATS, validate_token
 
@@ -58,11 +73,22 @@ def worker_argv(
     ]
 
 
+def worker_spec(catalogue: Catalogue, model: str) -> tuple[ModelEntry, bool] | None:
+    """What a worker of `model` runs from `catalogue` (None: the model is not in it): its
+    entry less the router-only fields, and whether it joins the default queue group."""
+    entry = catalogue.models.get(model)
+    if entry is None:
+        return None
+    entry = msgspec.structs.replace(entry, cost_per_1k_tokens=0.0, min_budget_ms=0)
+    return entry, catalogue.default_model == model and not catalogue.quotas
+
+
 @dataclass
 class _Child:
     name: str  # the worker's name in its stats and replies: "<pool>-<n>-<model>"
     proc: subprocess.Popen[bytes]
     stopping: bool = False
+    generation: int = 0  # the catalogue spec it was started with (see `apply_catalogue`)
 
 
 @dataclass
@@ -80,6 +106,10 @@ class WorkerPool:
     children: list[_Child] = field(default_factory=list)
     stats: dict[str, WorkerStats] = field(default_factory=dict)
     resizes: list[tuple[float, int]] = field(default_factory=list)  # (when, size) history
+    watch_catalogue: bool = False  # apply pushed catalogues (`cloud.models.catalogue_store`)
+    removed: bool = False  # the model left the catalogue: no workers until it is back
+    generation: int = 0  # bumped when the worker spec changes: older children are rolled
+    catalogue_version: int = 0
 
     def __post_init__(self) -> None:
         validate_token(self.model, "model")
@@ -99,6 +129,33 @@ class WorkerPool:
             "aivos_pool_saturated_total", "Requests answered Saturated by the pool's workers."
         )
         self.last_signals = PoolSignals(0, 1, 0, 0, 0, 0.0)
+        self._spec: tuple[ModelEntry, bool] | None | str = "unknown"  # until a push
+        self._pushed_dir: Path | None = None
+
+    async def apply_catalogue(self, catalogue: Catalogue, version: int, text: str) -> None:
+        """A pushed catalogue (see the module docstring); the next `tick` acts on it."""
+        if self._spec == "unknown":  # what the running workers were started with
+            self._spec = _spec_of_file(self.catalogue, self.model)
+        spec = worker_spec(catalogue, self.model)
+        self.catalogue_version = version
+        if spec is None:
+            if not self.removed:
+                log.warning("pool %s: model removed from catalogue v%d", self.model, version)
+            self.removed = True
+            self._spec = None
+            return
+        if self._pushed_dir is None:
+            self._pushed_dir = Path(tempfile.mkdtemp(prefix=f"aivos-pool-{self.model}-"))
+        path = self._pushed_dir / f"catalogue-v{version}.toml"
+        path.write_text(text, encoding="utf-8")
+        self.catalogue = path  # the workers started from now on
+        if self.removed:
+            self.removed = False
+            self.desired = self.policy.min_workers
+        if spec != self._spec:
+            self.generation += 1
+            log.info("pool %s: catalogue v%d, rolling its workers", self.model, version)
+        self._spec = spec
 
     # -- processes ------------------------------------------------------------------------
 
@@ -115,7 +172,7 @@ class WorkerPool:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         else:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        child = _Child(name=f"{base}-{self.model}", proc=proc)
+        child = _Child(name=f"{base}-{self.model}", proc=proc, generation=self.generation)
         self.children.append(child)
         log.info("pool %s: started %s (pid %d)", self.model, child.name, proc.pid)
         return child
@@ -187,10 +244,16 @@ class WorkerPool:
     def tick(self) -> None:
         """One supervision step: reap, decide, then start or drain processes."""
         self._reap()
+        if self.removed:
+            for child in self.live:
+                self._stop(child)
+            return
         signals = self.signals()
         self.last_signals = signals
         if signals.rejected:
             self._c_rejected.inc(signals.rejected, model=self.model)
+        if self._roll():
+            return
         # only decide on a pool whose workers all report (new ones load their model first)
         if signals.workers >= len(self.live):
             desired = self.autoscaler.decide(self.desired, signals)
@@ -205,14 +268,33 @@ class WorkerPool:
         while len(self.live) > self.desired:
             self._stop(self.live[-1])
 
+    def _roll(self) -> bool:
+        """Replace workers started on an older spec: start as many on the new one, drain
+        the old ones once every new one reports. True while a roll is under way."""
+        old = [c for c in self.live if c.generation != self.generation]
+        if not old:
+            return False
+        new = [c for c in self.live if c.generation == self.generation]
+        while len(new) < self.desired:
+            new.append(self._spawn())
+        if all(c.name in self.stats for c in new):
+            for child in old:
+                self._stop(child)
+            return False
+        return True
+
     async def run(self, nc: NATS, stop: asyncio.Event, grace_s: float = 30.0) -> None:
         sub = await nc.subscribe(POOL_STATS, cb=self._on_stats)
+        watch = CatalogueWatch(self.apply_catalogue)
+        if self.watch_catalogue:
+            watch.start(nc)
         try:
             while not stop.is_set():
                 self.tick()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.tick_s)
         finally:
+            await watch.stop()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             await self.shutdown(grace_s)
@@ -229,6 +311,15 @@ class WorkerPool:
                 child.proc.kill()
                 child.proc.wait()
         self.children.clear()
+        if self._pushed_dir is not None:
+            shutil.rmtree(self._pushed_dir, ignore_errors=True)
+
+
+def _spec_of_file(path: Path, model: str) -> tuple[ModelEntry, bool] | None:
+    try:
+        return worker_spec(load_catalogue(path), model)
+    except ConfigError:  # not a catalogue the workers could have started from
+        return None
 
 
 async def serve_metrics(render: Callable[[], str], host: str, port: int) -> asyncio.Server:

@@ -36,8 +36,26 @@ get ``unknown_model_class``.
 
 Replies from the workers all arrive on one wildcard subscription (`cloud.models.replies`)
 and are relayed from its callback (`cloud.models.attempt`). The first link is tried from
-the request subscription's callback itself; a task per request then waits for the
-attempt's end and walks on down the chain when needed, off the answer's path.
+the request subscription's callback itself; an attempt's end comes back to `_on_end`,
+which counts an answer on the spot; only a request that moves down the chain (or is lost)
+gets a task, off the answer's path.
+
+**The hop's cost** (benchmarks/model_routing.py): a forwarded request carries the header
+``Aivos-Accept-Within`` (a quarter of the accept wait), so a worker that answers a
+non-streamed request quickly sends no `Accepted` (`cloud.worker.service`); the request's
+own bytes are forwarded unless a reserve or a ``max_tokens`` clamp changes them; subjects
+per (site, model) are cached. ``eager_accept=True`` restores the `Accepted` per request
+(the benchmark's "before").
+
+**A new catalogue** (`apply_catalogue`, from the KV watch of `cloud.models.
+catalogue_store`): chains, pins, limits, costs, quotas and the breaker policy are replaced
+between two requests; a request already in flight keeps the chain it started with. A
+model's breaker and counters survive while the model stays in the catalogue (a removed
+one's are kept, unused, so a late answer still counts). When quotas appear or go, the
+default path's subscription follows.
+
+Tokens in are what the worker's tokenizer counted (`Done` header ``Aivos-Prompt-Tokens``:
+llama.cpp and OpenAI-compatible endpoints that report usage); else characters / 4.
 """
 
 from __future__ import annotations
@@ -62,7 +80,7 @@ from aivos.cloud.models.usage import (
     estimate_prompt_tokens,
 )
 from aivos.cloud.worker.catalogue import Catalogue, ChainLink
-from aivos.cloud.worker.draining import drain_in_flight
+from aivos.cloud.worker.service import ACCEPT_WITHIN_HEADER
 from aivos.cloud.worker.stats import LatencyWindow
 from aivos.shared.messages import (
     Error,
@@ -111,6 +129,13 @@ def routes_default_path(catalogue: Catalogue) -> bool:
     return bool(catalogue.quotas)
 
 
+def _default_chain(catalogue: Catalogue) -> tuple[ChainLink, ...]:
+    default = catalogue.default_model
+    if default is None:
+        return ()
+    return (ChainLink(model=default, entry=catalogue.entry(default), primary=True),)
+
+
 class ModelRouter:
     """Route class-named requests over the catalogue's chains (see the module docstring)."""
 
@@ -122,30 +147,42 @@ class ModelRouter:
         accept_timeout_s: float = 2.0,
         max_in_flight: int = 1000,
         flush_interval_s: float = 2.0,
+        eager_accept: bool = False,
     ) -> None:
-        self.catalogue = catalogue
         self.ledger = ledger or UsageLedger(catalogue)
         self.accept_timeout_s = accept_timeout_s
         self.max_in_flight = max_in_flight
         self.flush_interval_s = flush_interval_s
-        policy = catalogue.breaker
-        self.breakers = {
-            name: CircuitBreaker(policy.failures, policy.cooldown_s) for name in catalogue.models
-        }
-        self.counters = {name: ModelCounters() for name in catalogue.models}
-        self._chains = {name: catalogue.resolve(name) for name in catalogue.classes}
-        default = catalogue.default_model
-        self._default_chain = (
-            (ChainLink(model=default, entry=catalogue.entry(default), primary=True),)
-            if default is not None
-            else ()
-        )
+        # the worker answers `Accepted` only past this (ms); well inside the accept wait
+        self._within = None if eager_accept else f"{accept_timeout_s * 250:.0f}"
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.counters: dict[str, ModelCounters] = {}
+        self.catalogue_version = 0  # 0: the bootstrap catalogue (file); else pushed
+        self._use(catalogue)
         self._subjects: dict[tuple[str, str], str] = {}
         self._nc: NATS | None = None
-        self._subs: list[Subscription] = []
+        self._subs: dict[str, Subscription] = {}
         self._replies = ReplyInbox()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._live: set[Exchange] = set()  # requests not answered yet
+        self._idle = asyncio.Event()  # set when _live empties (drain waits on it)
+        self._tasks: set[asyncio.Task[None]] = set()  # requests moving down their chain
         self._flusher: asyncio.Task[None] | None = None
+
+    def _use(self, catalogue: Catalogue) -> None:
+        """Make `catalogue` the one routed on (synchronous: between two requests)."""
+        policy = catalogue.breaker
+        for name in catalogue.models:
+            breaker = self.breakers.get(name)
+            if breaker is None:
+                self.breakers[name] = CircuitBreaker(policy.failures, policy.cooldown_s)
+            else:  # keep its state, take the new policy
+                breaker.threshold = policy.failures
+                breaker.cooldown_s = policy.cooldown_s
+            self.counters.setdefault(name, ModelCounters())
+        self._chains = {name: catalogue.resolve(name) for name in catalogue.classes}
+        self._default_chain = _default_chain(catalogue)
+        self.catalogue = catalogue
+        self.ledger.catalogue = catalogue  # costs and quotas
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -157,11 +194,7 @@ class ModelRouter:
     async def start(self, nc: NATS) -> None:
         self._nc = nc
         await self._replies.start(nc)
-        for subject in self.subjects:
-            self._subs.append(
-                await nc.subscribe(subject, queue=GEN_ROUTE_QUEUE_GROUP, cb=self._on_request)
-            )
-        await nc.flush()
+        await self._subscribe()
         if self.ledger.path is not None:
             self._flusher = asyncio.create_task(self._flush_loop())
         log.info(
@@ -170,9 +203,46 @@ class ModelRouter:
             len(self.catalogue.classes),
         )
 
+    async def _subscribe(self) -> None:
+        """Serve `subjects`, and no other: a new catalogue may add or drop the default path."""
+        assert self._nc is not None
+        wanted = self.subjects
+        for subject in [s for s in self._subs if s not in wanted]:
+            with contextlib.suppress(Exception):
+                await self._subs.pop(subject).unsubscribe()
+        for subject in wanted:
+            if subject not in self._subs:
+                self._subs[subject] = await self._nc.subscribe(
+                    subject, queue=GEN_ROUTE_QUEUE_GROUP, cb=self._on_request
+                )
+        await self._nc.flush()
+
+    async def apply_catalogue(self, catalogue: Catalogue, version: int = 0, text: str = "") -> None:
+        """Route on `catalogue` from the next request on (see the module docstring)."""
+        self._use(catalogue)
+        self.catalogue_version = version
+        if self._nc is not None:
+            await self._subscribe()
+        log.info(
+            "model router: catalogue v%d (%s)",
+            version,
+            "; ".join(f"{c}={[link.model for link in ch]}" for c, ch in self._chains.items()),
+        )
+
     async def drain(self, grace_s: float = 30.0) -> None:
-        await drain_in_flight(self._subs, self._tasks, grace_s)
-        self._subs = []
+        """Stop taking requests, let those in flight end (give up after `grace_s`)."""
+        for sub in self._subs.values():
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs = {}
+        if self._live:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
         await self._replies.stop()
         if self._flusher is not None:
             self._flusher.cancel()
@@ -199,8 +269,8 @@ class ModelRouter:
             log.debug("reply to %s lost", subject, exc_info=True)
 
     async def _on_request(self, msg: Msg) -> None:
-        """Check the request, forward it to its first model from here (no task hop before
-        the request is on its way), then leave the rest to a task (`_follow`)."""
+        """Check the request and forward it to its first model from here (no task hop
+        before the request is on its way); its end comes back to `_on_end`."""
         if not msg.reply:
             return
         try:
@@ -216,7 +286,7 @@ class ModelRouter:
             message = "site and model class must match the subject"
             await self._send(msg.reply, Error(rid, code="bad_request", message=message))
             return
-        if len(self._tasks) >= self.max_in_flight:
+        if len(self._live) >= self.max_in_flight:
             await self._send(msg.reply, Saturated(request_id=rid, worker="router"))
             return
         data: bytes | None = msg.data
@@ -239,19 +309,22 @@ class ModelRouter:
         except QuotaExhausted as exc:
             await self._send(msg.reply, Error(rid, code="quota_exceeded", message=str(exc)))
             return
-        ex = Exchange(request, data, msg.reply, headers, intent)
-        first = await self._next_attempt(ex, chain, 0)
-        task = asyncio.create_task(self._follow(ex, chain, first))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if self._within is not None:
+            headers = (
+                {**headers, ACCEPT_WITHIN_HEADER: self._within}
+                if headers
+                else {ACCEPT_WITHIN_HEADER: self._within}
+            )
+        ex = Exchange(request, chain, data, msg.reply, headers, intent)
+        self._live.add(ex)
+        if await self._next_attempt(ex, 0) is None:
+            await self._give_up(ex)
 
-    async def _next_attempt(
-        self, ex: Exchange, chain: tuple[ChainLink, ...], start: int
-    ) -> Attempt | None:
+    async def _next_attempt(self, ex: Exchange, start: int) -> Attempt | None:
         """Forward the request to the first link from `start` that may take it (None: none
         is left). Links are skipped while their breaker is open or when less of the budget
         is left than their ``min_budget_ms``."""
-        request = ex.request
+        request, chain = ex.request, ex.chain
         for i in range(start, len(chain)):
             link = chain[i]
             remaining = request.remaining_ms()
@@ -303,6 +376,7 @@ class ModelRouter:
             link,
             index,
             send=self._send,
+            on_end=self._on_end,
             accept_timeout_s=self.accept_timeout_s,
             budget_ms=remaining - reserve,
         )
@@ -319,21 +393,31 @@ class ModelRouter:
             attempt.end(Outcome("failed", code="publish_failed", message=str(exc)))
         return attempt
 
-    async def _follow(
-        self, ex: Exchange, chain: tuple[ChainLink, ...], attempt: Attempt | None
-    ) -> None:
-        """Wait for each attempt's end; move down the chain until one answers."""
-        while attempt is not None:
-            try:
-                outcome = await attempt.ended
-            finally:
-                attempt.close()
-                self._replies.close(attempt.subject)
-            if outcome.kind == "lost":
-                outcome = await attempt.lost(outcome.code)
+    def _on_end(self, attempt: Attempt, outcome: Outcome) -> None:
+        """An attempt ended (called from the reply callback or the attempt's timer): an
+        answer is counted here and then; anything else continues in a task."""
+        self._replies.close(attempt.subject)
+        if outcome.kind != "lost" and self._settle(attempt.ex, attempt.link, outcome):
+            self._answered(attempt.ex)
+            return
+        task = asyncio.create_task(self._continue(attempt, outcome))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _continue(self, attempt: Attempt, outcome: Outcome) -> None:
+        """After an attempt that did not answer: tell the edge about a lost, committed
+        answer, or move down the chain (the next attempt's end comes to `_on_end`)."""
+        ex = attempt.ex
+        if outcome.kind == "lost":
+            outcome = await attempt.lost(outcome.code)
             if self._settle(ex, attempt.link, outcome):
+                self._answered(ex)
                 return
-            attempt = await self._next_attempt(ex, chain, attempt.index + 1)
+        if await self._next_attempt(ex, attempt.index + 1) is None:
+            await self._give_up(ex)
+
+    async def _give_up(self, ex: Exchange) -> None:
+        """No link is left: the edge gets why."""
         rid = ex.request.request_id
         if ex.request.expired():
             reply: Reply = Error(rid, code="deadline_exceeded", message="; ".join(ex.reasons))
@@ -343,6 +427,12 @@ class ModelRouter:
         else:
             reply = Error(rid, code="no_model_available", message="; ".join(ex.reasons))
         await self._send(ex.reply_to, reply)
+        self._answered(ex)
+
+    def _answered(self, ex: Exchange) -> None:
+        self._live.discard(ex)
+        if not self._live:
+            self._idle.set()
 
     def _settle(self, ex: Exchange, link: ChainLink, outcome: Outcome) -> bool:
         """Tell the breaker and the counters how an attempt ended; True when the request is
@@ -379,7 +469,7 @@ class ModelRouter:
             request.site,
             link.model,
             outcome.version,
-            estimate_prompt_tokens(request),
+            outcome.prompt_tokens or estimate_prompt_tokens(request),
             outcome.n_tokens,
             fallback=not link.primary,
             intent=ex.intent,

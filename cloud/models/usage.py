@@ -193,8 +193,20 @@ class IntentQuotaExhausted(QuotaExhausted):
         )
 
 
+_day_cache: tuple[float, str] = (0.0, "")  # (when the cached day ends, the day)
+
+
 def utc_day() -> str:
-    return datetime.datetime.now(datetime.UTC).date().isoformat()
+    """Today (UTC) as YYYY-MM-DD; the router asks per request, so the day is kept until
+    its midnight instead of being formatted again."""
+    global _day_cache
+    now = time.time()
+    ends, day = _day_cache
+    if now < ends:
+        return day
+    day = datetime.datetime.fromtimestamp(now, datetime.UTC).date().isoformat()
+    _day_cache = ((now // 86400 + 1) * 86400, day)  # Unix days are UTC days
+    return day
 
 
 def estimate_prompt_tokens(request: GenerateRequest) -> int:

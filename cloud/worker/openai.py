@@ -49,8 +49,13 @@ class OpenAIBackend:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stream": True,
+            # the last event then carries usage.prompt_tokens (the endpoint's tokenizer);
+            # an endpoint that ignores it leaves the router to estimate tokens in
+            "stream_options": {"include_usage": True},
         }
         url = f"{self.base_url}/chat/completions"
+        reason: str | None = None
+        prompt_tokens: int | None = None
         try:
             async with self._client.stream("POST", url, json=body) as resp:
                 if resp.status_code != 200:
@@ -61,27 +66,37 @@ class OpenAIBackend:
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        return
+                        break
                     text, finished = _parse_event(data)
                     if text:
                         yield text
                     if finished is not None:
-                        yield finished
+                        reason = finished.reason or reason
+                        prompt_tokens = finished.prompt_tokens or prompt_tokens
         except httpx.HTTPError as exc:
             raise BackendError(f"{url}: {type(exc).__name__}: {exc}") from exc
+        if reason is not None or prompt_tokens is not None:
+            yield Finished(reason, prompt_tokens)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
 
 def _parse_event(data: str) -> tuple[str, Finished | None]:
-    """The text of one SSE event and, on the last one, why the endpoint stopped."""
+    """The text of one SSE event and, on the last ones, why the endpoint stopped and how
+    many prompt tokens it counted (``usage``, asked for with ``include_usage``)."""
     try:
         event = json.loads(data)
+        usage = event.get("usage") or {}
+        prompt_tokens = usage.get("prompt_tokens")
+        counted = prompt_tokens if isinstance(prompt_tokens, int) and prompt_tokens > 0 else None
         choices = event.get("choices") or []
         if not choices:
-            return "", None
+            return "", Finished(None, counted) if counted else None
         delta = choices[0].get("delta") or {}
-        return str(delta.get("content") or ""), finish_reason_of(choices[0].get("finish_reason"))
+        finished = finish_reason_of(choices[0].get("finish_reason"))
+        if counted:
+            finished = Finished(finished.reason if finished else None, counted)
+        return str(delta.get("content") or ""), finished
     except (ValueError, AttributeError, TypeError) as exc:
         raise BackendError(f"bad SSE event from endpoint: {data[:120]!r}") from exc

@@ -24,6 +24,14 @@ request named a model class (requests that name none are answered exactly as bef
 an edge built before model routing decodes them), and publishes `WorkerStats` on
 ``aivos.poolstats`` every ``stats_interval_s`` for its pool supervisor.
 
+**Behind a model router** (the request carries `ACCEPT_WITHIN_HEADER`, ms): a request
+that does not stream gets its `Accepted` only if no `Done`/`Error` went out within that
+time (or half the request's remaining budget, if less), so a quick answer costs one
+message, not two, on the router's hop; the router still hears from a live, busy worker
+long before its accept wait runs out. When the backend counted the prompt's tokens, the
+`Done` carries them in the NATS header `PROMPT_TOKENS_HEADER` (usage and cost; a header,
+so no message type changes and an edge never sees it).
+
 `drain()` stops taking requests (unsubscribes), lets in-flight ones finish within a grace
 period, then drains the connection. The CLI calls it on SIGTERM/SIGINT.
 """
@@ -67,7 +75,12 @@ from aivos.shared.messages import (
 from aivos.shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP, POOL_STATS
 from aivos.shared.tracing import extract_context, tracer
 
-__all__ = ["GenerationWorker"]
+__all__ = ["ACCEPT_WITHIN_HEADER", "PROMPT_TOKENS_HEADER", "GenerationWorker"]
+
+# a router's request header: send `Accepted` only when not answered within this many ms
+ACCEPT_WITHIN_HEADER = "Aivos-Accept-Within"
+# the worker's `Done` header: the prompt's tokens as the model's tokenizer counted them
+PROMPT_TOKENS_HEADER = "Aivos-Prompt-Tokens"
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
@@ -114,6 +127,7 @@ class GenerationWorker:
         self._nc: NATS | None = None
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._late: set[asyncio.Task[None]] = set()  # late `Accepted` sends in flight
         self.served = 0
         self.rejected = 0
 
@@ -180,10 +194,20 @@ class GenerationWorker:
             await self._send_stats()
             await asyncio.sleep(self.stats_interval_s)
 
-    async def _reply(self, subject: str, message: Reply) -> None:
+    async def _reply(
+        self, subject: str, message: Reply, headers: dict[str, str] | None = None
+    ) -> None:
         assert self._nc is not None
         with contextlib.suppress(Exception):  # the link may be gone; the edge times out
-            await self._nc.publish(subject, encode(message))
+            await self._nc.publish(subject, encode(message), headers=headers)
+
+    def _accept_late(self, request_id: str, reply_to: str) -> None:
+        """The late `Accepted` of a router's request (a timer callback)."""
+        task = asyncio.create_task(
+            self._reply(reply_to, Accepted(request_id=request_id, worker=self.name))
+        )
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
     async def _on_request(self, msg: Msg) -> None:
         # Runs serially for the subscription: decide fast, generate in a task.
@@ -223,10 +247,21 @@ class GenerationWorker:
                 ),
             )
             return
-        await self._reply(reply_to, Accepted(request_id=request.request_id, worker=self.name))
-        parent = extract_context(msg.headers)
-        finish = reads_finish_reason(msg.headers)
-        task = asyncio.create_task(self._serve_traced(request, reply_to, received, parent, finish))
+        headers = msg.headers
+        within = headers.get(ACCEPT_WITHIN_HEADER) if headers else None
+        accept_after: float | None = None
+        if within is not None and not request.stream:
+            try:
+                accept_after = min(float(within), request.remaining_ms() / 2) / 1000.0
+            except ValueError:
+                accept_after = None
+        if accept_after is None:
+            await self._reply(reply_to, Accepted(request_id=request.request_id, worker=self.name))
+        parent = extract_context(headers)
+        finish = reads_finish_reason(headers)
+        task = asyncio.create_task(
+            self._serve_traced(request, reply_to, received, parent, finish, accept_after)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -237,24 +272,42 @@ class GenerationWorker:
         received: float,
         parent: Context,
         finish: bool = False,
+        accept_after: float | None = None,
     ) -> None:
-        """`_serve` inside a `worker.generate` span, child of the edge's `nats.request`."""
-        with _tracer.start_as_current_span(
-            "worker.generate",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"aivos.worker": self.name, "aivos.site": request.site},
-        ):
-            await self._serve(request, reply_to, received, finish)
+        """`_serve` inside a `worker.generate` span, child of the edge's `nats.request`;
+        `accept_after`: send `Accepted` only if still serving after that many seconds."""
+        late = None
+        if accept_after is not None:
+            late = asyncio.get_running_loop().call_later(
+                max(0.0, accept_after), self._accept_late, request.request_id, reply_to
+            )
+        try:
+            with _tracer.start_as_current_span(
+                "worker.generate",
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"aivos.worker": self.name, "aivos.site": request.site},
+            ):
+                await self._serve(request, reply_to, received, finish, late)
+        finally:
+            if late is not None:
+                late.cancel()
 
     async def _serve(
-        self, request: GenerateRequest, reply_to: str, received: float, finish: bool = False
+        self,
+        request: GenerateRequest,
+        reply_to: str,
+        received: float,
+        finish: bool = False,
+        late: asyncio.TimerHandle | None = None,
     ) -> None:
-        """Generate and answer. `finish`: the edge reads `Done.finish_reason`."""
+        """Generate and answer. `finish`: the edge reads `Done.finish_reason`; `late`: the
+        pending late `Accepted`, cancelled before the answer goes out."""
         start = time.monotonic()
         first: float | None = None
         parts: list[str] = []
         reason: FinishReason | None = None
+        prompt_tokens: int | None = None
         stream = self.backend.stream(request)
         try:
             remaining_ms = request.remaining_ms()
@@ -263,7 +316,8 @@ class GenerationWorker:
                 start = time.monotonic()  # waiting for a slot counts as queueing
                 async for text in stream:
                     if isinstance(text, Finished):
-                        reason = text.reason
+                        reason = text.reason or reason
+                        prompt_tokens = text.prompt_tokens or prompt_tokens
                         continue
                     if first is None:
                         first = time.monotonic()
@@ -274,6 +328,8 @@ class GenerationWorker:
                         )
                     parts.append(text)
         except TimeoutError:
+            if late is not None:
+                late.cancel()
             log.info("request %s hit its deadline after %d chunks", request.request_id, len(parts))
             await self._reply(
                 reply_to,
@@ -302,8 +358,17 @@ class GenerationWorker:
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
+        if late is not None:
+            late.cancel()
         await self._done(
-            request, reply_to, received, start, first, parts, reason if finish else None
+            request,
+            reply_to,
+            received,
+            start,
+            first,
+            parts,
+            reason if finish else None,
+            prompt_tokens,
         )
 
     async def _done(
@@ -315,6 +380,7 @@ class GenerationWorker:
         first: float | None,
         parts: list[str],
         reason: FinishReason | None,
+        prompt_tokens: int | None = None,
     ) -> None:
         end = time.monotonic()
         self.served += 1
@@ -338,4 +404,6 @@ class GenerationWorker:
                 version=self.version if named else "",
                 finish_reason=reason,
             ),
+            # any requester may get it: a header is ignored by whoever does not read it
+            {PROMPT_TOKENS_HEADER: str(prompt_tokens)} if prompt_tokens else None,
         )

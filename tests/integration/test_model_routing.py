@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from aivos.cloud.models.replies import ReplyInbox
 from aivos.cloud.models.router import ModelRouter
 from aivos.cloud.models.usage import INTENT_HEADER, UsageLedger
-from aivos.cloud.worker.backend import BackendError, GenerationBackend
+from aivos.cloud.worker.backend import BackendError, Finished, GenerationBackend
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.cloud.worker.cli import catalogue_worker
 from aivos.cloud.worker.service import GenerationWorker
@@ -421,3 +421,96 @@ async def test_a_busy_primary_past_its_deadline_keeps_its_breaker_closed(
     assert len(slow.requests) == 3  # every request reached the primary
     assert router.breakers["primary"].state == "closed"
     assert router.counters["primary"].failures == 0
+
+
+class CountingBackend(ScriptedBackend):
+    """Scripted chunks, then the prompt's token count as a tokenizer would report it."""
+
+    async def stream(self, request: GenerateRequest) -> AsyncIterator[str | Finished]:  # type: ignore[override]
+        async for chunk in super().stream(request):
+            yield chunk
+        yield Finished("stop", prompt_tokens=42)
+
+
+async def test_tokens_in_are_the_workers_count_when_it_has_one(nats_hub: NatsServer) -> None:
+    cat = _catalogue(quotas=False)
+    async with (
+        model_worker(nats_hub.url, cat, "primary", CountingBackend(["x"]), "wp"),
+        model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["y"]), "wb"),
+        model_router(nats_hub.url, cat) as router,
+    ):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            counted = await generate(edge, _req("r1"), timeout_s=10)
+            estimated = await generate(edge, _req("r2", cls="hurried"), timeout_s=10)
+        finally:
+            await edge.close()
+    assert (counted.model, estimated.model) == ("primary", "backup")
+    rows = {row.model: row for row in router.ledger.rows()}
+    assert rows["primary"].tokens_in == 42  # the header, not len("one two") // 4
+    assert rows["backup"].tokens_in == 1  # no count from its backend: chars / 4
+
+
+async def _replies_to(nc: nats.NATS, subject: str, request: GenerateRequest, **headers: str):  # type: ignore[no-untyped-def]
+    """Publish `request` to a model subject as a router would; collect the reply types."""
+    inbox = nc.new_inbox()
+    got: list[str] = []
+    done = asyncio.Event()
+
+    async def on(msg: Msg) -> None:
+        reply = decode_reply(msg.data)
+        got.append(type(reply).__name__)
+        if isinstance(reply, (Done, Error)):
+            done.set()
+
+    sub = await nc.subscribe(inbox, cb=on)
+    await nc.publish(subject, encode(request), reply=inbox, headers=headers or None)
+    await asyncio.wait_for(done.wait(), timeout=10)
+    await sub.unsubscribe()
+    return got
+
+
+async def test_worker_accepts_a_routers_request_only_when_it_is_not_answered_quickly(
+    nats_hub: NatsServer,
+) -> None:
+    """One message less per quick answer behind a router; a slow one still gets `Accepted`
+    (the router's sign of life), a streamed one at once, and a request without the header
+    (an older router, a direct edge) exactly as before."""
+    cat = _catalogue(quotas=False)
+    quick = ScriptedBackend(["q"])
+    async with model_worker(nats_hub.url, cat, "primary", quick, "wp"):
+        nc = await nats.connect(nats_hub.url)
+        try:
+            subject = "aivos.model.b1.primary"
+            within = {"Aivos-Accept-Within": "300"}
+            fast = await _replies_to(nc, subject, _req("r1"), **within)
+            quick.delay_s = 0.8
+            slow = await _replies_to(nc, subject, _req("r2"), **within)
+            quick.delay_s = 0.0
+            streamed = await _replies_to(nc, subject, _req("r3", stream=True), **within)
+            plain = await _replies_to(nc, subject, _req("r4"))
+        finally:
+            await nc.close()
+    assert fast == ["Done"]
+    assert slow == ["Accepted", "Done"]
+    assert streamed == ["Accepted", "Token", "Done"]
+    assert plain == ["Accepted", "Done"]
+
+
+def test_llamacpp_counts_prompt_tokens_as_llama_cpp_does() -> None:
+    """The real model: the count the worker sends is llama.cpp's own usage.prompt_tokens."""
+    pytest.importorskip("llama_cpp")
+    import threading
+
+    from aivos.cloud.worker.llamacpp import LlamaCppBackend
+    from aivos.cloud.worker.prompt import build_messages
+
+    backend = LlamaCppBackend(n_threads=1)
+    request = GenerateRequest(
+        request_id="t", site="b1", prompt="Where is the nearest branch?", max_tokens=2
+    )
+    items = list(backend._generate(request, threading.Event()))
+    last = items[-1]
+    assert isinstance(last, Finished) and last.prompt_tokens
+    usage = backend._llm.create_chat_completion(messages=build_messages(request), max_tokens=1)
+    assert last.prompt_tokens == usage["usage"]["prompt_tokens"]

@@ -1,0 +1,215 @@
+"""The model catalogue as fleet config: pushed to a JetStream KV bucket, watched by the cloud.
+
+`aivos cloud models push --catalogue FILE` validates the TOML (`parse_catalogue`: every
+name, chain, pin and limit) and stores it under the key ``catalogue`` of the bucket
+``aivos_catalogue`` (hub domain, history 10), as JSON ``{"version": N, "toml": TEXT}``:
+the operator's text with its comments, and a version one above the stored one (a KV
+`update` on the revision read, so two pushes at once cannot both claim a version).
+A catalogue that does not validate is refused before anything is stored; the stored one
+stays.
+
+Routers, workers and pools start from their ``--catalogue`` file (the bootstrap and the
+default) and run a `CatalogueWatch`: each value stored, and the one present when it starts,
+is parsed and validated again and handed to their ``apply`` when its version is newer
+than what they run. A value that does not parse (written around `push`) is logged and
+skipped; the last good catalogue stays. Until the bucket exists the watch polls for it,
+so a cloud that never pushes runs on its file as before.
+
+Its own bucket, not a key of ``aivos_config``: that bucket is per-site edge config whose
+version stamping walks every key, and edges are allowed to read it; the catalogue is the
+cloud's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
+from aivos.shared.errors import ConfigError
+from aivos.shared.subjects import HUB_DOMAIN
+
+__all__ = [
+    "CATALOGUE_BUCKET",
+    "CATALOGUE_KEY",
+    "CatalogueStore",
+    "CatalogueWatch",
+    "decode_pushed",
+]
+
+log = logging.getLogger(__name__)
+
+CATALOGUE_BUCKET = "aivos_catalogue"  # TODO(shared/subjects.py): the home of every name
+CATALOGUE_KEY = "catalogue"
+_MAX_RETRY_S = 10.0  # the longest wait between two tries
+
+
+class _Stored(msgspec.Struct, frozen=True):
+    version: int
+    toml: str
+
+
+def decode_pushed(value: bytes, source: str = "pushed catalogue") -> tuple[int, Catalogue, str]:
+    """(version, catalogue, its TOML) of a stored value; ConfigError naming what is wrong."""
+    try:
+        stored = msgspec.json.decode(value, type=_Stored)
+    except msgspec.MsgspecError as exc:
+        raise ConfigError(source, f"not a stored catalogue: {exc}") from exc
+    catalogue = parse_catalogue(stored.toml, f"{source} v{stored.version}")
+    return stored.version, catalogue, stored.toml
+
+
+class CatalogueStore:
+    """Push and read the catalogue. ``js`` must address the hub domain."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    @classmethod
+    async def open(
+        cls, js: JetStreamContext, *, create: bool = True, replicas: int = 1
+    ) -> CatalogueStore:
+        try:
+            kv = await js.key_value(CATALOGUE_BUCKET)
+        except BucketNotFoundError:
+            if not create:
+                raise
+            kv = await js.create_key_value(
+                KeyValueConfig(bucket=CATALOGUE_BUCKET, history=10, replicas=replicas)
+            )
+        return cls(kv)
+
+    async def current(self) -> tuple[int, int, Catalogue] | None:
+        """(KV revision, version, catalogue) of what is stored; None when nothing is."""
+        try:
+            entry = await self.kv.get(CATALOGUE_KEY)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        version, catalogue, _ = decode_pushed(entry.value)
+        return entry.revision or 0, version, catalogue
+
+    async def push(self, text: str, source: str = "catalogue") -> int:
+        """Validate `text` and store it; returns its version. ConfigError (nothing stored)
+        when it does not validate."""
+        parse_catalogue(text, source)  # refused here, before the bucket is touched
+        for _ in range(5):  # lost a race with another push: read again
+            revision, version = 0, 0
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await self.kv.get(CATALOGUE_KEY)
+                revision = entry.revision or 0
+                if entry.value:
+                    with contextlib.suppress(msgspec.MsgspecError):
+                        version = msgspec.json.decode(entry.value, type=_Stored).version
+            value = msgspec.json.encode(_Stored(version=version + 1, toml=text))
+            try:
+                if revision:
+                    await self.kv.update(CATALOGUE_KEY, value, last=revision)
+                else:
+                    await self.kv.create(CATALOGUE_KEY, value)
+            except Exception as exc:
+                if _is_conflict(exc):
+                    continue
+                raise
+            log.info("catalogue version %d pushed", version + 1)
+            return version + 1
+        raise ConfigError(source, "another push kept winning; try again")
+
+
+def _is_conflict(exc: Exception) -> bool:
+    return isinstance(exc, KeyWrongLastSequenceError) or "wrong last sequence" in str(exc)
+
+
+# (catalogue, version, its TOML text): a pool hands the text to the workers it starts
+Apply = Callable[[Catalogue, int, str], Awaitable[None]]
+
+
+class CatalogueWatch:
+    """Hand every newer stored catalogue to `apply` (see the module docstring)."""
+
+    def __init__(self, apply: Apply, *, version: int = 0, retry_s: float = 2.0) -> None:
+        self.apply = apply
+        self.version = version  # the version applied; 0: the bootstrap file
+        self.retry_s = retry_s
+        self.rejected: list[str] = []  # why stored values were skipped (tests, logs)
+        self.failures = 0  # watches that could not be set up (besides "no bucket yet")
+        self.watching = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, nc: NATS) -> None:
+        self._task = asyncio.create_task(self._run(nc))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _run(self, nc: NATS) -> None:
+        delay = self.retry_s
+        while True:
+            try:
+                await self._watch(nc)
+            except asyncio.CancelledError:
+                raise
+            except BucketNotFoundError:
+                pass  # nothing pushed yet: the file stays the catalogue
+            except Exception as exc:  # no permission, link down: keep the current one
+                # once loudly (a secured hub without the KV grants times out here), then
+                # quietly: the catalogue in use is still valid
+                level = logging.DEBUG if self.failures else logging.WARNING
+                self.failures += 1
+                log.log(
+                    level,
+                    "catalogue watch: %s: %s; keeping catalogue v%d, retrying",
+                    type(exc).__name__,
+                    exc,
+                    self.version,
+                )
+            if self.watching.is_set():  # it was up: try again soon
+                delay = self.retry_s
+            self.watching.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RETRY_S)  # a cloud that never pushes: rarely
+
+    async def _watch(self, nc: NATS) -> None:
+        kv = await nc.jetstream(domain=HUB_DOMAIN).key_value(CATALOGUE_BUCKET)
+        watcher = await kv.watch(CATALOGUE_KEY)
+        self.watching.set()
+        try:
+            async for entry in watcher:
+                if entry is None or not entry.value:  # end of the initial values, deletes
+                    continue
+                await self._offer(entry.value)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def _offer(self, value: bytes) -> None:
+        try:
+            version, catalogue, text = decode_pushed(value)
+        except ConfigError as exc:
+            self.rejected.append(str(exc))
+            log.error("catalogue not applied, keeping version %d: %s", self.version, exc)
+            return
+        if version <= self.version:
+            return
+        try:
+            await self.apply(catalogue, version, text)
+        except ConfigError as exc:  # e.g. a worker whose model the new catalogue lacks
+            self.rejected.append(str(exc))
+            log.error("catalogue v%d not applied: %s", version, exc)
+            return
+        self.version = version
+        log.info("catalogue version %d applied", version)
