@@ -52,6 +52,7 @@ __all__ = [
     "GEN_ALL_SITES",
     "SYNC_STREAM",
     "SYNC_ALL",
+    "CATALOGUE_BUCKET",
     "CONFIG_BUCKET",
     "MODELS_BUCKET",
     "HUB_DOMAIN",
@@ -83,6 +84,7 @@ MODEL_ALL = f"{PREFIX}.model.*.*"
 POOL_STATS = f"{PREFIX}.poolstats"
 SYNC_STREAM = "AIVOS_SYNC"
 SYNC_ALL = f"{PREFIX}.sync.>"
+CATALOGUE_BUCKET = "aivos_catalogue"  # the pushed model catalogue (cloud.models)
 CONFIG_BUCKET = "aivos_config"
 MODELS_BUCKET = "aivos_models"
 HUB_DOMAIN = "hub"

@@ -36,7 +36,7 @@ from nats.js.kv import KeyValue
 
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.shared.errors import ConfigError
-from aivos.shared.subjects import HUB_DOMAIN
+from aivos.shared.subjects import CATALOGUE_BUCKET, HUB_DOMAIN
 
 __all__ = [
     "CATALOGUE_BUCKET",
@@ -48,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CATALOGUE_BUCKET = "aivos_catalogue"  # TODO(shared/subjects.py): the home of every name
 CATALOGUE_KEY = "catalogue"
 _MAX_RETRY_S = 10.0  # the longest wait between two tries
 

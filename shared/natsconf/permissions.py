@@ -17,14 +17,16 @@ Roles (each a hub user, identified by its client certificate, see `pki`):
   leaf may send into the hub and *subscribe* is what the hub forwards to the leaf.
 * **worker** (generation workers, worker pool supervisors): queue-subscribe ``aivos.gen.*``
   (default path) and ``aivos.model.*.*`` (one catalogue model's requests); publish and
-  subscribe pool stats ``aivos.poolstats``; reply into any inbox.
+  subscribe pool stats ``aivos.poolstats``; reply into any inbox; read the pushed model
+  catalogue (its one KV key, never write it).
 * **router** (the model router, `cloud.models.router`): queue-subscribe ``aivos.gen.*.*``
   (requests naming a model class) and ``aivos.gen.*`` (the default path, when a catalogue
   with quotas puts it behind the router); publish ``aivos.model.>`` (the only role that
-  may) and reply into any inbox.
+  may) and reply into any inbox; read the pushed model catalogue like a worker.
 * **ingest**: the sync stream and its durable consumer, nothing else.
-* **fleet** (console, fleet service, rollouts, `models publish`): heartbeats and
-  reports of every site, the config bucket and the model object store (read/write).
+* **fleet** (console, fleet service, rollouts, `models publish`, `cloud models push`):
+  heartbeats and reports of every site, the config and catalogue buckets and the model
+  object store (read/write).
 * **admin**: no restriction (the operator's own tools; never given to a site).
 
 JetStream API subjects are granted in both forms, ``$JS.API.*`` and the domain form
@@ -38,6 +40,7 @@ import msgspec
 
 from aivos.shared.fleet import DEFAULTS_KEY, bundle_report_subject, config_report_subject
 from aivos.shared.subjects import (
+    CATALOGUE_BUCKET,
     CONFIG_BUCKET,
     GEN_ALL_CLASSES,
     GEN_ALL_SITES,
@@ -71,6 +74,7 @@ ROLES = ("worker", "router", "ingest", "fleet", "admin")
 SYSTEM_USER = "aivos-svc-system"  # the hub's system account: only kicks revoked links
 
 _KV_STREAM = f"KV_{CONFIG_BUCKET}"
+_CATALOGUE_STREAM = f"KV_{CATALOGUE_BUCKET}"
 _OBJ_STREAM = f"OBJ_{MODELS_BUCKET}"
 _JS_PREFIXES = ("$JS.API", f"$JS.{HUB_DOMAIN}.API")
 
@@ -151,18 +155,37 @@ def site_permissions(site: str) -> Permissions:
     )
 
 
+def _catalogue_read() -> tuple[str, ...]:
+    """What routers and worker pools need to watch the pushed model catalogue, read only:
+    the bucket's stream info, direct gets and an ordered consumer (nats-py's `kv.watch`
+    creates it unnamed, so the plain create form: the bucket holds the catalogue and
+    nothing else), and the consumer's flow control. Publishing into ``$KV.`` stays the
+    fleet role's."""
+    return (
+        *_js(
+            f"STREAM.INFO.{_CATALOGUE_STREAM}",
+            f"DIRECT.GET.{_CATALOGUE_STREAM}",
+            f"DIRECT.GET.{_CATALOGUE_STREAM}.>",
+            f"CONSUMER.CREATE.{_CATALOGUE_STREAM}",
+            f"CONSUMER.CREATE.{_CATALOGUE_STREAM}.>",
+            f"CONSUMER.INFO.{_CATALOGUE_STREAM}.*",
+        ),
+        f"$JS.FC.{_CATALOGUE_STREAM}.>",
+    )
+
+
 def service_permissions(role: str) -> Permissions:
     inbox = f"{service_inbox_prefix(role)}.>"
     if role == "admin":
         return Permissions(publish=None, subscribe=None)
     if role == "worker":
         return Permissions(
-            publish=("_INBOX.>", POOL_STATS),
+            publish=("_INBOX.>", POOL_STATS, *_catalogue_read()),
             subscribe=(GEN_ALL_SITES, MODEL_ALL, POOL_STATS, inbox),
         )
     if role == "router":
         return Permissions(
-            publish=("_INBOX.>", f"{PREFIX}.model.>"),
+            publish=("_INBOX.>", f"{PREFIX}.model.>", *_catalogue_read()),
             subscribe=(GEN_ALL_CLASSES, GEN_ALL_SITES, inbox),
         )
     if role == "ingest":
@@ -181,7 +204,7 @@ def service_permissions(role: str) -> Permissions:
             publish=(*_js(*durable_api), f"$JS.ACK.{SYNC_STREAM}.>"), subscribe=(inbox,)
         )
     if role == "fleet":
-        stores = (_KV_STREAM, _OBJ_STREAM)
+        stores = (_KV_STREAM, _OBJ_STREAM, _CATALOGUE_STREAM)
         api = [
             "INFO",
             "STREAM.NAMES",
@@ -198,6 +221,7 @@ def service_permissions(role: str) -> Permissions:
             publish=(
                 *_js(*api),
                 f"$KV.{CONFIG_BUCKET}.>",
+                f"$KV.{CATALOGUE_BUCKET}.>",  # `aivos cloud models push`
                 f"$O.{MODELS_BUCKET}.>",
                 *(f"$JS.FC.{s}.>" for s in stores),
             ),

@@ -27,6 +27,7 @@ from aivos.cloud.fleet.enroll import (
     secure_hub_config,
     service_identity,
 )
+from aivos.cloud.models.catalogue_store import CatalogueStore, CatalogueWatch
 from aivos.edge.fleet.config_watch import KeyEntry, watch_key
 from aivos.shared.fleet import bundle_report_subject, config_report_subject
 from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
@@ -494,3 +495,47 @@ def _leaf_names(rig: Rig) -> set[str]:
     url = f"http://127.0.0.1:{rig.hub.conf.monitor_port}/leafz"
     with urllib.request.urlopen(url, timeout=1) as resp:
         return {leaf["name"] for leaf in json.loads(resp.read()).get("leafs") or []}
+
+
+CATALOGUE = """
+[models.primary]
+backend = "llamacpp"
+version = "p-2"
+
+[classes.small]
+chain = ["primary"]
+"""
+
+
+async def test_pushed_catalogue_reaches_routers_and_workers_read_only(rig: Rig) -> None:
+    """The fleet role pushes the model catalogue; router and worker identities watch it
+    (stream info, a consumer filtered on its key, flow control) but cannot write it."""
+    conns: dict[str, NATS] = {}
+    for role in ("fleet", "router", "worker"):
+        conns[role] = await nats.connect(
+            rig.hub.url,
+            tls=tls_context(service_identity(rig.data_dir, role)),
+            inbox_prefix=service_inbox_prefix(role),
+        )
+    watches: list[CatalogueWatch] = []
+    try:
+        store = await CatalogueStore.open(conns["fleet"].jetstream())
+        assert await store.push(CATALOGUE) >= 1
+        for role in ("router", "worker"):
+            applied: list[int] = []
+
+            async def apply(_c: object, version: int, _t: str, seen: list[int] = applied) -> None:
+                seen.append(version)
+
+            watch = CatalogueWatch(apply, retry_s=0.2)
+            watch.start(conns[role])
+            watches.append(watch)
+            await eventually(lambda seen=applied: bool(seen), timeout=10, what=f"{role} watch")
+            assert watch.failures == 0
+            mine = await CatalogueStore.open(conns[role].jetstream(), create=False)
+            assert await _fails(mine.push(CATALOGUE)), f"{role} wrote the catalogue"
+    finally:
+        for watch in watches:
+            await watch.stop()
+        for nc in conns.values():
+            await nc.close()
