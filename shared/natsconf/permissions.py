@@ -216,6 +216,9 @@ def service_permissions(role: str) -> Permissions:
             *(f"CONSUMER.CREATE.{s}" for s in stores),
             *(f"CONSUMER.CREATE.{s}.>" for s in stores),
             *(f"CONSUMER.DELETE.{s}.*" for s in stores),
+            # nats-py's `kv.keys()` (the rollout controller's tick) asks for the info of the
+            # consumer it just created: without it every tick times out on a secured hub
+            *(f"CONSUMER.INFO.{s}.*" for s in stores),
         ]
         return Permissions(
             publish=(
