@@ -6,11 +6,11 @@ agent; builds the default model bundle first if it is missing. Prints `NAME: URL
 a client token and an operator token, and stops everything on Ctrl-C.
 
 The first run answers in minutes (docs/install.md, "First run"): with no bundle it serves a
-quick one (frozen encoder + trained head) and builds the full bundle in the background, which
-then replaces it: published and rolled out to the local site through the fleet (the edge
-verifies it and re-embeds its index), or with `--edge-only` by restarting the edge on it.
-While `scripts/up` still compiles llama-cpp-python in the background, the worker waits for it
-and escalations wait on the edge as durable jobs.
+quick one (frozen encoder + trained head, built without torch) and builds the full bundle in
+the background, which then replaces it: published and rolled out to the local site through
+the fleet (the edge verifies it and re-embeds its index), or with `--edge-only` by restarting
+the edge on it. While `scripts/up` still installs in the background, the worker waits for
+llama-cpp-python (escalations wait on the edge as durable jobs) and the full build for torch.
 
 Secure by default (docs/security.md): the hub requires TLS and a client certificate of
 the appliance's private CA (kept in the cloud data dir, ``D/pki``); the local site is
@@ -58,9 +58,11 @@ _EXAMPLE_KB = Path(__file__).resolve().parents[1] / "docs" / "examples" / "kb"
 # others), the cloud services, the site's leaf node, and last the hub they all talk through
 _STOP_STAGES = (("edge",), ("corebank", "console", "ingest", "worker"), ("leaf",), ("hub",))
 
-# set by scripts/up while it installs llama-cpp-python in the background; `LOG.exit` holds
-# pip's exit status once it is done
+# set by scripts/up while it installs llama-cpp-python / the full build's packages (torch ...)
+# in the background; `LOG.exit` holds pip's exit status once it is done
 GENERATOR_LOG_ENV = "AIVOS_UP_GENERATOR_LOG"
+BUILD_DEPS_LOG_ENV = "AIVOS_UP_BUILD_DEPS_LOG"
+_FULL_BUILD_MODULES = ("torch", "transformers", "optimum")  # what the full build imports
 _QUICK_BUILD = "aivos.cloud.modelbuild.quick"  # the first run's bundles and their build cache
 _NOTE_EVERY_S = 20.0  # how often a background step says where it is
 
@@ -92,6 +94,8 @@ class Appliance:
     build: _Child | None = None  # the full bundle building in the background (not a service)
     swapping_to: str | None = None  # the full bundle's version until the edge serves it
     generator_log: Path | None = None  # llama-cpp-python still installing (scripts/up)
+    build_deps_log: Path | None = None  # the full build's packages still installing (scripts/up)
+    quick_version: str | None = None  # the quick bundle served while the full one is missing
     _noted: float = 0.0
 
     # ----- helpers ---------------------------------------------------------------------------
@@ -148,12 +152,13 @@ class Appliance:
 
     def ensure_bundle(self) -> Path:
         """The bundle to serve now. With none, a quick one is built first (about a minute on
-        2 cores; the full build then runs in the background: `start_full_build`)."""
+        2 cores, without torch; the full build then runs in the background:
+        `start_full_build`)."""
         bundle = default_bundle_dir()
         if not (bundle / "manifest.json").exists():
             console.print(
                 f"[bold]No model bundle at {bundle}: building a quick one first (frozen "
-                "encoder + trained head, a minute or two); the full bundle follows in the "
+                "encoder + trained head, about a minute); the full bundle follows in the "
                 "background.[/bold]"
             )
             argv = [sys.executable, "-m", _QUICK_BUILD, "--out", str(bundle), *self._data_args()]
@@ -166,17 +171,36 @@ class Appliance:
 
     def start_full_build(self, bundle: Path) -> None:
         """Serving a quick bundle: build the full one (or take it from the build cache) in
-        the background; `poll_background` swaps it in when it is done."""
+        the background; `poll_background` swaps it in when it is done. While scripts/up
+        still installs torch (`BUILD_DEPS_LOG_ENV`), `poll_background` starts it later."""
         from aivos.cloud.modelbuild.quick import is_quick
 
         manifest = load_bundle_manifest(bundle)
         if not is_quick(manifest):
             return
+        self.quick_version = manifest.bundle_version
+        if all(_has_module(m) for m in _FULL_BUILD_MODULES):
+            self._spawn_full_build()
+            return
+        pending = os.environ.get(BUILD_DEPS_LOG_ENV)
+        if pending:
+            self.build_deps_log = Path(pending)
+            self.lines["model"] = (
+                f"{manifest.bundle_version} (quick: frozen encoder; the fine-tuned bundle is "
+                f"built once its packages (torch …) are installed, log {pending})"
+            )
+        else:
+            self.lines["model"] = (
+                f"{manifest.bundle_version} (quick: frozen encoder; the fine-tuned bundle needs "
+                "the model build's packages: pip install 'aivos[cloud]', then restart)"
+            )
+
+    def _spawn_full_build(self) -> None:
         out = self.data_dir / "bundles" / "full"
         argv = [sys.executable, "-m", _QUICK_BUILD, "--full", "--out", str(out)]
         self.build = self._spawn_argv("model-build", argv + self._data_args(), service=False)
         self.lines["model"] = (
-            f"{manifest.bundle_version} (quick: frozen encoder; the fine-tuned bundle is on "
+            f"{self.quick_version} (quick: frozen encoder; the fine-tuned bundle is on "
             f"its way, log {self.build.log})"
         )
 
@@ -194,6 +218,8 @@ class Appliance:
                 )
         if self.generator_log is not None:
             self._poll_generator(self.generator_log)
+        if self.build_deps_log is not None:
+            self._poll_build_deps(self.build_deps_log)
         if self.swapping_to is not None and self._edge_model() == self.swapping_to:
             console.print(
                 f"[green]model:[/green] the edge serves the full bundle {self.swapping_to}"
@@ -206,6 +232,11 @@ class Appliance:
     def _note_progress(self) -> None:
         if self.build is not None:
             console.print(f"model: full bundle building — {_last_line(self.build.log)}")
+        if self.build_deps_log is not None:
+            console.print(
+                f"model: the full build waits for its packages (torch …) — "
+                f"{_last_line(self.build_deps_log)} (log {self.build_deps_log})"
+            )
         if self.generator_log is not None:
             console.print(
                 f"generator: compiling llama.cpp — {_last_line(self.generator_log, '%]')} "
@@ -369,6 +400,21 @@ class Appliance:
             "[green]generator:[/green] llama.cpp installed, worker started — waiting "
             "escalations are answered as it comes up"
         )
+
+    def _poll_build_deps(self, log: Path) -> None:
+        status = _exit_status(log.with_name(log.name + ".exit"))
+        if status is None:
+            return
+        self.build_deps_log = None
+        importlib.invalidate_caches()
+        if status != 0 or not all(_has_module(m) for m in _FULL_BUILD_MODULES):
+            console.print(
+                f"[yellow]model: installing the full build's packages failed (exit {status}); "
+                f"still serving the quick bundle. Log: {log}[/yellow]"
+            )
+            return
+        console.print("model: the full build's packages are installed; building the full bundle")
+        self._spawn_full_build()
 
     def start_cloud(self) -> None:
         assert self.hub is not None

@@ -1,7 +1,8 @@
 """The first run's two bundles, and a build cache keyed by what goes into a build.
 
 `aivos up` with no bundle serves a **quick** bundle first (the base encoder frozen, only the
-intent head trained on its embeddings: the `--epochs 0` recipe, without noisy copies) and
+intent head trained on its embeddings: the `--epochs 0` recipe, without noisy copies, built
+without torch by `frozen_build`, so it needs only the light install + onnx) and
 builds the **full** bundle in the background (exactly `aivos models build`, or `aivos intents
 train --data D --val D#val` for other data), which then replaces it. A quick bundle is
 labelled in its manifest: its version starts with ``intent-quick-`` and its training summary
@@ -26,18 +27,15 @@ import tempfile
 from pathlib import Path
 
 import click
-import msgspec
 from rich.console import Console
 
 from aivos.cloud.modelbuild.source import BASE_MODEL_ID
 from aivos.shared.bundle import MANIFEST_NAME, Manifest, load_bundle_manifest, staged_bundle
-from aivos.shared.bundle import write_manifest as _write_manifest
 from aivos.shared.paths import aivos_home, clinc150_path
 
 __all__ = ["QUICK_PREFIX", "build_key", "cached_build", "is_quick"]
 
 QUICK_PREFIX = "intent-quick-"
-_QUICK_HEAD_EPOCHS = 20  # what `aivos intents train --epochs 0` trains the head for
 _PIPELINE_DIR = Path(__file__).resolve().parent
 
 
@@ -68,22 +66,12 @@ def build_key(recipe: str, data: Path) -> str:
 
 
 def _build_quick(data: Path, out: Path, console: Console) -> None:
-    from aivos.cloud.modelbuild.build import build_bundle
+    """The frozen-encoder recipe without torch (`frozen_build`): what `build_bundle(...,
+    epochs=0)` makes, from onnx + onnxruntime + numpy, so it runs before torch is installed."""
+    from aivos.cloud.modelbuild.frozen_build import build_frozen_bundle
 
-    manifest = build_bundle(
-        data,
-        out,
-        f"{data}#val",
-        epochs=0,
-        head_only_epochs=_QUICK_HEAD_EPOCHS,
-        augment_ratio=0.0,  # fewer rows to embed: this bundle is served for minutes only
-        console=console,
-    )
-    # the label: a version anyone can tell apart (the manifest lists no hash of itself)
-    quick = msgspec.structs.replace(
-        manifest, bundle_version=QUICK_PREFIX + manifest.bundle_version.removeprefix("intent-")
-    )
-    _write_manifest(out, quick)
+    # the label is the version: anyone can tell a quick bundle apart
+    build_frozen_bundle(data, out, version_prefix=QUICK_PREFIX, console=console)
 
 
 def _build_full(data: Path, out: Path) -> None:

@@ -1,6 +1,7 @@
-"""The first run: a quick bundle (frozen encoder + trained head) served at once, the full
-bundle built in the background and swapped in, builds cached by their inputs, and a stop
-during the background build that leaves nothing behind."""
+"""The first run: a quick bundle (frozen encoder + trained head, built without torch) served at
+once, the full bundle built in the background and swapped in (restarting the edge with
+--edge-only, rolled out through the fleet with the hub), builds cached by their inputs, and a
+stop during the background build that leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ from tests.integration.test_up import _read_lines
 pytestmark = pytest.mark.slow
 
 QUICK = [sys.executable, "-m", "aivos.cloud.modelbuild.quick"]
+# the quick build in an interpreter where the torch stack cannot be imported (a None entry in
+# sys.modules makes `import torch` raise ImportError): what scripts/up has before phase 2
+QUICK_WITHOUT_TORCH = [
+    sys.executable,
+    "-c",
+    "import sys\n"
+    "for name in ('torch', 'transformers', 'optimum', 'sentence_transformers', 'safetensors'):\n"
+    "    sys.modules[name] = None\n"
+    "from aivos.cloud.modelbuild.quick import main\n"
+    "main()",
+]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -31,11 +43,11 @@ def _env(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def quick_home(tmp_path_factory: pytest.TempPathFactory, small_clinc: Path) -> Path:
-    """A home whose build cache holds the quick bundle of `small_clinc`."""
+    """A home whose build cache holds the quick bundle of `small_clinc`, built without torch."""
     home = tmp_path_factory.mktemp("quick-home")
     out = home / "first"
     run = subprocess.run(
-        [*QUICK, "--out", str(out), "--data", str(small_clinc)],
+        [*QUICK_WITHOUT_TORCH, "--out", str(out), "--data", str(small_clinc)],
         env=_env(home),
         capture_output=True,
         text=True,
@@ -53,6 +65,8 @@ def test_quick_bundle_is_labelled_and_reused_from_the_cache(
     assert first.bundle_version.startswith("intent-quick-")
     assert (first.training.epochs, first.training.fine_tuned_encoder) == (0, False)
     assert first.labels and first.golden  # a real bundle: calibrated, with its canary
+    assert first.quantization == "int8-dynamic-per-channel"
+    assert first.metrics["val_in_scope_accuracy"] >= 0.9  # 8 intents: the frozen encoder does
     again = subprocess.run(
         [*QUICK, "--out", str(tmp_path / "again"), "--data", str(small_clinc)],
         env=_env(quick_home),
@@ -75,9 +89,12 @@ def test_other_data_is_another_cache_key(small_clinc: Path, tmp_path: Path) -> N
     assert build_key("quick", small_clinc) != build_key("full", small_clinc)
 
 
-def _up(home: Path, data_dir: Path, small_clinc: Path) -> subprocess.Popen[str]:
+def _up(
+    home: Path, data_dir: Path, small_clinc: Path, edge_only: bool = True
+) -> subprocess.Popen[str]:
     cmd = [
-        *(sys.executable, "-m", "aivos", "up", "--edge-only", "--port", "0"),
+        *(sys.executable, "-m", "aivos", "up", "--port", "0"),
+        *(("--edge-only",) if edge_only else ()),
         *("--data-dir", str(data_dir), "--train-data", str(small_clinc)),
     ]
     return subprocess.Popen(
@@ -144,7 +161,6 @@ def test_empty_home_answers_from_the_quick_bundle_then_serves_the_full_one(
     assert proc.returncode == 0
 
 
-@pytest.mark.timeout(1800)
 def _cmdline(p: psutil.Process) -> list[str]:
     """A child may end between listing and asking (a one-off step): then it has none."""
     try:
@@ -160,6 +176,7 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.timeout(1800)
 def test_sigterm_during_the_background_build_stops_it_cleanly(
     tmp_path: Path, quick_home: Path, small_clinc: Path
 ) -> None:
@@ -192,3 +209,60 @@ def test_sigterm_during_the_background_build_stops_it_cleanly(
     assert load_bundle_manifest(home / "bundles" / "default").bundle_version.startswith(
         "intent-quick-"
     )
+
+
+@pytest.mark.timeout(1200)
+def test_with_the_hub_the_full_bundle_is_rolled_out_to_the_site(
+    tmp_path: Path, quick_home: Path, small_clinc: Path, small_bundle: Path
+) -> None:
+    """The full `aivos up`: the quick bundle served first, the full one published and rolled
+    out through the fleet (the edge checks its signature and canary, swaps it in without a
+    restart and re-embeds its index). Both builds come from the cache to bound the test:
+    the full entry is the session's fine-tuned `small_bundle` of the same data, filed under
+    the key `aivos up --train-data small_clinc` asks for; the build itself is what the
+    --edge-only test above exercises."""
+    from aivos.cloud.modelbuild.quick import build_key
+
+    home = tmp_path / "home"
+    shutil.copytree(quick_home / "cache", home / "cache")
+    full_entry = home / "cache" / "builds" / f"full-{build_key('full', small_clinc.resolve())}"
+    shutil.copytree(small_bundle, full_entry)
+    full = load_bundle_manifest(small_bundle).bundle_version
+    env = {**_env(home), "AIVOS_UPLINK__ESCALATION_BUDGET_MS": "45000"}
+    proc = _up(home, tmp_path / "up", small_clinc, edge_only=False)
+    try:
+        lines = _read_lines(proc, {"edge", "token", "console", "operator-token", "model"}, 600)
+        assert "quick" in lines["model"]
+        assert (_served(lines["edge"]) or "").startswith("intent-quick-")
+        served = eventually_sync(
+            lambda: _served(lines["edge"]) == full,
+            timeout=600,
+            interval=1,
+            what=f"the edge serving the rolled-out full bundle {full}",
+        )
+        assert served
+        assert load_bundle_manifest(home / "bundles" / "default").bundle_version == full
+        ask = subprocess.run(
+            [sys.executable, "-m", "aivos", "ask", "--json", "I lost my credit card"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ask.returncode == 0, ask.stderr
+        body = json.loads(ask.stdout)
+        assert body["model_version"] == full
+        # the edge re-embedded its index for the fine-tuned encoder: the document still answers
+        assert any(p["source"].endswith("cards.md") for p in body["passages"]), body
+        # the console knows the rollout that carried it
+        rollouts = httpx.get(
+            f"{lines['console']}/api/rollouts",
+            headers={"Authorization": f"Bearer {lines['operator-token']}"},
+            timeout=10,
+        )
+        assert rollouts.status_code == 200, rollouts.text[:500]
+        assert full in [r["bundle_version"] for r in rollouts.json()]
+    finally:
+        proc.send_signal(signal.SIGTERM)  # as Ctrl-C; SIGINT is ignored in a background job
+        proc.wait(timeout=180)
+    assert proc.returncode == 0
