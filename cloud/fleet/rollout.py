@@ -14,6 +14,11 @@ the registry, so it survives restarts:
 4. when every site of the wave has been healthy for ``soak_s``, the next wave starts; after
    the last wave the rollout is ``completed``.
 
+A tick reads what may move, not the fleet: the registry answers in SQL with the current
+wave's pending and failed sites and those deploying or healthy whose latest heartbeat (or a
+failed bundle event) says they changed (`Registry.rollout_moves`), then one summary row for
+the soak; a wave of 10,000 sites costs a few rows a tick (benchmarks/rollout_tick.py).
+
 With several fleet replicas (consoles on one database), only the one holding the rollout
 lease (`Leadership`, in production `aivos.cloud.fleet.lease.Lease`) ticks; the others wait
 and take over when the holder dies. Operator actions write the registry and work on any
@@ -39,7 +44,7 @@ from typing import Protocol
 import msgspec
 
 from aivos.cloud.fleet.quality_gate import QualityGate, QualityGateFailed
-from aivos.cloud.fleet.registry import Registry, RolloutRow
+from aivos.cloud.fleet.registry import MovingSite, Registry, RolloutRow, SiteChange
 from aivos.shared.errors import ConfigError, NotFound
 from aivos.shared.fleet import validate_bundle_version
 
@@ -62,6 +67,7 @@ log = logging.getLogger(__name__)
 FAILED_STATUSES = frozenset({"verify_failed", "canary_failed", "rolled_back", "error"})
 DEFAULT_GUARDS = {"max_error_rate": 0.05, "max_p99_ms": 2000.0}
 _ACTIVE = ("running", "paused")
+_DEPLOY_BATCH = 200  # sites whose desired config is put, recorded per transaction
 
 
 class Leadership(Protocol):
@@ -241,20 +247,23 @@ class RolloutController:
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
-        for rollout in self.registry.rollouts(states=("running",)):
+        for rollout in self.registry.running_rollouts():
             await self._advance(rollout)
 
-    def _failure(self, rollout: RolloutRow, site_id: str) -> str | None:
+    def _failure(self, rollout: RolloutRow, site: MovingSite) -> str | None:
         """Why this site failed the new bundle, or None."""
-        hb = self.registry.heartbeat(site_id)
+        hb = site.heartbeat
         v = rollout.bundle_version
-        for ev in self.registry.bundle_events(site_id, limit=10):
-            if (
-                ev.bundle_version == v
-                and ev.status in FAILED_STATUSES
-                and ev.ts >= rollout.created_at
-            ):
-                return f"{ev.status}: {ev.message}".rstrip(": ")
+        # the registry flags a site with a failed event of V since the start; the verdict
+        # is still the newest ten events' (what the console shows), as it always was
+        if site.reported_failure:
+            for ev in self.registry.bundle_events(site.site_id, limit=10):
+                if (
+                    ev.bundle_version == v
+                    and ev.status in FAILED_STATUSES
+                    and ev.ts >= rollout.created_at
+                ):
+                    return f"{ev.status}: {ev.message}".rstrip(": ")
         if hb is None:
             return None
         if hb.bundle_target == v and hb.bundle_status in FAILED_STATUSES:
@@ -267,50 +276,60 @@ class RolloutController:
                 return f"p99 {hb.p99_ms:.0f} ms above guard {g['max_p99_ms']:.0f} ms"
         return None
 
-    def _healthy(self, rollout: RolloutRow, site_id: str) -> bool:
-        hb = self.registry.heartbeat(site_id)
-        if hb is None or self.registry.site(site_id).state != "online":
+    @staticmethod
+    def _healthy(rollout: RolloutRow, site: MovingSite, now: float) -> bool:
+        """Online (the stored deadline, as `Registry.site` tells it) on the new bundle."""
+        hb = site.heartbeat
+        if hb is None or site.stale_at is None or site.stale_at < now:
             return False
         return hb.bundle_version == rollout.bundle_version and hb.bundle_status == "ok"
 
+    def _record_deploys(self, rollout: RolloutRow, deploying: dict[str, int]) -> None:
+        self.registry.deploy_rollout_sites(rollout.id, rollout.bundle_version, deploying)
+        deploying.clear()
+
     async def _advance(self, rollout: RolloutRow) -> None:
+        """One step of a running rollout's current wave. Only the sites the registry says
+        may move are read (`Registry.rollout_moves`): a site left out is deploying and not
+        yet live, or healthy and still live, neither failing; the wave's soak is then one
+        summary row (`Registry.rollout_wave_state`), not a pass over its sites. The tick's
+        status changes are written together, in one transaction (a thousand sites of a wave
+        turn live within one heartbeat interval: one commit each was the tick's cost)."""
         now = time.time()
-        wave = [s for s in rollout.sites if s.wave == rollout.current_wave]
         failed: list[str] = []
-        all_soaked = True
-        for s in wave:
-            if s.status == "pending":
-                version = await self.sink.put(
-                    s.site_id, {"bundle_version": rollout.bundle_version}, merge=True
-                )
-                self.registry.set_desired(
-                    [s.site_id], config=version, bundle=rollout.bundle_version
-                )
-                self.registry.update_rollout_site(rollout.id, s.site_id, status="deploying")
-                all_soaked = False
-                continue
-            if s.status not in ("deploying", "healthy"):
-                if s.status == "failed":
-                    failed.append(f"{s.site_id}: {s.message}")
-                continue
-            why = self._failure(rollout, s.site_id)
-            if why is not None:
-                self.registry.update_rollout_site(
-                    rollout.id, s.site_id, status="failed", message=why
-                )
-                failed.append(f"{s.site_id}: {why}")
-            elif self._healthy(rollout, s.site_id):
-                since = s.healthy_since or now
-                if s.status != "healthy" or s.healthy_since is None:
-                    self.registry.update_rollout_site(
-                        rollout.id, s.site_id, status="healthy", healthy_since=since
+        changes: list[SiteChange] = []
+        deployed = False
+        deploying: dict[str, int] = {}  # site -> the config version naming the bundle
+        try:
+            for s in self.registry.rollout_moves(rollout, now, FAILED_STATUSES):
+                if s.status == "pending":
+                    deploying[s.site_id] = await self.sink.put(
+                        s.site_id, {"bundle_version": rollout.bundle_version}, merge=True
                     )
-                if now - since < rollout.soak_s:
-                    all_soaked = False
-            else:
-                if s.status == "healthy":  # went offline or changed bundle: start over
-                    self.registry.update_rollout_site(rollout.id, s.site_id, status="deploying")
-                all_soaked = False
+                    deployed = True
+                    if len(deploying) >= _DEPLOY_BATCH:
+                        self._record_deploys(rollout, deploying)
+                    continue
+                if s.status not in ("deploying", "healthy"):
+                    if s.status == "failed":
+                        failed.append(f"{s.site_id}: {s.message}")
+                    continue
+                why = self._failure(rollout, s)
+                if why is not None:
+                    changes.append(SiteChange(site_id=s.site_id, status="failed", message=why))
+                    failed.append(f"{s.site_id}: {why}")
+                elif self._healthy(rollout, s, now):
+                    if s.status != "healthy" or s.healthy_since is None:
+                        since = s.healthy_since or now
+                        changes.append(
+                            SiteChange(site_id=s.site_id, status="healthy", healthy_since=since)
+                        )
+                elif s.status == "healthy":  # went offline or changed bundle: start over
+                    changes.append(SiteChange(site_id=s.site_id, status="deploying"))
+        finally:
+            # a site whose desired config was put is recorded even if a later put failed
+            self._record_deploys(rollout, deploying)
+        self.registry.update_rollout_sites(rollout.id, changes)
         if failed:
             what = "canary" if rollout.current_wave == 1 else f"wave {rollout.current_wave}"
             message = f"halted: {what} site failed ({'; '.join(failed)})"
@@ -320,9 +339,20 @@ class RolloutController:
             )
             log.warning("rollout %s halted", rollout.id)
             return
-        if not all_soaked:
+        if deployed:
             return
-        last_wave = max(s.wave for s in rollout.sites)
+        # soaked: no site pending or deploying, every healthy one healthy for soak_s (the
+        # newest healthy_since decides); failed sites halted above, other statuses wait on
+        # nothing, as before
+        wave = self.registry.rollout_wave_state(rollout.id, rollout.current_wave)
+        if wave.unsettled or (
+            wave.newest_healthy_since is not None
+            and now - wave.newest_healthy_since < rollout.soak_s
+        ):
+            return
+        last_wave = self.registry.rollout_last_wave(rollout.id)
+        if last_wave is None:  # a rollout without sites: nothing to carry out
+            return
         if rollout.current_wave < last_wave:
             self.registry.update_rollout(
                 rollout.id,

@@ -31,6 +31,7 @@ MIGRATIONS = [
     "registry_0001_tables",
     "registry_0002_operator_roles_expiry",
     "registry_0003_site_overview",
+    "registry_0004_rollout_tick",
 ]
 
 

@@ -13,6 +13,7 @@ group of tables lives in its own module, which owns its SQL and its row types:
     reports    ``config_reports``, ``bundle_events``
     rollouts   ``rollouts``, ``rollout_sites``
     rollouts_query  per-wave counts, one page of a rollout's sites, busy sites, in SQL
+    rollouts_tick   the rollout controller's reads: only the sites a tick must move
     actions    ``actions`` (operator action audit)
     operators  ``operators``, ``operator_tokens``, ``sessions``
 
@@ -32,18 +33,20 @@ from aivos.cloud.fleet.registry import operators as _operators
 from aivos.cloud.fleet.registry import overview as _overview
 from aivos.cloud.fleet.registry import reports as _reports
 from aivos.cloud.fleet.registry import rollouts as _rollouts
+from aivos.cloud.fleet.registry import rollouts_tick as _rollouts_tick
 from aivos.cloud.fleet.registry import sites as _sites
 from aivos.cloud.fleet.registry.actions import ActionRow
 from aivos.cloud.fleet.registry.facade import Registry
 from aivos.cloud.fleet.registry.overview import SORTS, SiteCounts, SiteFilter, SiteOverview
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
-from aivos.cloud.fleet.registry.rollouts import RolloutRow, RolloutSiteRow
+from aivos.cloud.fleet.registry.rollouts import RolloutRow, RolloutSiteRow, SiteChange
 from aivos.cloud.fleet.registry.rollouts_query import (
     ROLLOUT_PAGE_SIZE,
     RolloutSummary,
     RolloutView,
     WaveCount,
 )
+from aivos.cloud.fleet.registry.rollouts_tick import MovingSite, WaveState
 from aivos.cloud.fleet.registry.sites import (
     HISTORY_ROWS,
     STALE_FACTOR,
@@ -68,9 +71,12 @@ __all__ = [
     "ROLLOUT_PAGE_SIZE",
     "RolloutRow",
     "RolloutSiteRow",
+    "SiteChange",
     "RolloutSummary",
     "RolloutView",
     "WaveCount",
+    "MovingSite",
+    "WaveState",
     "Registry",
     "PostgresRegistry",
     "SqliteRegistry",
@@ -93,6 +99,11 @@ MIGRATIONS = [
     Migration("registry_0002_operator_roles_expiry", _operator_columns, ""),
     # the state deadline and the sort/sum columns of the overview, backfilled, and its indexes
     Migration("registry_0003_site_overview", _overview.migrate_sqlite, _overview.MIGRATION_PG),
+    # the rollout tick reads only the sites that move: sites.error_rate (backfilled) for its
+    # guard, and indexes on rollout_sites (site_id; rollout_id, wave, status)
+    Migration(
+        "registry_0004_rollout_tick", _rollouts_tick.migrate_sqlite, _rollouts_tick.MIGRATION_PG
+    ),
 ]
 
 

@@ -4,7 +4,7 @@ call), each one transaction or one read on an `Engine`, delegated to the table m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -16,16 +16,18 @@ from aivos.cloud.fleet.registry import overview as _overview
 from aivos.cloud.fleet.registry import reports as _reports
 from aivos.cloud.fleet.registry import rollouts as _rollouts
 from aivos.cloud.fleet.registry import rollouts_query as _rollouts_query
+from aivos.cloud.fleet.registry import rollouts_tick as _rollouts_tick
 from aivos.cloud.fleet.registry import sites as _sites
 from aivos.cloud.fleet.registry.actions import ActionRow
 from aivos.cloud.fleet.registry.overview import SiteFilter, SiteOverview
 from aivos.cloud.fleet.registry.reports import BundleEvent, ConfigReportRow
-from aivos.cloud.fleet.registry.rollouts import RolloutRow
+from aivos.cloud.fleet.registry.rollouts import RolloutRow, SiteChange
 from aivos.cloud.fleet.registry.rollouts_query import (
     ROLLOUT_PAGE_SIZE,
     RolloutSummary,
     RolloutView,
 )
+from aivos.cloud.fleet.registry.rollouts_tick import MovingSite, WaveState
 from aivos.cloud.fleet.registry.sites import HISTORY_ROWS, HistoryPoint, SiteRow
 from aivos.shared.fleet import BundleReport, ConfigReport, Heartbeat
 from aivos.shared.sqlite import Closing
@@ -238,6 +240,45 @@ class Registry(Closing):
     def busy_sites(self, states: Sequence[str], site_ids: Sequence[str] | None = None) -> set[str]:
         """The sites among `site_ids` (None: any) in a rollout whose state is in `states`."""
         return self._read(lambda c: _rollouts_query.busy_sites(c, states, site_ids))
+
+    # -- the rollout controller's tick (only what moves; `rollouts_tick`) ------------------
+
+    def running_rollouts(self, limit: int = 50) -> list[RolloutRow]:
+        """The newest `limit` running rollouts, without their site rows."""
+        return self._read(lambda c: _rollouts_tick.running(c, limit))
+
+    def rollout_moves(
+        self, rollout: RolloutRow, now: float, failed_statuses: Collection[str]
+    ) -> list[MovingSite]:
+        """The sites of `rollout`'s current wave whose state may move at `now`, in site
+        order (pending, failed, and deploying/healthy ones whose heartbeat or bundle
+        events say they changed), each with its latest heartbeat; never the others."""
+        return self._read(lambda c: _rollouts_tick.moves(c, rollout, now, failed_statuses))
+
+    def rollout_wave_state(self, rollout_id: str, wave: int) -> WaveState:
+        """One wave's sites not yet healthy, and the newest ``healthy_since`` of the rest."""
+        return self._read(lambda c: _rollouts_tick.wave_state(c, rollout_id, wave))
+
+    def update_rollout_sites(self, rollout_id: str, changes: Sequence[SiteChange]) -> None:
+        """Several sites' `update_rollout_site`, in one transaction."""
+        if changes:
+            with self._tx() as conn:
+                _rollouts.update_sites(conn, rollout_id, changes)
+
+    def deploy_rollout_sites(self, rollout_id: str, bundle: str, configs: dict[str, int]) -> None:
+        """Sites whose desired config (version per site) now names `bundle`: their desired
+        bundle and config recorded, their rollout status ``deploying``, in one transaction."""
+        if not configs:
+            return
+        with self._tx() as conn:
+            for site_id, version in sorted(configs.items()):
+                _sites.set_desired(conn, [site_id], config=version, bundle=bundle)
+            _rollouts.update_sites(
+                conn, rollout_id, [SiteChange(site_id=s, status="deploying") for s in configs]
+            )
+
+    def rollout_last_wave(self, rollout_id: str) -> int | None:
+        return self._read(lambda c: _rollouts_tick.last_wave(c, rollout_id))
 
     # -- operators, tokens, sessions -------------------------------------------------------
 

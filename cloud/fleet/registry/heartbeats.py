@@ -26,7 +26,7 @@ __all__ = ["write_heartbeats"]
 _SITE_COLS = (
     "site_id, first_seen, last_seen, stale_at, interval_s, heartbeat, bundle_version, "
     "bundle_status, config_applied, config_error, request_rate, p99_ms, outbox_depth, "
-    "approvals_pending"
+    "approvals_pending, error_rate"
 )
 _HISTORY_COLS = (
     "site_id, ts, p50_ms, p99_ms, request_rate, error_rate, local, escalate, refuse, "
@@ -44,11 +44,12 @@ _UPSERT_SET = (
     "bundle_version = excluded.bundle_version, bundle_status = excluded.bundle_status, "
     "config_applied = excluded.config_applied, config_error = excluded.config_error, "
     "request_rate = excluded.request_rate, p99_ms = excluded.p99_ms, "
-    "outbox_depth = excluded.outbox_depth, approvals_pending = excluded.approvals_pending"
+    "outbox_depth = excluded.outbox_depth, approvals_pending = excluded.approvals_pending, "
+    "error_rate = excluded.error_rate"
 )
 _UPSERT_SQLITE = (
     f"INSERT INTO sites({_SITE_COLS}, registered_by, created_at) "
-    f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'auto', ?) {_UPSERT_SET}"
+    f"VALUES ({', '.join('?' * 15)}, 'auto', ?) {_UPSERT_SET}"
 )
 _HISTORY_SQLITE = f"INSERT INTO heartbeats({_HISTORY_COLS}) VALUES ({', '.join('?' * 15)})"
 _TRIM_SQLITE = (
@@ -61,7 +62,8 @@ _STAGE_PG = (
     "last_seen DOUBLE PRECISION, stale_at DOUBLE PRECISION, interval_s DOUBLE PRECISION, "
     "heartbeat TEXT, bundle_version TEXT, bundle_status TEXT, config_applied BIGINT, "
     "config_error TEXT, request_rate DOUBLE PRECISION, p99_ms DOUBLE PRECISION, "
-    "outbox_depth BIGINT, approvals_pending BIGINT) ON COMMIT DELETE ROWS"
+    "outbox_depth BIGINT, approvals_pending BIGINT, error_rate DOUBLE PRECISION) "
+    "ON COMMIT DELETE ROWS"
 )
 _COPY_SITES_PG = f"COPY sites_in({_SITE_COLS}) FROM STDIN"
 _COPY_HISTORY_PG = f"COPY heartbeats({_HISTORY_COLS}) FROM STDIN"
@@ -127,6 +129,7 @@ def _rows(
             hb.p99_ms,
             hb.outbox_depth,
             hb.approvals_pending,
+            hb.error_rate,
         )
         for site, (hb, received) in sorted(latest.items())
     ]

@@ -18,11 +18,13 @@ __all__ = [
     "SCHEMA",
     "RolloutRow",
     "RolloutSiteRow",
+    "SiteChange",
     "create",
     "get",
     "list_recent",
     "update",
     "update_site",
+    "update_sites",
 ]
 
 SCHEMA = """
@@ -86,6 +88,15 @@ class RolloutRow(msgspec.Struct, frozen=True, kw_only=True):
         return [
             {"wave": w, "total": sum(c.values()), "counts": c} for w, c in sorted(waves.items())
         ]
+
+
+class SiteChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A rollout site's new status (a tick writes its changes in one transaction)."""
+
+    site_id: str
+    status: str
+    message: str = ""
+    healthy_since: float | None = None
 
 
 _COLS = (
@@ -167,6 +178,20 @@ def update_site(
         "UPDATE rollout_sites SET status = ?, message = ?, healthy_since = ?, "
         "updated_at = ? WHERE rollout_id = ? AND site_id = ?",
         (status, message, healthy_since, time.time(), rollout_id, site_id),
+    )
+
+
+def update_sites(conn: Conn, rollout_id: str, changes: Sequence[SiteChange]) -> None:
+    """`update_site` for each of `changes`, in site order (two writers lock rows in one
+    order and cannot deadlock each other)."""
+    now = time.time()
+    conn.executemany(
+        "UPDATE rollout_sites SET status = ?, message = ?, healthy_since = ?, "
+        "updated_at = ? WHERE rollout_id = ? AND site_id = ?",
+        [
+            (c.status, c.message, c.healthy_since, now, rollout_id, c.site_id)
+            for c in sorted(changes, key=lambda c: c.site_id)
+        ],
     )
 
 
