@@ -21,7 +21,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
 from aivos.shared.config_signature import load_config_signing_key, sign_config, unwrap_config
@@ -34,6 +39,11 @@ __all__ = ["ConfigStore", "load_config_file"]
 log = logging.getLogger(__name__)
 
 _ALLOWED = set(SiteConfig.__struct_fields__) - {"version"}
+# The fleet's last config version, a counter beside the configs (not a site id, so no site
+# can read it): a put reads this one key instead of every site's (10,000 sites: a rollout
+# wave's 10,000 puts read 10,000 keys each). A bucket from before the counter starts it at
+# the highest stored version, once.
+VERSION_KEY = "_version"
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -103,14 +113,35 @@ class ConfigStore:
             return {}
 
     async def _max_version(self) -> int:
+        """The highest version stored in any config (the scan the counter replaces)."""
         try:
             keys = await self.kv.keys()
         except NoKeysError:
             return 0
         best = 0
         for key in keys:
-            best = max(best, int((await self._get(key)).get("version", 0) or 0))
+            if key != VERSION_KEY:
+                best = max(best, int((await self._get(key)).get("version", 0) or 0))
         return best
+
+    async def _next_version(self) -> int:
+        """Take the next fleet-wide version: compare-and-set on the counter, so two
+        concurrent puts (console replicas, the rollout controller) never share one."""
+        while True:
+            try:
+                entry = await self.kv.get(VERSION_KEY)
+                current, revision = int(entry.value or b"0"), entry.revision
+            except KeyNotFoundError:
+                current, revision = await self._max_version(), None
+            value = str(current + 1).encode()
+            try:
+                if revision is None:
+                    await self.kv.create(VERSION_KEY, value)
+                else:
+                    await self.kv.update(VERSION_KEY, value, last=revision)
+            except KeyWrongLastSequenceError:
+                continue  # another put took this one: read the counter again
+            return current + 1
 
     async def get_raw(self, site: str | None) -> dict[str, Any]:
         """The stored partial document of a site (or of the defaults when `site` is None)."""
@@ -125,7 +156,7 @@ class ConfigStore:
         key = DEFAULTS_KEY if site is None else config_key(site)
         doc = merge_config(await self._get(key), data) if merge else dict(data)
         doc.pop("version", None)
-        version = await self._max_version() + 1
+        version = await self._next_version()
         doc["version"] = version
         if self.signing_key is not None:
             value = sign_config(key, doc, self.signing_key)
