@@ -28,6 +28,9 @@ _DATE = re.compile(
     rf"|(?:0?[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?\.?[ ](?:of[ ])?(?i:(?:{_MONTHS})\.?),?[ ](?P<y4>(?:19|20)\d{{2}})"
     r")(?![\w/-]|\.\d)"
 )
+# what every `_DATE` match holds: a 19xx/20xx year, or `d/m/yy`; a window without it (an
+# amount `5,000`, a range `3-5 days`) is not searched
+_DATE_GATE = re.compile(r"(?:19|20)\d\d|\d[./-]\d{1,2}[./-]\d\d")
 _BIRTH = re.compile(
     r"(?i)\b(?:born|birth|birthday|dob|d\.o\.b|b\.|geboren|né|née|nacido|nata|nato)\b"
 )
@@ -44,7 +47,9 @@ class DateOfBirthRecognizer:
 
     def find_scanned(self, scan: Scan) -> list[Span]:
         # a year has 4 digits (or d/m/yy: 4); a month name and "25th of" may stand before it
-        return self._spans(scan.text, in_windows(_DATE, scan.text, scan.windows(4)))
+        text = scan.text
+        windows = [w for w in scan.windows(4) if _DATE_GATE.search(text, *w) is not None]
+        return self._spans(text, in_windows(_DATE, text, windows))
 
     def _spans(self, text: str, matches: Iterable[re.Match[str]]) -> list[Span]:
         spans = []

@@ -13,6 +13,7 @@ recognizers run one by one (`find`, checked by `tests/unit/test_residency_prefil
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 
 from aivos.shared.residency.ids import LEFT_EDGE, IdRecognizer
@@ -62,7 +63,7 @@ class _Joined:
             n = w + groups
         self.joined = re.compile("".join(parts))
         # where any pattern matches (to search windows): their common left edge tested once
-        edged = all(r.pattern.startswith(LEFT_EDGE) for r in self.recs)
+        edged = self.edged = all(r.pattern.startswith(LEFT_EDGE) for r in self.recs)
         anys: list[str] = []
         n = 0
         for rec in self.recs:
@@ -110,6 +111,9 @@ class IdPack:
             return
         kmin = min(r.min_digits for _, r in live)
         starts = scan.run_starts(kmin)
+        if j.edged:  # the second and later groups of `4111 1111 ...` fail it: skip them here
+            text = scan.text
+            starts = [p for p in starts if _left_edge(text, p)]
         if not starts:
             return
         allowed: dict[int, frozenset[int]] = {}
@@ -155,24 +159,78 @@ class IdPack:
         windows = scan.windows(kmin)
         allowed = {k: frozenset(scan.windows(k)) for k in {r.min_digits for _, r in live}}
         text, last = scan.text, [-1] * len(j.recs)
+        runs = scan.all_run_starts
         for ws, we in windows:
-            here = [(i, r) for i, r in live if (ws, we) in allowed[r.min_digits]]
+            in_window = runs[bisect_left(runs, ws) : bisect_left(runs, we)]
+            here = []
+            # a gated pattern's value starts at most `lead` characters before a digit run of
+            # the window that passes its gate (`IdRecognizer.gate`): only there can it match
+            starts: set[int] | None = set()
+            for i, r in live:
+                if (ws, we) not in allowed[r.min_digits]:
+                    continue
+                if r.gate is None:
+                    starts = None  # an ungated pattern: search the whole window
+                    here.append((i, r))
+                    continue
+                gated = [g for g in in_window if r.gate(text, g)]
+                if not gated:
+                    continue  # no digit run here passes its gate: it cannot match here
+                here.append((i, r))
+                if starts is not None:
+                    for g in gated:
+                        starts.update(range(max(ws, g - r.lead), g + 1))
+            if not here:
+                continue
+            if starts is not None:
+                # every position where a pattern of `here` matches is in `starts`: trying
+                # each (in order) keeps what the window search would
+                ordered = sorted(starts)
+                if j.edged:
+                    ordered = [p for p in ordered if _left_edge(text, p)]
+                for p in ordered:
+                    self._try(j, here, j.joined.match(text, p, we), p, last, found)
+                continue
             pos = ws
             while True:
                 hit = j.any.search(text, pos, we)
                 if hit is None:
                     break
                 p = hit.start()
-                m = j.joined.match(text, p, we)
-                if m is None:  # never: every part may match empty
-                    continue
-                for i, r in here:
-                    w = j.wrap[i]
-                    if m.start(w) < 0 or p < last[i]:
-                        continue
-                    last[i] = m.end(w)
-                    _keep(r, m, w, found)
+                self._try(j, here, j.joined.match(text, p, we), p, last, found)
                 pos = p + 1
+
+    @staticmethod
+    def _try(
+        j: _Joined,
+        here: list[tuple[int, IdRecognizer]],
+        m: re.Match[str] | None,
+        p: int,
+        last: list[int],
+        found: dict[int, list[Span]],
+    ) -> None:
+        """Keep, for each pattern of `here` that matched at `p` (the groups of `m`), its value
+        unless it overlaps that pattern's previous one."""
+        if m is None:  # never: every part may match empty
+            return
+        for i, r in here:
+            w = j.wrap[i]
+            if m.start(w) < 0 or p < last[i]:
+                continue
+            last[i] = m.end(w)
+            _keep(r, m, w, found)
+
+
+def _left_edge(text: str, p: int) -> bool:
+    r"""Whether `LEFT_EDGE` (`(?<![\w-])(?<!\d[ .-])`) holds at `p`, without the regex engine:
+    not glued to a word character (`\w` is `isalnum()` or `_`) or a dash, nor one group of a
+    longer digit sequence."""
+    if p == 0:
+        return True
+    c = text[p - 1]
+    if c.isalnum() or c in "_-":
+        return False
+    return not (p >= 2 and c in " ." and text[p - 2].isdecimal())
 
 
 def _keep(rec: IdRecognizer, m: re.Match[str], w: int, found: dict[int, list[Span]]) -> None:

@@ -67,6 +67,10 @@ class IdRecognizer:
     led by a cue word names its `cues` (lower case), and is then tried only where one of
     them starts a word (and only if some cluster has `min_digits`); a `digit_led` pattern
     (a digit first, never after a word character) is tried only where a digit run starts.
+    `gate`, when given, is a test every value passes at the start of one of its digit runs
+    (a letter right before it, say), at most `lead` characters after the value's start:
+    `IdPack`'s window pass skips a window where no digit run passes it, and searches from
+    `lead` characters before the first one that does.
     """
 
     def __init__(
@@ -81,12 +85,15 @@ class IdRecognizer:
         min_digits: int = 1,
         cues: tuple[str, ...] = (),
         digit_led: bool = False,
+        gate: Callable[[str, int], bool] | None = None,
+        lead: int = 0,
     ) -> None:
         self.entity = entity
         self.country = country
         # kept as given: `IdPack` joins the patterns of a pack into one pass
         self.pattern, self.flags, self.group, self.valid = pattern, flags, group, valid
         self.min_digits, self.digit_led, self.cues = min_digits, digit_led, cues
+        self.gate, self.lead = gate, lead
         self._re = re.compile(pattern, flags)
         self._cue_words = Words(*cues) if cues else None
 
@@ -110,12 +117,34 @@ class IdRecognizer:
 LEFT_EDGE = _B = r"(?<![\w-])(?<!\d[ .-])"  # not glued to a word or a longer code
 _E = r"(?![\w]|-\w|[ .-]\d)"
 _CUE_GAP = r"[^\w\n]{0,4}(?:(?:number|no|nr|num|#)\b[^\w\n]{0,4})?(?:is\s+)?"
+
+
+# Gates at a digit run's start `s` (see `IdRecognizer`): plain character tests, far cheaper
+# than a regex searched over a window character by character.
+def _after_letter(text: str, s: int) -> bool:
+    """A letter right before the run: the first digit of every codice fiscale that holds one
+    (six letters come first) and of every PAN; prose puts a space there ("within 3-5")."""
+    return s > 0 and text[s - 1].isalpha()
+
+
+def _after_letter_or_letter_space(text: str, s: int) -> bool:
+    """`AB 12 34 56 C`, `AB123456C`: the first run of a NI number."""
+    return _after_letter(text, s) or (s > 1 and text[s - 1] == " " and text[s - 2].isalpha())
+
+
+def _after_xyz(text: str, s: int) -> bool:
+    """`X1234567L`, `X-1234567-L`: the run of a NIE."""
+    return (s > 0 and text[s - 1] in "XYZxyz") or (
+        s > 1 and text[s - 1] in " -" and text[s - 2] in "XYZxyz"
+    )
+
+
 _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     # United Kingdom: National Insurance number (no stdnum module; HMRC prefix rules)
     IdRecognizer(
         "NATIONAL_ID", "GB",
         _B + r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]" + _E,
-        _nino, flags=re.I, min_digits=6,
+        _nino, flags=re.I, min_digits=6, gate=_after_letter_or_letter_space, lead=3,
     ),
     # United Kingdom: sort code + account number ("20-00-00 12345678", "sort code 200000")
     IdRecognizer(
@@ -130,16 +159,19 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
                  min_digits=9, cues=("routing", "aba", "rtn")),
     # Spain: DNI and NIE (check letter)
     IdRecognizer("NATIONAL_ID", "ES", _B + r"\d{8}[ -]?[A-Z]" + _E, _ok(dni), flags=re.I, min_digits=8, digit_led=True),
-    IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I, min_digits=7),
+    IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I, min_digits=7,
+                 gate=_after_xyz, lead=2),
     # Italy: codice fiscale (check character, omocodia letters)
     IdRecognizer(
         "NATIONAL_ID", "IT",
         _B + r"[A-Z]{6}[\dLMNPQRSTUV]{2}[A-EHLMPRST][\dLMNPQRSTUV]{2}[A-Z][\dLMNPQRSTUV]{3}[A-Z]" + _E,
         _ok(codicefiscale), flags=re.I, min_digits=1,  # omocodia: letters for digits
+        gate=_after_letter, lead=15,
     ),
     # India: Aadhaar (Verhoeff) and PAN
     IdRecognizer("NATIONAL_ID", "IN", _B + r"[2-9]\d{3}([ -]?)\d{4}\1\d{4}" + _E, _aadhaar, min_digits=12, digit_led=True),
-    IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I, min_digits=4),
+    IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I, min_digits=4,
+                 gate=_after_letter, lead=5),
     # Canada: SIN (Luhn), formatted 3-3-3, or bare after a cue
     IdRecognizer("NATIONAL_ID", "CA", _B + r"\d{3}([ -])\d{3}\1\d{3}" + _E, _sin, min_digits=9, digit_led=True),
     IdRecognizer("NATIONAL_ID", "CA", r"(?i)\b(?:SIN|social insurance)\b" + _CUE_GAP + r"(\d{9})\b", _sin, group=1,

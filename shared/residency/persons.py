@@ -220,20 +220,44 @@ def _is_role_cue(m: re.Match[str]) -> bool:
     return bool(words) and words[-1] in _ROLE_CUES
 
 
+# per space-separated piece of text seen, where its gazetteer names start (bounded)
+_PIECE_HITS: dict[str, tuple[int, ...]] = {}
+_PIECE_CACHE = 20_000
+
+
 def _gazetteer_hits(text: str) -> list[int]:
-    """Start of every capitalised word that is in the gazetteer (sorted)."""
-    tokens = set(_WORD.findall(text))
-    if "s" in text and ("'s" in text or "’s" in text):
-        tokens.update([t[:-2] for t in tokens if t.endswith(("'s", "’s"))])
-    names = tokens & all_names()
-    if not names:
+    """Start of every capitalised word that is in the gazetteer (sorted).
+
+    A word never holds a space, so the text's words are its pieces' words in turn: each
+    piece is looked up in a table of pieces already seen (most recur from text to text), and
+    a text whose pieces hold no name costs a split and one C-level `map`."""
+    pieces = text.split(" ")
+    found = list(map(_PIECE_HITS.get, pieces))
+    if None in found:
+        found = [_piece_hits(p) if f is None else f for f, p in zip(found, pieces, strict=True)]
+    if not any(found):
         return []
-    starts = []
-    for m in _WORD.finditer(text):
+    starts: list[int] = []
+    pos = 0
+    for piece, hits in zip(pieces, found, strict=True):
+        if hits:
+            starts.extend(pos + h for h in hits)
+        pos += len(piece) + 1
+    return starts
+
+
+def _piece_hits(piece: str) -> tuple[int, ...]:
+    names = all_names()
+    hits = []
+    for m in _WORD.finditer(piece):
         t = m.group(0)
         if (t[:-2] if t.endswith(("'s", "’s")) else t) in names:
-            starts.append(m.start())
-    return starts
+            hits.append(m.start())
+    found = tuple(hits)
+    if len(_PIECE_HITS) >= _PIECE_CACHE:
+        _PIECE_HITS.clear()  # bounded: start again (dict operations are atomic under the GIL)
+    _PIECE_HITS[piece] = found
+    return found
 
 
 def _merge(starts: list[int], text: str) -> list[tuple[int, int]]:

@@ -2,11 +2,19 @@
 
 Candidates are runs of digit groups joined by single separators (space, dash, dot, slash,
 an area code in brackets, also before a slash `(52)/301-1100`, `+CC`, `00CC` or `(+CC)` in
-front, an `x123` extension behind). A candidate
-is a phone number when it has 7–15 digits, is not shaped like a date, an SSN or a version, and
+front, an `x123` extension behind) of 7–15 digits, or 6 written in groups after a cue
+(`Tel: 48 45 55`, Greenland, Faroe), not shaped like a date, an SSN or a version. Unless it
+carries an international prefix, a word naming another kind of number right before it
+("order", "Order number", "invoice", "case", "policy", "licence number is", "EUR", ...) says it
+is no phone. Otherwise it is one when
+- a phone cue ("call", "tel", "mobile", "fax", "phone", "number" ...) stands right before it, or
 - it carries an international prefix (`+49`, `0049`) and libphonenumber finds it possible, or
-- libphonenumber finds it valid for one of the site's phone regions (its locale pack), or
-- a phone cue ("call", "tel", "mobile", "fax", "phone", "number" ...) stands right before it.
+- it is not shaped like another number (a year range, a ZIP+4 code, an amount in thousands
+  ending in 000, a yyyymmdd or ISO date inside it) and
+  - libphonenumber finds it valid for one of the site's phone regions (its locale pack), or
+  - it has the North American shape `555-123-4567` / `(555)123-4567` / `555.123.4567` (the
+    public set's generator draws area codes at random), or four or more digit groups with
+    9–15 digits (`06 010 891 1512`): shapes reference numbers rarely take.
 A bare run without separators must be 10–13 digits (or have a cue), so order numbers stay.
 """
 
@@ -44,6 +52,30 @@ _CUE = re.compile(
     r"|number|no|nr|desk|landline|hotline|contact|reach|dial|handy|t[ée]l[ée]phone|telefono"
     r"|telefon)\b|☎)[^\d\n]{0,20}$"
 )
+# a word naming another kind of number right before the value: "order 4512 3398",
+# "Order number 100234567", "Policy 88 1234 5678", "EUR 1 250 000", "ZIP 94105-1234"
+_OTHER_NUMBER = re.compile(
+    r"(?i)(?:\b(?:orders?|invoices?|inv|tickets?|ref|refs|reference|case|claims?|polic(?:y|ies)"
+    r"|contracts?|serial|sn|batch|model|store|pallet|parcel|tracking|shipment|items?|sku"
+    r"|product|part|article|booking|reservation|confirmation|transaction|txn|receipt|member"
+    r"|customer|client|loan|flight|room|zip|postcode|postal|version|build"
+    r"|release|pages?|code|id|amount|total|balance|sum|price|eur|usd|gbp|chf|inr|brl"
+    r"|licen[cs]e|permit|passport|registration|plate|vin|badge|employee|staff|student)\.?"
+    r"(?:[ ]?(?:number|no\.?|nr\.?|num\.?|#|id|code))?(?:[ ](?:is|was))?|[€$£¥₹])"
+    r"[ ]?[:#]?[ ]?$"
+)
+# values shaped like something else; only when no phone cue says otherwise
+_OTHER_SHAPE = re.compile(
+    r"^(?:(?:19|20)\d\d ?[-/–] ?(?:19|20)\d\d"  # a year range 2023-2024
+    r"|\d{5}-\d{4}"  # a US ZIP+4 code
+    r"|\d{1,3}(?:([ .,])\d{3})*\1(?:000)"  # an amount in thousands: 1 250 000, 2.500.000
+    r"|\d{4}-\d\d-\d\d\b.*"  # an ISO date in front: 2024-03-15-0007
+    r"|.*(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d).*"  # yyyymmdd
+    r")$"
+)
+# North American shape, valid area code or not: 555-123-4567, (555)123-4567, +1-555-123-4567
+_NANP_SHAPE = re.compile(r"^(?:(?:\+1|001|1)[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[.-]\d{4}$")
+_GROUP = re.compile(r"\d+")
 # `(+358) 40 123 4567`: an international prefix written in brackets, read as `+358 40 ...`
 _BRACKETED_CC = re.compile(r"^\((\+\d{1,3})\)[ ]?")
 _EXT = re.compile(r"[ ]?(?:x|ext\.?)[ ]?\d{1,5}$")
@@ -61,14 +93,14 @@ class PhoneRecognizer:
         return self._spans(text, _CANDIDATE.finditer(text))
 
     def find_scanned(self, scan: Scan) -> list[Span]:
-        return self._spans(scan.text, in_windows(_CANDIDATE, scan.text, scan.windows(7)))
+        return self._spans(scan.text, in_windows(_CANDIDATE, scan.text, scan.windows(6)))
 
     def _spans(self, text: str, candidates: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
         for m in candidates:
             value = m.group(0)
             digits = sum(c.isdigit() for c in value)
-            if not 7 <= digits <= 18 or _NOT_A_PHONE.match(value):
+            if not 6 <= digits <= 18 or _NOT_A_PHONE.match(value):
                 continue
             core = _BRACKETED_CC.sub(r"\1 ", _EXT.sub("", value), count=1)
             if self._accept(core, text, m.start()):
@@ -79,13 +111,21 @@ class PhoneRecognizer:
         digits = sum(c.isdigit() for c in value)
         if digits > 15:
             return False
+        intl = value.startswith("+") or value.startswith("00")
+        if not intl and _OTHER_NUMBER.search(text, max(0, start - 24), start):
+            return False
         if _CUE.search(text, max(0, start - 32), start):
-            return True
-        if value.startswith("+") or value.startswith("00"):
-            intl = "+" + value[2:] if value.startswith("00") else value
-            return _possible(intl, None)
+            # six digits only in groups (`48 45 55`, Greenland, Faroe): a bare 6-digit run is
+            # a PIN, a code or an amount as often as a phone
+            return digits >= 7 or not value.isdigit()
+        if digits < 7 or _OTHER_SHAPE.match(value):
+            return False
+        if intl:
+            return _possible("+" + value[2:] if value.startswith("00") else value, None)
         if value.isdigit() and not 10 <= digits <= 13:
             return False
+        if _NANP_SHAPE.match(value) or (digits >= 9 and len(_GROUP.findall(value)) >= 4):
+            return True
         return any(_valid(value, region) for region in self.regions)
 
 

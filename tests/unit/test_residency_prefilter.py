@@ -100,3 +100,59 @@ ID_TEXTS = [
     "NINO AB 12 34 56 C, codice fiscale RSSMRA85T10A562S, Aadhaar 2345 6789 0124",
     "NIR 1 84 12 76 451 089 46 and RIC 11010519491231002X, 20-00-00 a/c no. 12345678",
 ]
+
+
+def _id_heavy(n: int, seed: int) -> list[str]:
+    """Valid ids of every kind (check digits from `python-stdnum`) with neighbours that test
+    the gates: glued to letters or digits, after another number's group, in lower case."""
+    from stdnum import luhn, verhoeff
+    from stdnum.cn import ric
+    from stdnum.es import dni, nie
+    from stdnum.it import codicefiscale
+
+    rnd = random.Random(seed)
+
+    def digits(k: int) -> str:
+        return "".join(rnd.choice("0123456789") for _ in range(k))
+
+    def letters(k: int) -> str:
+        return "".join(rnd.choice("ABCDEFGHIJKLMNOPRSTUVWXYZ") for _ in range(k))
+
+    def values() -> list[str]:
+        d8, x7 = digits(8), rnd.choice("XYZ") + digits(7)
+        cf = letters(6) + digits(2) + rnd.choice("ABCDEHLMPRST") + digits(2) + letters(1)
+        cf += digits(3)
+        aadhaar = str(rnd.randint(2, 9)) + digits(10)
+        aadhaar += verhoeff.calc_check_digit(aadhaar)
+        sin = str(rnd.randint(1, 7)) + digits(7)
+        sin += luhn.calc_check_digit(sin)
+        cn = "110105" + "19" + digits(2) + f"{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}"
+        cn += digits(3)
+        sep = rnd.choice([" ", "-", ""])
+        return [
+            d8 + dni.calc_check_digit(d8),
+            x7 + nie.calc_check_digit(x7),
+            x7[0] + "-" + x7[1:] + "-" + nie.calc_check_digit(x7),
+            cf + codicefiscale.calc_check_digit(cf),
+            (cf + codicefiscale.calc_check_digit(cf)).lower(),
+            letters(3) + rnd.choice("ABCFGHLJPT") + letters(1) + digits(4) + letters(1),
+            rnd.choice(["AB", "QQ", "CE"]) + rnd.choice([" ", ""]) + f"{digits(2)} {digits(2)} "
+            f"{digits(2)} " + rnd.choice("ABCD"),
+            rnd.choice(["AB", "QQ"]) + digits(6) + rnd.choice("ABCD"),
+            sep.join([aadhaar[:4], aadhaar[4:8], aadhaar[8:]]),
+            rnd.choice([" ", "-"]).join([sin[:3], sin[3:6], sin[6:]]),
+            cn + ric.calc_check_digit(cn),
+            f"{digits(2)}-{digits(2)}-{digits(2)} {digits(8)}",
+        ]
+
+    left = ["", "ref ", "id:", "x", "4111 ", "no. ", "(", "ES-", "card 4111 1111 ", "DE89 "]
+    right = ["", ".", " ok", "x", " 12", "-3", ")", ", and more"]
+    out = []
+    for _ in range(n):
+        vs = values()
+        rnd.shuffle(vs)
+        out.append(" ".join(rnd.choice(left) + v + rnd.choice(right) for v in vs[:3]))
+    return out
+
+
+ID_TEXTS += _id_heavy(300, 8)

@@ -1,0 +1,190 @@
+"""Instructions per pass of the masker (callgrind), this tree next to a git ref, one run.
+
+CPU time on a shared, loaded box varies ±50 %; the number of instructions a call executes
+does not. Per locale pack and git ref, one `valgrind --tool=callgrind --dump-before=getppid`
+run: the child builds every pass, warms each up, then runs each pass `CALLS` times between
+two `os.getppid()` calls, so callgrind writes one profile per pass holding exactly that
+pass's instructions. A "call" is what `pii_public.py` times: masking a prompt plus three
+passages (one mapping). Passes: the masker; the same four texts through `normalize` and the
+shared `Scan`; and per recognizer the masker without it, whose difference to the whole is
+that recognizer's marginal cost (what it adds once the `Scan` facts it shares with others
+are paid). `--passes IdPack` gives a recognizer's pass alone (its `find_scanned`, net of
+building a fresh `Scan`), which also pays for the lazily computed `Scan` facts it uses.
+
+    python benchmarks/pii_cost.py --baseline HEAD       # JSON to benchmarks/results/pii_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+PACKS = ("all", "us-east")
+CALLS = 10  # instruction counts repeat exactly: a few calls are enough
+
+
+def _package(ref: str | None) -> Any:
+    if ref is None:
+        import aivos.shared.residency as pkg
+
+        return pkg
+    from pii_public import baseline_package
+
+    return baseline_package(ref, "_pii_cost_baseline")
+
+
+def _work(pkg: Any, pack: str, name: str) -> Any:
+    """A function doing one call's worth of pass `name` ("mask" = the whole masker)."""
+    from pii_public import _PASSAGE, _PROMPT
+
+    mod = sys.modules[pkg.__name__ + ".locales"]
+    locales = None if pack == "all" else mod.locales_for(pack)
+    masker = pkg.default_masker(locales=locales)
+    texts = [_PROMPT, _PASSAGE, _PASSAGE.replace("card", "account"), _PASSAGE.upper()]
+    if name == "mask" or name.startswith("mask-"):
+        if name.startswith("mask-"):  # the masker less one recognizer: its marginal cost
+            left = [r for r in masker.recognizers if type(r).__name__ != name[5:]]
+            if len(left) == len(masker.recognizers):
+                return None
+            masker = type(masker)(left)
+
+        def run() -> None:
+            m = pkg.MaskMapping()
+            for t in texts:
+                masker.mask(t, m)
+
+        return run
+    norm = sys.modules[pkg.__name__ + ".normalize"].normalize
+    Scan = sys.modules[pkg.__name__ + ".scan"].Scan
+    normed = [norm(t).text for t in texts]
+    if name == "normalize":
+        return lambda: [norm(t) for t in texts]
+    if name == "Scan":
+        return lambda: [Scan(t) for t in normed]
+    recs = [r for r in masker.recognizers if type(r).__name__ == name]
+    if not recs:
+        return None
+    rec = recs[0]
+    scanned = getattr(rec, "find_scanned", None)
+    if scanned is None:  # as in `find_all`: a recognizer without a scanned path gets the text
+        return lambda: [rec.find(t) for t in normed]
+
+    def one() -> None:
+        for t in normed:
+            scanned(Scan(t))
+
+    one.net_of_scan = True  # type: ignore[attr-defined]
+    return one
+
+
+def child(ref: str | None, pack: str, names: list[str]) -> None:
+    pkg = _package(ref)
+    fns = {}
+    for name in names:
+        fn = _work(pkg, pack, name)
+        if fn is not None:
+            fns[name] = fn
+    for fn in fns.values():  # warm-up: caches, lazily built tables, the tagger's model
+        for _ in range(5):
+            fn()
+    net = [n for n, fn in fns.items() if getattr(fn, "net_of_scan", False)]
+    print(json.dumps([list(fns), net]), flush=True)
+    os.getppid()  # marker: callgrind dumps the profile so far (start-up)
+    for fn in fns.values():
+        for _ in range(CALLS):
+            fn()
+        os.getppid()  # marker: one profile per pass
+
+
+def per_call(ref: str | None, pack: str, names: list[str]) -> dict[str, float]:
+    """Instructions per call of each pass, from one callgrind run."""
+    args = ["--child", "--pack", pack, "--passes", ",".join(names)]
+    args += ["--ref", ref] if ref else []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        cmd = ["valgrind", "--tool=callgrind", "--dump-before=getppid"]
+        cmd += [f"--callgrind-out-file={out}", sys.executable, __file__, *args]
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)}: {proc.stderr[-3000:]}")
+        ran, net = json.loads(proc.stdout.strip().splitlines()[-1])
+        counts = []
+        for i in range(2, len(ran) + 2):  # dump 1 = start-up; dump i = pass i - 1
+            m = re.search(r"^summary:\s+(\d+)", Path(f"{out}.{i}").read_text(), re.M)
+            assert m is not None
+            counts.append(int(m.group(1)))
+    per = {name: ir / CALLS for name, ir in zip(ran, counts, strict=True)}
+    for name in ran:  # "mask-X" -> "marginal X": what the masker saves without recognizer X
+        if name.startswith("mask-"):
+            per[f"marginal {name[5:]}"] = per["mask"] - per[name]
+    # a recognizer's pass rebuilt its Scan each call: report it net of that
+    return {name: ir - (per["Scan"] if name in net else 0.0) for name, ir in per.items()}
+
+
+RECOGNIZERS = (
+    "IbanRecognizer", "CardRecognizer", "SsnRecognizer", "IdPack", "EmailRecognizer",
+    "Ipv6Recognizer", "Ipv4Recognizer", "PhoneRecognizer", "DateOfBirthRecognizer",
+    "AddressRecognizer", "PersonRecognizer", "TaggerRecognizer",
+)  # fmt: skip
+# the whole masker, two shared steps, and per recognizer the masker without it (its marginal
+# cost: what it adds once the shared `Scan` facts are paid for); `--passes` also takes a
+# recognizer's name alone (its pass by itself, net of its own Scan)
+PASSES = ("mask", "normalize", "Scan", *(f"mask-{r}" for r in RECOGNIZERS))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline", default=None, metavar="GIT_REF")
+    ap.add_argument("--passes", default=",".join(PASSES))
+    ap.add_argument("--packs", default=",".join(PACKS))
+    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_cost.json"))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--pack", default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--ref", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    names = args.passes.split(",")
+    if args.child:
+        child(args.ref, args.pack, names)
+        return
+    if "Scan" not in names:
+        names.insert(0, "Scan")
+    refs: list[str | None] = [args.baseline, None] if args.baseline else [None]
+    result: dict[str, Any] = {
+        "what": f"instructions per call, millions (callgrind, {CALLS} calls per pass after a "
+        "warm-up, one profile per pass); a call = prompt + 3 passages; recognizer passes net "
+        "of building their Scan",
+        "baseline": args.baseline,
+    }
+    for pack in args.packs.split(","):
+        runs = {ref or "this tree": per_call(ref, pack, names) for ref in refs}
+        table: dict[str, dict[str, float]] = {}
+        shown = [n for n in names if not n.startswith("mask-")]
+        shown += [f"marginal {n[5:]}" for n in names if n.startswith("mask-")]
+        for name in shown:
+            row = {}
+            for key, ir in runs.items():
+                if name not in ir:
+                    continue
+                row[key] = round(ir[name] / 1e6, 3)
+            table[name] = row
+            print(f"[{pack}] {name:24} " + "  ".join(f"{k}: {v:.3f} M" for k, v in row.items()))
+        result[pack] = table
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
