@@ -36,6 +36,7 @@ __all__ = ["run_load", "summarise"]
 class _State:
     def __init__(self, n_queries: int, count: int) -> None:
         self.next_query = 0
+        self.taken = 0  # queries sent, warm-up included: where the next run should go on
         self.n_queries = n_queries
         self.count = count
         self.recording = False
@@ -49,6 +50,7 @@ class _State:
     def take(self) -> int:
         i = self.next_query
         self.next_query = (i + 1) % self.n_queries
+        self.taken += 1
         return i
 
 
@@ -172,6 +174,7 @@ async def run_load(
         w.cancel()
     result = summarise(st, concurrency)
     result["offered_rps"] = rate or None
+    result["queries_taken"] = st.taken
     done = max(1, len(st.latencies_ns))
     result["client_cpu_ms_per_req"] = round(1000 * cpu / done, 3)
     return result

@@ -1,13 +1,15 @@
-"""Edge agent load benchmark (issue 3): the real agent vs a FastAPI + PyTorch baseline.
+"""Edge agent load benchmark (issues 3 and 16): the real agent vs a FastAPI + PyTorch baseline.
 
 Starts `aivos edge serve` as a subprocess (fresh data dir, a `client` token from
 `aivos tokens create`, the example KB from `aivos kb add`), then drives `POST /v1/infer`
 over loopback with the load generator (benchmarks/_loadgen.py) in a separate process,
 using CLINC150 test queries (in-scope + out-of-scope, shuffled). Then does the same for
-benchmarks/baseline_fastapi.py. Reports p50/p99 latency and requests/s per concurrency
-level for both stacks and the ratios; writes JSON.
+benchmarks/baseline_fastapi.py. Reports p50/p99 latency, requests/s and server CPU per
+request per concurrency level for both stacks and the ratios, and for the agent the result
+cache's hit rate and the decisions taken in each level; writes JSON. The whole run takes
+about 3 minutes on 2 cores:
 
-    python benchmarks/edge_load.py --bundle DIR [--artifacts DIR] [--levels 1,16,64]
+    python benchmarks/edge_load.py [--bundle DIR] [--artifacts DIR] [--levels 1,16,64]
 
 `--artifacts` (from `aivos models build --keep-artifacts DIR`) gives the baseline the same
 fine-tuned encoder and head as the bundle. `--profile DIR` additionally records a py-spy
@@ -43,7 +45,8 @@ _PY = sys.executable
 _AIVOS = [_PY, "-m", "aivos"] if not shutil.which("aivos") else ["aivos"]
 console = Console()
 
-TARGETS = {"p50_c1_ms": 3.0, "rps_c64": 600.0, "p99_c64_ms": 30.0, "throughput_ratio": 4.0}
+# issue 16: c=1 p50 <= 2.5 ms and p99 <= 30 ms at a paced 600 req/s (issue 3: p50 <= 3 ms)
+TARGETS = {"p50_c1_ms": 2.5, "rps_c64": 600.0, "p99_c64_ms": 30.0, "throughput_ratio": 4.0}
 
 
 def _free_port() -> int:
@@ -120,6 +123,42 @@ def _runq_wait_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def _agent_counters(url: str, token: str) -> dict[str, float] | None:
+    """The agent's result-cache hits/misses and requests per decision, from its /metrics
+    (None for a server without them: the baseline). Repeated queries hit the cache, so
+    each level reports its hit rate beside its latency."""
+    metrics = url.rsplit("/v1/", 1)[0] + "/metrics"
+    req = urllib.request.Request(metrics, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in ("aivos_edge_cache_hits_total", "aivos_edge_cache_misses_total"):
+            out[name.split("_")[3]] = float(value)
+        elif name.startswith('aivos_requests_total{decision="'):
+            out["decision:" + name.split('"')[1]] = float(value)
+    return out or None
+
+
+def _counter_delta(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, object]:
+    if before is None or after is None:
+        return {}
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    hits, misses = delta.pop("hits", 0.0), delta.pop("misses", 0.0)
+    out: dict[str, object] = {
+        "decisions": {k.split(":", 1)[1]: int(v) for k, v in sorted(delta.items()) if v}
+    }
+    if hits + misses:
+        out["cache_hit_rate"] = round(hits / (hits + misses), 3)
+    return out
+
+
 def _drive(
     url: str,
     token: str,
@@ -181,12 +220,14 @@ def _drive(
         text=True,
     )
     time.sleep(args.warmup)  # server CPU is sampled over the recorded window only
+    counters0 = _agent_counters(url, token)
     cpu0, t0, rq0 = _cpu_seconds(pid), time.perf_counter(), _runq_wait_seconds(pid)
     stdout, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode})")
     cpu1, t1, rq1 = _cpu_seconds(pid), time.perf_counter(), _runq_wait_seconds(pid)
     row = json.loads(stdout.strip().splitlines()[-1])
+    row.update(_counter_delta(counters0, _agent_counters(url, token)))
     row["server_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
     # > 0: the server's threads wanted a core and had to wait for one (other load)
     row["server_runq_wait_threads"] = round((rq1 - rq0) / (t1 - t0), 2)
@@ -205,6 +246,8 @@ def _drive(
         f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
         f"runq_wait={row['server_runq_wait_threads']} "
         f"cpu_ms/req server={row.get('server_cpu_ms_per_req')} client={row['client_cpu_ms_per_req']}"
+        + (f" cache_hits={row['cache_hit_rate']}" if "cache_hit_rate" in row else "")
+        + (f" decisions={row['decisions']}" if row.get("decisions") else "")
     )
     return row
 
@@ -265,6 +308,16 @@ def _baseline(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, str, 
         yield f"{base}/v1/infer", token, pid
 
 
+def _ratio(numerator: object, denominator: object) -> float:
+    """numerator / denominator rounded, NaN when either is missing or the denominator is 0
+    (a level where a stack completed nothing must not cost the whole run's results)."""
+    try:
+        value = float(numerator) / float(denominator)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return float("nan")
+    return round(value, 2)
+
+
 def _ratios(
     agent: list[dict[str, object]], base: list[dict[str, object]]
 ) -> list[dict[str, object]]:
@@ -273,14 +326,12 @@ def _ratios(
         out.append(
             {
                 "concurrency": a["concurrency"],
-                "throughput_ratio": round(float(a["rps"]) / float(b["rps"]), 2),  # type: ignore[arg-type]
-                "p50_latency_ratio": round(float(b["p50_ms"]) / float(a["p50_ms"]), 2),  # type: ignore[arg-type]
-                "p99_latency_ratio": round(float(b["p99_ms"]) / float(a["p99_ms"]), 2),  # type: ignore[arg-type]
+                "throughput_ratio": _ratio(a["rps"], b["rps"]),
+                "p50_latency_ratio": _ratio(b["p50_ms"], a["p50_ms"]),
+                "p99_latency_ratio": _ratio(b["p99_ms"], a["p99_ms"]),
                 # server CPU per request, baseline / agent: robust to other load on the machine
-                "cpu_efficiency_ratio": round(
-                    float(b.get("server_cpu_ms_per_req") or "nan")  # type: ignore[arg-type]
-                    / float(a.get("server_cpu_ms_per_req") or "nan"),  # type: ignore[arg-type]
-                    2,
+                "cpu_efficiency_ratio": _ratio(
+                    b.get("server_cpu_ms_per_req"), a.get("server_cpu_ms_per_req")
                 ),
             }
         )
@@ -300,7 +351,7 @@ def _targets(
     out: dict[str, object] = {}
     if 1 in by_c:
         v = float(by_c[1]["p50_ms"])  # type: ignore[arg-type]
-        out["p50_c1_ms"] = {"value": v, "target": "<= 3", "met": v <= TARGETS["p50_c1_ms"]}
+        out["p50_c1_ms"] = {"value": v, "target": "<= 2.5", "met": v <= TARGETS["p50_c1_ms"]}
     if 64 in by_c:
         rps, p99 = float(by_c[64]["rps"]), float(by_c[64]["p99_ms"])  # type: ignore[arg-type]
         out["rps_c64"] = {"value": rps, "target": ">= 600", "met": rps >= TARGETS["rps_c64"]}
@@ -399,8 +450,8 @@ def main() -> None:
         default="64@600,64@800,64@1000",
         help="agent only: CONCURRENCY@RATE runs at a fixed offered rate ('' = none)",
     )
-    ap.add_argument("--count", type=int, default=3000, help="max recorded requests per level")
-    ap.add_argument("--duration", type=float, default=15.0, help="max seconds per level")
+    ap.add_argument("--count", type=int, default=5000, help="max recorded requests per level")
+    ap.add_argument("--duration", type=float, default=10.0, help="max seconds per level")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds per level, not recorded")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=_ROOT / "benchmarks" / "results" / "edge_load.json")
@@ -437,6 +488,7 @@ def main() -> None:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "queries": len(texts),
+            "query_order": "one continuous stream per stack: no repeats within a run's window",
             "bundle": str(args.bundle),
             "bundle_version": json.loads((args.bundle / "manifest.json").read_text())[
                 "bundle_version"
@@ -458,16 +510,24 @@ def main() -> None:
                 servers["agent"] = (stack.enter_context(_agent(args, work)), agent)
             if "baseline" in stacks:
                 servers["baseline"] = (stack.enter_context(_baseline(args, work)), base)
-            for i, level in enumerate(args.levels):
-                for name, ((url, token, pid), rows) in servers.items():
-                    rows.append(_drive(url, token, queries, level, i * 997, args, pid, name))
+            # Each stack reads the shuffled queries as one continuous stream (a level goes on
+            # where the previous one stopped), so a query comes back only after all the
+            # others: more of them than the agent's result cache holds, so every request
+            # is a miss and the model path is what is measured (each row reports its hit rate).
+            offsets = dict.fromkeys(servers, 0)
+
+            def drive(name: str, level: int, rate: float = 0.0) -> dict[str, object]:
+                (url, token, pid), _ = servers[name]
+                row = _drive(url, token, queries, level, offsets[name], args, pid, name, rate)
+                taken = int(row["queries_taken"])  # type: ignore[call-overload]
+                offsets[name] = (offsets[name] + taken) % len(texts)
+                return row
+
+            for level in args.levels:
+                for name, (_, rows) in servers.items():
+                    rows.append(drive(name, level))
             if "agent" in servers:
-                (url, token, pid), _ = servers["agent"]
-                for j, (level, rate) in enumerate(args.paced):
-                    offset = (len(args.levels) + j) * 997
-                    paced.append(
-                        _drive(url, token, queries, level, offset, args, pid, "agent", rate)
-                    )
+                paced.extend(drive("agent", level, rate) for level, rate in args.paced)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

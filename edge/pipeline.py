@@ -101,7 +101,8 @@ class _Escalate(msgspec.Struct, frozen=True):
 
 
 class _LinkDown(msgspec.Struct, frozen=True):
-    prepared: Prepared
+    """Escalation allowed but the link is down: nothing leaves now, so nothing is masked now
+    (the job runner masks the prompt when the job escalates, and records its PII counts)."""
 
 
 _Plan: TypeAlias = Outcome | _RunWorkflow | _Escalate | _LinkDown
@@ -272,11 +273,15 @@ class Pipeline:
         settled = self._settled(u)
         if settled is not None:
             return settled
+        if not self.escalator.available and self.escalator.allowed():
+            # masking (the PII tagger over the prompt and passages) is the costliest step of
+            # an escalation; with the link down the prompt does not leave, so skip it here
+            return _LinkDown()
         prepared = self._prepare(u, query, stream)
         if prepared is None:
             return _denied(u)
-        if not self.escalator.available:
-            return _LinkDown(prepared)
+        if not self.escalator.available:  # the link went down while masking
+            return _LinkDown()
         return _Escalate(prepared)
 
     def _workflow_for(self, u: Understood) -> Any:
@@ -336,7 +341,7 @@ class Pipeline:
         if isinstance(plan, _RunWorkflow):
             return await self._run_workflow(plan.workflow, plan.inputs, caller)
         if isinstance(plan, _LinkDown):
-            return await self._fall_back(u, query, plan.prepared, "fallback:link_down", caller)
+            return await self._fall_back(u, query, {}, "fallback:link_down", caller)
         return await self._escalate(u, query, plan.prepared, caller)
 
     async def _stream_escalation(
@@ -365,7 +370,9 @@ class Pipeline:
             result = await self.recorder.record(u, query, outcome)
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
-            outcome = await self._fall_back(u, query, prepared, f"fallback:{exc.code}", caller)
+            outcome = await self._fall_back(
+                u, query, prepared.pii_counts, f"fallback:{exc.code}", caller
+            )
             result = await self.recorder.record(u, query, outcome)
             yield StreamToken(("\n\n" if answer else "") + (result.answer or ""))
         yield StreamDone(result)
@@ -378,7 +385,9 @@ class Pipeline:
                 answer, done = await self.escalator.complete(prepared, self._budget_s)
         except AivosError as exc:
             self.metrics.escalations.inc(outcome=exc.code)
-            return await self._fall_back(u, query, prepared, f"fallback:{exc.code}", caller)
+            return await self._fall_back(
+                u, query, prepared.pii_counts, f"fallback:{exc.code}", caller
+            )
         self.metrics.escalations.inc(outcome="answered")
         return Outcome(
             answer,
@@ -390,10 +399,16 @@ class Pipeline:
         )
 
     async def _fall_back(
-        self, u: Understood, query: Query, prepared: Prepared, reason: str, caller: Caller
+        self,
+        u: Understood,
+        query: Query,
+        pii_counts: dict[str, int],
+        reason: str,
+        caller: Caller,
     ) -> Outcome:
         """The deterministic local answer plus a durable job that completes the escalation
-        (the caller's own: its id is in the answer, for `GET /v1/jobs/{id}`)."""
+        (the caller's own: its id is in the answer, for `GET /v1/jobs/{id}`). `pii_counts`:
+        what was masked for an attempt that failed ({} when nothing was masked)."""
         job_id = await self.escalations.enqueue(self.escalation_context(u, query))
         owner = caller.token_id
         if owner is not None:
@@ -403,7 +418,7 @@ class Pipeline:
             "fallback",
             reason,
             job_id=job_id,
-            pii_counts=prepared.pii_counts,
+            pii_counts=pii_counts,
         )
 
     async def _run_workflow(self, workflow: Any, inputs: dict[str, Any], caller: Caller) -> Outcome:

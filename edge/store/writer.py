@@ -2,7 +2,8 @@
 
 Callers hand the writer a function of the write connection (`await writer.submit(fn)`, or
 `writer.submit_sync(fn)` outside an event loop). The thread takes everything queued, runs
-each function inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction, commits once
+each function inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction (a lone function
+needs none: its failure rolls the whole transaction back), commits once
 (`synchronous=FULL`: on disk when COMMIT returns) and only then resolves each caller. A
 function that raises is rolled back to its savepoint and its exception goes to its caller
 alone; the others in the batch still commit. So N concurrent durable writes cost one fsync,
@@ -131,8 +132,10 @@ class Writer:
         """Run `fn(conn)` in the next group transaction; returns its result once committed."""
         op = self._enqueue(fn, asyncio.get_running_loop())
         assert op.afuture is not None
-        # If the caller is cancelled, the write still happens (it may already be committed).
-        result: T = await asyncio.shield(op.afuture)
+        # If the caller is cancelled, the write still happens (it may already be committed):
+        # the thread never looks at the future, and `_settle` skips a cancelled one. (No
+        # asyncio.shield: it would cost one more future and loop callback per write.)
+        result: T = await op.afuture
         return result
 
     def submit_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -180,11 +183,15 @@ class Writer:
     def _run_batch(self, batch: list[_Op]) -> None:
         conn = self._conn
         outcomes: list[tuple[_Op, bool, Any]] = []
+        # A lone op (every write at concurrency 1) needs no SAVEPOINT: if it fails, the whole
+        # transaction is rolled back and its exception goes to it alone, as for a batch.
+        run_op = self._run_op if len(batch) > 1 else self._run_alone
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in batch:
-                outcomes.append(self._run_op(conn, op))
-            conn.execute("COMMIT")
+                outcomes.append(run_op(conn, op))
+            committed = len(batch) > 1 or outcomes[0][1]
+            conn.execute("COMMIT" if committed else "ROLLBACK")
         except BaseException as exc:  # the transaction as a whole failed: nobody committed
             full = as_disk_full(exc, self._path)
             if full is not None:
@@ -203,7 +210,7 @@ class Writer:
             self.stats.failed_ops += len(batch)
             self._deliver([(op, False, exc) for op in batch])
             return
-        self.stats.commits += 1
+        self.stats.commits += committed
         self.stats.ops += len(batch)
         self.stats.max_batch = max(self.stats.max_batch, len(batch))
         self.stats.failed_ops += sum(1 for _, ok, _ in outcomes if not ok)
@@ -225,6 +232,16 @@ class Writer:
                 loop.call_soon_threadsafe(_settle, items)
             except RuntimeError:  # the caller's loop is closed; nobody is waiting
                 log.debug("dropping %d results for a closed event loop", len(items))
+
+    @staticmethod
+    def _run_alone(conn: sqlite3.Connection, op: _Op) -> tuple[_Op, bool, Any]:
+        """`_run_op` for a batch of one: its failure rolls back the transaction (the caller)."""
+        try:
+            return op, True, op.fn(conn)
+        except Exception as exc:
+            if as_disk_full(exc, "") is not None:
+                raise
+            return op, False, exc
 
     @staticmethod
     def _run_op(conn: sqlite3.Connection, op: _Op) -> tuple[_Op, bool, Any]:

@@ -75,6 +75,43 @@ async def test_a_failing_op_is_rolled_back_alone(store):
     assert [f.key for f in store.list_facts("s")] == ["a", "b"]
 
 
+async def test_a_failing_lone_op_leaves_nothing_and_the_next_one_commits(store):
+    """A batch of one runs without a SAVEPOINT: its failure rolls the transaction back."""
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO memory_facts VALUES ('s', 'k', '1', 'now')")
+        raise ValueError("this op fails")
+
+    commits = store.writer_stats.commits
+    with pytest.raises(ValueError, match="this op fails"):
+        await store.transact(bad)
+    assert store.list_facts("s") == []
+    assert store.writer_stats.failed_ops == 1
+    assert store.writer_stats.commits == commits  # rolled back, not committed
+    await store.put_fact("s", "a", 1)
+    assert [f.key for f in store.list_facts("s")] == ["a"]
+    assert store.writer_stats.commits == commits + 1
+
+
+async def test_a_cancelled_caller_still_gets_its_write_committed(store):
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        gate.wait(30)
+
+    blocker = asyncio.ensure_future(store.transact(hold))
+    await asyncio.to_thread(started.wait, 30)
+    write = asyncio.ensure_future(store.put_fact("s", "kept", 1))
+    await eventually(lambda: store.queue_depth >= 1, interval=0.001, what="the queued write")
+    write.cancel()
+    gate.set()
+    await blocker
+    await store.put_fact("s", "after", 2)  # committed after the cancelled caller's write
+    assert write.cancelled()
+    assert [f.key for f in store.list_facts("s")] == ["after", "kept"]
+
+
 async def test_close_flushes_queued_writes_and_refuses_new_ones(tmp_path):
     store = Store.open(tmp_path)
     futures = [asyncio.ensure_future(store.append_audit(_record(i))) for i in range(50)]
