@@ -1,19 +1,23 @@
 """Intent quality: fp32 vs int8 on CLINC150 test, the in-scope / oos trade-off curve, and
 the int8 bundle on the typo-perturbed test split.
 
-    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR
+    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR [--baseline DIR]
 
 Uses the bundle's own threshold (calibrated on val) for the headline numbers; the curve
 sweeps the threshold over the test split only to show the trade-off. The typo figures use
 the evaluation's own perturbation (`aivos intents eval --perturb typos`: 30% of the words of
-4+ letters, seed 13), not the training augmentation's. Writes docs/img/intent_tradeoff.png
-and benchmarks/results/intent_quality.json.
+4+ letters, seed 13), not the training augmentation's. `--baseline` evaluates a second int8
+bundle the same way in the same run (a build with `--augment-ratio 0`: the augmentation's
+effect side by side) and records the difference. Also recorded: bundle versions, their
+build seconds and the load average while this ran. Writes docs/img/intent_tradeoff.png and
+benchmarks/results/intent_quality.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -46,12 +50,38 @@ def _scores(out: np.ndarray, truth: np.ndarray, t: float, oos: str) -> tuple[flo
     return float(((pred == truth) & accepted)[~is_oos].mean()), float((~accepted)[is_oos].mean())
 
 
+def _clean_and_typos(model: IntentModel, texts: list[str], truth: np.ndarray) -> dict[str, object]:
+    """The bundle at its own threshold on the test split, clean and with the eval's typos."""
+    oos = model.manifest.oos_label
+    acc, rec = _scores(_probs(model, texts), truth, model.threshold, oos)
+    t_acc, t_rec = _scores(
+        _probs(model, perturb_typos(texts, 0.3, seed=13)), truth, model.threshold, oos
+    )
+    return {
+        "bundle_version": model.version,
+        "build_seconds": model.manifest.training.seconds,
+        "training": model.manifest.training.train_source,
+        "threshold": model.threshold,
+        "in_scope_accuracy": acc,
+        "oos_recall": rec,
+        "typos_in_scope_accuracy": t_acc,
+        "typos_oos_recall": t_rec,
+        "in_scope_drop_points": round(100 * (acc - t_acc), 2),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--artifacts", type=Path, required=True)
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a second bundle evaluated side by side (e.g. built with --augment-ratio 0)",
+    )
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "intent_tradeoff.png")
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "intent_quality.json"
@@ -66,7 +96,7 @@ def main() -> None:
     test = load_examples(f"{clinc150_path()}#test")
     texts = [e.text for e in test]
     truth = np.array([e.label for e in test], dtype=object)
-    report: dict[str, object] = {}
+    report: dict[str, object] = {"load_average_start": os.getloadavg()}
     fig, ax = plt.subplots(figsize=(6, 4.5))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = fp32_twin(args.bundle, args.artifacts, Path(tmp) / "fp32")
@@ -95,11 +125,28 @@ def main() -> None:
                     "in_scope_drop_points": round(100 * (acc - t_acc), 2),
                 }
                 report["training"] = model.manifest.training.train_source
+                report["bundle_version"] = model.version
+                report["build_seconds"] = model.manifest.training.seconds
                 print(f"int8 with typos: in-scope={t_acc:.4f} oos-recall={t_rec:.4f}")
             ax.plot([r for _, r in curve], [a for a, _ in curve], label=name)
             ax.scatter([rec], [acc], marker="o", zorder=3)
-    ax.axhline(0.955, color="grey", ls="--", lw=0.8)
-    ax.axvline(0.60, color="grey", ls="--", lw=0.8)
+    if args.baseline is not None:
+        with_aug = report["int8_typos"]  # type: ignore[index]
+        base = _clean_and_typos(IntentModel.load(args.baseline), texts, truth)
+        report["baseline_int8"] = base
+        report["typos_drop_points_bundle_vs_baseline"] = [
+            with_aug["in_scope_drop_points"],  # type: ignore[index]
+            base["in_scope_drop_points"],
+        ]
+        print(
+            f"baseline {base['bundle_version']}: in-scope={base['in_scope_accuracy']:.4f} "
+            f"oos-recall={base['oos_recall']:.4f} with typos "
+            f"in-scope={base['typos_in_scope_accuracy']:.4f} "
+            f"(drop {base['in_scope_drop_points']} points)"
+        )
+    report["load_average_end"] = os.getloadavg()
+    ax.axhline(0.965, color="grey", ls="--", lw=0.8)
+    ax.axvline(0.65, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("out-of-scope recall (CLINC150 test)")
     ax.set_ylabel("in-scope accuracy (CLINC150 test)")
     ax.set_title("Threshold sweep; dots = threshold calibrated on val")
