@@ -1,10 +1,12 @@
 """Few-shot intents: K rows per CLINC150 intent, default recipe vs the few-shot recipe.
 
-    nice -n 5 python benchmarks/fewshot.py --k 10 --seeds 1 [--recipes default,fewshot]
+    nice -n 5 python benchmarks/fewshot.py --k 10 --seeds 1 [--recipes blend,fewshot]
 
 For each seed, K rows per in-scope intent are sampled from CLINC150 `train` and written
 to a CSV, and one bundle per recipe is built from it by `build_bundle` with the defaults
 of `aivos intents train` (generic negatives, noisy copies), the recipe forced on or off.
+Recipes: `default` (`--few-shot off`), `fewshot` (`--few-shot on`, as shipped) and
+`blend` (the few-shot recipe without its contrastive stage: the previous recipe).
 The threshold is calibrated on CLINC150 `val` (+ `oos_val`), as `--val` would;
 `--val holdout` leaves it out so the build holds out 20% of the K rows instead. Each int8
 bundle is scored on CLINC150 `test` (4,500 in-scope, 1,000 oos) by the evaluation behind
@@ -18,16 +20,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import random
 import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
 
+from aivos.cloud.modelbuild import fewshot
 from aivos.cloud.modelbuild.build import build_bundle
 from aivos.cloud.modelbuild.cli import DEFAULT_EPOCHS, DEFAULT_FROZEN_LAYERS, DEFAULT_LAYERS
 from aivos.edge.intent import IntentModel
@@ -36,7 +42,7 @@ from aivos.shared.datasets import OOS_LABEL, Example, clinc_split, load_examples
 from aivos.shared.paths import clinc150_path
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = {"default": False, "fewshot": True}
+RECIPES = {"default": False, "blend": True, "fewshot": True}
 
 
 def sample_k_shot(k: int, seed: int) -> list[Example]:
@@ -57,22 +63,44 @@ def _write_csv(rows: list[Example], path: Path) -> Path:
     return path
 
 
-def run_one(train_csv: Path, val: str | None, recipe: str, seed: int, work: Path) -> dict:
+@contextmanager
+def recipe_switch(recipe: str) -> Iterator[None]:
+    """`blend` is the few-shot recipe with its contrastive stage switched off."""
+    saved = fewshot.CONTRASTIVE_STEPS
+    if recipe == "blend":
+        fewshot.CONTRASTIVE_STEPS = 0
+    try:
+        yield
+    finally:
+        fewshot.CONTRASTIVE_STEPS = saved
+
+
+def build_and_score(
+    train_csv: Path,
+    val: str | Path | None,
+    recipe: str,
+    seed: int,
+    work: Path,
+    test: Sequence[Example],
+) -> dict:
+    """Build one bundle as `aivos intents train` would (the recipe forced) and score it
+    on `test` with the evaluation behind `aivos intents eval`."""
     out = work / f"bundle-{recipe}-{seed}"
     started = time.monotonic()
-    manifest = build_bundle(
-        train_csv,
-        out,
-        val,
-        epochs=DEFAULT_EPOCHS,
-        seed=seed,
-        layers=DEFAULT_LAYERS,
-        frozen_layers=DEFAULT_FROZEN_LAYERS,
-        few_shot=RECIPES[recipe],
-    )
+    with recipe_switch(recipe):
+        manifest = build_bundle(
+            train_csv,
+            out,
+            val,
+            epochs=DEFAULT_EPOCHS,
+            seed=seed,
+            layers=DEFAULT_LAYERS,
+            frozen_layers=DEFAULT_FROZEN_LAYERS,
+            few_shot=RECIPES[recipe],
+        )
     build_s = time.monotonic() - started
     model = IntentModel.load(out, intra_op_threads=1)
-    report = evaluate(model, load_examples(clinc_split(clinc150_path(), "test")))
+    report = evaluate(model, test)
     row = {
         "recipe": recipe,
         "seed": seed,
@@ -86,7 +114,17 @@ def run_one(train_csv: Path, val: str | None, recipe: str, seed: int, work: Path
     return row
 
 
-def _summary(rows: list[dict]) -> dict:
+def run_one(train_csv: Path, val: str | None, recipe: str, seed: int, work: Path) -> dict:
+    test = load_examples(clinc_split(clinc150_path(), "test"))
+    return build_and_score(train_csv, val, recipe, seed, work, test)
+
+
+def load_average() -> list[float]:
+    """The 1/5/15-minute load average when the run ended: absolute times depend on it."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def summary(rows: list[dict]) -> dict:
     keys = ("label_accuracy", "in_scope_accuracy", "oos_recall", "latency_ms_p50", "build_seconds")
     out: dict[str, dict] = {}
     for recipe in sorted({r["recipe"] for r in rows}):
@@ -102,7 +140,7 @@ def main() -> None:
     )
     ap.add_argument("--k", type=int, default=10, help="rows per intent")
     ap.add_argument("--seeds", default="1", help="comma-separated sampling/training seeds")
-    ap.add_argument("--recipes", default="default,fewshot")
+    ap.add_argument("--recipes", default="blend,fewshot")
     ap.add_argument("--val", choices=["clinc", "holdout"], default="clinc")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot.json")
     ap.add_argument("--work", type=Path, default=None, help="keep the bundles here")
@@ -132,7 +170,9 @@ def main() -> None:
         "val": args.val,
         "test": "CLINC150 test (4,500 in-scope + 1,000 oos)",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "summary": _summary(rows),
+        "cpus": os.cpu_count(),
+        "load_average_at_end": load_average(),
+        "summary": summary(rows),
         "runs": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -129,6 +129,7 @@ def build_bundle(
     steps = ((len(train) + config.batch_size - 1) // config.batch_size) * epochs + (
         (len(train) + head_batch - 1) // head_batch
     ) * head_only_epochs
+    steps += config.contrastive_steps  # the few-shot pair stage advances the same bar first
     progress = build_progress(console)  # bars with ETA on a terminal, else plain lines
     with tempfile.TemporaryDirectory(prefix="aivos-build-") as tmp_name, progress:
         work = keep_artifacts or Path(tmp_name)

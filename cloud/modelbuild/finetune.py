@@ -55,6 +55,7 @@ class TrainConfig:
     max_epochs: int = 20  # ... but no further than this on tiny data
     label_smoothing: float = 0.0
     centroid_mix: float = 0.0  # blend the trained head towards the fine-tuned class centroids
+    contrastive_steps: int = 0  # SetFit-style pair stage on the encoder first (contrastive.py)
 
 
 def planned_epochs(config: TrainConfig, n_rows: int) -> int:
@@ -161,6 +162,17 @@ def train_intent_model(
     encoder, tokenizer = load_base()
     if config.layers:
         keep_bottom_layers(encoder, config.layers)
+    if config.contrastive_steps:
+        from aivos.cloud.modelbuild.contrastive import ContrastiveConfig, contrastive_tune
+
+        contrastive_tune(
+            encoder,
+            tokenizer,
+            texts,
+            label_ids,
+            ContrastiveConfig(steps=config.contrastive_steps, seed=config.seed),
+            progress=progress,
+        )
     dim = int(encoder.config.hidden_size)
     net = IntentNet(encoder, n_labels, dim, config.scale)
     # Word embeddings + the bottom layers stay frozen: a third of the step time, and the

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from aivos.cloud.modelbuild import fewshot
 from aivos.cloud.modelbuild.fewshot import (
+    CENTROID_MIX,
+    CONTRASTIVE_STEPS,
     MAX_ROWS_PER_INTENT,
     few_shot_config,
     is_few_shot,
@@ -60,14 +63,26 @@ def test_planned_epochs_reach_min_steps_within_the_cap() -> None:
     assert planned_epochs(dataclasses.replace(config, epochs=0), 1500) == 0  # frozen stays
 
 
+def test_few_shot_config_turns_on_the_contrastive_stage_and_the_blend() -> None:
+    from aivos.cloud.modelbuild.finetune import TrainConfig
+
+    config = few_shot_config(TrainConfig(epochs=2, seed=3))
+    assert (config.contrastive_steps, config.centroid_mix) == (CONTRASTIVE_STEPS, CENTROID_MIX)
+    assert CONTRASTIVE_STEPS > 0 and 0 < CENTROID_MIX <= 1
+    assert (config.epochs, config.seed) == (2, 3)  # the rest as asked
+
+
 def test_few_shot_training_is_deterministic_and_mixes_the_head() -> None:
     from aivos.cloud.modelbuild.finetune import TrainConfig, train_intent_model
 
     rows = _few_rows()
     texts = [e.text for e in rows]
     ids = [_INTENTS.index(e.label) for e in rows]
-    # Two layers and two steps keep it quick; the recipe is what is under test.
-    config = few_shot_config(TrainConfig(epochs=1, batch_size=16, seed=5, layers=2))
+    # Two layers and a few steps keep it quick; the recipe is what is under test.
+    config = dataclasses.replace(
+        few_shot_config(TrainConfig(epochs=1, batch_size=16, seed=5, layers=2)),
+        contrastive_steps=4,
+    )
 
     def train(config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
         net, _ = train_intent_model(texts, ids, len(_INTENTS), config)
@@ -81,15 +96,18 @@ def test_few_shot_training_is_deterministic_and_mixes_the_head() -> None:
     head_plain, top_plain = train(dataclasses.replace(config, centroid_mix=0.0))
     np.testing.assert_array_equal(top_a, top_plain)  # the same fine-tuning ...
     assert not np.allclose(head_a, head_plain)  # ... and a different, blended head
+    _, top_no_pairs = train(dataclasses.replace(config, contrastive_steps=0))
+    assert not np.allclose(top_a, top_no_pairs)  # the contrastive stage moved the encoder
 
 
 @pytest.mark.filterwarnings("ignore")
 def test_small_data_build_uses_the_recipe_and_knows_its_examples(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from aivos.cloud.modelbuild.build import build_bundle
     from aivos.edge.intent import IntentModel
 
+    monkeypatch.setattr(fewshot, "CONTRASTIVE_STEPS", 20)  # 4 intents pair up quickly
     rows = _few_rows()
     with caplog.at_level(logging.INFO, logger="aivos.cloud.modelbuild.build"):
         manifest = build_bundle(
