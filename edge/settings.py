@@ -195,8 +195,22 @@ def load_edge_settings(config: Path | None = None, **overrides: object) -> EdgeS
         for part in parents:
             node = node.setdefault(part, {})  # type: ignore[assignment]
         node[leaf] = value
-    return load_config(EdgeSettings, config, extra=extra, ignore_env_keys=NON_SETTINGS_ENV)
+    return load_config(EdgeSettings, config, extra=extra, ignore_env_keys=_non_settings_env())
 
 
 # Variables read by the CLI itself, not settings keys.
 NON_SETTINGS_ENV = ("AIVOS_HOME", "AIVOS_TOKEN", "AIVOS_URL", "AIVOS_OPERATOR_TOKEN")
+
+
+def _non_settings_env() -> tuple[str, ...]:
+    """`AIVOS_*` variables that are not edge settings: the CLI's own, and every name
+    without a section (`__`) that is not a top-level setting — other tools' variables
+    (`AIVOS_CLOUD_DB`, `aivos up`'s `AIVOS_UP_*` install logs) share the prefix and must not
+    stop the agent. A misspelt *section* key (`AIVOS_SERVER__PROT`) is still refused."""
+    top = set(EdgeSettings.__struct_fields__)
+    other = (
+        key
+        for key in os.environ
+        if key.startswith("AIVOS_") and "__" not in key and key[6:].lower() not in top
+    )
+    return (*NON_SETTINGS_ENV, *other)
