@@ -33,10 +33,11 @@ from aivos.cloud.fleet.ingest import HeartbeatIngest
 from aivos.cloud.fleet.registry import open_registry
 from aivos.cloud.ingest import CloudStore
 from aivos.cloud.ingest.store import UpsertResult
-from aivos.shared.fleet import Decisions, Heartbeat, encode
+from aivos.shared.fleet import Heartbeat, encode
 from aivos.shared.natsconf import start_local_hub
 from aivos.shared.subjects import heartbeat_subject
 from aivos.shared.syncwire import SyncEnvelope
+from tests.fixtures.fleet import heartbeat
 from tests.fixtures.wait import eventually, eventually_sync
 
 pytestmark = pytest.mark.slow
@@ -198,22 +199,7 @@ def test_transaction_aborted_on_every_attempt_raises_store_conflict(
 
 
 def _heartbeat(site: str, n: int) -> Heartbeat:
-    return Heartbeat(
-        site_id=site,
-        agent_version="0.1",
-        bundle_version="v1",
-        provider="CPU",
-        link_state="up",
-        outbox_depth=n,
-        job_backlog=0,
-        request_rate=1.0,
-        decisions=Decisions(1, 2, 3),
-        p50_ms=1.0,
-        p99_ms=2.0,
-        cpu_percent=1.0,
-        mem_percent=2.0,
-        disk_percent=3.0,
-    )
+    return heartbeat(site, outbox_depth=n)
 
 
 @pytest.mark.asyncio

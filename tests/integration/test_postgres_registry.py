@@ -23,7 +23,8 @@ from aivos.cloud.fleet.registry import (
 )
 from aivos.cloud.fleet.rollout import start_rollout
 from aivos.shared.errors import ConfigError, NotFound
-from aivos.shared.fleet import BundleReport, ConfigReport, Decisions, Heartbeat
+from aivos.shared.fleet import BundleReport, ConfigReport
+from tests.fixtures.fleet import heartbeat
 
 pytestmark = pytest.mark.slow
 
@@ -35,25 +36,7 @@ MIGRATIONS = [
 ]
 
 
-def _hb(site: str = "site-a", **kw: object) -> Heartbeat:
-    base: dict[str, object] = dict(
-        site_id=site,
-        agent_version="0.1",
-        bundle_version="v1",
-        provider="CPU",
-        link_state="up",
-        outbox_depth=0,
-        job_backlog=0,
-        request_rate=1.0,
-        decisions=Decisions(1, 2, 3),
-        p50_ms=1.0,
-        p99_ms=2.0,
-        cpu_percent=1.0,
-        mem_percent=2.0,
-        disk_percent=3.0,
-    )
-    base.update(kw)
-    return Heartbeat(**base)  # type: ignore[arg-type]
+_hb = heartbeat
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import pytest
 
 from aivos.cloud.fleet.ingest import HeartbeatIngest
 from aivos.cloud.fleet.registry import open_registry
-from aivos.shared.fleet import ConfigReport, Decisions, Heartbeat
+from aivos.shared.fleet import ConfigReport, Heartbeat
+from tests.fixtures.fleet import heartbeat
 
 
 class _FailsOnce:
@@ -33,25 +34,6 @@ class _FailsOnce:
         return getattr(self._registry, name)
 
 
-def _heartbeat(site: str) -> Heartbeat:
-    return Heartbeat(
-        site_id=site,
-        agent_version="0.1",
-        bundle_version="v1",
-        provider="CPU",
-        link_state="up",
-        outbox_depth=0,
-        job_backlog=0,
-        request_rate=1.0,
-        decisions=Decisions(1, 2, 3),
-        p50_ms=1.0,
-        p99_ms=2.0,
-        cpu_percent=1.0,
-        mem_percent=2.0,
-        disk_percent=3.0,
-    )
-
-
 @pytest.mark.asyncio
 async def test_reports_survive_a_failed_heartbeat_write(tmp_path: Path) -> None:
     registry = open_registry(None, tmp_path / "fleet")
@@ -59,7 +41,7 @@ async def test_reports_survive_a_failed_heartbeat_write(tmp_path: Path) -> None:
         registry.register_site("site-a")
         flaky = _FailsOnce(registry)
         ingest = HeartbeatIngest(flaky, flush_interval_s=1.0, max_batch=10)  # type: ignore[arg-type]
-        ingest._beats.append((_heartbeat("site-a"), 1.0))
+        ingest._beats.append((heartbeat("site-a"), 1.0))
         ingest._cfg.append((ConfigReport(site="site-a", version=3, status="applied"), 1.0))
         with pytest.raises(RuntimeError):
             await ingest.flush()

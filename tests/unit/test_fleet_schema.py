@@ -17,8 +17,6 @@ from aivos.shared.bundle import GoldenQuery, Manifest, TrainingSummary, write_ma
 from aivos.shared.errors import BundleTampered, ConfigError, DataError
 from aivos.shared.fleet import (
     SIGNATURE_NAME,
-    Decisions,
-    Heartbeat,
     canonical_manifest_bytes,
     decode_heartbeat,
     effective_config,
@@ -30,6 +28,7 @@ from aivos.shared.fleet import (
     sign_bundle,
     verify_bundle_signature,
 )
+from tests.fixtures.fleet import heartbeat
 
 
 def fake_bundle(root: Path, version: str = "v-test") -> Path:
@@ -60,25 +59,7 @@ def fake_bundle(root: Path, version: str = "v-test") -> Path:
     return root
 
 
-def _hb(site: str = "site-a", **kw: object) -> Heartbeat:
-    base: dict[str, object] = dict(
-        site_id=site,
-        agent_version="0.1",
-        bundle_version="v1",
-        provider="CPU",
-        link_state="up",
-        outbox_depth=0,
-        job_backlog=0,
-        request_rate=1.0,
-        decisions=Decisions(1, 2, 3),
-        p50_ms=1.0,
-        p99_ms=2.0,
-        cpu_percent=1.0,
-        mem_percent=2.0,
-        disk_percent=3.0,
-    )
-    base.update(kw)
-    return Heartbeat(**base)  # type: ignore[arg-type]
+_hb = heartbeat
 
 
 def test_heartbeat_round_trip_and_unknown_fields_rejected() -> None:
