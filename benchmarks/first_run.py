@@ -173,7 +173,9 @@ def main(overlay: bool, timeout_s: float, keep: bool, stop_after: str) -> None:
                     marks["first_generated_s"] = round(time.monotonic() - started, 1)
                     print(f"first generated answer at {marks['first_generated_s']} s", flush=True)
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
+        # SIGTERM, not SIGINT: a benchmark started in the background of a non-interactive
+        # shell passes SIGINT on ignored, and `aivos up` stops the same way on either
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
