@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 
 _ALLOWED = set(SiteConfig.__struct_fields__) - {"version"}
 # The fleet's last config version, a counter beside the configs (not a site id, so no site
-# can read it): a put reads this one key instead of every site's (10,000 sites: a rollout
-# wave's 10,000 puts read 10,000 keys each). A bucket from before the counter starts it at
-# the highest stored version, once.
+# can read it): a site's put reads this key, its own and the defaults instead of every
+# site's (10,000 sites: a rollout wave's 10,000 puts read 10,000 keys each). A bucket from
+# before the counter starts it at the highest stored version, once.
 VERSION_KEY = "_version"
 
 
@@ -124,16 +124,29 @@ class ConfigStore:
                 best = max(best, int((await self._get(key)).get("version", 0) or 0))
         return best
 
-    async def _next_version(self) -> int:
+    async def _next_version(self, key: str) -> int:
         """Take the next fleet-wide version: compare-and-set on the counter, so two
-        concurrent puts (console replicas, the rollout controller) never share one."""
+        concurrent puts (console replicas, the rollout controller) never share one.
+
+        A site applies a config only when its effective version (the larger of its own and
+        the defaults') grows, so the new version must also exceed what is stored where it
+        counts, should anything have written around the counter (an older release during an
+        upgrade): the key itself and the defaults for a site's put — two reads — and, for a
+        put of the defaults, which every site sees, every stored config (the old scan; an
+        operator action, rare)."""
         while True:
             try:
                 entry = await self.kv.get(VERSION_KEY)
                 current, revision = int(entry.value or b"0"), entry.revision
             except KeyNotFoundError:
-                current, revision = await self._max_version(), None
-            value = str(current + 1).encode()
+                current, revision = 0, None
+            if key == DEFAULTS_KEY or revision is None:
+                floor = await self._max_version()
+            else:
+                floor = max(
+                    [int((await self._get(k)).get("version", 0) or 0) for k in (key, DEFAULTS_KEY)]
+                )
+            value = str(max(current, floor) + 1).encode()
             try:
                 if revision is None:
                     await self.kv.create(VERSION_KEY, value)
@@ -141,7 +154,7 @@ class ConfigStore:
                     await self.kv.update(VERSION_KEY, value, last=revision)
             except KeyWrongLastSequenceError:
                 continue  # another put took this one: read the counter again
-            return current + 1
+            return int(value)
 
     async def get_raw(self, site: str | None) -> dict[str, Any]:
         """The stored partial document of a site (or of the defaults when `site` is None)."""
@@ -156,7 +169,7 @@ class ConfigStore:
         key = DEFAULTS_KEY if site is None else config_key(site)
         doc = merge_config(await self._get(key), data) if merge else dict(data)
         doc.pop("version", None)
-        version = await self._next_version()
+        version = await self._next_version(key)
         doc["version"] = version
         if self.signing_key is not None:
             value = sign_config(key, doc, self.signing_key)

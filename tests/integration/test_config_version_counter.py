@@ -35,6 +35,13 @@ async def test_versions_are_unique_and_continue_an_old_bucket(tmp_path: Path) ->
         assert int((await store.kv.get(VERSION_KEY)).value or b"0") == 18
         # and the counter is not mistaken for a config by the scan or the effective view
         assert (await store.effective("s0")).version == versions[0]
+        # written around the counter (an older release): a put still goes past what counts
+        doc = {"version": 50, "router": {"default": "refuse"}}
+        await store.kv.put(config_key("s1"), json.dumps(doc).encode())
+        assert await store.put("s1", {"router": {"default": "refuse"}}) == 51
+        assert await store.put("s2", {"router": {"default": "refuse"}}) == 52
+        await store.kv.put(config_key("s3"), json.dumps({**doc, "version": 90}).encode())
+        assert await store.put(None, {"router": {"default": "refuse"}}) == 91
     finally:
         await nc.close()
         hub.stop()
