@@ -22,30 +22,21 @@ from aivos.cloud.fleet.rollout import FAILED_STATUSES, RolloutController, start_
 from aivos.shared.fleet import BundleReport, Decisions, Heartbeat
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.natsconf.server import NatsServer
+from tests.fixtures.fleet import heartbeat
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
 
 def _hb(site: str, bundle: str, **kw: object) -> Heartbeat:
-    base: dict[str, object] = dict(
-        site_id=site,
-        agent_version="0.1",
+    fields: dict[str, object] = dict(
         bundle_version=bundle,
-        provider="CPU",
-        link_state="up",
-        outbox_depth=0,
-        job_backlog=0,
-        request_rate=1.0,
         decisions=Decisions(1, 0, 0),
-        p50_ms=1.0,
         p99_ms=5.0,
-        cpu_percent=1.0,
         mem_percent=1.0,
         disk_percent=1.0,
         interval_s=60.0,
     )
-    base.update(kw)
-    return Heartbeat(**base)  # type: ignore[arg-type]
+    return heartbeat(site, **{**fields, **kw})
 
 
 @pytest.fixture
