@@ -375,9 +375,11 @@ class Appliance:
         assert self.hub is not None
         from aivos.cloud.models.up_pools import default_pool_commands
 
-        # one autoscaled pool per entry of the default catalogue (CLOUD_DIR/catalogue.toml,
-        # written once, an operator's edits kept) and the model router in front of them
-        # every hub node's URL (a cluster): the pools and the router fail over with it
+        # one autoscaled pool per catalogue entry, in one supervisor ("pools") that starts
+        # and stops pools as pushed catalogues add and remove entries (bootstrap:
+        # CLOUD_DIR/catalogue.toml, written once, an operator's edits kept), and the model
+        # router in front of them; every hub node's URL (a cluster): they fail over with it.
+        # The supervisor exits with us (its parent) and stops its workers if we are killed.
         hub_urls = self.lines.get("hub", self.hub.url)
         for cmd in default_pool_commands(self.cloud_dir, hub_urls):
             self._spawn(cmd.name, *cmd.args, env=self._service_env(cmd.role))

@@ -2,8 +2,10 @@
 tokens, cost and p95, a chart per model over the last hour, and the sites and intents
 whose daily budget is used up.
 
-Read from the cloud data dir: the routers' ``model_usage.sqlite`` and the catalogue
-``catalogue.toml`` (`cloud.models.report`); a console without them shows an empty page.
+Usage is read from the routers' ``model_usage.sqlite`` in the cloud data dir; the catalogue
+is the one the fleet runs (`cloud.models.report.fleet_catalogue`): the pushed one, read over
+the console's hub connection, with its version, else the data dir's ``catalogue.toml``; the
+page says which. A console without either shows the models the usage file names.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from aivos.cloud.fleet.service import FleetService
 from aivos.cloud.models.report import (
     ModelUsage,
     QuotaState,
-    load_optional_catalogue,
+    ShownCatalogue,
+    catalogue_path,
+    fleet_catalogue,
     models_report,
     quota_states,
     usage_path,
@@ -59,15 +63,16 @@ def _charts(model: ModelUsage, now: float) -> list[Markup]:
     ]
 
 
-def models_view(data_dir: Path) -> dict[str, Any]:
-    """Everything the page shows (blocking: file reads)."""
-    catalogue = load_optional_catalogue(data_dir)
+def models_view(data_dir: Path, shown: ShownCatalogue) -> dict[str, Any]:
+    """Everything the page shows, for the catalogue `shown` (blocking: file reads)."""
+    catalogue = shown.catalogue
     path = usage_path(data_dir)
     now = time.time()
     models = models_report(catalogue, path, now=now)
     quotas: list[QuotaState] = quota_states(catalogue, path) if catalogue is not None else []
     return {
         "catalogue_found": catalogue is not None,
+        "catalogue": shown,
         "models": [(m, _charts(m, now)) for m in models],
         "quotas": quotas,
         "exhausted": [q for q in quotas if q.exhausted],
@@ -81,7 +86,10 @@ class ModelsController(Controller):
 
     @get("/models")
     async def models_page(self, request: Request[Any, Any, Any], fleet: FleetService) -> Template:
-        view = await asyncio.to_thread(models_view, fleet.data_dir)
+        shown = await fleet_catalogue(
+            fleet.nc, catalogue_path(fleet.data_dir), no_hub="the console is not on the hub yet"
+        )
+        view = await asyncio.to_thread(models_view, fleet.data_dir, shown)
         op: Operator = request.state.operator
         return Template(
             "models.html",

@@ -44,6 +44,7 @@ __all__ = [
     "CatalogueStore",
     "CatalogueWatch",
     "decode_pushed",
+    "read_pushed",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,17 @@ class CatalogueStore:
             log.info("catalogue version %d pushed", version + 1)
             return version + 1
         raise ConfigError(source, "another push kept winning; try again")
+
+
+async def read_pushed(nc: NATS) -> tuple[int, Catalogue] | None:
+    """(version, catalogue) of what is pushed; None when nothing is (no bucket or no key).
+    A stored value that does not validate raises ConfigError."""
+    try:
+        store = await CatalogueStore.open(nc.jetstream(domain=HUB_DOMAIN), create=False)
+    except BucketNotFoundError:
+        return None
+    current = await store.current()
+    return None if current is None else (current[1], current[2])
 
 
 def _is_conflict(exc: Exception) -> bool:

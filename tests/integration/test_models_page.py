@@ -1,14 +1,15 @@
 """The console's models page in headless Chromium: a real router (scripted workers over a
 real nats-server) writes the usage file in the cloud data dir; the page lists each
 catalogue model with its answers as primary and as fallback, tokens, cost, p95 and a chart,
-and flags the site whose budget is used up."""
+and flags the site whose budget is used up. It shows the catalogue the fleet runs: the data
+dir's file until one is pushed, then the pushed one with its version."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 import nats
 import pytest
 
+from aivos.cloud.models.catalogue_store import CatalogueStore
 from aivos.cloud.models.report import catalogue_path, usage_path
 from aivos.cloud.models.router import ModelRouter
 from aivos.cloud.models.usage import UsageLedger
@@ -24,6 +26,7 @@ from aivos.cloud.worker.cli import catalogue_worker
 from aivos.edge.uplink.generation import SiteQuotaExceeded, generate
 from aivos.shared.messages import GenerateRequest
 from aivos.shared.natsconf.server import NatsServer, free_port
+from aivos.shared.subjects import HUB_DOMAIN
 from tests.fixtures.nats import ScriptedBackend
 from tests.fixtures.wait import eventually_sync
 from tests.integration.test_console_browser import _aivos, _missing, _wait, browser
@@ -88,8 +91,33 @@ async def _traffic(url: str, data_dir: Path) -> None:
     catalogue_path(data_dir).write_text(CATALOGUE)
 
 
+# pushed while the console runs: fast's version bumped, a model new to the fleet
+PUSHED = (
+    CATALOGUE.replace('version = "f-3"', 'version = "f-4"')
+    + """
+[models.third]
+backend = "llamacpp"
+version = "t-1"
+"""
+)
+
+
+async def _push(url: str, text: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        store = await CatalogueStore.open(nc.jetstream(domain=HUB_DOMAIN))
+        return await store.push(text)
+    finally:
+        await nc.close()
+
+
 @pytest.fixture
-def console(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
+def console(
+    tmp_path: Path, nats_hub_factory: Callable[[], NatsServer]
+) -> Iterator[tuple[str, str]]:
+    """(the console's URL, its hub's URL)."""
+    # a hub of its own: the catalogue pushed here must not reach other tests' routers
+    nats_hub = nats_hub_factory()
     data = tmp_path / "cloud"
     data.mkdir()
     asyncio.run(_traffic(nats_hub.url, data))
@@ -113,7 +141,7 @@ def console(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
             return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
 
         eventually_sync(healthy, timeout=60, interval=0.2, ignore=(httpx.HTTPError,))
-        yield url
+        yield url, nats_hub.url
     finally:
         proc.terminate()
         proc.wait(20)
@@ -121,11 +149,12 @@ def console(tmp_path: Path, nats_hub: NatsServer) -> Iterator[str]:
 
 
 def test_models_page_shows_usage_shares_cost_charts_and_used_up_budgets(
-    console: str, browser: Any
+    console: tuple[str, str], browser: Any
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    browser.get(console + "/models")
+    url, hub_url = console
+    browser.get(url + "/models")
     _wait(browser, lambda d: "/login" in d.current_url)
     browser.find_element(By.ID, "username").send_keys("alice")
     browser.find_element(By.ID, "password").send_keys("correct horse")
@@ -152,3 +181,23 @@ def test_models_page_shows_usage_shares_cost_charts_and_used_up_budgets(
         assert len(lines) == 4
     legends = browser.find_elements(By.CSS_SELECTOR, "#chart-spare svg.chart text.legend")
     assert [t.text for t in legends] == ["primary", "fallback", "p95 ms", "cost x1000"]
+
+    # the file until a catalogue is pushed, and the page says so
+    source = browser.find_element(By.ID, "catalogue-source")
+    assert source.get_attribute("data-source") == "file"
+    assert "catalogue.toml (nothing pushed)" in source.text
+    assert not browser.find_elements(By.CSS_SELECTOR, '#models tr[data-model="third"]')
+
+    assert asyncio.run(_push(hub_url, PUSHED)) == 1
+    browser.get(url + "/models")
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '#models tr[data-model="third"]'))
+    source = browser.find_element(By.ID, "catalogue-source")
+    assert (source.get_attribute("data-source"), source.get_attribute("data-version")) == (
+        "pushed",
+        "1",
+    )
+    assert "pushed catalogue v1" in source.text
+    assert cell("third", "requests") == "0"
+    row = browser.find_element(By.CSS_SELECTOR, '#models tr[data-model="fast"]')
+    assert "f-4" in row.text  # the version the fleet runs now
+    assert cell("fast", "requests") == "3"  # today's usage stays

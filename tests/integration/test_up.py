@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fixtures.ctrl_c import sigint_default, stop
 from tests.fixtures.wait import eventually_sync
 
 pytestmark = pytest.mark.slow
@@ -70,7 +71,12 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
         "0",
     ]
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=sigint_default,  # Ctrl-C works in a background test run too
     )
     try:
         lines = _read_lines(proc, {"edge", "token", "console", "operator-token"}, 240)
@@ -124,6 +130,5 @@ def test_up_runs_the_appliance_and_ask_gets_answers(tmp_path: Path, small_bundle
         )
         assert stats["sites"]["site-1"]["audit"] >= 2
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        stop(proc, signal.SIGINT, timeout=60)
     assert proc.returncode == 0

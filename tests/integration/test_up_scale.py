@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.ctrl_c import sigint_default, stop
 from tests.fixtures.wait import eventually_sync
 from tests.integration.test_up import _read_lines
 
@@ -45,6 +46,7 @@ def test_up_on_a_hub_cluster_and_postgres(
         stdout=subprocess.PIPE,
         stderr=log.open("wb"),
         text=True,
+        preexec_fn=sigint_default,  # Ctrl-C works in a background test run too
     )
     hubs: list[str] = []
     try:
@@ -93,7 +95,6 @@ def test_up_on_a_hub_cluster_and_postgres(
         eventually_sync(synced, timeout=60, interval=0.5, what="both audit records in PostgreSQL")
         assert not (tmp_path / "up" / "cloud.db").exists()
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=90)
+        stop(proc, signal.SIGINT, timeout=90)
     assert proc.returncode == 0
     assert hubs and not any(_port_open(u) for u in hubs), "a hub node outlived `aivos up`"

@@ -281,15 +281,26 @@ def test_up_runs_a_pool_per_catalogue_entry_and_costs_show_budgets(tmp_path: Pat
 
     commands = default_pool_commands(tmp_path, "nats://127.0.0.1:4222")
     catalogue = tmp_path / "catalogue.toml"
-    assert [(c.name, c.role) for c in commands] == [("pool-smol", "worker"), ("router", "router")]
+    assert [(c.name, c.role) for c in commands] == [("pools", "worker"), ("router", "router")]
+    # one supervisor for every entry (no --model): it follows pushed catalogues
     assert commands[0].args[:2] == ("cloud", "workers")
-    assert commands[0].args[6:8] == ("--model", "smol")
-    # an operator's catalogue is kept: two entries, two pools
+    assert "--model" not in commands[0].args
+    assert parse_catalogue(catalogue.read_text()).models.keys() == {"smol"}
+    # an operator's catalogue is kept (and checked before anything starts)
     catalogue.write_text(
         CATALOGUE.replace('url = "http://127.0.0.1:9/v1"\n', 'url = "http://x/v1"\n')
     )
-    pools = [c.name for c in default_pool_commands(tmp_path, "nats://h:4222")]
-    assert pools == ["pool-smol", "pool-big", "router"]
+    assert [c.name for c in default_pool_commands(tmp_path, "nats://h:4222")] == [
+        "pools",
+        "router",
+    ]
+    assert "big" in parse_catalogue(catalogue.read_text()).models
+    catalogue.write_text(CATALOGUE + '\n[models.bad]\nbackend = "openai"\nversion = "1"\n')
+    with pytest.raises(ConfigError, match=r"models\.bad\.url"):
+        default_pool_commands(tmp_path, "nats://h:4222")
+    catalogue.write_text(
+        CATALOGUE.replace('url = "http://127.0.0.1:9/v1"\n', 'url = "http://x/v1"\n')
+    )
     ledger = UsageLedger(parse_catalogue(catalogue.read_text()), tmp_path / "model_usage.sqlite")
     ledger.record("vip", "smol", "135m-q4_1", 1, 1, fallback=False)
     ledger.record("vip", "smol", "135m-q4_1", 1, 1, fallback=False)
@@ -299,3 +310,44 @@ def test_up_runs_a_pool_per_catalogue_entry_and_costs_show_budgets(tmp_path: Pat
     quotas = {(q["site"], q["what"]): q for q in json.loads(out.output)["quotas"]}
     assert quotas[("vip", "requests")]["exhausted"] is True
     assert quotas[("vip", "requests")]["used"] == 2
+
+
+def test_an_entry_sizes_its_pool_and_a_bad_size_fails_with_its_path() -> None:
+    from aivos.cloud.models.autoscale import ScalePolicy
+    from aivos.cloud.models.pool import worker_spec
+    from aivos.cloud.models.pool_set import entry_policy
+
+    text = CATALOGUE.replace('version = "135m-q4_1"', 'version = "135m-q4_1"\npool = { min = 3 }')
+    cat = parse_catalogue(text)
+    defaults = ScalePolicy(min_workers=1, max_workers=2)
+    sized = entry_policy(defaults, cat.models["smol"])
+    assert (sized.min_workers, sized.max_workers) == (3, 3)  # max follows a larger min
+    other = entry_policy(defaults, cat.models["big"])
+    assert (other.min_workers, other.max_workers) == (1, 2)  # the supervisor's defaults
+    capped = entry_policy(ScalePolicy(min_workers=2, max_workers=4), cat.models["big"])
+    assert (capped.min_workers, capped.max_workers) == (2, 4)
+    small = parse_catalogue(text.replace("pool = { min = 3 }", "pool = { max = 1 }"))
+    one = entry_policy(ScalePolicy(min_workers=2, max_workers=4), small.models["smol"])
+    assert (one.min_workers, one.max_workers) == (1, 1)  # a max below the default min
+    # the size is the supervisor's business: changing it does not roll the workers
+    assert worker_spec(cat, "smol") == worker_spec(parse_catalogue(CATALOGUE), "smol")
+    for bad in ("{ min = 0 }", "{ min = 3, max = 2 }", "{ max = 0 }"):
+        broken = CATALOGUE.replace('version = "135m-q4_1"', f'version = "135m-q4_1"\npool = {bad}')
+        with pytest.raises(ConfigError, match=r"models\.smol\.pool"):
+            parse_catalogue(broken)
+
+
+def test_a_standalone_worker_takes_its_gguf_apart_from_catalogue_models(tmp_path: Path) -> None:
+    """`--gguf PATH` is the plain worker's model file; `--model NAME` the catalogue entries
+    (both used to be `--model`: a GGUF path was read as a catalogue entry)."""
+    from click.testing import CliRunner
+
+    from aivos.cloud.worker.cli import worker_cmd
+
+    missing = tmp_path / "x.gguf"
+    out = CliRunner().invoke(worker_cmd, ["--nats", "nats://127.0.0.1:1", "--gguf", str(missing)])
+    assert out.exit_code != 0
+    assert "GGUF model file not found" in str(out.exception or out.output)
+    assert str(missing) in str(out.exception or out.output)
+    alone = CliRunner().invoke(worker_cmd, ["--model", "smol"])
+    assert alone.exit_code == 2 and "--catalogue and --model go together" in alone.output
