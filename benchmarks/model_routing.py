@@ -6,8 +6,10 @@ the numbers are the routing's, not a model's. Measured in one run:
 * ``overhead``: `--n` sequential requests on the default path (``aivos.gen.<site>``, the
   single queue group of before) vs the same through the router (``aivos.gen.<site>.<class>``
   -> ``aivos.model.<site>.<model>``); p50/p95 of each, the p50 difference and the ratio.
-  ``routed_eager`` is the router with ``eager_accept=True``: the worker sends `Accepted`
-  for every request, as before the late-accept header (the "before" of that change).
+  ``routed`` is the router as it runs: the worker answers the edge's inbox itself and
+  tells the router in batched notices (three hops on the answer's path);
+  ``routed_relay`` is the router with ``direct_reply=False``: the worker answers the
+  router, which relays the `Done` to the edge (four hops: the "before" of that change).
   The modes alternate in rounds of n / 10 requests (so a busy machine shifts all alike).
   Also this process's CPU time per request in each mode (edge, worker and, when routed,
   the router all run here; nats-server does not): what the hop costs in Python, which
@@ -108,10 +110,10 @@ async def _start(
 
 
 async def _router(
-    url: str, cat: Catalogue, *, eager_accept: bool = False
+    url: str, cat: Catalogue, *, direct_reply: bool = True
 ) -> tuple[ModelRouter, nats.NATS]:
     nc = await nats.connect(url)
-    router = ModelRouter(cat, accept_timeout_s=1.0, eager_accept=eager_accept)
+    router = ModelRouter(cat, accept_timeout_s=1.0, direct_reply=direct_reply)
     await router.start(nc)
     return router, nc
 
@@ -133,14 +135,14 @@ async def overhead(url: str, n: int) -> dict[str, float]:
     cat = parse_catalogue(CATALOGUE.format(primary_places=1000))
     w = await _start(url, cat, "primary", Echo())
     edge = await nats.connect(url)
-    modes = ("direct", "routed_eager", "routed")
+    modes = ("direct", "routed_relay", "routed")
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu_s = dict.fromkeys(modes, 0.0)
     try:
         for rnd in range(_ROUNDS):
             for mode in modes:
                 cls = None if mode == "direct" else "small"
-                r = await _router(url, cat, eager_accept=mode == "routed_eager") if cls else None
+                r = await _router(url, cat, direct_reply=mode == "routed") if cls else None
                 try:
                     for i in range(20):  # warm-up
                         await generate(edge, _req(f"w{mode}{rnd}-{i}", cls), timeout_s=10)
@@ -161,7 +163,7 @@ async def overhead(url: str, n: int) -> dict[str, float]:
         out[f"{mode}_p50_ms"] = statistics.median(times[mode])
         out[f"{mode}_p95_ms"] = _pct(times[mode], 95)
         out[f"{mode}_cpu_us_per_request"] = cpu_s[mode] / len(times[mode]) * 1e6
-    for mode, tag in (("routed", ""), ("routed_eager", "eager_")):
+    for mode, tag in (("routed", ""), ("routed_relay", "relay_")):
         out[f"{tag}overhead_p50_ms"] = out[f"{mode}_p50_ms"] - out["direct_p50_ms"]
         out[f"{tag}ratio_p50"] = out[f"{mode}_p50_ms"] / out["direct_p50_ms"]
         out[f"{tag}overhead_cpu_us_per_request"] = (

@@ -4,8 +4,9 @@ An `Attempt`'s replies are handled as they arrive, in the callback of the router
 subscription (`cloud.models.replies`): `Accepted` is noted, `Token`s and the `Done` are
 published to the edge from there, and the attempt's end is handed to the router's
 `on_end` callback at once (no future, no task woken): on the common path, a `Done`, the
-router counts it right there and the request costs no task at all. Only a request that
-must move down the chain gets one (benchmarks/model_routing.py).
+router counts it right there and the request costs no task at all. When the worker sent
+the `Done` to the edge itself, its notice (`on_delivered`) ends the attempt the same way.
+Only a request that must move down the chain gets one (benchmarks/model_routing.py).
 Time limits are one timer per attempt, not a timeout per wait.
 """
 
@@ -20,6 +21,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from aivos.cloud.worker.catalogue import ChainLink
+from aivos.cloud.worker.notices import NOTICE_GRACE_S, Delivered
 from aivos.cloud.worker.service import PROMPT_TOKENS_HEADER
 from aivos.shared.messages import (
     Accepted,
@@ -49,6 +51,8 @@ class Exchange:
         "reply_to",
         "headers",
         "intent",
+        "direct",
+        "now",
         "accepted_sent",
         "tokens_sent",
         "reasons",
@@ -70,6 +74,10 @@ class Exchange:
         self.reply_to = reply_to
         self.headers = headers  # forwarded to the workers (the edge's, and the router's)
         self.intent = intent
+        # "<edge inbox> <notices subject>": the workers answer the edge themselves
+        # (router.py); "" when the router relays their answers
+        self.direct = ""
+        self.now = False  # their notices come ahead of the answers (a site under a quota)
         self.accepted_sent = False
         self.tokens_sent = 0
         self.reasons: list[str] = []  # why links were passed over, for the final error
@@ -132,7 +140,10 @@ class Attempt:
         self._start = time.monotonic()
         self._deadline = self._start + budget_ms / 1000.0  # inf without a deadline
         self._accepted = False
-        first = min(accept_timeout_s, budget_ms / 1000.0)
+        # a quick answer sent straight to the edge is heard of in a batch of notices: its
+        # wait may end a little past the budget
+        grace = NOTICE_GRACE_S if ex.direct else 0.0  # (a streamed answer is relayed)
+        first = min(accept_timeout_s, budget_ms / 1000.0 + grace)
         self._timer: asyncio.TimerHandle | None = loop.call_later(first, self._on_timer)
 
     def end(self, outcome: Outcome) -> None:
@@ -201,6 +212,22 @@ class Attempt:
             await self._send(ex.reply_to, msg.data)
             return Outcome("committed", code=reply.code)
         return Outcome("failed", code=reply.code, message=reply.message)
+
+    def on_delivered(self, notice: Delivered) -> None:
+        """The worker sent its `Done` to the edge itself (`cloud.worker.notices`): the
+        attempt answered. Its time is the notice's arrival less its wait in the batch."""
+        if self.done:
+            return
+        took = time.monotonic() - self._start - notice.held_ms / 1000.0
+        self.end(
+            Outcome(
+                "done",
+                version=notice.version or self.link.entry.version,
+                n_tokens=notice.n_tokens,
+                took_s=max(0.0, took),
+                prompt_tokens=notice.prompt_tokens,
+            )
+        )
 
     async def _finish(self, done: Done, msg: Msg) -> Outcome:
         """Relay the `Done`, naming the model and version (counted by the router)."""

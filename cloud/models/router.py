@@ -13,15 +13,18 @@ Per request:
 2. for each link of the class's chain, primary first: skip it while its circuit breaker is
    open, or when less of the budget is left than its ``min_budget_ms`` (deadline pressure);
    otherwise forward the request to ``aivos.model.<site>.<model>`` with a deadline that
-   keeps the next link's ``min_budget_ms`` in reserve, and relay the worker's replies
-   (`Token`..., `Done`; `Accepted` only when the request streams) to the edge's inbox as
-   they arrive;
+   keeps the next link's ``min_budget_ms`` in reserve. A request that does not stream is
+   answered by the worker itself: its `Done` goes to the edge's inbox (header
+   ``Aivos-Reply-Direct``), naming what the router put in ``Aivos-Generator``, and the
+   router hears of it from the worker's batched notices (`cloud.worker.notices`). A
+   streamed one is relayed: the worker's replies (`Accepted`, `Token`..., `Done`) go to
+   the edge's inbox as they arrive;
 3. `Saturated`, an error, no responders or a timeout before any token was relayed move
    the request down the chain (errors and timeouts count against the model's breaker;
    saturation does not). Once tokens have reached the edge the answer is committed: a
    later failure is relayed as it is;
-4. the `Done` relayed names the model and version that produced it, and ``fallback`` is
-   true unless that was the class's primary; usage and cost are counted per site and model.
+4. the `Done` names the model and version that produced it, and ``fallback`` is true
+   unless that was the class's primary; usage and cost are counted per site and model.
 
 When every link was saturated (or saturated/skipped) the edge gets `Saturated` and retries
 or falls back as with a busy worker; when none could answer, ``no_model_available``.
@@ -30,8 +33,8 @@ or falls back as with a busy worker; when none could answer, ``no_model_availabl
 class (``aivos.gen.<site>``) must not skip them: the catalogue's default model then leaves
 the ``aivos-gen`` queue group (`cloud.worker.cli.catalogue_worker`) and routers serve
 ``aivos.gen.*`` too (`routes_default_path`), as a one-link chain of the default model with
-the quota check and usage counting of any class; the `Done` relayed is the worker's own,
-naming no model, as a request without a class always got. No default model: such requests
+the quota check and usage counting of any class; the `Done` is the worker's own, naming
+no model, as a request without a class always got. No default model: such requests
 get ``unknown_model_class``.
 
 Replies from the workers all arrive on one wildcard subscription (`cloud.models.replies`)
@@ -40,12 +43,23 @@ the request subscription's callback itself; an attempt's end comes back to `_on_
 which counts an answer on the spot; only a request that moves down the chain (or is lost)
 gets a task, off the answer's path.
 
-**The hop's cost** (benchmarks/model_routing.py): a forwarded request carries the header
-``Aivos-Accept-Within`` (a quarter of the accept wait), so a worker that answers a
-non-streamed request quickly sends no `Accepted` (`cloud.worker.service`); the request's
-own bytes are forwarded unless a reserve or a ``max_tokens`` clamp changes them; subjects
-per (site, model) are cached. ``eager_accept=True`` restores the `Accepted` per request
-(the benchmark's "before").
+**The hop's cost** (benchmarks/model_routing.py): the answer of a request that does not
+stream takes three hops (edge -> router -> worker -> edge), not four: the router is off
+its way back and reads one small notice per batch of answers instead of relaying each
+`Done`. Errors, saturation, `Accepted` and the worker's deadline error still come to the
+router (the attempt's reply subject), so the chain falls back as before; a worker that
+dies silent ends the attempt on its timer (its first wait gets `NOTICE_GRACE_S` more:
+the notice of a quick answer may come a batch later). A notice lost with its worker
+counts as that worker's failure and moves the request on: the edge, which already has
+its answer, no longer reads the fallback's. For a site under a quota, and for a breaker's
+half-open trial, the worker sends the notice ahead of the `Done` (``now``), so the answer
+is counted (the breaker closed) before the edge's next request, as when the router
+relayed it. ``direct_reply=False`` relays every answer (the benchmark's "before"). A
+forwarded request also carries ``Aivos-Accept-Within`` (a quarter of the accept wait),
+so a worker that answers a non-streamed request quickly sends no `Accepted`
+(`cloud.worker.service`); the request's own bytes are forwarded unless a reserve or a
+``max_tokens`` clamp changes them; subjects per (site, model) are cached.
+``eager_accept=True`` restores the `Accepted` per request.
 
 **A new catalogue** (`apply_catalogue`, from the KV watch of `cloud.models.
 catalogue_store`): chains, pins, limits, costs, quotas and the breaker policy are replaced
@@ -80,7 +94,11 @@ from aivos.cloud.models.usage import (
     estimate_prompt_tokens,
 )
 from aivos.cloud.worker.catalogue import Catalogue, ChainLink
-from aivos.cloud.worker.service import ACCEPT_WITHIN_HEADER
+from aivos.cloud.worker.service import (
+    ACCEPT_WITHIN_HEADER,
+    GENERATOR_HEADER,
+    REPLY_DIRECT_HEADER,
+)
 from aivos.cloud.worker.stats import LatencyWindow
 from aivos.shared.messages import (
     Error,
@@ -148,6 +166,7 @@ class ModelRouter:
         max_in_flight: int = 1000,
         flush_interval_s: float = 2.0,
         eager_accept: bool = False,
+        direct_reply: bool = True,
     ) -> None:
         self.ledger = ledger or UsageLedger(catalogue)
         self.accept_timeout_s = accept_timeout_s
@@ -155,6 +174,8 @@ class ModelRouter:
         self.flush_interval_s = flush_interval_s
         # the worker answers `Accepted` only past this (ms); well inside the accept wait
         self._within = None if eager_accept else f"{accept_timeout_s * 250:.0f}"
+        # a worker answers a request that does not stream straight to the edge
+        self.direct_reply = direct_reply
         self.breakers: dict[str, CircuitBreaker] = {}
         self.counters: dict[str, ModelCounters] = {}
         self.catalogue_version = 0  # 0: the bootstrap catalogue (file); else pushed
@@ -309,13 +330,21 @@ class ModelRouter:
         except QuotaExhausted as exc:
             await self._send(msg.reply, Error(rid, code="quota_exceeded", message=str(exc)))
             return
-        if self._within is not None:
+        direct = self.direct_reply and not request.stream
+        if direct:  # the worker answers the edge's inbox: `_forward` adds the headers
+            headers = dict(headers) if headers else {}
+            if self._within is not None:
+                headers[ACCEPT_WITHIN_HEADER] = self._within
+        elif self._within is not None:
             headers = (
                 {**headers, ACCEPT_WITHIN_HEADER: self._within}
                 if headers
                 else {ACCEPT_WITHIN_HEADER: self._within}
             )
         ex = Exchange(request, chain, data, msg.reply, headers, intent)
+        if direct:
+            ex.direct = f"{msg.reply} {self._replies.notices}"
+            ex.now = self.catalogue.quota(site).limited
         self._live.add(ex)
         if await self._next_attempt(ex, 0) is None:
             await self._give_up(ex)
@@ -380,15 +409,28 @@ class ModelRouter:
             accept_timeout_s=self.accept_timeout_s,
             budget_ms=remaining - reserve,
         )
-        attempt.subject = self._replies.open(attempt.on_reply)
+        attempt.subject = self._replies.open(attempt)
         key = (request.site, link.model)
         subject = self._subjects.get(key)
         if subject is None:
             if len(self._subjects) >= _SUBJECT_CACHE_MAX:
                 self._subjects.clear()
             subject = self._subjects[key] = model_subject(*key)
+        headers = ex.headers
+        if ex.direct:
+            # the exchange's own copy of the headers (nats-py encodes them before `publish`
+            # first yields). The notice comes ahead of the answer, not in a later batch,
+            # for a site under a quota and for a breaker's trial: the router has counted
+            # the answer (closed the breaker) before the edge can send its next request
+            assert headers is not None
+            now = ex.now or self.breakers[link.model].state != "closed"
+            headers[REPLY_DIRECT_HEADER] = f"{ex.direct} now" if now else ex.direct
+            if request.model_class is not None:  # what the worker's `Done` names
+                headers[GENERATOR_HEADER] = (
+                    f"{0 if link.primary else 1} {link.model} {link.entry.version}"
+                )
         try:
-            await self._nc.publish(subject, data, reply=attempt.subject, headers=ex.headers)
+            await self._nc.publish(subject, data, reply=attempt.subject, headers=headers)
         except Exception as exc:  # connection closed or draining: try the next link
             attempt.end(Outcome("failed", code="publish_failed", message=str(exc)))
         return attempt

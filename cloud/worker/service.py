@@ -28,9 +28,13 @@ an edge built before model routing decodes them), and publishes `WorkerStats` on
 that does not stream gets its `Accepted` only if no `Done`/`Error` went out within that
 time (or half the request's remaining budget, if less), so a quick answer costs one
 message, not two, on the router's hop; the router still hears from a live, busy worker
-long before its accept wait runs out. When the backend counted the prompt's tokens, the
+long before its accept wait runs out. With ``Aivos-Reply-Direct`` (`REPLY_DIRECT_HEADER`)
+as well, such a request's `Done` goes to the edge's inbox named there, labelled with the
+router's ``Aivos-Generator``, and the router gets a batched notice of it
+(`cloud.worker.notices`); `Accepted`, `Saturated` and errors still go to the router, which
+falls back on them. When the backend counted the prompt's tokens, the
 `Done` carries them in the NATS header `PROMPT_TOKENS_HEADER` (usage and cost; a header,
-so no message type changes and an edge never sees it).
+so no message type changes and an edge never sees it), or the notice does.
 
 `drain()` stops taking requests (unsubscribes), lets in-flight ones finish within a grace
 period, then drains the connection. The CLI calls it on SIGTERM/SIGINT.
@@ -55,6 +59,7 @@ from opentelemetry.trace import SpanKind
 
 from aivos.cloud.worker.backend import Finished, GenerationBackend
 from aivos.cloud.worker.draining import drain_in_flight
+from aivos.cloud.worker.notices import NoticeBatcher
 from aivos.cloud.worker.slots import PrioritySlots
 from aivos.cloud.worker.stats import LatencyWindow, WorkerStats, encode_stats
 from aivos.shared.errors import ConfigError
@@ -75,15 +80,71 @@ from aivos.shared.messages import (
 from aivos.shared.subjects import GEN_ALL_SITES, GEN_QUEUE_GROUP, POOL_STATS
 from aivos.shared.tracing import extract_context, tracer
 
-__all__ = ["ACCEPT_WITHIN_HEADER", "PROMPT_TOKENS_HEADER", "GenerationWorker"]
+__all__ = [
+    "ACCEPT_WITHIN_HEADER",
+    "GENERATOR_HEADER",
+    "PROMPT_TOKENS_HEADER",
+    "REPLY_DIRECT_HEADER",
+    "Direct",
+    "GenerationWorker",
+    "parse_generator",
+]
 
 # a router's request header: send `Accepted` only when not answered within this many ms
 ACCEPT_WITHIN_HEADER = "Aivos-Accept-Within"
 # the worker's `Done` header: the prompt's tokens as the model's tokenizer counted them
 PROMPT_TOKENS_HEADER = "Aivos-Prompt-Tokens"
+# a router's request header, "<requester's inbox> <notices subject>[ now]": the `Done` of
+# a request that does not stream goes to the inbox, a notice of it to the router's notices
+# subject, batched (`cloud.worker.notices`); with "now", sent before the `Done` (a site
+# under a quota, a breaker's trial: counted before the requester's next request)
+REPLY_DIRECT_HEADER = "Aivos-Reply-Direct"
+# with `REPLY_DIRECT_HEADER`: "<fallback 0|1> <model> <version>", what the `Done` names
+GENERATOR_HEADER = "Aivos-Generator"
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
+
+
+class Direct(msgspec.Struct, frozen=True):
+    """Where a router's request is answered straight (`REPLY_DIRECT_HEADER`), and the
+    generator its `Done` names (`GENERATOR_HEADER`)."""
+
+    inbox: str
+    notices: str  # the router's notices subject
+    now: bool = False  # the notice goes out before the `Done`, not in a later batch
+    model: str = ""
+    version: str = ""
+    fallback: bool = False
+
+
+def parse_generator(value: str | None) -> tuple[str, str, bool] | None:
+    """(model, version, fallback) of a `GENERATOR_HEADER` value; None when malformed."""
+    if not value:
+        return None
+    parts = value.split(" ", 2)
+    if len(parts) != 3 or parts[0] not in ("0", "1") or not parts[1]:
+        return None
+    return parts[1], parts[2], parts[0] == "1"
+
+
+def _direct(headers: dict[str, str] | None, request: GenerateRequest) -> Direct | None:
+    """The `Direct` a router asked for, if any (a streamed request is always relayed: the
+    router must see its tokens to know when the answer is committed)."""
+    value = headers.get(REPLY_DIRECT_HEADER) if headers else None
+    if not value or request.stream:
+        return None
+    inbox, _, notices = value.partition(" ")
+    notices, _, when = notices.partition(" ")
+    if not inbox or not notices:
+        return None
+    assert headers is not None
+    now = when == "now"
+    generator = parse_generator(headers.get(GENERATOR_HEADER))
+    if generator is None:
+        return Direct(inbox, notices, now)
+    model, version, fallback = generator
+    return Direct(inbox, notices, now, model, version, fallback)
 
 
 class GenerationWorker:
@@ -128,6 +189,7 @@ class GenerationWorker:
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._late: set[asyncio.Task[None]] = set()  # late `Accepted` sends in flight
+        self._notices = NoticeBatcher(self._publish_raw)  # answers sent straight to edges
         self.served = 0
         self.rejected = 0
 
@@ -157,6 +219,7 @@ class GenerationWorker:
         self._stopping = True
         await drain_in_flight(self._subs, self._tasks, grace_s)
         self._subs = []
+        await self._notices.close()
         if self._stats_task is not None:
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -200,6 +263,11 @@ class GenerationWorker:
         assert self._nc is not None
         with contextlib.suppress(Exception):  # the link may be gone; the edge times out
             await self._nc.publish(subject, encode(message), headers=headers)
+
+    async def _publish_raw(self, subject: str, data: bytes) -> None:
+        assert self._nc is not None
+        with contextlib.suppress(Exception):  # lost: the router's attempt times out
+            await self._nc.publish(subject, data)
 
     def _accept_late(self, request_id: str, reply_to: str) -> None:
         """The late `Accepted` of a router's request (a timer callback)."""
@@ -259,8 +327,9 @@ class GenerationWorker:
             await self._reply(reply_to, Accepted(request_id=request.request_id, worker=self.name))
         parent = extract_context(headers)
         finish = reads_finish_reason(headers)
+        direct = _direct(headers, request)
         task = asyncio.create_task(
-            self._serve_traced(request, reply_to, received, parent, finish, accept_after)
+            self._serve_traced(request, reply_to, received, parent, finish, accept_after, direct)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -273,9 +342,11 @@ class GenerationWorker:
         parent: Context,
         finish: bool = False,
         accept_after: float | None = None,
+        direct: Direct | None = None,
     ) -> None:
         """`_serve` inside a `worker.generate` span, child of the edge's `nats.request`;
-        `accept_after`: send `Accepted` only if still serving after that many seconds."""
+        `accept_after`: send `Accepted` only if still serving after that many seconds;
+        `direct`: the `Done` goes straight to the requester (a router's request)."""
         late = None
         if accept_after is not None:
             late = asyncio.get_running_loop().call_later(
@@ -288,7 +359,7 @@ class GenerationWorker:
                 kind=SpanKind.SERVER,
                 attributes={"aivos.worker": self.name, "aivos.site": request.site},
             ):
-                await self._serve(request, reply_to, received, finish, late)
+                await self._serve(request, reply_to, received, finish, late, direct)
         finally:
             if late is not None:
                 late.cancel()
@@ -300,9 +371,11 @@ class GenerationWorker:
         received: float,
         finish: bool = False,
         late: asyncio.TimerHandle | None = None,
+        direct: Direct | None = None,
     ) -> None:
         """Generate and answer. `finish`: the edge reads `Done.finish_reason`; `late`: the
-        pending late `Accepted`, cancelled before the answer goes out."""
+        pending late `Accepted`, cancelled before the answer goes out; `direct`: where the
+        `Done` goes instead of `reply_to` (which gets a notice of it)."""
         start = time.monotonic()
         first: float | None = None
         parts: list[str] = []
@@ -369,6 +442,7 @@ class GenerationWorker:
             parts,
             reason if finish else None,
             prompt_tokens,
+            direct,
         )
 
     async def _done(
@@ -381,6 +455,7 @@ class GenerationWorker:
         parts: list[str],
         reason: FinishReason | None,
         prompt_tokens: int | None = None,
+        direct: Direct | None = None,
     ) -> None:
         end = time.monotonic()
         self.served += 1
@@ -391,19 +466,34 @@ class GenerationWorker:
             first_token_ms=((first or end) - start) * 1000.0,
             total_ms=(end - received) * 1000.0,
         )
-        await self._reply(
-            reply_to,
-            Done(
-                request_id=request.request_id,
-                text="".join(parts),
-                n_tokens=len(parts),
-                timings=timings,
-                backend=self.backend.name,
-                worker=self.name,
-                model=self.model if named else "",
-                version=self.version if named else "",
-                finish_reason=reason,
-            ),
-            # any requester may get it: a header is ignored by whoever does not read it
-            {PROMPT_TOKENS_HEADER: str(prompt_tokens)} if prompt_tokens else None,
+        done = Done(
+            request_id=request.request_id,
+            text="".join(parts),
+            n_tokens=len(parts),
+            timings=timings,
+            backend=self.backend.name,
+            worker=self.name,
+            model=self.model if named else "",
+            version=self.version if named else "",
+            finish_reason=reason,
         )
+        # any requester may get it: a header is ignored by whoever does not read it
+        counted = {PROMPT_TOKENS_HEADER: str(prompt_tokens)} if prompt_tokens else None
+        if direct is None:
+            await self._reply(reply_to, done, counted)
+            return
+        if direct.model:  # what the router resolved: the model, its version, fallback or not
+            done = msgspec.structs.replace(
+                done,
+                model=direct.model,
+                version=self.version or direct.version,
+                fallback=direct.fallback,
+            )
+        # the answer to the edge; the router hears of it in its next batch of notices (for
+        # its breaker, usage and quotas), keyed by this attempt's reply subject
+        notice = (direct.notices, reply_to, done.version, done.n_tokens, prompt_tokens or 0)
+        if direct.now:  # on the connection ahead of the `Done`: NATS keeps the order
+            await self._publish_raw(direct.notices, self._notices.take(*notice))
+        else:
+            self._notices.add(*notice)
+        await self._reply(direct.inbox, done)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -19,6 +19,7 @@ from aivos.cloud.models.usage import INTENT_HEADER, UsageLedger
 from aivos.cloud.worker.backend import BackendError, Finished, GenerationBackend
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.cloud.worker.cli import catalogue_worker
+from aivos.cloud.worker.notices import Delivered, encode_notices
 from aivos.cloud.worker.service import GenerationWorker
 from aivos.edge.uplink.generation import SiteQuotaExceeded, generate, stream_generate
 from aivos.shared.errors import (
@@ -325,32 +326,48 @@ async def test_with_quotas_the_default_path_cannot_skip_the_router(nats_hub: Nat
     assert router.counters["backup"].primary == 1
 
 
+class _Receiver:
+    """What an attempt is to the reply inbox: its replies and its notices, recorded."""
+
+    def __init__(self) -> None:
+        self.replies: list[bytes] = []
+        self.notices: list[Delivered] = []
+
+    async def on_reply(self, msg: Msg) -> None:
+        self.replies.append(msg.data)
+
+    def on_delivered(self, notice: Delivered) -> None:
+        self.notices.append(notice)
+
+
 async def test_one_reply_subscription_serves_every_attempt(nats_hub: NatsServer) -> None:
     """Each attempt gets its own reply subject under the router's one wildcard subscription,
-    its replies go to its own handler; replies to an attempt that has ended reach no one."""
+    its replies go to its own receiver; replies to an attempt that has ended reach no one.
+    A batch of workers' notices on the inbox's notices subject reaches each attempt it
+    names."""
     nc = await nats.connect(nats_hub.url)
     inbox = ReplyInbox()
     await inbox.start(nc)
-    got: dict[str, list[bytes]] = {"first": [], "second": []}
-
-    def handler(name: str) -> Callable[[Msg], Awaitable[None]]:
-        async def on_reply(msg: Msg) -> None:
-            got[name].append(msg.data)
-
-        return on_reply
-
+    one, two = _Receiver(), _Receiver()
     try:
-        first, second = inbox.open(handler("first")), inbox.open(handler("second"))
+        first, second = inbox.open(one), inbox.open(two)
         assert first != second and len(inbox) == 2
+        assert inbox.notices not in (first, second)
         await nc.publish(second, b"two")
         await nc.publish(first, b"one")
-        await eventually(lambda: got == {"first": [b"one"], "second": [b"two"]}, timeout=5)
+        await eventually(lambda: (one.replies, two.replies) == ([b"one"], [b"two"]), timeout=5)
+        batch = [Delivered(second, "v2", 3), Delivered(first, "v1", 1, 7), Delivered("x.9", "", 0)]
+        await nc.publish(inbox.notices, encode_notices(batch))
+        await eventually(lambda: len(one.notices) == len(two.notices) == 1, timeout=5)
+        assert (one.notices[0].version, one.notices[0].prompt_tokens) == ("v1", 7)
+        assert (two.notices[0].version, two.notices[0].n_tokens) == ("v2", 3)
         inbox.close(first)
         await nc.publish(first, b"late")
+        await nc.publish(inbox.notices, encode_notices([Delivered(first, "v1", 1)]))
         await nc.publish(second, b"marker")
-        # the marker comes after the late reply on the same connection
-        await eventually(lambda: got["second"] == [b"two", b"marker"], timeout=5)
-        assert got["first"] == [b"one"] and len(inbox) == 1
+        # the marker comes after the late reply and notice on the same connection
+        await eventually(lambda: two.replies == [b"two", b"marker"], timeout=5)
+        assert one.replies == [b"one"] and len(one.notices) == 1 and len(inbox) == 1
     finally:
         await inbox.stop()
         await nc.close()
