@@ -66,6 +66,9 @@ class ModelSettings(_Section, frozen=True, forbid_unknown_fields=True):
     max_batch: Annotated[int, Meta(ge=1, le=256)] = 32
     max_wait_ms: Annotated[float, Meta(ge=0, le=50)] = 0.0
     concurrent_batches: Annotated[int, Meta(ge=0, le=64)] = 0  # 0 = CPU cores - 1 (min 1)
+    # Correct misspelt query words before the intent classifier sees them (the text kept,
+    # masked, escalated and shown stays as written): edge/intent/spelling.py, docs/models.md.
+    spelling: bool = True
 
     @property
     def batch_workers(self) -> int:

@@ -39,7 +39,8 @@ from aivos.shared.bundle import (
     staged_bundle,
     write_manifest,
 )
-from aivos.shared.datasets import OOS_LABEL
+from aivos.shared.datasets import OOS_LABEL, Example
+from aivos.shared.vocabulary import VOCABULARY_FILE, count_words, write_vocabulary
 
 __all__ = ["build_bundle", "stratified_split"]
 
@@ -154,6 +155,9 @@ def build_bundle(
             with _stage(progress, "quantize int8 per-channel"):
                 model = quantize_int8(fp32, staging / "model.onnx")
                 tokenizer_file = _write_tokenizer(staging / "tokenizer.json")
+                # the user's rows and borrowed negatives, not the noisy copies: their typos
+                # must not become words the edge's spelling correction knows
+                _write_words(staging, train[: len(train) - data.n_augmented])
             with _stage(progress, "calibrate threshold (val)", len(val)) as advance:
                 val_texts = [e.text for e in val]
                 val_truth = [e.label for e in val]
@@ -167,7 +171,7 @@ def build_bundle(
                     model, tokenizer_file, data, labels, threshold, oos_rec
                 )
             golden = _golden(val_texts, val_truth, probs, labels, threshold)
-            files = {name: sha256_file(staging / name) for name in ("model.onnx", "tokenizer.json")}
+            files = {name: sha256_file(staging / name) for name in BUNDLE_FILES}
             created = datetime.now(UTC)
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
@@ -243,6 +247,15 @@ def _expected_oos_recall(
     if n_oos:
         return {"expected_oos_recall": round(val_oos_recall, 4), "expected_oos_recall_n": n_oos}
     return {}
+
+
+# What a bundle holds besides its manifest (`words.txt`: the edge's spelling vocabulary).
+BUNDLE_FILES = ("model.onnx", "tokenizer.json", VOCABULARY_FILE)
+
+
+def _write_words(staging: Path, rows: Sequence[Example]) -> Path:
+    """The training rows' words with their counts (shared/vocabulary.py)."""
+    return write_vocabulary(staging / VOCABULARY_FILE, count_words(e.text for e in rows))
 
 
 def _encoder_layers(net: object) -> int:

@@ -32,7 +32,13 @@ from aivos.cloud.modelbuild.bert_onnx import (
     encoder_hash,
     read_safetensors,
 )
-from aivos.cloud.modelbuild.build import _expected_oos_recall, _golden, _write_tokenizer
+from aivos.cloud.modelbuild.build import (
+    BUNDLE_FILES,
+    _expected_oos_recall,
+    _golden,
+    _write_tokenizer,
+    _write_words,
+)
 from aivos.cloud.modelbuild.calibrate import (
     GENERIC_IN_SCOPE_BUDGET,
     choose_threshold,
@@ -161,7 +167,8 @@ def build_frozen_bundle(
         threshold = choose_threshold(probs, val_truth, labels, OOS_LABEL, data.max_in_scope_drop)
         in_acc, oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
         expected = _expected_oos_recall(model, tokenizer_file, data, labels, threshold, oos_rec)
-        files = {name: sha256_file(staging / name) for name in ("model.onnx", "tokenizer.json")}
+        _write_words(staging, train)  # no noisy copies in this build
+        files = {name: sha256_file(staging / name) for name in BUNDLE_FILES}
         created = datetime.now(UTC)
         manifest = Manifest(
             format_version=FORMAT_VERSION,

@@ -56,6 +56,12 @@ class PerturbedReport(msgspec.Struct, frozen=True):
     help="Share of words of 4+ letters that get a slip.",
 )
 @click.option("--seed", type=int, default=13, show_default=True, help="Perturbation seed.")
+@click.option(
+    "--spelling/--no-spelling",
+    default=True,
+    show_default=True,
+    help="Correct misspelt words before classifying, as the agent does (model.spelling).",
+)
 def eval_cmd(
     model_dir: Path,
     data: str,
@@ -64,9 +70,10 @@ def eval_cmd(
     perturb: str,
     perturb_rate: float,
     seed: int,
+    spelling: bool,
 ) -> None:
     """Evaluate an intent bundle: in-scope accuracy, oos recall, latency."""
-    model = IntentModel.load(model_dir, intra_op_threads=threads)
+    model = IntentModel.load(model_dir, intra_op_threads=threads, spelling=spelling)
     examples = load_examples(data)
     report = evaluate(model, examples)
     if perturb == "none":

@@ -81,6 +81,7 @@ class EvalReport(msgspec.Struct, frozen=True):
     latency_ms_p99: float
     expected_oos_recall: float | None = None  # from the build; None: not recorded
     expected_oos_recall_basis: str = ""  # what it was measured on
+    spelling_correction: bool = False  # queries were spelling-corrected (edge/intent/spelling.py)
 
 
 def expected_oos_recall(manifest: Manifest) -> tuple[float | None, str]:
@@ -144,4 +145,5 @@ def evaluate(
         latency_ms_p99=float(np.percentile(lat, 99)),
         expected_oos_recall=expected,
         expected_oos_recall_basis=basis,
+        spelling_correction=model.speller is not None,
     )

@@ -41,7 +41,7 @@ def test_manifest_describes_the_bundle(small_bundle: Path) -> None:
     assert manifest.quantization == "int8-dynamic-per-channel"
     assert manifest.embedding_dim == 384
     assert 0.0 < manifest.threshold < 1.0
-    assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
+    assert set(manifest.files) == {"model.onnx", "tokenizer.json", "words.txt"}
     assert manifest.golden and all(g.intent in manifest.labels for g in manifest.golden)
     assert manifest.training.val_source.endswith("#val")
 
