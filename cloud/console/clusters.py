@@ -1,11 +1,10 @@
 """Group hard examples by meaning so an operator labels a cluster at once, not row by row.
 
 Texts are embedded with the bundle the fleet runs (its int8 graph returns the sentence
-embedding next to the intent probabilities) and grouped by leader clustering: in a fixed
-order, each text joins the cluster whose centroid is most similar if the cosine is at least
-`threshold`, else it starts a new one. One pass, deterministic, no cluster count to choose;
-good enough for the hundreds of candidates a review round sees. Without a bundle (none
-built on this machine) candidates are grouped by the intent the site's model guessed.
+embedding next to the intent probabilities) and grouped by leader clustering
+(`aivos.shared.clustering`, which a site's own `aivos candidates list` uses too). Without a
+bundle (none built on this machine) candidates are grouped by the intent the site's model
+guessed.
 
 Embedding is the cost of a review page (a forward pass per candidate), so `ClusterCache`
 keeps the last few groupings, keyed by a digest of the open candidate set (each example's
@@ -27,12 +26,9 @@ import numpy as np
 
 from aivos.cloud.ingest.candidates import Candidate
 from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.clustering import DEFAULT_THRESHOLD, leader_clusters
 
 __all__ = ["Cluster", "ClusterCache", "Embedder", "cluster_candidates", "DEFAULT_THRESHOLD"]
-
-# all-MiniLM-style embeddings: paraphrases of one request sit above ~0.7, different
-# requests of one domain around 0.3-0.6
-DEFAULT_THRESHOLD = 0.7
 
 
 class Cluster(msgspec.Struct, frozen=True):
@@ -82,24 +78,10 @@ def cluster_candidates(
         ordered = sorted(groups.values(), key=len, reverse=True)
         return [Cluster(i + 1, g, _top(g), 1.0) for i, g in enumerate(ordered)]
     vectors = embedder.embed([c.text for c in candidates])
-    sums: list[np.ndarray] = []
-    members: list[list[int]] = []
-    for i, v in enumerate(vectors):
-        if sums:
-            cents = np.stack([s / np.linalg.norm(s) for s in sums])
-            sims = cents @ v
-            best = int(sims.argmax())
-            if sims[best] >= threshold:
-                sums[best] = sums[best] + v
-                members[best].append(i)
-                continue
-        sums.append(v.copy())
-        members.append([i])
-    found = []
-    for s, idx in zip(sums, members, strict=True):
-        centroid = s / np.linalg.norm(s)
-        cohesion = float(np.mean(vectors[idx] @ centroid))
-        found.append(([candidates[i] for i in idx], round(cohesion, 3)))
+    found = [
+        ([candidates[i] for i in g.members], g.cohesion)
+        for g in leader_clusters(vectors, threshold)
+    ]
     found.sort(key=lambda f: len(f[0]), reverse=True)  # stable: first seen first on ties
     return [Cluster(i + 1, m, _top(m), c) for i, (m, c) in enumerate(found)]
 

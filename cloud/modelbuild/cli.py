@@ -81,25 +81,48 @@ def _training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     "store: a postgresql:// URL, cloud.db or its directory).",
 )
 @click.option(
+    "--from-site",
+    "from_site",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Add the hard examples a site's operators labelled on site (the JSONL that "
+    "`aivos candidates export` writes).",
+)
+@click.option(
     "--data",
     default=None,
-    help="With --from-fleet: the base training data (default: CLINC150).",
+    help="With --from-fleet or --from-site: the base training data (default: CLINC150).",
 )
 @_training_options
-def build_cmd(out: Path | None, from_fleet: str | None, data: str | None, **training: Any) -> None:
+def build_cmd(
+    out: Path | None,
+    from_fleet: str | None,
+    from_site: Path | None,
+    data: str | None,
+    **training: Any,
+) -> None:
     """Build the default bundle: CLINC150 train+oos_train, threshold calibrated on val+oos_val."""
-    if from_fleet is None:
+    if from_fleet is None and from_site is None:
         if data is not None:
             raise click.UsageError("--data goes with --from-fleet (or use `aivos intents train`)")
         base = clinc150_path()
         _build(base, out or default_bundle_dir(), f"{base}#val", **training)
         return
-    from aivos.cloud.modelbuild.fromfleet import fleet_training_data
+    if from_fleet is not None and from_site is not None:
+        raise click.UsageError("--from-fleet and --from-site do not go together")
+    from aivos.cloud.modelbuild.fromfleet import fleet_training_data, site_training_data
 
     target = out or default_bundle_dir()
-    fleet = fleet_training_data(from_fleet, data or clinc150_path(), target)
+    if from_site is not None:
+        source = "site"
+        fleet = site_training_data(from_site, data or clinc150_path(), target)
+    else:
+        assert from_fleet is not None
+        source = "fleet"
+        fleet = fleet_training_data(from_fleet, data or clinc150_path(), target)
     click.echo(
-        f"from fleet: {fleet.n_reviewed} reviewed example(s) {fleet.per_label} + "
+        f"from {source}: {fleet.n_reviewed} reviewed example(s) {fleet.per_label} + "
         f"{fleet.n_base} base rows -> {fleet.train}"
         + (f"; new intents: {', '.join(fleet.new_labels)}" if fleet.new_labels else ""),
         err=True,

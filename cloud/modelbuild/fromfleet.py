@@ -7,11 +7,16 @@ with the operator's label: an existing intent, a new intent (the build adds the 
 label is the newer truth. The merged rows are written as JSONL next to the bundle
 (``OUT.fleet.jsonl``), so the manifest's ``train_source`` names a file that still exists
 and the build can be repeated.
+
+`aivos models build --from-site FILE` is the same merge for a site that keeps its hard
+examples on site: FILE is what `aivos candidates export` wrote there (``{"text", "label"}``
+JSONL of the labels its own operators gave), the merged rows go to ``OUT.site.jsonl``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -22,7 +27,13 @@ from aivos.cloud.ingest.store import CloudStore
 from aivos.shared.datasets import Example, load_examples
 from aivos.shared.errors import DataError
 
-__all__ = ["FleetData", "open_review_store", "merge_reviewed", "fleet_training_data"]
+__all__ = [
+    "FleetData",
+    "open_review_store",
+    "merge_reviewed",
+    "fleet_training_data",
+    "site_training_data",
+]
 
 
 class FleetData(msgspec.Struct, frozen=True):
@@ -50,7 +61,9 @@ def open_review_store(source: str | Path) -> CandidateStore:
     return CandidateStore(CloudStore(path))
 
 
-def merge_reviewed(base: list[Example], reviewed: list[ReviewedExample]) -> list[Example]:
+def merge_reviewed(
+    base: list[Example], reviewed: Sequence[ReviewedExample | Example]
+) -> list[Example]:
     """`base` without the texts an operator labelled, then the reviewed rows."""
     relabelled = {r.text.strip().casefold() for r in reviewed}
     kept = [e for e in base if e.text.strip().casefold() not in relabelled]
@@ -67,9 +80,23 @@ def fleet_training_data(source: str | Path, base_spec: str | Path, out: Path) ->
         store.cloud.close()
     if not reviewed:
         raise DataError(str(source), "no reviewed examples yet: label clusters on /review first")
+    return _write_merged(reviewed, base_spec, out.with_name(out.name + ".fleet.jsonl"))
+
+
+def site_training_data(export: str | Path, base_spec: str | Path, out: Path) -> FleetData:
+    """Write the base rows merged with a site's exported labels to ``OUT.site.jsonl``;
+    DataError when the export has no rows."""
+    reviewed = load_examples(export)
+    if not reviewed:
+        raise DataError(str(export), "no labelled examples: run `aivos candidates export` on site")
+    return _write_merged(reviewed, base_spec, out.with_name(out.name + ".site.jsonl"))
+
+
+def _write_merged(
+    reviewed: Sequence[ReviewedExample | Example], base_spec: str | Path, dest: Path
+) -> FleetData:
     base = load_examples(base_spec)
     merged = merge_reviewed(base, reviewed)
-    dest = out.with_name(out.name + ".fleet.jsonl")
     dest.parent.mkdir(parents=True, exist_ok=True)
     encoder = msgspec.json.Encoder()
     with dest.open("wb") as fh:

@@ -215,6 +215,33 @@ def _m0011_passage_feedback(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_passage_feedback_intent ON passage_feedback(intent)")
 
 
+def _m0012_site_candidates(db: sqlite_utils.Database) -> None:
+    """Hard examples the residency policy keeps on site, and the labels the site's own
+    operators give them (`aivos candidates`, edge/store/reviewed.py)."""
+    db.table("site_candidates").create(
+        {
+            "seq": int,
+            "request_id": str,
+            "ts": str,
+            "text": str,
+            "intent": str,
+            "confidence": float,
+            "threshold": float,
+            "decision": str,
+            "reason": str,
+            "answer": str,
+            "model_version": str,
+            "label": str,
+            "label_kind": str,
+            "labelled_at": str,
+        },
+        pk="seq",
+        not_null={"request_id", "ts", "text", "intent", "confidence", "decision", "reason"},
+    )
+    db.table("site_candidates").create_index(["request_id"], unique=True)
+    db.table("site_candidates").create_index(["ts"])
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_audit", _m0001_audit),
     ("0002_outbox", _m0002_outbox),
@@ -227,6 +254,7 @@ MIGRATIONS: list[Migration] = [
     ("0009_retention_indexes", _m0009_retention_indexes),
     ("0010_owners", _m0010_owners),
     ("0011_passage_feedback", _m0011_passage_feedback),
+    ("0012_site_candidates", _m0012_site_candidates),
 ]
 
 
