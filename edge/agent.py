@@ -18,6 +18,7 @@ nothing for sync. With an uplink, a full outbox never fails a decision (`outbox.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
@@ -69,6 +70,21 @@ class Readiness(msgspec.Struct, frozen=True):
     degraded: list[str] = []
     tasks: dict[str, str] = {}  # supervised background task -> running | restarting | stopped
     sync: str = "uplink"  # "uplink", or "standalone" (no uplink: nothing queued for sync)
+
+
+_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Move what start-up allocated (modules, the app, the model's and index's Python
+    objects) out of the garbage collector's view, once per process: a full collection then
+    walks only what requests left behind, instead of pausing the event loop for the whole
+    heap (~0.1 s here) every few thousand requests."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 class Agent:
@@ -191,6 +207,7 @@ class Agent:
             log.warning(
                 "uplink configured but residency.classes.escalation_prompt is local-only: nothing will escalate"
             )
+        _freeze_startup_heap()
         log.info(
             "agent started",
             extra={"fields": {"model_version": model.version, "provider": model.provider}},

@@ -2,18 +2,24 @@
 
 Requests queue up while a batch runs; the next batch takes everything queued (up to
 `max_batch`), optionally waiting `max_wait_ms` for more. At concurrency 1 nothing waits,
-so single-request latency is the model's own. Inference runs in a small thread pool,
-never on the event loop.
+so single-request latency is the model's own. Inference runs in `concurrency` worker
+threads, never on the event loop.
+
+A request costs the event loop one future and one queue put; a worker thread takes the
+batch straight from that (thread-safe) queue and hands the whole batch's results back with
+one `call_soon_threadsafe`, so the loop wakes once per batch, not once per hop (no asyncio
+queue, batch task or executor future in between).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["MicroBatcher", "BatchStats"]
 
@@ -21,9 +27,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_STOP = object()
+
 
 class BatchStats:
-    """Plain counters read by /metrics."""
+    """Plain counters read by /metrics (updated on the event loop)."""
 
     def __init__(self) -> None:
         self.batches = 0
@@ -42,6 +50,9 @@ class BatchStats:
             self.observer(size, seconds)
 
 
+_Item = tuple[str, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
 class MicroBatcher(Generic[T]):
     def __init__(
         self,
@@ -55,9 +66,8 @@ class MicroBatcher(Generic[T]):
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
         self._concurrency = concurrency
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[T]]] = asyncio.Queue()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="infer")
-        self._tasks: list[asyncio.Task[None]] = []
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self.stats = BatchStats()
 
     @property
@@ -65,56 +75,107 @@ class MicroBatcher(Generic[T]):
         return self._queue.qsize()
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop()) for _ in range(self._concurrency)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"infer_{i}", daemon=True)
+            for i in range(self._concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        while not self._queue.empty():
-            _, fut = self._queue.get_nowait()
-            if not fut.done():
-                fut.cancel()
-        self._pool.shutdown(wait=True)
+        """Stop the workers (a batch in flight finishes first); cancel what still waits."""
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        threads, self._threads = self._threads, []
+
+        def join() -> None:
+            for thread in threads:
+                thread.join()
+
+        await asyncio.to_thread(join)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP and not item[1].done():
+                item[1].cancel()
 
     async def submit(self, text: str) -> T:
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((text, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((text, fut, loop))
         return await fut
 
-    async def _collect(self) -> list[tuple[str, asyncio.Future[T]]]:
-        batch = [await self._queue.get()]
+    # -- worker threads -------------------------------------------------------------------
+    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        """`first` plus what is queued (waiting up to `max_wait` for more); (batch, stop)."""
+        batch = [first]
         deadline = time.monotonic() + self._max_wait
         while len(batch) < self._max_batch:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
-        return batch
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect()
-            live = [(text, fut) for text, fut in batch if not fut.cancelled()]
+    def _work(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch, stop = self._collect(first)
+            # a caller cancelled before its batch ran takes no room in it
+            live = [item for item in batch if not item[1].cancelled()]
             if not live:
                 continue
-            texts = [text for text, _ in live]
             started = time.perf_counter()
+            outcome: Sequence[Any]
             try:
-                results = await loop.run_in_executor(self._pool, self._run_batch, texts)
+                outcome = self._run_batch([t for t, _, _ in live])
+                if len(outcome) != len(live):
+                    raise RuntimeError(f"{len(outcome)} results for a batch of {len(live)}")
+                ok = True
             except Exception as exc:  # delivered to every caller of this batch
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                outcome, ok = [exc] * len(live), False
+            seconds = time.perf_counter() - started
+            # one wake-up per event loop (every caller's loop is the same one in the agent)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+            for (_, fut, loop), value in zip(live, outcome, strict=True):
+                by_loop.setdefault(loop, []).append((fut, value))
+            size = len(live) if ok else 0  # counted once, by the first loop's callback
+            for loop, results in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(self._settle, results, ok, size, seconds)
+                except RuntimeError:  # the caller's loop is closed; nobody is waiting
+                    log.debug("dropping %d results for a closed event loop", len(results))
+                size = 0
+
+    def _settle(
+        self,
+        results: list[tuple[asyncio.Future[Any], Any]],
+        ok: bool,
+        size: int,
+        seconds: float,
+    ) -> None:
+        """On the callers' loop: count the batch (`size` > 0) and resolve its futures with
+        their results (`ok`) or the batch's exception."""
+        if size:
+            self.stats.record(size, seconds)
+        for fut, value in results:
+            if fut.done():
                 continue
-            self.stats.record(len(live), time.perf_counter() - started)
-            for (_, fut), result in zip(live, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)

@@ -38,7 +38,7 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def file_stamp(path: Path) -> tuple[int, int] | None:
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
     """(mtime_ns, size) of a file, None when it does not exist: a cheap "has it changed"."""
     try:
         st = os.stat(path)

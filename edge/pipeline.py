@@ -146,6 +146,7 @@ class Pipeline:
         self.feedback.on_vote = recorder.candidate_feedback  # ratings of hard examples sync
         if settings.knowledge.feedback_weight > 0:
             serving.use_feedback(self.feedback)
+        self._manifest: tuple[object, str] = (None, "")  # (index, its manifest path)
         self.cache: ResultCache[Classified] = ResultCache(
             settings.cache.max_entries,
             max_text_chars=settings.cache.max_text_chars,
@@ -304,7 +305,10 @@ class Pipeline:
         if not cache.enabled or (query.session_id and not self.policy.cache_sessions):
             return None
         version = self.serving.model.version
-        index_stamp = file_stamp(self.serving.index.manifest_path)
+        index = self.serving.index
+        if index is not self._manifest[0]:  # the path of the live index's manifest, as a str
+            self._manifest = (index, str(index.manifest_path))
+        index_stamp = file_stamp(self._manifest[1])
         cache.check_scope((version, index_stamp, self.feedback.generation))
         return cache.key(query.text, version)
 
@@ -409,10 +413,16 @@ class Pipeline:
         """The deterministic local answer plus a durable job that completes the escalation
         (the caller's own: its id is in the answer, for `GET /v1/jobs/{id}`). `pii_counts`:
         what was masked for an attempt that failed ({} when nothing was masked)."""
-        job_id = await self.escalations.enqueue(self.escalation_context(u, query))
-        owner = caller.token_id
-        if owner is not None:
-            await self.store.transact(lambda c: _jobs.set_owner(c, job_id, owner))
+        context, owner = self.escalation_context(u, query), caller.token_id
+        # the job and its owner in one write (one commit), as `escalations.enqueue` would
+        # make it before recording the owner in a second one
+        job = await self.store.transact(
+            lambda c: _jobs.create(
+                c, "escalation", context, state="waiting_for_uplink", owner=owner
+            )
+        )
+        self.escalations.wake()
+        job_id = job.id
         return Outcome(
             fallback_answer(u.passages, job_id),
             "fallback",

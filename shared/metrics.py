@@ -34,6 +34,13 @@ LATENCY_BUCKETS_S = (
 Labels = tuple[tuple[str, str], ...]
 
 
+def _key(labels: dict[str, str]) -> Labels:
+    """The series key of a label set (sorted by name; no sort for none or one)."""
+    if len(labels) < 2:
+        return tuple(labels.items())
+    return tuple(sorted(labels.items()))
+
+
 def _fmt_labels(labels: Labels, extra: Iterable[tuple[str, str]] = ()) -> str:
     items = list(labels) + list(extra)
     if not items:
@@ -68,12 +75,12 @@ class Counter(_Metric):
         self._values: dict[Labels, float] = {}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        key = _key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
     def value(self, **labels: str) -> float:
-        return self._values.get(tuple(sorted(labels.items())), 0.0)
+        return self._values.get(_key(labels), 0.0)
 
     def _samples(self) -> list[str]:
         return [f"{self.name}{_fmt_labels(k)} {v}" for k, v in sorted(self._values.items())]
@@ -90,7 +97,7 @@ class Gauge(_Metric):
         self._values: dict[Labels, float] = {}
 
     def set(self, value: float, **labels: str) -> None:
-        self._values[tuple(sorted(labels.items()))] = value
+        self._values[_key(labels)] = value
 
     def _samples(self) -> list[str]:
         if self._read is not None:
@@ -112,7 +119,7 @@ class Histogram(_Metric):
         self._series: dict[Labels, list[float]] = {}  # bucket counts..., +Inf count, sum
 
     def observe(self, value: float, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
+        key = _key(labels)
         index = bisect.bisect_left(self.buckets, value)
         with self._lock:
             series = self._series.get(key)

@@ -13,8 +13,10 @@ Modes (process-wide, set by the last `setup_tracing` call):
 * an OTLP endpoint, or a test `exporter`: spans are recorded and exported
   (OTLP/HTTP behind a `BatchSpanProcessor`; a test exporter behind a synchronous one);
 * neither (the default): nothing is recorded or exported, but every span still gets a
-  real trace id (an always-off sampler), so audit rows carry a trace id that a
-  traced peer can continue, and `traceparent` still travels in NATS headers.
+  real trace id (what an always-off sampler gives), so audit rows carry a trace id that a
+  traced peer can continue, and `traceparent` still travels in NATS headers. Such a span
+  is made directly (`_IdsOnlySpan`: ids and the current context, no SDK span machinery),
+  since every request on the edge's hot path opens one.
 
 `tracer(name)` returns a proxy that resolves the provider at each call, so modules may
 create their tracers at import time and `setup_tracing` may run later (or again, in tests).
@@ -23,6 +25,7 @@ create their tracers at import time and `setup_tracing` may run later (or again,
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
@@ -111,6 +114,54 @@ def tracing_enabled() -> bool:
     return _enabled
 
 
+_ids = random.Random()  # as the SDK's RandomIdGenerator: ids need not be secrets
+
+
+def _ids_only(context: otel_context.Context | None) -> trace.NonRecordingSpan:
+    """The span an always-off sampler would make: the parent's trace id (a new random one
+    for a root), a new span id, not sampled, the parent's trace state."""
+    parent = trace.get_current_span(context).get_span_context()
+    flags = trace.TraceFlags.DEFAULT
+    if parent.is_valid:
+        trace_id, state = parent.trace_id, parent.trace_state
+        if parent.trace_flags.random_trace_id:
+            flags |= trace.TraceFlags.RANDOM_TRACE_ID
+    else:
+        trace_id, state = 0, None
+        while trace_id == trace.INVALID_TRACE_ID:
+            trace_id = _ids.getrandbits(128)
+        flags |= trace.TraceFlags.RANDOM_TRACE_ID
+    span_id = 0
+    while span_id == trace.INVALID_SPAN_ID:
+        span_id = _ids.getrandbits(64)
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id,
+            span_id,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(flags),
+            trace_state=state,
+        )
+    )
+
+
+class _IdsOnlySpan:
+    """`start_as_current_span` while tracing is off: the ids-only span is current inside."""
+
+    __slots__ = ("_context", "_span", "_token")
+
+    def __init__(self, context: otel_context.Context | None) -> None:
+        self._span = _ids_only(context)
+        self._context = trace.set_span_in_context(self._span, context)
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(self._context)
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)
+
+
 class _ProxyTracer(trace.Tracer):
     """Delegates to the provider configured at call time."""
 
@@ -136,6 +187,8 @@ class _ProxyTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
+        if not _enabled:
+            return _ids_only(context)
         return self._real().start_span(
             name,
             context,
@@ -159,6 +212,8 @@ class _ProxyTracer(trace.Tracer):
         set_status_on_exception: bool = True,
         end_on_exit: bool = True,
     ) -> AbstractContextManager[trace.Span]:
+        if not _enabled:
+            return _IdsOnlySpan(context)
         return self._real().start_as_current_span(
             name,
             context,

@@ -36,6 +36,7 @@ __all__ = [
     "Principal",
     "TokenAuthMiddleware",
     "requires",
+    "require_scope",
     "caller_of",
     "OPEN_PATHS",
     "SCOPE_RANK",
@@ -69,15 +70,21 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         super().__init__(app, exclude, exclude_from_auth_key, exclude_http_methods or (), scopes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and should_bypass_middleware(
+        # the parent's __call__, with its bypass decision taken once for both uses
+        if should_bypass_middleware(
             exclude_http_methods=self.exclude_http_methods,
             exclude_opt_key=self.exclude_opt_key,
             exclude_path_pattern=self.exclude,
             scope=scope,
             scopes=self.scopes,
         ):
-            _charge_address(ASGIConnection(scope))  # an open route
-        await super().__call__(scope, receive, send)
+            if scope["type"] == ScopeType.HTTP:
+                _charge_address(ASGIConnection(scope))  # an open route
+        else:
+            result = await self.authenticate_request(ASGIConnection(scope))
+            scope["user"] = result.user
+            scope["auth"] = result.auth
+        await self.app(scope, receive, send)
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -136,16 +143,22 @@ class _Requires:
 
     def __init__(self, scope: str) -> None:
         self.scope = scope
-        self._needed = SCOPE_RANK[scope]
+        self._needed = SCOPE_RANK[scope]  # an unknown scope fails when the route is declared
 
     async def __call__(
         self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
     ) -> None:
-        principal = connection.scope.get("user")  # absent when a route skipped the middleware
-        if principal is None:
-            raise _unauthorized("missing bearer token")
-        if SCOPE_RANK.get(getattr(principal, "scope", ""), -1) < self._needed:
-            raise ApiError(403, "forbidden", f"this route needs the '{self.scope}' scope")
+        require_scope(connection, self.scope)
+
+
+def require_scope(connection: ASGIConnection[Any, Any, Any, Any], scope: str) -> None:
+    """What the `requires(scope)` guard checks, for a hot route that checks inline: Litestar
+    (2.x) copies the route handler for every guard call, on every request."""
+    principal = connection.scope.get("user")  # absent when a route skipped the middleware
+    if principal is None:
+        raise _unauthorized("missing bearer token")
+    if SCOPE_RANK.get(getattr(principal, "scope", ""), -1) < SCOPE_RANK[scope]:
+        raise ApiError(403, "forbidden", f"this route needs the '{scope}' scope")
 
 
 def requires(scope: str) -> Any:

@@ -1,0 +1,263 @@
+"""Edge request-path CPU, old tree vs new tree, side by side (issue 16, edge load).
+
+Runs `aivos edge serve` from two source trees at once (`--base`: e.g. a `git worktree add
+/tmp/base HEAD`; `--new`: this checkout), each with a fresh data dir, a client token and
+the example KB, and drives both with the load generator (benchmarks/_loadgen.py) in
+alternating rounds (A B B A A B ...), so background load on a shared machine hits both
+alike. Reports, per tree and concurrency level, the server's CPU milliseconds per request
+(process user+system CPU over the recorded window / completed requests: robust to other
+load on the machine, unlike wall-clock latency), and p50 / req/s for reference, as the
+median over rounds; writes JSON.
+
+    python benchmarks/edge_cpu_ab.py --base /tmp/base [--new .] [--levels 1,64] \
+        [--rounds 3] [--duration 8] [--out benchmarks/results/edge_cpu_ab.json]
+
+Each tree is imported from its own folders (aivos/, shared/, edge/, cloud/) whatever the
+installed editable package points at. `--profile DIR` records a py-spy profile of each
+server at each level in the last round (needs `py-spy` on PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from edge_load import _cpu_seconds, _free_port, _queries, _server  # noqa: E402
+
+__all__ = ["main"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+_PY = sys.executable
+
+# Imports the `aivos` packages from the tree named by argv[1], then runs the CLI.
+_LAUNCH = """
+import importlib.util, runpy, sys
+root = sys.argv.pop(1)
+dirs = {"aivos": "aivos", "aivos.shared": "shared", "aivos.edge": "edge", "aivos.cloud": "cloud"}
+class _Tree:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name not in dirs:
+            return None
+        where = f"{root}/{dirs[name]}"
+        return importlib.util.spec_from_file_location(
+            name, f"{where}/__init__.py", submodule_search_locations=[where])
+sys.meta_path.insert(0, _Tree)
+sys.argv[0] = "aivos"
+runpy.run_module("aivos", run_name="__main__", alter_sys=True)
+"""
+
+
+def _aivos(tree: Path) -> list[str]:
+    return [_PY, "-c", _LAUNCH, str(tree)]
+
+
+@contextlib.contextmanager
+def _agent(tree: Path, work: Path, kb: Path, bundle: list[str]) -> Iterator[tuple[str, str, int]]:
+    data = work / "data"
+    env = dict(os.environ)
+    env["AIVOS_LIMITS__RATE_PER_SECOND"] = "100000"  # measure serving, not the limiter
+    env["AIVOS_LIMITS__RATE_BURST"] = "100000"
+    created = subprocess.run(
+        [*_aivos(tree), "tokens", "create", "--data-dir", str(data), "--scope", "client"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=work,
+    )
+    token = created.stdout.strip().splitlines()[-1].strip()
+    subprocess.run(
+        [*_aivos(tree), "kb", "add", "--data-dir", str(data), *bundle, str(kb)],
+        capture_output=True,
+        check=True,
+        env=env,
+        cwd=work,
+    )
+    port = _free_port()
+    cmd = [*_aivos(tree), "edge", "serve", "--data-dir", str(data), *bundle, "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with _server(cmd, env, f"{base}/readyz", work / "agent.log") as pid:
+        yield f"{base}/v1/infer", token, pid
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of `pid` (from /proc: running time in ns)."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]
+                out[int(tid)] = int(ns) / 1e9
+    return out
+
+
+def _run(
+    url: str,
+    token: str,
+    queries: Path,
+    level: int,
+    offset: int,
+    pid: int,
+    args: argparse.Namespace,
+    profile: Path | None,
+) -> dict[str, object]:
+    proc = subprocess.Popen(
+        [
+            _PY,
+            str(_ROOT / "benchmarks" / "_loadgen.py"),
+            *("--url", url, "--token", token, "--queries", str(queries)),
+            *("--concurrency", str(level), "--count", "1000000"),
+            *("--duration", str(args.duration), "--warmup", str(args.warmup)),
+            *("--offset", str(offset)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(args.warmup)
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            ["py-spy", "record", "-p", str(pid), "-o", str(profile), "-f", "raw", "-r", "250"]
+            + ["-d", str(int(args.duration))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    cpu0, t0, threads0 = _cpu_seconds(pid), time.perf_counter(), _thread_cpu(pid)
+    stdout, _ = proc.communicate()
+    cpu1, t1, threads1 = _cpu_seconds(pid), time.perf_counter(), _thread_cpu(pid)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    if spy is not None:
+        spy.wait()
+    row = json.loads(stdout.strip().splitlines()[-1])
+    # the server's CPU over the same window the generator recorded (it stops at its deadline)
+    rps = float(row["rps"])
+    row["server_cpu_ms_per_req"] = round(1000 * (cpu1 - cpu0) / (t1 - t0) / rps, 3) if rps else None
+    # The busiest thread is the batch worker (onnxruntime runs in it, retrieval right after):
+    # its code is the same in both trees, so "the rest / the model thread" is a yardstick that
+    # the machine's other load moves much less than absolute CPU milliseconds.
+    spent = sorted((threads1[t] - threads0.get(t, 0.0) for t in threads1), reverse=True)
+    if rps and spent and spent[0] > 0:
+        per_req = 1000 / (rps * (t1 - t0))
+        row["model_thread_cpu_ms_per_req"] = round(spent[0] * per_req, 3)
+        row["rest_cpu_ms_per_req"] = round(sum(spent[1:]) * per_req, 3)
+        row["rest_over_model_thread"] = round(sum(spent[1:]) / spent[0], 4)
+    return row
+
+
+def main() -> None:
+    from aivos.shared.paths import clinc150_path
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, required=True, help="baseline source tree")
+    ap.add_argument("--new", type=Path, default=_ROOT, help="new source tree (default: here)")
+    ap.add_argument("--bundle", type=Path, default=None, help="default: the default bundle")
+    ap.add_argument("--kb", type=Path, default=_ROOT / "docs" / "examples" / "kb")
+    ap.add_argument("--levels", default="1,64")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy profiles to this dir")
+    ap.add_argument(
+        "--out", type=Path, default=_ROOT / "benchmarks" / "results" / "edge_cpu_ab.json"
+    )
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    bundle = ["--bundle", str(args.bundle.resolve())] if args.bundle else []
+    trees = {"base": args.base.resolve(), "new": args.new.resolve()}
+    work = Path(tempfile.mkdtemp(prefix="aivos-edge-ab-"))
+    queries = work / "queries.json"
+    texts = _queries(Path(clinc150_path()), 0)
+    queries.write_text(json.dumps(texts))
+    rows: dict[str, dict[int, list[dict[str, object]]]] = {
+        name: {lv: [] for lv in levels} for name in trees
+    }
+    load0 = os.getloadavg()
+    try:
+        with contextlib.ExitStack() as stack:
+            servers = {}
+            for name, tree in trees.items():
+                (work / name).mkdir()
+                servers[name] = stack.enter_context(_agent(tree, work / name, args.kb, bundle))
+            offsets = dict.fromkeys(trees, 0)
+            order = list(trees)
+            for rnd in range(args.rounds):
+                for level in levels:
+                    for name in order:
+                        url, token, pid = servers[name]
+                        profile = None
+                        if args.profile is not None and rnd == args.rounds - 1:
+                            args.profile.mkdir(parents=True, exist_ok=True)
+                            profile = args.profile / f"{name}_c{level}.txt"
+                        row = _run(url, token, queries, level, offsets[name], pid, args, profile)
+                        offsets[name] = (offsets[name] + int(row["queries_taken"])) % len(texts)  # type: ignore[call-overload]
+                        rows[name][level].append(row)
+                        print(
+                            f"round {rnd} {name:>4} c={level:<3} {row['rps']:>7} req/s "
+                            f"p50 {row['p50_ms']:>7} ms  server {row['server_cpu_ms_per_req']} "
+                            f"ms CPU/req (model thread {row.get('model_thread_cpu_ms_per_req')}, "
+                            f"rest {row.get('rest_cpu_ms_per_req')}, rest/model "
+                            f"{row.get('rest_over_model_thread')})  statuses={row['statuses']}",
+                            flush=True,
+                        )
+                    order.reverse()  # A B, B A, A B ...: neither tree always runs first
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary: dict[str, object] = {}
+    for level in levels:
+        per: dict[str, dict[str, float]] = {}
+        for name in trees:
+            rs = rows[name][level]
+            per[name] = {
+                key: round(statistics.median(float(r[key]) for r in rs if key in r), 4)  # type: ignore[arg-type]
+                for key in (
+                    "server_cpu_ms_per_req",
+                    "model_thread_cpu_ms_per_req",
+                    "rest_cpu_ms_per_req",
+                    "rest_over_model_thread",
+                    "p50_ms",
+                    "p99_ms",
+                    "rps",
+                )
+            }
+        cut = per["base"]["server_cpu_ms_per_req"] - per["new"]["server_cpu_ms_per_req"]
+        rest = 1 - per["new"]["rest_over_model_thread"] / per["base"]["rest_over_model_thread"]
+        per["change"] = {
+            "server_cpu_ms_per_req_saved": round(cut, 3),
+            "rest_over_model_thread_cut": round(rest, 3),  # fraction of the non-model CPU
+        }
+        summary[f"c{level}"] = per
+        print(f"c={level}: {json.dumps(per)}")
+    result = {
+        "benchmark": "edge_cpu_ab",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trees": {k: str(v) for k, v in trees.items()},
+        "config": {"levels": levels, "rounds": args.rounds, "duration_s": args.duration},
+        "loadavg": {
+            "before": [round(x, 2) for x in load0],
+            "after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "cpu_count": os.cpu_count(),
+        "summary": summary,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
