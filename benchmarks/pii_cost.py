@@ -11,6 +11,11 @@ that recognizer's marginal cost (what it adds once the `Scan` facts it shares wi
 are paid). `--passes IdPack` gives a recognizer's pass alone (its `find_scanned`, net of
 building a fresh `Scan`), which also pays for the lazily computed `Scan` facts it uses.
 
+With `--baseline`, the masker's spans at that ref and in this tree are also compared on the
+equivalence corpora (`corpus()`: the public presidio-research and Nannigalaxy sentences, the
+generated set, the PII-free number-dense sentences of `pii_phones.py`, and texts joined from
+them), so a cost change that alters what is found shows up in the same run.
+
     python benchmarks/pii_cost.py --baseline HEAD       # JSON to benchmarks/results/pii_cost.json
 """
 
@@ -144,6 +149,51 @@ RECOGNIZERS = (
 PASSES = ("mask", "normalize", "Scan", *(f"mask-{r}" for r in RECOGNIZERS))
 
 
+def corpus() -> list[str]:
+    """The texts the span check runs on (see the module docstring)."""
+    import gzip
+    import random
+
+    from pii_dataset import generate
+    from pii_phones import NON_PII
+
+    data = ROOT / "benchmarks" / "data"
+    with gzip.open(data / "presidio_synth_dataset_v2.jsonl.gz", "rt", encoding="utf-8") as fh:
+        public = [json.loads(line)["text"] for line in fh if line.strip()]
+    second = [
+        r["text"] for r in json.loads((data / "nannigalaxy_pii_syn_nano_en.json").read_text())
+    ]
+    texts = public + second + [str(r["text"]) for r in generate(1000, 5)] + list(NON_PII)
+    rnd = random.Random(1)
+    texts += [rnd.choice([" ", "\n", ". "]).join(rnd.sample(texts, 4)) for _ in range(300)]
+    return texts
+
+
+def span_check(ref: str) -> dict[str, Any]:
+    """Texts of `corpus()` where the masker at `ref` and this tree's find different spans."""
+    import aivos.shared.residency as pkg
+
+    old = _package(ref)
+    old_spans = sys.modules[old.__name__ + ".spans"].find_all
+    old_norm = sys.modules[old.__name__ + ".normalize"].normalize
+    from aivos.shared.residency.normalize import normalize
+    from aivos.shared.residency.spans import find_all
+
+    texts = corpus()
+    differ = []
+    for pack in PACKS:
+        locales = (
+            None if pack == "all" else sys.modules[pkg.__name__ + ".locales"].locales_for(pack)
+        )
+        new_m, old_m = pkg.default_masker(locales=locales), old.default_masker(locales=locales)
+        for t in texts:
+            a = [(s.start, s.end, s.entity) for s in old_spans(old_norm(t).text, old_m.recognizers)]
+            b = [(s.start, s.end, s.entity) for s in find_all(normalize(t).text, new_m.recognizers)]
+            if a != b:
+                differ.append({"pack": pack, "text": t[:200], ref: a, "this tree": b})
+    return {"texts": len(texts), "packs": list(PACKS), "differ": len(differ), "first": differ[:5]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default=None, metavar="GIT_REF")
@@ -167,6 +217,13 @@ def main() -> None:
         "of building their Scan",
         "baseline": args.baseline,
     }
+    if args.baseline:
+        check = span_check(args.baseline)
+        print(f"spans differ from {args.baseline} on {check['differ']} of {check['texts']} texts "
+              f"(packs {', '.join(check['packs'])})")  # fmt: skip
+        for d in check["first"]:
+            print("  ", d)
+        result["span_check"] = check
     for pack in args.packs.split(","):
         runs = {ref or "this tree": per_call(ref, pack, names) for ref in refs}
         table: dict[str, dict[str, float]] = {}

@@ -80,8 +80,15 @@ def _is_full_date(value: str) -> bool:
     return sum(c.isdigit() for c in value) >= 6
 
 
-def evaluate(rows: list[dict[str, Any]], n_errors: int = 0) -> dict[str, Any]:
-    masker = default_masker()
+def evaluate(rows: list[dict[str, Any]], n_errors: int = 0, pkg: Any = None) -> dict[str, Any]:
+    """Recall, precision and PII-free sentences changed of the masker of `pkg` (a residency
+    package, e.g. a git ref's from `baseline_package`; None = this tree's)."""
+    if pkg is None:
+        masker, norm_of, spans_of = default_masker(), normalize, find_all
+    else:
+        masker = pkg.default_masker()
+        norm_of = sys.modules[pkg.__name__ + ".normalize"].normalize
+        spans_of = sys.modules[pkg.__name__ + ".spans"].find_all
     gold_stats: dict[str, dict[str, int]] = {g: {"values": 0, "masked": 0} for g in GOLD_FOR}
     gold_stats["DATE_TIME (full dates)"] = {"values": 0, "masked": 0}
     pred_stats: dict[str, dict[str, int]] = {}
@@ -89,9 +96,9 @@ def evaluate(rows: list[dict[str, Any]], n_errors: int = 0) -> dict[str, Any]:
     errors: list[str] = []
     for r in rows:
         text = r["text"]
-        norm = normalize(text)
+        norm = norm_of(text)
         spans = [
-            (*norm.span(s.start, s.end), s.entity) for s in find_all(norm.text, masker.recognizers)
+            (*norm.span(s.start, s.end), s.entity) for s in spans_of(norm.text, masker.recognizers)
         ]
         covered = bytearray(len(text))
         for s, e, _ in spans:

@@ -101,7 +101,7 @@ _PREFIX_EU = (
 _PARTICLE = r"(?:de|du|des|la|le|del|della|dei|degli|delle|di|da|do|dos|das|van|von|der|den|na|y|i)"
 # the same alternations as tries (tried by first letter: the street regex runs often)
 _SUFFIX_TRIE, _PREFIX_TRIE = trie(_SUFFIX_EN), trie(_PREFIX_EU)
-_NUM = r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?"
+_NUM = r"\d{1,5}+[A-Za-z]?(?:[-/]\d{1,4}+)?"  # possessive: nothing after a number is a digit
 _WORDS = rf"(?:{_CAP}\.?[ ]){{0,4}}"
 _STREET = (
     rf"(?:{_NUM}[ ]+)?(?:{_NUM}[ ]+{_WORDS}(?:{_CAP})?(?:{_SUFFIX_TRIE})\b\.?"  # 217 Lovers Lane
@@ -134,8 +134,8 @@ _ADDRESS_CUE = re.compile(
 
 # How every `_ADDRESS` match that starts at a digit begins (one or two house numbers, then a
 # capitalised word or a street prefix): a cheap test before the big regex is tried there.
-_DIGIT_GATE = re.compile(
-    rf"{_NUM}(?:[ ]+{_NUM})?(?:[ ]+(?:{_NUM}[ ]+)?[{_UP}]|[ ,]+(?i:{_PREFIX_TRIE}))"
+_DIGIT_GATE = re.compile(  # possessive spaces: nothing after them is a space or comma
+    rf"{_NUM}(?:[ ]++{_NUM})?(?:[ ]++(?:{_NUM}[ ]++)?[{_UP}]|[ ,]++(?i:{_PREFIX_TRIE}))"
 )
 
 _PREFIX_WORDS = tuple(w.replace("\\", "") for w in _PREFIX_EU.split("|"))

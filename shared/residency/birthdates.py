@@ -11,7 +11,7 @@ import datetime
 import re
 from collections.abc import Iterable
 
-from aivos.shared.residency.scan import Scan, in_windows
+from aivos.shared.residency.scan import Scan, Words, in_windows_at
 from aivos.shared.residency.spans import Span
 
 __all__ = ["DateOfBirthRecognizer"]
@@ -31,6 +31,10 @@ _DATE = re.compile(
 # what every `_DATE` match holds: a 19xx/20xx year, or `d/m/yy`; a window without it (an
 # amount `5,000`, a range `3-5 days`) is not searched
 _DATE_GATE = re.compile(r"(?:19|20)\d\d|\d[./-]\d{1,2}[./-]\d\d")
+# where a month name may start a date (lower case; a superset, each is verified by `_DATE`)
+_MONTH_STARTS = Words(
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"
+)  # fmt: skip
 _BIRTH = re.compile(
     r"(?i)\b(?:born|birth|birthday|dob|d\.o\.b|b\.|geboren|né|née|nacido|nata|nato)\b"
 )
@@ -49,7 +53,12 @@ class DateOfBirthRecognizer:
         # a year has 4 digits (or d/m/yy: 4); a month name and "25th of" may stand before it
         text = scan.text
         windows = [w for w in scan.windows(4) if _DATE_GATE.search(text, *w) is not None]
-        return self._spans(text, in_windows(_DATE, text, windows))
+        if not windows:
+            return []
+        # a date opens with a digit run (nothing glued before it) or a month name: trying
+        # those positions in order finds what `_DATE.finditer` over each window finds
+        starts = sorted(scan.all_run_starts + scan.word_starts(_MONTH_STARTS))
+        return self._spans(text, in_windows_at(_DATE, text, windows, starts))
 
     def _spans(self, text: str, matches: Iterable[re.Match[str]]) -> list[Span]:
         spans = []

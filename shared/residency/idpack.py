@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aivos.shared.residency.ids import LEFT_EDGE, IdRecognizer
 from aivos.shared.residency.scan import Scan, Words
@@ -162,6 +162,7 @@ class IdPack:
         runs = scan.all_run_starts
         for ws, we in windows:
             in_window = runs[bisect_left(runs, ws) : bisect_left(runs, we)]
+            passing: dict[Callable[[str, int], bool], list[int]] = {}  # per gate (shared)
             here = []
             # a gated pattern's value starts at most `lead` characters before a digit run of
             # the window that passes its gate (`IdRecognizer.gate`): only there can it match
@@ -173,7 +174,9 @@ class IdPack:
                     starts = None  # an ungated pattern: search the whole window
                     here.append((i, r))
                     continue
-                gated = [g for g in in_window if r.gate(text, g)]
+                gated = passing.get(r.gate)
+                if gated is None:
+                    gated = passing[r.gate] = [g for g in in_window if r.gate(text, g)]
                 if not gated:
                     continue  # no digit run here passes its gate: it cannot match here
                 here.append((i, r))

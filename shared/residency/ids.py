@@ -19,7 +19,7 @@ from stdnum.es import dni, nie
 from stdnum.fr import nir
 from stdnum.in_ import pan
 from stdnum.it import codicefiscale
-from stdnum.us import rtn
+from stdnum.us import ein, rtn
 
 from aivos.shared.residency.scan import Scan, Words, in_windows, matches_at
 from aivos.shared.residency.spans import Span
@@ -53,6 +53,12 @@ def _sin(value: str) -> bool:
 def _nino(value: str) -> bool:
     d = _compact(value)
     return d[:2] not in {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
+
+
+def _ifsc(value: str) -> bool:
+    """An IFSC has no check digit: its shape (four letters, a zero, six letters or digits)
+    is the test, and its branch part may hold no digit (`HDFC0CAGSBK`)."""
+    return value[4] == "0"
 
 
 def _any(value: str) -> bool:
@@ -116,7 +122,8 @@ class IdRecognizer:
 
 LEFT_EDGE = _B = r"(?<![\w-])(?<!\d[ .-])"  # not glued to a word or a longer code
 _E = r"(?![\w]|-\w|[ .-]\d)"
-_CUE_GAP = r"[^\w\n]{0,4}(?:(?:number|no|nr|num|#)\b[^\w\n]{0,4})?(?:is\s+)?"
+# between a cue and its value: punctuation, a word naming the number (`passport ID X1234567`)
+_CUE_GAP = r"[^\w\n]{0,4}(?:(?:number|no|nr|num|id|#)\b[^\w\n]{0,4})?(?:is\s+)?"
 
 
 # Gates at a digit run's start `s` (see `IdRecognizer`): plain character tests, far cheaper
@@ -157,6 +164,13 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     # United States: ABA routing number (checksum) and an account number after a cue
     IdRecognizer("BANK_ACCOUNT", "US", r"(?i)\b(?:routing|aba|rtn)\b" + _CUE_GAP + r"(\d{9})\b", _ok(rtn), group=1,
                  min_digits=9, cues=("routing", "aba", "rtn")),
+    # United States: employer identification number after a cue (IRS campus prefix checked)
+    IdRecognizer(
+        "NATIONAL_ID", "US",
+        r"(?i)\b(?:EIN|FEIN|TIN|(?:federal )?tax(?:payer)? id(?:entification)?|employer id(?:entification)?)\b"
+        + _CUE_GAP + r"(\d{2}-?\d{7})\b",
+        _ok(ein), group=1, min_digits=9, cues=("ein", "fein", "tin", "federal", "tax", "employer"),
+    ),
     # Spain: DNI and NIE (check letter)
     IdRecognizer("NATIONAL_ID", "ES", _B + r"\d{8}[ -]?[A-Z]" + _E, _ok(dni), flags=re.I, min_digits=8, digit_led=True),
     IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I, min_digits=7,
@@ -172,6 +186,8 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     IdRecognizer("NATIONAL_ID", "IN", _B + r"[2-9]\d{3}([ -]?)\d{4}\1\d{4}" + _E, _aadhaar, min_digits=12, digit_led=True),
     IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I, min_digits=4,
                  gate=_after_letter, lead=5),
+    # India: IFSC, the bank branch code of an account (`SBIN0001234`: bank, a zero, branch)
+    IdRecognizer("BANK_ACCOUNT", "IN", _B + r"[A-Z]{4}0[A-Z0-9]{6}" + _E, _ifsc, min_digits=1, gate=_after_letter, lead=4),
     # Canada: SIN (Luhn), formatted 3-3-3, or bare after a cue
     IdRecognizer("NATIONAL_ID", "CA", _B + r"\d{3}([ -])\d{3}\1\d{3}" + _E, _sin, min_digits=9, digit_led=True),
     IdRecognizer("NATIONAL_ID", "CA", r"(?i)\b(?:SIN|social insurance)\b" + _CUE_GAP + r"(\d{9})\b", _sin, group=1,
@@ -194,7 +210,7 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     IdRecognizer(
         "BANK_ACCOUNT", "*",
         r"(?i)\b(?:account|acct|a/c|konto|compte|conto|cuenta|rekening)\b" + _CUE_GAP
-        + r"(\d(?:[ -]?\d){5,17})\b",
+        + r"((?-i:[A-Z]{2,10})?\d(?:[ -]?\d){5,17})\b",  # a bank prefix glued on: SBIN0123...
         group=1, min_digits=6, cues=("account", "acct", "a/c", "konto", "compte", "conto", "cuenta", "rekening"),
     ),
 )  # fmt: skip

@@ -24,8 +24,11 @@ __all__ = ["Masker", "MaskMapping", "MaskResult", "default_masker", "PLACEHOLDER
 PLACEHOLDER_RE = re.compile(r"<\s*([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z][A-Za-z0-9]*)*)_(\d+)\s*>")
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")
+
+
 def _digits(value: str) -> str:
-    return "".join(c for c in value if c.isalnum()).upper()
+    return _NOT_ALNUM.sub("", value).upper()
 
 
 def _ip(value: str) -> str:

@@ -33,6 +33,7 @@ _STOP_WORDS = """
     Baker Smith Cook Hunter Fisher Taylor Walker Turner Carter Parker Cooper Miller
     Mason Christian Muslim Jewish Catholic God Jesus Christmas Easter Internet Email
     Phone Online Mobile App Web Google Apple Microsoft Amazon Uber Tesla Windows Android
+    Tel Tél Fax Mob Telephone Telefon Teléfono
 """
 STOP = frozenset(_STOP_WORDS.split())
 STOP_LOWER = frozenset(w.lower() for w in STOP)

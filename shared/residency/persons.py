@@ -90,7 +90,7 @@ class PersonRecognizer:
             matches_at(_CUE, text, starts),
             matches_at(_STRONG_CUE, text, starts),
         )
-        hits = _gazetteer_hits(text)
+        hits = _gazetteer_hits(text, scan.pieces)
         if hits:
             spans.extend(self._gazetteer_spans(text, _merge(hits, text)))
         spans.extend(self._initialled(text))
@@ -225,13 +225,13 @@ _PIECE_HITS: dict[str, tuple[int, ...]] = {}
 _PIECE_CACHE = 20_000
 
 
-def _gazetteer_hits(text: str) -> list[int]:
+def _gazetteer_hits(text: str, pieces: list[str] | None = None) -> list[int]:
     """Start of every capitalised word that is in the gazetteer (sorted).
 
     A word never holds a space, so the text's words are its pieces' words in turn: each
     piece is looked up in a table of pieces already seen (most recur from text to text), and
     a text whose pieces hold no name costs a split and one C-level `map`."""
-    pieces = text.split(" ")
+    pieces = text.split(" ") if pieces is None else pieces
     found = list(map(_PIECE_HITS.get, pieces))
     if None in found:
         found = [_piece_hits(p) if f is None else f for f, p in zip(found, pieces, strict=True)]

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import phonenumbers
 
-from aivos.shared.residency.scan import Scan, in_windows
+from aivos.shared.residency.scan import Scan, in_windows_at
 from aivos.shared.residency.spans import Span
 
 __all__ = ["PhoneRecognizer", "DEFAULT_PHONE_REGIONS"]
@@ -38,14 +38,20 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
 _CANDIDATE = re.compile(
     r"(?<![\w@#$€£¥/.,:+=&-])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )(?<!\d[ .-])"
     r"(?:\+[ ]?|\b00|\(\+\d{1,3}\)[ ]?)?"
-    r"(?:\(\d{1,5}\)[ ./-]?)?"
-    r"\d+(?:(?:[ .\-/]|[ ]?\(\d{1,4}\)[ ]?|[ ]-[ ])\d+)*"
+    r"(?:\(\d{1,5}(?:[ .-]\d{1,4})?\)[ ./-]?)?"
+    r"\d+(?:(?:[ .\-/]|[ ]?\(\d{1,5}\)[ ]?|[ ]-[ ])\d+)*"
     r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
     r"(?![\w@]|[.,:/-]\d)"
 )
+_DAY, _MONTH = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])"
+# shapes that are something else whatever the context: an ISO or a day-month-year date (a
+# real one: `80-21-23`, `75.12.34` are Faroese and Caledonian numbers), an SSN, an IPv4
+# address (a valid one: `012.34.56.78` is a Belgian number), ...
 _NOT_A_PHONE = re.compile(
-    r"^(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{3}-\d{2}-\d{4}"
-    r"|\d{1,3}(?:\.\d{1,3}){3}|\d{4}\.\d{1,2}\.\d{1,2}|\d{4}([ -])\d{6}\1\d{5})$"
+    rf"^(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|(?:{_DAY}[./-]{_MONTH}|{_MONTH}[./-]{_DAY})[./-]\d{{2,4}}"
+    r"|\d{3}-\d{2}-\d{4}"
+    r"|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"  # IPv4
+    r"|\d{4}\.\d{1,2}\.\d{1,2}|\d{4}([ -])\d{6}\1\d{5})$"
 )
 _CUE = re.compile(
     r"(?i)(?:\b(?:phone|tel|telephone|mobile|mob|cell|cellphone|fax|call|ring|text|sms|whatsapp"
@@ -69,7 +75,7 @@ _OTHER_SHAPE = re.compile(
     r"^(?:(?:19|20)\d\d ?[-/–] ?(?:19|20)\d\d"  # a year range 2023-2024
     r"|\d{5}-\d{4}"  # a US ZIP+4 code
     r"|\d{1,3}(?:([ .,])\d{3})*\1(?:000)"  # an amount in thousands: 1 250 000, 2.500.000
-    r"|\d{4}-\d\d-\d\d\b.*"  # an ISO date in front: 2024-03-15-0007
+    r"|(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])\b.*"  # an ISO date in front: 2024-03-15-0007
     r"|.*(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d).*"  # yyyymmdd
     r")$"
 )
@@ -93,7 +99,9 @@ class PhoneRecognizer:
         return self._spans(text, _CANDIDATE.finditer(text))
 
     def find_scanned(self, scan: Scan) -> list[Span]:
-        return self._spans(scan.text, in_windows(_CANDIDATE, scan.text, scan.windows(6)))
+        # a candidate opens with `+`, `(` or a digit run (nothing glued before it)
+        text, runs = scan.text, scan.all_run_starts
+        return self._spans(text, in_windows_at(_CANDIDATE, text, scan.windows(6), runs, "+("))
 
     def _spans(self, text: str, candidates: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
@@ -109,9 +117,9 @@ class PhoneRecognizer:
 
     def _accept(self, value: str, text: str, start: int) -> bool:
         digits = sum(c.isdigit() for c in value)
-        if digits > 15:
-            return False
         intl = value.startswith("+") or value.startswith("00")
+        if digits - 2 * value.startswith("00") > 15:
+            return False
         if not intl and _OTHER_NUMBER.search(text, max(0, start - 24), start):
             return False
         if _CUE.search(text, max(0, start - 32), start):

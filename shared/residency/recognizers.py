@@ -74,10 +74,24 @@ class EmailRecognizer(RegexRecognizer):
         super().__init__("EMAIL", _EMAIL)
 
     def find(self, text: str) -> list[Span]:
-        spans = super().find(text) if "@" in text else []
+        spans = self._at_signs(text) if "@" in text else []
         lowered = text.lower()
         if "dot" in lowered and "at" in lowered:
             spans += [Span(m.start(), m.end(), self.entity) for m in _EMAIL_SPELLED.finditer(text)]
+        return spans
+
+    def _at_signs(self, text: str) -> list[Span]:
+        """The matches of `_EMAIL.finditer(text)`, searched from just before each `@`: a match
+        holds exactly one `@` (its local part has none) at most 64 characters after its start,
+        so none starts earlier than 64 characters before the first `@` not yet passed."""
+        spans: list[Span] = []
+        pos, search = 0, _EMAIL.search
+        while (at := text.find("@", pos)) >= 0:
+            m = search(text, max(pos, at - 64))
+            if m is None:
+                break
+            spans.append(Span(m.start(), m.end(), self.entity))
+            pos = m.end()
         return spans
 
 
@@ -159,6 +173,17 @@ _IBAN_LENGTHS = {
     "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
 }  # fmt: skip
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})(\d{2})")
+_BASE36 = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)})  # A -> 10 ... Z -> 35
+# the rest of an IBAN of `n` characters after its first four: ASCII letters and digits, single
+# spaces or dashes between them
+_IBAN_REST: dict[int, re.Pattern[str]] = {}
+
+
+def _iban_rest(n: int) -> re.Pattern[str]:
+    found = _IBAN_REST.get(n)
+    if found is None:
+        found = _IBAN_REST[n] = re.compile(rf"(?:[ -]?[A-Za-z0-9]){{{n}}}")
+    return found
 
 
 def iban_valid(iban: str) -> bool:
@@ -166,8 +191,7 @@ def iban_valid(iban: str) -> bool:
     iban = iban.replace(" ", "").upper()
     if _IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban.isalnum():
         return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    return int((iban[4:] + iban[:4]).translate(_BASE36)) % 97 == 1
 
 
 class IbanRecognizer:
@@ -189,21 +213,14 @@ class IbanRecognizer:
             want = _IBAN_LENGTHS.get(m.group(1).upper())
             if want is None:
                 continue
-            chars = [m.group(1).upper(), m.group(2)]
-            count, i = 4, m.end()
-            while count < want and i < n:
-                c = text[i]
-                if c in " -" and i + 1 < n and text[i + 1].isalnum() and text[i - 1] not in " -":
-                    i += 1
-                    continue
-                if not (c.isascii() and c.isalnum()):
-                    break
-                chars.append(c.upper())
-                count += 1
-                i += 1
-            if count != want or (i < n and text[i].isalnum()):
+            rest = _iban_rest(want - 4).match(text, m.end())
+            if rest is None:
                 continue
-            if iban_valid("".join(chars)):
+            i = rest.end()
+            if i < n and text[i].isalnum():
+                continue
+            iban = m.group(1) + m.group(2) + rest.group().replace(" ", "").replace("-", "")
+            if iban_valid(iban):
                 spans.append(Span(m.start(), i, self.entity))
         return spans
 

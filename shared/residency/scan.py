@@ -20,12 +20,16 @@ the spans found this way equal those of a full scan on the public and generated 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 
-__all__ = ["Scan", "Words", "matches_at", "in_windows"]
+__all__ = ["Scan", "Words", "matches_at", "in_windows", "in_windows_at"]
 
 _CLUSTER = re.compile(r"\d(?:[^\n]{0,3}?\d)*")
+# the same on ASCII text, where `\d` is `[0-9]`: a character set the regex engine skips to
+# faster than the Unicode digit category (a normalised text's digits are all ASCII)
+_CLUSTER_ASCII = re.compile(r"[0-9](?:[^\n]{0,3}?[0-9])*")
 _DIGIT_RUN = re.compile(r"\d+")
 _NOT_DIGIT = re.compile(r"\D+")
 _HEAD3, _HEAD2 = itemgetter(slice(3)), itemgetter(slice(2))
@@ -73,6 +77,9 @@ class Scan:
         "_all_runs",
         "_windows",
         "_heads",
+        "_windows_by",
+        "_runs_by",
+        "_pieces",
         "max_digits",
     )
 
@@ -83,9 +90,13 @@ class Scan:
         self._all_runs: list[int] | None = None
         self._windows: list[tuple[int, int, int]] | None = None
         self._heads: frozenset[bytes] | None = None
+        # `windows(k)` and `run_starts(k)` per `k`: several recognizers ask for the same ones
+        self._windows_by: dict[int, list[tuple[int, int]]] = {}
+        self._runs_by: dict[int, list[int]] = {}
+        self._pieces: list[str] | None = None
         self._clusters = [
             (m.start(), m.end(), len(_NOT_DIGIT.sub("", m.group())))
-            for m in _CLUSTER.finditer(text)
+            for m in (_CLUSTER_ASCII if text.isascii() else _CLUSTER).finditer(text)
         ]
         #: digits of the largest cluster: a recognizer needing more can stop at once
         self.max_digits = max((d for *_, d in self._clusters), default=0)
@@ -98,6 +109,15 @@ class Scan:
                 lower = "".join(c if len(c.lower()) != 1 else c.lower() for c in self.text)
             self._lower = lower
         return self._lower
+
+    @property
+    def pieces(self) -> list[str]:
+        """The text split at spaces (`text.split(" ")`): recognizers that look words up piece
+        by piece in tables of pieces seen (the tagger, the name gazetteer, the cue gate) share
+        these strings, whose hashes Python then computes once."""
+        if self._pieces is None:
+            self._pieces = self.text.split(" ")
+        return self._pieces
 
     @property
     def clusters(self) -> list[tuple[int, int, int]]:
@@ -120,6 +140,9 @@ class Scan:
         widened by `BEFORE` and `AFTER` characters and then to a space (overlaps merged)."""
         if min_digits > self.max_digits:
             return []
+        found = self._windows_by.get(min_digits)
+        if found is not None:
+            return found
         windows = self._windows
         if windows is None:
             text, n = self.text, len(self.text)
@@ -133,7 +156,10 @@ class Scan:
                 else:
                     merged.append((ws, we, d))
             windows = self._windows = merged
-        return [(ws, we) for ws, we, d in windows if d >= min_digits]
+        found = self._windows_by[min_digits] = [
+            (ws, we) for ws, we, d in windows if d >= min_digits
+        ]
+        return found
 
     @property
     def all_run_starts(self) -> list[int]:
@@ -147,16 +173,21 @@ class Scan:
     def run_starts(self, min_digits: int) -> list[int]:
         """Digit-run starts inside `windows(min_digits)`: where a pattern that opens with a
         digit and may not follow a word character can match (`\\d` is a word character)."""
+        found = self._runs_by.get(min_digits)
+        if found is not None:
+            return found
         windows = self.windows(min_digits)
         if not windows:
             return []
-        out, i, runs = [], 0, self.all_run_starts
+        out: list[int] = []
+        i, runs = 0, self.all_run_starts
         for ws, we in windows:
             while i < len(runs) and runs[i] < ws:
                 i += 1
             while i < len(runs) and runs[i] < we:
                 out.append(runs[i])
                 i += 1
+        self._runs_by[min_digits] = out
         return out
 
     def iban_starts(self) -> list[int]:
@@ -173,8 +204,7 @@ class Scan:
         lower = self.lower
         if lower.isascii():
             if self._heads is None:
-                heads = set(map(_HEAD3, lower.encode().translate(_SPLIT).split()))
-                self._heads = frozenset(heads.union(map(_HEAD2, heads)))
+                self._heads = _heads(self.pieces)
             candidates = words.present(self._heads)
         else:
             candidates = list(words.words)
@@ -186,6 +216,29 @@ class Scan:
                     found.add(i)
                 i = lower.find(w, i + 1)
         return sorted(found)
+
+
+# per space-separated piece of text seen, the heads of its tokens (bounded: most pieces recur)
+_PIECE_HEADS: dict[str, frozenset[bytes]] = {}
+_PIECE_CACHE = 20_000
+
+
+def _heads(pieces: list[str]) -> frozenset[bytes]:
+    """The first three and first two letters of every token of the pieces (lower case; a
+    token ends at any ASCII character that is not a letter or digit)."""
+    found = list(map(_PIECE_HEADS.get, pieces))
+    if None in found:
+        found = [_piece_heads(p) if f is None else f for f, p in zip(found, pieces, strict=True)]
+    return frozenset().union(*found)  # type: ignore[arg-type]  # no None left
+
+
+def _piece_heads(piece: str) -> frozenset[bytes]:
+    heads = set(map(_HEAD3, piece.lower().encode().translate(_SPLIT).split()))
+    found = frozenset(heads.union(map(_HEAD2, heads)))
+    if len(_PIECE_HEADS) >= _PIECE_CACHE:
+        _PIECE_HEADS.clear()  # bounded: start again (dict operations are atomic under the GIL)
+    _PIECE_HEADS[piece] = found
+    return found
 
 
 def _snap_left(text: str, i: int) -> int:
@@ -225,3 +278,34 @@ def in_windows(
     """`pattern.finditer` over each `[start, end)` window of `text` in turn."""
     for ws, we in windows:
         yield from pattern.finditer(text, ws, we)
+
+
+def in_windows_at(
+    pattern: re.Pattern[str],
+    text: str,
+    windows: Iterable[tuple[int, int]],
+    starts: list[int],
+    chars: str = "",
+) -> Iterator[re.Match[str]]:
+    """The matches `in_windows(pattern, text, windows)` gives, tried only at the positions of
+    `starts` (sorted) and of the characters `chars` inside each window: these must hold every
+    position where a match can start (the leftmost match is then found first, as a search
+    finds it, and the next is tried from its end on)."""
+    for ws, we in windows:
+        at = starts[bisect_left(starts, ws) : bisect_left(starts, we)]
+        extra = [i for c in chars for i in _positions(text, c, ws, we)]
+        last = -1
+        for p in sorted(at + extra) if extra else at:
+            if p < last:
+                continue
+            m = pattern.match(text, p, we)
+            if m is not None and m.end() > m.start():
+                last = m.end()
+                yield m
+
+
+def _positions(text: str, c: str, start: int, end: int) -> Iterator[int]:
+    i = text.find(c, start, end)
+    while i >= 0:
+        yield i
+        i = text.find(c, i + 1, end)

@@ -23,13 +23,14 @@ import io
 from bisect import bisect_right
 from functools import lru_cache
 from importlib import resources
-from itertools import accumulate
+from itertools import accumulate, chain, compress, count
 from operator import itemgetter
 
 import numpy as np
 
 from aivos.shared.errors import AivosError
 from aivos.shared.residency.names import STOP, gazetteer
+from aivos.shared.residency.scan import Scan
 from aivos.shared.residency.spans import Span
 from aivos.shared.residency.tagger_features import (
     CLASSES,
@@ -91,12 +92,17 @@ class ModelIntegrityError(AivosError):
 
 # a word's entry in the per-word table: `[0:5]` its PERSON and `[5:10]` its ADDRESS score
 # over `O` at window offsets -2..+2, then whether it can be the word that makes a tagged run
-# a name (`_P_KEY`) or a street, in text with capitals (`_A_KEY`) or in lower-case text
-_P_KEY, _A_KEY, _A_KEY_LOWER = 10, 11, 12
+# a name (`_P_KEY`) or a street, in text with capitals (`_A_KEY`) or in lower-case text;
+# whether it can make a run a name in text written all in capitals (`_CAPS_KEY`: a known name);
+# and whether it is a key word at all in mixed-case text (`_KEY`) and in lower-case text
+_P_KEY, _A_KEY, _A_KEY_LOWER, _CAPS_KEY, _KEY, _KEY_LOWER = 10, 11, 12, 13, 14, 15
 _Entry = tuple[float, ...]
 # a space-separated piece of text: its tokens, their entries, whether one of them is a key word
-# of a name or street in text with capitals / in lower-case text, and where the tokens start
-_Piece = tuple[tuple[str, ...], tuple[_Entry, ...], bool, bool, tuple[int, ...]]
+# in mixed-case / lower-case / all-capitals text, and where the tokens start
+_Piece = tuple[tuple[str, ...], tuple[_Entry, ...], bool, bool, bool, tuple[int, ...]]
+# by the case of the whole text: which flag of a piece and of an entry marks a key word
+_LOWER_TEXT, _MIXED_TEXT, _UPPER_TEXT = (3, _KEY_LOWER), (2, _KEY), (4, _CAPS_KEY)
+_TOKENS, _ENTRIES, _STARTS = itemgetter(0), itemgetter(1), itemgetter(5)
 _PIECE_CHARS = 64  # longer pieces (a URL, a run of base64) are tokenised each time, not kept
 
 
@@ -134,7 +140,9 @@ class TaggerModel:
             o, p, a = self.weights[rows].sum(axis=0).tolist()
             d1.append(p - o)
             d2.append(a - o)
-        found = (*d1, *d2, *_keys(word, self.lexicon))
+        person, street, street_lower, caps = _keys(word, self.lexicon)
+        key, key_lower = person or street, person or street_lower
+        found = (*d1, *d2, person, street, street_lower, caps, key, key_lower)
         words = self._words
         if len(words) >= CACHE_WORDS:
             words.clear()  # bounded: start again (dict operations are atomic under the GIL)
@@ -145,8 +153,10 @@ class TaggerModel:
         """The pieces of a text split at spaces (`text.split(" ")`), tokenised. No token holds
         a space, so the tokens of a text are those of its pieces in turn; most pieces recur
         from text to text and are tokenised once (at most `CACHE_WORDS` are kept)."""
-        get = self._pieces.get
-        return [get(p) or self._piece(p) for p in split]
+        found = list(map(self._pieces.get, split))
+        if None in found:
+            found = [f or self._piece(p) for f, p in zip(found, split, strict=True)]
+        return found  # type: ignore[return-value]
 
     def _piece(self, piece: str) -> _Piece:
         tokens = tokenize(piece)
@@ -155,8 +165,9 @@ class TaggerModel:
         found = (
             words,
             entries,
-            any(e[_P_KEY] or e[_A_KEY] for e in entries),
-            any(e[_P_KEY] or e[_A_KEY_LOWER] for e in entries),
+            any(e[_KEY] for e in entries),
+            any(e[_KEY_LOWER] for e in entries),
+            any(e[_CAPS_KEY] for e in entries),
             tuple(t.start() for t in tokens),
         )
         if len(piece) <= _PIECE_CHARS:
@@ -180,13 +191,13 @@ class TaggerModel:
         return 2 if over_a > 0 else 0
 
 
-def _keys(word: str, lexicon: Lexicon) -> tuple[bool, bool, bool]:
+def _keys(word: str, lexicon: Lexicon) -> tuple[bool, bool, bool, bool]:
     """Whether `word` passes `_plausible`'s test for one word of a run: of a name (position
     aside: a capitalised dictionary word opening a sentence counts here), of a street in text
-    with capitals, of a street in lower-case text. A run holding none of them is dropped, so
-    only runs around such words need to be looked at."""
+    with capitals, of a street in lower-case text, of a name in text all in capitals. A run
+    holding none of them is dropped, so only runs around such words need to be looked at."""
     if not word[:1].isalpha():
-        return False, False, False
+        return False, False, False, False
     person = (
         (len(word) > 1 or word.isupper())
         and word.title() not in STOP
@@ -194,7 +205,21 @@ def _keys(word: str, lexicon: Lexicon) -> tuple[bool, bool, bool]:
     )
     street = len(word) > 1 and word.isalpha() and not word.isupper()
     street = street and word.lower() not in _MONTHS
-    return person, street and word[0].isupper(), street
+    return person, street and word[0].isupper(), street, _caps_name(word, lexicon)
+
+
+def _caps_name(word: str, lexicon: Lexicon) -> bool:
+    """In text all in capitals, where case says nothing, whether `word` makes a tagged run a
+    name: a known first or last name (a part of it, when hyphenated: `SMITH-JONES`), or a
+    word that is in no dictionary and has no hyphen (`TOMOMI`, not `PRE-AUTHORISATION`)."""
+    if not word[:1].isalpha():
+        return False
+    first, last = gazetteer()
+    for part in word.split("-"):
+        title = part.title()
+        if title not in STOP and (title in first or title in last):
+            return True
+    return "-" not in word and word.title() not in STOP and word.lower() not in lexicon
 
 
 @lru_cache(maxsize=1)
@@ -223,17 +248,23 @@ class TaggerRecognizer:
         self.model = load_model() if model is None else model
 
     def find(self, text: str) -> list[Span]:
+        return self._find(text, text.split(" "))
+
+    def find_scanned(self, scan: Scan) -> list[Span]:
+        return self._find(scan.text, scan.pieces)
+
+    def _find(self, text: str, split: list[str]) -> list[Span]:
         model = self.model
-        split = text.split(" ")
         pieces = model.pieces(split)
         lower_text = text.islower()
-        if not any(p[3 if lower_text else 2] for p in pieces):
+        upper_text = not lower_text and text.isupper()
+        piece_key, key = _LOWER_TEXT if lower_text else _UPPER_TEXT if upper_text else _MIXED_TEXT
+        if not any(map(itemgetter(piece_key), pieces)):
             return []
-        entries = [e for p in pieces for e in p[1]]
-        key = _A_KEY_LOWER if lower_text else _A_KEY
+        entries = list(chain.from_iterable(map(_ENTRIES, pieces)))
         # a run the model tags is kept only if it holds a key word (`_keys`): label those,
         # then grow each tagged one to its whole run; most tokens are never labelled
-        candidates = [i for i, e in enumerate(entries) if e[_P_KEY] or e[key]]
+        candidates = compress(count(), map(itemgetter(key), entries))
         start_pad, end_pad = model._pads
         padded = [start_pad, start_pad, *entries, end_pad, end_pad]
         n, label = len(entries), model._label
@@ -252,7 +283,7 @@ class TaggerRecognizer:
             runs.append((a, b, c))
         if not runs:
             return []
-        words = [w for p in pieces for w in p[0]]
+        words = list(chain.from_iterable(map(_TOKENS, pieces)))
         spans: list[Span] = []
         offsets: _Offsets | None = None
         for a, b, c in runs:
@@ -263,7 +294,7 @@ class TaggerRecognizer:
             at_start = a == 0 or words[a - 1] in _SENTENCE_END
             entity = CLASSES[c]
             if a > b or not _plausible(
-                entity, words[a : b + 1], model.lexicon, at_start, lower_text
+                entity, words[a : b + 1], model.lexicon, at_start, lower_text, upper_text
             ):
                 continue
             offsets = offsets or _Offsets(split, pieces)
@@ -279,23 +310,31 @@ class _Offsets:
 
     def __init__(self, split: list[str], pieces: list[_Piece]) -> None:
         self.pieces = pieces
-        self.tokens_before = [0, *accumulate(map(len, map(itemgetter(0), pieces)))]
+        self.tokens_before = [0, *accumulate(map(len, map(_TOKENS, pieces)))]
         self.chars_before = [0, *accumulate(map(len, split))]
 
     def __getitem__(self, i: int) -> int:
         k = bisect_right(self.tokens_before, i) - 1
         # piece k starts after the k pieces and the k spaces before it
-        return self.chars_before[k] + k + self.pieces[k][4][i - self.tokens_before[k]]
+        return self.chars_before[k] + k + _STARTS(self.pieces[k])[i - self.tokens_before[k]]
 
 
 def _plausible(
-    entity: str, words: list[str], lexicon: Lexicon, at_start: bool, lower_text: bool
+    entity: str,
+    words: list[str],
+    lexicon: Lexicon,
+    at_start: bool,
+    lower_text: bool,
+    upper_text: bool = False,
 ) -> bool:
     """Checks a tagged run must pass. A name holds a word that is capitalised (not merely as
     the first word of a sentence) or is no dictionary word: "boss", "Maybe" are not names,
-    "Tomomi", "desrosiers", "Mark Young" are. An address holds a word that is not in capitals
-    nor a month (capitalised, unless the text is all lower case), and a number or two capitalised words ("Tarsicio Isle"). A run glued to a
-    letter or digit (inside `NL35LKPF7807`) is none of them."""
+    "Tomomi", "desrosiers", "Mark Young" are. In text all in capitals, where case says nothing
+    and the model tags shouted words (`PRE-AUTHORISATION`), a name holds a known first or last
+    name or a word in no dictionary (`_caps_name`). An address holds a
+    word that is not in capitals nor a month (capitalised, unless the text is all lower case),
+    and a number or two capitalised words ("Tarsicio Isle"): so none in text all in capitals.
+    A run glued to a letter or digit (inside `NL35LKPF7807`) is none of them."""
     if entity == "ADDRESS":
         # a street name is capitalised, except in text written all in lower case
         named = [w for w in words if len(w) > 1 and w.isalpha() and not w.isupper()]
@@ -306,6 +345,8 @@ def _plausible(
         if any(w.isdigit() for w in words):
             return True
         return sum(w[:1].isupper() for w in words if w.isalpha()) >= 2
+    if upper_text:
+        return any(_caps_name(w, lexicon) for w in words)
     first, _last = gazetteer()
     for k, w in enumerate(words):
         if not w[:1].isalpha() or len(w) < 2 and not w.isupper():

@@ -123,6 +123,7 @@ def _every_token_labelled(recognizer: TaggerRecognizer, text: str) -> list[Span]
     tokens = tokenize(text)
     labels = recognizer.model.labels([t.group() for t in tokens])
     lower_text, spans, i = text.islower(), [], 0
+    upper_text = not lower_text and text.isupper()
     while i < len(tokens):
         c = labels[i]
         j = i
@@ -139,7 +140,8 @@ def _every_token_labelled(recognizer: TaggerRecognizer, text: str) -> list[Span]
         glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
         at_start = a == 0 or tokens[a - 1].group() in _SENTENCE_END
         words = [t.group() for t in tokens[a : b + 1]]
-        if not glued and _plausible(CLASSES[c], words, load_model().lexicon, at_start, lower_text):
+        lexicon = load_model().lexicon
+        if not glued and _plausible(CLASSES[c], words, lexicon, at_start, lower_text, upper_text):
             spans.append(Span(start, end, CLASSES[c]))
     return spans
 
