@@ -57,6 +57,8 @@ _EXAMPLE_KB = Path(__file__).resolve().parents[1] / "docs" / "examples" / "kb"
 # stopped in this order, each stage gone before the next starts: the edge (it uses all the
 # others), the cloud services, the site's leaf node, and last the hub they all talk through
 _STOP_STAGES = (("edge",), ("corebank", "console", "ingest", "worker"), ("leaf",), ("hub",))
+_STOP_WAIT_S = 15.0  # a stopping service is SIGKILLed after this long, but the pools: see
+_POOLS_CLOSE_S = 10.0  # `_stop_wait_s`
 
 # set by scripts/up while it installs llama-cpp-python / the full build's packages (torch ...)
 # in the background; `LOG.exit` holds pip's exit status once it is done
@@ -553,8 +555,9 @@ class Appliance:
         self._wait("generation worker", lambda: asyncio.run(probe()), 180)
 
     def stop(self) -> None:
-        """SIGTERM stage by stage (`_STOP_STAGES`), each stage waited for (15 s, then
-        SIGKILL) before the next, so no service sees its NATS server vanish first."""
+        """SIGTERM stage by stage (`_STOP_STAGES`), each stage waited for (15 s, the pools
+        longer: `_stop_wait_s`; then SIGKILL) before the next, so no service sees its NATS
+        server vanish first."""
 
         def stage(child: _Child) -> int:
             name = "hub" if child.name.startswith("hub-") else child.name  # cluster nodes
@@ -577,10 +580,24 @@ class Appliance:
                         child.proc.send_signal(signal.SIGTERM)
             for child in group:
                 try:
-                    child.proc.wait(timeout=15)
+                    child.proc.wait(timeout=_stop_wait_s(child.name))
                 except subprocess.TimeoutExpired:
                     child.proc.kill()
                     child.proc.wait()
+
+
+def _stop_wait_s(name: str) -> float:
+    """How long `Appliance.stop` waits for the child `name` after SIGTERM before SIGKILL.
+
+    The pools process lets its workers finish what is in flight for `DRAIN_GRACE_S`, then
+    SIGKILLs them and closes its connection: it gets that and `_POOLS_CLOSE_S`. Killed
+    sooner, it would leave its workers (PR_SET_PDEATHSIG SIGTERMs them) draining on after
+    the hub and `up` itself are gone."""
+    if name == "pools":
+        from aivos.cloud.models.pool import DRAIN_GRACE_S
+
+        return DRAIN_GRACE_S + _POOLS_CLOSE_S
+    return _STOP_WAIT_S
 
 
 def _has_module(name: str) -> bool:

@@ -55,9 +55,13 @@ from aivos.shared.errors import ConfigError
 from aivos.shared.metrics import Registry
 from aivos.shared.subjects import POOL_STATS, validate_token
 
-__all__ = ["ExitCheck", "WorkerPool", "worker_argv", "serve_metrics"]
+__all__ = ["DRAIN_GRACE_S", "ExitCheck", "WorkerPool", "worker_argv", "serve_metrics"]
 
 log = logging.getLogger(__name__)
+
+# how long a stopping pool lets its workers finish what is in flight before it SIGKILLs
+# them; whoever stops a pool process waits at least this long (`aivos up`: aivos.up)
+DRAIN_GRACE_S = 30.0
 
 
 def worker_argv(
@@ -354,7 +358,7 @@ class WorkerPool:
             return False
         return True
 
-    async def run(self, nc: NATS, stop: asyncio.Event, grace_s: float = 30.0) -> None:
+    async def run(self, nc: NATS, stop: asyncio.Event, grace_s: float = DRAIN_GRACE_S) -> None:
         sub = await nc.subscribe(POOL_STATS, cb=self._on_stats)
         watch = CatalogueWatch(self.apply_catalogue)
         if self.watch_catalogue:
@@ -374,7 +378,7 @@ class WorkerPool:
                 await sub.unsubscribe()
             await self.shutdown(grace_s)
 
-    async def shutdown(self, grace_s: float = 30.0) -> None:
+    async def shutdown(self, grace_s: float = DRAIN_GRACE_S) -> None:
         for child in self.children:
             if child.proc.poll() is None and not child.stopping:
                 self._stop(child)

@@ -29,7 +29,7 @@ from nats.aio.client import Client as NATS
 
 from aivos.cloud.models.autoscale import ScalePolicy
 from aivos.cloud.models.catalogue_store import CatalogueWatch
-from aivos.cloud.models.pool import ExitCheck, WorkerPool
+from aivos.cloud.models.pool import DRAIN_GRACE_S, ExitCheck, WorkerPool
 from aivos.cloud.worker.catalogue import Catalogue, ModelEntry, load_catalogue
 
 __all__ = ["PoolSet", "entry_policy"]
@@ -61,7 +61,7 @@ class PoolSet:
     defaults: ScalePolicy
     stats_interval_s: float = 0.5
     tick_s: float = 0.5
-    grace_s: float = 30.0
+    grace_s: float = DRAIN_GRACE_S
     log_dir: Path | None = None
     watch_catalogue: bool = True
     watch_retry_s: float = 2.0

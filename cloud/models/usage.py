@@ -12,11 +12,18 @@ are the worker's generated chunks (out) and an estimate of the prompt (in: chara
 
 The intent is the edge's (``Aivos-Intent`` request header, `INTENT_HEADER`); a request
 without it counts against its site only.
+
+Per minute and model (``model_minutes``, the console's charts) each router writes a row of
+its own (``router``: `UsageLedger.router`, unique per process) with its p95 of the minute;
+`read_minutes` merges the routers' rows (counts added, p95s weighted by requests).
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -72,17 +79,29 @@ CREATE TABLE IF NOT EXISTS intent_usage (
     cost REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (day, site, intent)
 );
+"""
+_MINUTES_TABLE = """
 CREATE TABLE IF NOT EXISTS model_minutes (
     minute INTEGER NOT NULL,
     model TEXT NOT NULL,
+    router TEXT NOT NULL DEFAULT '',
     requests INTEGER NOT NULL DEFAULT 0,
     fallback INTEGER NOT NULL DEFAULT 0,
     tokens INTEGER NOT NULL DEFAULT 0,
     cost REAL NOT NULL DEFAULT 0,
     p95_ms REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (minute, model)
+    PRIMARY KEY (minute, model, router)
 )
 """
+# a file written before the router column (key (minute, model)): its rows are kept, as
+# router '' (one router's view of each minute, what that schema could hold)
+_MINUTES_V2 = [
+    "ALTER TABLE model_minutes RENAME TO model_minutes_v1",
+    _MINUTES_TABLE,
+    "INSERT INTO model_minutes (minute, model, router, requests, fallback, tokens, cost, p95_ms) "
+    "SELECT minute, model, '', requests, fallback, tokens, cost, p95_ms FROM model_minutes_v1",
+    "DROP TABLE model_minutes_v1",
+]
 _ADD = """
 INSERT INTO model_usage (day, site, model, version, requests, fallback, tokens_in,
                          tokens_out, cost)
@@ -94,12 +113,12 @@ ON CONFLICT (day, site, model, version) DO UPDATE SET
     tokens_out = tokens_out + excluded.tokens_out,
     cost = cost + excluded.cost
 """
-# counts add up; the p95 is this router's over the minute so far (the last flush of the
-# minute wins: exact with one router, one router's view with several)
+# a row per router: its counts add up, its p95 is its own over the minute so far (each
+# flush of the minute replaces it); `read_minutes` merges the routers' rows
 _ADD_MINUTE = """
-INSERT INTO model_minutes (minute, model, requests, fallback, tokens, cost, p95_ms)
-VALUES (:minute, :model, :requests, :fallback, :tokens, :cost, :p95_ms)
-ON CONFLICT (minute, model) DO UPDATE SET
+INSERT INTO model_minutes (minute, model, router, requests, fallback, tokens, cost, p95_ms)
+VALUES (:minute, :model, :router, :requests, :fallback, :tokens, :cost, :p95_ms)
+ON CONFLICT (minute, model, router) DO UPDATE SET
     requests = requests + excluded.requests,
     fallback = fallback + excluded.fallback,
     tokens = tokens + excluded.tokens,
@@ -230,9 +249,12 @@ class UsageLedger:
         *,
         day: Callable[[], str] = utc_day,
         clock: Callable[[], float] = time.time,
+        router: str | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.path = path
+        # this ledger's rows of `model_minutes` (its p95s): unique per router process
+        self.router = router or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._day = day
         self._lock = threading.Lock()
         self._totals: dict[_Key, UsageRow] = {}  # this process, all time
@@ -251,6 +273,7 @@ class UsageLedger:
         if path is not None:
             self._conn = open_writer(path, synchronous="NORMAL")
             self._conn.executescript(_SCHEMA)
+            _ensure_minutes_table(self._conn)
             self._reload()
 
     def check(self, site: str, intent: str | None = None) -> None:
@@ -395,6 +418,7 @@ class UsageLedger:
                     {
                         "minute": minute,
                         "model": model,
+                        "router": self.router,
                         "requests": acc.requests - r,
                         "fallback": acc.fallback - f,
                         "tokens": acc.tokens - t,
@@ -447,6 +471,18 @@ class UsageLedger:
             self._conn = None
 
 
+def _ensure_minutes_table(conn: sqlite3.Connection) -> None:
+    """`model_minutes` with its router column: created, or migrated from a file written
+    before it (`_MINUTES_V2`); routers starting together migrate once (the write lock)."""
+    with immediate(conn):
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(model_minutes)")}
+        if not columns:
+            conn.execute(_MINUTES_TABLE)
+        elif "router" not in columns:
+            for statement in _MINUTES_V2:
+                conn.execute(statement)
+
+
 def _add_into(into: UsageRow | IntentRow, row: UsageRow | IntentRow) -> None:
     into.requests += row.requests
     into.tokens_in += row.tokens_in
@@ -477,16 +513,34 @@ def read_usage(path: Path, day: str | None = None) -> list[UsageRow]:
     return _read(path, "model_usage", "site, model, version", day, UsageRow)
 
 
+# every router's row of a minute merged: counts add up; the p95 is the routers' p95s
+# weighted by their requests (see `read_minutes`)
+_READ_MINUTES = """
+SELECT minute, model, SUM(requests) AS requests, SUM(fallback) AS fallback,
+       SUM(tokens) AS tokens, SUM(cost) AS cost,
+       COALESCE(SUM(CASE WHEN p95_ms > 0 THEN p95_ms * requests END)
+                / SUM(CASE WHEN p95_ms > 0 THEN requests END), 0.0) AS p95_ms
+FROM model_minutes WHERE minute >= ? GROUP BY minute, model ORDER BY minute, model
+"""
+
+
 def read_minutes(path: Path, since_minute: int = 0) -> list[MinuteRow]:
-    """Per model and minute from `since_minute` (unix time // 60) on, oldest first."""
+    """Per model and minute from `since_minute` (unix time // 60) on, oldest first, every
+    router's traffic together.
+
+    Each router stores its own p95 of the minute (exact for its requests); a p95 of the
+    union cannot be rebuilt from them, so the minute's is their mean weighted by each
+    router's requests. Routers share the load through a queue group, so each sees a sample
+    of the same traffic and its p95 estimates the same value: the weighted mean is the
+    better estimate, and it stays one as routers are added. The max would be an upper
+    bound, but one that rises with the number of routers (the max of several noisy
+    estimates) and lets a router with a handful of slow answers set the whole minute's.
+    """
     if not Path(path).exists():
         return []
     conn = open_reader(path)
     try:
-        cur = conn.execute(
-            "SELECT * FROM model_minutes WHERE minute >= ? ORDER BY minute, model",
-            (since_minute,),
-        )
+        cur = conn.execute(_READ_MINUTES, (since_minute,))
         return decode_rows(cur, MinuteRow)
     except sqlite3.OperationalError:  # no table yet
         return []
