@@ -48,6 +48,11 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "approve": "aivos.edge.approvals_cli:approve_cmd",
         "reject": "aivos.edge.approvals_cli:reject_cmd",
     },
+    "candidates": {
+        "list": "aivos.edge.candidates_cli:list_cmd",
+        "label": "aivos.edge.candidates_cli:label_cmd",
+        "export": "aivos.edge.candidates_cli:export_cmd",
+    },
     "kb": {"add": "aivos.edge.knowledge.cli:kb_add_cmd"},
     "workflows": {
         "validate": "aivos.edge.workflows.cli:validate_cmd",
@@ -101,6 +106,7 @@ _HELP = {
     "tokens": "Create and revoke API tokens of the edge agent.",
     "audit": "Inspect the edge agent's hash-chained audit log.",
     "approvals": "Workflow runs waiting for an operator's approval: list, approve, reject.",
+    "candidates": "Hard examples kept on site: list, label, export for a site-built bundle.",
     "kb": "Manage the edge agent's knowledge index.",
     "workflows": "Validate, list and run edge workflows.",
     "residency": "Check what the residency policy lets leave the site (PII masking).",

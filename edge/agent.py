@@ -367,6 +367,7 @@ class Agent:
             model.providers,
             model.intra_op_threads or None,
             provider_options=model.provider_options,
+            spelling=model.spelling,
         )
 
     def backlog(self) -> Backlog:

@@ -7,9 +7,11 @@ A decision is a *candidate* when the model was unsure or could not serve it:
 * ``low_confidence``: answered locally, but within `band` of the threshold.
 
 A candidate leaves the site as an outbox record of data class ``hard_example`` (kind
-``candidate``), so the residency policy decides: no rule or ``local-only`` and nothing is
-queued, ``mask`` and the exit gate masks the text and the answer at the one place data
-leaves the site. Feedback on a candidate (``POST /v1/feedback``) follows as a record of
+``candidate``), so the residency policy decides: ``mask`` and the exit gate masks the text
+and the answer at the one place data leaves the site; no rule or ``local-only`` and it
+stays on the site instead, in the store's ``site_candidates`` table, for the site's own
+review (`aivos candidates`, edge/store/reviewed.py, which reads ratings and late answers
+from the store). Feedback on a candidate (``POST /v1/feedback``) follows as a record of
 kind ``feedback`` keyed by the same request id. The audit row of a candidate carries
 ``detail.candidate`` (the reason), which is how the feedback path finds it.
 
@@ -29,6 +31,7 @@ from typing import Any, Final
 
 from aivos.edge.results import InferResult, Outcome, Understood
 from aivos.edge.store import Store
+from aivos.edge.store import reviewed as _reviewed
 from aivos.shared.errors import QuotaExceeded
 from aivos.shared.residency import DataClass, ExitGate
 
@@ -73,6 +76,7 @@ class CandidateKeeper:
         self.store = store
         self.band = band
         self.kept = 0
+        self.kept_on_site = 0  # the policy keeps them local: for `aivos candidates`
         self.dropped = 0  # refused by a full outbox
 
     @staticmethod
@@ -101,9 +105,10 @@ class CandidateKeeper:
         }
 
     async def keep(self, gate: ExitGate, payload: dict[str, Any]) -> bool:
-        """Queue the candidate if the policy lets it leave; False when not queued."""
+        """Queue the candidate if the policy lets it leave, else keep it on the site; False
+        when neither (best effort: never raises)."""
         if not self.allowed(gate):
-            return False
+            return await self._keep_on_site(payload)
         rid = _record_id(KIND_CANDIDATE, str(payload["request_id"]))
 
         def write(conn: sqlite3.Connection) -> None:
@@ -118,6 +123,15 @@ class CandidateKeeper:
             log.info("outbox full: hard example %s not kept", payload["request_id"])
             return False
         self.kept += 1
+        return True
+
+    async def _keep_on_site(self, payload: dict[str, Any]) -> bool:
+        try:
+            await self.store.transact(lambda conn: _reviewed.keep(conn, payload))
+        except Exception:  # a hard example must not fail the request it came from
+            log.warning("hard example %s not kept on site", payload["request_id"], exc_info=True)
+            return False
+        self.kept_on_site += 1
         return True
 
     def feedback_write(

@@ -75,11 +75,11 @@ class Recorder:
             run_id=outcome.run_id,
             generator=outcome.generator,
         )
+        # a hard example leaves the site under the policy, or stays for the site's own review
         candidate = None
-        if self.candidates.allowed(self.gate):
-            reason = candidate_reason(u, self.candidates.band)
-            if reason is not None:
-                candidate = self.candidates.payload(u, query.text, result, outcome, reason)
+        reason = candidate_reason(u, self.candidates.band)
+        if reason is not None:
+            candidate = self.candidates.payload(u, query.text, result, outcome, reason)
         try:
             await self._write(query, result, outcome, candidate)
         except Exception:

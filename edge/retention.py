@@ -2,8 +2,9 @@
 
 Each pass, in its own short writer transaction per table: outbox records already sent
 (`retention.outbox_sent_days`), session memory (`memory.retention_days`), jobs in a final
-state (`retention.jobs_days`), finished workflow runs with their steps (`retention.runs_days`)
-and expired webhook delivery ids (the replay cache). Pending outbox records, unfinished jobs
+state (`retention.jobs_days`), finished workflow runs with their steps (`retention.runs_days`),
+expired webhook delivery ids (the replay cache) and unlabelled hard examples kept on site
+(`retention.candidates_days`). Pending outbox records, unfinished jobs
 and runs, and the audit log are never touched. A failed pass (e.g. the disk is full) is
 logged, counted and retried at the next interval. Started with a `Supervisor` (the agent
 does), the loop is the supervised task "retention": anything else that breaks it restarts
@@ -20,6 +21,7 @@ import msgspec
 from aivos.edge.settings import MemorySettings, RetentionSettings
 from aivos.edge.store import Store
 from aivos.edge.store._codec import iso_ago
+from aivos.edge.store.reviewed import purge_unlabelled
 from aivos.edge.supervise import Supervisor
 from aivos.edge.workflows.journal import purge_finished_runs
 from aivos.shared.metrics import Registry
@@ -37,6 +39,7 @@ class Purged(msgspec.Struct, frozen=True, kw_only=True):
     jobs: int = 0
     runs: int = 0
     deliveries: int = 0
+    candidates: int = 0
 
 
 class Retention:
@@ -70,6 +73,9 @@ class Retention:
             jobs=await store.purge_jobs(iso_ago(s.jobs_days)),
             runs=await store.transact(lambda c: purge_finished_runs(c, iso_ago(s.runs_days))),
             deliveries=await store.purge_deliveries(),
+            candidates=await store.transact(
+                lambda c: purge_unlabelled(c, iso_ago(s.candidates_days))
+            ),
         )
         for table, n in msgspec.structs.asdict(purged).items():
             if n:

@@ -145,6 +145,8 @@ class RetentionSettings(_Section, frozen=True, forbid_unknown_fields=True):
     outbox_sent_days: Annotated[float, Meta(gt=0)] = 7.0  # records already synced
     jobs_days: Annotated[float, Meta(gt=0)] = 30.0  # jobs done, failed or cancelled
     runs_days: Annotated[float, Meta(gt=0)] = 90.0  # finished workflow runs and their steps
+    # hard examples the residency policy keeps on site, not yet labelled (`aivos candidates`)
+    candidates_days: Annotated[float, Meta(gt=0)] = 30.0
 
 
 class CacheSettings(_Section, frozen=True, forbid_unknown_fields=True):

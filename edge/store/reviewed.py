@@ -9,7 +9,9 @@ returns the labelled rows as training examples for `aivos models build --from-si
 A candidate's rating is the vote in ``passage_feedback`` (same request id) and a late cloud
 answer is the result of the durable job that carried the request; both are read at list
 time, so nothing has to follow the candidate. At most `cap` unlabelled rows are kept (the
-oldest go first): a label is the operator's work and is never dropped this way.
+oldest go first), and the retention task deletes unlabelled rows older than
+`retention.candidates_days` (`purge_unlabelled`): raw request text is kept only as long as
+it is useful for a review round. A label is the operator's work and is never dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ import msgspec
 
 from aivos.edge.store._codec import iso_ago
 
-__all__ = ["DEFAULT_CAP", "SiteCandidate", "ReviewedRow", "keep", "candidates", "label", "reviewed"]
+__all__ = [
+    "DEFAULT_CAP",
+    "SiteCandidate",
+    "ReviewedRow",
+    "keep",
+    "candidates",
+    "label",
+    "reviewed",
+    "purge_unlabelled",
+]
 
 DEFAULT_CAP: Final = 5000  # unlabelled candidates kept; a review round sees hundreds
 
@@ -143,3 +154,10 @@ def reviewed(conn: sqlite3.Connection) -> list[ReviewedRow]:
         "SELECT text, label, request_id FROM site_candidates WHERE label IS NOT NULL ORDER BY seq"
     )
     return [ReviewedRow(r["text"], r["label"], r["request_id"]) for r in rows]
+
+
+def purge_unlabelled(conn: sqlite3.Connection, before: str) -> int:
+    """Delete the unlabelled candidates kept before the ISO time `before` (edge/retention.py);
+    returns how many."""
+    cur = conn.execute("DELETE FROM site_candidates WHERE label IS NULL AND ts < ?", (before,))
+    return cur.rowcount

@@ -12,7 +12,7 @@ import pytest
 
 from aivos.edge.retention import Purged, Retention
 from aivos.edge.settings import EdgeSettings, MemorySettings, RetentionSettings
-from aivos.edge.store import Store
+from aivos.edge.store import Store, reviewed
 from aivos.shared.errors import FactLimitReached
 from aivos.shared.http_status import http_status
 from aivos.shared.metrics import Registry
@@ -64,6 +64,12 @@ async def _seed(store: Store) -> None:
     await store.transact(lambda c: _run(c, "R-open", "waiting_approval", None))
     await store.claim_delivery("corebank", "d-expired", expires_at=1.0)
     await store.claim_delivery("corebank", "d-live", expires_at=4_000_000_000.0)
+    for rid in ("c-old", "c-old-labelled", "c-new"):
+        candidate = {"request_id": rid, "text": "t", "intent": "x", "confidence": 0.2}
+        payload = {**candidate, "decision": "escalate", "reason": "out_of_scope"}
+        await store.transact(lambda c, p=payload: reviewed.keep(c, p))
+    await store.transact(lambda c: reviewed.label(c, ["c-old-labelled"], "x", "intent"))
+    await store.transact(lambda c: _age(c, "site_candidates", "ts", "request_id LIKE 'c-old%'"))
 
 
 def _count(store: Store, sql: str) -> int:
@@ -75,7 +81,7 @@ async def test_one_pass_deletes_only_what_retention_no_longer_keeps(store: Store
     registry = Registry()
     retention = Retention(store, RetentionSettings(), MemorySettings(), registry=registry)
     purged = await retention.run_once()
-    assert purged == Purged(outbox=1, memory=2, jobs=1, runs=1, deliveries=1)
+    assert purged == Purged(outbox=1, memory=2, jobs=1, runs=1, deliveries=1, candidates=1)
     # kept: the recently sent and the pending outbox record, fresh memory, the unfinished
     # job and run, the live delivery id
     assert _count(store, "SELECT count(*) FROM outbox") == 2
@@ -87,6 +93,9 @@ async def test_one_pass_deletes_only_what_retention_no_longer_keeps(store: Store
     assert _count(store, "SELECT count(*) FROM workflow_runs") == 1
     assert _count(store, "SELECT count(*) FROM workflow_steps") == 1
     assert _count(store, "SELECT count(*) FROM webhook_deliveries") == 1
+    # an operator's label is never dropped; only the old unlabelled candidate went
+    kept = store.readers.get().execute("SELECT request_id FROM site_candidates ORDER BY seq")
+    assert [r[0] for r in kept] == ["c-old-labelled", "c-new"]
     assert 'aivos_retention_deleted_total{table="runs"} 1' in registry.render()
     assert await retention.run_once() == Purged()
 
