@@ -64,6 +64,21 @@ _CONTRACTIONS = frozenset(
 )
 
 
+# (suffix, letter the stem may have lost): "cards", "boxes", "card's", "booked", "saved",
+# "booking", "making", "cheaply", "cities"
+_INFLECTIONS = (
+    ("'s", ""),
+    ("ies", "y"),
+    ("es", ""),
+    ("s", ""),
+    ("ied", "y"),
+    ("ed", "e"),
+    ("d", ""),
+    ("ing", "e"),
+    ("ly", ""),
+)
+
+
 class SpellingOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How far the corrector reaches. Defaults chosen on CLINC150 val (benchmarks/intent_typos.py)."""
 
@@ -166,13 +181,28 @@ class SpellingCorrector:
         if len(word) < self.options.min_length or any(c.isupper() for c in word[1:]):
             return word  # short, an acronym ("ATM", "PIN") or a brand ("iPhone")
         lower = word.lower()
-        if lower in self._known:
+        if lower in self._known or self._inflection_of_known(lower):
             return word
         candidates = self._candidates(lower)
         if not candidates:
             return word
         fixed = self._in_context(candidates, before, after)
         return fixed.capitalize() if word[0].isupper() else fixed
+
+    def _inflection_of_known(self, lower: str) -> bool:
+        """A plural, possessive or verb form of a known word ("moons", "jupiter's",
+        "booked", "cancelling") is a word, not a slip: the lists hold base forms more often
+        than their inflections, and correcting "moons" to "moon" changed a test query's
+        intent."""
+        known = self._known
+        for suffix, restore in _INFLECTIONS:
+            if lower.endswith(suffix) and len(lower) - len(suffix) >= 3:
+                stem = lower[: -len(suffix)]
+                if stem in known or (restore and stem + restore in known):
+                    return True
+                if suffix in ("ed", "ing") and stem[-1:] == stem[-2:-1] and stem[:-1] in known:
+                    return True  # a doubled consonant: "cancelled", "stopping"
+        return False
 
     def _in_context(self, candidates: tuple[str, ...], before: str, after: str) -> str:
         """The candidate the training rows most often saw beside these neighbours; without

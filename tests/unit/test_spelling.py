@@ -102,3 +102,12 @@ def test_malformed_word_list_is_refused(tmp_path: Path) -> None:
     path.write_text("balance\t3\nnot a line\n")
     with pytest.raises(BundleError, match="line 2"):
         read_vocabulary(path)
+
+
+def test_inflections_of_known_words_are_words_not_slips() -> None:
+    # "moons" was corrected to "moon" (the English list holds the base form only), which
+    # turned an out-of-scope query into an in-scope intent in the edge API test
+    corrector = SpellingCorrector({"moon": 3, "book": 5, "cancel": 4, "city": 2})
+    text = "how many moons, bookings, cities; i cancelled the moon's booked ones"
+    assert corrector.correct(text) == text
+    assert corrector.correct("moonz") == "moon"  # a slip is still a slip
