@@ -94,7 +94,7 @@ def worker_spec(catalogue: Catalogue, model: str) -> tuple[ModelEntry, bool] | N
     if entry is None:
         return None
     entry = msgspec.structs.replace(entry, cost_per_1k_tokens=0.0, min_budget_ms=0, pool=PoolSize())
-    return entry, catalogue.default_model == model and not catalogue.quotas
+    return entry, catalogue.default_model == model and not catalogue.routes_default_path
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

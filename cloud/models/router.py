@@ -30,7 +30,8 @@ When every link was saturated (or saturated/skipped) the edge gets `Saturated` a
 or falls back as with a busy worker; when none could answer, ``no_model_available``.
 
 **The default path behind the router.** With quotas in the catalogue, requests naming no
-class (``aivos.gen.<site>``) must not skip them: the catalogue's default model then leaves
+class (``aivos.gen.<site>``) must not skip them, and with ``meter_default_path = true`` (what
+`aivos up` writes) their usage is counted too: the catalogue's default model then leaves
 the ``aivos-gen`` queue group (`cloud.worker.cli.catalogue_worker`) and routers serve
 ``aivos.gen.*`` too (`routes_default_path`), as a one-link chain of the default model with
 the quota check and usage counting of any class; the `Done` is the worker's own, naming
@@ -142,9 +143,9 @@ class ModelCounters:
 
 
 def routes_default_path(catalogue: Catalogue) -> bool:
-    """Whether requests naming no class go through the router (quotas are set), rather than
-    straight to the default model's workers on ``aivos-gen``."""
-    return bool(catalogue.quotas)
+    """Whether requests naming no class go through the router (quotas, or metering asked
+    for), rather than straight to the default model's workers on ``aivos-gen``."""
+    return catalogue.routes_default_path
 
 
 def _default_chain(catalogue: Catalogue) -> tuple[ChainLink, ...]:

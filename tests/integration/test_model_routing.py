@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import msgspec
 import nats
 import pytest
 from nats.aio.msg import Msg
@@ -324,6 +325,25 @@ async def test_with_quotas_the_default_path_cannot_skip_the_router(nats_hub: Nat
     (row,) = router.ledger.rows()
     assert (row.site, row.model, row.version, row.requests) == ("stingy", "backup", "b-1", 1)
     assert router.counters["backup"].primary == 1
+
+
+async def test_meter_default_path_counts_requests_naming_no_class(nats_hub: NatsServer) -> None:
+    """No quotas but ``meter_default_path = true`` (what `aivos up` writes): the default
+    model's workers leave aivos-gen, the router serves the default path and counts it."""
+    cat = msgspec.structs.replace(_catalogue(quotas=False), meter_default_path=True)
+    async with model_worker(nats_hub.url, cat, "backup", ScriptedBackend(["d"]), "wb"):
+        edge = await nats.connect(nats_hub.url)
+        try:
+            with pytest.raises(NoResponders):  # the worker alone no longer serves it
+                await generate(edge, _req("m0", cls=None), timeout_s=10)
+            async with model_router(nats_hub.url, cat) as router:
+                done = await generate(edge, _req("m1", cls=None), timeout_s=10)
+                await eventually(lambda: router.ledger.rows(), what="the answer counted")
+        finally:
+            await edge.close()
+    assert done.text == "d"
+    (row,) = router.ledger.rows()
+    assert (row.site, row.model, row.requests) == ("b1", "backup", 1)
 
 
 class _Receiver:
