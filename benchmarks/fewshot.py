@@ -12,7 +12,9 @@ The threshold is calibrated on CLINC150 `val` (+ `oos_val`), as `--val` would;
 bundle is scored on CLINC150 `test` (4,500 in-scope, 1,000 oos) by the evaluation behind
 `aivos intents eval`: `label_accuracy` (top-1 label, no threshold: the number few-shot
 papers report), `in_scope_accuracy` (right label and above the threshold), `oos_recall`,
-and single-query latency on one ORT thread. Writes benchmarks/results/fewshot.json.
+and single-query latency on one ORT thread. The bundle classifies as the agent does, with
+the edge's spelling correction; `--no-spelling` scores the classifier alone.
+Writes benchmarks/results/fewshot.json.
 """
 
 from __future__ import annotations
@@ -82,9 +84,11 @@ def build_and_score(
     seed: int,
     work: Path,
     test: Sequence[Example],
+    spelling: bool = True,
 ) -> dict:
     """Build one bundle as `aivos intents train` would (the recipe forced) and score it
-    on `test` with the evaluation behind `aivos intents eval`."""
+    on `test` with the evaluation behind `aivos intents eval` (`spelling`: with the edge's
+    spelling correction, as the agent classifies; off = the classifier alone)."""
     out = work / f"bundle-{recipe}-{seed}"
     started = time.monotonic()
     with recipe_switch(recipe):
@@ -99,7 +103,7 @@ def build_and_score(
             few_shot=RECIPES[recipe],
         )
     build_s = time.monotonic() - started
-    model = IntentModel.load(out, intra_op_threads=1)
+    model = IntentModel.load(out, intra_op_threads=1, spelling=spelling)
     report = evaluate(model, test)
     row = {
         "recipe": recipe,
@@ -108,15 +112,18 @@ def build_and_score(
         "epochs": manifest.training.epochs,
         "n_train": manifest.training.n_train,
         "model_bytes": (out / "model.onnx").stat().st_size,
+        "spelling_correction": spelling,
         **{k: v for k, v in msgspec.structs.asdict(report).items() if not isinstance(v, str)},
     }
     print(json.dumps(row), flush=True)
     return row
 
 
-def run_one(train_csv: Path, val: str | None, recipe: str, seed: int, work: Path) -> dict:
+def run_one(
+    train_csv: Path, val: str | None, recipe: str, seed: int, work: Path, spelling: bool = True
+) -> dict:
     test = load_examples(clinc_split(clinc150_path(), "test"))
-    return build_and_score(train_csv, val, recipe, seed, work, test)
+    return build_and_score(train_csv, val, recipe, seed, work, test, spelling)
 
 
 def load_average() -> list[float]:
@@ -145,6 +152,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fewshot.json")
     ap.add_argument("--work", type=Path, default=None, help="keep the bundles here")
     ap.add_argument("--merge", action="store_true", help="keep --out's runs of other recipes/seeds")
+    ap.add_argument(
+        "--no-spelling", action="store_true", help="score without the edge's spelling correction"
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     recipes = args.recipes.split(",")
@@ -162,7 +172,10 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
             train_csv = _write_csv(sample_k_shot(args.k, seed), work / f"train-{seed}.csv")
-            rows.extend(run_one(train_csv, val, recipe, seed, work) for recipe in recipes)
+            rows.extend(
+                run_one(train_csv, val, recipe, seed, work, not args.no_spelling)
+                for recipe in recipes
+            )
     rows.sort(key=lambda r: (r["seed"], r["recipe"]))
     result = {
         "benchmark": "fewshot",

@@ -112,6 +112,9 @@ def main() -> None:
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "heldout_intents.json"
     )
+    ap.add_argument(
+        "--no-spelling", action="store_true", help="score without the edge's spelling correction"
+    )
     args = ap.parse_args()
     loaders: dict[str, tuple[Callable[[Path, str], list[Example]], Path]] = {
         "banking77": (banking77, args.banking77_git),
@@ -147,7 +150,11 @@ def main() -> None:
                 train_csv = _write_csv(train, work / "train.csv")
                 val_csv = _write_csv(val, work / "val.csv")
                 for recipe in recipes:
-                    runs.append(build_and_score(train_csv, val_csv, recipe, seed, work, test))
+                    runs.append(
+                        build_and_score(
+                            train_csv, val_csv, recipe, seed, work, test, not args.no_spelling
+                        )
+                    )
                     # written after every build: a long run stopped early keeps what it has
                     result["sets"][name]["summary"] = summary(runs)
                     result["load_average_at_end"] = load_average()

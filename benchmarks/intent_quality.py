@@ -1,7 +1,7 @@
 """Intent quality: fp32 vs int8 on CLINC150 test, the in-scope / oos trade-off curve, and
 the int8 bundle on the typo-perturbed test split.
 
-    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR [--baseline DIR]
+    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR [--baseline DIR] [--no-spelling]
 
 Uses the bundle's own threshold (calibrated on val) for the headline numbers; the curve
 sweeps the threshold over the test split only to show the trade-off. The typo figures use
@@ -9,7 +9,9 @@ the evaluation's own perturbation (`aivos intents eval --perturb typos`: 30% of 
 4+ letters, seed 13), not the training augmentation's. `--baseline` evaluates a second int8
 bundle the same way in the same run (a build with `--augment-ratio 0`: the augmentation's
 effect side by side) and records the difference. Also recorded: bundle versions, their
-build seconds and the load average while this ran. Writes docs/img/intent_tradeoff.png and
+build seconds and the load average while this ran. Queries go through the edge's spelling
+correction as the agent classifies them (`IntentModel.load` default); `--no-spelling` scores
+the classifier alone, as written. Writes docs/img/intent_tradeoff.png and
 benchmarks/results/intent_quality.json.
 """
 
@@ -82,6 +84,11 @@ def main() -> None:
         default=None,
         help="a second bundle evaluated side by side (e.g. built with --augment-ratio 0)",
     )
+    ap.add_argument(
+        "--no-spelling",
+        action="store_true",
+        help="classify the queries as written (no edge spelling correction): the classifier alone",
+    )
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "intent_tradeoff.png")
     ap.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "intent_quality.json"
@@ -96,12 +103,16 @@ def main() -> None:
     test = load_examples(f"{clinc150_path()}#test")
     texts = [e.text for e in test]
     truth = np.array([e.label for e in test], dtype=object)
-    report: dict[str, object] = {"load_average_start": os.getloadavg()}
+    spelling = not args.no_spelling
+    report: dict[str, object] = {
+        "load_average_start": os.getloadavg(),
+        "spelling_correction": spelling,
+    }
     fig, ax = plt.subplots(figsize=(6, 4.5))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = fp32_twin(args.bundle, args.artifacts, Path(tmp) / "fp32")
         for name, path in (("int8", args.bundle), ("fp32", fp32)):
-            model = IntentModel.load(path)
+            model = IntentModel.load(path, spelling=spelling)
             oos = model.manifest.oos_label
             out = _probs(model, texts)
             acc, rec = _scores(out, truth, model.threshold, oos)
@@ -132,7 +143,7 @@ def main() -> None:
             ax.scatter([rec], [acc], marker="o", zorder=3)
     if args.baseline is not None:
         with_aug = report["int8_typos"]  # type: ignore[index]
-        base = _clean_and_typos(IntentModel.load(args.baseline), texts, truth)
+        base = _clean_and_typos(IntentModel.load(args.baseline, spelling=spelling), texts, truth)
         report["baseline_int8"] = base
         report["typos_drop_points_bundle_vs_baseline"] = [
             with_aug["in_scope_drop_points"],  # type: ignore[index]
