@@ -17,7 +17,9 @@ def fp32_twin(bundle: Path, artifacts: Path, dest: Path) -> Path:
     manifest = load_bundle_manifest(bundle)
     with staged_bundle(dest) as staging:
         shutil.copy2(artifacts / "model_fp32.onnx", staging / "model.onnx")
-        shutil.copy2(bundle / "tokenizer.json", staging / "tokenizer.json")
+        for name in manifest.files:  # the tokenizer, the word list, ...: all but the graph
+            if name != "model.onnx":
+                shutil.copy2(bundle / name, staging / name)
         files = {n: sha256_file(staging / n) for n in manifest.files}
         write_manifest(
             staging,
