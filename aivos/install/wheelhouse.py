@@ -37,22 +37,27 @@ _SKIP = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
 
 
 def runtime_distributions(root: str = "aivos") -> list[metadata.Distribution]:
-    """`root` and every distribution its plain requirements need, in a stable order."""
+    """`root` and every distribution its plain requirements need, in a stable order. A
+    requirement that names extras (``symspellpy[editdistpy]``) brings what those extras
+    need too."""
     seen: dict[str, metadata.Distribution] = {}
-    todo = [root]
+    extras_done: set[tuple[str, str]] = set()
+    todo: list[tuple[str, str]] = [(root, "")]
     while todo:
-        name = canonicalize_name(todo.pop())
-        if name in seen:
+        raw, extra = todo.pop()
+        name = canonicalize_name(raw)
+        if (name, extra) in extras_done:
             continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError as exc:
-            raise InstallError(f"{name} is required but not installed here") from exc
-        seen[name] = dist
-        for spec in dist.requires or []:
+        extras_done.add((name, extra))
+        if name not in seen:
+            try:
+                seen[name] = metadata.distribution(name)
+            except metadata.PackageNotFoundError as exc:
+                raise InstallError(f"{name} is required but not installed here") from exc
+        for spec in seen[name].requires or []:
             req = Requirement(spec)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
+            if req.marker is None or req.marker.evaluate({"extra": extra}):
+                todo += [(req.name, ""), *((req.name, e) for e in sorted(req.extras))]
     return [seen[n] for n in sorted(seen)]
 
 
