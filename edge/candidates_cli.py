@@ -36,7 +36,7 @@ from aivos.edge.store.db import db_path
 from aivos.edge.store.reviewed import SiteCandidate
 from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.cli_options import bundle_option, data_dir_option, json_option
-from aivos.shared.clustering import DEFAULT_THRESHOLD, leader_clusters
+from aivos.shared.clustering import DEFAULT_THRESHOLD, leader_clusters, top_label
 from aivos.shared.datasets import OOS_LABEL
 from aivos.shared.errors import AivosError
 from aivos.shared.paths import aivos_home
@@ -85,13 +85,6 @@ def _bundle(data: Path, bundle: Path | None) -> Path | None:
     return found if (found / "manifest.json").is_file() else None
 
 
-def _top(members: Sequence[SiteCandidate]) -> str:
-    counts: dict[str, int] = {}
-    for m in members:
-        counts[m.intent] = counts.get(m.intent, 0) + 1
-    return max(sorted(counts), key=lambda k: counts[k])
-
-
 def site_clusters(
     open_candidates: Sequence[SiteCandidate],
     bundle: Path | None,
@@ -113,7 +106,7 @@ def site_clusters(
     out = []
     for i, g in enumerate(leader_clusters(vectors, threshold)):
         members = [open_candidates[j] for j in g.members]
-        out.append(SiteCluster(i + 1, _top(members), g.cohesion, members))
+        out.append(SiteCluster(i + 1, top_label(x.intent for x in members), g.cohesion, members))
     return out
 
 

@@ -10,12 +10,13 @@ it only adds members, or new clusters at the end.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
 import numpy as np
 
-__all__ = ["DEFAULT_THRESHOLD", "Grouping", "leader_clusters"]
+__all__ = ["DEFAULT_THRESHOLD", "Grouping", "leader_clusters", "top_label"]
 
 # all-MiniLM-style embeddings: paraphrases of one request sit above ~0.7, different
 # requests of one domain around 0.3-0.6
@@ -47,3 +48,11 @@ def leader_clusters(vectors: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -
         centroid = s / np.linalg.norm(s)
         out.append(Grouping(idx, round(float(np.mean(vectors[idx] @ centroid)), 3)))
     return out
+
+
+def top_label(labels: Iterable[str]) -> str:
+    """The most frequent of `labels` (ties: the alphabetically first): a cluster's name."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return max(sorted(counts), key=lambda k: counts[k])

@@ -26,7 +26,7 @@ import numpy as np
 
 from aivos.cloud.ingest.candidates import Candidate
 from aivos.shared.bundle import load_bundle_manifest
-from aivos.shared.clustering import DEFAULT_THRESHOLD, leader_clusters
+from aivos.shared.clustering import DEFAULT_THRESHOLD, leader_clusters, top_label
 
 __all__ = ["Cluster", "ClusterCache", "Embedder", "cluster_candidates", "DEFAULT_THRESHOLD"]
 
@@ -56,13 +56,6 @@ class Embedder:
         return np.asarray(emb / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def _top(members: Sequence[Candidate]) -> str:
-    counts: dict[str, int] = {}
-    for m in members:
-        counts[m.intent] = counts.get(m.intent, 0) + 1
-    return max(sorted(counts), key=lambda k: counts[k])
-
-
 def cluster_candidates(
     candidates: Sequence[Candidate],
     embedder: Embedder | None,
@@ -76,14 +69,16 @@ def cluster_candidates(
         for c in candidates:
             groups.setdefault(c.intent, []).append(c)
         ordered = sorted(groups.values(), key=len, reverse=True)
-        return [Cluster(i + 1, g, _top(g), 1.0) for i, g in enumerate(ordered)]
+        return [
+            Cluster(i + 1, g, top_label(x.intent for x in g), 1.0) for i, g in enumerate(ordered)
+        ]
     vectors = embedder.embed([c.text for c in candidates])
     found = [
         ([candidates[i] for i in g.members], g.cohesion)
         for g in leader_clusters(vectors, threshold)
     ]
     found.sort(key=lambda f: len(f[0]), reverse=True)  # stable: first seen first on ties
-    return [Cluster(i + 1, m, _top(m), c) for i, (m, c) in enumerate(found)]
+    return [Cluster(i + 1, m, top_label(x.intent for x in m), c) for i, (m, c) in enumerate(found)]
 
 
 _Grouping = list[tuple[list[tuple[str, str]], float]]  # (member keys, cohesion) per cluster
@@ -135,5 +130,5 @@ class ClusterCache:
         out = []
         for i, (keys, cohesion) in enumerate(grouping):
             members = [current[k] for k in keys]
-            out.append(Cluster(i + 1, members, _top(members), cohesion))
+            out.append(Cluster(i + 1, members, top_label(x.intent for x in members), cohesion))
         return out
