@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "GoldenQuery",
+    "OodCalibration",
     "TrainingSummary",
     "Manifest",
     "sha256_file",
@@ -59,6 +60,16 @@ class TrainingSummary(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     encoder_layers: int = 0  # transformer layers kept from the base model (0 = not recorded)
 
 
+class OodCalibration(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The embedding-distance out-of-scope score (shared/ood.py) a bundle serves with:
+    the bundle file holding its class statistics, the score's name and its threshold, which
+    replaces the manifest's MSP `threshold` on runtimes that know the score."""
+
+    file: str  # listed in `files`, so its hash (and the signature) covers it
+    score: str
+    threshold: float
+
+
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format_version: int
     bundle_version: str
@@ -76,6 +87,7 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     canary_min_accuracy: float = 1.0
     oos_label: str = "oos"
     embedding_version: str = ""
+    ood: OodCalibration | None = None  # None: out of scope by MSP against `threshold` alone
 
 
 _decoder = msgspec.json.Decoder(Manifest)
@@ -110,6 +122,8 @@ def load_bundle_manifest(bundle_dir: str | Path) -> Manifest:
     for name in _REQUIRED_FILES:
         if name not in manifest.files:
             raise BundleTampered(str(manifest_path), f"manifest does not list {name}")
+    if manifest.ood is not None and manifest.ood.file not in manifest.files:
+        raise BundleTampered(str(manifest_path), f"manifest does not list {manifest.ood.file}")
     for name, expected in manifest.files.items():
         path = root / name
         if Path(name).name != name:

@@ -1,4 +1,5 @@
-"""Build an intent bundle: data -> fine-tune -> export -> fold head -> int8 -> calibrate -> bundle."""
+"""Build an intent bundle: data -> fine-tune -> export -> fold head -> int8 -> calibrate ->
+out-of-scope statistics (shared/ood.py) -> bundle."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from aivos.cloud.modelbuild.augment import AUGMENT_RATIO
-from aivos.cloud.modelbuild.calibrate import choose_threshold, predict_probs, scores_at
+from aivos.cloud.modelbuild.calibrate import (
+    choose_threshold,
+    ood_calibration,
+    predict_probs,
+    scores_at,
+    scores_on,
+)
 from aivos.cloud.modelbuild.fewshot import few_shot_config, is_few_shot, rows_per_intent
 from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION, export_encoder, fold_head, quantize_int8
 from aivos.cloud.modelbuild.progress import PlainProgress, build_progress
@@ -40,6 +47,7 @@ from aivos.shared.bundle import (
     write_manifest,
 )
 from aivos.shared.datasets import OOS_LABEL, Example
+from aivos.shared.ood import OOD_FILE, SCORE, OodScorer
 from aivos.shared.vocabulary import VOCABULARY_FILE, count_words, write_vocabulary
 
 __all__ = ["build_bundle", "stratified_split"]
@@ -161,17 +169,35 @@ def build_bundle(
             with _stage(progress, "calibrate threshold (val)", len(val)) as advance:
                 val_texts = [e.text for e in val]
                 val_truth = [e.label for e in val]
-                probs, _ = predict_probs(model, tokenizer_file, val_texts)
+                probs, val_emb = predict_probs(model, tokenizer_file, val_texts)
                 advance(len(val))  # type: ignore[operator]
                 threshold = choose_threshold(
                     probs, val_truth, labels, OOS_LABEL, data.max_in_scope_drop
                 )
-                in_acc, oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
+                msp_in_acc, msp_oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
+            with _stage(progress, "out-of-scope statistics (train embeddings)"):
+                # the user's rows as given: not the noisy copies, not the borrowed negatives
+                user_rows = train[: len(train) - data.n_augmented]
+                scorer, ood = ood_calibration(
+                    staging,
+                    model,
+                    tokenizer_file,
+                    user_rows,
+                    labels,
+                    probs,
+                    val_emb,
+                    val_truth,
+                    data.max_in_scope_drop,
+                )
+                score = scorer.score(probs.max(1), val_emb)
+                in_acc, oos_rec = scores_on(
+                    score, _predicted(probs, labels), val_truth, ood.threshold, OOS_LABEL
+                )
                 expected = _expected_oos_recall(
-                    model, tokenizer_file, data, labels, threshold, oos_rec
+                    model, tokenizer_file, data, labels, scorer, ood.threshold, oos_rec
                 )
             golden = _golden(val_texts, val_truth, probs, labels, threshold)
-            files = {name: sha256_file(staging / name) for name in BUNDLE_FILES}
+            files = {name: sha256_file(staging / name) for name in (*BUNDLE_FILES, OOD_FILE)}
             created = datetime.now(UTC)
             manifest = Manifest(
                 format_version=FORMAT_VERSION,
@@ -196,6 +222,9 @@ def build_bundle(
                 metrics={
                     "val_in_scope_accuracy": round(in_acc, 4),
                     "val_oos_recall": round(oos_rec, 4),
+                    # MSP alone against `threshold` (runtimes that predate `ood`)
+                    "val_msp_in_scope_accuracy": round(msp_in_acc, 4),
+                    "val_msp_oos_recall": round(msp_oos_rec, 4),
                     "val_n_in_scope": float(sum(t != OOS_LABEL for t in val_truth)),
                     "val_n_oos": float(sum(t == OOS_LABEL for t in val_truth)),
                     **expected,
@@ -208,11 +237,14 @@ def build_bundle(
                 golden=golden,
                 canary_min_accuracy=0.9,
                 embedding_version=f"{BASE_MODEL_ID}@{encoder_hash[:16]}/{QUANTIZATION}",
+                ood=ood,
             )
             write_manifest(staging, manifest)
     console.print(
         f"[green]bundle[/green] {manifest.bundle_version} -> {out}  "
-        f"threshold={threshold:.3f} val in-scope={in_acc:.2%} val oos-recall={oos_rec:.2%}"
+        f"{SCORE} threshold={ood.threshold:.3f} val in-scope={in_acc:.2%} "
+        f"val oos-recall={oos_rec:.2%} (MSP alone: threshold={threshold:.3f} "
+        f"{msp_in_acc:.2%} / {msp_oos_rec:.2%})"
     )
     if "expected_oos_recall" in expected:
         console.print(
@@ -227,21 +259,28 @@ def build_bundle(
     return manifest
 
 
+def _predicted(probs: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    return np.asarray(labels)[probs.argmax(1)]
+
+
 def _expected_oos_recall(
     model: Path,
     tokenizer_file: Path,
     data: TrainingData,
     labels: Sequence[str],
+    scorer: OodScorer,
     threshold: float,
     val_oos_recall: float,
 ) -> dict[str, float]:
-    """The oos recall to expect in service, and on how many rows it was measured: the
-    held-out generic negatives when those were used, else the user's validation oos rows."""
+    """The oos recall to expect in service (with the served score), and on how many rows it
+    was measured: the held-out generic negatives when those were used, else the user's
+    validation oos rows."""
     if data.heldout_negatives:
         texts = [e.text for e in data.heldout_negatives]
-        probs, _ = predict_probs(model, tokenizer_file, texts)
+        probs, emb = predict_probs(model, tokenizer_file, texts)
         truth = [OOS_LABEL] * len(texts)
-        _, recall = scores_at(probs, truth, labels, threshold, OOS_LABEL)
+        score = scorer.score(probs.max(1), emb)
+        _, recall = scores_on(score, _predicted(probs, labels), truth, threshold, OOS_LABEL)
         return {"expected_oos_recall": round(recall, 4), "expected_oos_recall_n": len(texts)}
     n_oos = sum(e.label == OOS_LABEL for e in data.val)
     if n_oos:

@@ -9,12 +9,19 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from aivos.shared.bundle import OodCalibration
+from aivos.shared.datasets import OOS_LABEL, Example
+from aivos.shared.ood import OOD_FILE, SCORE, OodScorer, fit
+
 __all__ = [
     "GENERIC_IN_SCOPE_BUDGET",
     "USER_IN_SCOPE_BUDGET",
     "predict_probs",
     "scores_at",
+    "scores_on",
     "choose_threshold",
+    "choose_threshold_on",
+    "ood_calibration",
 ]
 
 # In-scope validation accuracy the threshold may cost (absolute). With the user's own `oos`
@@ -56,11 +63,18 @@ def scores_at(
     probs: np.ndarray, truth: Sequence[str], labels: Sequence[str], threshold: float, oos: str
 ) -> tuple[float, float]:
     """(in-scope accuracy, oos recall) at `threshold`, with the project's counting rules."""
-    pred = np.asarray(labels)[probs.argmax(1)]
-    conf = probs.max(1)
+    return scores_on(probs.max(1), np.asarray(labels)[probs.argmax(1)], truth, threshold, oos)
+
+
+def scores_on(
+    score: np.ndarray, pred: np.ndarray, truth: Sequence[object], threshold: float, oos: object
+) -> tuple[float, float]:
+    """`scores_at` for any in-scope score (accepted when >= `threshold`) and predicted labels:
+    right label and accepted for in-scope rows, rejected or predicted `oos` for oos rows."""
+    pred = np.asarray(pred)
     truth_a = np.asarray(truth)
     is_oos = truth_a == oos
-    accepted = (conf >= threshold) & (pred != oos)
+    accepted = (np.asarray(score) >= threshold) & (pred != oos)
     in_acc = float(((pred == truth_a) & accepted)[~is_oos].mean()) if (~is_oos).any() else 0.0
     oos_rec = float((~accepted)[is_oos].mean()) if is_oos.any() else 0.0
     return in_acc, oos_rec
@@ -73,19 +87,73 @@ def choose_threshold(
     oos: str,
     max_in_scope_drop: float = USER_IN_SCOPE_BUDGET,
 ) -> float:
-    """The highest threshold that costs at most `max_in_scope_drop` of validation in-scope
-    accuracy (absolute, vs. no threshold): as much oos recall as that budget buys.
+    """The highest MSP threshold that costs at most `max_in_scope_drop` of validation
+    in-scope accuracy (absolute, vs. no threshold): as much oos recall as that budget buys.
 
     Maximising accuracy + recall instead over-weights the few oos validation rows (100 in
     CLINC150) and picks thresholds that reject many in-scope queries.
     """
-    conf = probs.max(1)
-    base, _ = scores_at(probs, truth, labels, 0.0, oos)
-    candidates = np.unique(np.round(conf, 4))
-    best = 0.0
-    for t in candidates:  # ascending: in-scope accuracy only falls as t rises
-        in_acc, _ = scores_at(probs, truth, labels, float(t), oos)
-        if in_acc < base - max_in_scope_drop:
-            break
-        best = float(t)
-    return best
+    pred = np.asarray(labels)[probs.argmax(1)]
+    return choose_threshold_on(probs.max(1), pred, np.asarray(truth), oos, max_in_scope_drop)
+
+
+def choose_threshold_on(
+    score: np.ndarray,
+    pred: np.ndarray,
+    truth: np.ndarray,
+    oos: object,
+    max_in_scope_drop: float = USER_IN_SCOPE_BUDGET,
+) -> float:
+    """`choose_threshold` for any in-scope score (higher = more in scope, accepted when
+    >= the threshold): the MSP or the embedding-distance score of `shared/ood.py`.
+    `pred`/`truth`: predicted and true labels (names or indices), `oos` the oos one."""
+    score = np.asarray(score)  # float32 MSPs stay float32: thresholds as before
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    in_scope = truth != oos
+    n_in = int(in_scope.sum())
+    if n_in == 0:
+        return 0.0
+    right = np.sort(score[in_scope & (pred == truth) & (pred != oos)])
+    candidates = np.unique(np.round(score, 4))
+    # in-scope accuracy at each candidate: the right rows scoring at least that much
+    in_acc = (right.size - np.searchsorted(right, candidates, side="left")) / n_in
+    ok = in_acc >= right.size / n_in - max_in_scope_drop
+    # ascending: accuracy only falls as the threshold rises; keep the last one before a fall
+    n_ok = int(np.argmin(ok)) if not ok.all() else ok.size
+    return float(candidates[n_ok - 1]) if n_ok else 0.0
+
+
+def ood_calibration(
+    staging: Path,
+    model: Path,
+    tokenizer_file: Path,
+    rows: Sequence[Example],
+    labels: Sequence[str],
+    val_probs: np.ndarray,
+    val_emb: np.ndarray,
+    val_truth: Sequence[str],
+    budget: float,
+    oos: str = OOS_LABEL,
+) -> tuple[OodScorer, OodCalibration]:
+    """The embedding-distance out-of-scope score for a bundle being built (shared/ood.py):
+    class statistics fitted on the in-scope `rows`' embeddings (the user's rows, without
+    noisy copies or borrowed negatives), the typicality's distances from the in-scope
+    validation rows, written to `OOD_FILE` in `staging`; its threshold chosen on validation
+    by the same rule and budget as the MSP's (`choose_threshold_on`)."""
+    index = {label: i for i, label in enumerate(labels)}
+    in_scope = [e for e in rows if e.label != oos]
+    _, train_emb = predict_probs(model, tokenizer_file, [e.text for e in in_scope])
+    y = np.array([index[e.label] for e in in_scope])
+    stats = fit(train_emb, y, np.unique(y))
+    val_in = np.array([t != oos for t in val_truth])
+    stats = stats.with_quantiles(OodScorer(stats).distance(val_emb[val_in]))
+    stats.save(staging / OOD_FILE)
+    scorer = OodScorer(stats)
+    threshold = choose_threshold_on(
+        scorer.score(val_probs.max(1), val_emb),
+        np.asarray(labels)[val_probs.argmax(1)],
+        np.asarray(val_truth),
+        oos,
+        budget,
+    )
+    return scorer, OodCalibration(file=OOD_FILE, score=SCORE, threshold=threshold)

@@ -8,6 +8,10 @@ held-out generic negatives the model never trained on (a bundle trained without 
 or on the validation data's `oos` rows. It is the figure to go by when the test data has no
 `oos` rows of its own.
 
+A bundle served with an embedding-distance out-of-scope score (`manifest.ood`) is scored with
+it; the report names the score and gives the MSP-alone figures (against the manifest's MSP
+threshold) beside it.
+
 `perturb_typos` makes the typo-perturbed twin of a test set (`aivos intents eval --perturb
 typos`): in about `rate` of the words of 4+ letters one keyboard slip, seeded and so
 repeatable: a neighbouring key instead of a letter, a letter dropped, a neighbouring key
@@ -27,6 +31,7 @@ import numpy as np
 from aivos.edge.intent.runtime import IntentModel
 from aivos.shared.bundle import Manifest
 from aivos.shared.datasets import Example
+from aivos.shared.ood import SCORE as OOD_SCORE
 
 __all__ = ["EvalReport", "evaluate", "expected_oos_recall", "perturb_typos"]
 
@@ -82,6 +87,9 @@ class EvalReport(msgspec.Struct, frozen=True):
     expected_oos_recall: float | None = None  # from the build; None: not recorded
     expected_oos_recall_basis: str = ""  # what it was measured on
     spelling_correction: bool = False  # queries were spelling-corrected (edge/intent/spelling.py)
+    oos_score: str = "msp"  # the in-scope score thresholded (shared/ood.py names the other)
+    msp_in_scope_accuracy: float | None = None  # MSP alone, when `oos_score` is another
+    msp_oos_recall: float | None = None
 
 
 def expected_oos_recall(manifest: Manifest) -> tuple[float | None, str]:
@@ -113,17 +121,21 @@ def evaluate(
         idx = order[start : start + batch_size]
         for i, p in zip(idx, model.classify_batch([texts[i] for i in idx]), strict=True):
             preds[i] = p  # type: ignore[call-overload]
-    n_in = n_oos = ok_in = ok_label = ok_oos = n_trunc = 0
+    n_in = n_oos = ok_in = ok_label = ok_oos = n_trunc = msp_in = msp_oos = 0
+    msp_t = model.manifest.threshold
     for example, pred in zip(examples, preds, strict=True):
         assert pred is not None
         n_trunc += pred.truncated
+        msp_accepts = pred.intent != oos and (pred.msp or 0.0) >= msp_t
         if example.label == oos:
             n_oos += 1
             ok_oos += not pred.in_scope
+            msp_oos += not msp_accepts
         else:
             n_in += 1
             ok_label += pred.intent == example.label
             ok_in += pred.intent == example.label and pred.in_scope
+            msp_in += pred.intent == example.label and msp_accepts
     timings = []
     for text in texts[: max(0, latency_samples)]:
         t0 = time.perf_counter()
@@ -146,4 +158,7 @@ def evaluate(
         expected_oos_recall=expected,
         expected_oos_recall_basis=basis,
         spelling_correction=model.speller is not None,
+        oos_score="msp" if model.ood is None else OOD_SCORE,
+        msp_in_scope_accuracy=None if model.ood is None else (msp_in / n_in if n_in else 0.0),
+        msp_oos_recall=None if model.ood is None else (msp_oos / n_oos if n_oos else 0.0),
     )

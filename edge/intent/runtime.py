@@ -9,7 +9,12 @@ in words (`IntentModel.proof`).
 
 Queries are spelling-corrected before the classifier tokenises them (`spelling.py`: on unless
 `load(..., spelling=False)`, for bundles that carry their word list); knowledge chunks
-(`embed_batch`) are embedded as written."""
+(`embed_batch`) are embedded as written.
+
+A bundle that carries out-of-scope statistics (`manifest.ood`, `shared/ood.py`) is served
+with its embedding-distance score: a prediction's `confidence` is that score and `threshold`
+its threshold; a bundle without them keeps the max softmax probability (MSP) against the
+manifest's `threshold`."""
 
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from tokenizers import Tokenizer
 from aivos.edge.intent.spelling import SpellingCorrector
 from aivos.shared.bundle import Manifest, load_bundle_manifest
 from aivos.shared.errors import BundleError, DataError
+from aivos.shared.ood import SCORE as OOD_SCORE
+from aivos.shared.ood import OodScorer, OodStats
 from aivos.shared.vocabulary import VOCABULARY_FILE, read_vocabulary
 
 __all__ = [
@@ -94,11 +101,12 @@ class ProviderProof(msgspec.Struct, frozen=True):
 
 class Prediction(msgspec.Struct, frozen=True):
     intent: str
-    confidence: float
+    confidence: float  # the bundle's in-scope score: MSP, or the `shared/ood.py` score it carries
     in_scope: bool
     embedding: np.ndarray  # (dim,) float32, L2-normalised
     truncated: bool
     n_tokens: int  # tokens the model saw (after truncation), [CLS]/[SEP] included
+    msp: float | None = None  # the max softmax probability (`confidence` without an ood score)
 
 
 class IntentModel:
@@ -122,6 +130,8 @@ class IntentModel:
         self.proof = proof or ProviderProof(wanted=first, provider=first, kernel_us={})
         # corrects queries before classification; None = classify them as written
         self.speller: SpellingCorrector | None = None
+        # the bundle's embedding-distance out-of-scope score; None = MSP (`shared/ood.py`)
+        self.ood: OodScorer | None = None
 
     @property
     def provider(self) -> str:
@@ -138,13 +148,17 @@ class IntentModel:
         intra_op_threads: int | None = None,
         provider_options: ProviderOptions | None = None,
         spelling: bool = True,
+        ood: bool = True,
     ) -> IntentModel:
         """Open a bundle on the first usable provider of `providers` (short names such as
         "openvino" or onnxruntime's names; CPU is always last) and prove it with one query.
-        `spelling`: correct misspelt query words before classifying (`spelling.py`)."""
+        `spelling`: correct misspelt query words before classifying (`spelling.py`).
+        `ood`: serve the bundle's embedding-distance out-of-scope score when it carries one
+        (off: MSP against the manifest's `threshold`, as for a bundle without one)."""
         root = Path(bundle_dir)
         manifest = load_bundle_manifest(root)
         speller = _speller(root, manifest) if spelling else None
+        scorer = _ood_scorer(root, manifest) if ood else None
         if spelling and speller is None:
             log.info("bundle %s has no word list: spelling correction off", root)
         try:
@@ -171,7 +185,7 @@ class IntentModel:
         options = _options_for(chosen, provider_options or {}, intra_op_threads)
         try:
             model, kernel_us = cls._open_and_probe(
-                root, manifest, tokenizer, chosen, options, intra_op_threads
+                root, manifest, tokenizer, chosen, options, intra_op_threads, scorer
             )
         except Exception as exc:  # onnxruntime raises plain RuntimeError subclasses
             if chosen == [_CPU]:
@@ -182,7 +196,7 @@ class IntentModel:
             log.warning("execution provider %s failed, serving on CPU: %s", chosen[0], exc)
             try:
                 model, kernel_us = cls._open_and_probe(
-                    root, manifest, tokenizer, [_CPU], [{}], intra_op_threads
+                    root, manifest, tokenizer, [_CPU], [{}], intra_op_threads, scorer
                 )
             except Exception as cpu_exc:
                 raise BundleError(str(root), f"cannot load model: {cpu_exc}") from cpu_exc
@@ -191,11 +205,12 @@ class IntentModel:
         level = logging.INFO if model.proof.as_asked else logging.WARNING
         log.log(
             level,
-            "intent bundle %s loaded, %s (%d labels), spelling correction %s",
+            "intent bundle %s loaded, %s (%d labels), spelling correction %s, out of scope by %s",
             manifest.bundle_version,
             model.proof.describe(),
             len(manifest.labels),
             "off" if speller is None else f"on ({speller.n_targets} words)",
+            "MSP" if scorer is None else OOD_SCORE,
         )
         return model
 
@@ -208,6 +223,7 @@ class IntentModel:
         providers: list[str],
         provider_options: list[dict[str, str]],
         intra_op_threads: int | None,
+        ood: OodScorer | None = None,
     ) -> tuple[IntentModel, dict[str, int]]:
         """A session on `providers` and the kernel time per provider of one real query."""
         profile_dir = Path(tempfile.mkdtemp(prefix="aivos-probe-"))
@@ -226,6 +242,7 @@ class IntentModel:
                 enable_fallback=0,
             )
             model = cls(root, manifest, session, tokenizer)
+            model.ood = ood
             model.classify(PROBE_TEXT)
             kernel_us = _kernel_time_by_provider(Path(session.end_profiling()))
             # from now on a provider failing a run falls back to CPU inside onnxruntime, as
@@ -247,6 +264,9 @@ class IntentModel:
 
     @property
     def threshold(self) -> float:
+        """The in-scope threshold on `Prediction.confidence` (the served score's own)."""
+        if self.ood is not None and self.manifest.ood is not None:
+            return self.manifest.ood.threshold
         return self.manifest.threshold
 
     @property
@@ -275,11 +295,13 @@ class IntentModel:
             texts = [self.speller.correct(t) if isinstance(t, str) else t for t in texts]
         probs, embs, n_tokens, truncated = self._run(texts)
         idx = probs.argmax(1)
+        msp = probs.max(1)
+        scores = msp if self.ood is None else self.ood.score(msp, embs)
         oos = self.manifest.oos_label
         out = []
         for i in range(len(texts)):
             intent = str(self._labels[idx[i]])
-            conf = float(probs[i, idx[i]])
+            conf = float(scores[i])
             out.append(
                 Prediction(
                     intent=intent,
@@ -288,6 +310,7 @@ class IntentModel:
                     embedding=embs[i],
                     truncated=truncated[i],
                     n_tokens=n_tokens[i],
+                    msp=float(msp[i]),
                 )
             )
         return out
@@ -338,6 +361,26 @@ def _speller(root: Path, manifest: Manifest) -> SpellingCorrector | None:
     if VOCABULARY_FILE not in manifest.files:
         return None
     return SpellingCorrector(read_vocabulary(root / VOCABULARY_FILE))
+
+
+def _ood_scorer(root: Path, manifest: Manifest) -> OodScorer | None:
+    """The bundle's embedding-distance out-of-scope score, or None for a bundle without one.
+    A score this runtime does not compute is refused rather than served as MSP against a
+    threshold chosen for another score."""
+    if manifest.ood is None:
+        return None
+    if manifest.ood.score != OOD_SCORE:
+        raise BundleError(str(root), f"unknown out-of-scope score {manifest.ood.score!r}")
+    try:
+        stats = OodStats.load(root / manifest.ood.file)
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleError(str(root), f"cannot load {manifest.ood.file}: {exc}") from exc
+    if stats.means.shape[1:] != (manifest.embedding_dim,) or stats.precision.shape != (
+        manifest.embedding_dim,
+        manifest.embedding_dim,
+    ):
+        raise BundleError(str(root), f"{manifest.ood.file} does not fit the embedding size")
+    return OodScorer(stats)
 
 
 def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:

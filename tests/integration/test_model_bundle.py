@@ -7,11 +7,12 @@ import shutil
 import threading
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
 from aivos.edge.intent import IntentModel
-from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.bundle import load_bundle_manifest, write_manifest
 from aivos.shared.errors import BundleTampered, DataError, ModelNotFound
 from tests.fixtures.model import SMALL_INTENTS, run_aivos
 
@@ -41,7 +42,8 @@ def test_manifest_describes_the_bundle(small_bundle: Path) -> None:
     assert manifest.quantization == "int8-dynamic-per-channel"
     assert manifest.embedding_dim == 384
     assert 0.0 < manifest.threshold < 1.0
-    assert set(manifest.files) == {"model.onnx", "tokenizer.json", "words.txt"}
+    assert set(manifest.files) == {"model.onnx", "tokenizer.json", "words.txt", "ood.npz"}
+    assert manifest.ood is not None and manifest.ood.file == "ood.npz"
     assert manifest.golden and all(g.intent in manifest.labels for g in manifest.golden)
     assert manifest.training.val_source.endswith("#val")
 
@@ -176,10 +178,44 @@ def test_eval_cli_json_contract(small_bundle: Path, small_clinc: Path) -> None:
     report = json.loads(result.stdout)
     assert report["n_in_scope"] == 30 * len(SMALL_INTENTS)
     assert report["n_oos"] == 40
-    assert report["threshold"] == pytest.approx(load_bundle_manifest(small_bundle).threshold)
+    ood = load_bundle_manifest(small_bundle).ood
+    assert ood is not None
+    # scored with the bundle's out-of-scope score, MSP alone beside it
+    assert report["oos_score"] == ood.score
+    assert report["threshold"] == pytest.approx(ood.threshold)
+    assert 0.0 <= report["msp_in_scope_accuracy"] <= 1.0
     assert report["in_scope_accuracy"] > 0.8
     assert report["oos_recall"] > 0.5
     assert report["latency_ms_p50"] > 0
+
+
+def test_bundle_serves_its_ood_score_and_one_without_keeps_msp(
+    small_bundle: Path, model: IntentModel, tmp_path: Path
+) -> None:
+    manifest = load_bundle_manifest(small_bundle)
+    assert model.ood is not None and manifest.ood is not None
+    assert model.threshold == manifest.ood.threshold != manifest.threshold
+    preds = model.classify_batch(QUERIES)
+    for pred in preds:
+        assert pred.msp is not None
+        served = model.ood.score(np.array([pred.msp]), pred.embedding[None])[0]
+        assert pred.confidence == pytest.approx(float(served), abs=1e-6)
+        assert pred.confidence <= pred.msp + 1e-6
+        assert pred.in_scope == (pred.confidence >= model.threshold and pred.intent != "oos")
+    # a bundle built before the statistics existed: MSP against the manifest's threshold
+    old = _copy(small_bundle, tmp_path)
+    (old / "ood.npz").unlink()
+    files = {k: v for k, v in manifest.files.items() if k != "ood.npz"}
+    write_manifest(old, msgspec.structs.replace(manifest, files=files, ood=None))
+    msp_only = IntentModel.load(old, intra_op_threads=1)
+    assert msp_only.ood is None and msp_only.threshold == manifest.threshold
+    for pred, before in zip(msp_only.classify_batch(QUERIES), preds, strict=True):
+        assert pred.intent == before.intent
+        assert pred.confidence == pytest.approx(before.msp, abs=1e-6)
+    switched_off = IntentModel.load(small_bundle, intra_op_threads=1, ood=False)
+    assert switched_off.threshold == manifest.threshold
+    for pred, before in zip(switched_off.classify_batch(QUERIES), preds, strict=True):
+        assert pred.confidence == pytest.approx(before.msp, abs=1e-6)
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
