@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edge_load import _cpu_seconds, _free_port, _queries, _server  # noqa: E402
+from edge_load import _cpu_seconds, _free_port, _queries, _server, _thread_cpu  # noqa: E402
 
 __all__ = ["main"]
 
@@ -93,17 +93,6 @@ def _agent(tree: Path, work: Path, kb: Path, bundle: list[str]) -> Iterator[tupl
         yield f"{base}/v1/infer", token, pid
 
 
-def _thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds of each thread of `pid` (from /proc: running time in ns)."""
-    out: dict[int, float] = {}
-    with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError, ValueError):
-                ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]
-                out[int(tid)] = int(ns) / 1e9
-    return out
-
-
 def _run(
     url: str,
     token: str,
@@ -155,6 +144,10 @@ def _run(
         row["model_thread_cpu_ms_per_req"] = round(spent[0] * per_req, 3)
         row["rest_cpu_ms_per_req"] = round(sum(spent[1:]) * per_req, 3)
         row["rest_over_model_thread"] = round(sum(spent[1:]) / spent[0], 4)
+        # the main thread is the event loop (HTTP, the API and the pipeline's async code)
+        loop = threads1.get(pid, 0.0) - threads0.get(pid, 0.0)
+        row["event_loop_cpu_ms_per_req"] = round(loop * per_req, 3)
+        row["event_loop_over_model_thread"] = round(loop / spent[0], 4)
     return row
 
 
@@ -209,6 +202,7 @@ def main() -> None:
                             f"round {rnd} {name:>4} c={level:<3} {row['rps']:>7} req/s "
                             f"p50 {row['p50_ms']:>7} ms  server {row['server_cpu_ms_per_req']} "
                             f"ms CPU/req (model thread {row.get('model_thread_cpu_ms_per_req')}, "
+                            f"loop {row.get('event_loop_cpu_ms_per_req')}, "
                             f"rest {row.get('rest_cpu_ms_per_req')}, rest/model "
                             f"{row.get('rest_over_model_thread')})  statuses={row['statuses']}",
                             flush=True,
@@ -228,6 +222,8 @@ def main() -> None:
                     "model_thread_cpu_ms_per_req",
                     "rest_cpu_ms_per_req",
                     "rest_over_model_thread",
+                    "event_loop_cpu_ms_per_req",
+                    "event_loop_over_model_thread",
                     "p50_ms",
                     "p99_ms",
                     "rps",
@@ -235,9 +231,13 @@ def main() -> None:
             }
         cut = per["base"]["server_cpu_ms_per_req"] - per["new"]["server_cpu_ms_per_req"]
         rest = 1 - per["new"]["rest_over_model_thread"] / per["base"]["rest_over_model_thread"]
+        loop = 1 - (
+            per["new"]["event_loop_over_model_thread"] / per["base"]["event_loop_over_model_thread"]
+        )
         per["change"] = {
             "server_cpu_ms_per_req_saved": round(cut, 3),
             "rest_over_model_thread_cut": round(rest, 3),  # fraction of the non-model CPU
+            "event_loop_over_model_thread_cut": round(loop, 3),  # fraction of the loop's CPU
         }
         summary[f"c{level}"] = per
         print(f"c={level}: {json.dumps(per)}")

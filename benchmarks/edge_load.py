@@ -123,6 +123,35 @@ def _runq_wait_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of `pid` (from /proc: running time in ns)."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]
+                out[int(tid)] = int(ns) / 1e9
+    return out
+
+
+def _thread_split(
+    pid: int, before: dict[int, float], after: dict[int, float], requests: float
+) -> dict[str, float]:
+    """Server CPU ms per request by thread: the event loop (the main thread: HTTP, the
+    pipeline's async code), the busiest other thread (the batch worker: the model and
+    retrieval) and all the others (the store writer, ...). Answers "where does a request's
+    CPU go" for every level of every run."""
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    loop = spent.pop(pid, 0.0)
+    others = sorted(spent.values(), reverse=True)
+    per = 1000 / requests if requests else 0.0
+    return {
+        "event_loop": round(loop * per, 3),
+        "busiest_other": round((others[0] if others else 0.0) * per, 3),
+        "rest": round(sum(others[1:]) * per, 3),
+    }
+
+
 def _agent_counters(url: str, token: str) -> dict[str, float] | None:
     """The agent's result-cache hits/misses and requests per decision, from its /metrics
     (None for a server without them: the baseline). Repeated queries hit the cache, so
@@ -222,10 +251,12 @@ def _drive(
     time.sleep(args.warmup)  # server CPU is sampled over the recorded window only
     counters0 = _agent_counters(url, token)
     cpu0, t0, rq0 = _cpu_seconds(pid), time.perf_counter(), _runq_wait_seconds(pid)
+    threads0 = _thread_cpu(pid)
     stdout, _ = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed ({proc.returncode})")
     cpu1, t1, rq1 = _cpu_seconds(pid), time.perf_counter(), _runq_wait_seconds(pid)
+    threads1 = _thread_cpu(pid)
     row = json.loads(stdout.strip().splitlines()[-1])
     row.update(_counter_delta(counters0, _agent_counters(url, token)))
     row["server_cpu_cores"] = round((cpu1 - cpu0) / (t1 - t0), 2)
@@ -236,6 +267,8 @@ def _drive(
             1000 * (cpu1 - cpu0) / (t1 - t0) / float(row["rps"]),  # type: ignore[arg-type]
             3,
         )
+        requests = float(row["rps"]) * (t1 - t0)  # type: ignore[arg-type]
+        row["server_thread_cpu_ms_per_req"] = _thread_split(pid, threads0, threads1, requests)
     if profiler is not None:
         profiler.wait()
         row["profiled"] = True

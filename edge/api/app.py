@@ -23,6 +23,7 @@ from aivos.edge.api.controllers.knowledge import KnowledgeController
 from aivos.edge.api.controllers.runs import RunsController
 from aivos.edge.api.controllers.sessions import SessionsController
 from aivos.edge.api.errors import exception_handlers
+from aivos.edge.api.fast_infer import FastInfer
 from aivos.edge.api.options import answer_options
 from aivos.edge.api.ratelimit import RateLimiter
 from aivos.edge.api.responses import document_errors
@@ -96,4 +97,9 @@ def create_app(settings: EdgeSettings, agent: Agent | None = None) -> Litestar:
         logging_config=None,  # the entry point configures logging (JSON lines for services)
     )
     document_errors(app)  # every error status of every route, with the real error body
+    # the plain JSON `POST /v1/infer` skips Litestar's per-request machinery (fast_infer.py);
+    # everything else, and every case it does not serve itself, goes through Litestar
+    app.asgi_handler = FastInfer(
+        app.asgi_handler, app, lambda: holder.get("agent"), settings.limits.max_body_bytes
+    )
     return app

@@ -38,6 +38,8 @@ __all__ = [
     "requires",
     "require_scope",
     "caller_of",
+    "caller_for_principal",
+    "rate_limited",
     "OPEN_PATHS",
     "SCOPE_RANK",
 ]
@@ -103,7 +105,7 @@ class TokenAuthMiddleware(AbstractAuthenticationMiddleware):
         limiter: RateLimiter = state.rate_limiter
         wait = limiter.allow(principal.name)
         if wait > 0:
-            raise _rate_limited(wait, "this token")
+            raise rate_limited(wait, "this token")
         return AuthenticationResult(user=principal, auth=None)
 
 
@@ -118,10 +120,10 @@ def _charge_address(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     client = connection.scope.get("client")
     wait = limiter.allow(client[0] if client else "unknown")
     if wait > 0:
-        raise _rate_limited(wait, "this client address")
+        raise rate_limited(wait, "this client address")
 
 
-def _rate_limited(wait: float, whom: str) -> ApiError:
+def rate_limited(wait: float, whom: str) -> ApiError:
     return ApiError(
         429,
         "rate_limited",
@@ -168,7 +170,11 @@ def requires(scope: str) -> Any:
 
 def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
     """The authenticated token as the edge core sees it (no token: sees nothing)."""
-    principal = connection.scope.get("user")
+    return caller_for_principal(connection.scope.get("user"))
+
+
+def caller_for_principal(principal: Any) -> Caller:
+    """`caller_of` for a principal already at hand (None: sees nothing)."""
     rank = SCOPE_RANK.get(getattr(principal, "scope", ""), -1)
     token_id = getattr(principal, "id", None) or None
     bound = getattr(principal, "bound", None) or {}
