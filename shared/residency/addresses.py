@@ -93,7 +93,7 @@ _SUFFIX_EU = tuple(
     ]
 )
 _PREFIX_EU = (
-    r"rue|avenue|boulevard|bd|chemin|allée|impasse|place|quai|via|viale|piazza|corso|largo|"
+    r"rue|avenue|boulevard|bd|chemin|allée|impasse|place|quai|viale|piazza|corso|largo|"
     r"calle|avenida|av\.|paseo|plaza|carrer|rua|travessa|praça|ul\.|ulica|al\.|aleja|"
     r"straße|strada|calea|bulevardul|odos|ulitsa|avda\.|c/|av|trg|λεωφόρος|οδός"
 )
@@ -107,13 +107,19 @@ _STREET = (
     rf"(?:{_NUM}[ ]+)?(?:{_NUM}[ ]+{_WORDS}(?:{_CAP})?(?:{_SUFFIX_TRIE})\b\.?"  # 217 Lovers Lane
     rf"|(?:{_NUM}[ ,]+)?(?i:{_PREFIX_TRIE})[ ]+(?:{_PARTICLE}[ ]+)*"
     rf"{_WORDS}{_CAP}(?:[ ,]+{_NUM})?"  # rue de la Paix, ul. Cicha 86
+    # `via` is also an English preposition ("travel via London"): a street only with its number
+    rf"|(?:{_NUM}[ ,]+)?(?i:via)[ ]+(?:(?:{_PARTICLE}|{_CAP}\.?)[ ]+){{0,4}}{_CAP}[ ,]+{_NUM}\b"
     rf"|{_NUM}[ ]+(?:{_CAP}[ ]){{1,3}}{_NUM}\b"  # 6750 Koskikatu 25, 5850 Jana Nerudy 894
     rf"|(?:P\.?O\.?|Post Office)[ ]?Box[ ]+\d{{1,6}}"
     rf"|(?:USNS|USNV|USS|USCGC)[ ]+{_CAP}(?:[ ,\n]+(?:FPO|APO|DPO)[ ]+[A-Z]{{2}}[ ]+\d{{5}})?"
     rf"|(?:Unit|PSC)[ ]+\d{{4}},?[ ]+Box[ ]+\d{{4}}(?:[ ,\n]+(?:FPO|APO|DPO)[ ]+[A-Z]{{2}}[ ]+\d{{5}})?"
     rf")"
 )
-_UNIT = r"(?i:\b(?:apt|apartment|suite|ste|unit|flat|room|floor|fl)\b\.?[ ]?#?[ ]?\d{1,5}[A-Za-z]?)"
+# a unit number is never cut out of a longer one (`Room 94-2841935` is some id, not room 94)
+_UNIT = (
+    r"(?i:\b(?:apt|apartment|suite|ste|unit|flat|room|floor|fl)\b\.?[ ]?#?[ ]?"
+    r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?(?![-/]?\d))"
+)
 # city / region / postcode / country lines or comma parts that follow a street
 _TAIL = (
     rf"(?:(?:[ ]*,[ ]*|(?:[ ]*\n){{1,2}}[ >•·*?-]*(?:,[ ]*)?|[ ]+)(?:{_UNIT}|\d{{4,6}}(?:-\d{{4}})?|[A-Z]{{2}}[ ]\d{{5}}"
@@ -135,13 +141,13 @@ _ADDRESS_CUE = re.compile(
 # How every `_ADDRESS` match that starts at a digit begins (one or two house numbers, then a
 # capitalised word or a street prefix): a cheap test before the big regex is tried there.
 _DIGIT_GATE = re.compile(  # possessive spaces: nothing after them is a space or comma
-    rf"{_NUM}(?:[ ]++{_NUM})?(?:[ ]++(?:{_NUM}[ ]++)?[{_UP}]|[ ,]++(?i:{_PREFIX_TRIE}))"
+    rf"{_NUM}(?:[ ]++{_NUM})?(?:[ ]++(?:{_NUM}[ ]++)?[{_UP}]|[ ,]++(?i:{_PREFIX_TRIE}|via\b))"
 )
 
 _PREFIX_WORDS = tuple(w.replace("\\", "") for w in _PREFIX_EU.split("|"))
 # where an `_ADDRESS` match can start besides a digit run (lower case, verified by the regex)
 _STREET_STARTS = Words(
-    *_PREFIX_WORDS, "apt", "apartment", "suite", "ste", "unit", "flat", "room", "floor", "fl",
+    *_PREFIX_WORDS, "via", "apt", "apartment", "suite", "ste", "unit", "flat", "room", "floor", "fl",
     "p.o", "po box", "pobox", "po. box", "post office", "usns", "usnv", "uss", "uscgc", "psc",
 )  # fmt: skip
 _CUE_STARTS = Words(

@@ -2,19 +2,23 @@
 
 Candidates are runs of digit groups joined by single separators (space, dash, dot, slash,
 an area code in brackets, also before a slash `(52)/301-1100`, `+CC`, `00CC` or `(+CC)` in
-front, an `x123` extension behind) of 7–15 digits, or 6 written in groups after a cue
-(`Tel: 48 45 55`, Greenland, Faroe), not shaped like a date, an SSN or a version. Unless it
-carries an international prefix, a word naming another kind of number right before it
-("order", "Order number", "invoice", "case", "policy", "licence number is", "EUR", ...) says it
-is no phone. Otherwise it is one when
-- a phone cue ("call", "tel", "mobile", "fax", "phone", "number" ...) stands right before it, or
+front, an `x123` extension behind) of 6–15 digits, not shaped like a date, an SSN or a
+version; a label may be glued on with a colon or a full stop (`Phone:0623 ...`, `Tel.0623
+...`). Unless it carries an international prefix, a word naming another kind of number right
+before it ("order", "Order number", "invoice", "case", "policy", "licence number is", "EUR",
+...) says it is no phone. Otherwise it is one when
+- a phone cue ("call", "tel", "mobile", "fax", "phone", "number" ...) stands right before it
+  (six digits only in groups: `Tel: 48 45 55`), or
 - it carries an international prefix (`+49`, `0049`) and libphonenumber finds it possible, or
-- it is not shaped like another number (a year range, a ZIP+4 code, an amount in thousands
-  ending in 000, a yyyymmdd or ISO date inside it) and
+- it is not shaped like another number (a year range, a ZIP+4 code, an amount with cents,
+  an amount in thousands ending in 000, a yyyymmdd or ISO date inside it) and
   - libphonenumber finds it valid for one of the site's phone regions (its locale pack), or
   - it has the North American shape `555-123-4567` / `(555)123-4567` / `555.123.4567` (the
     public set's generator draws area codes at random), or four or more digit groups with
-    9–15 digits (`06 010 891 1512`): shapes reference numbers rarely take.
+    9–15 digits (`06 010 891 1512`): shapes reference numbers rarely take, or
+  - it is grouped exactly as some country's numbering plan writes its numbers and valid
+    there, whatever the pack (`395 3624`, `26 943046`, `66 31 35`: `phone_plans.py`); six
+    digits only in three groups.
 A bare run without separators must be 10–13 digits (or have a cue), so order numbers stay.
 """
 
@@ -25,6 +29,7 @@ from collections.abc import Iterable
 
 import phonenumbers
 
+from aivos.shared.residency.phone_plans import written_as_plan
 from aivos.shared.residency.scan import Scan, in_windows_at
 from aivos.shared.residency.spans import Span
 
@@ -36,7 +41,10 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
 )  # fmt: skip
 
 _CANDIDATE = re.compile(
-    r"(?<![\w@#$€£¥/.,:+=&-])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )(?<!\d[ .-])"
+    # a colon or a full stop glued to a word is a label (`Phone:0623 286 01 29`, `tel:+44...`,
+    # `Tel.0623 ...`); after a digit it is a time, a ratio or a decimal (`10:42:13`, `3.14`)
+    r"(?<![\w@#$€£¥/,+=&-])(?<![\d.][:.])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )"
+    r"(?<!\d[ .-])"
     r"(?:\+[ ]?|\b00|\(\+\d{1,3}\)[ ]?)?"
     r"(?:\(\d{1,5}(?:[ .-]\d{1,4})?\)[ ./-]?)?"
     r"\d+(?:(?:[ .\-/]|[ ]?\(\d{1,5}\)[ ]?|[ ]-[ ])\d+)*"
@@ -65,7 +73,7 @@ _OTHER_NUMBER = re.compile(
     r"|contracts?|serial|sn|batch|model|store|pallet|parcel|tracking|shipment|items?|sku"
     r"|product|part|article|booking|reservation|confirmation|transaction|txn|receipt|member"
     r"|customer|client|loan|flight|room|zip|postcode|postal|version|build"
-    r"|release|pages?|code|id|amount|total|balance|sum|price|eur|usd|gbp|chf|inr|brl"
+    r"|release|pages?|code|(?<!caller )id|amount|total|balance|sum|price|eur|usd|gbp|chf|inr|brl"
     r"|licen[cs]e|permit|passport|registration|plate|vin|badge|employee|staff|student)\.?"
     r"(?:[ ]?(?:number|no\.?|nr\.?|num\.?|#|id|code))?(?:[ ](?:is|was))?|[€$£¥₹])"
     r"[ ]?[:#]?[ ]?$"
@@ -74,6 +82,9 @@ _OTHER_NUMBER = re.compile(
 _OTHER_SHAPE = re.compile(
     r"^(?:(?:19|20)\d\d ?[-/–] ?(?:19|20)\d\d"  # a year range 2023-2024
     r"|\d{5}-\d{4}"  # a US ZIP+4 code
+    # an amount with cents: 12345.67 (a decimal such as `3.14159265` is left: single-dot
+    # phones are written too, `362.24154`, `10.603954`)
+    r"|\d+\.\d\d"
     r"|\d{1,3}(?:([ .,])\d{3})*\1(?:000)"  # an amount in thousands: 1 250 000, 2.500.000
     r"|(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])\b.*"  # an ISO date in front: 2024-03-15-0007
     r"|.*(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d).*"  # yyyymmdd
@@ -82,6 +93,12 @@ _OTHER_SHAPE = re.compile(
 # North American shape, valid area code or not: 555-123-4567, (555)123-4567, +1-555-123-4567
 _NANP_SHAPE = re.compile(r"^(?:(?:\+1|001|1)[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[.-]\d{4}$")
 _GROUP = re.compile(r"\d+")
+# what follows a building and a house number: a capitalised street name on the same line or,
+# within three words, a street word
+_STREET_AFTER = re.compile(
+    r"[ ]+(?:[A-Z][a-z]|(?i:(?:[a-z]+[ ]+){0,2}(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr"
+    r"|boulevard|blvd|way|court|ct|place|pl|square|sq|terrace|close|crescent)\b))"
+)
 # `(+358) 40 123 4567`: an international prefix written in brackets, read as `+358 40 ...`
 _BRACKETED_CC = re.compile(r"^\((\+\d{1,3})\)[ ]?")
 _EXT = re.compile(r"[ ]?(?:x|ext\.?)[ ]?\d{1,5}$")
@@ -111,11 +128,11 @@ class PhoneRecognizer:
             if not 6 <= digits <= 18 or _NOT_A_PHONE.match(value):
                 continue
             core = _BRACKETED_CC.sub(r"\1 ", _EXT.sub("", value), count=1)
-            if self._accept(core, text, m.start()):
+            if self._accept(core, text, m.start(), m.end()):
                 spans.append(Span(m.start(), m.end(), self.entity))
         return spans
 
-    def _accept(self, value: str, text: str, start: int) -> bool:
+    def _accept(self, value: str, text: str, start: int, end: int) -> bool:
         digits = sum(c.isdigit() for c in value)
         intl = value.startswith("+") or value.startswith("00")
         if digits - 2 * value.startswith("00") > 15:
@@ -126,15 +143,24 @@ class PhoneRecognizer:
             # six digits only in groups (`48 45 55`, Greenland, Faroe): a bare 6-digit run is
             # a PIN, a code or an amount as often as a phone
             return digits >= 7 or not value.isdigit()
-        if digits < 7 or _OTHER_SHAPE.match(value):
+        if digits < 6 or _OTHER_SHAPE.match(value):
             return False
         if intl:
-            return _possible("+" + value[2:] if value.startswith("00") else value, None)
-        if value.isdigit() and not 10 <= digits <= 13:
-            return False
-        if _NANP_SHAPE.match(value) or (digits >= 9 and len(_GROUP.findall(value)) >= 4):
+            e164 = "+" + value[2:] if value.startswith("00") else value
+            return digits >= 7 and _possible(e164, None)
+        if value.isdigit():
+            return 10 <= digits <= 13 and any(_valid(value, r) for r in self.regions)
+        groups = len(_GROUP.findall(value))
+        if digits >= 7 and (_NANP_SHAPE.match(value) or (digits >= 9 and groups >= 4)):
             return True
-        return any(_valid(value, region) for region in self.regions)
+        if digits >= 7 and any(_valid(value, region) for region in self.regions):
+            return True
+        # grouped exactly as some country's plan writes its numbers, and valid there
+        # (`395 3624`, `26 943046`, `66 31 35`); six digits only in three groups; not two
+        # house numbers before a street (`9816 214 Pavlou Drandaki`, `3747 3911 fourth avenue`)
+        if _STREET_AFTER.match(text, end):
+            return False
+        return (digits >= 7 or groups >= 3) and written_as_plan(value)
 
 
 def _parse(value: str, region: str | None) -> phonenumbers.PhoneNumber | None:
