@@ -31,6 +31,7 @@ _DATE = re.compile(
 # what every `_DATE` match holds: a 19xx/20xx year, or `d/m/yy`; a window without it (an
 # amount `5,000`, a range `3-5 days`) is not searched
 _DATE_GATE = re.compile(r"(?:19|20)\d\d|\d[./-]\d{1,2}[./-]\d\d")
+_CENTURIES = ("19", "20")
 # where a month name may start a date (lower case; a superset, each is verified by `_DATE`)
 _MONTH_STARTS = Words(
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"
@@ -56,8 +57,20 @@ class DateOfBirthRecognizer:
         if not windows:
             return []
         # a date opens with a digit run (nothing glued before it) or a month name: trying
-        # those positions in order finds what `_DATE.finditer` over each window finds
-        starts = sorted(scan.all_run_starts + scan.word_starts(_MONTH_STARTS))
+        # those positions in order finds what `_DATE.finditer` over each window finds. The run
+        # is a day or month (one or two digits) or a year 19xx/20xx (four): a card's or an
+        # IBAN's groups (`4111`, `0044`, `004512`) are not tried
+        runs = [
+            p
+            for p in scan.all_run_starts
+            if not text[p + 1 : p + 3].isdecimal()  # `isdecimal` is what `\d` matches
+            or (
+                text[p : p + 2] in _CENTURIES
+                and text[p + 2 : p + 4].isdecimal()
+                and not text[p + 4 : p + 5].isdecimal()
+            )
+        ]
+        starts = sorted(runs + scan.word_starts(_MONTH_STARTS))
         return self._spans(text, in_windows_at(_DATE, text, windows, starts))
 
     def _spans(self, text: str, matches: Iterable[re.Match[str]]) -> list[Span]:

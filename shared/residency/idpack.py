@@ -13,16 +13,16 @@ recognizers run one by one (`find`, checked by `tests/unit/test_residency_prefil
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from aivos.shared.residency.ids import LEFT_EDGE, IdRecognizer
+from aivos.shared.residency.ids import LEFT_EDGE, Gate, IdRecognizer
 from aivos.shared.residency.scan import Scan, Words
 from aivos.shared.residency.spans import Span
 
 __all__ = ["IdPack"]
 
 _BACKREF = re.compile(r"\\([1-9])")
+_WORD_RUN = re.compile(r"\w+")
 
 
 def _scoped(rec: IdRecognizer, strip: str = "") -> tuple[str, int]:
@@ -155,46 +155,48 @@ class IdPack:
         live = [(i, r) for i, r in enumerate(j.recs) if scan.max_digits >= r.min_digits]
         if not live:
             return
-        kmin = min(r.min_digits for _, r in live)
-        windows = scan.windows(kmin)
+        if any(r.gate is None for _, r in live):
+            self._window_search(scan, j, live, found)
+            return
+        # every pattern is gated: its value starts at most `lead` characters before a digit
+        # run of its window that follows its gate (`IdRecognizer.gate`): only there is it tried
+        text, runs = scan.text, scan.all_run_starts
+        gated_by: dict[Gate, list[int]] = {}  # several patterns share a gate
+        words: dict[int, int] = {}  # per gated run, where its word starts (width patterns)
+        # per window, the positions to try there and the patterns that may match at them
+        tries: dict[tuple[int, int], tuple[set[int], list[tuple[int, IdRecognizer]]]] = {}
+        for i, r in live:
+            gate = r.gate
+            assert gate is not None
+            gated = gated_by.get(gate)
+            if gated is None:
+                gated = gated_by[gate] = gate.runs(text, runs)
+            if gated:
+                _add_starts(text, scan.windows(r.min_digits), (i, r), gated, words, tries)
+        last = [-1] * len(j.recs)
+        for window in sorted(tries):  # windows are disjoint: in text order
+            starts, here = tries[window]
+            ordered = sorted(starts)
+            if j.edged:
+                ordered = [p for p in ordered if _left_edge(text, p)]
+            we = window[1]
+            for p in ordered:
+                self._try(j, here, j.joined.match(text, p, we), p, last, found)
+
+    def _window_search(
+        self,
+        scan: Scan,
+        j: _Joined,
+        live: list[tuple[int, IdRecognizer]],
+        found: dict[int, list[Span]],
+    ) -> None:
+        """The window pass when some pattern has no gate: every window is searched for the
+        patterns whose `min_digits` it holds."""
         allowed = {k: frozenset(scan.windows(k)) for k in {r.min_digits for _, r in live}}
         text, last = scan.text, [-1] * len(j.recs)
-        runs = scan.all_run_starts
-        for ws, we in windows:
-            in_window = runs[bisect_left(runs, ws) : bisect_left(runs, we)]
-            passing: dict[Callable[[str, int], bool], list[int]] = {}  # per gate (shared)
-            here = []
-            # a gated pattern's value starts at most `lead` characters before a digit run of
-            # the window that passes its gate (`IdRecognizer.gate`): only there can it match
-            starts: set[int] | None = set()
-            for i, r in live:
-                if (ws, we) not in allowed[r.min_digits]:
-                    continue
-                if r.gate is None:
-                    starts = None  # an ungated pattern: search the whole window
-                    here.append((i, r))
-                    continue
-                gated = passing.get(r.gate)
-                if gated is None:
-                    gated = passing[r.gate] = [g for g in in_window if r.gate(text, g)]
-                if not gated:
-                    continue  # no digit run here passes its gate: it cannot match here
-                here.append((i, r))
-                if starts is not None:
-                    for g in gated:
-                        starts.update(range(max(ws, g - r.lead), g + 1))
-            if not here:
-                continue
-            if starts is not None:
-                # every position where a pattern of `here` matches is in `starts`: trying
-                # each (in order) keeps what the window search would
-                ordered = sorted(starts)
-                if j.edged:
-                    ordered = [p for p in ordered if _left_edge(text, p)]
-                for p in ordered:
-                    self._try(j, here, j.joined.match(text, p, we), p, last, found)
-                continue
-            pos = ws
+        for window in scan.windows(min(r.min_digits for _, r in live)):
+            here = [(i, r) for i, r in live if window in allowed[r.min_digits]]
+            pos, we = window
             while True:
                 hit = j.any.search(text, pos, we)
                 if hit is None:
@@ -222,6 +224,66 @@ class IdPack:
                 continue
             last[i] = m.end(w)
             _keep(r, m, w, found)
+
+
+def _add_starts(
+    text: str,
+    windows: list[tuple[int, int]],
+    rec: tuple[int, IdRecognizer],
+    gated: list[int],
+    words: dict[int, int],
+    tries: dict[tuple[int, int], tuple[set[int], list[tuple[int, IdRecognizer]]]],
+) -> None:
+    """Add to `tries` where the gated pattern `rec` can match in `windows` (those holding its
+    `min_digits`): per digit run of `gated` (sorted: the runs after its gate) inside one, the
+    positions from `lead` to `least` before it (not before its window); for a pattern of one whole
+    word of `width` characters, only the start of the word holding the run, when that word has
+    this width up to the window's end (as far as the match sees). `words` keeps, per run,
+    where its word starts (-1: before the window)."""
+    r = rec[1]
+    k, n = 0, len(windows)
+    for g in gated:
+        while k < n and windows[k][1] <= g:
+            k += 1
+        if k == n:
+            return
+        window = ws, we = windows[k]
+        if g < ws:
+            continue
+        lo = max(ws, g - r.lead)
+        if r.width:
+            p = words.get(g)
+            if p is None:
+                p = words[g] = _word_start(text, g, ws)
+            if p < lo:
+                continue  # the word starts before `lo`: no value of it starts within reach
+            m = _WORD_RUN.match(text, p, we)
+            if m is None or m.end() - p != r.width:
+                continue
+            at: range | tuple[int] = (p,)
+        else:
+            at = range(lo, g - r.least + 1)
+        entry = tries.get(window)
+        if entry is None:
+            entry = tries[window] = (set(), [])
+        entry[0].update(at)
+        if entry[1][-1:] != [rec]:
+            entry[1].append(rec)
+
+
+def _word_start(text: str, g: int, lo: int) -> int:
+    r"""Where the word (run of `\w` characters) holding position `g` starts, or -1 if that is
+    before `lo`."""
+    p = g
+    while p > lo and _is_word(text[p - 1]):
+        p -= 1
+    if p > 0 and _is_word(text[p - 1]):
+        return -1
+    return p
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"  # what `\w` matches in a str pattern
 
 
 def _left_edge(text: str, p: int) -> bool:

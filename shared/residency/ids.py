@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from stdnum import luhn, verhoeff
 from stdnum.br import cpf
@@ -24,7 +25,7 @@ from stdnum.us import ein, rtn
 from aivos.shared.residency.scan import Scan, Words, in_windows, matches_at
 from aivos.shared.residency.spans import Span
 
-__all__ = ["IdRecognizer", "id_recognizers", "ID_COUNTRIES", "LEFT_EDGE"]
+__all__ = ["Gate", "IdRecognizer", "id_recognizers", "ID_COUNTRIES", "LEFT_EDGE"]
 
 Validator = Callable[[str], bool]
 
@@ -65,6 +66,25 @@ def _any(value: str) -> bool:
     return sum(c.isdigit() for c in value) >= 2
 
 
+class Gate(NamedTuple):
+    """What stands right before a digit run: a character `before` accepts, directly or with
+    one of the characters of `gap` between (`AB 12 ...`)."""
+
+    before: Callable[[str], bool]
+    gap: str = ""
+
+    def runs(self, text: str, starts: list[int]) -> list[int]:
+        """The digit runs of `starts` (positions in `text`) that follow this gate."""
+        before, gap = self.before, self.gap
+        if not gap:
+            return [g for g in starts if g and before(text[g - 1])]
+        return [
+            g
+            for g in starts
+            if g and (before(text[g - 1]) or (text[g - 1] in gap and g > 1 and before(text[g - 2])))
+        ]
+
+
 class IdRecognizer:
     """Values of `pattern` (group `group`) that pass `valid`.
 
@@ -73,10 +93,16 @@ class IdRecognizer:
     led by a cue word names its `cues` (lower case), and is then tried only where one of
     them starts a word (and only if some cluster has `min_digits`); a `digit_led` pattern
     (a digit first, never after a word character) is tried only where a digit run starts.
-    `gate`, when given, is a test every value passes at the start of one of its digit runs
-    (a letter right before it, say), at most `lead` characters after the value's start:
-    `IdPack`'s window pass skips a window where no digit run passes it, and searches from
-    `lead` characters before the first one that does.
+    `gate`, when given, says what stands right before one of every value's digit runs (a
+    letter, say), that run starting at most `lead` characters after the value's start:
+    `IdPack`'s window pass then tries only the `lead` positions before each digit run that
+    follows its gate, less the first `least` (where a value's letters stand: `AB 12 ...`
+    starts two or three characters before its digits). `width`, when given, says that every
+    value is one whole word (a maximal run of `\\w` characters: the pattern opens with
+    `LEFT_EDGE`, ends with `(?![\\w]...`, and each of its characters is a letter or digit) of
+    exactly `width` characters: the window pass then tries only the start of the word holding
+    a gated run, and only when that word has this width (`RSSMRA85T10A562S`, not `DE89`;
+    checked in `tests/unit/test_residency_cost_paths.py`).
     """
 
     def __init__(
@@ -91,15 +117,17 @@ class IdRecognizer:
         min_digits: int = 1,
         cues: tuple[str, ...] = (),
         digit_led: bool = False,
-        gate: Callable[[str, int], bool] | None = None,
+        gate: Gate | None = None,
         lead: int = 0,
+        least: int = 0,
+        width: int = 0,
     ) -> None:
         self.entity = entity
         self.country = country
         # kept as given: `IdPack` joins the patterns of a pack into one pass
         self.pattern, self.flags, self.group, self.valid = pattern, flags, group, valid
         self.min_digits, self.digit_led, self.cues = min_digits, digit_led, cues
-        self.gate, self.lead = gate, lead
+        self.gate, self.lead, self.least, self.width = gate, lead, least, width
         self._re = re.compile(pattern, flags)
         self._cue_words = Words(*cues) if cues else None
 
@@ -126,24 +154,13 @@ _E = r"(?![\w]|-\w|[ .-]\d)"
 _CUE_GAP = r"[^\w\n]{0,4}(?:(?:number|no|nr|num|id|#)\b[^\w\n]{0,4})?(?:is\s+)?"
 
 
-# Gates at a digit run's start `s` (see `IdRecognizer`): plain character tests, far cheaper
-# than a regex searched over a window character by character.
-def _after_letter(text: str, s: int) -> bool:
-    """A letter right before the run: the first digit of every codice fiscale that holds one
-    (six letters come first) and of every PAN; prose puts a space there ("within 3-5")."""
-    return s > 0 and text[s - 1].isalpha()
-
-
-def _after_letter_or_letter_space(text: str, s: int) -> bool:
-    """`AB 12 34 56 C`, `AB123456C`: the first run of a NI number."""
-    return _after_letter(text, s) or (s > 1 and text[s - 1] == " " and text[s - 2].isalpha())
-
-
-def _after_xyz(text: str, s: int) -> bool:
-    """`X1234567L`, `X-1234567-L`: the run of a NIE."""
-    return (s > 0 and text[s - 1] in "XYZxyz") or (
-        s > 1 and text[s - 1] in " -" and text[s - 2] in "XYZxyz"
-    )
+# Gates at a digit run's start (see `IdRecognizer`): string tests, far cheaper than a regex
+# searched over a window character by character. A letter right before the run: the first
+# digit of every codice fiscale that holds one (six letters come first), of every PAN and
+# IFSC; prose puts a space there ("within 3-5").
+_AFTER_LETTER = Gate(str.isalpha)
+_AFTER_LETTER_OR_LETTER_SPACE = Gate(str.isalpha, " ")  # `AB 12 34 56 C`, `AB123456C`: NINO
+_AFTER_XYZ = Gate(frozenset("XYZxyz").__contains__, " -")  # `X1234567L`, `X-1234567-L`: NIE
 
 
 _RECOGNIZERS: tuple[IdRecognizer, ...] = (
@@ -151,7 +168,7 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     IdRecognizer(
         "NATIONAL_ID", "GB",
         _B + r"[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]" + _E,
-        _nino, flags=re.I, min_digits=6, gate=_after_letter_or_letter_space, lead=3,
+        _nino, flags=re.I, min_digits=6, gate=_AFTER_LETTER_OR_LETTER_SPACE, lead=3, least=2,
     ),
     # United Kingdom: sort code + account number ("20-00-00 12345678", "sort code 200000")
     IdRecognizer(
@@ -174,20 +191,21 @@ _RECOGNIZERS: tuple[IdRecognizer, ...] = (
     # Spain: DNI and NIE (check letter)
     IdRecognizer("NATIONAL_ID", "ES", _B + r"\d{8}[ -]?[A-Z]" + _E, _ok(dni), flags=re.I, min_digits=8, digit_led=True),
     IdRecognizer("NATIONAL_ID", "ES", _B + r"[XYZ][ -]?\d{7}[ -]?[A-Z]" + _E, _ok(nie), flags=re.I, min_digits=7,
-                 gate=_after_xyz, lead=2),
+                 gate=_AFTER_XYZ, lead=2, least=1),
     # Italy: codice fiscale (check character, omocodia letters)
     IdRecognizer(
         "NATIONAL_ID", "IT",
         _B + r"[A-Z]{6}[\dLMNPQRSTUV]{2}[A-EHLMPRST][\dLMNPQRSTUV]{2}[A-Z][\dLMNPQRSTUV]{3}[A-Z]" + _E,
         _ok(codicefiscale), flags=re.I, min_digits=1,  # omocodia: letters for digits
-        gate=_after_letter, lead=15,
+        gate=_AFTER_LETTER, lead=15, width=16,
     ),
     # India: Aadhaar (Verhoeff) and PAN
     IdRecognizer("NATIONAL_ID", "IN", _B + r"[2-9]\d{3}([ -]?)\d{4}\1\d{4}" + _E, _aadhaar, min_digits=12, digit_led=True),
     IdRecognizer("NATIONAL_ID", "IN", _B + r"[A-Z]{3}[ABCFGHLJPT][A-Z]\d{4}[A-Z]" + _E, _ok(pan), flags=re.I, min_digits=4,
-                 gate=_after_letter, lead=5),
+                 gate=_AFTER_LETTER, lead=5, width=10),
     # India: IFSC, the bank branch code of an account (`SBIN0001234`: bank, a zero, branch)
-    IdRecognizer("BANK_ACCOUNT", "IN", _B + r"[A-Z]{4}0[A-Z0-9]{6}" + _E, _ifsc, min_digits=1, gate=_after_letter, lead=4),
+    IdRecognizer("BANK_ACCOUNT", "IN", _B + r"[A-Z]{4}0[A-Z0-9]{6}" + _E, _ifsc, min_digits=1, gate=_AFTER_LETTER, lead=4,
+                 width=11),
     # Canada: SIN (Luhn), formatted 3-3-3, or bare after a cue
     IdRecognizer("NATIONAL_ID", "CA", _B + r"\d{3}([ -])\d{3}\1\d{3}" + _E, _sin, min_digits=9, digit_led=True),
     IdRecognizer("NATIONAL_ID", "CA", r"(?i)\b(?:SIN|social insurance)\b" + _CUE_GAP + r"(\d{9})\b", _sin, group=1,

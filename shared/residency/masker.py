@@ -17,6 +17,7 @@ import msgspec
 from aivos.shared.residency.locales import locales_for
 from aivos.shared.residency.normalize import normalize
 from aivos.shared.residency.recognizers import Recognizer, builtin_recognizers, find_all
+from aivos.shared.residency.spans import plan
 
 __all__ = ["Masker", "MaskMapping", "MaskResult", "default_masker", "PLACEHOLDER_RE"]
 
@@ -111,6 +112,7 @@ class Masker:
 
     def __init__(self, recognizers: Sequence[Recognizer]) -> None:
         self.recognizers: tuple[Recognizer, ...] = tuple(recognizers)
+        self._plan = plan(self.recognizers)  # looked up once, not once per text
 
     @property
     def entities(self) -> list[str]:
@@ -125,7 +127,7 @@ class Masker:
         """
         mapping = MaskMapping() if mapping is None else mapping
         norm = normalize(text)
-        spans = find_all(norm.text, self.recognizers)
+        spans = find_all(norm.text, self.recognizers, self._plan)
         if not spans:
             return MaskResult(text, mapping, {})
         counts: dict[str, int] = {}

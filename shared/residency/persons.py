@@ -222,6 +222,7 @@ def _is_role_cue(m: re.Match[str]) -> bool:
 
 # per space-separated piece of text seen, where its gazetteer names start (bounded)
 _PIECE_HITS: dict[str, tuple[int, ...]] = {}
+_NO_NAMES: set[str] = set()  # the pieces of `_PIECE_HITS` that hold no name
 _PIECE_CACHE = 20_000
 
 
@@ -232,6 +233,8 @@ def _gazetteer_hits(text: str, pieces: list[str] | None = None) -> list[int]:
     piece is looked up in a table of pieces already seen (most recur from text to text), and
     a text whose pieces hold no name costs a split and one C-level `map`."""
     pieces = text.split(" ") if pieces is None else pieces
+    if _NO_NAMES.issuperset(pieces):  # one C-level pass: most texts hold no name
+        return []
     found = list(map(_PIECE_HITS.get, pieces))
     if None in found:
         found = [_piece_hits(p) if f is None else f for f, p in zip(found, pieces, strict=True)]
@@ -256,7 +259,10 @@ def _piece_hits(piece: str) -> tuple[int, ...]:
     found = tuple(hits)
     if len(_PIECE_HITS) >= _PIECE_CACHE:
         _PIECE_HITS.clear()  # bounded: start again (dict operations are atomic under the GIL)
+        _NO_NAMES.clear()
     _PIECE_HITS[piece] = found
+    if not found:
+        _NO_NAMES.add(piece)
     return found
 
 

@@ -241,7 +241,10 @@ class Ipv4Recognizer:
         return self._spans(_IPV4.finditer(text))
 
     def find_scanned(self, scan: Scan) -> list[Span]:
-        return self._spans(matches_at(_IPV4, scan.text, scan.run_starts(4)))
+        # an address opens with one to three digits and a dot: other digit runs are not tried
+        text = scan.text
+        starts = [p for p in scan.run_starts(4) if "." in text[p + 1 : p + 4]]
+        return self._spans(matches_at(_IPV4, text, starts))
 
     def _spans(self, matches: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
@@ -287,6 +290,7 @@ _SSN_BARE = re.compile(
 
 
 _SSN_CUES = Words("ssn", "social security")
+_SSN_SEPARATORS = frozenset("- .")
 
 
 def _ssn_valid(area: str, group: str, serial: str) -> bool:
@@ -306,8 +310,11 @@ class SsnRecognizer:
     def find_scanned(self, scan: Scan) -> list[Span]:
         if scan.max_digits < 9:
             return []
+        # a formatted SSN opens with three digits and a separator: other runs are not tried
+        text = scan.text
+        starts = [p for p in scan.run_starts(9) if text[p + 3 : p + 4] in _SSN_SEPARATORS]
         return self._spans(
-            matches_at(_SSN, scan.text, scan.run_starts(9)),
+            matches_at(_SSN, text, starts),
             matches_at(_SSN_BARE, scan.text, scan.word_starts(_SSN_CUES)),
         )
 

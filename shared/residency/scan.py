@@ -27,12 +27,19 @@ from operator import itemgetter
 __all__ = ["Scan", "Words", "matches_at", "in_windows", "in_windows_at"]
 
 _CLUSTER = re.compile(r"\d(?:[^\n]{0,3}?\d)*")
-# the same on ASCII text, where `\d` is `[0-9]`: a character set the regex engine skips to
-# faster than the Unicode digit category (a normalised text's digits are all ASCII)
-_CLUSTER_ASCII = re.compile(r"[0-9](?:[^\n]{0,3}?[0-9])*")
+# the same on ASCII text (a normalised text's digits are all ASCII) mapped to bytes where
+# every digit is `0` and every other character but a newline a space: a pattern that opens
+# with a literal, which the regex engine skips to with a plain byte comparison, where it tests
+# a character set (`[0-9]`, `\d`) at every character, ten times the instructions
+_CLUSTER_ZEROS = re.compile(rb"0(?:[^\n]{0,3}?0)*")
+_RUN_ZEROS = re.compile(rb"00*")  # not `0+`: the engine skips only to a literal first
+_ZEROS = bytes.maketrans(
+    bytes(range(128)), bytes(48 if chr(c).isdigit() else c if c == 10 else 32 for c in range(128))
+)
 _DIGIT_RUN = re.compile(r"\d+")
 _NOT_DIGIT = re.compile(r"\D+")
 _HEAD3, _HEAD2 = itemgetter(slice(3)), itemgetter(slice(2))
+_DIGITS = itemgetter(2)  # of a cluster
 _SNAP = 32  # how far a window edge may move to reach whitespace
 # window margins around a cluster: before, a sign, bracket, brand, id letters, a month name
 # (`25th of December 1985`) or a sort code; after, an extension (`ext. 12345`), a check letter
@@ -60,6 +67,7 @@ class Words:
             else:
                 self._by_key.setdefault(key, []).append(w)
         self._keys = frozenset(self._by_key)
+        _know_keys(self._keys)
 
     def present(self, heads: frozenset[bytes]) -> list[str]:
         """The words whose key (first two or three letters) starts some token of the text."""
@@ -80,6 +88,7 @@ class Scan:
         "_windows_by",
         "_runs_by",
         "_pieces",
+        "_zeros",
         "max_digits",
     )
 
@@ -94,12 +103,19 @@ class Scan:
         self._windows_by: dict[int, list[tuple[int, int]]] = {}
         self._runs_by: dict[int, list[int]] = {}
         self._pieces: list[str] | None = None
-        self._clusters = [
-            (m.start(), m.end(), len(_NOT_DIGIT.sub("", m.group())))
-            for m in (_CLUSTER_ASCII if text.isascii() else _CLUSTER).finditer(text)
-        ]
+        self._zeros: bytes | None = None
+        if text.isascii():
+            zeros = self._zeros = text.encode().translate(_ZEROS)
+            self._clusters = [
+                (m.start(), m.end(), m.group().count(48)) for m in _CLUSTER_ZEROS.finditer(zeros)
+            ]
+        else:
+            self._clusters = [
+                (m.start(), m.end(), len(_NOT_DIGIT.sub("", m.group())))
+                for m in _CLUSTER.finditer(text)
+            ]
         #: digits of the largest cluster: a recognizer needing more can stop at once
-        self.max_digits = max((d for *_, d in self._clusters), default=0)
+        self.max_digits = max(map(_DIGITS, self._clusters), default=0)
 
     @property
     def lower(self) -> str:
@@ -148,8 +164,14 @@ class Scan:
             text, n = self.text, len(self.text)
             merged: list[tuple[int, int, int]] = []
             for s, e, d in self._clusters:
-                ws = _snap_left(text, max(0, s - BEFORE))
-                we = _snap_right(text, min(n, e + AFTER), n)
+                # the margins, each edge then moved to a space (at most `_SNAP` characters)
+                ws, we = max(0, s - BEFORE), min(n, e + AFTER)
+                if ws and text[ws - 1] != " ":
+                    k = text.rfind(" ", max(0, ws - _SNAP), ws)
+                    ws = k + 1 if k >= 0 else max(0, ws - _SNAP)
+                if we < n and text[we] != " ":
+                    k = text.find(" ", we, we + _SNAP)
+                    we = k if k >= 0 else min(n, we + _SNAP)
                 if merged and ws <= merged[-1][1]:
                     ps, pe, pd = merged[-1]
                     merged[-1] = (ps, max(we, pe), max(d, pd))
@@ -165,9 +187,11 @@ class Scan:
     def all_run_starts(self) -> list[int]:
         """Where every maximal run of digits starts."""
         if self._all_runs is None:
-            # every digit lies in a cluster and no run crosses one: search the clusters only
-            text, find = self.text, _DIGIT_RUN.finditer
-            self._all_runs = [m.start() for s, e, _ in self._clusters for m in find(text, s, e)]
+            if self._zeros is not None:  # one search for a literal (see `_CLUSTER_ZEROS`)
+                self._all_runs = [m.start() for m in _RUN_ZEROS.finditer(self._zeros)]
+            else:  # every digit lies in a cluster and no run crosses one: search those only
+                text, find = self.text, _DIGIT_RUN.finditer
+                self._all_runs = [m.start() for s, e, _ in self._clusters for m in find(text, s, e)]
         return self._all_runs
 
     def run_starts(self, min_digits: int) -> list[int]:
@@ -218,43 +242,44 @@ class Scan:
         return sorted(found)
 
 
-# per space-separated piece of text seen, the heads of its tokens (bounded: most pieces recur)
-_PIECE_HEADS: dict[str, frozenset[bytes]] = {}
+# Per space-separated piece of text seen, the heads of its tokens that are the key of some
+# `Words` (the only heads a gate asks about: most tokens have none), and the keys known when
+# the table was started. A new `Words` with keys not known yet starts a new table (a thread
+# still busy with the old one fills that one only). Bounded: most pieces recur.
+_heads_table: tuple[dict[str, frozenset[bytes]], frozenset[bytes]] = ({}, frozenset())
 _PIECE_CACHE = 20_000
+
+
+def _know_keys(keys: frozenset[bytes]) -> None:
+    global _heads_table
+    known = _heads_table[1]
+    if not keys <= known:
+        _heads_table = ({}, known | keys)
 
 
 def _heads(pieces: list[str]) -> frozenset[bytes]:
     """The first three and first two letters of every token of the pieces (lower case; a
-    token ends at any ASCII character that is not a letter or digit)."""
-    found = list(map(_PIECE_HEADS.get, pieces))
+    token ends at any ASCII character that is not a letter or digit) that are keys of some
+    `Words`."""
+    table, keys = _heads_table
+    found = list(map(table.get, pieces))
     if None in found:
-        found = [_piece_heads(p) if f is None else f for f, p in zip(found, pieces, strict=True)]
+        found = [
+            _piece_heads(p, table, keys) if f is None else f
+            for f, p in zip(found, pieces, strict=True)
+        ]
     return frozenset().union(*found)  # type: ignore[arg-type]  # no None left
 
 
-def _piece_heads(piece: str) -> frozenset[bytes]:
+def _piece_heads(
+    piece: str, table: dict[str, frozenset[bytes]], keys: frozenset[bytes]
+) -> frozenset[bytes]:
     heads = set(map(_HEAD3, piece.lower().encode().translate(_SPLIT).split()))
-    found = frozenset(heads.union(map(_HEAD2, heads)))
-    if len(_PIECE_HEADS) >= _PIECE_CACHE:
-        _PIECE_HEADS.clear()  # bounded: start again (dict operations are atomic under the GIL)
-    _PIECE_HEADS[piece] = found
+    found = keys.intersection(heads.union(map(_HEAD2, heads)))
+    if len(table) >= _PIECE_CACHE:
+        table.clear()  # bounded: start again (dict operations are atomic under the GIL)
+    table[piece] = found
     return found
-
-
-def _snap_left(text: str, i: int) -> int:
-    """`i` moved left to just after a space (at most `_SNAP` characters)."""
-    if i == 0 or text[i - 1] == " ":
-        return i
-    k = text.rfind(" ", max(0, i - _SNAP), i)
-    return k + 1 if k >= 0 else max(0, i - _SNAP)
-
-
-def _snap_right(text: str, i: int, n: int) -> int:
-    """`i` moved right to the next space (at most `_SNAP` characters)."""
-    if i >= n or text[i] == " ":
-        return i
-    k = text.find(" ", i, i + _SNAP)
-    return k if k >= 0 else min(n, i + _SNAP)
 
 
 def matches_at(

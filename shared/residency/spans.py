@@ -7,14 +7,14 @@ that scan once per text and uses `find_scanned` when a recognizer has it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from aivos.shared.residency.scan import Scan
 
-__all__ = ["Span", "Recognizer", "find_all"]
+__all__ = ["Span", "Recognizer", "find_all", "plan"]
 
 # entity types whose bounds a weak recognizer may widen (see `find_all`)
 _FUZZY = frozenset({"PERSON", "ADDRESS", "DATE_OF_BIRTH"})
@@ -37,20 +37,33 @@ class Recognizer(Protocol):
     def find(self, text: str) -> list[Span]: ...
 
 
-def find_all(text: str, recognizers: Sequence[Recognizer]) -> list[Span]:
+# per recognizer, what `find_all` calls and how it merges: whether it is weak, its
+# `find_scanned` (None if it has none) and its `find`
+Plan = list[tuple[bool, Callable[[Scan], list[Span]] | None, Callable[[str], list[Span]]]]
+
+
+def plan(recognizers: Sequence[Recognizer]) -> Plan:
+    """What `find_all` looks up on each recognizer, looked up once (a masker keeps it)."""
+    return [
+        (getattr(r, "weak", False), getattr(r, "find_scanned", None), r.find) for r in recognizers
+    ]
+
+
+def find_all(
+    text: str, recognizers: Sequence[Recognizer], planned: Plan | None = None
+) -> list[Span]:
     """Non-overlapping spans of all recognizers, in text order. Overlapping spans become one:
     the longest names its type (ties: the recognizer listed first), and it is widened to
     cover the others, so that no character some recognizer found is left in the clear (a
     tagged address that runs into a phone number masks both). A recognizer with `weak = True`
     (the statistical tagger) widens only names, addresses and dates of birth (whose bounds
     are judgement calls anyway) and drops a span that overlaps any other value: a validated
-    value keeps its exact bounds and type (`IBAN PL14 ...` is not an address)."""
+    value keeps its exact bounds and type (`IBAN PL14 ...` is not an address). `planned` is
+    `plan(recognizers)`, when the caller keeps it."""
     candidates: list[tuple[bool, int, int, int, Span]] = []
     scan = Scan(text)
-    for rank, rec in enumerate(recognizers):
-        scanned = getattr(rec, "find_scanned", None)
-        found = scanned(scan) if scanned is not None else rec.find(text)
-        weak = getattr(rec, "weak", False)
+    for rank, (weak, scanned, find) in enumerate(plan(recognizers) if planned is None else planned):
+        found = scanned(scan) if scanned is not None else find(text)
         for span in found:
             candidates.append((weak, -(span.end - span.start), rank, span.start, span))
     if not candidates:

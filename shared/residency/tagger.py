@@ -25,6 +25,7 @@ from functools import lru_cache
 from importlib import resources
 from itertools import accumulate, chain, compress, count
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -94,9 +95,10 @@ class ModelIntegrityError(AivosError):
 # over `O` at window offsets -2..+2, then whether it can be the word that makes a tagged run
 # a name (`_P_KEY`) or a street, in text with capitals (`_A_KEY`) or in lower-case text;
 # whether it can make a run a name in text written all in capitals (`_CAPS_KEY`: a known name);
-# and whether it is a key word at all in mixed-case text (`_KEY`) and in lower-case text
-_P_KEY, _A_KEY, _A_KEY_LOWER, _CAPS_KEY, _KEY, _KEY_LOWER = 10, 11, 12, 13, 14, 15
-_Entry = tuple[float, ...]
+# and whether it is a key word at all in mixed-case text (`_KEY`) and in lower-case text;
+# last the word itself (so a text's words need no list of their own)
+_P_KEY, _A_KEY, _A_KEY_LOWER, _CAPS_KEY, _KEY, _KEY_LOWER, _WORD = 10, 11, 12, 13, 14, 15, 16
+_Entry = tuple[Any, ...]  # floats, flags and a word
 # a space-separated piece of text: its tokens, their entries, whether one of them is a key word
 # in mixed-case / lower-case / all-capitals text, and where the tokens start
 _Piece = tuple[tuple[str, ...], tuple[_Entry, ...], bool, bool, bool, tuple[int, ...]]
@@ -142,7 +144,7 @@ class TaggerModel:
             d2.append(a - o)
         person, street, street_lower, caps = _keys(word, self.lexicon)
         key, key_lower = person or street, person or street_lower
-        found = (*d1, *d2, person, street, street_lower, caps, key, key_lower)
+        found = (*d1, *d2, person, street, street_lower, caps, key, key_lower, word)
         words = self._words
         if len(words) >= CACHE_WORDS:
             words.clear()  # bounded: start again (dict operations are atomic under the GIL)
@@ -261,13 +263,19 @@ class TaggerRecognizer:
         piece_key, key = _LOWER_TEXT if lower_text else _UPPER_TEXT if upper_text else _MIXED_TEXT
         if not any(map(itemgetter(piece_key), pieces)):
             return []
-        entries = list(chain.from_iterable(map(_ENTRIES, pieces)))
-        # a run the model tags is kept only if it holds a key word (`_keys`): label those,
-        # then grow each tagged one to its whole run; most tokens are never labelled
-        candidates = compress(count(), map(itemgetter(key), entries))
         start_pad, end_pad = model._pads
-        padded = [start_pad, start_pad, *entries, end_pad, end_pad]
-        n, label = len(entries), model._label
+        padded = [
+            start_pad,
+            start_pad,
+            *chain.from_iterable(map(_ENTRIES, pieces)),
+            end_pad,
+            end_pad,
+        ]
+        # a run the model tags is kept only if it holds a key word (`_keys`): label those,
+        # then grow each tagged one to its whole run; most tokens are never labelled (token i
+        # is `padded[i + 2]`; the pads are no key words)
+        candidates = compress(count(-2), map(itemgetter(key), padded))
+        n, label = len(padded) - 4, model._label
         runs: list[tuple[int, int, int]] = []
         for i in candidates:
             if runs and i <= runs[-1][1]:
@@ -283,22 +291,22 @@ class TaggerRecognizer:
             runs.append((a, b, c))
         if not runs:
             return []
-        words = list(chain.from_iterable(map(_TOKENS, pieces)))
         spans: list[Span] = []
         offsets: _Offsets | None = None
         for a, b, c in runs:
-            while a <= b and words[a] in _TRIM:
+            while a <= b and padded[a + 2][_WORD] in _TRIM:
                 a += 1
-            while b >= a and words[b] in _TRIM:
+            while b >= a and padded[b + 2][_WORD] in _TRIM:
                 b -= 1
-            at_start = a == 0 or words[a - 1] in _SENTENCE_END
+            at_start = a == 0 or padded[a + 1][_WORD] in _SENTENCE_END
             entity = CLASSES[c]
+            words = [e[_WORD] for e in padded[a + 2 : b + 3]]
             if a > b or not _plausible(
-                entity, words[a : b + 1], model.lexicon, at_start, lower_text, upper_text
+                entity, words, model.lexicon, at_start, lower_text, upper_text
             ):
                 continue
             offsets = offsets or _Offsets(split, pieces)
-            start, end = offsets[a], offsets[b] + len(words[b])
+            start, end = offsets[a], offsets[b] + len(words[-1])
             glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
             if not glued:
                 spans.append(Span(start, end, entity))

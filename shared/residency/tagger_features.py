@@ -46,17 +46,21 @@ OFFSETS = (-2, -1, 0, 1, 2)
 PAD_START, PAD_END = "<s>", "</s>"
 LEXICON_BITS = 1 << 22
 _ENDINGS = ("s", "es", "ed", "ing", "ly")
+_SEEN_WORDS = 20_000
 
 
 class Lexicon:
     """A Bloom filter of lower-case words."""
 
-    __slots__ = ("bits",)
+    __slots__ = ("bits", "_seen")
 
     def __init__(self, bits: np.ndarray) -> None:
         if bits.dtype != np.uint8 or bits.shape != (LEXICON_BITS // 8,):
             raise ValueError(f"a lexicon is {LEXICON_BITS // 8} bytes of uint8")
         self.bits = bits
+        # per word asked, the answer: two CRC-32s and numpy's per-element indexing cost more
+        # than the rest of a tagged run's checks together (bounded: most words recur)
+        self._seen: dict[str, bool] = {}
 
     @classmethod
     def of(cls, words: Iterable[str]) -> Lexicon:
@@ -72,12 +76,16 @@ class Lexicon:
 
     def __contains__(self, word: str) -> bool:
         """`word` (lower case) or its stem without a common ending is in the lexicon."""
-        if self._has(word):
-            return True
-        return any(
-            word.endswith(e) and len(word) > len(e) + 2 and self._has(word[: -len(e)])
-            for e in _ENDINGS
-        )
+        found = self._seen.get(word)
+        if found is None:
+            found = self._has(word) or any(
+                word.endswith(e) and len(word) > len(e) + 2 and self._has(word[: -len(e)])
+                for e in _ENDINGS
+            )
+            if len(self._seen) >= _SEEN_WORDS:
+                self._seen.clear()  # dict operations are atomic under the GIL
+            self._seen[word] = found
+        return found
 
 
 def _probes(word: str) -> tuple[int, int]:
