@@ -10,7 +10,10 @@ encoder architecture, same folded head, same int8 bundle and per-query cost.
 
 Also tried, on CLINC150 val (docs/models.md, "Few-shot training"), and left off because it
 measured worse: every layer trained, at least 40-240 steps, label smoothing 0.1
-(`TrainConfig.frozen_layers`, `min_steps`, `label_smoothing` keep those knobs).
+(`TrainConfig.frozen_layers`, `min_steps`, `label_smoothing` keep those knobs); in the
+contrastive stage, hard-negative batches (`ContrastiveConfig.hard_negative_share`), twice
+the learning rate, 16 intents x 4 rows a batch; a logistic-regression head instead of the
+prototype head.
 
 Kept free of torch so `build.py` can decide before the training stack is imported.
 """
