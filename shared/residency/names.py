@@ -10,7 +10,12 @@ import gzip
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["STOP", "STOP_LOWER", "gazetteer", "all_names"]
+__all__ = ["STOP", "STOP_LOWER", "all_names", "common_words", "gazetteer"]
+
+# symspellpy's English frequency list (MIT; counts from Google Books n-grams), which the base
+# install has for the edge's spelling correction: 82k words, modern ones (`laptop`, `wanna`)
+# that the tagger's web2 lexicon (1934) lacks
+_FREQUENCY_FILE = "frequency_dictionary_en_82_765.txt"
 
 # Capitalised words that are names in the gazetteer but mostly ordinary words here.
 _STOP_WORDS = """
@@ -55,3 +60,14 @@ def all_names() -> frozenset[str]:
     """First and last names together."""
     first, last = gazetteer()
     return first | last
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """The lower-case words of the English frequency list that are no name of the gazetteer
+    (`wanna`, `laptop`, `walmart`, `steakhouse`). The list holds names too (`john`, `dallas`):
+    those are left out, so a word here is a common word and not a known name."""
+    ref = resources.files("symspellpy").joinpath(_FREQUENCY_FILE)
+    words = (line.partition(" ")[0] for line in ref.read_text(encoding="utf-8").splitlines())
+    names = {n.lower() for n in all_names()}
+    return frozenset(w for w in words if w.isalpha() and w not in names)

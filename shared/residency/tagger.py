@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 from bisect import bisect_right
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from itertools import accumulate, chain, compress, count
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from aivos.shared.errors import AivosError
-from aivos.shared.residency.names import STOP, gazetteer
+from aivos.shared.residency.names import STOP, common_words, gazetteer
 from aivos.shared.residency.scan import Scan
 from aivos.shared.residency.spans import Span
 from aivos.shared.residency.tagger_features import (
@@ -203,11 +204,43 @@ def _keys(word: str, lexicon: Lexicon) -> tuple[bool, bool, bool, bool]:
     person = (
         (len(word) > 1 or word.isupper())
         and word.title() not in STOP
-        and (word[:1].isupper() or word.lower() not in lexicon)
+        and (word[:1].isupper() or _unknown(word.lower(), lexicon))
     )
     street = len(word) > 1 and word.isalpha() and not word.isupper()
     street = street and word.lower() not in _MONTHS
     return person, street and word[0].isupper(), street, _caps_name(word, lexicon)
+
+
+def _unknown(lower: str, lexicon: Lexicon) -> bool:
+    """A lower-case word in no dictionary: not in web2, not a common word of the frequency
+    list (`common_words`, known names aside), no contraction: `desrosiers`, `tomomi`, not
+    `wanna`, `laptop` or `i've`."""
+    return lower not in lexicon and lower not in common_words() and not _contraction(lower)
+
+
+_CONTRACTIONS = ("n't", "n’t", "'ve", "’ve", "'re", "’re", "'ll", "’ll", "'m", "’m", "'d", "’d")
+
+
+def _contraction(word: str) -> bool:
+    """`i've`, `don't`, `i'm` (one token each): a word, no name (`o'brien` is one)."""
+    return word.endswith(_CONTRACTIONS)
+
+
+# In text without case (all lower or all capitals) a lone name right after one of these is
+# mostly a place ("a bus to dallas", "FLIGHTS FROM HOUSTON")...
+_PLACE_WORDS = "to from in at near around into towards toward via visit visiting"
+# ...unless the text speaks of reaching or meeting someone ("send my location to steve")
+_TALK_WORDS = """
+    call calls calling called phone dial ring text texts texting message messages msg sms
+    email e-mail mail talk talking speak speaking say says said tell told ask asked send sent
+    give gave share sharing location whereabouts gps reply respond write wrote introduce meet
+    meeting invite remind pay paid transfer owe lend
+"""
+_PLACE_BEFORE, _TALK = frozenset(_PLACE_WORDS.split()), frozenset(_TALK_WORDS.split())
+
+
+def _year(number: str) -> bool:
+    return len(number) == 4 and number[:2] in ("19", "20")
 
 
 def _caps_name(word: str, lexicon: Lexicon) -> bool:
@@ -221,7 +254,7 @@ def _caps_name(word: str, lexicon: Lexicon) -> bool:
         title = part.title()
         if title not in STOP and (title in first or title in last):
             return True
-    return "-" not in word and word.title() not in STOP and word.lower() not in lexicon
+    return "-" not in word and word.title() not in STOP and _unknown(word.lower(), lexicon)
 
 
 @lru_cache(maxsize=1)
@@ -296,18 +329,30 @@ class TaggerRecognizer:
         for a, b, c in runs:
             while a <= b and padded[a + 2][_WORD] in _TRIM:
                 a += 1
-            while b >= a and padded[b + 2][_WORD] in _TRIM:
-                b -= 1
-            at_start = a == 0 or padded[a + 1][_WORD] in _SENTENCE_END
+            while b >= a and (
+                padded[b + 2][_WORD] in _TRIM or lower_text and _contraction(padded[b + 2][_WORD])
+            ):
+                b -= 1  # also `i'm` after `jim` in lower-case text
+            before = padded[a + 1][_WORD]  # a pad's word when a == 0
+            at_start = a == 0 or before in _SENTENCE_END
             entity = CLASSES[c]
             words = [e[_WORD] for e in padded[a + 2 : b + 3]]
             if a > b or not _plausible(
-                entity, words, model.lexicon, at_start, lower_text, upper_text
+                entity,
+                words,
+                model.lexicon,
+                at_start,
+                lower_text,
+                upper_text,
+                before,
+                map(itemgetter(_WORD), padded),
             ):
                 continue
             offsets = offsets or _Offsets(split, pieces)
             start, end = offsets[a], offsets[b] + len(words[-1])
             glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
+            if entity == "ADDRESS" and len(text[start:end].split()) < 2:
+                continue  # one word (`ab123`, `23rd`, `DL123`): a code or an ordinal
             if not glued:
                 spans.append(Span(start, end, entity))
         return spans
@@ -334,14 +379,22 @@ def _plausible(
     at_start: bool,
     lower_text: bool,
     upper_text: bool = False,
+    before: str = "",
+    context: Iterable[str] = (),
 ) -> bool:
     """Checks a tagged run must pass. A name holds a word that is capitalised (not merely as
     the first word of a sentence) or is no dictionary word: "boss", "Maybe" are not names,
-    "Tomomi", "desrosiers", "Mark Young" are. In text all in capitals, where case says nothing
+    "Tomomi", "desrosiers", "Mark Young" are; a dictionary word is one of web2 or a common word
+    of the English frequency list that is no known name ("wanna", "laptop": `_unknown`). In
+    text all in lower case or all in capitals, a lone name right after a place word is a
+    place ("a bus to dallas"), unless the text's words (`context`) speak of reaching someone
+    ("send my location to steve": `_TALK`). In text all in capitals, where case says nothing
     and the model tags shouted words (`PRE-AUTHORISATION`), a name holds a known first or last
     name or a word in no dictionary (`_caps_name`). An address holds a
     word that is not in capitals nor a month (capitalised, unless the text is all lower case),
-    and a number or two capitalised words ("Tarsicio Isle"): so none in text all in capitals.
+    and a number or two capitalised words ("Tarsicio Isle"): so none in text all in capitals;
+    in lower-case text a year beside one word ("2019 apart") is none, and an address is never
+    one word ("ab123", "23rd": checked in `_find`).
     A run glued to a letter or digit (inside `NL35LKPF7807`) is none of them."""
     if entity == "ADDRESS":
         # a street name is capitalised, except in text written all in lower case
@@ -350,9 +403,17 @@ def _plausible(
             named = [w for w in named if w[0].isupper()]
         if not any(w.lower() not in _MONTHS for w in named):
             return False  # numbers, codes (`TEZU 3299`) or a date (`January 12`)
-        if any(w.isdigit() for w in words):
+        numbers = [w for w in words if w.isdigit()]
+        if numbers and lower_text and len(words) <= 2 and all(map(_year, numbers)):
+            return False  # `2019 apart`, `sportage 2010`: a year beside a word
+        if numbers:
             return True
         return sum(w[:1].isupper() for w in words if w.isalpha()) >= 2
+    caseless = lower_text or upper_text
+    if caseless and len(words) == 1 and before.lower() in _PLACE_BEFORE:
+        talk = not _TALK.isdisjoint(w.lower() for w in context)
+        if not talk:
+            return False  # `a bus to dallas`, `FLIGHTS FROM HOUSTON`
     if upper_text:
         return any(_caps_name(w, lexicon) for w in words)
     first, _last = gazetteer()
@@ -360,8 +421,8 @@ def _plausible(
         if not w[:1].isalpha() or len(w) < 2 and not w.isupper():
             continue
         if w[:1].isupper() and w.title() not in STOP:
-            if k > 0 or not at_start or w.title() in first or w.lower() not in lexicon:
+            if k > 0 or not at_start or w.title() in first or _unknown(w.lower(), lexicon):
                 return True
-        elif w.lower() not in lexicon and w.title() not in STOP:
+        elif w.title() not in STOP and _unknown(w.lower(), lexicon):
             return True
     return False

@@ -22,6 +22,7 @@ from aivos.shared.residency.tagger import (
     MODEL_SHA256,
     ModelIntegrityError,
     TaggerRecognizer,
+    _contraction,
     _plausible,
     load_model,
     model_from_bytes,
@@ -132,16 +133,24 @@ def _every_token_labelled(recognizer: TaggerRecognizer, text: str) -> list[Span]
         a, b, i = i, j, j + 1
         while a <= b and tokens[a].group() in _TRIM:
             a += 1
-        while b >= a and tokens[b].group() in _TRIM:
+        while b >= a and (
+            tokens[b].group() in _TRIM or lower_text and _contraction(tokens[b].group())
+        ):
             b -= 1
         if c == 0 or a > b:
             continue
         start, end = tokens[a].start(), tokens[b].end()
         glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
-        at_start = a == 0 or tokens[a - 1].group() in _SENTENCE_END
+        before = tokens[a - 1].group() if a > 0 else ""
+        at_start = a == 0 or before in _SENTENCE_END
         words = [t.group() for t in tokens[a : b + 1]]
         lexicon = load_model().lexicon
-        if not glued and _plausible(CLASSES[c], words, lexicon, at_start, lower_text, upper_text):
+        context = [t.group() for t in tokens]
+        if CLASSES[c] == "ADDRESS" and len(text[start:end].split()) < 2:
+            continue
+        if not glued and _plausible(
+            CLASSES[c], words, lexicon, at_start, lower_text, upper_text, before, context
+        ):
             spans.append(Span(start, end, CLASSES[c]))
     return spans
 
