@@ -135,6 +135,8 @@ class Agent:
         # a bundle installed by a fleet rollout wins over the configured one
         bundle = active_bundle_dir(data) or settings.bundle_path
         model = await asyncio.to_thread(self.load_model, bundle)
+        # the masker's lazily built tables, loaded now rather than by the first escalation
+        await asyncio.to_thread(self.gate.masker.warm_up)
         if settings.router_policy:
             self.policy = load_router_policy(Path(settings.router_policy))
         self.policy.validate_against(list(model.labels))
