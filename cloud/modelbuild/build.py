@@ -26,7 +26,7 @@ from aivos.cloud.modelbuild.calibrate import (
     scores_on,
 )
 from aivos.cloud.modelbuild.fewshot import few_shot_config, is_few_shot, rows_per_intent
-from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION, export_encoder, fold_head, quantize_int8
+from aivos.cloud.modelbuild.onnxgraph import export_encoder, fold_head, fuse_for_int8, quantize_int8
 from aivos.cloud.modelbuild.progress import PlainProgress, build_progress
 from aivos.cloud.modelbuild.source import (
     BASE_MODEL_ID,
@@ -160,8 +160,12 @@ def build_bundle(
         with _stage(progress, "fold pooling + head"):
             fp32 = fold_head(exported, head.weight, head.bias, work / "model_fp32.onnx")
         with staged_bundle(out) as staging:
-            with _stage(progress, "quantize int8 per-channel"):
-                model = quantize_int8(fp32, staging / "model.onnx")
+            with _stage(progress, "fuse attention + quantize int8 per-channel"):
+                # fused Attention/LayerNorm/GELU before int8 (benchmarks/int8_fusion.py)
+                fused, quantization = fuse_for_int8(
+                    fp32, work / "model_fused.onnx", work / "encoder" / "config.json"
+                )
+                model = quantize_int8(fused, staging / "model.onnx")
                 tokenizer_file = _write_tokenizer(staging / "tokenizer.json")
                 # the user's rows and borrowed negatives, not the noisy copies: their typos
                 # must not become words the edge's spelling correction knows
@@ -207,7 +211,7 @@ def build_bundle(
                 embedding_model_id=BASE_MODEL_ID,
                 embedding_dim=int(head.weight.shape[1]),
                 max_length=MAX_LENGTH,
-                quantization=QUANTIZATION,
+                quantization=quantization,
                 training=TrainingSummary(
                     train_source=data.train_source,
                     val_source=data.val_source,
@@ -236,7 +240,7 @@ def build_bundle(
                 created_at=created.isoformat(),
                 golden=golden,
                 canary_min_accuracy=0.9,
-                embedding_version=f"{BASE_MODEL_ID}@{encoder_hash[:16]}/{QUANTIZATION}",
+                embedding_version=f"{BASE_MODEL_ID}@{encoder_hash[:16]}/{quantization}",
                 ood=ood,
             )
             write_manifest(staging, manifest)

@@ -11,6 +11,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION_FUSED
 from aivos.edge.intent import IntentModel
 from aivos.shared.bundle import load_bundle_manifest, write_manifest
 from aivos.shared.errors import BundleTampered, DataError, ModelNotFound
@@ -39,7 +40,7 @@ def model(small_bundle: Path) -> IntentModel:
 def test_manifest_describes_the_bundle(small_bundle: Path) -> None:
     manifest = load_bundle_manifest(small_bundle)
     assert manifest.labels == sorted(SMALL_INTENTS) + ["oos"]
-    assert manifest.quantization == "int8-dynamic-per-channel"
+    assert manifest.quantization == QUANTIZATION_FUSED
     assert manifest.embedding_dim == 384
     assert 0.0 < manifest.threshold < 1.0
     assert set(manifest.files) == {"model.onnx", "tokenizer.json", "words.txt", "ood.npz"}
