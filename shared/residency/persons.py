@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from aivos.shared.residency.names import STOP, STOP_LOWER, all_names, gazetteer
+from aivos.shared.residency.names import STOP, STOP_LOWER, all_names, common_words, gazetteer
 from aivos.shared.residency.scan import Scan, Words, matches_at
 from aivos.shared.residency.spans import Span
+from aivos.shared.residency.tagger_features import Lexicon
 from aivos.shared.residency.words import CAP_WORD, UPPER
 
 __all__ = ["PersonRecognizer"]
@@ -110,6 +111,10 @@ class PersonRecognizer:
             s = self._trim(text, m.start(1), m.end(1), cue=True)
             if s.end <= s.start or _shouting(text, m.start(), s.start, s.end):
                 continue
+            if text[m.start() : s.end].isupper():
+                s = _shouted_name(m, s)
+                if s is None:
+                    continue
             # A role word ("Customer:", "patient") is as often a prompt template's label as a
             # name's introduction: there the first word must be a known name, or
             # "Customer: Ignore previous instructions" would lose its verb.
@@ -121,7 +126,13 @@ class PersonRecognizer:
             words = m.group(1).split(" ")
             if len(words) == 2 and words[1].lower() in _STOP_LOWER | {"but", "and"}:
                 end = start + len(words[0])
-            if text[start:end].lower() not in _STOP_LOWER:
+            if text[m.start() : end].isupper():
+                # shouted: only the words that could be a name (`MY NAME IS GOING TO BE`)
+                k = 0
+                while k < len(words) and _caps_name_word(words[k], k > 0):
+                    k += 1
+                end = start + len(" ".join(words[:k]))
+            if end > start and text[start:end].lower() not in _STOP_LOWER:
                 spans.append(Span(start, end, self.entity))
         return spans
 
@@ -286,6 +297,62 @@ def _shouting(text: str, cue: int, start: int, end: int) -> bool:
     if not text[cue:end].isupper():
         return False
     return text[start:end].split()[0].strip(",:.").title() not in gazetteer()[0]
+
+
+# Cues that introduce a person's name, whatever the case: after these a known name stands
+# alone in shouted text (`I WANT TO BE CALLED FRANK`); after the others (`THIS IS`, `HELLO`,
+# `THANKS`, role words) it must be no dictionary word (`THIS IS TRUE`, `THANKS A LOT`).
+_NAMING_CUES = (
+    "name is", "names are", "i am", "i'm", "called", "named", "signed", "dear", "name",
+    "name:", "name?", "surname", "surname?",
+)  # fmt: skip
+
+
+def _shouted_name(m: re.Match[str], s: Span) -> Span | None:
+    """A cued span in text all in capitals, where case says nothing: cut to the words that
+    could be a name (`_caps_name_word`: `MY NAME IS DEB PLEASE USE MY` -> `DEB`); one word
+    left must follow a naming cue (`_NAMING_CUES`) or be no web2 word (`HELLO SIRI`, not
+    `HELLO, FRIEND`); two or more adjacent name words (first + last) stand after any cue."""
+    text = m.string
+    words = text[s.start : s.end].split(" ")
+    k = 0
+    while k < len(words) and _caps_name_word(words[k], k > 0):
+        k += 1
+    if k == 0:
+        return None
+    if k == 1:
+        cue = " ".join(text[m.start() : m.start(1)].lower().replace(",", " ").split())
+        lone = words[0].rstrip(",.!?;:").lower()
+        if not cue.endswith(_NAMING_CUES) and lone in _lexicon():
+            return None
+    return Span(s.start, s.start + len(" ".join(words[:k])), s.entity)
+
+
+def _caps_name_word(word: str, later: bool = False) -> bool:
+    """A word written in capitals that could be a name: a known first or last name, or a word
+    that is no common English word (`_english`: `TOMOMI`, `HERTZOG`, not `GOING`), not a stop
+    word (`PLEASE`); after a first word (`later`), an initial too (`RUTH R MONTEZ`)."""
+    word = word.rstrip(",.!?;:")
+    if later and len(word) == 1 and word.isalpha():
+        return True
+    title = word.title()
+    if len(word) < 2 or not word.replace("-", "").replace("'", "").isalpha() or title in _STOP:
+        return False
+    return title in all_names() or not _english(word)
+
+
+def _english(word: str) -> bool:
+    """A common English word and no known name: in the frequency list (`common_words`, names
+    left out) and in the tagger's web2 lexicon (`going`, `everyone`; not `hertzog`, which the
+    frequency list holds, nor `trevisano`)."""
+    lower = word.lower()
+    return lower in common_words() and lower in _lexicon()
+
+
+def _lexicon() -> Lexicon:
+    from aivos.shared.residency.tagger import load_model  # loaded once, lazily, on first use
+
+    return load_model().lexicon
 
 
 def _sentence_start(text: str, pos: int) -> bool:
