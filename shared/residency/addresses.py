@@ -8,7 +8,10 @@
 each extended over the comma- or line-separated city, region, postcode and country parts.
 
 `find_scanned` tries the street pattern only where a digit run, a street prefix, a unit word,
-a PO box or a military cue starts, and the other two patterns only next to their cue.
+a PO box or a military cue starts, and the other two patterns only next to their cue. Which
+digit runs may start a street is decided on ASCII text by one search of a digit-folded byte
+copy (`_digit_starts`; tighter in a text without lower-case letters, where no English street
+suffix can match); `tests/unit/test_residency_address_cost.py` checks it against the plain gate.
 """
 
 from __future__ import annotations
@@ -144,6 +147,37 @@ _DIGIT_GATE = re.compile(  # possessive spaces: nothing after them is a space or
     rf"{_NUM}(?:[ ]++{_NUM})?(?:[ ]++(?:{_NUM}[ ]++)?[{_UP}]|[ ,]++(?i:{_PREFIX_TRIE}|via\b))"
 )
 
+# The same gate on an ASCII text, found in one search of a byte copy whose digits are all `0`
+# (a literal the regex engine skips to; see `scan.py`): at each digit that starts a run (not
+# after a letter, digit, `_` or `-`, as `Scan.digit_run_starts`), a look-ahead holding the
+# gate. On ASCII text `\d`, `[{_UP}]`, `\b` and the case-blind prefix words mean what their
+# ASCII forms mean in a bytes pattern (no prefix word with a non-ASCII letter can occur).
+_ZERO_DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
+_NUM_B = r"0{1,5}+[A-Za-z]?(?:[-/]0{1,4}+)?"
+_PREFIX_ASCII = trie("|".join(w for w in _PREFIX_EU.split("|") if w.isascii()))
+_GATE_HEAD = rf"0(?<![\w-]0)(?=0{{0,4}}+[A-Za-z]?(?:[-/]0{{1,4}}+)?(?:[ ]++{_NUM_B})?"
+# the prefix words' first letters as one set, tested before the words one by one
+_PREFIX_FIRST = "".join(sorted({w[0] for w in _PREFIX_EU.split("|") if w.isascii()} | {"v"}))
+_GATE_PREFIX = rf"[ ,]++(?=[{_PREFIX_FIRST}{_PREFIX_FIRST.upper()}])(?i:{_PREFIX_ASCII}|via\b)"
+_DIGIT_GATE_ASCII = re.compile(
+    rf"{_GATE_HEAD}(?:[ ]++(?:{_NUM_B}[ ]++)?[A-Z]|{_GATE_PREFIX}))".encode()
+)
+# In a text without lower-case letters no English street suffix (`Street`, `St`: a capital and
+# lower-case letters, matched case-sensitively) can match, so a number followed by capitals
+# starts a street only as `6750 KOSKIKATU 25` (one to three words, then a number), before a
+# PO box, a military cue (`P.O. BOX`, `USNS`, `PSC`) or a prefix: a necessary shape (a
+# superset of `{_CAP}[ ]` on ASCII), so the upper-case passages of a request no longer try the
+# street pattern at every `7 DAYS`.
+_DIGIT_GATE_UPPER = re.compile(
+    rf"{_GATE_HEAD}(?:[ ]++(?:{_NUM_B}[ ]++)?(?:P|US|(?:[A-Z][A-Za-z'-]*+[ ]){{1,3}}0)"
+    rf"|{_GATE_PREFIX}))".encode()
+)
+# where a continental street ending can end (its last three characters; two for `u.`, `út`):
+# a cheap necessary test before `str.endswith` with all of them
+_EU_LAST3 = frozenset(s[-3:] for s in _SUFFIX_EU if len(s) >= 3)
+_EU_LAST2 = frozenset(s for s in _SUFFIX_EU if len(s) == 2)
+assert all(len(s) >= 2 for s in _SUFFIX_EU)
+
 _PREFIX_WORDS = tuple(w.replace("\\", "") for w in _PREFIX_EU.split("|"))
 # where an `_ADDRESS` match can start besides a digit run (lower case, verified by the regex)
 _STREET_STARTS = Words(
@@ -166,8 +200,7 @@ class AddressRecognizer:
 
     def find_scanned(self, scan: Scan) -> list[Span]:
         text = scan.text
-        gate = _DIGIT_GATE.match
-        digits = [p for p in scan.digit_run_starts() if gate(text, p)]
+        digits = _digit_starts(scan)
         starts = sorted({*digits, *scan.word_starts(_STREET_STARTS)})
         if scan.max_digits:
             eu = in_windows(_EU_STREET, text, _eu_windows(scan))
@@ -195,6 +228,24 @@ class AddressRecognizer:
         return [s for s in spans if s.end - s.start >= 3]
 
 
+def _digit_starts(scan: Scan) -> list[int]:
+    """The digit-run starts where `_ADDRESS` may match (in text order): those `_DIGIT_GATE`
+    passes, found on ASCII text by one search of a byte copy; in a text without lower-case
+    letters only those shaped like a street without an English suffix."""
+    text = scan.text
+    if not text.isascii():
+        gate = _DIGIT_GATE.match
+        return [p for p in scan.digit_run_starts() if gate(text, p)]
+    if not scan.max_digits:
+        return []
+    gate_b = _DIGIT_GATE_UPPER if text.isupper() else _DIGIT_GATE_ASCII
+    zeros = text.encode().translate(_ZERO_DIGITS)
+    first = gate_b.search(zeros)  # most texts have none: one call
+    if first is None:
+        return []
+    return [m.start() for m in gate_b.finditer(zeros, first.start())]
+
+
 def _eu_windows(scan: Scan) -> list[tuple[int, int]]:
     """Regions around each number that follows a word with a continental street ending."""
     text, lower, n = scan.text, scan.lower, len(scan.text)
@@ -204,8 +255,14 @@ def _eu_windows(scan: Scan) -> list[tuple[int, int]]:
         while j > 0 and text[j - 1] == " ":
             j -= 1
         # every suffix is made of word characters, so the text up to `j` ends with one exactly
-        # when the word before the number does
-        if j == p or j == 0 or not lower.endswith(_SUFFIX_EU, 0, j):
+        # when the word before the number does; its last letters are tested first (for `j` < 3
+        # the slices are empty: a space and a digit follow, so the text is longer than 3)
+        if (
+            j == p
+            or j == 0
+            or (lower[j - 3 : j] not in _EU_LAST3 and lower[j - 2 : j] not in _EU_LAST2)
+            or not lower.endswith(_SUFFIX_EU, 0, j)
+        ):
             continue
         k = j
         while k > 0 and (lower[k - 1].isalnum() or lower[k - 1] in "_'.-"):
