@@ -272,18 +272,18 @@ def _expected_oos_recall(
     tokenizer_file: Path,
     data: TrainingData,
     labels: Sequence[str],
-    scorer: OodScorer,
+    scorer: OodScorer | None,
     threshold: float,
     val_oos_recall: float,
 ) -> dict[str, float]:
-    """The oos recall to expect in service (with the served score), and on how many rows it
-    was measured: the held-out generic negatives when those were used, else the user's
-    validation oos rows."""
+    """The oos recall to expect in service (with the served score; `scorer` None: MSP, for
+    bundles without out-of-scope statistics), and on how many rows it was measured: the
+    held-out generic negatives when those were used, else the user's validation oos rows."""
     if data.heldout_negatives:
         texts = [e.text for e in data.heldout_negatives]
         probs, emb = predict_probs(model, tokenizer_file, texts)
         truth = [OOS_LABEL] * len(texts)
-        score = scorer.score(probs.max(1), emb)
+        score = probs.max(1) if scorer is None else scorer.score(probs.max(1), emb)
         _, recall = scores_on(score, _predicted(probs, labels), truth, threshold, OOS_LABEL)
         return {"expected_oos_recall": round(recall, 4), "expected_oos_recall_n": len(texts)}
     n_oos = sum(e.label == OOS_LABEL for e in data.val)

@@ -169,7 +169,9 @@ def build_frozen_bundle(
         probs, _ = predict_probs(model, tokenizer_file, val_texts)
         threshold = choose_threshold(probs, val_truth, labels, OOS_LABEL, data.max_in_scope_drop)
         in_acc, oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
-        expected = _expected_oos_recall(model, tokenizer_file, data, labels, threshold, oos_rec)
+        expected = _expected_oos_recall(
+            model, tokenizer_file, data, labels, None, threshold, oos_rec
+        )  # MSP: this build writes no out-of-scope statistics
         _write_words(staging, train)  # no noisy copies in this build
         files = {name: sha256_file(staging / name) for name in BUNDLE_FILES}
         created = datetime.now(UTC)

@@ -83,8 +83,10 @@ def make_variant(
     (dest / SIGNATURE_NAME).unlink(missing_ok=True)
     manifest = json.loads((dest / MANIFEST_NAME).read_bytes())
     manifest["bundle_version"] = version
-    if threshold is not None:
+    if threshold is not None:  # the served threshold: the out-of-scope score's, if any
         manifest["threshold"] = threshold
+        if manifest.get("ood"):
+            manifest["ood"]["threshold"] = threshold
     if wrong_golden:
         labels = [lb for lb in manifest["labels"] if lb != manifest.get("oos_label", "oos")]
         for g in manifest["golden"]:
