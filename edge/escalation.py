@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Protocol
 
 import msgspec
+from nats.aio.client import Client as NATS
 
 from aivos.edge.results import Generator
 from aivos.edge.uplink.generation import generate, stream_generate
@@ -102,7 +103,7 @@ class Escalator:
         )
         return Prepared(request=request, mapping=mapping, pii_counts=counts, intent=intent)
 
-    def _nc(self) -> object:
+    def _nc(self) -> NATS:
         nc = self.uplink.nc
         if nc is None or not self.uplink.connected:
             raise LinkDown(self.uplink.site)
@@ -113,7 +114,7 @@ class Escalator:
         request = msgspec.structs.replace(
             prepared.request, deadline_unix_ms=now_ms() + int(budget_s * 1000)
         )
-        done = await generate(nc, request, timeout_s=budget_s, intent=prepared.intent)  # type: ignore[arg-type]
+        done = await generate(nc, request, timeout_s=budget_s, intent=prepared.intent)
         return self.gate.restore(done.text, prepared.mapping), done
 
     async def stream(
@@ -125,9 +126,7 @@ class Escalator:
             prepared.request, stream=True, deadline_unix_ms=now_ms() + int(budget_s * 1000)
         )
         restorer = PlaceholderStreamRestorer(self.gate, prepared.mapping)
-        async for item in stream_generate(  # type: ignore[arg-type]
-            nc, request, timeout_s=budget_s, intent=prepared.intent
-        ):
+        async for item in stream_generate(nc, request, timeout_s=budget_s, intent=prepared.intent):
             if isinstance(item, Token):
                 chunk = restorer.feed(item.text)
                 if chunk:

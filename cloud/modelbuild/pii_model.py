@@ -452,9 +452,9 @@ def _report_holdout(data: bytes, digest: str) -> None:
                     a < s.end and s.start < b and g == s.entity for a, b, g in spans
                 ):
                     false_hits += 1
-            for s, e, entity in spans:
+            for start, end, entity in spans:
                 hit[entity][0] += 1
-                hit[entity][1] += all(covered[s:e])
+                hit[entity][1] += all(covered[start:end])
         recall = {k: f"{m}/{v} = {m / v:.3f}" for k, (v, m) in hit.items()}
         print(name, recall, f"spans on no gold value of their type: {false_hits}")
 

@@ -231,6 +231,6 @@ def quota_states(catalogue: Catalogue, path: Path, day: str | None = None) -> li
             limit = quota.tokens_per_day
             out.append(QuotaState(site, None, "tokens", tokens, limit, tokens >= limit))
         for intent, limit in sorted(quota.intents.items()):
-            used = by_intent.get((site, intent), 0)
-            out.append(QuotaState(site, intent, "tokens", used, limit, used >= limit))
+            spent = by_intent.get((site, intent), 0)
+            out.append(QuotaState(site, intent, "tokens", spent, limit, spent >= limit))
     return out

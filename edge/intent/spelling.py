@@ -123,6 +123,7 @@ class SpellingCorrector:
                 if options.english_known
                 else None
             )
+        words: Mapping[str, int]
         if isinstance(domain, Vocabulary):
             words, self._pairs = domain.words, domain.pairs if options.use_pairs else {}
         else:

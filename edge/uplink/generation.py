@@ -134,7 +134,7 @@ async def stream_generate(
         "nats.request", kind=SpanKind.CLIENT, attributes={"messaging.destination": subject}
     )
     # the reply-fields header asks workers to say why generation stopped (`Done.finish_reason`)
-    headers = reply_fields_headers() | inject_headers({}, context=set_span_in_context(span))
+    headers = {**reply_fields_headers(), **inject_headers({}, context=set_span_in_context(span))}
     if intent:
         headers[INTENT_HEADER] = intent  # the cloud's per-intent token budgets
     try:

@@ -85,6 +85,7 @@ def request_inputs(
     metadata = metadata or {}
     inputs: dict[str, Any] = {}
     for name, spec in workflow.inputs.items():
+        raw: Any
         if spec.source == "token":
             raw, where = bound.get(name), f"token attribute {name!r}"
         else:

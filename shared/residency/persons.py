@@ -112,9 +112,10 @@ class PersonRecognizer:
             if s.end <= s.start or _shouting(text, m.start(), s.start, s.end):
                 continue
             if text[m.start() : s.end].isupper():
-                s = _shouted_name(m, s)
-                if s is None:
+                shouted = _shouted_name(m, s)
+                if shouted is None:
                     continue
+                s = shouted
             # A role word ("Customer:", "patient") is as often a prompt template's label as a
             # name's introduction: there the first word must be a known name, or
             # "Customer: Ignore previous instructions" would lose its verb.
