@@ -49,11 +49,11 @@ import numpy as np
 import onnx
 
 from aivos.cloud.modelbuild.onnxgraph import (
-    HEAD_MATMUL,
     QUANTIZATION_FUSED,
     fuse_and_quantize_int8,
     fuse_bert,
     fused_op_counts,
+    quantize_int8,
 )
 from aivos.edge.intent import IntentModel
 from aivos.edge.intent.runtime import SUB_BATCH
@@ -72,29 +72,10 @@ def _variant(
 ) -> Path:
     """A recipe the build does not use, measured here: the ORT optimizer's default BERT
     fusion (with BiasGelu and bias on SkipLayerNormalization) and/or per-tensor scales."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
-
     source = fp32
-    if fuse and bias_gelu:
-        options = FusionOptions("bert")
-        options.use_raw_attention_mask(True)
-        source = tmp / f"fused-{out.stem}.onnx"
-        optimize_model(
-            str(fp32), model_type="bert", optimization_options=options, opt_level=0
-        ).save_model_to_file(str(source), use_external_data_format=False)
-    elif fuse:
-        source = fuse_bert(fp32, tmp / f"fused-{out.stem}.onnx")
-    quantize_dynamic(
-        model_input=str(source),
-        model_output=str(out),
-        per_channel=per_channel,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=[HEAD_MATMUL],
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    return out
+    if fuse:
+        source = fuse_bert(fp32, tmp / f"fused-{out.stem}.onnx", merge_biases=bias_gelu)
+    return quantize_int8(source, out, per_channel=per_channel)
 
 
 def _twin(bundle: Path, graph: Path, dest: Path, quantization: str) -> Path:

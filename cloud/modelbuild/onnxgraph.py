@@ -169,7 +169,9 @@ class FusionIncomplete(ValueError):
     """The optimizer did not find every layer's attention, GELU and layer norms."""
 
 
-def fuse_bert(fp32: Path, out: Path, *, num_heads: int = 0, hidden_size: int = 0) -> Path:
+def fuse_bert(
+    fp32: Path, out: Path, *, num_heads: int = 0, hidden_size: int = 0, merge_biases: bool = False
+) -> Path:
     """onnxruntime's BERT fusion of `fp32` (an optimum export + `fold_head` or `add_pooling`
     graph) into `out`: embeddings + LayerNorm into EmbedLayerNormalization, each layer's
     attention into one Attention node (Q, K, V weights packed), residual + LayerNorm into
@@ -181,7 +183,8 @@ def fuse_bert(fp32: Path, out: Path, *, num_heads: int = 0, hidden_size: int = 0
     `num_heads`/`hidden_size` 0: read from the graph. Python fusions only (opt_level 0):
     nothing tied to this machine's CPU is baked in; the edge's session still optimizes at
     ORT_ENABLE_ALL. The fused Attention reads the 2-D attention mask as given (raw mask), as
-    the unfused graph does.
+    the unfused graph does. `merge_biases`: the optimizer's default instead (BiasGelu, bias
+    on SkipLayerNormalization), which benchmarks/int8_fusion.py measures beside this.
 
     Raises `FusionIncomplete` (nothing written) unless every layer fused."""
     from onnxruntime.transformers.fusion_options import FusionOptions
@@ -189,8 +192,8 @@ def fuse_bert(fp32: Path, out: Path, *, num_heads: int = 0, hidden_size: int = 0
 
     options = FusionOptions("bert")
     options.use_raw_attention_mask(True)
-    options.enable_bias_gelu = False
-    options.enable_bias_skip_layer_norm = False
+    options.enable_bias_gelu = merge_biases
+    options.enable_bias_skip_layer_norm = merge_biases
     fused = optimize_model(
         str(fp32),
         model_type="bert",
@@ -201,25 +204,27 @@ def fuse_bert(fp32: Path, out: Path, *, num_heads: int = 0, hidden_size: int = 0
     )
     counts = fused_op_counts(fused.model)
     layers = counts["Attention"]
+    gelus = counts["Gelu"] + sum(n.op_type == "BiasGelu" for n in fused.model.graph.node)
     if (
         not layers
         or counts["EmbedLayerNormalization"] != 1
         or counts["SkipLayerNormalization"] != 2 * layers
-        or counts["Gelu"] != layers
+        or gelus != layers
     ):
         raise FusionIncomplete(f"BERT fusion incomplete for {fp32}: {counts}")
     fused.save_model_to_file(str(out), use_external_data_format=False)
     return out
 
 
-def quantize_int8(fp32: Path, out: Path) -> Path:
-    """Dynamic int8, per-channel weights; the small head MatMul stays fp32."""
+def quantize_int8(fp32: Path, out: Path, *, per_channel: bool = True) -> Path:
+    """Dynamic int8, per-channel weights (per-tensor: `per_channel=False`, measured by
+    benchmarks/int8_fusion.py); the small head MatMul stays fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
         model_input=str(fp32),
         model_output=str(out),
-        per_channel=True,
+        per_channel=per_channel,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=[HEAD_MATMUL],
         # shape inference cannot type the outputs of com.microsoft (fused) ops: fp32 all
