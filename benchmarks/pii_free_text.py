@@ -58,12 +58,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pii_public import baseline_package  # noqa: E402
+from pii_public import baseline_package, masker_parts  # noqa: E402
 
-from aivos.shared.residency import default_masker  # noqa: E402
 from aivos.shared.residency.names import gazetteer  # noqa: E402
-from aivos.shared.residency.normalize import normalize  # noqa: E402
-from aivos.shared.residency.recognizers import find_all  # noqa: E402
 
 CLINC = Path("/work/shared/data/clinc150/data_full.json")
 DOLLY = Path(__file__).resolve().parent / "data" / "dolly_routing_sample.jsonl"
@@ -95,12 +92,7 @@ def spans_by(pkg: Any) -> Any:
     """A function text -> its masked spans `(start, end, entity)` in the original text, for
     the default masker of `pkg` (a residency package from `baseline_package`; None = this
     tree's)."""
-    if pkg is None:
-        masker, norm_of, find = default_masker(), normalize, find_all
-    else:
-        masker = pkg.default_masker()
-        norm_of = sys.modules[pkg.__name__ + ".normalize"].normalize
-        find = sys.modules[pkg.__name__ + ".spans"].find_all
+    masker, norm_of, find = masker_parts(pkg)
 
     def run(text: str) -> Spans:
         norm = norm_of(text)

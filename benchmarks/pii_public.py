@@ -80,15 +80,22 @@ def _is_full_date(value: str) -> bool:
     return sum(c.isdigit() for c in value) >= 6
 
 
+def masker_parts(pkg: Any = None) -> tuple[Any, Any, Any]:
+    """(default masker, `normalize`, `find_all`) of `pkg` (a residency package, e.g. a git
+    ref's from `baseline_package`; None = this tree's)."""
+    if pkg is None:
+        return default_masker(), normalize, find_all
+    return (
+        pkg.default_masker(),
+        sys.modules[pkg.__name__ + ".normalize"].normalize,
+        sys.modules[pkg.__name__ + ".spans"].find_all,
+    )
+
+
 def evaluate(rows: list[dict[str, Any]], n_errors: int = 0, pkg: Any = None) -> dict[str, Any]:
     """Recall, precision and PII-free sentences changed of the masker of `pkg` (a residency
     package, e.g. a git ref's from `baseline_package`; None = this tree's)."""
-    if pkg is None:
-        masker, norm_of, spans_of = default_masker(), normalize, find_all
-    else:
-        masker = pkg.default_masker()
-        norm_of = sys.modules[pkg.__name__ + ".normalize"].normalize
-        spans_of = sys.modules[pkg.__name__ + ".spans"].find_all
+    masker, norm_of, spans_of = masker_parts(pkg)
     gold_stats: dict[str, dict[str, int]] = {g: {"values": 0, "masked": 0} for g in GOLD_FOR}
     gold_stats["DATE_TIME (full dates)"] = {"values": 0, "masked": 0}
     pred_stats: dict[str, dict[str, int]] = {}
