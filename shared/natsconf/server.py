@@ -42,11 +42,36 @@ class NatsServerError(AivosError):
     code = "nats_server_error"
 
 
+# Ports this process has handed out: the OS may offer a just-closed port again, and the
+# nodes of a cluster each need several distinct ones.
+_issued_ports: set[int] = set()
+
+# Attempts of the local hub/cluster starters when a picked port was taken in between (an
+# outgoing connection of another process can get any ephemeral port).
+_START_ATTEMPTS = 3
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on `host` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free right now on `host` (the OS picks it), never one this
+    process has handed out before."""
+    for _ in range(64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _issued_ports:
+            break
+    _issued_ports.add(port)
+    return port
+
+
+def _attempt_dir(workdir: Path, attempt: int) -> Path:
+    """The first start uses `workdir`; a retry gets a clean folder (no half-made state)."""
+    return workdir if attempt == 1 else workdir / f"retry-{attempt}"
+
+
+def _port_taken(error: NatsServerError) -> bool:
+    """Whether nats-server failed because a port was bound by someone else meanwhile."""
+    return "address already in use" in str(error)
 
 
 def nats_server_binary() -> Path:
@@ -167,21 +192,26 @@ class NatsServer:
     def wait_ready(self, timeout: float = 15.0) -> NatsServer:
         """Wait until the spawned server accepts clients (and answers /healthz when a
         monitor port is set). Raises NatsServerError (the process is killed)."""
-        if self._proc is None:
-            raise NatsServerError(f"{self.name} was not started")
         deadline = time.monotonic() + timeout
-        host, port, mon = self.conf.host, self.conf.port, self.conf.monitor_port
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise NatsServerError(
-                    f"{self.name} exited with {self._proc.returncode}: {self._tail()}"
-                )
-            if _port_open(host, port) and (not mon or _healthy(host, mon)):
-                log.info("nats-server %s ready on %s (pid %d)", self.name, self.url, self._proc.pid)
+            if self.is_ready():
+                log.info("nats-server %s ready on %s (pid %s)", self.name, self.url, self.pid)
                 return self
             time.sleep(0.05)
         self.kill()
         raise NatsServerError(f"{self.name} not ready after {timeout:.0f}s: {self._tail()}")
+
+    def is_ready(self) -> bool:
+        """Whether the spawned server accepts clients (and answers /healthz when a monitor
+        port is set) now. Raises NatsServerError when it was not started or has exited."""
+        if self._proc is None:
+            raise NatsServerError(f"{self.name} was not started")
+        if self._proc.poll() is not None:
+            raise NatsServerError(
+                f"{self.name} exited with {self._proc.returncode}: {self._tail()}"
+            )
+        host, port, mon = self.conf.host, self.conf.port, self.conf.monitor_port
+        return _port_open(host, port) and (not mon or _healthy(host, mon))
 
     def reload(self) -> None:
         """Rewrite the config and make the running server reload it (SIGHUP): changed
@@ -254,19 +284,40 @@ class NatsServer:
 
 
 def start_local_hub(workdir: Path) -> NatsServer:
-    """A hub with JetStream on free loopback ports under `workdir` (tests, benchmarks)."""
-    conf = HubConfig(
-        store_dir=str(workdir / "jetstream"),
-        port=free_port(),
-        leaf_port=free_port(),
-        monitor_port=free_port(),
-    )
-    return NatsServer(conf, workdir).start()
+    """A hub with JetStream on free loopback ports under `workdir` (tests, benchmarks);
+    started again on fresh ports when a picked one was taken before nats-server bound it."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        where = _attempt_dir(workdir, attempt)
+        conf = HubConfig(
+            store_dir=str(where / "jetstream"),
+            port=free_port(),
+            leaf_port=free_port(),
+            monitor_port=free_port(),
+        )
+        try:
+            return NatsServer(conf, where).start()
+        except NatsServerError as exc:
+            if attempt == _START_ATTEMPTS or not _port_taken(exc):
+                raise
+            log.warning("local hub: a port was taken meanwhile, starting on fresh ports")
+    raise AssertionError("unreachable")
 
 
 def start_local_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) -> list[NatsServer]:
     """`nodes` routed hub nodes with JetStream (domain ``hub``) on free loopback ports under
-    `workdir`, all ready (JetStream meta leader elected) when this returns."""
+    `workdir`, all ready (JetStream meta leader elected) when this returns; started again
+    on fresh ports when a picked one was taken before nats-server bound it."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        try:
+            return _start_cluster_once(_attempt_dir(workdir, attempt), nodes, timeout)
+        except NatsServerError as exc:
+            if attempt == _START_ATTEMPTS or not _port_taken(exc):
+                raise
+            log.warning("local cluster: a port was taken meanwhile, starting on fresh ports")
+    raise AssertionError("unreachable")
+
+
+def _start_cluster_once(workdir: Path, nodes: int, timeout: float) -> list[NatsServer]:
     ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(nodes)]
     routes = tuple(f"nats-route://127.0.0.1:{p[3]}" for p in ports)
     servers = [
@@ -287,10 +338,23 @@ def start_local_cluster(workdir: Path, nodes: int = 3, timeout: float = 30.0) ->
     try:
         for server in servers:
             server.spawn()
-        for server in servers:
-            server.wait_ready(timeout)
+        _wait_all_ready(servers, timeout)
     except BaseException:
         for server in servers:
             server.kill()
         raise
     return servers
+
+
+def _wait_all_ready(servers: list[NatsServer], timeout: float) -> None:
+    """Wait for every node, failing at once when any node exits (the others would wait for
+    their quorum until the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        not_ready = [server for server in servers if not server.is_ready()]  # raises on exit
+        if not not_ready:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(server.name for server in not_ready)
+            raise NatsServerError(f"{names} not ready after {timeout:.0f}s: {not_ready[0]._tail()}")
+        time.sleep(0.05)

@@ -1,0 +1,65 @@
+"""Local hubs and clusters survive a port taken between picking it and nats-server binding it
+(CI once failed on exactly that: ``bind: address already in use`` on a cluster port)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aivos.shared.natsconf import server as natsserver
+
+pytestmark = pytest.mark.slow
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    ports = [natsserver.free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port someone else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def _first_pick_taken(monkeypatch: pytest.MonkeyPatch, taken: int, nth: int) -> None:
+    """The `nth` port picked is one that another process has bound meanwhile."""
+    real = natsserver.free_port
+    calls = {"n": 0}
+
+    def pick(host: str = "127.0.0.1") -> int:
+        calls["n"] += 1
+        return taken if calls["n"] == nth else real(host)
+
+    monkeypatch.setattr(natsserver, "free_port", pick)
+
+
+def test_local_hub_starts_on_fresh_ports_when_one_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken_port: int
+) -> None:
+    _first_pick_taken(monkeypatch, taken_port, nth=1)
+    hub = natsserver.start_local_hub(tmp_path)
+    try:
+        assert hub.running and hub.conf.port != taken_port
+        assert "address already in use" in (tmp_path / "hub.log").read_text()
+    finally:
+        hub.stop()
+
+
+def test_local_cluster_starts_on_fresh_ports_when_a_route_port_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken_port: int
+) -> None:
+    _first_pick_taken(monkeypatch, taken_port, nth=8)  # node 2's cluster (route) port
+    nodes = natsserver.start_local_cluster(tmp_path, nodes=3)
+    try:
+        assert all(node.running for node in nodes)
+        assert taken_port not in {node.conf.cluster_port for node in nodes}
+    finally:
+        for node in nodes:
+            node.stop()
