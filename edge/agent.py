@@ -40,7 +40,7 @@ from aivos.edge.pipeline import Pipeline
 from aivos.edge.recorder import Recorder
 from aivos.edge.results import InferResult, Query
 from aivos.edge.retention import Retention
-from aivos.edge.router import RouterPolicy, load_router_policy
+from aivos.edge.router import RouterPolicy, load_router_policy, served_score, warn_threshold_scale
 from aivos.edge.serving import Classified, Serving
 from aivos.edge.sessions import Sessions
 from aivos.edge.settings import EdgeSettings
@@ -140,6 +140,7 @@ class Agent:
         if settings.router_policy:
             self.policy = load_router_policy(Path(settings.router_policy))
         self.policy.validate_against(list(model.labels))
+        warn_threshold_scale(self.policy, served_score(model), "policy loaded")
         self.store = await asyncio.to_thread(
             Store.open,
             data,
@@ -227,6 +228,7 @@ class Agent:
             site_id=settings.site_id,
             memory_turns=settings.memory.turns,
         )
+        self.recorder.candidates.serve(served_score(self.serving.model))
         self.pipeline = Pipeline(
             settings,
             serving=self.serving,
@@ -384,6 +386,7 @@ class Agent:
         The knowledge index is re-embedded first when the embedding changes."""
         async with self._swap_lock:
             self.policy.validate_against(list(model.labels))
+            warn_threshold_scale(self.policy, served_score(model), "bundle swapped")
             old, index = self.serving.model, self.serving.index
             examples = await self.workflows.embed_examples(model)  # re-embedded on a new space
             if model.embedding_version != old.embedding_version:
@@ -395,6 +398,7 @@ class Agent:
                 await asyncio.to_thread(index.close)
             else:
                 self.serving.swap(model, index)
+            self.recorder.candidates.serve(served_score(model))
             self.workflows.examples = examples
             log.info("model swapped", extra={"fields": {"from": old.version, "to": model.version}})
             return old
@@ -406,6 +410,7 @@ class Agent:
         Every part that holds a policy gets the new one here."""
         if router is not None:
             router.validate_against(list(self.model.labels))
+            warn_threshold_scale(router, served_score(self.model), "remote config applied")
         if residency is not None:
             gate = ExitGate(residency, registry=None)
             self.gate, self.residency = gate, residency

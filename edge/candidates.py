@@ -6,6 +6,12 @@ A decision is a *candidate* when the model was unsure or could not serve it:
 * ``escalated``: sent to the cloud (open-ended, nothing to answer from, a policy rule);
 * ``low_confidence``: answered locally, but within `band` of the threshold.
 
+The band lies just above the served threshold, on the served score's own scale: the score
+the bundle serves as the confidence (MSP, or the `shared/ood.py` score of a bundle with
+``ood``) has its own width (`CANDIDATE_BANDS`), chosen so that about the same share of
+traffic is kept whichever the bundle serves. The agent tells the keeper which score its
+bundle serves (`CandidateKeeper.serve`) when it loads or swaps one.
+
 A candidate leaves the site as an outbox record of data class ``hard_example`` (kind
 ``candidate``), so the residency policy decides: ``mask`` and the exit gate masks the text
 and the answer at the one place data leaves the site; no rule or ``local-only`` and it
@@ -30,13 +36,17 @@ import sqlite3
 from typing import Any, Final
 
 from aivos.edge.results import InferResult, Outcome, Understood
+from aivos.edge.router import MSP_SCORE
 from aivos.edge.store import Store
 from aivos.edge.store import reviewed as _reviewed
 from aivos.shared.errors import QuotaExceeded
+from aivos.shared.ood import SCORE as OOD_SCORE
 from aivos.shared.residency import DataClass, ExitGate
 
 __all__ = [
     "CANDIDATE_BAND",
+    "CANDIDATE_BANDS",
+    "candidate_band",
     "KIND_CANDIDATE",
     "KIND_ANSWER",
     "KIND_FEEDBACK",
@@ -49,13 +59,30 @@ log = logging.getLogger(__name__)
 # A local answer this close to the threshold is kept too: the next bundle may well get it
 # wrong. 0.1 on a softmax confidence keeps a few percent of CLINC150-like traffic.
 CANDIDATE_BAND: Final = 0.1
+# The band per served score, the same share of traffic on each. The out-of-scope score
+# (MSP x sqrt(typicality)) spreads in-scope queries down towards its threshold (~0.07 where
+# the MSP's is ~0.5), so its 0.1 would keep 2.5-3x as many: 3.2-6.0% of CLINC150 val/test
+# against the MSP band's 1.0-3.0% on the same bundles. 0.04 keeps 1.0-2.8%: the width that
+# keeps the MSP band's share was 0.036-0.050 on val, 0.027-0.045 on test (full, no-`oos` and
+# 10-shot bundles; docs/models.md "Improving a site's bundle").
+CANDIDATE_BANDS: Final = {MSP_SCORE: CANDIDATE_BAND, OOD_SCORE: 0.04}
 KIND_CANDIDATE: Final = "candidate"
 KIND_FEEDBACK: Final = "feedback"
 KIND_ANSWER: Final = "answer"  # a durable job's late cloud answer to a candidate
 
 
+def candidate_band(score: str) -> float:
+    """The low-confidence band above the threshold for a bundle serving `score` ("msp" or
+    the `shared/ood.py` score's name)."""
+    try:
+        return CANDIDATE_BANDS[score]
+    except KeyError:
+        raise ValueError(f"no candidate band for the score {score!r}") from None
+
+
 def candidate_reason(u: Understood, band: float = CANDIDATE_BAND) -> str | None:
-    """Why this decision is a hard example, or None when it is not one."""
+    """Why this decision is a hard example, or None when it is not one. `band` is on the
+    scale of `u.prediction.confidence` (`candidate_band` of the score the bundle serves)."""
     if u.route.reason == "out_of_scope":
         return "out_of_scope"
     if u.route.decision == "escalate":
@@ -72,12 +99,20 @@ def _record_id(kind: str, request_id: str) -> str:
 class CandidateKeeper:
     """Queues candidate and feedback records; `gate` is the recorder's current exit gate."""
 
-    def __init__(self, store: Store, *, band: float = CANDIDATE_BAND) -> None:
+    def __init__(self, store: Store, *, score: str = MSP_SCORE) -> None:
         self.store = store
-        self.band = band
+        self.score = score
+        self.band = candidate_band(score)  # what `Recorder` passes to `candidate_reason`
         self.kept = 0
         self.kept_on_site = 0  # the policy keeps them local: for `aivos candidates`
         self.dropped = 0  # refused by a full outbox
+
+    def serve(self, score: str) -> None:
+        """The bundle now serves `score` as its confidence: keep its own band from now on."""
+        band = candidate_band(score)
+        if score != self.score:
+            log.info("hard-example band %.3g above the %s threshold", band, score)
+        self.score, self.band = score, band
 
     @staticmethod
     def allowed(gate: ExitGate) -> bool:

@@ -14,6 +14,15 @@ The policy is a small TOML document (a file, or the `[router]` table of the agen
 Below the threshold (the intent's override, else the bundle's) a query is out of
 scope and the decision is always `escalate`.
 
+Thresholds are on the scale of the score the bundle serves as the intent's confidence: the
+max softmax probability (MSP) for a bundle without out-of-scope statistics, the
+`shared/ood.py` score (MSP x sqrt(typicality), never above the MSP) for one with them
+(manifest ``ood``). Overrides are never rescaled: `threshold_score` names the score they
+were written for ("msp" unless set), and `threshold_scale_warning` says when the bundle
+serves another one (an MSP override of 0.8 on an ``ood`` bundle rejects far more than it
+did; re-derive it on the served score: docs/models.md "Thresholds and the served score").
+The agent logs it when the policy or the bundle changes and `aivos doctor` reports it.
+
 `route` decides on the intent alone; `settle` then checks that a `local` route can actually
 be answered on site (answerability, docs/models.md "Routing on answerability"):
 
@@ -33,16 +42,23 @@ be answered on site (answerability, docs/models.md "Routing on answerability"):
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
+import numpy as np
 
 from aivos.edge.answers import builtin_template
 from aivos.shared.config import decode_config
 from aivos.shared.errors import ConfigError
+from aivos.shared.ood import SCORE as OOD_SCORE
+
+if TYPE_CHECKING:
+    from aivos.edge.intent.runtime import IntentModel
 
 __all__ = [
     "Decision",
@@ -55,7 +71,18 @@ __all__ = [
     "knowledge_may_answer",
     "load_router_policy",
     "model_class_for",
+    "MSP_SCORE",
+    "rederive_threshold",
+    "served_score",
+    "threshold_scale_warning",
+    "warn_threshold_scale",
 ]
+
+log = logging.getLogger(__name__)
+
+# The name of the max softmax probability as a served score (`shared/ood.py` names the other).
+MSP_SCORE = "msp"
+SCORES = frozenset({MSP_SCORE, OOD_SCORE})
 
 Decision = Literal["local", "escalate", "refuse"]
 
@@ -78,10 +105,21 @@ class RouterPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # cloud model class (e.g. "small", "large") escalations name unless their intent's rule
     # names one; None: the cloud's default queue group (no model routing)
     model_class: str | None = None
+    # the served score the intents' `threshold` overrides were written for: "msp" or the
+    # `shared/ood.py` score's name ("msp_x_sqrt_typicality"); never used to rescale them
+    threshold_score: str = MSP_SCORE
+
+    def threshold_overrides(self) -> dict[str, float]:
+        """The intents whose rule sets its own threshold, with it."""
+        return {n: r.threshold for n, r in self.intents.items() if r.threshold is not None}
 
     def validate_against(self, labels: list[str]) -> None:
         """Fail loudly when the policy names an intent the bundle does not know."""
         known = set(labels)
+        if self.threshold_score not in SCORES:
+            raise ConfigError(
+                "router.threshold_score", f"must be one of {', '.join(sorted(SCORES))}"
+            )
         for name, rule in self.intents.items():
             if name not in known:
                 raise ConfigError(f"router.intents.{name}", "unknown intent for this model bundle")
@@ -178,6 +216,61 @@ def settle(
     if generator:
         return Route("escalate", "no_answer", decided.threshold)
     return decided
+
+
+def served_score(model: IntentModel) -> str:
+    """The score `model` serves as its confidence: its bundle's out-of-scope score when it
+    was loaded with it (`IntentModel.load(..., ood=True)`, the agent's way), else "msp"."""
+    ood = model.manifest.ood
+    return MSP_SCORE if model.ood is None or ood is None else ood.score
+
+
+def threshold_scale_warning(policy: RouterPolicy, score: str) -> str | None:
+    """Why the policy's per-intent thresholds do not mean what they were written to mean on
+    a bundle serving `score` ("msp" or the `shared/ood.py` score's name), or None
+    when there are no overrides or they were written for that score. The overrides are
+    applied as written either way: a silent rescaling would move every decision they make."""
+    overrides = policy.threshold_overrides()
+    if not overrides or policy.threshold_score == score:
+        return None
+    shown = ", ".join(f"{name}={value:g}" for name, value in sorted(overrides.items())[:5])
+    more = f" and {len(overrides) - 5} more" if len(overrides) > 5 else ""
+    effect = (
+        "stricter than intended: the served score is never above the MSP"
+        if policy.threshold_score == MSP_SCORE
+        else "looser than intended: the MSP is never below the out-of-scope score"
+    )
+    return (
+        f"{len(overrides)} per-intent threshold override(s) ({shown}{more}) were written for "
+        f"the {policy.threshold_score!r} score, but the bundle serves {score!r}: "
+        f"they are {effect}. Re-derive them on the served score (docs/models.md, "
+        f"'Thresholds and the served score') and set threshold_score = {score!r}"
+    )
+
+
+def warn_threshold_scale(policy: RouterPolicy, score: str, when: str) -> str | None:
+    """Log `threshold_scale_warning` (at WARNING) naming `when` it was found ("policy
+    loaded", "bundle swapped"); returns the warning."""
+    warning = threshold_scale_warning(policy, score)
+    if warning is not None:
+        log.warning("router thresholds (%s): %s", when, warning)
+    return warning
+
+
+def rederive_threshold(
+    override: float, written_for: Sequence[float], served: Sequence[float]
+) -> float:
+    """An override re-derived on the served score: the threshold that accepts as many of
+    an intent's queries (its validation rows, or logged queries the bundle predicts as it)
+    as `override` accepted on the score it was written for. `written_for` and `served` are
+    the two scores of the same queries (`Prediction.msp` and `Prediction.confidence`); 1.0
+    when the override accepted none of them."""
+    old = np.asarray(written_for, dtype=np.float64)
+    new = np.sort(np.asarray(served, dtype=np.float64))[::-1]
+    if old.shape != new.shape or old.size == 0:
+        raise ValueError("both scores of the same, non-empty set of queries are needed")
+    n = int((old >= override).sum())
+    return 1.0 if n == 0 else float(new[n - 1])
 
 
 def model_class_for(policy: RouterPolicy, intent: str) -> str | None:

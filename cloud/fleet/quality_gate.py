@@ -1,9 +1,19 @@
 """The quality gate a retrained bundle passes before a rollout may start.
 
 The candidate bundle is compared with the bundle the fleet runs now, on the same held-out
-set, each at its own calibrated threshold and with the project's counting rules (an
-in-scope row is right only with the right label at or above the threshold; an ``oos`` row
-is recalled when rejected):
+set, each as the edge serves it and with the project's counting rules (an in-scope row is
+right only with the right label at or above the threshold; an ``oos`` row is recalled when
+rejected). "As served" means each bundle's own in-scope score against that score's own
+threshold (`ServedScorer`): the out-of-scope score of `shared/ood.py` (MSP x sqrt(
+typicality)) against ``manifest.ood.threshold`` for a bundle that carries one, else the max
+softmax probability (MSP) against ``manifest.threshold``, as `edge/intent/runtime.py` picks
+them. A gate between an MSP bundle and an ``ood`` one so compares what each fleet would
+answer, not two numbers on different scales. The score is computed by the runtime's own
+code (`shared.ood.OodScorer.score` on the graph's ``probs`` and ``sentence_embedding``);
+what the gate leaves out is the edge's spelling correction (an edge dependency), so it
+judges the text as written, as `aivos intents eval --no-spelling` does. Each row runs alone
+(`ServedScorer.predict`), as the edge runs a lone query: the int8 graph's activation
+quantization is per run, so in a batch a row's score would depend on its batch-mates.
 
 * held-out in-scope accuracy may not drop, nor may held-out OOS recall;
 * every golden query (a file of text -> expected intent, ``oos`` for "must be rejected")
@@ -39,9 +49,11 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from aivos.shared.bundle import load_bundle_manifest
+from aivos.shared.bundle import Manifest, load_bundle_manifest
 from aivos.shared.datasets import OOS_LABEL, Example, load_examples
-from aivos.shared.errors import AivosError, DataError
+from aivos.shared.errors import AivosError, BundleError, DataError
+from aivos.shared.ood import SCORE as OOD_SCORE
+from aivos.shared.ood import OodScorer, OodStats
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -53,6 +65,7 @@ __all__ = [
     "MetricCheck",
     "QualityGate",
     "QualityGateFailed",
+    "ServedScorer",
     "drop_p_value",
     "evaluate_gate",
     "judge_metric",
@@ -66,12 +79,17 @@ DEFAULT_TOLERANCE = 0.01
 DEFAULT_ALPHA = 0.05
 
 
+MSP_SCORE = "msp"  # the max softmax probability: a bundle without `ood` (the runtime's name)
+
+
 class BundleScore(msgspec.Struct, frozen=True):
     bundle_version: str
     in_scope_accuracy: float
     oos_recall: float
     n_in_scope: int
     n_oos: int
+    score: str = MSP_SCORE  # the in-scope score the bundle is served (and judged) with
+    threshold: float = 0.0  # that score's threshold
 
 
 class GoldenMiss(msgspec.Struct, frozen=True):
@@ -123,22 +141,58 @@ class QualityGate(Protocol):
     def check(self, bundle_version: str) -> GateReport: ...
 
 
-def _predict(bundle: Path, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """(accepted label or "oos", confidence) per text, at the bundle's own threshold."""
-    from aivos.cloud.modelbuild.calibrate import predict_probs
+class ServedScorer:
+    """A bundle's in-scope decision as the edge serves it: the score `edge/intent/runtime.py`
+    serves (`shared/ood.py`'s score when the manifest carries ``ood``, else MSP) against
+    that score's threshold. A score this code does not compute is refused, as the runtime
+    refuses it, rather than judged as MSP against a threshold chosen for another score."""
 
-    manifest = load_bundle_manifest(bundle)
-    probs, _ = predict_probs(bundle / "model.onnx", bundle / "tokenizer.json", list(texts))
-    labels = np.asarray(manifest.labels)
-    pred = labels[probs.argmax(1)]
-    conf = probs.max(1)
-    accepted = (conf >= manifest.threshold) & (pred != manifest.oos_label)
-    return [str(p) if a else OOS_LABEL for p, a in zip(pred, accepted, strict=True)], conf
+    def __init__(self, bundle: Path, manifest: Manifest | None = None) -> None:
+        self.bundle = bundle
+        self.manifest = manifest or load_bundle_manifest(bundle)
+        self.ood: OodScorer | None = None
+        ood = self.manifest.ood
+        if ood is not None:
+            if ood.score != OOD_SCORE:
+                raise BundleError(str(bundle), f"unknown out-of-scope score {ood.score!r}")
+            try:
+                self.ood = OodScorer(OodStats.load(bundle / ood.file))
+            except (OSError, KeyError, ValueError) as exc:
+                raise BundleError(str(bundle), f"cannot load {ood.file}: {exc}") from exc
+
+    @property
+    def score(self) -> str:
+        """The served score's name: "msp" or the manifest's ``ood.score``."""
+        return MSP_SCORE if self.ood is None else OOD_SCORE
+
+    @property
+    def threshold(self) -> float:
+        """The threshold on the served score (the runtime's `IntentModel.threshold`)."""
+        if self.ood is not None and self.manifest.ood is not None:
+            return self.manifest.ood.threshold
+        return self.manifest.threshold
+
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(accepted label or "oos", served score) per text."""
+        from aivos.cloud.modelbuild.calibrate import predict_probs
+
+        bundle = self.bundle
+        # one row per run: the int8 graph quantizes its activations per run, so a row's score
+        # moves with the rows padded into its batch (up to 0.1 of MSP on the test bundles);
+        # alone, it is exactly what the edge serves a lone query (`IntentModel.classify`)
+        probs, emb = predict_probs(
+            bundle / "model.onnx", bundle / "tokenizer.json", list(texts), batch_size=1
+        )
+        pred = np.asarray(self.manifest.labels)[probs.argmax(1)]
+        msp = probs.max(1)
+        conf = msp if self.ood is None else self.ood.score(msp, emb)  # as the runtime does
+        accepted = (conf >= self.threshold) & (pred != self.manifest.oos_label)
+        return [str(p) if a else OOS_LABEL for p, a in zip(pred, accepted, strict=True)], conf
 
 
-def _row_outcomes(bundle: Path, heldout: Sequence[Example]) -> tuple[list[bool], list[bool]]:
+def _outcomes(served: ServedScorer, heldout: Sequence[Example]) -> tuple[list[bool], list[bool]]:
     """(right per in-scope row, recalled per oos row), in the held-out order."""
-    got, _ = _predict(bundle, [e.text for e in heldout])
+    got, _ = served.predict([e.text for e in heldout])
     pairs = list(zip(got, (e.label for e in heldout), strict=True))
     return [g == t for g, t in pairs if t != OOS_LABEL], [
         g == OOS_LABEL for g, t in pairs if t == OOS_LABEL
@@ -149,19 +203,22 @@ def _rate(hits: Sequence[bool]) -> float:
     return round(sum(hits) / len(hits), 4) if hits else 0.0
 
 
-def _score(version: str, ins: Sequence[bool], oos: Sequence[bool]) -> BundleScore:
+def _score(served: ServedScorer, ins: Sequence[bool], oos: Sequence[bool]) -> BundleScore:
     return BundleScore(
-        bundle_version=version,
+        bundle_version=served.manifest.bundle_version,
         in_scope_accuracy=_rate(ins),
         oos_recall=_rate(oos),
         n_in_scope=len(ins),
         n_oos=len(oos),
+        score=served.score,
+        threshold=round(float(served.threshold), 6),
     )
 
 
 def score_bundle(bundle: Path, heldout: Sequence[Example]) -> BundleScore:
-    ins, oos = _row_outcomes(bundle, heldout)
-    return _score(load_bundle_manifest(bundle).bundle_version, ins, oos)
+    served = ServedScorer(bundle)
+    ins, oos = _outcomes(served, heldout)
+    return _score(served, ins, oos)
 
 
 def drop_p_value(lost: int, gained: int) -> float:
@@ -227,10 +284,11 @@ def evaluate_gate(
 ) -> GateReport:
     if not heldout:
         raise DataError("heldout", "the quality gate needs a non-empty held-out set")
-    new_ins, new_oos = _row_outcomes(candidate, heldout)
-    old_ins, old_oos = _row_outcomes(baseline, heldout)
-    new = _score(load_bundle_manifest(candidate).bundle_version, new_ins, new_oos)
-    old = _score(load_bundle_manifest(baseline).bundle_version, old_ins, old_oos)
+    new_served, old_served = ServedScorer(candidate), ServedScorer(baseline)
+    new_ins, new_oos = _outcomes(new_served, heldout)
+    old_ins, old_oos = _outcomes(old_served, heldout)
+    new = _score(new_served, new_ins, new_oos)
+    old = _score(old_served, old_ins, old_oos)
     checks = [
         judge_metric(metric, o, c, tolerance, alpha)
         for metric, o, c in (
@@ -242,7 +300,7 @@ def evaluate_gate(
     reasons = [_reason(c, old.bundle_version, tolerance, alpha) for c in checks if c.refused]
     misses: list[GoldenMiss] = []
     if golden:
-        got, conf = _predict(candidate, [g.text for g in golden])
+        got, conf = new_served.predict([g.text for g in golden])
         for g, label, c in zip(golden, got, conf, strict=True):
             if label != g.label:
                 misses.append(GoldenMiss(g.text, g.label, label, round(float(c), 4)))

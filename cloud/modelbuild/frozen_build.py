@@ -2,12 +2,15 @@
 
     base encoder graph (bert_onnx, from safetensors) + pooling -> int8 (per channel)
     -> embed the training rows (onnxruntime) -> cosine head (numpy_head)
-    -> head appended to the int8 graph -> threshold calibrated on val -> bundle
+    -> head appended to the int8 graph -> threshold calibrated on val
+    -> out-of-scope statistics (shared/ood.py) from the same training embeddings -> bundle
 
 The bundle is what `build.build_bundle(..., epochs=0, augment_ratio=0)` writes — same graph
-inputs and outputs, quantization, tokenizer, calibration, canary and manifest fields — so the
-edge loads it as any other; only the way there needs onnx, onnxruntime and numpy alone, which
-is what lets `scripts/up` answer before the torch stack is installed.
+inputs and outputs, quantization, tokenizer, calibration, out-of-scope statistics
+(``ood.npz`` and the manifest's ``ood``, so the edge serves the same score as for a full
+build), canary and manifest fields — so the edge loads it as any other; only the way there
+needs onnx, onnxruntime and numpy alone, which is what lets `scripts/up` answer before the
+torch stack is installed.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ from aivos.cloud.modelbuild.build import (
 from aivos.cloud.modelbuild.calibrate import (
     GENERIC_IN_SCOPE_BUDGET,
     choose_threshold,
+    choose_threshold_on,
     predict_probs,
     scores_at,
+    scores_on,
 )
 from aivos.cloud.modelbuild.numpy_head import HeadRecipe, train_cosine_head
 from aivos.cloud.modelbuild.onnxgraph import QUANTIZATION, add_head, add_pooling, quantize_int8
@@ -58,12 +63,14 @@ from aivos.cloud.modelbuild.source import (
 from aivos.shared.bundle import (
     FORMAT_VERSION,
     Manifest,
+    OodCalibration,
     TrainingSummary,
     sha256_file,
     staged_bundle,
     write_manifest,
 )
-from aivos.shared.datasets import OOS_LABEL
+from aivos.shared.datasets import OOS_LABEL, Example
+from aivos.shared.ood import OOD_FILE, SCORE, OodScorer, fit
 
 __all__ = ["EmbedPrecision", "build_frozen_bundle", "embed_texts"]
 
@@ -166,14 +173,28 @@ def build_frozen_bundle(
         onnx.save(served, str(model))
         stage(f"calibrating the threshold on {len(val)} val rows")
         val_texts, val_truth = [e.text for e in val], [e.label for e in val]
-        probs, _ = predict_probs(model, tokenizer_file, val_texts)
+        probs, val_emb = predict_probs(model, tokenizer_file, val_texts)
         threshold = choose_threshold(probs, val_truth, labels, OOS_LABEL, data.max_in_scope_drop)
-        in_acc, oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
+        msp_in_acc, msp_oos_rec = scores_at(probs, val_truth, labels, threshold, OOS_LABEL)
+        stage("out-of-scope statistics (train embeddings)")
+        # the served graph's embeddings of the training rows: the ones the head was trained
+        # on when they came from the int8 graph (the served graph is that graph + the head)
+        train_emb = (
+            embs
+            if embed_precision == "int8"
+            else embed_texts(model, tokenizer_file, [e.text for e in train])
+        )
+        scorer, ood = _ood_calibration(
+            staging, train, train_emb, labels, probs, val_emb, val_truth, data.max_in_scope_drop
+        )
+        pred = np.asarray(labels)[probs.argmax(1)]
+        score = scorer.score(probs.max(1), val_emb)
+        in_acc, oos_rec = scores_on(score, pred, val_truth, ood.threshold, OOS_LABEL)
         expected = _expected_oos_recall(
-            model, tokenizer_file, data, labels, None, threshold, oos_rec
-        )  # MSP: this build writes no out-of-scope statistics
+            model, tokenizer_file, data, labels, scorer, ood.threshold, oos_rec
+        )  # with the served score, as the full build measures it
         _write_words(staging, train)  # no noisy copies in this build
-        files = {name: sha256_file(staging / name) for name in BUNDLE_FILES}
+        files = {name: sha256_file(staging / name) for name in (*BUNDLE_FILES, OOD_FILE)}
         created = datetime.now(UTC)
         manifest = Manifest(
             format_version=FORMAT_VERSION,
@@ -198,6 +219,9 @@ def build_frozen_bundle(
             metrics={
                 "val_in_scope_accuracy": round(in_acc, 4),
                 "val_oos_recall": round(oos_rec, 4),
+                # MSP alone against `threshold` (runtimes that predate `ood`)
+                "val_msp_in_scope_accuracy": round(msp_in_acc, 4),
+                "val_msp_oos_recall": round(msp_oos_rec, 4),
                 "val_n_in_scope": float(sum(t != OOS_LABEL for t in val_truth)),
                 "val_n_oos": float(sum(t == OOS_LABEL for t in val_truth)),
                 **expected,
@@ -211,11 +235,47 @@ def build_frozen_bundle(
             canary_min_accuracy=0.9,
             # the base encoder's weights hashed as the torch build hashes them
             embedding_version=f"{BASE_MODEL_ID}@{weights_hash[:16]}/{QUANTIZATION}",
+            ood=ood,
         )
         write_manifest(staging, manifest)
     console.print(
-        f"[green]bundle[/green] {manifest.bundle_version} -> {out}  threshold={threshold:.3f} "
-        f"val in-scope={in_acc:.2%} val oos-recall={oos_rec:.2%} "
-        f"({time.monotonic() - started:.0f} s)"
+        f"[green]bundle[/green] {manifest.bundle_version} -> {out}  "
+        f"{SCORE} threshold={ood.threshold:.3f} val in-scope={in_acc:.2%} "
+        f"val oos-recall={oos_rec:.2%} (MSP alone: threshold={threshold:.3f} "
+        f"{msp_in_acc:.2%} / {msp_oos_rec:.2%}) ({time.monotonic() - started:.0f} s)"
     )
     return manifest
+
+
+def _ood_calibration(
+    staging: Path,
+    rows: Sequence[Example],
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    val_probs: np.ndarray,
+    val_emb: np.ndarray,
+    val_truth: Sequence[str],
+    budget: float,
+) -> tuple[OodScorer, OodCalibration]:
+    """`calibrate.ood_calibration` on training embeddings this build already has (`rows`'
+    sentence embeddings from the served graph, in order): the same statistics (class means
+    and shared precision of the in-scope rows, the typicality's CDF from the in-scope
+    validation rows), file and threshold rule. That function embeds the rows itself, which
+    here would run the 15,000 CLINC150 training rows through the graph a second time (about
+    as much CPU again as the rest of the quick build)."""
+    index = {label: i for i, label in enumerate(labels)}
+    keep = np.array([e.label != OOS_LABEL for e in rows], dtype=bool)
+    y = np.array([index[e.label] for e in rows])[keep]
+    stats = fit(np.asarray(embeddings)[keep], y, np.unique(y))
+    val_in = np.array([t != OOS_LABEL for t in val_truth], dtype=bool)
+    stats = stats.with_quantiles(OodScorer(stats).distance(val_emb[val_in]))
+    stats.save(staging / OOD_FILE)
+    scorer = OodScorer(stats)
+    threshold = choose_threshold_on(
+        scorer.score(val_probs.max(1), val_emb),
+        np.asarray(labels)[val_probs.argmax(1)],
+        np.asarray(val_truth),
+        OOS_LABEL,
+        budget,
+    )
+    return scorer, OodCalibration(file=OOD_FILE, score=SCORE, threshold=threshold)

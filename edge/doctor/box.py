@@ -18,7 +18,8 @@ Status = Literal["ok", "warn", "fail"]
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    # disk, store, audit, outbox, retention, bundle, provider, nats, clock, certificates
+    # disk, store, audit, outbox, retention, bundle, provider, router, nats, clock,
+    # certificates
     check: str
     status: Status
     message: str

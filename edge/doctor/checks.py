@@ -1,5 +1,5 @@
-"""The box's own checks: disk, store, audit chain, outbox, retention, bundle, provider.
-(The NATS link and certificates are in `link.py`.)"""
+"""The box's own checks: disk, store, audit chain, outbox, retention, bundle, provider,
+router thresholds. (The NATS link and certificates are in `link.py`.)"""
 
 from __future__ import annotations
 
@@ -211,6 +211,47 @@ def check_provider(box: Box) -> list[Finding]:
     return [ok("provider", said, **detail)]
 
 
+def check_router(box: Box) -> list[Finding]:
+    """The router policy's per-intent threshold overrides against the score the bundle
+    serves (edge/router.py `threshold_scale_warning`): overrides written for the MSP are
+    stricter than meant on a bundle serving the `shared/ood.py` score. The site's own policy
+    (the config's ``[router]`` or ``router_policy`` file); a fleet config's ``thresholds``
+    are checked by the agent when it applies them."""
+    from aivos.edge.router import MSP_SCORE, load_router_policy, threshold_scale_warning
+    from aivos.shared.bundle import load_bundle_manifest
+
+    settings = box.settings
+    try:
+        manifest = load_bundle_manifest(box.bundle)
+    except AivosError:
+        return []  # the bundle check says why
+    try:
+        policy = (
+            load_router_policy(Path(settings.router_policy))
+            if settings.router_policy
+            else settings.router
+        )
+        policy.validate_against(list(manifest.labels))
+    except AivosError as exc:
+        return [fail("router", f"router policy: {exc}")]
+    # the agent serves a bundle's out-of-scope score whenever it carries one (runtime.py)
+    served = manifest.ood.score if manifest.ood is not None else MSP_SCORE
+    overrides = policy.threshold_overrides()
+    detail = {
+        "served_score": served,
+        "threshold_score": policy.threshold_score,
+        "overrides": overrides,
+    }
+    warning = threshold_scale_warning(policy, served)
+    if warning is not None:
+        return [warn("router", warning, **detail)]
+    if not overrides:
+        said = f"no per-intent threshold overrides; the bundle's {served!r} threshold applies"
+    else:
+        said = f"{len(overrides)} per-intent threshold override(s), written for {served!r}"
+    return [ok("router", said, **detail)]
+
+
 CHECKS: tuple[Callable[[Box], list[Finding]], ...] = (
     check_disk,
     check_store,
@@ -218,6 +259,7 @@ CHECKS: tuple[Callable[[Box], list[Finding]], ...] = (
     check_retention,
     check_bundle,
     check_provider,
+    check_router,
     check_nats,
     check_clock,
     check_certificates,

@@ -40,8 +40,8 @@ def _default_data_dir() -> Path:
 def doctor_cmd(
     data_dir: Path | None, config_path: Path | None, kit: Path | None, as_json: bool
 ) -> None:
-    """Check this box (disk, store, outbox, bundle, provider, link, clock, certificates) and
-    say what is wrong."""
+    """Check this box (disk, store, outbox, bundle, provider, router thresholds, link, clock,
+    certificates) and say what is wrong."""
     logging.getLogger("aivos").setLevel(logging.ERROR)  # the checks' own logs are noise here
     box = Box.load(data_dir or _default_data_dir(), config_path, kit)
     findings = run_checks(box)

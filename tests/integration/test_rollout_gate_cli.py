@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from aivos.cloud.fleet.registry import SqliteRegistry
 from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.datasets import OOS_LABEL, load_examples
@@ -19,12 +17,15 @@ from aivos.shared.datasets import OOS_LABEL, load_examples
 def bundle_variant(src: Path, dest: Path, version: str, threshold: float | None = None) -> Path:
     """A copy of a real bundle under another version, optionally at another threshold (the
     manifest is not covered by its own file hashes): the same model at another operating
-    point, which loses exactly the held-out rows whose confidence it now rejects."""
+    point, which loses exactly the held-out rows whose confidence it now rejects. The
+    threshold is set on the score the bundle serves (its out-of-scope score's too)."""
     shutil.copytree(src, dest)
     manifest = json.loads((dest / "manifest.json").read_text())
     manifest["bundle_version"] = version
     if threshold is not None:
         manifest["threshold"] = threshold
+        if manifest.get("ood"):
+            manifest["ood"]["threshold"] = threshold
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 
@@ -32,21 +33,15 @@ def bundle_variant(src: Path, dest: Path, version: str, threshold: float | None 
 def threshold_losing(bundle: Path, heldout: str, rows: int) -> tuple[float, int]:
     """(threshold, n): at that threshold `bundle` loses exactly n (`rows` or a little more)
     of the in-scope held-out rows it gets right, and gains none (a higher threshold only
-    rejects more)."""
-    from aivos.cloud.modelbuild.calibrate import predict_probs
+    rejects more). On the score the bundle serves, as the gate judges it."""
+    from aivos.cloud.fleet.quality_gate import ServedScorer
 
-    manifest = load_bundle_manifest(bundle)
     examples = load_examples(heldout)
-    # the whole set in its order, as the gate predicts it (batches pad to their longest row)
-    probs, _ = predict_probs(
-        bundle / "model.onnx", bundle / "tokenizer.json", [e.text for e in examples]
-    )
-    pred = np.asarray(manifest.labels)[probs.argmax(1)]
-    conf = probs.max(1)
+    got, conf = ServedScorer(bundle).predict([e.text for e in examples])
     right = sorted(
         float(c)
-        for c, p, e in zip(conf, pred, examples, strict=True)
-        if e.label != OOS_LABEL and p == e.label and c >= manifest.threshold
+        for c, g, e in zip(conf, got, examples, strict=True)
+        if e.label != OOS_LABEL and g == e.label
     )
     # a cut well between two rows (float noise between runs never moves a row across it):
     # at `rows`, else at the next count that has one

@@ -13,12 +13,19 @@ from aivos.cloud.console.clusters import ClusterCache, cluster_candidates
 from aivos.cloud.ingest.candidates import CandidateStore
 from aivos.cloud.ingest.store import CloudStore
 from aivos.cloud.modelbuild.fromfleet import fleet_training_data, merge_reviewed
-from aivos.edge.candidates import candidate_reason
+from aivos.edge.candidates import (
+    CANDIDATE_BAND,
+    CandidateKeeper,
+    candidate_band,
+    candidate_reason,
+)
 from aivos.edge.intent.runtime import Prediction
 from aivos.edge.results import Understood
-from aivos.edge.router import Route
+from aivos.edge.router import MSP_SCORE, Route
+from aivos.edge.store import Store
 from aivos.shared.datasets import Example, load_examples
 from aivos.shared.errors import DataError, InvalidInput, NotFound
+from aivos.shared.ood import SCORE as OOD_SCORE
 from aivos.shared.residency import DataClass, ResidencyPolicy
 from aivos.shared.syncwire import SyncEnvelope
 
@@ -41,6 +48,30 @@ def _understood(confidence: float, route: Route, intent: str = "balance") -> Und
 )
 def test_candidate_reason(confidence: float, route: Route, expected: str | None) -> None:
     assert candidate_reason(_understood(confidence, route), band=0.1) == expected
+
+
+def test_the_band_is_the_served_scores_own(tmp_path: Path) -> None:
+    # an ood bundle's threshold is ~0.07 where the MSP's was ~0.5; its scores spread down to
+    # it, so the MSP's 0.1 above it would keep 2.5-3x the share of traffic
+    assert candidate_band(MSP_SCORE) == CANDIDATE_BAND == 0.1
+    assert candidate_band(OOD_SCORE) == 0.04
+    with pytest.raises(ValueError):
+        candidate_band("softmax")
+    ood_route = Route("local", "default", 0.07)
+    assert candidate_reason(_understood(0.10, ood_route), candidate_band(OOD_SCORE)) == (
+        "low_confidence"
+    )
+    assert candidate_reason(_understood(0.12, ood_route), candidate_band(OOD_SCORE)) is None
+    with Store.open(tmp_path / "edge") as store:
+        keeper = CandidateKeeper(store)
+        assert (keeper.score, keeper.band) == (MSP_SCORE, 0.1)
+        keeper.serve(OOD_SCORE)  # the agent loaded (or swapped to) an ood bundle
+        assert (keeper.score, keeper.band) == (OOD_SCORE, 0.04)
+        keeper.serve(MSP_SCORE)
+        assert keeper.band == 0.1
+        with pytest.raises(ValueError):
+            keeper.serve("softmax")
+        assert keeper.band == 0.1
 
 
 def test_hard_examples_stay_on_site_unless_the_policy_names_them() -> None:
