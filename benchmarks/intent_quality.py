@@ -1,7 +1,8 @@
 """Intent quality: fp32 vs int8 on CLINC150 test, the in-scope / oos trade-off curve, and
 the int8 bundle on the typo-perturbed test split.
 
-    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR [--baseline DIR] [--no-spelling]
+    python benchmarks/intent_quality.py --bundle DIR --artifacts DIR [--baseline DIR
+        [--baseline-artifacts DIR]] [--split val] [--no-spelling]
 
 Uses the bundle's own threshold (calibrated on val) for the headline numbers; the curve
 sweeps the threshold over the test split only to show the trade-off, and
@@ -19,6 +20,14 @@ build seconds and the load average while this ran. Queries go through the edge's
 correction as the agent classifies them (`IntentModel.load` default); `--no-spelling` scores
 the classifier alone, as written. Writes docs/img/intent_tradeoff.png and
 benchmarks/results/intent_quality.json.
+
+`--split val` runs all of it on CLINC150 val instead: what recipe changes are chosen on (the
+test split is for the chosen one, once). With `--baseline-artifacts` (the baseline's
+`--keep-artifacts`) the two bundles' top-1 labels on the in-scope rows are also compared row
+by row (`paired_vs_baseline`): rows only the bundle gets right, rows only the baseline gets
+right, and the exact McNemar p of that split, for the fp32 twins (whose labels do not depend
+on how queries are batched) and for the int8 graphs (which quantise activations per batch, so
+their top-1 moves 0.1-0.3 points with batch composition alone).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import argparse
 import json
 import os
 import tempfile
+from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +94,29 @@ def best_oos_recall_at(
     return float(rec[k]), threshold
 
 
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p for `b` rows won and `c` lost (binomial, p = 1/2)."""
+    n = b + c
+    if not n:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired(right: np.ndarray, base_right: np.ndarray) -> dict[str, float | int]:
+    """Row-by-row comparison of two classifiers' correctness on the same rows."""
+    won = int((right & ~base_right).sum())
+    lost = int((~right & base_right).sum())
+    return {
+        "top1": float(right.mean()),
+        "baseline_top1": float(base_right.mean()),
+        "gain_points": round(100 * float(right.mean() - base_right.mean()), 2),
+        "won": won,
+        "lost": lost,
+        "mcnemar_exact_p": round(mcnemar_exact_p(won, lost), 4),
+    }
+
+
 def _summary(out: np.ndarray, truth: np.ndarray, t: float, oos: str, col: int) -> dict[str, object]:
     """Headline figures for one score column of `_probs`: at threshold `t`, along a threshold
     grid (the plotted curve) and at the issue's in-scope target."""
@@ -113,10 +146,14 @@ def _scores(out: np.ndarray, truth: np.ndarray, t: float, oos: str) -> tuple[flo
     return float(((pred == truth) & accepted)[~is_oos].mean()), float((~accepted)[is_oos].mean())
 
 
-def _clean_and_typos(model: IntentModel, texts: list[str], truth: np.ndarray) -> dict[str, object]:
-    """The bundle at its own threshold on the test split, clean and with the eval's typos."""
+def _clean_and_typos(
+    model: IntentModel, texts: list[str], truth: np.ndarray
+) -> tuple[dict[str, object], np.ndarray]:
+    """The bundle at its own threshold on the split, clean and with the eval's typos; and its
+    predicted labels on the clean rows."""
     oos = model.manifest.oos_label
-    acc, rec = _scores(_probs(model, texts), truth, model.threshold, oos)
+    out = _probs(model, texts)
+    acc, rec = _scores(out, truth, model.threshold, oos)
     t_acc, t_rec = _scores(
         _probs(model, perturb_typos(texts, 0.3, seed=13)), truth, model.threshold, oos
     )
@@ -130,7 +167,8 @@ def _clean_and_typos(model: IntentModel, texts: list[str], truth: np.ndarray) ->
         "typos_in_scope_accuracy": t_acc,
         "typos_oos_recall": t_rec,
         "in_scope_drop_points": round(100 * (acc - t_acc), 2),
-    }
+        "label_accuracy": float((out[:, 1] == truth)[truth != oos].mean()),
+    }, out[:, 1]
 
 
 def _best_line(summary: dict[str, object]) -> str:
@@ -152,9 +190,24 @@ def main() -> None:
         help="a second bundle evaluated side by side (e.g. built with --augment-ratio 0)",
     )
     ap.add_argument(
+        "--baseline-artifacts",
+        type=Path,
+        default=None,
+        help="the baseline's --keep-artifacts: adds the paired top-1 comparison (fp32 and int8)",
+    )
+    ap.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="CLINC150 split (choose recipes on val; test once, for the chosen one)",
+    )
+    ap.add_argument(
         "--no-spelling",
         action="store_true",
         help="classify the queries as written (no edge spelling correction): the classifier alone",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)"
     )
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "intent_tradeoff.png")
     ap.add_argument(
@@ -167,25 +220,30 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    test = load_examples(f"{clinc150_path()}#test")
-    texts = [e.text for e in test]
-    truth = np.array([e.label for e in test], dtype=object)
+    if args.baseline_artifacts is not None and args.baseline is None:
+        ap.error("--baseline-artifacts needs --baseline")
+    rows = load_examples(f"{clinc150_path()}#{args.split}")
+    texts = [e.text for e in rows]
+    truth = np.array([e.label for e in rows], dtype=object)
     spelling = not args.no_spelling
     report: dict[str, object] = {
+        "split": args.split,
         "load_average_start": os.getloadavg(),
         "spelling_correction": spelling,
     }
+    labels: dict[str, np.ndarray] = {}  # name -> predicted label per row
     fig, ax = plt.subplots(figsize=(6, 4.5))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = fp32_twin(args.bundle, args.artifacts, Path(tmp) / "fp32")
         for name, path in (("int8", args.bundle), ("fp32", fp32)):
-            model = IntentModel.load(path, spelling=spelling)
+            model = IntentModel.load(path, intra_op_threads=args.threads, spelling=spelling)
             oos = model.manifest.oos_label
             out = _probs(model, texts)
             acc, rec = _scores(out, truth, model.threshold, oos)
             summary = _summary(out, truth, model.threshold, oos, 0)
             curve = [(a, r) for _, a, r in summary["curve"]]  # type: ignore[attr-defined]
             top1 = float((out[:, 1] == truth)[truth != oos].mean())
+            labels[name] = out[:, 1]
             summary["label_accuracy"] = top1
             summary["oos_score"] = "msp" if model.manifest.ood is None else model.manifest.ood.score
             print(
@@ -217,7 +275,10 @@ def main() -> None:
             ax.scatter([rec], [acc], marker="o", zorder=3)
     if args.baseline is not None:
         with_aug = report["int8_typos"]  # type: ignore[index]
-        base = _clean_and_typos(IntentModel.load(args.baseline, spelling=spelling), texts, truth)
+        base_model = IntentModel.load(
+            args.baseline, intra_op_threads=args.threads, spelling=spelling
+        )
+        base, base_labels = _clean_and_typos(base_model, texts, truth)
         report["baseline_int8"] = base
         report["typos_drop_points_bundle_vs_baseline"] = [
             with_aug["in_scope_drop_points"],  # type: ignore[index]
@@ -229,11 +290,32 @@ def main() -> None:
             f"in-scope={base['typos_in_scope_accuracy']:.4f} "
             f"(drop {base['in_scope_drop_points']} points)"
         )
+        if args.baseline_artifacts is not None:
+            ins = truth != base_model.manifest.oos_label
+            with tempfile.TemporaryDirectory() as tmp:
+                twin = fp32_twin(args.baseline, args.baseline_artifacts, Path(tmp) / "fp32")
+                base_fp32 = _probs(
+                    IntentModel.load(twin, intra_op_threads=args.threads, spelling=spelling), texts
+                )[:, 1]
+            comparison = {
+                "rows": int(ins.sum()),
+                "fp32": paired((labels["fp32"] == truth)[ins], (base_fp32 == truth)[ins]),
+                "int8": paired((labels["int8"] == truth)[ins], (base_labels == truth)[ins]),
+            }
+            report["paired_vs_baseline"] = comparison
+            for name in ("fp32", "int8"):
+                c = comparison[name]
+                assert isinstance(c, dict)
+                print(
+                    f"paired top-1 {name}: {c['top1']:.4f} vs {c['baseline_top1']:.4f}"
+                    f" ({c['gain_points']:+.2f} pt), won {c['won']} lost {c['lost']},"
+                    f" McNemar p={c['mcnemar_exact_p']}"
+                )
     report["load_average_end"] = os.getloadavg()
     ax.axhline(0.965, color="grey", ls="--", lw=0.8)
     ax.axvline(0.65, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("out-of-scope recall (CLINC150 test)")
-    ax.set_ylabel("in-scope accuracy (CLINC150 test)")
+    ax.set_xlabel(f"out-of-scope recall (CLINC150 {args.split})")
+    ax.set_ylabel(f"in-scope accuracy (CLINC150 {args.split})")
     ax.set_title("Threshold sweep; dots = threshold calibrated on val")
     ax.set_ylim(0.85, 1.0)
     ax.legend()
