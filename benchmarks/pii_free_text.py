@@ -14,7 +14,9 @@ changed rate is an upper bound of the false-positive rate. Seeded random samples
 changed CLINC queries are judged by hand, each query with its masked spans and the judgment
 kept for a reader to check: `results/pii_free_text_audit.json` (the baseline's changes) and
 `results/pii_free_text_audit_after.json` (this tree's, drawn after its lower-case name rules
-were written: the first sample had been looked at while writing them). The benchmark reads
+were written: the first sample had been looked at while writing them) and
+`results/pii_free_text_audit_caps.json` (this tree's changes of the upper-cased queries,
+drawn after the all-capitals rules were written). The benchmark reads
 the judgments back and reports, per sample, the estimated false-positive sentence rate (the
 audited tree's changed rate x the share judged not PII, Wilson 95 % interval on that share)
 and, for each tree, how many judged queries it changes (of those holding PII: still masked).
@@ -32,6 +34,8 @@ assistant, word). Over-long spans (`jim i'm`) count as `pii` when they cover a r
     audit.json, seed 14, 150     1,083 at 47dba33    49       8          93    2.83 % (2.47-3.17)
     audit_after.json, seed 15,   708 in this tree    48       9          43    1.28 % (1.01-1.58)
       100                        (lower-case rules)
+    audit_caps.json, seed 16,    812 upper-cased     53      12          35    1.20 % (0.90-1.53)
+      100                        (all-capitals rules, 14-caps; judged by its author)
 
 With public names counted as unneeded too: 3.08 % before, 1.55 % after. Of the first
 sample, this tree still masks 49/49 `pii` queries and changes 45/93 `not_pii` ones.
@@ -39,6 +43,8 @@ sample, this tree still masks 49/49 `pii` queries and changes 45/93 `not_pii` on
     python benchmarks/pii_free_text.py --baseline HEAD       # -> results/pii_free_text.json
     python benchmarks/pii_free_text.py --baseline HEAD --audit 150 --seed 14   # redraw
     python benchmarks/pii_free_text.py --baseline HEAD --audit 100 --seed 15 --audit-of "this tree"
+    python benchmarks/pii_free_text.py --baseline HEAD --audit 100 --seed 16 \
+        --audit-of "this tree, upper"         # a sample of the upper-cased queries' changes
 
 Redrawing keeps the judgments (and notes) of queries already judged; a new query's judgment
 is null.
@@ -70,6 +76,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 AUDITS = {
     "baseline": RESULTS / "pii_free_text_audit.json",
     "this tree": RESULTS / "pii_free_text_audit_after.json",
+    # this tree's changes of the upper-cased queries, after the all-capitals rules
+    "this tree, upper": RESULTS / "pii_free_text_audit_caps.json",
+}
+# the corpus each audit is drawn from
+AUDIT_CORPUS = {
+    "baseline": "clinc150",
+    "this tree": "clinc150",
+    "this tree, upper": "clinc150_upper",
 }
 # pii: names a private person; public_name: a public or fictional person; not_pii: no person
 JUDGMENTS = ("pii", "public_name", "not_pii")
@@ -141,7 +155,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def draw_audit(
-    path: Path, texts: list[str], found: list[Spans], n: int, seed: int, ref: str
+    path: Path,
+    texts: list[str],
+    found: list[Spans],
+    n: int,
+    seed: int,
+    ref: str,
+    corpus: str = "clinc150",
 ) -> None:
     """Write a seeded sample of the changed texts to `path`, judgments empty (to fill by
     hand); judgments already there for the same query are kept."""
@@ -165,7 +185,7 @@ def draw_audit(
         json.dumps(
             {
                 **{k: v for k, v in header.items() if k == "judged_by"},
-                "corpus": "clinc150 (all splits)",
+                "corpus": f"{corpus} (all splits)",
                 "ref": ref,
                 "seed": seed,
                 "sentences": len(texts),
@@ -238,14 +258,14 @@ def main() -> None:
     trees = {args.baseline: spans_by(baseline_package(args.baseline, "_pii_free_baseline"))}
     trees["this tree"] = spans_by(None)
     result: dict[str, Any] = {"baseline": args.baseline, "corpora": {}}
-    found_clinc: dict[str, list[Spans]] = {}
+    found_by: dict[str, dict[str, list[Spans]]] = {}
     for name, texts in corpora.items():
         result["corpora"][name] = {}
         for tree, run in trees.items():
             summary, found = measure(texts, run)
             result["corpora"][name][tree] = summary
-            if name == "clinc150":
-                found_clinc[tree] = found
+            if name in ("clinc150", "clinc150_upper"):
+                found_by.setdefault(name, {})[tree] = found
             print(
                 f"[{name}] {tree}: changed {summary['changed']}/{summary['sentences']} "
                 f"({summary['changed_pct']} %) per entity {summary['sentences_changed_per_entity']}"
@@ -257,11 +277,21 @@ def main() -> None:
             ["git", "rev-parse", "--short", args.baseline], capture_output=True, text=True
         ).stdout.strip()
         ref = ref if args.audit_of == "baseline" else f"working tree on {ref}"
-        draw_audit(AUDITS[args.audit_of], clinc, found_clinc[tree], args.audit, args.seed, ref)
+        corpus = AUDIT_CORPUS[args.audit_of]
+        draw_audit(
+            AUDITS[args.audit_of],
+            corpora[corpus],
+            found_by[corpus][tree],
+            args.audit,
+            args.seed,
+            ref,
+            corpus,
+        )
     result["audits"] = {}
     for of, path in AUDITS.items():
         if path.exists():
-            result["audits"][of] = audit_summary(path, found_clinc, clinc)
+            corpus = AUDIT_CORPUS[of]
+            result["audits"][of] = audit_summary(path, found_by[corpus], corpora[corpus])
             print(f"audit of {of}: {json.dumps(result['audits'][of])}")
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

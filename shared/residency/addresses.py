@@ -19,32 +19,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from aivos.shared.residency.names import common_words
 from aivos.shared.residency.scan import Scan, Words, in_windows, matches_at
 from aivos.shared.residency.spans import Span
-from aivos.shared.residency.words import CAP_WORD, UPPER, strip_trailing, trie
+from aivos.shared.residency.tagger_features import Lexicon
+from aivos.shared.residency.words import (
+    CAP_WORD,
+    STREET_SUFFIXES_EN,
+    SUFFIX_WORDS,
+    UPPER,
+    strip_trailing,
+    trie,
+)
 
 __all__ = ["AddressRecognizer"]
 
 _UP = UPPER
 _CAP = CAP_WORD
-_SUFFIX_EN = (
-    r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|"
-    r"Square|Sq|Terrace|Trail|Trl|Loop|Hills?|Greens?|Parkway|Pkwy|Highway|Hwy|Circle|Cir|"
-    r"Crescent|Close|Row|Walk|Gardens?|Grove|Heights|Manor|Mews|Point|Ridge|View|Vista|"
-    r"Crossing|Path|Pike|Plaza|Ports?|Springs?|Station|Summit|Turnpike|Valley|Village|Wells?|"
-    r"Alley|Bypass|Causeway|Cove|Creek|Estates?|Expressway|Falls|Fields?|Forest|Gateway|Glen|"
-    r"Harbor|Haven|Island|Junction|Lakes?|Landing|Meadows?|Mills?|Mount|Orchard|Oval|Pass|"
-    r"Pines|Plains?|Ranch|Rapids|Rest|Route|Run|Shores?|Stream|Track|Trace|Tunnel|Underpass|"
-    r"Union|Viaduct|Ville|Wharf|Motorway|Green|Broadway|Esplanade|Parade|Quay|"
-    # the rest of the USPS street suffixes (Publication 28, C1) and a few British ones
-    r"Anex|Arcade|Bayou|Beach|Bend|Bluffs?|Bottom|Branch|Bridge|Brooks?|Burgs?|Camp|Canyon|"
-    r"Cape|Centers?|Circles|Cliffs?|Club|Corners?|Course|Courts|Coves|Crest|Crossroads?|Curve|"
-    r"Dale|Dam|Divide|Drives|Extensions?|Ferry|Flats?|Fords?|Forges?|Forks?|Fort|Freeway|Glens|"
-    r"Groves|Harbors|Hollow|Inlet|Islands|Isle|Junctions|Knolls?|Lodge|Mall|Manors|Mission|"
-    r"Mountains?|Neck|Overpass|Parks|Parkways|Passage|Points|Prairie|Radial|Ramp|Ridges|River|"
-    r"Roads|Shoals?|Skyway|Spurs?|Squares|Stravenue|Streets|Throughway|Trafficway|Trailer|"
-    r"Unions|Valleys|Views|Villages|Walks|Wall|Ways|Drove|Wynd"
-)
+_SUFFIX_EN = STREET_SUFFIXES_EN
 # street-name endings of continental Europe: "Vesterskovvej 79", "Kopfhölzistrasse 45"
 _SUFFIX_EU = tuple(
     [
@@ -129,7 +121,26 @@ _TAIL = (
     rf"|[{_UP}]{{2,3}}\b|[{_UP}][\w'.()-]*(?:[ ](?:{_PARTICLE}[ ])*[{_UP}(][\w'.()-]*){{0,3}}"
     rf"(?:[ ]\d{{4,6}})?))"
 )
+_UNIT_RE = re.compile(_UNIT)
 _ADDRESS = re.compile(rf"(?<![\w-])(?:{_STREET}(?:[ ,]+{_UNIT})?|{_UNIT})(?:{_TAIL}){{0,5}}")
+# In text without lower-case letters (`27 MOSS LANE`, `PSC 0413, BOX 8144`) the English street
+# suffix is written in capitals: `_STREET` with the suffixes, `Box`, `Post Office` and `Unit`
+# in capitals, and a suffix only as a word of its own after one to four words (not glued to
+# one: `7 DAYS IS THE BEST`). Such a match is then checked by `_caseless_street`.
+_SUFFIX_UP_TRIE = trie(_SUFFIX_EN.upper())
+_STREET_UPPER = (
+    _STREET.replace(
+        rf"{_NUM}[ ]+{_WORDS}(?:{_CAP})?(?:{_SUFFIX_TRIE})\b\.?",
+        rf"{_NUM}[ ]+(?:{_CAP}\.?[ ]){{1,4}}(?:{_SUFFIX_UP_TRIE})\b\.?",
+    )
+    .replace("Post Office)[ ]?Box", "POST OFFICE)[ ]?BOX")
+    .replace("(?:Unit|PSC)", "(?:UNIT|PSC)")
+    .replace(",?[ ]+Box[ ]+", ",?[ ]+BOX[ ]+")
+)
+assert _STREET_UPPER.count("BOX") == 2 and _SUFFIX_UP_TRIE in _STREET_UPPER
+_ADDRESS_UPPER = re.compile(
+    rf"(?<![\w-])(?:{_STREET_UPPER}(?:[ ,]+{_UNIT})?|{_UNIT})(?:{_TAIL}){{0,5}}"
+)
 _EU_STREET = re.compile(
     rf"(?<![\w-])(?:{_NUM}[ ]+)?(?:{_CAP}[ ]){{0,2}}([^\W\d_][\w'.-]*)[ ]+{_NUM}(?![\w])"
 )
@@ -162,14 +173,14 @@ _GATE_PREFIX = rf"[ ,]++(?=[{_PREFIX_FIRST}{_PREFIX_FIRST.upper()}])(?i:{_PREFIX
 _DIGIT_GATE_ASCII = re.compile(
     rf"{_GATE_HEAD}(?:[ ]++(?:{_NUM_B}[ ]++)?[A-Z]|{_GATE_PREFIX}))".encode()
 )
-# In a text without lower-case letters no English street suffix (`Street`, `St`: a capital and
-# lower-case letters, matched case-sensitively) can match, so a number followed by capitals
-# starts a street only as `6750 KOSKIKATU 25` (one to three words, then a number), before a
-# PO box, a military cue (`P.O. BOX`, `USNS`, `PSC`) or a prefix: a necessary shape (a
-# superset of `{_CAP}[ ]` on ASCII), so the upper-case passages of a request no longer try the
-# street pattern at every `7 DAYS`.
+# In a text without lower-case letters (`_ADDRESS_UPPER`) a number followed by capitals starts
+# a street only as `6750 KOSKIKATU 25` (one to three words, then a number), as `27 MOSS LANE`
+# (one to four words, then an English street suffix in capitals), before a PO box, a military
+# cue (`P.O. BOX`, `USNS`, `PSC`) or a prefix: a necessary shape (a superset of `{_CAP}[ ]` on
+# ASCII), so the upper-case passages of a request do not try the street pattern at `7 DAYS`.
 _DIGIT_GATE_UPPER = re.compile(
-    rf"{_GATE_HEAD}(?:[ ]++(?:{_NUM_B}[ ]++)?(?:P|US|(?:[A-Z][A-Za-z'-]*+[ ]){{1,3}}0)"
+    rf"{_GATE_HEAD}(?:[ ]++(?:{_NUM_B}[ ]++)?(?:P|US|(?:[A-Z][A-Za-z'-]*+[ ]){{1,3}}0"
+    rf"|(?:[A-Z][A-Za-z'-]*+\.?[ ]){{1,4}}{_SUFFIX_UP_TRIE}\b)"
     rf"|{_GATE_PREFIX}))".encode()
 )
 # where a continental street ending can end (its last three characters; two for `u.`, `út`):
@@ -195,29 +206,36 @@ class AddressRecognizer:
 
     def find(self, text: str) -> list[Span]:
         return self._spans(
-            text, _ADDRESS.finditer(text), _EU_STREET.finditer(text), _ADDRESS_CUE.finditer(text)
+            text,
+            _caseless_bounds(text, None) if _no_lower(text) else _bounds(_ADDRESS.finditer(text)),
+            _EU_STREET.finditer(text),
+            _ADDRESS_CUE.finditer(text),
         )
 
     def find_scanned(self, scan: Scan) -> list[Span]:
         text = scan.text
-        digits = _digit_starts(scan)
+        upper = _no_lower(text)
+        digits = _digit_starts(scan, upper)
         starts = sorted({*digits, *scan.word_starts(_STREET_STARTS)})
         if scan.max_digits:
             eu = in_windows(_EU_STREET, text, _eu_windows(scan))
             cued = matches_at(_ADDRESS_CUE, text, scan.word_starts(_CUE_STARTS))
         else:
             eu = cued = iter(())
-        return self._spans(text, matches_at(_ADDRESS, text, starts), eu, cued)
+        if upper:
+            streets = _caseless_bounds(text, starts)
+        else:
+            streets = _bounds(matches_at(_ADDRESS, text, starts))
+        return self._spans(text, streets, eu, cued)
 
     def _spans(
         self,
         text: str,
-        streets: Iterable[re.Match[str]],
+        streets: list[tuple[int, int]],
         eu_streets: Iterable[re.Match[str]],
         cued: Iterable[re.Match[str]],
     ) -> list[Span]:
-        spans = [Span(m.start(), strip_trailing(text, m.start(), m.end()), self.entity)
-                 for m in streets]  # fmt: skip
+        spans = [Span(a, strip_trailing(text, a, b), self.entity) for a, b in streets]
         for m in eu_streets:
             if m.group(1).lower().endswith(_SUFFIX_EU):
                 tail = _TAIL_RE.match(text, m.end())
@@ -228,18 +246,120 @@ class AddressRecognizer:
         return [s for s in spans if s.end - s.start >= 3]
 
 
-def _digit_starts(scan: Scan) -> list[int]:
+def _bounds(matches: Iterable[re.Match[str]]) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in matches]
+
+
+def _caseless_bounds(text: str, starts: Iterable[int] | None) -> list[tuple[int, int]]:
+    """`_ADDRESS_UPPER`'s matches in a text without lower-case letters, each checked and cut
+    by `_caseless_street`, tried at `starts` (sorted; None: at every position): after a kept
+    match the next is looked for from where it now ends (`... 24893, AND USNV BOTOLEN`: the
+    military address after the cut), after a dropped one from the next position."""
+    out: list[tuple[int, int]] = []
+    last = 0
+    if starts is None:
+        while (m := _ADDRESS_UPPER.search(text, last)) is not None:
+            last = _caseless_add(out, text, m)
+        return out
+    for p in starts:
+        if p >= last and (m := _ADDRESS_UPPER.match(text, p)) is not None:
+            last = _caseless_add(out, text, m)
+    return out
+
+
+def _caseless_add(out: list[tuple[int, int]], text: str, m: re.Match[str]) -> int:
+    """Keep `m` as cut by `_caseless_street`; where the next match may start."""
+    end = _caseless_street(text, m.start(), m.end())
+    if end > m.start():
+        out.append((m.start(), end))
+        return end
+    return m.start() + 1
+
+
+# English words that are never part of a street's name: in text without case `2 AND 3`,
+# `4 PEOPLE FROM MAY 3`, `PLACE TO STAY IN PHOENIX` match the street patterns word for word.
+# (Particles of continental names, `DE`, `DO`, `I`, `Y`, are not here.)
+_FUNCTION_WORDS_TEXT = """
+    a an the and or but nor of to in on at by for from with without into onto over under
+    about after before between through during until till than as if then so that this these
+    those is are was were be been am does did have has had will would can could should may
+    might must shall you he she it we they me him her us them my your his its our their what
+    which who whom whose where when why how not no yes per pm
+"""
+_MONTHS_TEXT = """
+    january february march april may june july august september october november december
+    jan feb mar apr jun jul aug sep sept oct nov dec
+"""
+_UNITS_TEXT = "apt apartment suite ste unit flat room floor fl p.o po post usns usnv uss uscgc psc"
+_FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
+_MONTH_WORDS = frozenset(_MONTHS_TEXT.split())
+_UNIT_WORDS = frozenset(_UNITS_TEXT.split())
+_SUFFIX_UPPER = frozenset(w.upper() for w in SUFFIX_WORDS)
+_CASELESS_WORD = re.compile(r"[^\s,]+")
+
+
+def _caseless_street(text: str, start: int, end: int) -> int:
+    """Where a street match `text[start:end]` ends in text without lower-case letters, where
+    every word is capitalised and the street patterns match plain words (`2 AND 3`, `PLACE TO
+    STAY IN PHOENIX`); `start` when it is no street. It is cut before its first English
+    function word or month (`76 BOULEVARD DE NORMANDIE AND ...`, `2 TO MARCH 10` -> `2`), and
+    what is left must hold a unit (`SUITE 845`), an English street suffix after a word
+    (`FOURTH AVENUE`) or a word that is no English dictionary word (`KOSKIKATU`, `JANA
+    NERUDY`, `DE LA PAIX`; not `47 TIMES 83`, `PLACE AN ORDER`)."""
+    words = list(_CASELESS_WORD.finditer(text, start, end))
+    for k, m in enumerate(words):
+        w = m.group().strip(".'’").lower()
+        if w.isalpha() and (w in _FUNCTION_WORDS or w in _MONTH_WORDS):
+            after = words[k + 1].group() if k + 1 < len(words) else ""
+            if len(w) == 2 and after.isdigit() and len(after) >= 4:
+                continue  # a region before its postcode (`INDIANAPOLIS, IN 46201`)
+            end = m.start()
+            words = words[:k]
+            break
+    if words and words[0].group().lower().rstrip(".") in _UNIT_WORDS:
+        return end  # a unit, box or military address: its own cue
+    if _UNIT_RE.search(text, start, end):
+        return end
+    lexicon, common = _lexicon(), common_words()
+    for i, m in enumerate(words):
+        w = m.group().strip(".")
+        if i > 0 and w in _SUFFIX_UPPER and words[i - 1].group()[:1].isalpha():
+            return end
+        for part in re.split(r"['’-]", w.lower()):
+            english = part.isascii() and (part in lexicon or part in common)
+            if len(part) > 2 and part.isalpha() and not english:
+                return end  # `KOSKIKATU`, `RUA`, `ÞORSTEINSGATA`: no English word
+    return start
+
+
+def _lexicon() -> Lexicon:
+    from aivos.shared.residency.tagger import load_model  # loaded once, lazily, on first use
+
+    return load_model().lexicon
+
+
+def _no_lower(text: str) -> bool:
+    """`text.isupper()`, on ASCII text by the bytes method (a table lookup per character
+    instead of a Unicode database lookup: the upper-case passage of a request is long)."""
+    return text.encode().isupper() if text.isascii() else text.isupper()
+
+
+def _digit_starts(scan: Scan, upper: bool | None = None) -> list[int]:
     """The digit-run starts where `_ADDRESS` may match (in text order): those `_DIGIT_GATE`
     passes, found on ASCII text by one search of a byte copy; in a text without lower-case
-    letters only those shaped like a street without an English suffix."""
+    letters (`upper`, computed when None) only those shaped like a street of
+    `_ADDRESS_UPPER`."""
     text = scan.text
     if not text.isascii():
         gate = _DIGIT_GATE.match
         return [p for p in scan.digit_run_starts() if gate(text, p)]
     if not scan.max_digits:
         return []
-    gate_b = _DIGIT_GATE_UPPER if text.isupper() else _DIGIT_GATE_ASCII
-    zeros = text.encode().translate(_ZERO_DIGITS)
+    raw = text.encode()
+    if upper is None:
+        upper = raw.isupper()
+    gate_b = _DIGIT_GATE_UPPER if upper else _DIGIT_GATE_ASCII
+    zeros = raw.translate(_ZERO_DIGITS)
     first = gate_b.search(zeros)  # most texts have none: one call
     if first is None:
         return []

@@ -2,6 +2,12 @@
 
 The lists come from Faker's locale data (MIT licence) and ship as `data/first_names.txt.gz`
 and `data/last_names.txt.gz`; they are loaded once, on first use.
+
+`english_names()`: the first and last names of Faker's English-language locales alone
+(`data/english_names.txt.gz`, ~6k: `ENGLISH_LOCALES`, rebuilt by `build_english_names`). In
+text without case a gazetteer name that is also a dictionary word (`JOKE`, `CAR`, `MALE` come
+from other locales' lists) is taken for a name by itself only when it is one of these
+(`MARY`, `FRANK`, `REED`): a name people writing English give (see `tagger._caps_strong`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,16 @@ import gzip
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["STOP", "STOP_LOWER", "all_names", "common_words", "gazetteer"]
+__all__ = [
+    "ENGLISH_LOCALES",
+    "STOP",
+    "STOP_LOWER",
+    "all_names",
+    "build_english_names",
+    "common_words",
+    "english_names",
+    "gazetteer",
+]
 
 # symspellpy's English frequency list (MIT; counts from Google Books n-grams), which the base
 # install has for the edge's spelling correction: 82k words, modern ones (`laptop`, `wanna`)
@@ -53,6 +68,32 @@ def gazetteer() -> tuple[frozenset[str], frozenset[str]]:
         return frozenset(gzip.decompress(ref.read_bytes()).decode("utf-8").split())
 
     return load("first_names.txt.gz") - STOP, load("last_names.txt.gz") - STOP
+
+
+#: Faker's English-language person providers whose names make `english_names()`
+ENGLISH_LOCALES = ("en_US", "en_GB", "en_IE", "en_NZ", "en_IN", "en_PK", "en_TH")
+_ENGLISH_FILE = "english_names.txt.gz"
+
+
+@lru_cache(maxsize=1)
+def english_names() -> frozenset[str]:
+    """First and last names of English-language locales, capitalised (`Mary`, `Reed`)."""
+    ref = resources.files("aivos.shared.residency").joinpath("data", _ENGLISH_FILE)
+    return frozenset(gzip.decompress(ref.read_bytes()).decode("utf-8").split())
+
+
+def build_english_names() -> bytes:
+    """The bytes of `data/english_names.txt.gz` from the installed Faker (a dev dependency;
+    the edge only reads the file): every first and last name of `ENGLISH_LOCALES`, sorted."""
+    import importlib
+
+    names: set[str] = set()
+    for locale in ENGLISH_LOCALES:
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        for attr in ("first_names", "first_names_male", "first_names_female", "last_names"):
+            names.update(getattr(provider, attr, ()) or ())
+    names = {n for n in names if n.replace("-", "").replace("'", "").isalpha()}
+    return gzip.compress(("\n".join(sorted(names)) + "\n").encode("utf-8"), mtime=0)
 
 
 @lru_cache(maxsize=1)

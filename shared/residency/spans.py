@@ -58,7 +58,9 @@ def find_all(
     tagged address that runs into a phone number masks both). A recognizer with `weak = True`
     (the statistical tagger) widens only names, addresses and dates of birth (whose bounds
     are judgement calls anyway) and drops a span that overlaps any other value: a validated
-    value keeps its exact bounds and type (`IBAN PL14 ...` is not an address). `planned` is
+    value keeps its exact bounds and type (`IBAN PL14 ...` is not an address). A weak address
+    that overlaps a phone number is the exception: the two become one span (named by the
+    longer), since dropping the address would leave its street in the clear. `planned` is
     `plan(recognizers)`, when the caller keeps it."""
     candidates: list[tuple[bool, int, int, int, Span]] = []
     scan = Scan(text)
@@ -75,14 +77,22 @@ def find_all(
         if not hit:
             chosen.append(span)
             continue
+        entity = chosen[hit[0]].entity
         if weak and any(chosen[i].entity not in _FUZZY for i in hit):
-            continue
+            # a tagged address that runs into a phone number (`17151 2450 Crown St`: a postcode
+            # and house number read as a phone) masks both, named by the longer
+            if span.entity != "ADDRESS" or any(
+                chosen[i].entity not in _FUZZY and chosen[i].entity != "PHONE" for i in hit
+            ):
+                continue
+            if span.end - span.start > max(chosen[i].end - chosen[i].start for i in hit):
+                entity = span.entity
         first = chosen[hit[0]]
         start = min(span.start, *(chosen[i].start for i in hit))
         end = max(span.end, *(chosen[i].end for i in hit))
-        if (start, end) != (first.start, first.end):
+        if (start, end, entity) != (first.start, first.end, first.entity):
             for i in reversed(hit):
                 del chosen[i]
-            chosen.insert(hit[0], Span(start, end, first.entity))
+            chosen.insert(hit[0], Span(start, end, entity))
     chosen.sort(key=lambda s: s.start)
     return chosen

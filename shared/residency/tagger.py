@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from aivos.shared.errors import AivosError
-from aivos.shared.residency.names import STOP, common_words, gazetteer
+from aivos.shared.residency.names import STOP, common_words, english_names, gazetteer
 from aivos.shared.residency.scan import Scan
 from aivos.shared.residency.spans import Span
 from aivos.shared.residency.tagger_features import (
@@ -44,6 +44,7 @@ from aivos.shared.residency.tagger_features import (
     tokenize,
     word_features,
 )
+from aivos.shared.residency.words import SUFFIX_WORDS
 
 __all__ = ["MODEL_SHA256", "ModelIntegrityError", "TaggerModel", "TaggerRecognizer", "load_model"]
 
@@ -244,9 +245,10 @@ def _year(number: str) -> bool:
 
 
 def _caps_name(word: str, lexicon: Lexicon) -> bool:
-    """In text all in capitals, where case says nothing, whether `word` makes a tagged run a
-    name: a known first or last name (a part of it, when hyphenated: `SMITH-JONES`), or a
-    word that is in no dictionary and has no hyphen (`TOMOMI`, not `PRE-AUTHORISATION`)."""
+    """In text all in capitals, where case says nothing, whether `word` can make a tagged run
+    a name: a known first or last name (a part of it, when hyphenated: `SMITH-JONES`), or a
+    word of four letters or more that is in no dictionary and has no hyphen (`TOMOMI`; not
+    `PRE-AUTHORISATION`, nor an acronym such as `PTO`). Whether it does alone: `_caps_strong`."""
     if not word[:1].isalpha():
         return False
     first, last = gazetteer()
@@ -254,7 +256,51 @@ def _caps_name(word: str, lexicon: Lexicon) -> bool:
         title = part.title()
         if title not in STOP and (title in first or title in last):
             return True
-    return "-" not in word and word.title() not in STOP and _unknown(word.lower(), lexicon)
+    return (
+        len(word) >= 4
+        and "-" not in word
+        and word.title() not in STOP
+        and _unknown(word.lower(), lexicon)
+    )
+
+
+# words after which, in text without case, a word is a common noun and no name: articles,
+# possessives, demonstratives, quantifiers (`A DOCTOR`, `MY CASE`, `HOW MANY MILES`)
+_DETERMINER_WORDS = """
+    a an the my your his its our their this these those some any every each no many much
+    few more most several all both either neither another other such
+"""
+_DETERMINERS = frozenset(_DETERMINER_WORDS.split())
+
+
+# `'S` after these is `IS` / `US` (`HERE'S MATEJ`, `LET'S`), not a possessive
+_IS_WORDS = "it he she that there here what who where how when why let"
+_IS_BEFORE = frozenset(_IS_WORDS.split())
+
+
+def _determined(prev: str, prev2: str, prev3: str) -> bool:
+    """Whether the word after `prev` (after `prev2`, after `prev3`) is a common noun by
+    position: `prev` is a determiner (`_DETERMINERS`), a number, or the `S` of a possessive
+    (`DELTA'S CARRY`, not `HERE'S MATEJ`)."""
+    lower = prev.lower()
+    if lower in _DETERMINERS or prev[:1].isdigit():
+        return True
+    return lower == "s" and prev2 in ("'", "’") and prev3.lower() not in _IS_BEFORE
+
+
+def _caps_strong(word: str, lexicon: Lexicon) -> bool:
+    """A word that makes a run a name by itself in text all in capitals: one of `_caps_name`
+    that is no lower-case dictionary word, or a name of an English-language locale
+    (`english_names`: `MARY`, `FRANK`, `REED`). A known name of another locale's list that is
+    also an English word (`JOKE`, `CAR`, `MALE`, `LOT`, `TRUE`) is, in English text without
+    case, more often the word than the name: it makes a name only beside another name word
+    (`_plausible`)."""
+    if not _caps_name(word, lexicon):
+        return False
+    english = english_names()
+    return all(
+        part.title() in english or part.lower() not in lexicon for part in word.split("-") if part
+    )
 
 
 @lru_cache(maxsize=1)
@@ -291,8 +337,13 @@ class TaggerRecognizer:
     def _find(self, text: str, split: list[str]) -> list[Span]:
         model = self.model
         pieces = model.pieces(split)
-        lower_text = text.islower()
-        upper_text = not lower_text and text.isupper()
+        if text.isascii():  # the bytes methods: a table lookup per character, not Unicode's
+            raw = text.encode()
+            lower_text = raw.islower()
+            upper_text = not lower_text and raw.isupper()
+        else:
+            lower_text = text.islower()
+            upper_text = not lower_text and text.isupper()
         piece_key, key = _LOWER_TEXT if lower_text else _UPPER_TEXT if upper_text else _MIXED_TEXT
         if not any(map(itemgetter(piece_key), pieces)):
             return []
@@ -333,6 +384,8 @@ class TaggerRecognizer:
                 padded[b + 2][_WORD] in _TRIM or lower_text and _contraction(padded[b + 2][_WORD])
             ):
                 b -= 1  # also `i'm` after `jim` in lower-case text
+            if c == 2 and a <= b < n - 1 and padded[b + 3][_WORD].lower() in SUFFIX_WORDS:
+                b += 1  # the street word the model left out (`27 moss` + `lane`)
             before = padded[a + 1][_WORD]  # a pad's word when a == 0
             at_start = a == 0 or before in _SENTENCE_END
             entity = CLASSES[c]
@@ -346,6 +399,8 @@ class TaggerRecognizer:
                 upper_text,
                 before,
                 map(itemgetter(_WORD), padded),
+                padded[a][_WORD],
+                padded[a - 1][_WORD] if a > 0 else "",
             ):
                 continue
             offsets = offsets or _Offsets(split, pieces)
@@ -381,6 +436,8 @@ def _plausible(
     upper_text: bool = False,
     before: str = "",
     context: Iterable[str] = (),
+    before2: str = "",
+    before3: str = "",
 ) -> bool:
     """Checks a tagged run must pass. A name holds a word that is capitalised (not merely as
     the first word of a sentence) or is no dictionary word: "boss", "Maybe" are not names,
@@ -389,8 +446,12 @@ def _plausible(
     text all in lower case or all in capitals, a lone name right after a place word is a
     place ("a bus to dallas"), unless the text's words (`context`) speak of reaching someone
     ("send my location to steve": `_TALK`). In text all in capitals, where case says nothing
-    and the model tags shouted words (`PRE-AUTHORISATION`), a name holds a known first or last
-    name or a word in no dictionary (`_caps_name`). An address holds a
+    and the model tags shouted words (`PRE-AUTHORISATION`), a name holds a word that makes one
+    by itself (`_caps_strong`: a known name that is no English word or is a name of an
+    English-language locale, or a word of four letters or more in no dictionary), two name
+    words side by side (`TOM HANKS`), or a name word right after a verb of speaking to someone
+    (`SAID GLADYS`); a name word right after a determiner, number or possessive is none (`A
+    DOCTOR`, `5 MILES`, `DELTA'S CARRY`: `_determined`). An address holds a
     word that is not in capitals nor a month (capitalised, unless the text is all lower case),
     and a number or two capitalised words ("Tarsicio Isle"): so none in text all in capitals;
     in lower-case text a year beside one word ("2019 apart") is none, and an address is never
@@ -415,7 +476,20 @@ def _plausible(
         if not talk:
             return False  # `a bus to dallas`, `FLIGHTS FROM HOUSTON`
     if upper_text:
-        return any(_caps_name(w, lexicon) for w in words)
+        # a word right after a determiner, a number or a possessive `'S` is a common noun
+        # (`A GOOD`, `MY ROCK`, `HOW MANY MILES`, `5 MILES`, `DELTA'S CARRY`), not a name
+        seq = [before3, before2, before, *words]
+        name_at = [
+            _caps_name(w, lexicon) and not _determined(seq[k + 2], seq[k + 1], seq[k])
+            for k, w in enumerate(words)
+        ]
+        if any(n and _caps_strong(w, lexicon) for n, w in zip(name_at, words, strict=True)):
+            return True
+        if name_at[0] and before.lower() in _TALK:
+            return True  # right after a verb of speaking to someone: `SAID GLADYS`, `CALL TOM`
+        # dictionary words that are names too count only as two name words side by side
+        # (`TOM HANKS`; not `A CAR`, `TELL ME A JOKE`)
+        return any(a and b for a, b in zip(name_at, name_at[1:], strict=False))
     first, _last = gazetteer()
     for k, w in enumerate(words):
         if not w[:1].isalpha() or len(w) < 2 and not w.isupper():

@@ -3,8 +3,8 @@
 - on ASCII text the digit gate is one search of a byte copy whose digits are all `0`: it must
   give exactly the digit-run starts where `_DIGIT_GATE` matches;
 - on a text without lower-case letters a number followed by capitals is tried only when a
-  number follows one to three words (no English street suffix can match there): the spans
-  must be those of the full scan `find`;
+  number follows one to three words, or an English street suffix in capitals one to four
+  (`_ADDRESS_UPPER`): the spans must be those of the full scan `find`;
 - `_eu_windows` tests the last letters of the word before a number with a set before
   `str.endswith`: the windows must be those of the plain test.
 

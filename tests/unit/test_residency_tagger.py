@@ -28,6 +28,7 @@ from aivos.shared.residency.tagger import (
     model_from_bytes,
 )
 from aivos.shared.residency.tagger_features import CLASSES, tokenize
+from aivos.shared.residency.words import SUFFIX_WORDS
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,11 +138,15 @@ def _every_token_labelled(recognizer: TaggerRecognizer, text: str) -> list[Span]
             tokens[b].group() in _TRIM or lower_text and _contraction(tokens[b].group())
         ):
             b -= 1
+        if c == 2 and a <= b < len(tokens) - 1 and tokens[b + 1].group().lower() in SUFFIX_WORDS:
+            b += 1  # the street word the model left out, as `find` does
         if c == 0 or a > b:
             continue
         start, end = tokens[a].start(), tokens[b].end()
         glued = start > 0 and text[start - 1].isalnum() or text[end : end + 1].isalnum()
         before = tokens[a - 1].group() if a > 0 else ""
+        before2 = tokens[a - 2].group() if a > 1 else ""
+        before3 = tokens[a - 3].group() if a > 2 else ""
         at_start = a == 0 or before in _SENTENCE_END
         words = [t.group() for t in tokens[a : b + 1]]
         lexicon = load_model().lexicon
@@ -149,7 +154,16 @@ def _every_token_labelled(recognizer: TaggerRecognizer, text: str) -> list[Span]
         if CLASSES[c] == "ADDRESS" and len(text[start:end].split()) < 2:
             continue
         if not glued and _plausible(
-            CLASSES[c], words, lexicon, at_start, lower_text, upper_text, before, context
+            CLASSES[c],
+            words,
+            lexicon,
+            at_start,
+            lower_text,
+            upper_text,
+            before,
+            context,
+            before2,
+            before3,
         ):
             spans.append(Span(start, end, CLASSES[c]))
     return spans
