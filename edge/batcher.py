@@ -14,6 +14,7 @@ queue, batch task or executor future in between).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STOP = object()
+_NOTHING = object()  # `_collect`: the queue had nothing to take
 
 
 class BatchStats:
@@ -111,16 +113,21 @@ class MicroBatcher(Generic[T]):
     def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
         """`first` plus what is queued (waiting up to `max_wait` for more); (batch, stop)."""
         batch = [first]
-        deadline = time.monotonic() + self._max_wait
+        waiting, wait = self._queue, self._max_wait
+        deadline = time.monotonic() + wait if wait > 0 else 0.0
         while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
+            # an empty queue is the common case at low load: ask it rather than pay for a
+            # raised queue.Empty (another worker may still take the item in between)
+            item: Any = _NOTHING
+            if not waiting.empty():
+                with contextlib.suppress(queue.Empty):
+                    item = waiting.get_nowait()
+            if item is _NOTHING:
+                remaining = deadline - time.monotonic() if wait > 0 else 0.0
                 if remaining <= 0:
                     break
                 try:
-                    item = self._queue.get(timeout=remaining)
+                    item = waiting.get(timeout=remaining)
                 except queue.Empty:
                     break
             if item is _STOP:

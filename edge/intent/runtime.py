@@ -64,6 +64,8 @@ PROBE_TEXT = "what are your opening hours"
 # one intra-op thread: groups of 4 ran 1,226 queries/s against 668 for whole padded batches
 # of 64 and 775 for single rows (docs/performance.md).
 SUB_BATCH = 4
+# The graph's outputs a run asks for (the bundle contract, shared/bundle.py).
+_OUTPUTS = ["probs", "sentence_embedding"]
 
 ProviderOptions = Mapping[str, Mapping[str, object]]
 
@@ -125,6 +127,8 @@ class IntentModel:
         self._session = session
         self._tokenizer = tokenizer
         self._input_names = {i.name for i in session.get_inputs()}
+        self._type_ids = "token_type_ids" in self._input_names
+        self._masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # `_unpadded`, by length
         self._labels = np.asarray(manifest.labels)
         first = session.get_providers()[0]
         self.proof = proof or ProviderProof(wanted=first, provider=first, kernel_us={})
@@ -291,29 +295,31 @@ class IntentModel:
     def classify_batch(self, texts: Sequence[str]) -> list[Prediction]:
         if not texts:
             return []
-        if self.speller is not None:  # the classifier's input only: callers keep their text
-            texts = [self.speller.correct(t) if isinstance(t, str) else t for t in texts]
+        speller = self.speller
+        if speller is not None:  # the classifier's input only: callers keep their text
+            texts = [speller.correct(t) if isinstance(t, str) else t for t in texts]
         probs, embs, n_tokens, truncated = self._run(texts)
         idx = probs.argmax(1)
         msp = probs.max(1)
         scores = msp if self.ood is None else self.ood.score(msp, embs)
-        oos = self.manifest.oos_label
-        out = []
-        for i in range(len(texts)):
-            intent = str(self._labels[idx[i]])
-            conf = float(scores[i])
-            out.append(
-                Prediction(
-                    intent=intent,
-                    confidence=conf,
-                    in_scope=conf >= self.threshold and intent != oos,
-                    embedding=embs[i],
-                    truncated=truncated[i],
-                    n_tokens=n_tokens[i],
-                    msp=float(msp[i]),
-                )
+        # Python values once per batch (`tolist` gives what `float()` of each element would);
+        # every numpy call or property read after the model's run is paid with cold caches
+        labels = self.manifest.labels
+        threshold, oos = self.threshold, self.manifest.oos_label
+        return [
+            Prediction(
+                intent=labels[i],
+                confidence=conf,
+                in_scope=conf >= threshold and labels[i] != oos,
+                embedding=emb,
+                truncated=cut,
+                n_tokens=n,
+                msp=p,
             )
-        return out
+            for i, conf, p, emb, cut, n in zip(
+                idx.tolist(), scores.tolist(), msp.tolist(), embs, truncated, n_tokens, strict=True
+            )
+        ]
 
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         """(n, embedding_dim) float32 L2-normalised embeddings (e.g. for knowledge chunks)."""
@@ -325,6 +331,11 @@ class IntentModel:
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"texts[{i}]", "text is empty")
+        if len(texts) == 1:  # c=1 and most batches of a quiet box: no sorting, no scatter
+            encoding = self._tokenizer.encode(texts[0])
+            ids = encoding.ids
+            probs, embs = self._run_padded([ids])
+            return probs, embs, [len(ids)], [bool(encoding.overflowing)]
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encodings]
         # Padding every row to the batch's longest wastes most of the work on short queries:
@@ -340,17 +351,32 @@ class IntentModel:
         return probs, embs, lengths, [bool(e.overflowing) for e in encodings]
 
     def _run_padded(self, sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        longest = max(len(ids) for ids in sequences)
-        ids = np.zeros((len(sequences), longest), dtype=np.int64)
-        mask = np.zeros((len(sequences), longest), dtype=np.int64)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        if len(sequences) == 1:
+            ids = np.array(sequences, dtype=np.int64)
+            mask, type_ids = self._unpadded(ids.shape[1])
+        else:
+            longest = max(len(seq) for seq in sequences)
+            ids = np.zeros((len(sequences), longest), dtype=np.int64)
+            mask = np.zeros((len(sequences), longest), dtype=np.int64)
+            for row, seq in enumerate(sequences):
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            type_ids = np.zeros_like(ids)
         feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
-            feed["token_type_ids"] = np.zeros_like(ids)
-        probs, embs = self._session.run(["probs", "sentence_embedding"], feed)
+        if self._type_ids:
+            feed["token_type_ids"] = type_ids
+        probs, embs = self._session.run(_OUTPUTS, feed)
         return probs, embs
+
+    def _unpadded(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The attention mask (ones) and token types (zeros) of one unpadded row of `n`
+        tokens: made once per length and shared (read-only; onnxruntime only reads inputs)."""
+        pair = self._masks.get(n)
+        if pair is None:
+            mask, type_ids = np.ones((1, n), dtype=np.int64), np.zeros((1, n), dtype=np.int64)
+            mask.flags.writeable = type_ids.flags.writeable = False
+            pair = self._masks[n] = (mask, type_ids)
+        return pair
 
 
 def _speller(root: Path, manifest: Manifest) -> SpellingCorrector | None:

@@ -43,7 +43,7 @@ with contextlib.suppress(ImportError):
 from usearch.index import Index  # noqa: E402
 
 from aivos.edge.knowledge.chunking import chunk_document, document_title
-from aivos.edge.knowledge.meta import MetaStore
+from aivos.edge.knowledge.meta import ChunkRow, MetaStore
 from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
 from aivos.shared.errors import DataError, NotFound
 from aivos.shared.ids import new_id
@@ -57,6 +57,12 @@ log = logging.getLogger(__name__)
 INDEX_DTYPE = "f16"  # recall@10 equal to f32 on MiniLM vectors, half the memory (benchmarks/)
 _FORMAT = 1
 _EMBED_BATCH = 64
+# Chunk rows a search keeps in memory (their text and document), so a query's passages cost
+# dict lookups instead of a SQLite query (0.15-0.19 ms of a batch worker's CPU per query,
+# benchmarks/edge_stage_cpu.py). Chunk keys are never reused (AUTOINCREMENT) and a key's row
+# never changes, so a remembered row is that key's row for as long as the key exists; the
+# rows are dropped whenever the searched view changes, and all at once when this many are held.
+_ROW_CACHE = 8192
 
 
 class _Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,6 +91,8 @@ class KnowledgeIndex:
         self._writable: Index | None = None
         self._generation = -1
         self._manifest_stamp: tuple[int, int] | None = None
+        self._manifest_file = str(self.manifest_path)  # stat-ed by every search
+        self._rows: dict[int, ChunkRow] = {}  # chunk rows of the current view (`_ROW_CACHE`)
 
     # -- paths ------------------------------------------------------------------------------
     @property
@@ -120,6 +128,7 @@ class KnowledgeIndex:
 
     def close(self) -> None:
         self._view = None
+        self._rows.clear()
         self._writable = None
         self._meta.close()
 
@@ -212,18 +221,30 @@ class KnowledgeIndex:
         if view is None or len(view) == 0:
             return []
         found = view.search(query, min(k, len(view)))
-        keys = [int(key) for key in found.keys]
-        dists = [float(d) for d in found.distances]
-        rows = self._meta.lookup(keys)
+        keys = found.keys.tolist()
+        dists = found.distances.tolist()
         out = []
-        for key, dist in zip(keys, dists, strict=True):
-            row = rows.get(key)
+        for key, dist, row in zip(keys, dists, self._rows_of(keys), strict=True):
             if row is None:  # deleted between the view swap and now
                 continue
             _, text, heading, doc_id, source = row
             score = min(1.0, max(-1.0, 1.0 - dist))
             out.append(Passage(text, source, doc_id, key, round(score, 6), heading))
         return out
+
+    def _rows_of(self, keys: list[int]) -> list[ChunkRow | None]:
+        """The stored row of each key (None: deleted): remembered since the view last
+        changed, or read from meta.sqlite (and remembered). Read into a list at once:
+        another thread may drop the remembered rows at any moment."""
+        cache = self._rows
+        rows = [cache.get(key) for key in keys]
+        if None not in rows:
+            return rows
+        found = self._meta.lookup([key for key, row in zip(keys, rows, strict=True) if row is None])
+        if len(cache) + len(found) > _ROW_CACHE:
+            cache.clear()
+        cache.update(found)
+        return [found.get(key) if row is None else row for key, row in zip(keys, rows, strict=True)]
 
     # -- internals --------------------------------------------------------------------------
     def _embed(self, texts: list[str], source: str) -> np.ndarray:
@@ -272,7 +293,7 @@ class KnowledgeIndex:
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
-            st = os.stat(self.manifest_path)
+            st = os.stat(self._manifest_file)
         except FileNotFoundError:
             return None
         return st.st_ino, st.st_mtime_ns
@@ -314,6 +335,7 @@ class KnowledgeIndex:
                 reason = "index file does not match the metadata"
             elif view is not None:
                 self._view, self._generation = view, gen
+                self._rows.clear()
                 self._manifest_stamp = self._stamp()
                 return
         fresh = reason == "no manifest" and not self._meta.count_chunks()
@@ -414,6 +436,7 @@ class KnowledgeIndex:
                 raise
             log.warning("knowledge manifest not updated (disk full); rebuilt at next open")
         self._view = Index.restore(str(self.index_path), view=True)
+        self._rows.clear()
         self._generation = gen
         self._manifest_stamp = self._stamp()
 
@@ -433,6 +456,7 @@ class KnowledgeIndex:
                 return  # another embedder rebuilt the index; our reopen will re-embed
             view = Index.restore(str(self.index_path), view=True)
             self._view, self._writable = view, None
+            self._rows.clear()
             self._generation = manifest.generation
             self._manifest_stamp = stamp
             log.info("knowledge index reloaded at generation %d", manifest.generation)
