@@ -40,18 +40,26 @@ DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
     "FI", "PL", "PT", "IN", "CN", "BR", "AU", "MX",
 )  # fmt: skip
 
-_CANDIDATE = re.compile(
-    # a colon or a full stop glued to a word is a label (`Phone:0623 286 01 29`, `tel:+44...`,
-    # `Tel.0623 ...`); after a digit it is a time, a ratio or a decimal (`10:42:13`, `3.14`)
-    r"(?<![\w@#$€£¥/,+=&-])(?<![\d.][:.])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )"
-    r"(?<!\d[ .-])"
+# the value itself: `+CC`, `00CC` or `(+CC)`, an area code in brackets, digit groups joined by
+# single separators, an extension (`x123`, `ext. 123`, `Ext 12`, `extension 1234`)
+_BODY = (
     r"(?:\+[ ]?|\b00|\(\+\d{1,3}\)[ ]?)?"
     r"(?:\(\d{1,5}(?:[ .-]\d{1,4})?\)[ ./-]?)?"
     r"\d+(?:(?:[ .\-/]|[ ]?\(\d{1,5}\)[ ]?|[ ]-[ ])\d+)*"
-    r"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?"
-    r"(?![\w@]|[.,:/-]\d)"
+    r"(?:[ ]?(?:x|(?i:ext\.?|extension))[ ]?\d{1,5})?"
+    r"(?![\w@%]|[ ]%|[.,:/-]\d)"  # not a percentage: `23%`, `12 345 678 %`
+)
+_CANDIDATE = re.compile(
+    # a colon or a full stop glued to a word is a label (`Phone:0623 286 01 29`, `tel:+44...`,
+    # `Tel.0623 ...`); after a digit it is a time, a ratio or a decimal (`10:42:13`, `3.14`)
+    # glued to a word by `=`, `/` or `-` it is a phone only after a phone cue word
+    # (`tel=+4930...`, `Tel/Fax/0623...`, `mobile-07700...`: `_spans`)
+    r"(?<![\w@#$€£¥,+&])(?<![\W\d_][=/-])"
+    r"(?<![\d.][:.])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )"
+    r"(?<!\d[ .-])" + _BODY
 )
 _DAY, _MONTH = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])"
+_DATE_DMY = rf"(?:{_DAY}[./]{_MONTH}|{_MONTH}[./]{_DAY})[./](?:19|20)\d\d"
 # shapes that are something else whatever the context: an ISO or a day-month-year date (a
 # real one: `80-21-23`, `75.12.34` are Faroese and Caledonian numbers), an SSN, an IPv4
 # address (a valid one: `012.34.56.78` is a Belgian number), ...
@@ -59,13 +67,25 @@ _NOT_A_PHONE = re.compile(
     rf"^(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|(?:{_DAY}[./-]{_MONTH}|{_MONTH}[./-]{_DAY})[./-]\d{{2,4}}"
     r"|\d{3}-\d{2}-\d{4}"
     r"|(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"  # IPv4
-    r"|\d{4}\.\d{1,2}\.\d{1,2}|\d{4}([ -])\d{6}\1\d{5})$"
+    r"|\d{4}\.\d{1,2}\.\d{1,2}|\d{4}([ -])\d{6}\1\d{5}"
+    # a document's number in a year, or in a month of a year: `12/2024`, `0932/01/2026`
+    r"|\d{1,4}/(?:19|20)\d\d|\d+(?:/\d+)*/(?:0?[1-9]|1[0-2])/(?:19|20)\d\d)$"
 )
-_CUE = re.compile(
-    r"(?i)(?:\b(?:phone|tel|telephone|mobile|mob|cell|cellphone|fax|call|ring|text|sms|whatsapp"
-    r"|number|no|nr|desk|landline|hotline|contact|reach|dial|handy|t[ée]l[ée]phone|telefono"
-    r"|telefon)\b|☎)[^\d\n]{0,20}$"
+# phone cue words, inflected and compound forms of other languages included (`telefonu`,
+# `Telefonnummer`, `teléfono`, `telefoon`, `Rufnummer`, `móvil`, `komórka`, `direct line`)
+_CUE_WORDS = (
+    r"phone|t[ée]l|telephone|mobile|mob|cell|cellphone|fax|fon|call|ring|text|sms|whatsapp"
+    r"|number|no|nr|desk|landline|hotline|helpline|contact|kontakt|reach|dial|handy"
+    r"|(?:direct|phone|mobile|office|home|work)[ ]line"
+    r"|t[ée]l[ée]phon[a-z]*|tel[ée]fo+n[a-zà-ÿ]*|phone[-]?(?:no|nr|number|numbers)"
+    r"|(?:ruf|handy|mobil|telefon|tel|fax)nummer|durchwahl|mobil[a-z]*|m[óo]vil|celular|cellulare"
+    r"|portable|kom[óo]rk[a-zęąó]*|gsm|ph|tlf|tfn|puh(?:elin)?[a-z]*"
 )
+_CUE = re.compile(rf"(?i)(?:\b(?:{_CUE_WORDS})\b|☎)[^\d\n]{{0,20}}$")
+# what glues a value to a word (`Tel.0623 ...`, `Phone:0623 ...`, `tel=+4930 ...`); a value
+# glued by any but `:` to a word that is no phone cue is part of a reference (`WK.5410.127.2024`)
+_GLUE = ".:=/-"
+_CUE_WORD = re.compile(rf"(?i)(?:{_CUE_WORDS})")
 # a word naming another kind of number right before the value: "order 4512 3398",
 # "Order number 100234567", "Policy 88 1234 5678", "EUR 1 250 000", "ZIP 94105-1234"
 _OTHER_NUMBER = re.compile(
@@ -85,9 +105,12 @@ _OTHER_SHAPE = re.compile(
     # an amount with cents: 12345.67 (a decimal such as `3.14159265` is left: single-dot
     # phones are written too, `362.24154`, `10.603954`)
     r"|\d+\.\d\d"
+    r"|\d{1,3}(?:[ ]\d{3})+[.]\d\d"  # with thousands and cents: 7 500.00, 12 300.00
     r"|\d{1,3}(?:([ .,])\d{3})*\1(?:000)"  # an amount in thousands: 1 250 000, 2.500.000
     r"|(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])\b.*"  # an ISO date in front: 2024-03-15-0007
     r"|.*(?<!\d)(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?!\d).*"  # yyyymmdd
+    # a date range: 1/11/2025 - 1/5/2026, 01.03.2024-31.03.2024
+    rf"|{_DATE_DMY}[ ]?[-–][ ]?{_DATE_DMY}"
     r")$"
 )
 # North American shape, valid area code or not: 555-123-4567, (555)123-4567, +1-555-123-4567
@@ -101,7 +124,7 @@ _STREET_AFTER = re.compile(
 )
 # `(+358) 40 123 4567`: an international prefix written in brackets, read as `+358 40 ...`
 _BRACKETED_CC = re.compile(r"^\((\+\d{1,3})\)[ ]?")
-_EXT = re.compile(r"[ ]?(?:x|ext\.?)[ ]?\d{1,5}$")
+_EXT = re.compile(r"[ ]?(?:x|(?i:ext\.?|extension))[ ]?\d{1,5}$")
 
 
 class PhoneRecognizer:
@@ -116,36 +139,48 @@ class PhoneRecognizer:
         return self._spans(text, _CANDIDATE.finditer(text))
 
     def find_scanned(self, scan: Scan) -> list[Span]:
-        # a candidate opens with `+`, `(` or a digit run (nothing glued before it)
+        # a candidate opens with `+`, `(` or a digit run
         text, runs = scan.text, scan.all_run_starts
         return self._spans(text, in_windows_at(_CANDIDATE, text, scan.windows(6), runs, "+("))
 
     def _spans(self, text: str, candidates: Iterable[re.Match[str]]) -> list[Span]:
         spans = []
         for m in candidates:
+            start, cue = m.start(), False
+            if start > 1 and text[start - 1] in _GLUE and text[start - 2].isalpha():
+                # glued to a word by `.`, `=`, `/` or `-`: a phone only when that word is a
+                # phone cue (`Tel.0623`, not `WK.5410.127.2024`); by `:` as before (`T:0623`)
+                if _CUE_WORD.fullmatch(_word_before(text, start - 1)) is not None:
+                    cue = True
+                elif text[start - 1] != ":":
+                    continue
             value = m.group(0)
             digits = sum(c.isdigit() for c in value)
             if not 6 <= digits <= 18 or _NOT_A_PHONE.match(value):
                 continue
             core = _BRACKETED_CC.sub(r"\1 ", _EXT.sub("", value), count=1)
-            if self._accept(core, text, m.start(), m.end()):
+            if self._accept(core, text, start, m.end(), cue):
                 spans.append(Span(m.start(), m.end(), self.entity))
         return spans
 
-    def _accept(self, value: str, text: str, start: int, end: int) -> bool:
+    def _accept(self, value: str, text: str, start: int, end: int, cue: bool = False) -> bool:
         digits = sum(c.isdigit() for c in value)
         intl = value.startswith("+") or value.startswith("00")
         if digits - 2 * value.startswith("00") > 15:
             return False
         if not intl and _OTHER_NUMBER.search(text, max(0, start - 24), start):
             return False
-        if _CUE.search(text, max(0, start - 32), start):
+        if cue or _CUE.search(text, max(0, start - 32), start):
             # six digits only in groups (`48 45 55`, Greenland, Faroe): a bare 6-digit run is
             # a PIN, a code or an amount as often as a phone
             return digits >= 7 or not value.isdigit()
         if digits < 6 or _OTHER_SHAPE.match(value):
             return False
         if intl:
+            # `+` and 10-15 digits in one run is how E.164 writes a phone number, whether or
+            # not its country has such numbers (`+1234567890`, a placeholder models write)
+            if value[0] == "+" and value[1:].isdigit() and digits >= 10:
+                return True
             e164 = "+" + value[2:] if value.startswith("00") else value
             return digits >= 7 and _possible(e164, None)
         if value.isdigit():
@@ -161,6 +196,14 @@ class PhoneRecognizer:
         if _STREET_AFTER.match(text, end):
             return False
         return (digits >= 7 or groups >= 3) and written_as_plan(value)
+
+
+def _word_before(text: str, end: int) -> str:
+    """The letters right before `end` (at most 24)."""
+    start = end
+    while start > max(0, end - 24) and text[start - 1].isalpha():
+        start -= 1
+    return text[start:end]
 
 
 def _parse(value: str, region: str | None) -> phonenumbers.PhoneNumber | None:
