@@ -1,4 +1,10 @@
-"""Out-of-scope threshold calibration on validation data, against the quantized graph itself."""
+"""Out-of-scope threshold calibration on validation data, against the quantized graph itself.
+
+The graph is scored as the edge serves it: one query per onnxruntime run by default
+(`aivos.shared.as_served.ROWS_PER_RUN`). Its int8 activations are quantized per run, so in a
+batch a row's MSP and embedding would depend on its batch-mates, and a threshold or statistics
+chosen on batched scores would be chosen for a model the edge never runs.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from aivos.shared.as_served import ROWS_PER_RUN
 from aivos.shared.bundle import OodCalibration
 from aivos.shared.datasets import OOS_LABEL, Example
 from aivos.shared.ood import OOD_FILE, SCORE, OodScorer, fit
@@ -34,9 +41,14 @@ GENERIC_IN_SCOPE_BUDGET = 0.01
 
 
 def predict_probs(
-    model: Path, tokenizer_file: Path, texts: Sequence[str], batch_size: int = 64
+    model: Path, tokenizer_file: Path, texts: Sequence[str], batch_size: int = ROWS_PER_RUN
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(probs, embeddings) for `texts`, in order. Batches are length-sorted to cut padding."""
+    """(probs, embeddings) for `texts`, in order. `batch_size` rows per run: 1 (the default)
+    scores each row alone and unpadded, exactly as the edge runs a lone query; larger batches
+    (length-sorted to cut padding) are faster but move each row's scores with its batch-mates
+    (the int8 graph quantizes its activations per run), so they are not as served."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     tok = Tokenizer.from_file(str(tokenizer_file))
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -114,7 +126,12 @@ def choose_threshold_on(
     if n_in == 0:
         return 0.0
     right = np.sort(score[in_scope & (pred == truth) & (pred != oos)])
-    candidates = np.unique(np.round(score, 4))
+    # every score rounded to 4 places, and the lowest rounded down: a lowest score that rounds
+    # up would reject its own row at the first candidate, and with a budget under one row
+    # (160 in-scope rows at 0.5 point) nothing would be left but no threshold at all
+    low = score.min()
+    lowest = np.minimum(np.floor(low * 1e4) / 1e4, low).astype(score.dtype)
+    candidates = np.unique(np.append(np.round(score, 4), lowest))
     # in-scope accuracy at each candidate: the right rows scoring at least that much
     in_acc = (right.size - np.searchsorted(right, candidates, side="left")) / n_in
     ok = in_acc >= right.size / n_in - max_in_scope_drop
@@ -134,15 +151,18 @@ def ood_calibration(
     val_truth: Sequence[str],
     budget: float,
     oos: str = OOS_LABEL,
+    batch_size: int = ROWS_PER_RUN,
 ) -> tuple[OodScorer, OodCalibration]:
     """The embedding-distance out-of-scope score for a bundle being built (shared/ood.py):
     class statistics fitted on the in-scope `rows`' embeddings (the user's rows, without
     noisy copies or borrowed negatives), the typicality's distances from the in-scope
     validation rows, written to `OOD_FILE` in `staging`; its threshold chosen on validation
-    by the same rule and budget as the MSP's (`choose_threshold_on`)."""
+    by the same rule and budget as the MSP's (`choose_threshold_on`). `val_probs`/`val_emb`
+    come from `predict_probs`; the training rows are run `batch_size` per run (default: one,
+    as served, like the validation rows should be)."""
     index = {label: i for i, label in enumerate(labels)}
     in_scope = [e for e in rows if e.label != oos]
-    _, train_emb = predict_probs(model, tokenizer_file, [e.text for e in in_scope])
+    _, train_emb = predict_probs(model, tokenizer_file, [e.text for e in in_scope], batch_size)
     y = np.array([index[e.label] for e in in_scope])
     stats = fit(train_emb, y, np.unique(y))
     val_in = np.array([t != oos for t in val_truth])

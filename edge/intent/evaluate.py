@@ -12,6 +12,12 @@ A bundle served with an embedding-distance out-of-scope score (`manifest.ood`) i
 it; the report names the score and gives the MSP-alone figures (against the manifest's MSP
 threshold) beside it.
 
+Each query runs alone by default (`batch_size` = `aivos.shared.as_served.ROWS_PER_RUN`, 1), as
+the edge runs a lone query: the int8 graph quantizes its activations per run, so a query
+classified together with others gets scores that depend on them. `batch_size` N > 1 hands
+length-sorted groups of N to `classify_batch` (which runs them 4 at a time, as under load):
+faster, and not the lone-query figures.
+
 `perturb_typos` makes the typo-perturbed twin of a test set (`aivos intents eval --perturb
 typos`): in about `rate` of the words of 4+ letters one keyboard slip, seeded and so
 repeatable: a neighbouring key instead of a letter, a letter dropped, a neighbouring key
@@ -29,6 +35,7 @@ import msgspec
 import numpy as np
 
 from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.as_served import ROWS_PER_RUN
 from aivos.shared.bundle import Manifest
 from aivos.shared.datasets import Example
 from aivos.shared.ood import SCORE as OOD_SCORE
@@ -90,6 +97,7 @@ class EvalReport(msgspec.Struct, frozen=True):
     oos_score: str = "msp"  # the in-scope score thresholded (shared/ood.py names the other)
     msp_in_scope_accuracy: float | None = None  # MSP alone, when `oos_score` is another
     msp_oos_recall: float | None = None
+    batch_size: int = ROWS_PER_RUN  # queries per classify call: 1 = each alone, as served
 
 
 def expected_oos_recall(manifest: Manifest) -> tuple[float | None, str]:
@@ -110,9 +118,13 @@ def expected_oos_recall(manifest: Manifest) -> tuple[float | None, str]:
 def evaluate(
     model: IntentModel,
     examples: Sequence[Example],
-    batch_size: int = 64,
+    batch_size: int = ROWS_PER_RUN,
     latency_samples: int = 200,
 ) -> EvalReport:
+    """The bundle's figures on `examples` (module doc); `batch_size` queries per classify call
+    (1: each alone, as the edge serves a lone query)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     oos = model.manifest.oos_label
     texts = [e.text for e in examples]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -161,4 +173,5 @@ def evaluate(
         oos_score="msp" if model.ood is None else OOD_SCORE,
         msp_in_scope_accuracy=None if model.ood is None else (msp_in / n_in if n_in else 0.0),
         msp_oos_recall=None if model.ood is None else (msp_oos / n_oos if n_oos else 0.0),
+        batch_size=batch_size,
     )
