@@ -49,6 +49,7 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
+from aivos.shared.as_served import ROWS_PER_RUN
 from aivos.shared.bundle import Manifest, load_bundle_manifest
 from aivos.shared.datasets import OOS_LABEL, Example, load_examples
 from aivos.shared.errors import AivosError, BundleError, DataError
@@ -177,11 +178,11 @@ class ServedScorer:
         from aivos.cloud.modelbuild.calibrate import predict_probs
 
         bundle = self.bundle
-        # one row per run: the int8 graph quantizes its activations per run, so a row's score
-        # moves with the rows padded into its batch (up to 0.1 of MSP on the test bundles);
-        # alone, it is exactly what the edge serves a lone query (`IntentModel.classify`)
+        # as served (`ROWS_PER_RUN`, one row per run): the int8 graph quantizes its activations
+        # per run, so a row's score moves with the rows padded into its batch (up to 0.1 of MSP
+        # on the test bundles); alone, it is what the edge serves a lone query
         probs, emb = predict_probs(
-            bundle / "model.onnx", bundle / "tokenizer.json", list(texts), batch_size=1
+            bundle / "model.onnx", bundle / "tokenizer.json", list(texts), ROWS_PER_RUN
         )
         pred = np.asarray(self.manifest.labels)[probs.argmax(1)]
         msp = probs.max(1)

@@ -86,7 +86,7 @@ async def test_publish_uploads_signed_bundle_and_tampering_is_detected(
         verify_bundle_signature(tampered, trusted)
 
 
-def test_publish_without_a_key_fails_cleanly(tmp_path: Path, nats_hub: NatsServer) -> None:
+async def test_publish_without_a_key_fails_cleanly(tmp_path: Path, nats_hub: NatsServer) -> None:
     bundle = fake_bundle(tmp_path / "bundle", version="pub-2")
     result = _aivos(
         "models", "publish", str(bundle), "--nats", nats_hub.url, "--key", str(tmp_path / "nope")
