@@ -50,8 +50,11 @@ def aivos(*args: str) -> subprocess.CompletedProcess[str]:
 def _free_run(taken: set[int], count: int = NODES) -> int:
     """A first port such that it and the `count` - 1 after it are free on loopback (the
     installer counts node ports up from the given ones)."""
+    # below the kernel's ephemeral range: an outgoing connection of any process on the box
+    # can take a port of that range between this check and the node binding it
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
-        base = random.randrange(20000, 60000)
+        base = random.randrange(20000, max(first_ephemeral, 20000 + 4 * count) - count)
         run = set(range(base, base + count))
         if run & taken:
             continue
@@ -172,6 +175,14 @@ class Installed:
         """Every node, all at once (JetStream needs a quorum)."""
         self.procs += [start_node(self.prefix, i) for i in range(1, NODES + 1)]
 
+    def node_logs(self) -> str:
+        """Each node's exit code (None: running) and the tail of its log, for a failure."""
+        return "\n".join(
+            f"hub-{i} exit={proc.poll()}: "
+            + (self.prefix / f"run/hub-{i}.log").read_text(errors="replace")[-600:]
+            for i, proc in enumerate(self.procs, start=1)
+        )
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -273,9 +284,12 @@ async def test_installed_nodes_form_a_tls_cluster_with_r3_and_reinstall_changes_
             for i in range(1, NODES + 1)
         )
 
-    await eventually(
-        meshed, timeout=60, what="every node routed to the two others", ignore=(OSError,)
-    )
+    try:
+        await eventually(
+            meshed, timeout=60, what="every node routed to the two others", ignore=(OSError,)
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{installed.node_logs()}") from exc
     pki = installed.data / "pki"
     peer = CertFiles(
         cert=str(pki / "nodes/aivos-hub-1.crt"),
