@@ -29,6 +29,7 @@ __all__ = [
     "choose_threshold",
     "choose_threshold_on",
     "ood_calibration",
+    "ood_calibration_from",
 ]
 
 # In-scope validation accuracy the threshold may cost (absolute). With the user's own `oos`
@@ -160,11 +161,30 @@ def ood_calibration(
     by the same rule and budget as the MSP's (`choose_threshold_on`). `val_probs`/`val_emb`
     come from `predict_probs`; the training rows are run `batch_size` per run (default: one,
     as served, like the validation rows should be)."""
-    index = {label: i for i, label in enumerate(labels)}
     in_scope = [e for e in rows if e.label != oos]
     _, train_emb = predict_probs(model, tokenizer_file, [e.text for e in in_scope], batch_size)
-    y = np.array([index[e.label] for e in in_scope])
-    stats = fit(train_emb, y, np.unique(y))
+    return ood_calibration_from(
+        staging, in_scope, train_emb, labels, val_probs, val_emb, val_truth, budget, oos
+    )
+
+
+def ood_calibration_from(
+    staging: Path,
+    rows: Sequence[Example],
+    train_emb: np.ndarray,
+    labels: Sequence[str],
+    val_probs: np.ndarray,
+    val_emb: np.ndarray,
+    val_truth: Sequence[str],
+    budget: float,
+    oos: str = OOS_LABEL,
+) -> tuple[OodScorer, OodCalibration]:
+    """`ood_calibration` on embeddings a build already has: `train_emb` holds the served
+    graph's embeddings of `rows`, in order (their `oos` rows are left out of the fit)."""
+    index = {label: i for i, label in enumerate(labels)}
+    keep = np.array([e.label != oos for e in rows], dtype=bool)
+    y = np.array([index[e.label] for e in rows if e.label != oos])
+    stats = fit(np.asarray(train_emb)[keep], y, np.unique(y))
     val_in = np.array([t != oos for t in val_truth])
     stats = stats.with_quantiles(OodScorer(stats).distance(val_emb[val_in]))
     stats.save(staging / OOD_FILE)

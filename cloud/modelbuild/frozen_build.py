@@ -45,7 +45,7 @@ from aivos.cloud.modelbuild.build import (
 from aivos.cloud.modelbuild.calibrate import (
     GENERIC_IN_SCOPE_BUDGET,
     choose_threshold,
-    choose_threshold_on,
+    ood_calibration_from,
     predict_probs,
     scores_at,
     scores_on,
@@ -63,14 +63,13 @@ from aivos.cloud.modelbuild.source import (
 from aivos.shared.bundle import (
     FORMAT_VERSION,
     Manifest,
-    OodCalibration,
     TrainingSummary,
     sha256_file,
     staged_bundle,
     write_manifest,
 )
-from aivos.shared.datasets import OOS_LABEL, Example
-from aivos.shared.ood import OOD_FILE, SCORE, OodScorer, fit
+from aivos.shared.datasets import OOS_LABEL
+from aivos.shared.ood import OOD_FILE, SCORE
 
 __all__ = ["EmbedPrecision", "build_frozen_bundle", "embed_texts"]
 
@@ -184,7 +183,9 @@ def build_frozen_bundle(
             if embed_precision == "int8"
             else embed_texts(model, tokenizer_file, [e.text for e in train])
         )
-        scorer, ood = _ood_calibration(
+        # fitted on the embeddings the head was trained on: embedding the 15,000 CLINC150
+        # rows again would cost about as much CPU as the rest of the quick build
+        scorer, ood = ood_calibration_from(
             staging, train, train_emb, labels, probs, val_emb, val_truth, data.max_in_scope_drop
         )
         pred = np.asarray(labels)[probs.argmax(1)]
@@ -245,37 +246,3 @@ def build_frozen_bundle(
         f"{msp_in_acc:.2%} / {msp_oos_rec:.2%}) ({time.monotonic() - started:.0f} s)"
     )
     return manifest
-
-
-def _ood_calibration(
-    staging: Path,
-    rows: Sequence[Example],
-    embeddings: np.ndarray,
-    labels: Sequence[str],
-    val_probs: np.ndarray,
-    val_emb: np.ndarray,
-    val_truth: Sequence[str],
-    budget: float,
-) -> tuple[OodScorer, OodCalibration]:
-    """`calibrate.ood_calibration` on training embeddings this build already has (`rows`'
-    sentence embeddings from the served graph, in order): the same statistics (class means
-    and shared precision of the in-scope rows, the typicality's CDF from the in-scope
-    validation rows), file and threshold rule. That function embeds the rows itself, which
-    here would run the 15,000 CLINC150 training rows through the graph a second time (about
-    as much CPU again as the rest of the quick build)."""
-    index = {label: i for i, label in enumerate(labels)}
-    keep = np.array([e.label != OOS_LABEL for e in rows], dtype=bool)
-    y = np.array([index[e.label] for e in rows])[keep]
-    stats = fit(np.asarray(embeddings)[keep], y, np.unique(y))
-    val_in = np.array([t != OOS_LABEL for t in val_truth], dtype=bool)
-    stats = stats.with_quantiles(OodScorer(stats).distance(val_emb[val_in]))
-    stats.save(staging / OOD_FILE)
-    scorer = OodScorer(stats)
-    threshold = choose_threshold_on(
-        scorer.score(val_probs.max(1), val_emb),
-        np.asarray(labels)[val_probs.argmax(1)],
-        np.asarray(val_truth),
-        OOS_LABEL,
-        budget,
-    )
-    return scorer, OodCalibration(file=OOD_FILE, score=SCORE, threshold=threshold)
