@@ -284,7 +284,14 @@ async def test_worker_killed_mid_request_falls_back_and_job_completes(
         worker_cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
     )
     agent = await _started_agent(
-        _settings(tmp_path, small_bundle, leaf, **{"uplink.max_tokens": 200})
+        # the job's budget is the product default: 200 tokens on a busy CI box can take more
+        # than the module's 5 s, and a budget shorter than the generation never completes
+        _settings(
+            tmp_path,
+            small_bundle,
+            leaf,
+            **{"uplink.max_tokens": 200, "uplink.job_budget_ms": 60_000},
+        )
     )
     # the worker's replies go through the hub: seen there, `Accepted` means it is generating
     hub = await nats.connect(nats_hub.url)
