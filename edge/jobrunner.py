@@ -3,7 +3,9 @@
 A job is claimed (state `running`) before generation and finished in one write after it,
 so a job is never completed twice; a job that was `running` when the agent died (or when
 `run` failed and the supervisor restarted it) is put back to `waiting_for_uplink` by
-`recover`, which `run` calls first. Telling the caller (`notify`, the job's callback) never
+`recover`, which `run` calls first. A job whose generation does not fit its budget would
+miss it the same way on every attempt: each miss doubles the next attempt's budget (up to
+`_MAX_BUDGET_GROWTH` times), so a long answer finishes instead of retrying for ever. Telling the caller (`notify`, the job's callback) never
 fails the job or the runner: an error there is logged and counted in `notify_failures`.
 """
 
@@ -21,13 +23,22 @@ from aivos.edge.candidates import CandidateKeeper
 from aivos.edge.escalation import Escalator, generator_of
 from aivos.edge.results import Passage
 from aivos.edge.store import Job, Store
-from aivos.shared.errors import AivosError, GenerationFailed, LinkDown, ResidencyDenied
+from aivos.shared.errors import (
+    AivosError,
+    DeadlineExceeded,
+    GenerationFailed,
+    LinkDown,
+    ResidencyDenied,
+)
 
 __all__ = ["EscalationJobRunner"]
 
 log = logging.getLogger(__name__)
 
 _MAX_ATTEMPTS = 5
+_MAX_BUDGET_GROWTH = 8  # the default 60 s job budget grows to 8 minutes at most
+# kept in the job's result while it waits; taken out when it finishes
+_DEADLINE_MISSES = "deadline_misses"
 
 
 class EscalationJobRunner:
@@ -85,6 +96,8 @@ class EscalationJobRunner:
         # escalation jobs carry their context as the request; async /v1/jobs jobs that
         # escalated keep it under result["escalation"]
         request = (job.result or {}).get("escalation") or job.request
+        misses = int((job.result or {}).get(_DEADLINE_MISSES, 0))
+        budget_s = self.budget_s * min(2**misses, _MAX_BUDGET_GROWTH)
         try:
             prepared = self.escalator.prepare(
                 request["request_id"],
@@ -95,7 +108,7 @@ class EscalationJobRunner:
                 model_class=request.get("model_class"),
                 intent=request.get("intent"),
             )
-            answer, done = await self.escalator.complete(prepared, self.budget_s)
+            answer, done = await self.escalator.complete(prepared, budget_s)
         except ResidencyDenied as exc:
             await self._fail(job, f"policy: {exc}")
             return True
@@ -105,13 +118,25 @@ class EscalationJobRunner:
             else:
                 await self.store.update_job(job.id, state="waiting_for_uplink", error=str(exc))
             return False
-        except (LinkDown, AivosError) as exc:  # no responders, deadline, saturated, link lost
+        except DeadlineExceeded:
+            log.info(
+                "job %s back to waiting_for_uplink (DeadlineExceeded after %.1f s)",
+                job.id,
+                budget_s,
+            )
+            waiting = {**(job.result or {}), _DEADLINE_MISSES: misses + 1}
+            await self.store.update_job(
+                job.id, state="waiting_for_uplink", result=waiting, error="DeadlineExceeded"
+            )
+            return False
+        except (LinkDown, AivosError) as exc:  # no responders, saturated, link lost
             log.info("job %s back to waiting_for_uplink (%s)", job.id, type(exc).__name__)
             await self.store.update_job(
                 job.id, state="waiting_for_uplink", error=type(exc).__name__
             )
             return False
         result = dict(job.result or {})
+        result.pop(_DEADLINE_MISSES, None)
         result.update(
             {
                 "answer": answer,
