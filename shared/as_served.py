@@ -9,8 +9,9 @@ per run at low load (`IntentModel.classify`; sub-batches of at most 4 under load
 measured in batches describes a model the edge never serves.
 
 `ROWS_PER_RUN` is the one setting for every offline consumer of the graph's scores: the
-build's threshold and out-of-scope statistics (`cloud/modelbuild/calibrate.py`) and
-`aivos intents eval` (`edge/intent/evaluate.py`). A larger batch is faster, and not as served.
+build's threshold and out-of-scope statistics (`cloud/modelbuild/calibrate.py`),
+`aivos intents eval` (`edge/intent/evaluate.py`), the fleet's quality gate and the edge's
+post-install canary (`edge/fleet/canary.py`). A larger batch is faster, and not as served.
 """
 
 from __future__ import annotations

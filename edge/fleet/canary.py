@@ -1,12 +1,16 @@
 """The post-install canary: the bundle's own golden queries must come out right.
 
-A bundle without golden queries fails the canary: there is nothing to show it works."""
+A bundle without golden queries fails the canary: there is nothing to show it works. The
+queries are classified as the agent serves them, one per run by default: the int8 graph
+quantises its activations per run, so in a batch a query's label could depend on its
+batch-mates."""
 
 from __future__ import annotations
 
 import msgspec
 
 from aivos.edge.intent.runtime import IntentModel
+from aivos.shared.as_served import ROWS_PER_RUN
 
 __all__ = ["CanaryResult", "run_canary"]
 
@@ -27,7 +31,7 @@ class CanaryResult(msgspec.Struct, frozen=True):
         )
 
 
-def run_canary(model: IntentModel, batch: int = 32) -> CanaryResult:
+def run_canary(model: IntentModel, batch: int = ROWS_PER_RUN) -> CanaryResult:
     """Blocking (ONNX inference): call from a worker thread."""
     golden = model.manifest.golden
     required = model.manifest.canary_min_accuracy
