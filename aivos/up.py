@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,6 @@ from rich.console import Console
 from aivos.shared.bundle import load_bundle_manifest, staged_bundle
 from aivos.shared.cli_options import data_dir_option, port_option, site_option
 from aivos.shared.natsconf.permissions import site_inbox_prefix
-from aivos.shared.natsconf.render import HubConfig
 from aivos.shared.natsconf.server import NatsServer, free_port, nats_server_binary
 from aivos.shared.paths import aivos_home, default_bundle_dir, default_cloud_dir
 from aivos.up_scale import cloud_args, operator_token_in, scale_options, start_cluster
@@ -67,6 +66,10 @@ BUILD_DEPS_LOG_ENV = "AIVOS_UP_BUILD_DEPS_LOG"
 _FULL_BUILD_MODULES = ("torch", "transformers", "optimum")  # what the full build imports
 _QUICK_BUILD = "aivos.cloud.modelbuild.quick"  # the first run's bundles and their build cache
 _NOTE_EVERY_S = 20.0  # how often a background step says where it is
+# starts of a service whose port (picked by `free_port`, bound by the child) was taken by
+# someone else in between; each start picks fresh ports
+_PORT_ATTEMPTS = 3
+_PORT_TAKEN = "address already in use"  # nats-server's and uvicorn's words for it
 
 
 @dataclass
@@ -149,6 +152,38 @@ class Appliance:
         raise click.ClickException(
             f"{what} did not become ready within {timeout_s:.0f}s (logs in {self.data_dir / 'logs'})"
         )
+
+    def _start_listening(
+        self,
+        name: str,
+        what: str,
+        spawn: Callable[[], Callable[[], bool]],
+        timeout_s: float,
+        *,
+        attempts: int = _PORT_ATTEMPTS,
+    ) -> None:
+        """Start the service `name` with `spawn` (it picks the ports, spawns the child and
+        returns its readiness probe) and wait until it is ready. A child that exits because
+        a picked port was bound by someone else meanwhile is started again on fresh ports,
+        up to `attempts` starts in all (1: the port is the operator's, not picked)."""
+        log = self.data_dir / "logs" / f"{name}.log"
+        for attempt in range(1, attempts + 1):
+            offset = log.stat().st_size if log.exists() else 0
+            probe = spawn()
+            try:
+                self._wait(what, probe, timeout_s)
+                return
+            except click.ClickException:
+                child = next((c for c in self.children if c.name == name), None)
+                if (
+                    attempt == attempts
+                    or child is None
+                    or child.proc.poll() is None
+                    or not _port_taken(log, offset)
+                ):
+                    raise
+                self.children.remove(child)
+                console.print(f"[yellow]{what}: a port was taken meanwhile, trying others[/yellow]")
 
     # ----- steps -----------------------------------------------------------------------------
 
@@ -306,15 +341,12 @@ class Appliance:
     def start_nats(self) -> None:
         """The hub with TLS and per-identity users, then this site enrolled (or rotated,
         when an earlier run enrolled it) and its leaf node run from the kit's leaf.conf."""
-        from aivos.cloud.fleet.enroll import retire_rotated, secure_hub_config
+        from aivos.cloud.fleet.enroll import retire_rotated
 
         if self.hub_nodes > 1:
             return start_cluster(self)
-        conf = secure_hub_config(
-            self.cloud_dir, port=free_port(), leaf_port=free_port(), monitor_port=free_port()
-        )
         # start the hub before enrolling: enrollment reloads the hub named by its pid file
-        self.hub = self._start_hub(conf)
+        self.hub = self._start_hub()
         _ensure_bundle_signing_key(self.cloud_dir)  # before the kit copies the trusted keys
         leaf_port = free_port()
         self.kit, rotated = self._enroll(leaf_port)
@@ -326,15 +358,26 @@ class Appliance:
         self.lines["hub"] = self.hub.url
         self.lines["leaf"] = self.leaf_url
 
-    def _start_hub(self, conf: HubConfig) -> NatsServer:
+    def _start_hub(self) -> NatsServer:
         """The hub runs as a child in its own session like the others, so a Ctrl-C in the
         terminal reaches only `aivos up`, which stops it last (`stop`)."""
-        hub = NatsServer(conf, self.cloud_dir / "nats")
-        hub.write_config()
-        self._spawn_argv("hub", [str(hub.binary), "-c", str(hub.config_path)])
-        health = f"http://{conf.host}:{conf.monitor_port}/healthz"
-        self._wait("the NATS hub", lambda: httpx.get(health, timeout=1).status_code == 200, 30)
-        return hub
+        from aivos.cloud.fleet.enroll import secure_hub_config
+
+        started: list[NatsServer] = []
+
+        def spawn() -> Callable[[], bool]:
+            conf = secure_hub_config(
+                self.cloud_dir, port=free_port(), leaf_port=free_port(), monitor_port=free_port()
+            )
+            hub = NatsServer(conf, self.cloud_dir / "nats")
+            hub.write_config()
+            self._spawn_argv("hub", [str(hub.binary), "-c", str(hub.config_path)])
+            started.append(hub)
+            health = f"http://{conf.host}:{conf.monitor_port}/healthz"
+            return lambda: httpx.get(health, timeout=1).status_code == 200
+
+        self._start_listening("hub", "the NATS hub", spawn, 30)
+        return started[-1]
 
     def _enroll(self, leaf_port: int) -> tuple[Path, bool]:
         """Enroll the local site, or give it a new credential generation (the hub's ports
@@ -434,22 +477,27 @@ class Appliance:
                 env=self._service_env("ingest"),
             )
         if _has_module("aivos.cloud.console.app"):
-            port = free_port()
-            self._spawn(
-                "console",
-                "cloud",
-                "console",
-                *cloud_args(self.lines["hub"], self.hub_nodes, self.cloud_db),
-                "--data-dir",
-                str(cloud_dir),
-                "--port",
-                str(port),
-                env=self._service_env("fleet"),
-            )
-            url = f"http://127.0.0.1:{port}"
-            self._wait(
-                "console", lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, 60
-            )
+            url = ""
+
+            def spawn_console() -> Callable[[], bool]:
+                nonlocal url
+                port = free_port()
+                self._spawn(
+                    "console",
+                    "cloud",
+                    "console",
+                    *cloud_args(self.lines["hub"], self.hub_nodes, self.cloud_db),
+                    "--data-dir",
+                    str(cloud_dir),
+                    "--port",
+                    str(port),
+                    env=self._service_env("fleet"),
+                )
+                url = f"http://127.0.0.1:{port}"
+                health = f"{url}/healthz"
+                return lambda: httpx.get(health, timeout=1).status_code == 200
+
+            self._start_listening("console", "console", spawn_console, 60)
             self.lines["console"] = url
             token = _operator_token(cloud_dir, self.cloud_db)
             if token:
@@ -470,25 +518,30 @@ class Appliance:
             lines += self._start_demo_services()
         config.write_text("\n".join(lines) + "\n")
         self.load_examples(edge_dir, bundle)
-        self.edge_port = port = self.edge_port or free_port()  # a restart keeps the URL
-        self._spawn(
-            "edge",
-            "edge",
-            "serve",
-            "--data-dir",
-            str(edge_dir),
-            "--bundle",
-            str(bundle),
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        )
-        url = f"http://127.0.0.1:{port}"
-        self._wait(
-            "edge agent", lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, 120
-        )
-        self.lines["edge"] = url
+        given = self.edge_port  # the operator's port, or the first start's (a restart keeps
+        # the URL); 0: one is picked, and picked again if it is taken before the edge binds it
+
+        def spawn_edge() -> Callable[[], bool]:
+            self.edge_port = port = given or free_port()
+            self._spawn(
+                "edge",
+                "edge",
+                "serve",
+                "--data-dir",
+                str(edge_dir),
+                "--bundle",
+                str(bundle),
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            )
+            ready = f"http://127.0.0.1:{port}/readyz"
+            return lambda: httpx.get(ready, timeout=1).status_code == 200
+
+        attempts = 1 if given else _PORT_ATTEMPTS
+        self._start_listening("edge", "edge agent", spawn_edge, 120, attempts=attempts)
+        self.lines["edge"] = f"http://127.0.0.1:{self.edge_port}"
         from aivos.edge.workflows.demo import DEMO_BINDINGS  # --demo: the demo customer's
 
         bound = dict(DEMO_BINDINGS) if self.demo else {}
@@ -584,6 +637,17 @@ class Appliance:
                 except subprocess.TimeoutExpired:
                     child.proc.kill()
                     child.proc.wait()
+
+
+def _port_taken(log: Path, offset: int) -> bool:
+    """Whether what a child wrote to `log` past `offset` says a port it was given to bind
+    was taken."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return _PORT_TAKEN in handle.read().decode(errors="replace").lower()
+    except OSError:
+        return False
 
 
 def _stop_wait_s(name: str) -> float:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -50,14 +51,53 @@ _issued_ports: set[int] = set()
 # outgoing connection of another process can get any ephemeral port).
 _START_ATTEMPTS = 3
 
+# `free_port` draws from [_LOW_PORTS_FROM, the first ephemeral port) when that span is at
+# least _LOW_PORTS_MIN wide: the kernel gives ports of that span to nobody (outgoing
+# connections and bind(0) get ephemeral ones), so only an explicit bind can take one
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOW_PORTS_FROM = 20000
+_LOW_PORTS_MIN = 2000
+_draw = random.SystemRandom()  # never the global generator, which a test or tool may seed
+
+
+def _first_ephemeral_port() -> int | None:
+    """The first port of the kernel's ephemeral range (None: not Linux, or unreadable)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _os_picked_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on `host` (the OS picks it), never one this
-    process has handed out before."""
+    """A TCP port that is free right now on `host`, never one this process has handed out
+    before. It is picked below the kernel's ephemeral range where that range leaves room:
+    the caller binds it later (often another process: nats-server, a service), and in
+    between an outgoing connection of any process on the box can take an ephemeral port
+    (CI failed on that: ``bind: address already in use``). Elsewhere the OS picks one."""
+    first_ephemeral = _first_ephemeral_port()
+    if first_ephemeral is not None and first_ephemeral - _LOW_PORTS_FROM >= _LOW_PORTS_MIN:
+        for _ in range(256):
+            port = _draw.randrange(_LOW_PORTS_FROM, first_ephemeral)
+            if port not in _issued_ports and _bindable(host, port):
+                _issued_ports.add(port)
+                return port
     for _ in range(64):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
+        port = _os_picked_port(host)
         if port not in _issued_ports:
             break
     _issued_ports.add(port)

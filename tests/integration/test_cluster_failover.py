@@ -109,7 +109,7 @@ async def test_hub_node_kill_during_catch_up_loses_nothing(
             return (await generate(edge_nc, request, timeout_s=2)).text
 
         failover = (NoRespondersError, NatsTimeoutError, NoResponders, LinkDown, DeadlineExceeded)
-        assert await eventually(answered, timeout=30, what="generation", ignore=failover) == "ok"
+        assert await eventually(answered, timeout=120, what="generation", ignore=failover) == "ok"
         # ... and the drain finishes
         await eventually(lambda: store.outbox_depth() == 0, timeout=60, what="outbox drained")
 

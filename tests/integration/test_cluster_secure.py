@@ -95,7 +95,7 @@ def running_cluster(tmp_path: Path) -> Iterator[Cluster]:
         for node in nodes:  # together: JetStream needs a quorum of peers
             node.spawn()
         for node in nodes:
-            node.wait_ready(30)
+            node.wait_ready(120)
         yield rig
     finally:
         rig.stop()
@@ -121,14 +121,16 @@ async def _full_mesh(rig: Cluster) -> None:
     def meshed() -> bool:
         return all(_peers(n) == names - {n.conf.server_name} for n in rig.alive())  # type: ignore[union-attr]
 
-    await eventually(meshed, timeout=30, what="every node routed to every other", ignore=(OSError,))
+    await eventually(
+        meshed, timeout=120, what="every node routed to every other", ignore=(OSError,)
+    )
 
 
 async def _leaf_node(rig: Cluster) -> NatsServer:
     def holder() -> NatsServer | None:
         return next((n for n in rig.alive() if n.leafnode_count() >= 1), None)
 
-    return await eventually(holder, timeout=30, what="the site's leaf link on some node")
+    return await eventually(holder, timeout=120, what="the site's leaf link on some node")
 
 
 async def _heartbeats_arrive(rig: Cluster, admin: NATS, site_nc: NATS) -> list[str]:
@@ -147,7 +149,7 @@ async def _heartbeats_arrive(rig: Cluster, admin: NATS, site_nc: NATS) -> list[s
         await site_nc.flush()
         return heartbeat_subject("a") in got
 
-    await eventually(own_arrived, timeout=30, interval=0.2, what="the site's own heartbeat")
+    await eventually(own_arrived, timeout=120, interval=0.2, what="the site's own heartbeat")
     await sub.unsubscribe()
     return got
 
@@ -172,7 +174,7 @@ async def test_site_publishes_through_its_leaf_only_where_permitted(cluster: Clu
         await site_nc.publish(heartbeat_subject("b"), b"forged")
         await site_nc.publish(heartbeat_subject("a"), b"hb")
         await site_nc.flush()
-        await eventually(lambda: heartbeat_subject("a") in got, timeout=30, what="own heartbeat")
+        await eventually(lambda: heartbeat_subject("a") in got, timeout=120, what="own heartbeat")
         assert heartbeat_subject("b") not in got
         # the kit dials every node's leaf URL over TLS with the site's certificate
         leaf_conf = (cluster.data_dir / "kit-a" / "leaf.conf").read_text()
@@ -243,7 +245,7 @@ async def _spawn_rogue(tmp_path: Path, tls: CertFiles, routes: tuple[str, ...]) 
                 return "listening"
             return ""
 
-        if await eventually(settled, timeout=30, what="the rogue node") == "listening":
+        if await eventually(settled, timeout=120, what="the rogue node") == "listening":
             return rogue
     raise AssertionError("the rogue node could not bind its ports")
 
@@ -280,12 +282,15 @@ async def test_route_without_the_route_identity_is_refused(
                     return True
         return False
 
-    await eventually(refused_somewhere, timeout=30, what=f"a route refusal ({refusal})")
+    await eventually(refused_somewhere, timeout=120, what=f"a route refusal ({refusal})")
     names = {n.conf.server_name for n in cluster.nodes}  # type: ignore[union-attr]
     for node in cluster.nodes:
         assert _peers(node) == names - {node.conf.server_name}  # type: ignore[union-attr]
     rogue_routes = await eventually(
-        lambda: _monitor(rogue, "routez"), timeout=30, what="the rogue's /routez", ignore=(OSError,)
+        lambda: _monitor(rogue, "routez"),
+        timeout=120,
+        what="the rogue's /routez",
+        ignore=(OSError,),
     )
     assert rogue_routes.get("num_routes") == 0
 
@@ -302,7 +307,7 @@ async def test_r3_stream_keeps_a_message_across_a_sigkill(cluster: Cluster) -> N
             )
             return True
 
-        await eventually(created, timeout=30, what="an R3 stream", ignore=(Exception,))
+        await eventually(created, timeout=120, what="an R3 stream", ignore=(Exception,))
         ack = await js.publish("sectest.one", b"kept")
         info = await js.stream_info("SECTEST")
         assert info.config.num_replicas == 3 and info.cluster is not None
@@ -319,7 +324,7 @@ async def test_r3_stream_keeps_a_message_across_a_sigkill(cluster: Cluster) -> N
             return msg.data
 
         assert (
-            await eventually(read_back, timeout=30, what="the message", ignore=(Exception,))
+            await eventually(read_back, timeout=120, what="the message", ignore=(Exception,))
             == b"kept"
         )
     finally:
@@ -352,7 +357,7 @@ async def test_revocation_cuts_the_leaf_on_whichever_node_holds_it(cluster: Clus
     def cut() -> bool:
         return all(n.leafnode_count() == 0 for n in cluster.nodes)
 
-    await eventually(cut, timeout=30, what="no leaf link on any node")
+    await eventually(cut, timeout=120, what="no leaf link on any node")
     refused = "authorization"
     assert any(refused in n.log_path.read_text(errors="replace").lower() for n in cluster.nodes)
     assert holder.running

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -174,13 +173,14 @@ async def test_watch_waits_for_the_bucket_and_survives_a_hub_restart(
 async def test_heartbeat_goes_out_as_soon_as_the_link_comes_up(
     tmp_path: Path, small_bundle: Path, nats_hub_factory: object
 ) -> None:
-    """With the default 10 s period, a site whose hub comes up late is seen within 5 s of
-    its link coming up, not one period after its last (skipped) beat."""
+    """A site whose hub comes up late is seen as soon as its link comes up, not one period
+    after its last (skipped) beat: with an hour's period, any beat after the skipped one
+    is the link's doing (how fast it goes out is not what this measures)."""
     hub: NatsServer = nats_hub_factory()  # type: ignore[operator]
     hub.stop()
     site = new_site()
     options = FleetOptions(
-        heartbeat_interval_s=10.0, retry_s=0.2, guard=GuardOptions(enabled=False)
+        heartbeat_interval_s=3600.0, retry_s=0.2, guard=GuardOptions(enabled=False)
     )
     async with running_site(tmp_path / "edge", small_bundle, site, hub.url, options=options) as (
         agent,
@@ -188,7 +188,7 @@ async def test_heartbeat_goes_out_as_soon_as_the_link_comes_up(
     ):
         await eventually(lambda: client.status.heartbeats_skipped >= 1, what="a beat skipped")
         hub.start()
-        await eventually(lambda: agent.uplink.connected, timeout=30, what="link up")
-        up = time.monotonic()
-        await eventually(lambda: client.status.heartbeats_sent >= 1, timeout=5, what="a beat")
-        assert time.monotonic() - up <= 5.0
+        await eventually(lambda: agent.uplink.connected, timeout=60, what="link up")
+        await eventually(
+            lambda: client.status.heartbeats_sent >= 1, timeout=120, what="a beat after link up"
+        )

@@ -56,12 +56,28 @@ async def _started_agent(settings: Any) -> Agent:
     return agent
 
 
-async def _wait_jobs_done(agent: Agent, job_ids: list[str], timeout_s: float = 30) -> None:
+async def _wait_jobs_done(agent: Agent, job_ids: list[str], timeout_s: float = 120) -> None:
     await eventually(
         lambda: {agent.store.get_job(j).state for j in job_ids} == {"done"},
         timeout=timeout_s,
         interval=0.1,
         what=lambda: f"jobs done: {[agent.store.get_job(j).state for j in job_ids]}",
+    )
+
+
+def _fallback_reason(agent: Agent, request_id: str) -> str:
+    """Why the request was answered with the fallback, as its audit row says."""
+    row = agent.store.get_audit(request_id)
+    assert row is not None
+    return str(row.detail["reason"])
+
+
+async def _wait_link_noticed_down(leaf: NatsServer) -> None:
+    """Wait until the site's leaf has noticed its hub link cut (it then has no interest from
+    the hub left); a request sent before that goes into the dead link and waits for its
+    deadline instead of falling back at once."""
+    await eventually(
+        lambda: leaf.leafnode_count() == 0, timeout=60, what="the leaf's hub link seen down"
     )
 
 
@@ -106,7 +122,7 @@ async def hub_capture(
 
     try:
         await eventually(
-            probe_arrives, timeout=10, interval=0, what="the hub subscription seen by the leaf"
+            probe_arrives, timeout=60, interval=0, what="the hub subscription seen by the leaf"
         )
     finally:
         await site_nc.close()
@@ -184,13 +200,16 @@ async def test_link_cut_falls_back_at_once_and_jobs_complete_after_restore(
         try:
             await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
             proxy.cut()
+            await _wait_link_noticed_down(leaf)
             jobs = []
             for i in range(5):
                 resp = await agent.infer(
                     InferRequest(text=f"question number {i} about the weather")
                 )
                 assert resp.answered_by == "fallback"
-                assert resp.latency_ms < 3000  # never waits past the escalation budget
+                # at once: nobody answers behind a link that is down, so nothing waits for
+                # the escalation budget to run out
+                assert _fallback_reason(agent, resp.request_id) == "fallback:no_responders"
                 assert resp.job_id
                 jobs.append(resp.job_id)
             assert {agent.store.get_job(j).state for j in jobs} <= {"waiting_for_uplink", "running"}
@@ -312,14 +331,18 @@ async def test_worker_killed_mid_request_falls_back_and_job_completes(
         await asyncio.wait_for(accepted.wait(), 60)  # the worker is generating now
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        resp = await asyncio.wait_for(task, timeout=10)
+        resp = await asyncio.wait_for(task, timeout=60)
         assert resp.answered_by == "fallback"
-        assert resp.latency_ms < 4000
+        # a dead worker says nothing: the escalation budget ends the wait
+        assert _fallback_reason(agent, resp.request_id) == "fallback:deadline_exceeded"
         assert resp.job_id
         worker = subprocess.Popen(
             worker_cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
         )
-        await _wait_jobs_done(agent, [resp.job_id], timeout_s=120)
+        # the restarted worker loads the model, then generates the 200 tokens; an attempt
+        # that misses the 60 s job budget doubles the next one's (edge/jobrunner.py), so the
+        # wait covers a generation of about two minutes (1.7 tokens/s)
+        await _wait_jobs_done(agent, [resp.job_id], timeout_s=300)
         assert agent.store.get_job(resp.job_id).result["answered_by"] == "cloud"
     finally:
         await hub.close()
@@ -400,6 +423,7 @@ async def test_a_durable_jobs_late_answer_follows_its_hard_example(
         try:
             await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
             proxy.cut()
+            await _wait_link_noticed_down(leaf)
             resp = await agent.infer(InferRequest(text="write me a poem about my card"))
             assert resp.answered_by == "fallback" and resp.job_id
             row = agent.store.get_audit(resp.request_id)

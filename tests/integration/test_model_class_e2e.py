@@ -99,7 +99,7 @@ async def _router_reachable(leaf_url: str) -> None:
             await nc.request(gen_class_subject(SITE, "small"), encode(probe), timeout=1)
             return True
 
-        await eventually(answered, timeout=10, what="the model router", ignore=(Exception,))
+        await eventually(answered, timeout=60, what="the model router", ignore=(Exception,))
     finally:
         await nc.close()
 
@@ -148,7 +148,7 @@ async def test_fallback_model_answers_and_is_named_in_body_stream_and_audit(
     async with cloud(nats_hub.url, cat, primary, backup) as router:
         await asyncio.to_thread(client.__enter__)
         try:
-            await eventually(lambda: agent.uplink.connected, timeout=10, what="the uplink")
+            await eventually(lambda: agent.uplink.connected, timeout=60, what="the uplink")
             await _router_reachable(leaf.url)
             resp = await asyncio.to_thread(post, text="tell me something")
             streamed = await asyncio.to_thread(post, text="tell me more", stream=True)
@@ -160,7 +160,7 @@ async def test_fallback_model_answers_and_is_named_in_body_stream_and_audit(
             job_id = accepted.json()["job_id"]
             await eventually(
                 lambda: agent.store.get_job(job_id).state == "done",
-                timeout=30,
+                timeout=120,
                 what="the deferred escalation to complete",
             )
             job = agent.store.get_job(job_id)

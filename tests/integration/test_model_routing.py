@@ -375,10 +375,10 @@ async def test_one_reply_subscription_serves_every_attempt(nats_hub: NatsServer)
         assert inbox.notices not in (first, second)
         await nc.publish(second, b"two")
         await nc.publish(first, b"one")
-        await eventually(lambda: (one.replies, two.replies) == ([b"one"], [b"two"]), timeout=5)
+        await eventually(lambda: (one.replies, two.replies) == ([b"one"], [b"two"]), timeout=60)
         batch = [Delivered(second, "v2", 3), Delivered(first, "v1", 1, 7), Delivered("x.9", "", 0)]
         await nc.publish(inbox.notices, encode_notices(batch))
-        await eventually(lambda: len(one.notices) == len(two.notices) == 1, timeout=5)
+        await eventually(lambda: len(one.notices) == len(two.notices) == 1, timeout=60)
         assert (one.notices[0].version, one.notices[0].prompt_tokens) == ("v1", 7)
         assert (two.notices[0].version, two.notices[0].n_tokens) == ("v2", 3)
         inbox.close(first)
@@ -386,7 +386,7 @@ async def test_one_reply_subscription_serves_every_attempt(nats_hub: NatsServer)
         await nc.publish(inbox.notices, encode_notices([Delivered(first, "v1", 1)]))
         await nc.publish(second, b"marker")
         # the marker comes after the late reply and notice on the same connection
-        await eventually(lambda: two.replies == [b"two", b"marker"], timeout=5)
+        await eventually(lambda: two.replies == [b"two", b"marker"], timeout=60)
         assert one.replies == [b"one"] and len(one.notices) == 1 and len(inbox) == 1
     finally:
         await inbox.stop()

@@ -35,8 +35,15 @@ def test_up_on_a_hub_cluster_and_postgres(
 ) -> None:
     home = tmp_path / "home"
     shutil.copytree(small_bundle, home / "bundles" / "default")
-    # a generous budget: the 135M model on a loaded 2-core box may take a minute to answer
-    env = {**os.environ, "AIVOS_HOME": str(home), "AIVOS_UPLINK__ESCALATION_BUDGET_MS": "150000"}
+    # the generated answer must fit the escalation budget, whatever the box's speed: a
+    # generous budget (the 135M model on a loaded 2-core box may take a minute to answer)
+    # and a short answer (the default 128 tokens at 0.7-2.6 tokens/s outlast it)
+    env = {
+        **os.environ,
+        "AIVOS_HOME": str(home),
+        "AIVOS_UPLINK__ESCALATION_BUDGET_MS": "150000",
+        "AIVOS_UPLINK__MAX_TOKENS": "16",
+    }
     env.pop("AIVOS_CLOUD_DB", None)
     up = [sys.executable, "-m", "aivos", "up", "--data-dir", str(tmp_path / "up"), "--port", "0"]
     log = tmp_path / "up.log"
@@ -68,7 +75,8 @@ def test_up_on_a_hub_cluster_and_postgres(
         body = json.loads(local.stdout)
         assert (body["decision"], body["answered_by"]) == ("local", "local"), body
         generated = subprocess.run(
-            [*ask, "who painted the mona lisa"],
+            # the client waits as long as the budget (its own default is 60 s)
+            [*ask, "--timeout", "170", "who painted the mona lisa"],
             env=env,
             capture_output=True,
             text=True,
@@ -92,7 +100,8 @@ def test_up_on_a_hub_cluster_and_postgres(
             stats: dict[str, Any] = json.loads(run.stdout)
             return stats if stats["sites"].get("site-1", {}).get("audit", 0) >= 2 else None
 
-        eventually_sync(synced, timeout=60, interval=0.5, what="both audit records in PostgreSQL")
+        # each look is a CLI process (seconds on a busy box); the outbox drains in batches
+        eventually_sync(synced, timeout=180, interval=0.5, what="both audit records in PostgreSQL")
         assert not (tmp_path / "up" / "cloud.db").exists()
     finally:
         stop(proc, signal.SIGINT, timeout=90)
