@@ -480,10 +480,10 @@ async def test_plain_text_and_wrong_ca_are_refused(rig: Rig, tmp_path: Path) -> 
         leaf.stop()
 
 
-async def test_revoked_site_is_refused_within_5s(rig: Rig) -> None:
+async def test_revoked_site_is_cut_off_and_stays_refused(rig: Rig) -> None:
     """Revoking reloads the hub, which cuts the site's live link at once (without the
-    reload the link would stay up for good). The name keeps the docs' wording; the 5 s is
-    the quiet-box figure, not asserted: on a loaded box the reload alone can take longer."""
+    reload the link would stay up for good). How fast is not asserted: on a quiet box it is
+    within 5 s, on a loaded one the reload alone can take longer."""
     leaf = rig.start_site("c")
     await eventually(lambda: "aivos-leaf-c-g1" in _leaf_names(rig), timeout=60, what="leaf c")
     await asyncio.to_thread(revoke_site, rig.data_dir, "c")
