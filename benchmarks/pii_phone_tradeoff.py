@@ -12,6 +12,10 @@ Recall (values in the no-cue carriers of `pii_phones.py`):
 - `presidio_space`: the public set's generator value space rebuilt (`pii_phones.py`);
 - `libphonenumber_national`: libphonenumber's example numbers, NATIONAL form with spaces,
   dashes, dots (`pii_phone_examples.py`);
+- `presidio_space_contexts`: the same values in each of `pii_phones.CONTEXT_CARRIERS`, as
+  written, upper-cased and lower-cased (punctuation glued on, table rows, other PII next to
+  it: contexts the dev templates do not show); `faker_contexts`: one Faker number per locale
+  in each of them, likewise;
 - `presidio_dev`: the phone values of the public set's DEV split (whole sentence; never the
   test split).
 
@@ -53,7 +57,7 @@ import phonenumbers
 from faker import Faker
 from faker.config import AVAILABLE_LOCALES
 from pii_phone_examples import examples, forms
-from pii_phones import NO_CUE_CARRIERS, NON_PII, _masked_spans, phone_values
+from pii_phones import CONTEXT_CARRIERS, NO_CUE_CARRIERS, NON_PII, _masked_spans, phone_values
 from pii_public import load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -102,6 +106,22 @@ def _in_carriers(values: Iterable[tuple[str, str]], seed: int) -> list[tuple[str
         text = rng.choice(NO_CUE_CARRIERS).format(value)
         s0 = text.index(value)
         out.append((source, text, s0, s0 + len(value)))
+    return out
+
+
+def _in_contexts(values: Iterable[tuple[str, str]]) -> list[tuple[str, str, int, int]]:
+    cases: dict[str, Callable[[str], str]] = {
+        "as written": str,
+        "upper": str.upper,
+        "lower": str.lower,
+    }
+    out = []
+    for _source, value in values:
+        for carrier in CONTEXT_CARRIERS:
+            for case, change in cases.items():
+                v, text = change(value), change(carrier.format(value))
+                s0 = text.index(v)
+                out.append((f"{case}: {carrier}", text, s0, s0 + len(v)))
     return out
 
 
@@ -258,6 +278,8 @@ def main() -> None:
     recall_sets = {
         "faker": _in_carriers(_quiet(faker_phones, args.faker_n, args.seed), args.seed),
         "presidio_space": _in_carriers(phone_values(4, 11), args.seed),
+        "presidio_space_contexts": _in_contexts(phone_values(1, 11)),
+        "faker_contexts": _in_contexts(_quiet(faker_phones, 1, args.seed)),
         "libphonenumber_national": _in_carriers(national_examples(), args.seed),
         "presidio_dev": presidio_dev_phones(),
     }

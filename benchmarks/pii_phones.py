@@ -92,6 +92,25 @@ NO_CUE_CARRIERS: tuple[str, ...] = (
     "It changed to {} last week.",
 )
 
+# more ways a value is written into text (written for this script, after the carriers above
+# were all masked): punctuation glued on, rows of a table, lists, labels, other PII next to
+# it; `pii_phone_tradeoff.py` puts each value into each, as written, upper- and lower-cased
+CONTEXT_CARRIERS: tuple[str, ...] = (
+    "Phone number: {}", "({})", "[{}]", '"{}"', "'{}'", "phone:{}", "Phone#{}", "tel. {}",
+    "Smith,{},js@example.com", "Smith;{};js@example.com", "Smith|{}|js@example.com",
+    "Name\t{}\tEmail", "<{}>", "Is it {}?", "Got it: {}!", "{}; then the other one",
+    "Reach John at {} or john@example.com", "John Smith {} john@example.com",
+    "number is {} (mobile)", "{} (home)", "Contact No: {}", "Mob.No.{}", "call me on:{}",
+    "Emergency contact: Jane Doe, {}", "12 Main St, Springfield, IL 62704, {}",
+    "Springfield IL 62704\n{}", "My number is {}\u2014call anytime", "{}...", '{{"phone": "{}"}}',
+    "phone={}", "Customer phone: {}", "Please send the code to {}", "Who owns {}?",
+    "The caller ID showed {}", "Missed call from {} at 10:42", "Missed call from {} on 2024-03-12",
+    "{} - John", "John: {}", "John({})", "Kind regards,\nJohn Smith\n{}\njohn@example.com",
+    "Hi, it's Anna ({}), about the invoice", "the number {} belongs to Mark",
+    "Call us on {} 24/7", "DOB: 1985-03-12 Phone: {}", "SSN 123-45-6789 phone {}",
+    "Card 4111 1111 1111 1111 and {}", "{}(ext. 12)",
+)  # fmt: skip
+
 # PII-free sentences with numbers a phone pattern could take (written for this script)
 NON_PII: tuple[str, ...] = (
     "Your order 4512 3398 was shipped on Monday.",

@@ -2,14 +2,17 @@
 
 Candidates are runs of digit groups joined by single separators (space, dash, dot, slash,
 an area code in brackets, also before a slash `(52)/301-1100`, `+CC`, `00CC` or `(+CC)` in
-front, an `x123` extension behind) of 6–15 digits, not shaped like a date, an SSN or a
-version; a label may be glued on with a colon or a full stop (`Phone:0623 ...`, `Tel.0623
-...`). Unless it carries an international prefix, a word naming another kind of number right
-before it ("order", "Order number", "invoice", "case", "policy", "licence number is", "EUR",
-...) says it is no phone. Otherwise it is one when
+front, an `x123` / `X123` extension behind) of 6–15 digits, not shaped like a date, an SSN or
+a version; a label may be glued on with a colon or a full stop (`Phone:0623 ...`, `Tel.0623
+...`), a phone cue by `#` (`Phone#0623 ...`), a word by a comma (a CSV row); ` 24/7` behind
+is no part of it; numbers of 6+ digits each joined by slashes are judged one by one
+(`0623 286 01 29/0725 102 73 46`). Unless it carries an international prefix, a word naming
+another kind of number right before it ("order", "Order number", "invoice", "case",
+"policy", "licence number is", "EUR", ...) says it is no phone. Otherwise it is one when
 - a phone cue ("call", "tel", "mobile", "fax", "phone", "number" ...) stands right before it
   (six digits only in groups: `Tel: 48 45 55`), or
 - it carries an international prefix (`+49`, `0049`) and libphonenumber finds it possible, or
+  it is `+` and 10–15 digits, in one run or in groups (`+54 9 3358 0730`), or
 - it is not shaped like another number (a year range, a ZIP+4 code, an amount with cents,
   an amount in thousands ending in 000, a yyyymmdd or ISO date inside it) and
   - libphonenumber finds it valid for one of the site's phone regions (its locale pack), or
@@ -46,17 +49,22 @@ _BODY = (
     r"(?:\+[ ]?|\b00|\(\+\d{1,3}\)[ ]?)?"
     r"(?:\(\d{1,5}(?:[ .-]\d{1,4})?\)[ ./-]?)?"
     r"\d+(?:(?:[ .\-/]|[ ]?\(\d{1,5}\)[ ]?|[ ]-[ ])\d+)*"
-    r"(?:[ ]?(?:x|(?i:ext\.?|extension))[ ]?\d{1,5})?"
+    r"(?:[ ]?(?i:x|ext\.?|extension)[ ]?\d{1,5})?"
     r"(?![\w@%]|[ ]%|[.,:/-]\d)"  # not a percentage: `23%`, `12 345 678 %`
 )
 _CANDIDATE = re.compile(
     # a colon or a full stop glued to a word is a label (`Phone:0623 286 01 29`, `tel:+44...`,
-    # `Tel.0623 ...`); after a digit it is a time, a ratio or a decimal (`10:42:13`, `3.14`)
+    # `Tel.0623 ...`, after an abbreviation too: `Tel.:0623 ...`); after a digit it is a time,
+    # a ratio or a decimal (`10:42:13`, `3.14`), after `..` an ellipsis
     # glued to a word by `=`, `/` or `-` it is a phone only after a phone cue word
-    # (`tel=+4930...`, `Tel/Fax/0623...`, `mobile-07700...`: `_spans`)
-    r"(?<![\w@#$€£¥,+&])(?<![\W\d_][=/-])"
-    r"(?<![\d.][:.])(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )"
-    r"(?<!\d[ .-])" + _BODY
+    # (`tel=+4930...`, `Tel/Fax/0623...`, `mobile-07700...`), by `#` only after one
+    # (`Phone#0623...`, `Tel #0623...`: `_spans`); a comma glues a value to a word in a CSV
+    # row (`Smith,0623 ...`), after a digit it is a thousands separator (`1,234,567`)
+    r"(?<![\w@$€£¥+&])(?<!\d,)"
+    r"(?<!\d[:.])(?<!\.\.)(?<![A-Za-z]{2}\d{2} )(?<![A-Za-z]{2}\d{2} [A-Za-z0-9]{4} )"
+    # never cut out of a longer digit run, unless it opens with `+` (`Room 12 +41 ...`,
+    # `(898)666-3621/+41 ...`)
+    r"(?:(?<![\W\d_][=/-])(?<!\d[ .-])|(?=\(?\+))" + _BODY
 )
 _DAY, _MONTH = r"(?:0?[1-9]|[12]\d|3[01])", r"(?:0?[1-9]|1[0-2])"
 _DATE_DMY = rf"(?:{_DAY}[./]{_MONTH}|{_MONTH}[./]{_DAY})[./](?:19|20)\d\d"
@@ -116,15 +124,20 @@ _OTHER_SHAPE = re.compile(
 # North American shape, valid area code or not: 555-123-4567, (555)123-4567, +1-555-123-4567
 _NANP_SHAPE = re.compile(r"^(?:(?:\+1|001|1)[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[.-]\d{4}$")
 _GROUP = re.compile(r"\d+")
-# what follows a building and a house number: a capitalised street name on the same line or,
-# within three words, a street word
+# what follows a building and a house number: a capitalised street name on the same line
+# (one capitalised word before another, a number, a comma or the line's end: `Crown St`,
+# `Pavlou Drandaki`; not a sentence going on, `467 3395 Please call`) or, within three words,
+# a street word
 _STREET_AFTER = re.compile(
-    r"[ ]+(?:[A-Z][a-z]|(?i:(?:[a-z]+[ ]+){0,2}(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr"
+    r"[ ]+(?:[A-Z][a-z]+(?:[ ]+[A-Z0-9]|[ ]*(?:[,\n]|$))"
+    r"|(?i:(?:[a-z]+[ ]+){0,2}(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr"
     r"|boulevard|blvd|way|court|ct|place|pl|square|sq|terrace|close|crescent)\b))"
 )
 # `(+358) 40 123 4567`: an international prefix written in brackets, read as `+358 40 ...`
 _BRACKETED_CC = re.compile(r"^\((\+\d{1,3})\)[ ]?")
-_EXT = re.compile(r"[ ]?(?:x|(?i:ext\.?|extension))[ ]?\d{1,5}$")
+# "around the clock" after a number is no part of it: `0800 123 4567 24/7`
+_AROUND_THE_CLOCK = " 24/7"
+_EXT = re.compile(r"(?i)[ ]?(?:x|ext\.?|extension)[ ]?\d{1,5}$")
 
 
 class PhoneRecognizer:
@@ -154,13 +167,42 @@ class PhoneRecognizer:
                     cue = True
                 elif text[start - 1] != ":":
                     continue
-            value = m.group(0)
-            digits = sum(c.isdigit() for c in value)
-            if not 6 <= digits <= 18 or _NOT_A_PHONE.match(value):
-                continue
-            core = _BRACKETED_CC.sub(r"\1 ", _EXT.sub("", value), count=1)
-            if self._accept(core, text, start, m.end(), cue):
-                spans.append(Span(m.start(), m.end(), self.entity))
+            elif start > 0 and text[start - 1] == "#":
+                # `Phone#0623 ...`, `Tel #0623 ...`; after any other word a reference number
+                # (`Ticket#4471203`, `at #12`)
+                glue = start - 2 if start > 1 and text[start - 2] in " ." else start - 1
+                if _CUE_WORD.fullmatch(_word_before(text, glue)) is None:
+                    continue
+                cue = True
+            value, end = m.group(0), m.end()
+            if value.endswith(_AROUND_THE_CLOCK):
+                value, end = value[: -len(_AROUND_THE_CLOCK)], end - len(_AROUND_THE_CLOCK)
+            if self._is_phone(value, text, start, end, cue):
+                spans.append(Span(start, end, self.entity))
+            elif "/" in value:
+                spans += self._slashed(value, text, start, cue)
+        return spans
+
+    def _is_phone(self, value: str, text: str, start: int, end: int, cue: bool) -> bool:
+        digits = sum(c.isdigit() for c in value)
+        if not 6 <= digits <= 18 or _NOT_A_PHONE.match(value):
+            return False
+        core = _BRACKETED_CC.sub(r"\1 ", _EXT.sub("", value), count=1)
+        return self._accept(core, text, start, end, cue)
+
+    def _slashed(self, value: str, text: str, start: int, cue: bool) -> list[Span]:
+        """Numbers of 6+ digits each joined by slashes, which no phone is as a whole
+        (`0623 286 01 29/0725 102 73 46`, `Tel/Fax: 75721103/30271937`): each one on its own,
+        a cue before the first counting for all."""
+        parts = value.split("/")
+        if any(sum(c.isdigit() for c in p) < 6 for p in parts):
+            return []  # `030/1234567` is one number, `0932/01/2026` none
+        cue = cue or _CUE.search(text, max(0, start - 32), start) is not None
+        spans, pos = [], start
+        for p in parts:
+            if self._is_phone(p, text, pos, pos + len(p), cue):
+                spans.append(Span(pos, pos + len(p), self.entity))
+            pos += len(p) + 1
         return spans
 
     def _accept(self, value: str, text: str, start: int, end: int, cue: bool = False) -> bool:
@@ -177,12 +219,22 @@ class PhoneRecognizer:
         if digits < 6 or _OTHER_SHAPE.match(value):
             return False
         if intl:
-            # `+` and 10-15 digits in one run is how E.164 writes a phone number, whether or
-            # not its country has such numbers (`+1234567890`, a placeholder models write)
-            if value[0] == "+" and value[1:].isdigit() and digits >= 10:
+            # `+` and 10-15 digits is how only phone numbers are written, whether or not its
+            # country has such numbers: in one run (`+1234567890`, a placeholder models write)
+            # or grouped (`+54 9 3358 0730`, `+389(0)332245383`: a digit too few or too many
+            # for their plans, as generators and people write them)
+            if value[0] == "+" and digits >= 10:
                 return True
             e164 = "+" + value[2:] if value.startswith("00") else value
-            return digits >= 7 and _possible(e164, None)
+            if digits >= 7 and _possible(e164, None):
+                return True
+            # a `00` that leads to no country, in the North American shape: a national number
+            # whose area code was drawn at random, as the shape is taken below (`005-599-2651`)
+            return (
+                value[0] == "0"
+                and _NANP_SHAPE.match(value) is not None
+                and not _OTHER_NUMBER.search(text, max(0, start - 24), start)
+            )
         if value.isdigit():
             return 10 <= digits <= 13 and any(_valid(value, r) for r in self.regions)
         groups = len(_GROUP.findall(value))
@@ -192,8 +244,9 @@ class PhoneRecognizer:
             return True
         # grouped exactly as some country's plan writes its numbers, and valid there
         # (`395 3624`, `26 943046`, `66 31 35`); six digits only in three groups; not two
-        # house numbers before a street (`9816 214 Pavlou Drandaki`, `3747 3911 fourth avenue`)
-        if _STREET_AFTER.match(text, end):
+        # house numbers before a street (`9816 214 Pavlou Drandaki`, `3747 3911 fourth avenue`);
+        # three groups are no pair of house numbers (`80 59 01 Monday`)
+        if groups == 2 and _STREET_AFTER.match(text, end):
             return False
         return (digits >= 7 or groups >= 3) and written_as_plan(value)
 
