@@ -266,7 +266,13 @@ def main() -> None:
         help="also time the masker of this git ref in the same process (repeatable)",
     )
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds with --baseline")
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_public.json"))
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="write the results here (default: benchmarks/results/pii_public.json when no "
+        "--split is given; with --split only when asked)",
+    )
     args = ap.parse_args()
     splits = [args.split] if args.split else ["dev", "test", "all"]
     result: dict[str, Any] = {
@@ -300,10 +306,11 @@ def main() -> None:
                 print(f"latency prompt + 3 passages, pack {pack}:", cmp)
             lat[pack] = cmp
         result["latency_prompt_plus_3_passages"] = lat
-    if not args.split:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json_out}")
+    out = args.json_out or (None if args.split else Path("benchmarks/results/pii_public.json"))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
