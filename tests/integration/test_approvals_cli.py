@@ -27,7 +27,7 @@ from aivos.shared.subjects import heartbeat_subject
 from tests.fixtures.agent_proc import AgentProcess, aivos_cli, create_token
 from tests.fixtures.edge import make_edge_settings
 from tests.fixtures.wait import eventually, eventually_sync
-from tests.integration.test_console_browser import _wait, browser, console_url
+from tests.integration.test_console_browser import _missing, _wait, browser, console_url
 
 __all__ = ["browser", "console_url"]  # the console test's fixtures, used here too
 
@@ -194,6 +194,7 @@ class _Loop:
         self.thread.join(10)
 
 
+@pytest.mark.skipif(_missing, reason="headless Chromium not installed")
 def test_console_shows_pending_approvals_from_the_sites_heartbeat(
     tmp_path: Path,
     small_bundle: Path,
