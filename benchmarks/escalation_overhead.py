@@ -7,8 +7,10 @@ Setup (all real): a hub nats-server with JetStream, a site leaf, workers started
 `aivos cloud worker` as separate processes, the edge client connected to the leaf.
 Three measurements per request are reported:
 
-* protocol round trip: a worker whose backend does no work (``--backend echo`` below, an
-  in-benchmark backend) - the pure cost of the NATS path and the message protocol;
+* protocol round trip: a worker whose backend does no work (`_One` below) - the pure cost
+  of the NATS path and the message protocol; once with that worker in the benchmark's own
+  process (the row recorded since c06be6a) and once in a process of its own, as the
+  llama.cpp worker runs, so that row and the added latency pay the same process hops;
 * added latency with the real model = client-side total minus the worker's own
   ``Done.timings.total_ms`` (receipt -> Done), per request;
 * end-to-end p50 of escalated vs in-process generation, and time to first token.
@@ -115,11 +117,17 @@ async def wait_workers(nc: nats.NATS, site: str, names: set[str], timeout: float
 async def escalate(nc: nats.NATS, req: GenerateRequest) -> tuple[float, float, Done]:
     t0 = time.perf_counter()
     ttft = float("nan")
-    async for item in stream_generate(nc, req, timeout_s=120):
-        if isinstance(item, Token) and ttft != ttft:
-            ttft = (time.perf_counter() - t0) * 1000
-        if isinstance(item, Done):
-            return (time.perf_counter() - t0) * 1000, ttft, item
+    stream = stream_generate(nc, req, timeout_s=120)
+    try:
+        async for item in stream:
+            if isinstance(item, Token) and ttft != ttft:
+                ttft = (time.perf_counter() - t0) * 1000
+            if isinstance(item, Done):
+                return (time.perf_counter() - t0) * 1000, ttft, item
+    finally:
+        # closed here, as `generate` does: left to the garbage collector, the stream's
+        # clean-up (span end, unsubscribe) ran inside the next request's timing
+        await stream.aclose()  # type: ignore[attr-defined]
     raise RuntimeError("no Done")
 
 
@@ -146,33 +154,69 @@ def request(i: int, site: str, max_tokens: int, stream: bool = True) -> Generate
     )
 
 
-async def echo_round_trips(hub_url: str, edge: nats.NATS, n: int) -> dict[str, float]:
-    """Protocol-only round trip via leaf->hub with a worker whose backend yields one chunk."""
+class _One:
+    """The no-op backend: one chunk, no model."""
+
+    name = "echo"
+
+    async def stream(self, request: GenerateRequest):  # type: ignore[no-untyped-def]
+        yield "ok"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def spawn_echo_worker(url: str) -> subprocess.Popen[bytes]:
+    """The no-op worker in its own process, as the llama.cpp worker runs."""
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve-echo", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def serve_echo(url: str) -> None:
     from aivos.cloud.worker.service import GenerationWorker
 
-    class _One:
-        name = "echo"
+    nc = await nats.connect(url)
+    worker = GenerationWorker(_One(), concurrency=4, name="echo", subject=gen_subject("echo"))
+    await worker.start(nc)
+    await asyncio.Event().wait()  # until terminated
 
-        async def stream(self, request: GenerateRequest):  # type: ignore[no-untyped-def]
-            yield "ok"
 
-        async def aclose(self) -> None:
-            return None
+async def echo_round_trips(hub_url: str, edge: nats.NATS, n: int) -> dict[str, dict[str, float]]:
+    """Protocol-only round trips via leaf->hub with a worker whose backend yields one chunk:
+    the worker in this process (the figure recorded since c06be6a), and in its own process
+    (as the llama.cpp worker runs: one more process to wake per message, which the
+    "added by escalation" figure pays and the in-process worker does not)."""
+    from aivos.cloud.worker.service import GenerationWorker
+
+    async def measure() -> dict[str, float]:
+        times = []
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            async for _ in stream_generate(edge, request(i, "echo", 1), timeout_s=10):
+                pass
+            if i >= 20:
+                times.append((time.perf_counter() - t0) * 1000)
+        return summary(times)
 
     wnc = await nats.connect(hub_url)
     worker = GenerationWorker(_One(), concurrency=4, name="echo", subject=gen_subject("echo"))
     await worker.start(wnc)
     await asyncio.sleep(0.5)
-    times = []
-    for i in range(n + 20):
-        t0 = time.perf_counter()
-        async for _ in stream_generate(edge, request(i, "echo", 1), timeout_s=10):
-            pass
-        if i >= 20:
-            times.append((time.perf_counter() - t0) * 1000)
+    in_process = await measure()
     await worker.drain()
     await wnc.close()
-    return summary(times)
+
+    proc = spawn_echo_worker(hub_url)
+    try:
+        await wait_workers(edge, "echo", {"echo"}, timeout=60)
+        own_process = await measure()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"in_process": in_process, "own_process": own_process}
 
 
 async def throughput(
@@ -215,7 +259,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     }
     try:
         edge = await nats.connect(leaf.url)
-        results["protocol_round_trip_ms"] = await echo_round_trips(hub.url, edge, args.n * 5)
+        echo = await echo_round_trips(hub.url, edge, args.n * 5)
+        results["protocol_round_trip_ms"] = echo["in_process"]
+        results["protocol_round_trip_process_ms"] = echo["own_process"]
 
         backend = LlamaCppBackend(n_threads=args.threads)
         procs.append(spawn_worker(hub.url, "w1", args.threads, 4))
@@ -297,7 +343,9 @@ def report(res: dict[str, object]) -> None:
             ratio = f"{s['p50'] / b['p50']:.3f}"
         table.add_row(label, f"{s['p50']:.2f}", f"{s['p90']:.2f}", ratio)
 
-    row("protocol round trip (no-op backend)", "protocol_round_trip_ms")
+    row("protocol round trip (no-op worker in this process)", "protocol_round_trip_ms")
+    if "protocol_round_trip_process_ms" in res:
+        row("protocol round trip (no-op worker process)", "protocol_round_trip_process_ms")
     row("in-process llama.cpp", "in_process_ms")
     row("escalated llama.cpp, streamed", "escalated_ms", "in_process_ms")
     row("escalated llama.cpp, not streamed", "escalated_nostream_ms", "in_process_ms")
@@ -318,6 +366,9 @@ def report(res: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve-echo"]:  # the no-op worker process (spawn_echo_worker)
+        asyncio.run(serve_echo(sys.argv[2]))
+        raise SystemExit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="measured requests per side")
     parser.add_argument("--max-tokens", type=int, default=16)

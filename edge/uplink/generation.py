@@ -207,8 +207,9 @@ async def _next(
         left = deadline - time.monotonic()
         if left <= 0:
             raise DeadlineExceeded(f"request {request.request_id}: no answer within budget")
-        try:
-            return await asyncio.wait_for(queue.get(), timeout=min(left, _LINK_POLL_S))
+        try:  # `asyncio.timeout`, not `wait_for`: no task per message on the reply path
+            async with asyncio.timeout(min(left, _LINK_POLL_S)):
+                return await queue.get()
         except TimeoutError:
             continue
 
