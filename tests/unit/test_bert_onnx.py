@@ -94,15 +94,26 @@ def test_int8_graph_equals_the_optimum_exports(
     graphs: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     """The graph the torch build exports (optimum), pooled and quantized the same way,
-    embeds like ours: the quick bundle serves what the torch quick bundle served."""
+    embeds like ours: the quick bundle serves what the torch quick bundle served.
+
+    The fp32 graphs agree to float rounding. The int8 ones are quantized dynamically, per
+    run, so a rounding difference of 1e-7 can move an activation by one quantization step:
+    on a fresh install (Dec 2026) the two longest sentences came out at cosine 0.9996 and
+    0.99996, the others identical. So int8 is held to one step's worth (cosine >= 0.999),
+    not to float rounding."""
     from aivos.cloud.modelbuild.onnxgraph import export_encoder
 
-    _, int8, tokenizer = graphs
+    fp32, int8, tokenizer = graphs
     exported = onnx.load(str(export_encoder(base_model_dir(), tmp_path / "export")))
     onnx.save(add_pooling(exported), str(tmp_path / "fp32.onnx"))
+    fp32_diff = embed_texts(fp32, tokenizer, SENTENCES) - embed_texts(
+        tmp_path / "fp32.onnx", tokenizer, SENTENCES
+    )
+    assert float(np.abs(fp32_diff).max()) < 1e-5
     theirs = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx")
-    diff = embed_texts(int8, tokenizer, SENTENCES) - embed_texts(theirs, tokenizer, SENTENCES)
-    assert float(np.abs(diff).max()) < 1e-3
+    ours_int8 = embed_texts(int8, tokenizer, SENTENCES)
+    cosine = (ours_int8 * embed_texts(theirs, tokenizer, SENTENCES)).sum(1)  # L2-normalised
+    assert float(cosine.min()) > 0.999, cosine
 
 
 def test_weights_hash_is_the_torch_builds_encoder_hash() -> None:
