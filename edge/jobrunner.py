@@ -5,8 +5,9 @@ so a job is never completed twice; a job that was `running` when the agent died 
 `run` failed and the supervisor restarted it) is put back to `waiting_for_uplink` by
 `recover`, which `run` calls first. A job whose generation does not fit its budget would
 miss it the same way on every attempt: each miss doubles the next attempt's budget (up to
-`_MAX_BUDGET_GROWTH` times), so a long answer finishes instead of retrying for ever. Telling the caller (`notify`, the job's callback) never
-fails the job or the runner: an error there is logged and counted in `notify_failures`.
+`_MAX_BUDGET_GROWTH` times), so a long answer finishes instead of retrying for ever.
+Telling the caller (`notify`, the job's callback) never fails the job or the runner: an
+error there is logged and counted in `notify_failures`.
 """
 
 from __future__ import annotations
