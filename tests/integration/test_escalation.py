@@ -443,3 +443,40 @@ async def test_a_durable_jobs_late_answer_follows_its_hard_example(
     assert candidate["request_id"] == answer["request_id"] == resp.request_id
     assert candidate["answer"] is None  # the fallback is not the cloud's answer
     assert answer["answer"] == "your card is fine"
+
+
+async def test_a_job_longer_than_its_budget_finishes_on_a_grown_budget(
+    tmp_path: Path,
+    small_bundle: Path,
+    nats_hub: NatsServer,
+    proxied_leaf: tuple[NatsServer, TcpProxy],
+) -> None:
+    """Each deadline miss doubles the job's next budget (edge/jobrunner.py): before, every
+    attempt missed the same budget and the job retried for ever."""
+    leaf, proxy = proxied_leaf
+    # 8 chunks 0.3 s apart: 2.4 s of generation against a 1 s job budget
+    chunks = [f"w{i} " for i in range(7)] + ["w7"]
+    backend = ScriptedBackend(chunks, delay_s=0.3)
+    async with running_worker(nats_hub.url, backend):
+        agent = await _started_agent(
+            _settings(tmp_path, small_bundle, leaf, **{"uplink.job_budget_ms": 1000})
+        )
+        try:
+            await wait_for_responders(agent.uplink.nc, SITE)  # type: ignore[arg-type]
+            proxy.cut()
+            await _wait_link_noticed_down(leaf)  # the request falls back and becomes a job
+            resp = await agent.infer(InferRequest(text="tell me a long story about the sea"))
+            assert resp.answered_by == "fallback"
+            assert resp.job_id
+            proxy.restore()
+            await _wait_jobs_done(agent, [resp.job_id])
+            job = agent.store.get_job(resp.job_id)
+        finally:
+            await agent.stop()
+    assert job.result["answered_by"] == "cloud"
+    assert job.result["answer"] == "".join(chunks)
+    assert "deadline_misses" not in job.result  # bookkeeping, not part of the answer
+    assert job.error is None
+    job_requests = [r for r in backend.requests if r.request_id != "probe"]
+    # the first attempt ran out of its 1 s budget (2.4 s needed); a later, grown one finished
+    assert len(job_requests) >= 2

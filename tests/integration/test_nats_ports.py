@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,15 +67,6 @@ def test_free_port_lets_the_os_pick_without_room_below_the_ephemeral_range(
     port = natsserver.free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", port))  # free, as promised
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port someone else listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
 
 
 def _first_pick_taken(monkeypatch: pytest.MonkeyPatch, taken: int, nth: int) -> None:

@@ -4,9 +4,7 @@ ports (the same race failed CI once for nats-server: ``bind: address already in 
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -16,15 +14,6 @@ import pytest
 from aivos import up
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port someone else listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield int(sock.getsockname()[1])
 
 
 def _hand_out_taken(monkeypatch: pytest.MonkeyPatch, taken: int) -> None:
