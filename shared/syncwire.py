@@ -13,11 +13,13 @@ by the ingest's upsert, so the effect is exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
@@ -94,10 +96,46 @@ async def ensure_sync_stream(
     replicas: int = 1,
     allow_atomic: bool = True,
     update: bool = True,
+    ready_timeout_s: float = 60.0,
 ) -> api.StreamInfo:
     """Create the hub stream ``AIVOS_SYNC`` if missing. When it exists: with `update`,
     apply this config (e.g. a new duplicate window); without, keep it as it is.
-    From a site connection pass the hub's context (``nc.jetstream(domain="hub")``)."""
+    From a site connection pass the hub's context (``nc.jetstream(domain="hub")``).
+
+    Retried for up to `ready_timeout_s` while JetStream cannot answer yet: a hub cluster
+    that has just elected its meta leader, or lost a node, answers an R3 create with a
+    timeout or 503 for a few seconds. A create that timed out may still have been applied;
+    the retry then finds the stream and (with `update`) applies the same config again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_timeout_s
+    attempt = 0
+    while True:
+        try:
+            return await _ensure_sync_stream_once(
+                js,
+                duplicate_window_s=duplicate_window_s,
+                max_age_s=max_age_s,
+                replicas=replicas,
+                allow_atomic=allow_atomic,
+                update=update,
+            )
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+            attempt += 1
+            if loop.time() >= deadline:
+                raise
+            log.info("sync stream: JetStream not ready (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+
+
+async def _ensure_sync_stream_once(
+    js: JetStreamContext,
+    *,
+    duplicate_window_s: float,
+    max_age_s: float | None,
+    replicas: int,
+    allow_atomic: bool,
+    update: bool,
+) -> api.StreamInfo:
     config = sync_stream_config(
         duplicate_window_s=duplicate_window_s,
         max_age_s=max_age_s,
@@ -106,6 +144,8 @@ async def ensure_sync_stream(
     )
     try:
         info = await js.stream_info(SYNC_STREAM)
+    except nats.errors.TimeoutError:
+        raise  # not an answer: the caller retries
     except Exception:  # nats.js.errors.NotFoundError (or a domain that is not there yet)
         try:
             return await js.add_stream(config)

@@ -126,3 +126,30 @@ async def test_hub_node_kill_during_catch_up_loses_nothing(
         assert [r.id for r in cloud.records(site=SITE)] == ids  # none lost, site order
         assert stream.state.messages == RECORDS  # none duplicated in the stream
         assert ingest.stats.duplicates == 0
+
+
+async def test_sync_stream_is_created_once_the_cluster_regains_quorum(
+    nats_cluster_factory: Callable[..., list[NatsServer]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two of three hub nodes are down: JetStream cannot answer, and creating the R3 sync
+    stream waits (retrying) instead of failing; when the nodes are back it is created."""
+    nodes = nats_cluster_factory(3)
+    survivor, *downed = nodes
+    for node in downed:
+        node.kill()
+    nc = await nats.connect(survivor.url)
+    try:
+        caplog.set_level("INFO", logger="aivos.shared.syncwire")
+        create = asyncio.create_task(
+            ensure_sync_stream(nc.jetstream(), replicas=3, ready_timeout_s=300)
+        )
+        await eventually(
+            lambda: "JetStream not ready" in caplog.text, timeout=120, what="a retry"
+        )
+        assert not create.done()
+        for node in downed:
+            node.spawn()
+        info = await asyncio.wait_for(create, 300)
+        assert info.config.num_replicas == 3
+    finally:
+        await nc.close()
