@@ -143,9 +143,7 @@ async def test_sync_stream_is_created_once_the_cluster_regains_quorum(
         create = asyncio.create_task(
             ensure_sync_stream(nc.jetstream(), replicas=3, ready_timeout_s=300)
         )
-        await eventually(
-            lambda: "JetStream not ready" in caplog.text, timeout=120, what="a retry"
-        )
+        await eventually(lambda: "JetStream not ready" in caplog.text, timeout=120, what="a retry")
         assert not create.done()
         for node in downed:
             node.spawn()
