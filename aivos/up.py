@@ -155,35 +155,51 @@ class Appliance:
 
     def _start_listening(
         self,
-        name: str,
+        names: str | tuple[str, ...],
         what: str,
         spawn: Callable[[], Callable[[], bool]],
         timeout_s: float,
         *,
         attempts: int = _PORT_ATTEMPTS,
     ) -> None:
-        """Start the service `name` with `spawn` (it picks the ports, spawns the child and
-        returns its readiness probe) and wait until it is ready. A child that exits because
-        a picked port was bound by someone else meanwhile is started again on fresh ports,
-        up to `attempts` starts in all (1: the port is the operator's, not picked)."""
-        log = self.data_dir / "logs" / f"{name}.log"
+        """Start the service `names` (one child, or the children started together, such as
+        a cluster's nodes) with `spawn` (it picks the ports, spawns the children and returns
+        their readiness probe) and wait until it is ready. When a child exits because a
+        picked port was bound by someone else meanwhile, all of them are started again on
+        fresh ports (the others may name its ports), up to `attempts` starts in all (1: the
+        port is the operator's, not picked)."""
+        names = (names,) if isinstance(names, str) else names
+        logs = {name: self.data_dir / "logs" / f"{name}.log" for name in names}
         for attempt in range(1, attempts + 1):
-            offset = log.stat().st_size if log.exists() else 0
+            offsets = {
+                name: log.stat().st_size if log.exists() else 0 for name, log in logs.items()
+            }
             probe = spawn()
             try:
                 self._wait(what, probe, timeout_s)
                 return
             except click.ClickException:
-                child = next((c for c in self.children if c.name == name), None)
-                if (
-                    attempt == attempts
-                    or child is None
-                    or child.proc.poll() is None
-                    or not _port_taken(log, offset)
+                started = [c for c in self.children if c.name in names]
+                if attempt == attempts or not any(
+                    c.proc.poll() is not None and _port_taken(c.log, offsets[c.name])
+                    for c in started
                 ):
                     raise
-                self.children.remove(child)
+                for child in started:
+                    self._discard(child)
                 console.print(f"[yellow]{what}: a port was taken meanwhile, trying others[/yellow]")
+
+    def _discard(self, child: _Child) -> None:
+        """Stop `child` (if it still runs) and stop watching it: a failed start."""
+        if child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+            try:
+                child.proc.wait(timeout=_stop_wait_s(child.name))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        self.children.remove(child)
 
     # ----- steps -----------------------------------------------------------------------------
 
@@ -341,21 +357,35 @@ class Appliance:
     def start_nats(self) -> None:
         """The hub with TLS and per-identity users, then this site enrolled (or rotated,
         when an earlier run enrolled it) and its leaf node run from the kit's leaf.conf."""
-        from aivos.cloud.fleet.enroll import retire_rotated
-
         if self.hub_nodes > 1:
             return start_cluster(self)
         # start the hub before enrolling: enrollment reloads the hub named by its pid file
-        self.hub = self._start_hub()
+        hub = self.hub = self._start_hub()
+        self.lines["hub"] = hub.url
+        self.start_leaf(lambda: hub.leafnode_count() >= 1)
+
+    def start_leaf(self, linked: Callable[[], bool]) -> None:
+        """Enroll the site (or rotate it, when an earlier run enrolled it) and run its leaf
+        node from the kit's leaf.conf until `linked` (the hub sees the leaf). The leaf's
+        port is picked here and written into the kit: a start that finds it taken
+        meanwhile enrolls again (a new credential generation) on a fresh one."""
+        from aivos.cloud.fleet.enroll import retire_rotated
+
         _ensure_bundle_signing_key(self.cloud_dir)  # before the kit copies the trusted keys
-        leaf_port = free_port()
-        self.kit, rotated = self._enroll(leaf_port)
-        self._spawn_argv("leaf", [str(nats_server_binary()), "-c", str(self.kit / "leaf.conf")])
-        self.leaf_url = f"nats://127.0.0.1:{leaf_port}"
-        self._wait("the site's leaf node", lambda: self.hub.leafnode_count() >= 1, 30)  # type: ignore[union-attr]
-        if rotated:
+        rotated: list[bool] = []
+
+        def spawn() -> Callable[[], bool]:
+            leaf_port = free_port()
+            self.kit, was_rotated = self._enroll(leaf_port)
+            rotated.append(was_rotated)
+            self._spawn_argv("leaf", [str(nats_server_binary()), "-c", str(self.kit / "leaf.conf")])
+            self.leaf_url = f"nats://127.0.0.1:{leaf_port}"
+            return linked
+
+        self._start_listening("leaf", "the site's leaf node", spawn, 30)
+        if len(rotated) > 1 or rotated[0]:  # generations issued before the one that runs
             retire_rotated(self.cloud_dir, wait_s=10)
-        self.lines["hub"] = self.hub.url
+        assert self.leaf_url is not None
         self.lines["leaf"] = self.leaf_url
 
     def _start_hub(self) -> NatsServer:

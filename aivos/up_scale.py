@@ -18,7 +18,7 @@ import click
 import httpx
 
 from aivos.shared.natsconf.render import NodePorts
-from aivos.shared.natsconf.server import NatsServer, free_port, nats_server_binary
+from aivos.shared.natsconf.server import NatsServer, free_port
 
 if TYPE_CHECKING:
     from aivos.up import Appliance
@@ -58,34 +58,35 @@ def js_replicas_for(nodes: int) -> int:
 def start_cluster(app: Appliance) -> None:
     """Run `app.hub_nodes` secured nodes as children of `app` (stopped with the hub stage),
     all spawned before any is waited for (JetStream needs a quorum), then enroll the site
-    (or rotate it) and run its leaf from the kit. Sets ``app.hub`` (node 1),
-    ``app.kit``, ``app.leaf_url`` and the lines."""
-    from aivos.cloud.fleet.enroll import retire_rotated, secure_cluster_config
-    from aivos.up import _ensure_bundle_signing_key
+    (or rotate it) and run its leaf from the kit (`Appliance.start_leaf`). A node that finds
+    a picked port taken meanwhile has every node started again on fresh ports (the others'
+    routes name its ports). Sets ``app.hub`` (node 1), ``app.kit``, ``app.leaf_url`` and
+    the lines."""
+    from aivos.cloud.fleet.enroll import secure_cluster_config
 
-    ports = tuple(
-        NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in range(app.hub_nodes)
-    )
-    confs = secure_cluster_config(app.cloud_dir, app.hub_nodes, ports=ports)
-    nodes = [NatsServer(conf, app.cloud_dir / "nats") for conf in confs]
-    for i, node in enumerate(nodes, start=1):
-        node.write_config()
-        app._spawn_argv(f"hub-{i}", [str(node.binary), "-c", str(node.config_path)])
-    for conf in confs:
-        health = f"http://{conf.host}:{conf.monitor_port}/healthz"
-        app._wait(f"hub node {conf.server_name}", lambda h=health: httpx.get(h).is_success, 60)
+    started: list[list[NatsServer]] = []
+
+    def spawn() -> Callable[[], bool]:
+        ports = tuple(
+            NodePorts(free_port(), free_port(), free_port(), free_port())
+            for _ in range(app.hub_nodes)
+        )
+        confs = secure_cluster_config(app.cloud_dir, app.hub_nodes, ports=ports)
+        nodes = [NatsServer(conf, app.cloud_dir / "nats") for conf in confs]
+        for i, node in enumerate(nodes, start=1):
+            node.write_config()
+            app._spawn_argv(f"hub-{i}", [str(node.binary), "-c", str(node.config_path)])
+        started.append(nodes)
+        health = [f"http://{conf.host}:{conf.monitor_port}/healthz" for conf in confs]
+        return lambda: all(httpx.get(url, timeout=2).is_success for url in health)
+
+    names = tuple(f"hub-{i}" for i in range(1, app.hub_nodes + 1))
+    app._start_listening(names, f"the hub's {app.hub_nodes} nodes", spawn, 60 * app.hub_nodes)
+    nodes = started[-1]
     app.hub = nodes[0]
-    _ensure_bundle_signing_key(app.cloud_dir)  # before the kit copies the trusted keys
-    leaf_port = free_port()
-    app.kit, rotated = app._enroll(leaf_port)
-    app._spawn_argv("leaf", [str(nats_server_binary()), "-c", str(app.kit / "leaf.conf")])
-    app.leaf_url = f"nats://127.0.0.1:{leaf_port}"
-    # the leaf picks one of its remote URLs at random: any node may hold its link
-    app._wait("the site's leaf node", lambda: any(n.leafnode_count() >= 1 for n in nodes), 30)
-    if rotated:
-        retire_rotated(app.cloud_dir, wait_s=10)
     app.lines["hub"] = ",".join(node.url for node in nodes)
-    app.lines["leaf"] = app.leaf_url
+    # the leaf picks one of its remote URLs at random: any node may hold its link
+    app.start_leaf(lambda: any(n.leafnode_count() >= 1 for n in nodes))
 
 
 def cloud_args(hub_urls: str, hub_nodes: int, cloud_db: str | None) -> list[str]:
