@@ -52,6 +52,12 @@ def _env(site: str, n: int) -> SyncEnvelope:
     )
 
 
+# How long a publish waits for its ack: the R3 stream was just created on a cluster that was
+# just started, and a loaded 2-core box can take longer than nats-py's 5 s default to
+# replicate a batch of 200 (a liveness bound, not a speed claim)
+_ACK_WAIT_S = 60.0
+
+
 async def _publish(js: JetStreamContext, site: str, numbers: range) -> None:
     """Publish records as a site's drainer does (``Nats-Msg-Id``), acks gathered per 200."""
     numbers_list = list(numbers)
@@ -61,6 +67,7 @@ async def _publish(js: JetStreamContext, site: str, numbers: range) -> None:
                 js.publish(
                     f"aivos.sync.{site}.audit",
                     encode_envelope(_env(site, n)),
+                    timeout=_ACK_WAIT_S,
                     headers={"Nats-Msg-Id": msg_id(site, f"audit-{n:06d}")},
                 )
                 for n in numbers_list[i : i + 200]

@@ -32,8 +32,9 @@ from aivos.shared.natsconf.connect import tls_context
 from aivos.shared.natsconf.permissions import service_inbox_prefix, site_inbox_prefix, site_user
 from aivos.shared.natsconf.pki import init_pki, load_pki
 from aivos.shared.natsconf.render import CertFiles, HubConfig, HubUser, NodePorts
+from aivos.shared.natsconf.server import NatsServerError
 from aivos.shared.subjects import heartbeat_subject
-from tests.fixtures.wait import eventually
+from tests.fixtures.wait import eventually, eventually_sync
 
 pytestmark = pytest.mark.asyncio
 
@@ -87,18 +88,41 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 @contextlib.contextmanager
 def running_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """Three secured nodes on free loopback ports, all ready; stopped on exit."""
-    ports = tuple(NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in range(3))
-    confs = secure_cluster_config(tmp_path, 3, ports=ports)
-    nodes = [NatsServer(conf, tmp_path / "nats") for conf in confs]
-    rig = Cluster(tmp_path, nodes)
+    rig = _start_cluster(tmp_path)
     try:
-        for node in nodes:  # together: JetStream needs a quorum of peers
-            node.spawn()
-        for node in nodes:
-            node.wait_ready(120)
         yield rig
     finally:
         rig.stop()
+
+
+def _start_cluster(tmp_path: Path, attempts: int = 3) -> Cluster:
+    """The picked ports are bound by the nodes later, in their own processes: when a node
+    finds one taken meanwhile, all three start again on fresh ports (the others' routes
+    name its ports), as `start_local_cluster` does."""
+    for attempt in range(1, attempts + 1):
+        ports = tuple(
+            NodePorts(free_port(), free_port(), free_port(), free_port()) for _ in range(3)
+        )
+        confs = secure_cluster_config(tmp_path, 3, ports=ports)
+        rig = Cluster(tmp_path, [NatsServer(conf, tmp_path / "nats") for conf in confs])
+        try:
+            for node in rig.nodes:  # together: JetStream needs a quorum of peers
+                node.spawn()
+            # all at once: `is_ready` raises as soon as a node has exited (the others would
+            # wait for their peer until the timeout)
+            eventually_sync(
+                lambda nodes=rig.nodes: all([node.is_ready() for node in nodes]),
+                timeout=120,
+                interval=0.05,
+                what="the three nodes ready",
+            )
+            return rig
+        except BaseException as exc:
+            rig.stop()
+            taken = isinstance(exc, NatsServerError) and "address already in use" in str(exc)
+            if attempt == attempts or not taken:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _monitor(node: NatsServer, path: str) -> dict[str, object]:

@@ -188,7 +188,15 @@ async def test_site_can_do_what_it_needs(world: dict[str, NATS], rig: Rig) -> No
     # its own config key and the defaults, and bundles, are readable
     # (the edge watches its keys with edge.fleet.config_watch.watch_key)
     for key in ("a", "_defaults"):
-        assert await _watch_value(a, key) == b'{"v": 1}'
+        # the watch's JetStream requests (1 s each) cross the leaf that just connected: on a
+        # busy box, one may time out, so the site asks again, as the edge's watch does
+        value = await eventually(
+            lambda key=key: _watch_value(a, key),
+            timeout=60,
+            what=f"config key {key} read by the site",
+            ignore=(TimeoutError,),
+        )
+        assert value == b'{"v": 1}'
     store = await a.jetstream(domain="hub").object_store(MODELS_BUCKET)
     assert (await store.get("v1/manifest.json")).data == b"{}"
     # a generation request reaches a worker (worker identity) and the reply comes back
