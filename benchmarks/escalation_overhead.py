@@ -13,7 +13,19 @@ Three measurements per request are reported:
   llama.cpp worker runs, so that row and the added latency pay the same process hops;
 * added latency with the real model = client-side total minus the worker's own
   ``Done.timings.total_ms`` (receipt -> Done), per request;
-* end-to-end p50 of escalated vs in-process generation, and time to first token.
+* end-to-end p50 of escalated vs in-process generation, and time to first token;
+* with masking (the issue's combined figure, measured rather than added up): the edge's
+  real `Escalator.prepare` (exit gate, default masker warmed up, prompt + three
+  knowledge-base passages) inside the timed span, then the same streamed round trip:
+  added = prepare + client total - worker total. Once with the masker's span cache emptied
+  before each request ("cold": every passage searched, as the first time a chunk is
+  retrieved) and once with the passages in it ("warm": chunks retrieved before), alternated
+  per request; the request without masking (`added_ms`) is timed in the same loop, and
+  the ratio masked / unmasked is reported. The direct generator call these rows are
+  measured against is the worker's own time for the same request (as for `added_ms`): an
+  in-process call with the passages would not be comparable end to end, since the worker's
+  llama.cpp reuses the KV cache of the passages it has just seen and the in-process one
+  does not. `--no-throughput` skips the tokens/s part.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import nats
 from rich.console import Console
 from rich.table import Table
@@ -38,9 +51,12 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aivos.cloud.worker.llamacpp import LlamaCppBackend  # noqa: E402
+from aivos.edge.escalation import Escalator  # noqa: E402
 from aivos.edge.uplink.generation import stream_generate  # noqa: E402
-from aivos.shared.messages import Done, GenerateRequest, Token  # noqa: E402
+from aivos.edge.uplink.link import Uplink  # noqa: E402
+from aivos.shared.messages import Done, GenerateRequest, Passage, Token  # noqa: E402
 from aivos.shared.natsconf import LeafConfig, NatsServer, free_port, start_local_hub  # noqa: E402
+from aivos.shared.residency import ExitGate, ResidencyPolicy  # noqa: E402
 from aivos.shared.subjects import gen_subject  # noqa: E402
 
 PROMPTS = [
@@ -50,6 +66,47 @@ PROMPTS = [
     "Can I change the address on my account?",
     "What documents do I need to open an account?",
 ]
+
+
+# the masked rows: prompts a customer might send (some with PII), and knowledge-base passages
+# (three per request, drawn from these five, so they repeat as retrieved chunks do)
+MASKED_PROMPTS = [
+    "Hi, I was charged twice for my card 4111 1111 1111 1111 on 2024-03-15. Refund to "
+    "DE89 3704 0044 0532 0130 00 and email me at anna.smith@example.org.",
+    "What are the opening hours of the branch on Main Street?",
+    "I'm Jane Doe, born 01/02/1980; please call me back on +44 20 7946 0958.",
+    "How do I dispute a payment I do not recognise?",
+    "Can I change the address on my account? I moved to 12 High Street, London.",
+]
+KB_PASSAGES = [
+    "Duplicate charges: when a card payment is shown twice, the second entry is usually a "
+    "pre-authorisation that drops off within 3-5 business days. If it is still there after 7 "
+    "days, the customer can open a dispute in the app under Payments > Disputes.",
+    "Refunds are sent to the original payment method; bank transfers take 1-2 business days. "
+    "Fees: none for disputes under EUR 5,000. Contact the branch for amounts above that limit "
+    "or call the hotline on +49 30 12345678.",
+    "Branch opening hours: Monday to Friday 9:00-17:00, Saturday 9:00-12:00. Appointments with "
+    "an adviser can be booked online or by writing to appointments@bank.example.",
+    "Change of address: customers update their address in the app under Profile > Address; a "
+    "letter confirming the change is sent to the new address within 5 business days.",
+    "Lost or stolen cards: block the card at once in the app or call +44 20 7946 0000 (24/7). "
+    "A replacement card arrives within 3-5 business days.",
+]
+
+
+def masked_escalator(site: str, max_tokens: int) -> Escalator:
+    """The edge's escalator with a real exit gate (prompts masked, default masker warmed up
+    as the agent does at start-up); `prepare` uses the uplink only for the site's name."""
+    policy = ResidencyPolicy(region="local", classes={"escalation_prompt": "mask"})
+    gate = ExitGate(policy)
+    gate.masker.warm_up()
+    return Escalator(Uplink(None, site), gate, max_tokens=max_tokens)
+
+
+def kb_passages(i: int) -> list[Passage]:
+    n = len(KB_PASSAGES)
+    return [Passage(text=KB_PASSAGES[(i + k) % n], source=f"kb/{(i + k) % n}", score=1.0)
+            for k in range(3)]  # fmt: skip
 
 
 def pct(values: list[float], q: float) -> float:
@@ -263,6 +320,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         results["protocol_round_trip_ms"] = echo["in_process"]
         results["protocol_round_trip_process_ms"] = echo["own_process"]
 
+        esc = masked_escalator("bench", args.max_tokens)
         backend = LlamaCppBackend(n_threads=args.threads)
         procs.append(spawn_worker(hub.url, "w1", args.threads, 4))
         await wait_workers(edge, "bench", {"w1"})
@@ -272,6 +330,32 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             in_process(backend, request(i, "bench", args.max_tokens))
             await escalate(edge, request(i, "bench", args.max_tokens))
         nostream_total: list[float] = []
+        # masked rows: prepare + round trip, the passages cold or warm in the span cache
+        masked: dict[str, list[float]] = {
+            k: [] for k in ("cold", "warm", "prepare_cold", "prepare_warm")
+        }
+
+        async def run_masked(i: int, warm: bool) -> None:
+            key = "warm" if warm else "cold"
+            prompt, passages = MASKED_PROMPTS[i % len(MASKED_PROMPTS)], kb_passages(i)
+            if not warm:
+                esc.gate.masker.span_cache.clear()
+            else:  # retrieved before (by an earlier request): in the cache
+                esc.prepare("w", "", passages)
+            t0 = time.perf_counter()
+            prepared = esc.prepare(f"m{i}{key}", prompt, passages, stream=True)
+            req = msgspec.structs.replace(prepared.request, temperature=0.0)
+            t1 = time.perf_counter()
+            total, _, done = await escalate(edge, req)
+            prep = (t1 - t0) * 1000
+            masked[f"prepare_{key}"].append(prep)
+            masked[key].append(prep + total - done.timings.total_ms)
+
+        for i in range(2):  # warm-up of the masked path (prompts with passages)
+            await run_masked(i, warm=False)
+            await run_masked(i, warm=True)
+        for values in masked.values():
+            values.clear()
         for i in range(args.n):
             req = request(i, "bench", args.max_tokens)
             # a different prompt than the one just before it: llama.cpp reuses the KV cache
@@ -301,20 +385,35 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             )
             await first()
             await second()
+            await run_masked(i, warm=i % 2 == 1)
+            await run_masked(i, warm=i % 2 == 0)
         results["in_process_ms"] = summary(base_total)
+        results["added_masked_cold_ms"] = summary(masked["cold"])
+        results["added_masked_warm_ms"] = summary(masked["warm"])
+        results["prepare_cold_ms"] = summary(masked["prepare_cold"])
+        results["prepare_warm_ms"] = summary(masked["prepare_warm"])
+        results["span_cache"] = msgspec.to_builtins(esc.gate.masker.span_cache.stats())
         results["escalated_ms"] = summary(esc_total)
         results["escalated_nostream_ms"] = summary(nostream_total)
         results["added_ms"] = summary(added)
+        results["ratio_p50_added_masked_over_unmasked"] = {
+            k: round(summary(masked[k])["p50"] / summary(added)["p50"], 3) for k in ("cold", "warm")
+        }
         results["worker_total_ms"] = summary(worker_total)
         results["ttft_in_process_ms"] = summary(base_ttft)
         results["ttft_escalated_ms"] = summary(esc_ttft)
 
-        tput: dict[str, object] = {}
-        tput["1_worker"] = await throughput(edge, "bench", args.tput_requests, 4, args.tput_tokens)
-        procs.append(spawn_worker(hub.url, "w2", args.threads, 4))
-        await wait_workers(edge, "bench", {"w1", "w2"})
-        tput["2_workers"] = await throughput(edge, "bench", args.tput_requests, 4, args.tput_tokens)
-        results["throughput"] = tput
+        if args.throughput:
+            tput: dict[str, object] = {}
+            tput["1_worker"] = await throughput(
+                edge, "bench", args.tput_requests, 4, args.tput_tokens
+            )
+            procs.append(spawn_worker(hub.url, "w2", args.threads, 4))
+            await wait_workers(edge, "bench", {"w1", "w2"})
+            tput["2_workers"] = await throughput(
+                edge, "bench", args.tput_requests, 4, args.tput_tokens
+            )
+            results["throughput"] = tput
         await edge.close()
     finally:
         for proc in procs:
@@ -330,7 +429,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
 def report(res: dict[str, object]) -> None:
     console = Console()
     table = Table(title="Escalation overhead (edge -> leaf -> hub -> worker -> edge)")
-    for col in ("measure", "p50 ms", "p90 ms", "ratio p50 (esc / in-proc)"):
+    for col in ("measure", "p50 ms", "p90 ms", "ratio p50 (to in-proc / unmasked)"):
         table.add_column(col)
 
     def row(label: str, key: str, base: str | None = None) -> None:
@@ -350,9 +449,16 @@ def report(res: dict[str, object]) -> None:
     row("escalated llama.cpp, streamed", "escalated_ms", "in_process_ms")
     row("escalated llama.cpp, not streamed", "escalated_nostream_ms", "in_process_ms")
     row("added by escalation (client - worker)", "added_ms")
+    if "added_masked_cold_ms" in res:
+        row("  masking: Escalator.prepare, passages cold", "prepare_cold_ms")
+        row("  masking: Escalator.prepare, passages warm", "prepare_warm_ms")
+        row("added incl. masking, passages cold", "added_masked_cold_ms", "added_ms")
+        row("added incl. masking, passages warm", "added_masked_warm_ms", "added_ms")
     row("time to first token, in-process", "ttft_in_process_ms")
     row("time to first token, escalated", "ttft_escalated_ms", "ttft_in_process_ms")
     console.print(table)
+    if "throughput" not in res:
+        return
     tput = res["throughput"]
     assert isinstance(tput, dict)
     t2 = Table(title="Generation throughput (4 requests in flight)")
@@ -377,6 +483,9 @@ if __name__ == "__main__":
         type=int,
         default=max(1, (os.cpu_count() or 2) // 2),
         help="llama.cpp threads per worker and for the in-process baseline",
+    )
+    parser.add_argument(
+        "--no-throughput", dest="throughput", action="store_false", help="skip tokens/s"
     )
     parser.add_argument("--tput-requests", type=int, default=16)
     parser.add_argument("--tput-tokens", type=int, default=48)

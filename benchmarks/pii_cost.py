@@ -17,7 +17,16 @@ equivalence corpora (`corpus()`: the public presidio-research sentences of the d
 the PII-free number-dense sentences of `pii_phones.py`, texts joined from them, and the dev
 sentences upper-cased), so a cost change that alters what is found shows up in the same run.
 
+With `--span-cache`, the same call with the masker's span cache (`Masker.mask(cache=True)`,
+what the escalator does for passages; the prompt is never cached) instead: in one process,
+interleaved, "uncached" (no cache), "cold" (every passage a miss: searched, then stored)
+and "warm" (the three passages found in the cache); wall-clock and this thread's CPU p50
+per round, the median over rounds, and the warm / uncached ratio; plus the instructions of
+each (callgrind passes `mask`, `cached-cold`, `cached-warm`), and a check that the masked
+texts are the same with and without the cache. The machine's load average goes with it.
+
     python benchmarks/pii_cost.py --baseline HEAD       # JSON to benchmarks/results/pii_cost.json
+    python benchmarks/pii_cost.py --span-cache --json-out benchmarks/results/pii_cost_cache.json
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,14 +62,39 @@ def _package(ref: str | None) -> Any:
     return baseline_package(ref, "_pii_cost_baseline")
 
 
-def _work(pkg: Any, pack: str, name: str) -> Any:
-    """A function doing one call's worth of pass `name` ("mask" = the whole masker)."""
+def _texts() -> list[str]:
+    """One call's texts: the prompt, then three passages."""
     from pii_public import _PASSAGE, _PROMPT
 
+    return [_PROMPT, _PASSAGE, _PASSAGE.replace("card", "account"), _PASSAGE.upper()]
+
+
+def _cached_call(pkg: Any, masker: Any, warm: bool) -> Any:
+    """One call as the escalator makes it: the prompt searched, the passages through the
+    span cache; `warm=False` empties the cache first, so every passage misses."""
+    prompt, *passages = _texts()
+    cache = masker.span_cache
+
+    def run() -> list[str]:
+        if not warm:
+            cache.clear()
+        m = pkg.MaskMapping()
+        out = [masker.mask(prompt, m).text]
+        return out + [masker.mask(p, m, cache=True).text for p in passages]
+
+    return run
+
+
+def _work(pkg: Any, pack: str, name: str) -> Any:
+    """A function doing one call's worth of pass `name` ("mask" = the whole masker)."""
     mod = sys.modules[pkg.__name__ + ".locales"]
     locales = None if pack == "all" else mod.locales_for(pack)
     masker = pkg.default_masker(locales=locales)
-    texts = [_PROMPT, _PASSAGE, _PASSAGE.replace("card", "account"), _PASSAGE.upper()]
+    texts = _texts()
+    if name in ("cached-cold", "cached-warm"):
+        if not hasattr(masker, "span_cache"):
+            return None  # a ref from before the span cache
+        return _cached_call(pkg, masker, warm=name == "cached-warm")
     if name == "mask" or name.startswith("mask-"):
         if name.startswith("mask-"):  # the masker less one recognizer: its marginal cost
             left = [r for r in masker.recognizers if type(r).__name__ != name[5:]]
@@ -199,12 +236,116 @@ def span_check(ref: str) -> dict[str, Any]:
     return {"texts": len(texts), "packs": list(PACKS), "differ": len(differ), "first": differ[:5]}
 
 
+def _p50(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def span_cache_timing(pack: str, iterations: int, repeats: int) -> dict[str, Any]:
+    """Wall-clock and thread CPU per call (µs), uncached / cold / warm interleaved in rounds
+    of `iterations` calls each, in this process (one core); per variant the median over
+    rounds of each round's p50."""
+    import time
+
+    import aivos.shared.residency as pkg
+    from aivos.shared.residency.locales import locales_for
+
+    masker = pkg.default_masker(locales=None if pack == "all" else locales_for(pack))
+    texts = _texts()
+
+    def uncached() -> list[str]:
+        m = pkg.MaskMapping()
+        return [masker.mask(t, m).text for t in texts]
+
+    warm_masker = pkg.Masker(masker.recognizers)  # the same recognizers, a cache of its own
+    variants = {
+        "uncached": uncached,
+        "cold": _cached_call(pkg, masker, warm=False),
+        "warm": _cached_call(pkg, warm_masker, warm=True),
+    }
+    want = uncached()
+    same = {k: fn() == want for k, fn in variants.items()}  # the warm one fills its cache here
+    for fn in variants.values():  # warm-up: lazily built tables, the tagger's model
+        for _ in range(50):
+            fn()
+    rounds: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
+    for _ in range(repeats):
+        for k, fn in variants.items():
+            wall, cpu = [], []
+            for _ in range(iterations):
+                t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+                fn()
+                cpu.append((time.thread_time_ns() - c0) / 1000)
+                wall.append((time.perf_counter_ns() - t0) / 1000)
+            rounds[k].append({"p50_us": _p50(wall), "cpu_p50_us": _p50(cpu)})
+    out: dict[str, Any] = {"same_masked_text": same}
+    for k, rs in rounds.items():
+        out[k] = {
+            f: round(statistics.median(r[f] for r in rs), 1) for f in ("p50_us", "cpu_p50_us")
+        }
+        out[k]["rounds_cpu_p50_us"] = [round(r["cpu_p50_us"], 1) for r in rs]
+    for k in ("cold", "warm"):
+        out[f"cpu_p50_ratio_{k}_over_uncached"] = round(
+            out[k]["cpu_p50_us"] / out["uncached"]["cpu_p50_us"], 3
+        )
+    out["stats_cold"] = msgspec.to_builtins(masker.span_cache.stats())
+    out["stats_warm"] = msgspec.to_builtins(warm_masker.span_cache.stats())
+    return out
+
+
+def span_cache_main(args: argparse.Namespace) -> None:
+    import platform
+
+    result: dict[str, Any] = {
+        "what": "masking a prompt + 3 passages: the passages without the span cache "
+        "(uncached), through it emptied first (cold: 3 misses), and found in it (warm: 3 "
+        "hits); the prompt is searched in all three. Time: µs per call, median over rounds "
+        "of each round's p50 (rounds interleaved); instructions: millions per call "
+        f"(callgrind, {CALLS} calls after a warm-up)",
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_avg_start": os.getloadavg(),
+        },
+        "iterations": args.iterations,
+        "repeats": args.repeats,
+    }
+    for pack in args.packs.split(","):
+        timing = span_cache_timing(pack, args.iterations, args.repeats)
+        ir = per_call(None, pack, ["Scan", "mask", "cached-cold", "cached-warm"])
+        instr = {
+            "uncached": round(ir["mask"] / 1e6, 3),
+            "cold": round(ir["cached-cold"] / 1e6, 3),
+            "warm": round(ir["cached-warm"] / 1e6, 3),
+        }
+        instr["ratio_warm_over_uncached"] = round(instr["warm"] / instr["uncached"], 3)
+        instr["ratio_cold_over_uncached"] = round(instr["cold"] / instr["uncached"], 3)
+        result[pack] = {"time": timing, "instructions_millions": instr}
+        for k in ("uncached", "cold", "warm"):
+            t = timing[k]
+            print(f"[{pack}] {k:9} wall p50 {t['p50_us']:8.1f} µs  cpu p50 {t['cpu_p50_us']:8.1f} µs"
+                  f"  {instr[k]:.3f} M instructions")  # fmt: skip
+        print(f"[{pack}] warm / uncached: cpu {timing['cpu_p50_ratio_warm_over_uncached']}, "
+              f"instructions {instr['ratio_warm_over_uncached']}; same masked text: "
+              f"{timing['same_masked_text']}")  # fmt: skip
+    result["machine"]["load_avg_end"] = os.getloadavg()
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json_out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default=None, metavar="GIT_REF")
     ap.add_argument("--passes", default=",".join(PASSES))
     ap.add_argument("--packs", default=",".join(PACKS))
     ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_cost.json"))
+    ap.add_argument(
+        "--span-cache",
+        action="store_true",
+        help="time and count the call with the passages through the span cache (see above)",
+    )
+    ap.add_argument("--iterations", type=int, default=500, help="calls per round (--span-cache)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (--span-cache)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pack", default="all", help=argparse.SUPPRESS)
     ap.add_argument("--ref", default=None, help=argparse.SUPPRESS)
@@ -212,6 +353,9 @@ def main() -> None:
     names = args.passes.split(",")
     if args.child:
         child(args.ref, args.pack, names)
+        return
+    if args.span_cache:
+        span_cache_main(args)
         return
     if "Scan" not in names:
         names.insert(0, "Scan")

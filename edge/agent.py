@@ -412,7 +412,7 @@ class Agent:
             router.validate_against(list(self.model.labels))
             warn_threshold_scale(router, served_score(self.model), "remote config applied")
         if residency is not None:
-            gate = ExitGate(residency, registry=None)
+            gate = self.gate.with_policy(residency)  # counts into the same metrics
             self.gate, self.residency = gate, residency
             self.escalator.gate = gate
             self.recorder.gate = gate

@@ -3,6 +3,8 @@
 The prompt, the retrieved passages and the allowed memory are masked together (one
 placeholder mapping per request), sent over NATS, and the placeholders in the answer are
 restored on the way back. The mapping never leaves this process.
+What the masker finds in a passage is kept in its span cache (passages repeat across
+requests); the prompt and memory are searched every time.
 
 A request may name a cloud model class (`edge.router.model_class_for`: the intent's rule, else
 the policy's); it then goes to the cloud's model router, whose `Done` names the model and
@@ -25,6 +27,11 @@ from aivos.shared.messages import Done, GenerateRequest, Passage, Token, now_ms
 from aivos.shared.residency import DataClass, ExitGate, MaskMapping
 
 __all__ = ["Escalator", "Prepared", "PlaceholderStreamRestorer", "generator_of"]
+
+# what the masker may keep its findings for: the knowledge base's passages repeat across
+# requests (the same few hundred chunks); the prompt and memory are the user's own text and
+# are searched each time, never kept (see `shared.residency.masker.SpanCache`)
+_CACHED = frozenset({"passages"})
 
 
 class _PassageLike(Protocol):
@@ -78,6 +85,7 @@ class Escalator:
             DataClass.ESCALATION_PROMPT,
             {"prompt": text, "passages": [p.text for p in passages]},
             mapping=mapping,
+            cache_keys=_CACHED,
         )
         counts = dict(decision.counts)
         masked_memory: list[str] = []

@@ -6,20 +6,25 @@ in a dict/list payload, recursively, except under exempt keys), `local-only` —
 destination region that is not allowed — raises `ResidencyDenied` (a `PolicyDenied`).
 The gate never returns a denied payload: if `apply` returns, the payload may be sent.
 It counts what it passed, masked (per entity) and denied, per data class; counts only.
+
+Strings under the keys a caller names in `cache_keys` are masked with the masker's span cache
+(`Masker.mask(cache=True)`): text that repeats across requests and is not the user's own, such
+as knowledge-base passages. Nothing else is cached: a user's prompt or memory is searched
+every time and never kept.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
 
 from aivos.shared.errors import ResidencyDenied
-from aivos.shared.metrics import Counter, Registry
-from aivos.shared.residency.masker import Masker, MaskMapping, default_masker
+from aivos.shared.metrics import Registry
+from aivos.shared.residency.masker import Masker, MaskMapping, SpanCache, default_masker
 from aivos.shared.residency.policy import ResidencyPolicy, Rule
 
 __all__ = ["ExitGate", "GateDecision", "GateCounts"]
@@ -55,6 +60,33 @@ class GateCounts(msgspec.Struct):
     masked: dict[str, int] = {}
 
 
+class GateMetrics:
+    """The exit gate's metrics in one registry. Registered once: when the residency policy
+    changes, the new gate takes them over (`ExitGate.with_policy`), since a registry takes a
+    name only once and the counters must keep counting."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.passed = registry.counter(
+            "aivos_residency_passed_total", "Payloads the exit gate let leave the site."
+        )
+        self.denied = registry.counter(
+            "aivos_residency_denied_total", "Payloads the exit gate kept on site."
+        )
+        self.masked = registry.counter(
+            "aivos_residency_masked_total", "PII values masked by the exit gate."
+        )
+        self.span_cache_lookups = registry.counter(
+            "aivos_residency_span_cache_total",
+            "Lookups of the masker's span cache (cached passages), by result.",
+        )
+        self.span_cache: SpanCache | None = None  # the current gate's
+        registry.gauge(
+            "aivos_residency_span_cache_entries",
+            "Texts whose spans the masker's span cache holds.",
+            lambda: self.span_cache.stats().entries if self.span_cache is not None else 0,
+        )
+
+
 class ExitGate:
     def __init__(
         self,
@@ -62,7 +94,10 @@ class ExitGate:
         masker: Masker | None = None,
         *,
         registry: Registry | None = None,
+        metrics: GateMetrics | None = None,
     ) -> None:
+        """`registry`: register the gate's metrics there; `metrics`: count into metrics
+        already registered (a gate replacing another one, see `with_policy`)."""
         self.policy = policy
         self.masker = (
             masker
@@ -72,19 +107,17 @@ class ExitGate:
         self._exempt = frozenset(policy.exempt_keys)
         self._lock = threading.Lock()
         self._counts: dict[str, GateCounts] = {}
-        self._m_passed: Counter | None = None
-        self._m_denied: Counter | None = None
-        self._m_masked: Counter | None = None
-        if registry is not None:
-            self._m_passed = registry.counter(
-                "aivos_residency_passed_total", "Payloads the exit gate let leave the site."
-            )
-            self._m_denied = registry.counter(
-                "aivos_residency_denied_total", "Payloads the exit gate kept on site."
-            )
-            self._m_masked = registry.counter(
-                "aivos_residency_masked_total", "PII values masked by the exit gate."
-            )
+        if metrics is None and registry is not None:
+            metrics = GateMetrics(registry)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.span_cache = self.masker.span_cache
+            self.masker.span_cache.count_into(metrics.span_cache_lookups)
+
+    def with_policy(self, policy: ResidencyPolicy) -> ExitGate:
+        """A gate for `policy` (its own masker, so a fresh span cache) that counts into this
+        gate's metrics."""
+        return ExitGate(policy, metrics=self.metrics)
 
     def check(self, data_class: str, region: str | None = None) -> Rule:
         """The rule that applies to `data_class` sent to `region` (default: the policy's region).
@@ -115,32 +148,35 @@ class ExitGate:
         *,
         region: str | None = None,
         mapping: MaskMapping | None = None,
+        cache_keys: Collection[str] = (),
     ) -> GateDecision:
         """Apply the policy to `payload` before it leaves; raises ResidencyDenied when it may not.
 
         Pass one `mapping` for all parts of one request so placeholders stay stable.
-        The input payload is not modified.
+        The input payload is not modified. Strings under a key in `cache_keys` (at any depth)
+        are masked through the masker's span cache: name only keys whose text repeats
+        across requests and is not a user's own (the escalator names `passages`).
         """
         dest = self.policy.region if region is None else region
         try:
             rule = self.check(data_class, dest)
         except ResidencyDenied as exc:
             self._count(data_class, denied=True)
-            if self._m_denied is not None:
-                self._m_denied.inc(data_class=data_class, reason=exc.reason)
+            if self.metrics is not None:
+                self.metrics.denied.inc(data_class=data_class, reason=exc.reason)
             log.info("residency: denied %s to %s (%s)", data_class, dest, exc.reason)
             raise
         counts: dict[str, int] = {}
         out: Any = payload
         if rule == "mask":
             mapping = MaskMapping() if mapping is None else mapping
-            out = self._mask(payload, mapping, counts, exempt=False)
+            cached = frozenset(cache_keys)
+            out = self._mask(payload, mapping, counts, cached, exempt=False, cache=False)
         self._count(data_class, masked=counts)
-        if self._m_passed is not None:
-            self._m_passed.inc(data_class=data_class, rule=rule)
-        if self._m_masked is not None:
+        if self.metrics is not None:
+            self.metrics.passed.inc(data_class=data_class, rule=rule)
             for entity, n in counts.items():
-                self._m_masked.inc(n, data_class=data_class, entity=entity)
+                self.metrics.masked.inc(n, data_class=data_class, entity=entity)
         return GateDecision(data_class, dest, rule, out, counts, mapping)
 
     def restore(self, text: str, mapping: MaskMapping) -> str:
@@ -154,21 +190,39 @@ class ExitGate:
                 k: GateCounts(v.passed, v.denied, dict(v.masked)) for k, v in self._counts.items()
             }
 
-    def _mask(self, value: Any, mapping: MaskMapping, counts: dict[str, int], exempt: bool) -> Any:
+    def _mask(
+        self,
+        value: Any,
+        mapping: MaskMapping,
+        counts: dict[str, int],
+        cached: frozenset[str],
+        *,
+        exempt: bool,
+        cache: bool,
+    ) -> Any:
         if isinstance(value, str):
             if exempt:
                 return value
-            result = self.masker.mask(value, mapping)
+            result = self.masker.mask(value, mapping, cache=cache)
             for k, n in result.counts.items():
                 counts[k] = counts.get(k, 0) + n
             return result.text
         if isinstance(value, Mapping):
             return {
-                k: self._mask(v, mapping, counts, exempt or k in self._exempt)
+                k: self._mask(
+                    v,
+                    mapping,
+                    counts,
+                    cached,
+                    exempt=exempt or k in self._exempt,
+                    cache=cache or k in cached,
+                )
                 for k, v in value.items()
             }
         if isinstance(value, list | tuple):
-            return [self._mask(v, mapping, counts, exempt) for v in value]
+            return [
+                self._mask(v, mapping, counts, cached, exempt=exempt, cache=cache) for v in value
+            ]
         return value
 
     def _count(
