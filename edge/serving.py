@@ -82,16 +82,11 @@ class Serving:
         # no len(index) check: it costs a SQLite count, and an empty index answers []
         if k <= 0:
             return []
-        found = index.search_vector(vector, k)
+        # the index's rows, made into passages once (not the index's own `Passage` first);
+        # the score is the index's (6 places), then rounded to the 4 that answers carry
         floor = self.min_score
         return [
-            Passage(
-                text=p.text,
-                source=p.source,
-                score=round(float(p.score), 4),
-                doc_id=p.doc_id,
-                chunk_id=p.chunk_id,
-            )
-            for p in found
-            if p.score >= floor
+            Passage(row.text, row.source, round(score, 4), row.doc_id, key)
+            for key, score, row in index.nearest(vector, k)
+            if score >= floor
         ]

@@ -211,25 +211,33 @@ class KnowledgeIndex:
 
     def search_vector(self, vec: np.ndarray, k: int = 3) -> list[Passage]:
         """The `k` passages nearest to an L2-normalised query embedding, best first."""
-        query = np.asarray(vec, dtype=np.float32).reshape(-1)
-        if query.shape[0] != self._dim:
-            raise DataError("vector", f"expected {self._dim} dimensions, got {query.shape[0]}")
+        return [
+            Passage(row.text, row.source, row.doc_id, key, score, row.heading)
+            for key, score, row in self.nearest(vec, k)
+        ]
+
+    def nearest(self, vec: np.ndarray, k: int = 3) -> list[tuple[int, float, ChunkRow]]:
+        """(chunk key, cosine score rounded to 6 places, stored row) of the `k` chunks nearest
+        to an L2-normalised query embedding, best first: `search_vector` without building its
+        passages, for a caller that builds its own (the batch worker, edge/serving.py)."""
+        query = np.asarray(vec, dtype=np.float32).reshape(1, -1)
+        if query.shape[1] != self._dim:
+            raise DataError("vector", f"expected {self._dim} dimensions, got {query.shape[1]}")
         if k <= 0:
             return []
         self._refresh_if_changed()
         view = self._view
-        if view is None or len(view) == 0:
+        if view is None:
             return []
-        found = view.search(query, min(k, len(view)))
-        keys = found.keys.tolist()
-        dists = found.distances.tolist()
+        size = len(view)
+        if size == 0:
+            return []
+        keys, dists = _search(view, query, min(k, size))
         out = []
         for key, dist, row in zip(keys, dists, self._rows_of(keys), strict=True):
             if row is None:  # deleted between the view swap and now
                 continue
-            _, text, heading, doc_id, source = row
-            score = min(1.0, max(-1.0, 1.0 - dist))
-            out.append(Passage(text, source, doc_id, key, round(score, 6), heading))
+            out.append((key, round(min(1.0, max(-1.0, 1.0 - dist)), 6), row))
         return out
 
     def _rows_of(self, keys: list[int]) -> list[ChunkRow | None]:
@@ -464,6 +472,23 @@ class KnowledgeIndex:
             log.debug("knowledge index reload deferred: %s", exc)
         finally:
             self._write_lock.release()
+
+
+def _search(view: Index, query: np.ndarray, k: int) -> tuple[list[int], list[float]]:
+    """Keys and distances of one (1, dim) query's `k` nearest, in the calling thread.
+
+    `Index.search` (usearch 2.26) wraps the compiled `search_many` in argument checks and a
+    `BatchMatches`, and by default (`threads=0`) hands even one query to a pool of every
+    core: ~50 us of a batch worker's CPU per query for an index of a few dozen chunks, ~20 us
+    calling the compiled search directly on one thread (same call, same results). A usearch
+    without it gets the public call, on one thread as well."""
+    compiled = getattr(view, "_compiled", None)
+    if compiled is None:
+        found = view.search(query[0], k, threads=1)
+        return found.keys.tolist(), found.distances.tolist()
+    keys, dists, counts = compiled.search_many(query, k, False, 1)[:3]
+    n = int(counts[0])
+    return keys[0, :n].tolist(), dists[0, :n].tolist()
 
 
 def _fsync_path(path: Path) -> None:
