@@ -452,7 +452,9 @@ async def test_a_busy_primary_past_its_deadline_keeps_its_breaker_closed(
                 deadline = int(time.time() * 1000) + 600
                 with pytest.raises(DeadlineExceeded):  # the edge's own clock ends the wait
                     await generate(edge, _req(f"r{i}", deadline_unix_ms=deadline), timeout_s=10)
-                await eventually(lambda n=i + 1: len(slow.requests) == n, what="the primary reached")
+                await eventually(
+                    lambda n=i + 1: len(slow.requests) == n, what="the primary reached"
+                )
                 # time for the worker's deadline error to reach the router (were it counted a
                 # failure, two of them would open the breaker and the third would not reach)
                 await asyncio.sleep(0.5)
