@@ -13,17 +13,16 @@ by the ingest's upsert, so the effect is exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from typing import Any
 
 import msgspec
-import nats.errors
 import nats.js.errors
 from nats.js import api
 from nats.js.client import JetStreamContext
 
+from aivos.shared.jsready import NOT_READY, STREAM_NAME_IN_USE, until_jetstream_answers
 from aivos.shared.subjects import SYNC_ALL, SYNC_STREAM
 
 __all__ = [
@@ -104,27 +103,22 @@ async def ensure_sync_stream(
 
     Retried for up to `ready_timeout_s` while JetStream cannot answer yet: a hub cluster
     that has just elected its meta leader, or lost a node, answers an R3 create with a
-    timeout or 503 for a few seconds. A create that timed out may still have been applied;
-    the retry then finds the stream and (with `update`) applies the same config again."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ready_timeout_s
-    attempt = 0
-    while True:
-        try:
-            return await _ensure_sync_stream_once(
-                js,
-                duplicate_window_s=duplicate_window_s,
-                max_age_s=max_age_s,
-                replicas=replicas,
-                allow_atomic=allow_atomic,
-                update=update,
-            )
-        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
-            attempt += 1
-            if loop.time() >= deadline:
-                raise
-            log.info("sync stream: JetStream not ready (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+    timeout or 503 for a few seconds (`until_jetstream_answers`; 0: one try). A create that
+    timed out may still have been applied; the retry then finds the stream and (with
+    `update`) applies the same config again."""
+    return await until_jetstream_answers(
+        lambda: _ensure_sync_stream_once(
+            js,
+            duplicate_window_s=duplicate_window_s,
+            max_age_s=max_age_s,
+            replicas=replicas,
+            allow_atomic=allow_atomic,
+            update=update,
+        ),
+        what="sync stream",
+        timeout_s=ready_timeout_s,
+        logger=log,
+    )
 
 
 async def _ensure_sync_stream_once(
@@ -144,13 +138,16 @@ async def _ensure_sync_stream_once(
     )
     try:
         info = await js.stream_info(SYNC_STREAM)
-    except nats.errors.TimeoutError:
+    except NOT_READY:
         raise  # not an answer: the caller retries
     except Exception:  # nats.js.errors.NotFoundError (or a domain that is not there yet)
         try:
-            return await js.add_stream(config)
-        except nats.js.errors.BadRequestError:  # a server without atomic batches (< 2.12)
-            return await js.add_stream(_without_atomic(config))
+            return await _add_stream(js, config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
+            # created meanwhile (another process, with another config): it exists now
+            info = await js.stream_info(SYNC_STREAM)
     if not update:
         return info
     log.info("sync stream exists; applying config")
@@ -158,6 +155,15 @@ async def _ensure_sync_stream_once(
         return await js.update_stream(config)
     except nats.js.errors.BadRequestError:
         return await js.update_stream(_without_atomic(config))
+
+
+async def _add_stream(js: JetStreamContext, config: api.StreamConfig) -> api.StreamInfo:
+    try:
+        return await js.add_stream(config)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code == STREAM_NAME_IN_USE:
+            raise
+        return await js.add_stream(_without_atomic(config))  # a server < 2.12: no atomic
 
 
 def _without_atomic(config: api.StreamConfig) -> api.StreamConfig:

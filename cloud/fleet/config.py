@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import (
-    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
 )
 from nats.js.kv import KeyValue
 
+from aivos.cloud.jetstream import open_key_value
 from aivos.shared.config_signature import load_config_signing_key, sign_config, unwrap_config
 from aivos.shared.errors import ConfigError
 from aivos.shared.fleet import DEFAULTS_KEY, SiteConfig, effective_config, merge_config
@@ -84,20 +84,21 @@ class ConfigStore:
         data_dir: str | Path | None = None,
         signing_key: Ed25519PrivateKey | None = None,
         replicas: int = 1,
+        ready_timeout_s: float = 60.0,
     ) -> ConfigStore:
         """Open (or create) the bucket. Values are signed with `signing_key`, else with
         ``data_dir/keys/config_signing.key`` when it exists, else stored unsigned.
-        A bucket created here gets `replicas` (``--js-replicas``: 3 on a hub cluster)."""
+        A bucket created here gets `replicas` (``--js-replicas``: 3 on a hub cluster).
+        Retried for up to `ready_timeout_s` while JetStream cannot answer (`open_key_value`);
+        without `create`, a missing bucket raises BucketNotFoundError."""
         if signing_key is None and data_dir is not None:
             signing_key = load_config_signing_key(Path(data_dir))
-        try:
-            kv = await js.key_value(CONFIG_BUCKET)
-        except BucketNotFoundError:
-            if not create:
-                raise
-            kv = await js.create_key_value(
-                KeyValueConfig(bucket=CONFIG_BUCKET, history=5, replicas=replicas)
-            )
+        kv = await open_key_value(
+            js,
+            KeyValueConfig(bucket=CONFIG_BUCKET, history=5, replicas=replicas),
+            create=create,
+            ready_timeout_s=ready_timeout_s,
+        )
         return cls(kv, signing_key)
 
     async def _get(self, key: str) -> dict[str, Any]:

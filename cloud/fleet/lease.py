@@ -22,8 +22,10 @@ import time
 
 from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from aivos.cloud.jetstream import open_key_value
 
 __all__ = ["LEASE_BUCKET", "ROLLOUT_LEASE", "Lease"]
 
@@ -50,6 +52,7 @@ class Lease:
         ttl_s: float = 5.0,
         safety: float = 0.75,
         replicas: int = 1,
+        ready_timeout_s: float = 60.0,
     ) -> None:
         self.js = js
         self.name = name
@@ -57,6 +60,7 @@ class Lease:
         self.ttl_s = ttl_s
         self.safety = safety
         self.replicas = replicas
+        self.ready_timeout_s = ready_timeout_s  # opening the bucket on a cluster not ready
         self.acquired = 0  # how many times this replica took the lease
         self._kv: KeyValue | None = None
         self._revision: int | None = None
@@ -103,13 +107,10 @@ class Lease:
         return entry.value.decode() if entry.value else None
 
     async def _bucket(self) -> KeyValue:
-        try:
-            return await self.js.key_value(LEASE_BUCKET)
-        except BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=LEASE_BUCKET, history=1, ttl=self.ttl_s, replicas=self.replicas
-            )
-            return await self.js.create_key_value(config)
+        config = KeyValueConfig(
+            bucket=LEASE_BUCKET, history=1, ttl=self.ttl_s, replicas=self.replicas
+        )
+        return await open_key_value(self.js, config, ready_timeout_s=self.ready_timeout_s)
 
     async def _run(self) -> None:
         while True:

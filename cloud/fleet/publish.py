@@ -14,9 +14,9 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.api import ObjectStoreConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError
 from nats.js.object_store import ObjectStore
 
+from aivos.cloud.jetstream import open_object_store
 from aivos.shared.bundle import MANIFEST_NAME, load_bundle_manifest
 from aivos.shared.fleet import SIGNATURE_NAME, BundleSignature, bundle_object_name, sign_bundle
 from aivos.shared.subjects import MODELS_BUCKET
@@ -34,17 +34,17 @@ class PublishResult(msgspec.Struct, frozen=True):
 
 
 async def open_models_store(
-    js: JetStreamContext, *, create: bool = True, replicas: int = 1
+    js: JetStreamContext, *, create: bool = True, replicas: int = 1, ready_timeout_s: float = 60.0
 ) -> ObjectStore:
-    """The model object store; created (when missing) at `replicas` (``--js-replicas``)."""
-    try:
-        return await js.object_store(MODELS_BUCKET)
-    except BucketNotFoundError:
-        if not create:
-            raise
-        return await js.create_object_store(
-            MODELS_BUCKET, config=ObjectStoreConfig(replicas=replicas)
-        )
+    """The model object store; created (when missing) at `replicas` (``--js-replicas``).
+    Retried for up to `ready_timeout_s` while JetStream cannot answer (`open_object_store`)."""
+    return await open_object_store(
+        js,
+        MODELS_BUCKET,
+        ObjectStoreConfig(replicas=replicas),
+        create=create,
+        ready_timeout_s=ready_timeout_s,
+    )
 
 
 async def publish_bundle(

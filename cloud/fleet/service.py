@@ -6,7 +6,12 @@ then ticks only on the replica holding the coordinator lease (`lease.Lease`, NAT
 another takes over when it dies. On SQLite (the default) there is one replica and no lease.
 `js_replicas` > 1 (a hub cluster) creates the config bucket at that many replicas and raises
 the config bucket and the model store to it when they exist at fewer. Heartbeats and reports
-arrive in a queue group (`ingest.QUEUE_GROUP`), so replicas write each one once."""
+arrive in a queue group (`ingest.QUEUE_GROUP`), so replicas write each one once.
+
+Opening the buckets waits up to `js_ready_timeout_s` for a hub cluster that cannot answer
+yet (just started, or a node lost). Started with ``wait_for_hub=False`` (the console), the
+service keeps trying in the background for as long as it runs, whatever stopped a try
+(hub unreachable, JetStream not ready, refused), and logs why each try failed."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from aivos.cloud.fleet.registry import Registry, open_registry
 from aivos.cloud.fleet.rollout import RolloutController
 from aivos.cloud.jetstream import scale_streams
 from aivos.shared.errors import LinkDown
+from aivos.shared.jsready import NOT_READY
 from aivos.shared.natsconf.connect import backoff_delay, connect_nats
 from aivos.shared.subjects import HUB_DOMAIN
 
@@ -47,12 +53,14 @@ class FleetService:
         coordinator_lease: bool | None = None,
         lease_ttl_s: float = 5.0,
         lease_name: str = ROLLOUT_LEASE,
+        js_ready_timeout_s: float = 60.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.nats_url = nats_url
         self.domain = domain
         self.tick_s = tick_s
         self.js_replicas = js_replicas
+        self.js_ready_timeout_s = js_ready_timeout_s
         # None: a lease exactly when replicas can share the database (PostgreSQL)
         self.use_lease = bool(db) if coordinator_lease is None else coordinator_lease
         self.lease_ttl_s = lease_ttl_s
@@ -64,6 +72,7 @@ class FleetService:
         self.config: ConfigStore | None = None
         self.controller: RolloutController | None = None
         self._connector: asyncio.Task[None] | None = None
+        self.connect_failures = 0  # background tries that failed (wait_for_hub=False)
 
     async def start(self, *, wait_for_hub: bool = True) -> FleetService:
         """Connect and start ingest + controller. With ``wait_for_hub=False`` an unreachable
@@ -76,35 +85,57 @@ class FleetService:
         return self
 
     async def _connect(self, connect_timeout_s: float) -> None:
+        """One try: all of it (connection, buckets, lease, ingest) or, on any error, none
+        of it, so the next try starts clean."""
         nc = await connect_nats(
             self.nats_url.split(","), name="aivos-fleet", connect_timeout_s=connect_timeout_s
         )
-        self.nc = nc
-        js = nc.jetstream(domain=self.domain)
-        self.config = await ConfigStore.open(js, data_dir=self.data_dir, replicas=self.js_replicas)
-        if self.js_replicas > 1:
-            await scale_streams(js, self.js_replicas)
-        await self.ingest.start(nc)
-        if self.use_lease:
-            self.lease = await Lease(
-                js, self.lease_name, ttl_s=self.lease_ttl_s, replicas=self.js_replicas
-            ).start()
+        lease: Lease | None = None
+        try:
+            js = nc.jetstream(domain=self.domain)
+            ready = self.js_ready_timeout_s
+            config = await ConfigStore.open(
+                js, data_dir=self.data_dir, replicas=self.js_replicas, ready_timeout_s=ready
+            )
+            if self.js_replicas > 1:
+                await scale_streams(js, self.js_replicas, ready_timeout_s=ready)
+            if self.use_lease:
+                lease = Lease(
+                    js,
+                    self.lease_name,
+                    ttl_s=self.lease_ttl_s,
+                    replicas=self.js_replicas,
+                    ready_timeout_s=ready,
+                )
+                await lease.start()
+            await self.ingest.start(nc)
+        except BaseException:
+            if lease is not None:
+                await lease.stop()
+            await self.ingest.stop()
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
+        self.nc, self.config, self.lease = nc, config, lease
         self.controller = RolloutController(
-            self.registry, self.config, tick_s=self.tick_s, leadership=self.lease
+            self.registry, config, tick_s=self.tick_s, leadership=lease
         )
         self.controller.start()
         log.info("fleet service up (data dir %s)", self.data_dir)
 
     async def _connect_forever(self) -> None:
-        attempt = 0
+        """`_connect` until it succeeds or the service stops: whatever failed a try (the
+        hub unreachable, JetStream not answering in time, a refusal) is logged and tried
+        again with backoff; the console serves the registry meanwhile."""
         while True:
             try:
                 await self._connect(connect_timeout_s=10.0)
                 return
-            except LinkDown:
-                attempt += 1
-                log.warning("fleet: hub unreachable (attempt %d); retrying", attempt)
-                await asyncio.sleep(backoff_delay(attempt, base=1.0, cap=30.0))
+            except Exception as exc:
+                self.connect_failures += 1
+                why = "hub unreachable" if isinstance(exc, LinkDown) else _describe(exc)
+                log.warning("fleet: %s (attempt %d); retrying", why, self.connect_failures)
+                await asyncio.sleep(backoff_delay(self.connect_failures, base=1.0, cap=30.0))
 
     async def stop(self) -> None:
         if self._connector is not None and not self._connector.done():
@@ -131,3 +162,9 @@ class FleetService:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, NOT_READY):
+        return f"hub JetStream not ready ({type(exc).__name__})"
+    return f"hub refused the fleet setup ({type(exc).__name__}: {exc})"

@@ -39,13 +39,13 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import api
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import NotFoundError
 
 from aivos.cloud.db import StoreUnavailable
 from aivos.cloud.ingest.store import CloudStore, IngestStore
 from aivos.cloud.jetstream import scale_stream
+from aivos.shared.jsready import until_jetstream_answers
 from aivos.shared.natsconf.connect import connect_nats
 from aivos.shared.subjects import SYNC_ALL, SYNC_STREAM
 from aivos.shared.syncwire import SyncEnvelope, decode_envelope, ensure_sync_stream
@@ -241,20 +241,15 @@ class SyncIngest:
 
     async def _subscribe_retrying(self, nc: NATS, timeout_s: float = 60.0) -> _Puller:
         """`_subscribe`, retried while JetStream cannot answer yet (a hub cluster electing
-        a new leader after a node died answers with timeouts or 503 for a few seconds)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        attempt = 0
-        while True:
-            try:
-                return await self._subscribe(nc)
-            except (NatsTimeoutError, ServiceUnavailableError) as exc:
-                attempt += 1
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                log.info("ingest: JetStream not ready (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        a new leader after a node died answers with timeouts or 503 for a few seconds). Each
+        step of `_subscribe` looks up before it creates, so a step that timed out but was
+        applied is found by the next try."""
+        return await until_jetstream_answers(
+            lambda: self._subscribe(nc), what="ingest", timeout_s=timeout_s, logger=log
+        )
 
     async def _subscribe(self, nc: NATS) -> _Puller:
+        """One try (its steps make no retries of their own: `_subscribe_retrying` does)."""
         js = nc.jetstream(domain=self.domain)
         if self.create_stream:
             await ensure_sync_stream(
@@ -262,8 +257,9 @@ class SyncIngest:
                 duplicate_window_s=self.duplicate_window_s,
                 replicas=self.replicas,
                 update=False,
+                ready_timeout_s=0,
             )
-            await scale_stream(js, SYNC_STREAM, self.replicas)
+            await scale_stream(js, SYNC_STREAM, self.replicas, ready_timeout_s=0)
         try:
             await js.consumer_info(SYNC_STREAM, self.durable)
         except NotFoundError:  # replicas racing here all ask for the same config: one wins

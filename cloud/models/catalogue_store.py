@@ -34,6 +34,7 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from aivos.cloud.jetstream import open_key_value
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.shared.errors import ConfigError
 from aivos.shared.subjects import CATALOGUE_BUCKET, HUB_DOMAIN
@@ -76,16 +77,22 @@ class CatalogueStore:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, *, create: bool = True, replicas: int = 1
+        cls,
+        js: JetStreamContext,
+        *,
+        create: bool = True,
+        replicas: int = 1,
+        ready_timeout_s: float = 60.0,
     ) -> CatalogueStore:
-        try:
-            kv = await js.key_value(CATALOGUE_BUCKET)
-        except BucketNotFoundError:
-            if not create:
-                raise
-            kv = await js.create_key_value(
-                KeyValueConfig(bucket=CATALOGUE_BUCKET, history=10, replicas=replicas)
-            )
+        """Open (or create, at `replicas`) the bucket; retried for up to `ready_timeout_s`
+        while JetStream cannot answer (`open_key_value`). Without `create`, a missing
+        bucket raises BucketNotFoundError."""
+        kv = await open_key_value(
+            js,
+            KeyValueConfig(bucket=CATALOGUE_BUCKET, history=10, replicas=replicas),
+            create=create,
+            ready_timeout_s=ready_timeout_s,
+        )
         return cls(kv)
 
     async def current(self) -> tuple[int, int, Catalogue] | None:

@@ -1,0 +1,296 @@
+"""JetStream calls retried while JetStream cannot answer (`aivos.shared.jsready`).
+
+Against the session hub, through `_FlakyApi`: a responder on a private API prefix that
+answers each JetStream request as scripted (no answer, a 503, or the real server's answer,
+optionally dropped after the server applied it) — the helper retries timeouts and 503s and
+nothing else. Against a 3-node cluster that has lost its quorum: the config bucket is
+created at R3 once the nodes are back, and the console's fleet connector keeps trying
+through JetStream timeouts instead of giving up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATSClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import KeyValueConfig, StreamConfig
+from nats.js.errors import NotFoundError, ServiceUnavailableError
+
+from aivos.cloud.fleet.config import ConfigStore
+from aivos.cloud.fleet.service import FleetService
+from aivos.cloud.jetstream import open_key_value
+from aivos.shared.jsready import NOT_READY, until_jetstream_answers
+from aivos.shared.natsconf import NatsServer
+from aivos.shared.subjects import CONFIG_BUCKET
+from tests.fixtures.wait import eventually
+
+PREFIX = "aivos.test.jsapi"
+_503 = {
+    "type": "io.nats.jetstream.api.v1.error",
+    "error": {"code": 503, "err_code": 10008, "description": "JetStream temporarily unavailable"},
+}
+_RAISED = {"silent": NatsTimeoutError, "503": ServiceUnavailableError}
+
+
+class _FlakyApi:
+    """Answers requests on ``PREFIX.<verb>...`` by the script for their verb (e.g.
+    ``"STREAM.CREATE"``), then by forwarding them to the real ``$JS.API``. Actions:
+    ``silent`` (no answer: the client times out), ``503``, ``pass`` (the real answer),
+    ``apply_silent`` (forwarded, so the server applies it, but the answer is dropped),
+    ``stale`` (forwarded, then `on_stale` runs, then the answer from before it is sent)."""
+
+    def __init__(
+        self,
+        nc: NATSClient,
+        script: dict[str, list[str]],
+        default: str = "pass",
+        on_stale: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.nc = nc
+        self.script = script
+        self.default = default
+        self.on_stale = on_stale
+        self.calls: list[tuple[str, str]] = []
+
+    async def start(self) -> _FlakyApi:
+        await self.nc.subscribe(f"{PREFIX}.>", cb=self._on_request)
+        await self.nc.flush()
+        return self
+
+    def actions(self, verb: str) -> list[str]:
+        return [action for v, action in self.calls if v == verb]
+
+    async def _on_request(self, msg: Msg) -> None:
+        rest = msg.subject[len(PREFIX) + 1 :]
+        verb = ".".join(rest.split(".")[:2])
+        queue = self.script.get(verb, [])
+        action = queue.pop(0) if queue else self.default
+        self.calls.append((verb, action))
+        if action == "silent":
+            return
+        if action == "503":
+            await msg.respond(json.dumps(_503).encode())
+            return
+        answer = await self.nc.request(f"$JS.API.{rest}", msg.data, timeout=10)
+        if action == "stale" and self.on_stale is not None:
+            await self.on_stale()
+        if action != "apply_silent":
+            await msg.respond(answer.data)
+
+
+_OURS = ("READY_", "KV_ready_", "KV_raced_")  # streams these tests make on the shared hub
+
+
+@pytest.fixture
+async def hub_nc(nats_hub: NatsServer) -> AsyncIterator[NATSClient]:
+    nc = await nats.connect(nats_hub.url)
+    yield nc
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        if info.config.name and info.config.name.startswith(_OURS):
+            await js.delete_stream(info.config.name)
+    await nc.close()
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+async def test_retries_timeouts_and_503s_until_jetstream_answers(
+    hub_nc: NATSClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = _name("READY")
+    await hub_nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
+    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["silent", "503", "silent", "503"]}).start()
+    js = hub_nc.jetstream(prefix=PREFIX, timeout=0.5)
+    caplog.set_level("INFO", logger="aivos.shared.jsready")
+
+    info = await until_jetstream_answers(lambda: js.stream_info(stream), what="probe")
+
+    assert info.config.name == stream
+    assert api.actions("STREAM.INFO") == ["silent", "503", "silent", "503", "pass"]
+    retries = [r.getMessage() for r in caplog.records if "probe: JetStream not ready" in r.message]
+    assert len(retries) == 4, retries
+    assert "TimeoutError" in retries[0] and "ServiceUnavailableError" in retries[1]
+
+
+async def test_at_the_deadline_the_last_error_is_raised(hub_nc: NATSClient) -> None:
+    """A 503, then no answer at all: a try outlasts the deadline, and what it raised (the
+    timeout, not the first 503) is what the caller gets."""
+    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["503"]}, default="silent").start()
+    js = hub_nc.jetstream(prefix=PREFIX, timeout=3.0)
+
+    with pytest.raises(NOT_READY) as raised:
+        await until_jetstream_answers(lambda: js.stream_info("ANY"), what="probe", timeout_s=2.0)
+
+    served = api.actions("STREAM.INFO")
+    assert served[0] == "503"
+    assert type(raised.value) is _RAISED[served[-1]]
+
+
+async def test_zero_timeout_is_one_try(hub_nc: NATSClient) -> None:
+    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["503"]}).start()
+    js = hub_nc.jetstream(prefix=PREFIX)
+
+    with pytest.raises(ServiceUnavailableError):
+        await until_jetstream_answers(lambda: js.stream_info("ANY"), what="probe", timeout_s=0)
+
+    assert api.actions("STREAM.INFO") == ["503"]
+
+
+async def test_other_errors_are_raised_at_once(
+    hub_nc: NATSClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    js = hub_nc.jetstream()
+    tries = 0
+
+    async def lookup() -> object:
+        nonlocal tries
+        tries += 1
+        return await js.stream_info(_name("MISSING"))
+
+    caplog.set_level("INFO", logger="aivos.shared.jsready")
+    with pytest.raises(NotFoundError):
+        await until_jetstream_answers(lookup, what="probe", timeout_s=60)
+
+    assert tries == 1
+    assert "JetStream not ready" not in caplog.text
+
+
+async def test_a_create_that_timed_out_but_was_applied_is_found_by_the_retry(
+    hub_nc: NATSClient,
+) -> None:
+    """The server creates the bucket but its answer is lost: the retry looks it up (no
+    second create) and returns the bucket."""
+    bucket = _name("ready")
+    api = await _FlakyApi(hub_nc, {"STREAM.CREATE": ["apply_silent"]}).start()
+    js = hub_nc.jetstream(prefix=PREFIX, timeout=1.0)
+
+    kv = await open_key_value(js, KeyValueConfig(bucket=bucket, history=3))
+
+    assert kv._name == bucket  # noqa: SLF001 (nats-py has no public name)
+    assert api.actions("STREAM.CREATE") == ["apply_silent"]
+    assert api.actions("STREAM.INFO") == ["pass", "pass"]  # missing, then found
+    info = await hub_nc.jetstream().stream_info(f"KV_{bucket}")
+    assert info.config.max_msgs_per_subject == 3
+
+
+async def test_a_bucket_created_meanwhile_with_another_config_is_opened(
+    hub_nc: NATSClient,
+) -> None:
+    """The lookup finds no bucket, then another process creates it (with another config)
+    before our create lands: "already in use" is no error, the bucket is opened as it is."""
+    bucket = _name("raced")
+    real = hub_nc.jetstream()
+
+    async def rival() -> None:
+        await real.create_key_value(KeyValueConfig(bucket=bucket, history=7))
+
+    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["stale"]}, on_stale=rival).start()
+    js = hub_nc.jetstream(prefix=PREFIX)
+
+    kv = await open_key_value(js, KeyValueConfig(bucket=bucket, history=2), ready_timeout_s=0)
+
+    assert kv._name == bucket  # noqa: SLF001
+    assert api.actions("STREAM.CREATE") == ["pass"]  # refused: in use
+    assert api.actions("STREAM.INFO") == ["stale", "pass"]
+    info = await real.stream_info(f"KV_{bucket}")
+    assert info.config.max_msgs_per_subject == 7  # the rival's config stays
+
+
+def _clients_named(node: NatsServer, name: str) -> int:
+    url = f"http://{node.conf.host}:{node.conf.monitor_port}/connz?limit=1000"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        conns = json.load(resp).get("connections") or []
+    return sum(1 for c in conns if c.get("name") == name)
+
+
+@pytest.mark.slow
+async def test_config_bucket_is_created_at_r3_once_the_cluster_regains_quorum(
+    nats_cluster_factory: Callable[..., list[NatsServer]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two of three hub nodes are down: creating the R3 config bucket waits (retrying)
+    instead of failing, and completes when the nodes are back."""
+    survivor, *downed = nats_cluster_factory(3)
+    for node in downed:
+        node.kill()
+    nc = await nats.connect(survivor.url)
+    try:
+        caplog.set_level("INFO", logger="aivos.cloud.jetstream")
+        opening = asyncio.create_task(
+            ConfigStore.open(nc.jetstream(), replicas=3, ready_timeout_s=300)
+        )
+        await eventually(
+            lambda: f"KV bucket {CONFIG_BUCKET}: JetStream not ready" in caplog.text,
+            timeout=120,
+            what="a retry",
+        )
+        assert not opening.done()
+        for node in downed:
+            node.spawn()
+        store = await asyncio.wait_for(opening, 300)
+        assert store.kv._name == CONFIG_BUCKET  # noqa: SLF001
+        info = await eventually(
+            lambda: nc.jetstream().stream_info(f"KV_{CONFIG_BUCKET}"),
+            timeout=60,
+            what="the bucket's stream info",
+            ignore=NOT_READY,
+        )
+        assert info.config.num_replicas == 3
+    finally:
+        await nc.close()
+
+
+@pytest.mark.slow
+async def test_console_fleet_connector_keeps_trying_through_jetstream_timeouts(
+    tmp_path: Path,
+    nats_cluster_factory: Callable[..., list[NatsServer]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The console's background connector (``wait_for_hub=False``) meets a hub whose
+    JetStream cannot answer: each try fails with a timeout, is logged, and is tried again
+    (on a new connection; the failed ones are closed) until the nodes are back."""
+    survivor, *downed = nats_cluster_factory(3)
+    for node in downed:
+        node.kill()
+    caplog.set_level("INFO", logger="aivos.cloud.fleet.service")
+    service = FleetService(tmp_path / "data", survivor.url, js_replicas=3, js_ready_timeout_s=1.0)
+    await service.start(wait_for_hub=False)
+    try:
+        await eventually(
+            lambda: service.connect_failures >= 2, timeout=180, what="two failed tries"
+        )
+        assert "fleet: hub JetStream not ready (" in caplog.text
+        assert service.config is None and service.nc is None
+        for node in downed:
+            node.spawn()
+        await eventually(lambda: service.config is not None, timeout=300, what="the fleet up")
+        nc = service.nc
+        assert nc is not None and nc.is_connected
+
+        # the failed tries' connections are closed: one stays (a leak would keep more)
+        async def one_connection() -> bool:
+            return await asyncio.to_thread(_clients_named, survivor, "aivos-fleet") == 1
+
+        await eventually(
+            one_connection,
+            timeout=30,
+            what="one fleet connection",
+        )
+        info = await eventually(
+            lambda: nc.jetstream().stream_info(f"KV_{CONFIG_BUCKET}"),
+            timeout=60,
+            what="the bucket's stream info",
+            ignore=NOT_READY,
+        )
+        assert info.config.num_replicas == 3
+    finally:
+        await service.stop()
