@@ -10,8 +10,15 @@ answer = gate.restore(generated, mapping)
 """
 
 from aivos.shared.errors import PolicyDenied, ResidencyDenied
-from aivos.shared.residency.gate import ExitGate, GateCounts, GateDecision
-from aivos.shared.residency.masker import Masker, MaskMapping, MaskResult, default_masker
+from aivos.shared.residency.gate import ExitGate, GateCounts, GateDecision, GateMetrics
+from aivos.shared.residency.masker import (
+    Masker,
+    MaskMapping,
+    MaskResult,
+    SpanCache,
+    SpanCacheStats,
+    default_masker,
+)
 from aivos.shared.residency.policy import (
     DEFAULT_EXEMPT_KEYS,
     CustomRecognizer,
@@ -37,9 +44,12 @@ __all__ = [
     "ExitGate",
     "GateDecision",
     "GateCounts",
+    "GateMetrics",
     "Masker",
     "MaskMapping",
     "MaskResult",
+    "SpanCache",
+    "SpanCacheStats",
     "default_masker",
     "Recognizer",
     "RegexRecognizer",
