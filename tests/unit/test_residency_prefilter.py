@@ -7,11 +7,7 @@ texts made of several of them (so windows of different values meet and merge).
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,27 +17,11 @@ from aivos.shared.residency.ids import id_recognizers
 from aivos.shared.residency.normalize import normalize
 from aivos.shared.residency.scan import Scan
 from aivos.shared.residency.spans import find_all
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from pii_dataset import generate  # noqa: E402
+from tests.fixtures.pii_corpus import residency_texts
 
 
 def _texts() -> list[str]:
-    with gzip.open(ROOT / "benchmarks/data/presidio_synth_dataset_v2.jsonl.gz", "rt") as fh:
-        public = [json.loads(line)["text"] for line in fh if line.strip()]
-    generated = [r["text"] for r in generate(400, 5)]
-    rnd = random.Random(1)
-    joined = [
-        rnd.choice([" ", "\n", ". "]).join(rnd.sample(public + generated, 4)) for _ in range(150)
-    ]
-    extra = [
-        "Dr. Anna Kowalski, 20-00-00 a/c no. 12345678, born 25th of December 1985, lives at "
-        "ul. Cicha 86 — call + 49 30 12345678 ext. 12, İstanbul Caddesi 5",
-        "RSSMRA85T10A562S / ABCDE1234F / GB82 WEST 1234 5698 7654 32 / SSN 078051120",
-    ]
-    return [normalize(t).text for t in public + generated + joined + extra]
+    return [normalize(t).text for t in residency_texts()]
 
 
 TEXTS = _texts()

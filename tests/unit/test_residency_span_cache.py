@@ -5,12 +5,8 @@ move."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -28,11 +24,7 @@ from aivos.shared.residency import (
     default_masker,
 )
 from aivos.shared.residency.masker import SpanCache
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from pii_dataset import generate  # noqa: E402
+from tests.fixtures.pii_corpus import residency_texts
 
 _CLASSES = {"escalation_prompt": "mask", "memory": "mask"}
 
@@ -42,23 +34,12 @@ def _policy(**kw: object) -> ResidencyPolicy:
 
 
 def _corpus() -> list[str]:
-    """The texts the residency tests run on (`test_residency_prefilter`): the public
-    presidio-research sentences, the generated set, texts joined from both, and formats that
-    need normalising (fullwidth digits, zero-width spaces)."""
-    with gzip.open(ROOT / "benchmarks/data/presidio_synth_dataset_v2.jsonl.gz", "rt") as fh:
-        public = [json.loads(line)["text"] for line in fh if line.strip()]
-    generated = [str(r["text"]) for r in generate(400, 5)]
-    rnd = random.Random(1)
-    joined = [
-        rnd.choice([" ", "\n", ". "]).join(rnd.sample(public + generated, 4)) for _ in range(150)
-    ]
-    extra = [
-        "Dr. Anna Kowalski, 20-00-00 a/c no. 12345678, born 25th of December 1985, lives at "
-        "ul. Cicha 86 — call + 49 30 12345678 ext. 12, İstanbul Caddesi 5",
-        "RSSMRA85T10A562S / ABCDE1234F / GB82 WEST 1234 5698 7654 32 / SSN 078051120",
+    """The texts the residency tests run on (`tests/fixtures/pii_corpus.py`), plus formats
+    that need normalising (fullwidth digits, zero-width spaces)."""
+    return [
+        *residency_texts(),
         "card ４１１１ １１１１ １１１１ １１１１ or 4111\u200b1111\u200b1111\u200b1111, anna@example.org",
     ]
-    return public + generated + joined + extra
 
 
 CORPUS = _corpus()
