@@ -27,6 +27,7 @@ from aivos.shared.residency import ExitGate, ResidencyPolicy
 from aivos.shared.subjects import SYNC_STREAM
 from tests.fixtures.nats import (
     ScriptedBackend,
+    completes_once_quorum_returns,
     move_stream_leader,
     start_leaf,
     wait_for_responders,
@@ -139,15 +140,13 @@ async def test_sync_stream_is_created_once_the_cluster_regains_quorum(
         node.kill()
     nc = await nats.connect(survivor.url)
     try:
-        caplog.set_level("INFO", logger="aivos.shared.syncwire")
-        create = asyncio.create_task(
-            ensure_sync_stream(nc.jetstream(), replicas=3, ready_timeout_s=300)
+        info = await completes_once_quorum_returns(
+            downed,
+            ensure_sync_stream(nc.jetstream(), replicas=3, ready_timeout_s=300),
+            caplog,
+            logger="aivos.shared.syncwire",
+            retry_text="JetStream not ready",
         )
-        await eventually(lambda: "JetStream not ready" in caplog.text, timeout=120, what="a retry")
-        assert not create.done()
-        for node in downed:
-            node.spawn()
-        info = await asyncio.wait_for(create, 300)
         assert info.config.num_replicas == 3
     finally:
         await nc.close()

@@ -30,6 +30,7 @@ from aivos.cloud.jetstream import open_key_value
 from aivos.shared.jsready import NOT_READY, until_jetstream_answers
 from aivos.shared.natsconf import NatsServer
 from aivos.shared.subjects import CONFIG_BUCKET
+from tests.fixtures.nats import completes_once_quorum_returns
 from tests.fixtures.wait import eventually
 
 PREFIX = "aivos.test.jsapi"
@@ -213,6 +214,17 @@ def _clients_named(node: NatsServer, name: str) -> int:
     return sum(1 for c in conns if c.get("name") == name)
 
 
+async def _config_bucket_replicas(nc: NATSClient) -> int:
+    """The config bucket's replica count, asked until JetStream answers."""
+    info = await eventually(
+        lambda: nc.jetstream().stream_info(f"KV_{CONFIG_BUCKET}"),
+        timeout=60,
+        what="the bucket's stream info",
+        ignore=NOT_READY,
+    )
+    return info.config.num_replicas
+
+
 @pytest.mark.slow
 async def test_config_bucket_is_created_at_r3_once_the_cluster_regains_quorum(
     nats_cluster_factory: Callable[..., list[NatsServer]], caplog: pytest.LogCaptureFixture
@@ -224,27 +236,15 @@ async def test_config_bucket_is_created_at_r3_once_the_cluster_regains_quorum(
         node.kill()
     nc = await nats.connect(survivor.url)
     try:
-        caplog.set_level("INFO", logger="aivos.cloud.jetstream")
-        opening = asyncio.create_task(
-            ConfigStore.open(nc.jetstream(), replicas=3, ready_timeout_s=300)
+        store = await completes_once_quorum_returns(
+            downed,
+            ConfigStore.open(nc.jetstream(), replicas=3, ready_timeout_s=300),
+            caplog,
+            logger="aivos.cloud.jetstream",
+            retry_text=f"KV bucket {CONFIG_BUCKET}: JetStream not ready",
         )
-        await eventually(
-            lambda: f"KV bucket {CONFIG_BUCKET}: JetStream not ready" in caplog.text,
-            timeout=120,
-            what="a retry",
-        )
-        assert not opening.done()
-        for node in downed:
-            node.spawn()
-        store = await asyncio.wait_for(opening, 300)
         assert store.kv._name == CONFIG_BUCKET  # noqa: SLF001
-        info = await eventually(
-            lambda: nc.jetstream().stream_info(f"KV_{CONFIG_BUCKET}"),
-            timeout=60,
-            what="the bucket's stream info",
-            ignore=NOT_READY,
-        )
-        assert info.config.num_replicas == 3
+        assert await _config_bucket_replicas(nc) == 3
     finally:
         await nc.close()
 
@@ -285,12 +285,6 @@ async def test_console_fleet_connector_keeps_trying_through_jetstream_timeouts(
             timeout=30,
             what="one fleet connection",
         )
-        info = await eventually(
-            lambda: nc.jetstream().stream_info(f"KV_{CONFIG_BUCKET}"),
-            timeout=60,
-            what="the bucket's stream info",
-            ignore=NOT_READY,
-        )
-        assert info.config.num_replicas == 3
+        assert await _config_bucket_replicas(nc) == 3
     finally:
         await service.stop()
