@@ -43,7 +43,7 @@ from aivos.shared.cli_options import (
 from aivos.shared.errors import ConfigError
 from aivos.shared.fleet import generate_signing_key, load_private_key
 from aivos.shared.logs import configure_logging
-from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.connect import close_nats, connect_nats
 from aivos.shared.subjects import HUB_DOMAIN
 
 __all__ = [
@@ -87,7 +87,7 @@ async def _with_js(nats_url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
     try:
         return await fn(nc.jetstream(domain=HUB_DOMAIN))
     finally:
-        await nc.drain()
+        await close_nats(nc)
 
 
 # ----- models publish / fleet keygen ---------------------------------------------------------

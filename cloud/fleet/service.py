@@ -31,7 +31,7 @@ from aivos.cloud.fleet.rollout import RolloutController
 from aivos.cloud.jetstream import scale_streams
 from aivos.shared.errors import LinkDown
 from aivos.shared.jsready import NOT_READY
-from aivos.shared.natsconf.connect import backoff_delay, connect_nats
+from aivos.shared.natsconf.connect import backoff_delay, close_nats, connect_nats
 from aivos.shared.subjects import HUB_DOMAIN
 
 __all__ = ["FleetService"]
@@ -113,8 +113,7 @@ class FleetService:
             if lease is not None:
                 await lease.stop()
             await self.ingest.stop()
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await close_nats(nc)
             raise
         self.nc, self.config, self.lease = nc, config, lease
         self.controller = RolloutController(
@@ -148,7 +147,7 @@ class FleetService:
             await self.lease.stop()
         await self.ingest.stop()
         if self.nc is not None:
-            await self.nc.drain()
+            await close_nats(self.nc)
             self.nc = None
         self.registry.close()
 

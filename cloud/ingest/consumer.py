@@ -46,7 +46,7 @@ from aivos.cloud.db import StoreUnavailable
 from aivos.cloud.ingest.store import CloudStore, IngestStore
 from aivos.cloud.jetstream import scale_stream
 from aivos.shared.jsready import until_jetstream_answers
-from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.connect import close_nats, connect_nats
 from aivos.shared.subjects import SYNC_ALL, SYNC_STREAM
 from aivos.shared.syncwire import SyncEnvelope, decode_envelope, ensure_sync_stream
 from aivos.shared.tracing import extract_context, tracer
@@ -388,8 +388,6 @@ async def run_ingest(
         await stop.wait()
     finally:
         await ingest.stop()
-        with contextlib.suppress(Exception):  # acks written after the last commit go out
-            await nc.flush(timeout=2)
-        await nc.close()
+        await close_nats(nc)  # drains: acks written after the last commit go out
         store.close()
     return ingest.stats

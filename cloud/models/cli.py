@@ -41,7 +41,7 @@ from aivos.cloud.worker.catalogue import Catalogue, load_catalogue
 from aivos.shared.cli_options import data_dir_option, json_option, log_level_option, nats_option
 from aivos.shared.errors import ConfigError, LinkDown
 from aivos.shared.logs import configure_logging
-from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.connect import close_nats, connect_nats
 
 __all__ = [
     "router_cmd",
@@ -121,8 +121,7 @@ def router_cmd(
         finally:
             await watch.stop()
             await router.drain()
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            await close_nats(nc)
 
     asyncio.run(run())
 
@@ -276,11 +275,7 @@ def workers_cmd(
         finally:
             if server is not None:
                 server.close()
-            with contextlib.suppress(Exception):
-                await nc.drain()  # refused while reconnecting: then close
-            if not nc.is_closed:
-                with contextlib.suppress(Exception):
-                    await nc.close()
+            await close_nats(nc)
 
     asyncio.run(run())
     if supervisor.exit_reason is not None:
@@ -334,8 +329,7 @@ def _shown_catalogue(
                 return await fleet_catalogue(nc, file), None
             return await asyncio.gather(fleet_catalogue(nc, file), pool_states(nc))
         finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
+            await close_nats(nc)
 
     try:
         return asyncio.run(read())
@@ -542,8 +536,7 @@ def push_cmd(nats_url: str, catalogue: Path, js_replicas: int, as_json: bool) ->
             store = await CatalogueStore.open(js, replicas=js_replicas)
             return await store.push(text, str(catalogue))
         finally:
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            await close_nats(nc)
 
     version = asyncio.run(push())
     if as_json:

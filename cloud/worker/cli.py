@@ -24,7 +24,7 @@ from aivos.cloud.worker.service import GenerationWorker
 from aivos.shared.cli_options import log_level_option, nats_option
 from aivos.shared.errors import ConfigError
 from aivos.shared.logs import configure_logging
-from aivos.shared.natsconf.connect import connect_nats
+from aivos.shared.natsconf.connect import close_nats, connect_nats
 from aivos.shared.subjects import (
     GEN_ALL_SITES,
     GEN_QUEUE_GROUP,
@@ -137,8 +137,7 @@ async def run_workers(
         log.info("workers draining (%d in flight)", sum(w.in_flight for w in workers))
     finally:
         await asyncio.gather(*(w.drain(grace_s) for w in workers))
-        with contextlib.suppress(Exception):
-            await nc.drain()
+        await close_nats(nc)
         for worker in workers:
             await worker.backend.aclose()
             log.info(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NATS
 
-from aivos.shared.natsconf.connect import backoff_delay, connect_nats
+from aivos.shared.natsconf.connect import backoff_delay, close_nats, connect_nats
 from aivos.shared.natsconf.permissions import site_inbox_prefix
 
 __all__ = ["Uplink"]
@@ -57,9 +57,9 @@ class Uplink:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        if self.nc is not None and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        if self.nc is not None:
+            # drain is refused while reconnecting (the WAN is down): close_nats closes then
+            await close_nats(self.nc)
         self.state = "offline" if not self.url else "closed"
 
     async def _connect_forever(self) -> None:

@@ -10,6 +10,7 @@ plain, as before."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -23,7 +24,7 @@ from nats.aio.client import Client as NATS
 from aivos.shared.errors import LinkDown
 from aivos.shared.natsconf.render import CertFiles
 
-__all__ = ["backoff_delay", "connect_nats", "identity_from_env", "tls_context"]
+__all__ = ["backoff_delay", "close_nats", "connect_nats", "identity_from_env", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +135,31 @@ async def connect_nats(
                 "nats %s: connect failed (%s), retrying in %.2fs", name, type(exc).__name__, delay
             )
             await asyncio.sleep(delay)
+
+
+async def close_nats(nc: NATS) -> None:
+    """Close a connection in whatever state it is in, and only raise if our own task is
+    being cancelled.
+
+    Connected: drain first, so what was published goes out and subscriptions finish.
+    Reconnecting: nats-py refuses to drain, so close. nats-py 2.16 cancels its reconnect
+    task while that task may be awaiting the transport's close future; cancelling the task
+    cancels that shared future, and the close that awaits it next raises CancelledError
+    although nobody cancelled the caller (reproduced with a link cut during a reconnect).
+    The transport is closed by then, so that error is the library's and is dropped."""
+    if nc.is_closed:
+        return
+    if nc.is_connected:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        if nc.is_closed:
+            return
+    try:
+        await nc.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("nats: close finished with the library's own cancelled close future")
+    except Exception as exc:  # a transport error while closing leaves it closed anyway
+        log.debug("nats: close raised %r", exc)

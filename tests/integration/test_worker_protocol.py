@@ -13,6 +13,7 @@ from aivos.edge.uplink.generation import generate, stream_generate
 from aivos.shared.errors import DeadlineExceeded, LinkDown, NoResponders, WorkerSaturated
 from aivos.shared.messages import Done, Error, GenerateRequest, Token, decode_reply, encode, now_ms
 from aivos.shared.natsconf import NatsServer
+from aivos.shared.natsconf.connect import close_nats
 from aivos.shared.subjects import gen_subject
 from tests.fixtures.nats import ScriptedBackend, TcpProxy, running_worker, wait_for_responders
 from tests.fixtures.wait import eventually
@@ -143,7 +144,7 @@ async def test_edge_link_cut_mid_request_raises_link_down(
             assert backend.gate is not None
             backend.gate.set()
             proxy.restore()
-            await edge.close()
+            await close_nats(edge)  # edge.close() here can raise nats-py's own CancelledError
 
 
 async def test_leaf_to_hub_cut_gives_no_responders_then_recovers(
