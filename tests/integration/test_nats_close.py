@@ -16,9 +16,15 @@ import pytest
 from aivos.edge.uplink.link import Uplink
 from aivos.shared.natsconf import NatsServer
 from aivos.shared.natsconf.connect import close_nats
-from tests.fixtures.nats import TcpProxy
+from tests.fixtures.nats import UNPATCHED_CLOSE, TcpProxy
 
 ROUNDS = 12
+
+
+@pytest.fixture(autouse=True)
+def _library_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite wraps nats-py's close (tests/fixtures/nats.py); these tests need its own."""
+    monkeypatch.setattr(nats.NATS, "close", UNPATCHED_CLOSE)
 
 
 async def _reconnecting(nc: nats.NATS) -> None:
