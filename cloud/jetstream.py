@@ -12,6 +12,7 @@ has lost a node, when JetStream answers with timeouts or 503 for a few seconds: 
 retried for up to `ready_timeout_s` (`aivos.shared.jsready`; 0: one try). Each try looks
 the asset up before creating it, so a create that timed out but was applied is found by
 the next try, and one created meanwhile by another process ("already in use") is opened.
+On a secured hub an identity without the grant gets `JetStreamPermissionDenied` at once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from aivos.shared.jsready import STREAM_NAME_IN_USE, until_jetstream_answers
+from aivos.shared.jsready import STREAM_NAME_IN_USE, connection_of, until_jetstream_answers
 from aivos.shared.subjects import CONFIG_BUCKET, MODELS_BUCKET
 
 __all__ = [
@@ -66,7 +67,11 @@ async def open_key_value(
             return await js.key_value(config.bucket)  # created meanwhile, another config
 
     return await until_jetstream_answers(
-        once, what=f"KV bucket {config.bucket}", timeout_s=ready_timeout_s, logger=log
+        once,
+        what=f"KV bucket {config.bucket}",
+        timeout_s=ready_timeout_s,
+        logger=log,
+        nc=connection_of(js),
     )
 
 
@@ -96,7 +101,11 @@ async def open_object_store(
             return await js.object_store(bucket)  # created meanwhile, another config
 
     return await until_jetstream_answers(
-        once, what=f"object store {bucket}", timeout_s=ready_timeout_s, logger=log
+        once,
+        what=f"object store {bucket}",
+        timeout_s=ready_timeout_s,
+        logger=log,
+        nc=connection_of(js),
     )
 
 
@@ -110,6 +119,7 @@ async def scale_stream(
         what=f"scaling {stream}",
         timeout_s=ready_timeout_s,
         logger=log,
+        nc=connection_of(js),
     )
 
 
@@ -127,7 +137,11 @@ async def scale_streams(
         return {name: await _scale_once(js, name, replicas) for name in streams}
 
     return await until_jetstream_answers(
-        once, what="scaling hub streams", timeout_s=ready_timeout_s, logger=log
+        once,
+        what="scaling hub streams",
+        timeout_s=ready_timeout_s,
+        logger=log,
+        nc=connection_of(js),
     )
 
 

@@ -8,6 +8,17 @@ See `shared.fleet` for the merge rule.
 With the operator's config key (``DATA_DIR/keys/config_signing.key``, made at the first
 `aivos fleet enroll`), every value is stored signed (`shared.config_signature`); sites
 that trust the key reject anything else. Without a key, values are stored unsigned.
+
+A put is three steps, each retried while JetStream cannot answer (a cluster electing its
+leaders: timeouts, 503s; `aivos.shared.jsready`) for up to the store's `ready_timeout_s`:
+reading what is stored (merge), taking the next version (`_next_version`), writing the
+value. Each is safe to run again. A read is a read. A counter compare-and-set that was
+applied but not answered is followed by a retry that reads the counter again, finds it
+moved and takes the next number: that version is skipped, which is harmless (versions
+only order); "the counter already holds my number" would not prove it was ours (another
+put may have taken the same number). The value write is a plain put of the same bytes: a retry after
+one that was applied stores one more revision with the same content, which a site sees as
+the document it already applied and skips (`edge.fleet.remote_config`).
 """
 
 from __future__ import annotations
@@ -15,8 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js.api import KeyValueConfig
@@ -32,11 +44,14 @@ from aivos.cloud.jetstream import open_key_value
 from aivos.shared.config_signature import load_config_signing_key, sign_config, unwrap_config
 from aivos.shared.errors import ConfigError
 from aivos.shared.fleet import DEFAULTS_KEY, SiteConfig, effective_config, merge_config
+from aivos.shared.jsready import connection_of, until_jetstream_answers
 from aivos.shared.subjects import CONFIG_BUCKET, config_key
 
 __all__ = ["ConfigStore", "load_config_file"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _ALLOWED = set(SiteConfig.__struct_fields__) - {"version"}
 # The fleet's last config version, a counter beside the configs (not a site id, so no site
@@ -69,11 +84,19 @@ def validate_partial(data: dict[str, Any], where: str = "config") -> None:
 
 
 class ConfigStore:
-    """Put/get desired config. ``js`` must address the hub domain."""
+    """Put/get desired config. ``js`` must address the hub domain. A put's steps are
+    retried for up to `ready_timeout_s` while JetStream cannot answer (0: one try)."""
 
-    def __init__(self, kv: KeyValue, signing_key: Ed25519PrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        signing_key: Ed25519PrivateKey | None = None,
+        *,
+        ready_timeout_s: float = 60.0,
+    ) -> None:
         self.kv = kv
         self.signing_key = signing_key
+        self.ready_timeout_s = ready_timeout_s
 
     @classmethod
     async def open(
@@ -89,8 +112,9 @@ class ConfigStore:
         """Open (or create) the bucket. Values are signed with `signing_key`, else with
         ``data_dir/keys/config_signing.key`` when it exists, else stored unsigned.
         A bucket created here gets `replicas` (``--js-replicas``: 3 on a hub cluster).
-        Retried for up to `ready_timeout_s` while JetStream cannot answer (`open_key_value`);
-        without `create`, a missing bucket raises BucketNotFoundError."""
+        Retried for up to `ready_timeout_s` while JetStream cannot answer (`open_key_value`),
+        as are the store's puts; without `create`, a missing bucket raises
+        BucketNotFoundError."""
         if signing_key is None and data_dir is not None:
             signing_key = load_config_signing_key(Path(data_dir))
         kv = await open_key_value(
@@ -99,7 +123,7 @@ class ConfigStore:
             create=create,
             ready_timeout_s=ready_timeout_s,
         )
-        return cls(kv, signing_key)
+        return cls(kv, signing_key, ready_timeout_s=ready_timeout_s)
 
     async def _get(self, key: str) -> dict[str, Any]:
         try:
@@ -168,17 +192,26 @@ class ConfigStore:
         such as a rollout's ``bundle_version``)."""
         validate_partial(data)
         key = DEFAULTS_KEY if site is None else config_key(site)
-        doc = merge_config(await self._get(key), data) if merge else dict(data)
+        doc = dict(data)
+        if merge:
+            stored = await self._retried(lambda: self._get(key), f"reading config {key}")
+            doc = merge_config(stored, data)
         doc.pop("version", None)
-        version = await self._next_version(key)
+        version = await self._retried(lambda: self._next_version(key), "config version")
         doc["version"] = version
         if self.signing_key is not None:
             value = sign_config(key, doc, self.signing_key)
         else:
             value = json.dumps(doc, sort_keys=True).encode()
-        await self.kv.put(key, value)
+        # the same bytes again if a put was applied but not answered (see the module doc)
+        await self._retried(lambda: self.kv.put(key, value), f"writing config {key}")
         log.info("config %s set to version %d", key, version)
         return version
+
+    async def _retried(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        return await until_jetstream_answers(
+            op, what=what, timeout_s=self.ready_timeout_s, logger=log, nc=connection_of(self.kv)
+        )
 
     async def effective(self, site: str) -> SiteConfig:
         defaults = await self._get(DEFAULTS_KEY)

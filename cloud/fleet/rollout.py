@@ -236,10 +236,13 @@ class RolloutController:
                 await self._task
             self._task = None
 
+    def _leads(self) -> bool:
+        return self.leadership is None or self.leadership.held
+
     async def _loop(self) -> None:
         while True:
             try:
-                if self.leadership is None or self.leadership.held:
+                if self._leads():
                     await self.tick()
                     self.ticks += 1
             except Exception:
@@ -303,6 +306,10 @@ class RolloutController:
         try:
             for s in self.registry.rollout_moves(rollout, now, FAILED_STATUSES):
                 if s.status == "pending":
+                    if not self._leads():
+                        # a put can wait for JetStream (up to the store's ready timeout):
+                        # the lease may have lapsed meanwhile, and another replica may lead
+                        break
                     deploying[s.site_id] = await self.sink.put(
                         s.site_id, {"bundle_version": rollout.bundle_version}, merge=True
                     )

@@ -8,6 +8,14 @@ the operator's text with its comments, and a version one above the stored one (a
 A catalogue that does not validate is refused before anything is stored; the stored one
 stays.
 
+Each read and each write of a push is retried while JetStream cannot answer (timeouts,
+503s; `aivos.shared.jsready`) for up to the store's `ready_timeout_s`. A write that was
+applied but not answered fails its retry with "wrong last sequence"; the push then reads
+again and, finding exactly the value it wrote (its version and its text), is done: the
+value names its content, so even another push that wrote the same value leaves the state
+both wanted. Without that check it would store its text once more at the next version,
+and every router and pool would apply the same catalogue again.
+
 Routers, workers and pools start from their ``--catalogue`` file (the bootstrap and the
 default) and run a `CatalogueWatch`: each value stored, and the one present when it starts,
 is parsed and validated again and handed to their ``apply`` when its version is newer
@@ -24,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -37,6 +47,7 @@ from nats.js.kv import KeyValue
 from aivos.cloud.jetstream import open_key_value
 from aivos.cloud.worker.catalogue import Catalogue, parse_catalogue
 from aivos.shared.errors import ConfigError
+from aivos.shared.jsready import connection_of, until_jetstream_answers
 from aivos.shared.subjects import CATALOGUE_BUCKET, HUB_DOMAIN
 
 __all__ = [
@@ -49,6 +60,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CATALOGUE_KEY = "catalogue"
 _MAX_RETRY_S = 10.0  # the longest wait between two tries
@@ -70,10 +83,12 @@ def decode_pushed(value: bytes, source: str = "pushed catalogue") -> tuple[int, 
 
 
 class CatalogueStore:
-    """Push and read the catalogue. ``js`` must address the hub domain."""
+    """Push and read the catalogue. ``js`` must address the hub domain. A push's reads and
+    writes are retried for up to `ready_timeout_s` while JetStream cannot answer."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, ready_timeout_s: float = 60.0) -> None:
         self.kv = kv
+        self.ready_timeout_s = ready_timeout_s
 
     @classmethod
     async def open(
@@ -85,15 +100,15 @@ class CatalogueStore:
         ready_timeout_s: float = 60.0,
     ) -> CatalogueStore:
         """Open (or create, at `replicas`) the bucket; retried for up to `ready_timeout_s`
-        while JetStream cannot answer (`open_key_value`). Without `create`, a missing
-        bucket raises BucketNotFoundError."""
+        while JetStream cannot answer (`open_key_value`), as are its pushes. Without
+        `create`, a missing bucket raises BucketNotFoundError."""
         kv = await open_key_value(
             js,
             KeyValueConfig(bucket=CATALOGUE_BUCKET, history=10, replicas=replicas),
             create=create,
             ready_timeout_s=ready_timeout_s,
         )
-        return cls(kv)
+        return cls(kv, ready_timeout_s=ready_timeout_s)
 
     async def current(self) -> tuple[int, int, Catalogue] | None:
         """(KV revision, version, catalogue) of what is stored; None when nothing is."""
@@ -110,27 +125,46 @@ class CatalogueStore:
         """Validate `text` and store it; returns its version. ConfigError (nothing stored)
         when it does not validate."""
         parse_catalogue(text, source)  # refused here, before the bucket is touched
+        written = b""  # the value of our last write that ended in a conflict
         for _ in range(5):  # lost a race with another push: read again
-            revision, version = 0, 0
-            with contextlib.suppress(KeyNotFoundError):
-                entry = await self.kv.get(CATALOGUE_KEY)
-                revision = entry.revision or 0
-                if entry.value:
-                    with contextlib.suppress(msgspec.MsgspecError):
-                        version = msgspec.json.decode(entry.value, type=_Stored).version
-            value = msgspec.json.encode(_Stored(version=version + 1, toml=text))
+            revision, version, stored = await self._retried(self._read, "reading the catalogue")
+            if written and stored == written:  # a write whose answer was lost was applied
+                return _pushed(version)
+            written = msgspec.json.encode(_Stored(version=version + 1, toml=text))
             try:
-                if revision:
-                    await self.kv.update(CATALOGUE_KEY, value, last=revision)
-                else:
-                    await self.kv.create(CATALOGUE_KEY, value)
+                await self._retried(
+                    functools.partial(self._write, revision, written), "writing the catalogue"
+                )
             except Exception as exc:
                 if _is_conflict(exc):
                     continue
                 raise
-            log.info("catalogue version %d pushed", version + 1)
-            return version + 1
+            return _pushed(version + 1)
         raise ConfigError(source, "another push kept winning; try again")
+
+    async def _read(self) -> tuple[int, int, bytes]:
+        """(KV revision, version, value) of what is stored; zeros and b"" when nothing is."""
+        try:
+            entry = await self.kv.get(CATALOGUE_KEY)
+        except KeyNotFoundError:
+            return 0, 0, b""
+        version = 0
+        if entry.value:
+            with contextlib.suppress(msgspec.MsgspecError):
+                version = msgspec.json.decode(entry.value, type=_Stored).version
+        return entry.revision or 0, version, entry.value or b""
+
+    async def _write(self, revision: int, value: bytes) -> None:
+        """Compare-and-set on `revision` (0: create); a conflict when it moved."""
+        if revision:
+            await self.kv.update(CATALOGUE_KEY, value, last=revision)
+        else:
+            await self.kv.create(CATALOGUE_KEY, value)
+
+    async def _retried(self, op: Callable[[], Awaitable[T]], what: str) -> T:
+        return await until_jetstream_answers(
+            op, what=what, timeout_s=self.ready_timeout_s, logger=log, nc=connection_of(self.kv)
+        )
 
 
 async def read_pushed(nc: NATS) -> tuple[int, Catalogue] | None:
@@ -142,6 +176,11 @@ async def read_pushed(nc: NATS) -> tuple[int, Catalogue] | None:
         return None
     current = await store.current()
     return None if current is None else (current[1], current[2])
+
+
+def _pushed(version: int) -> int:
+    log.info("catalogue version %d pushed", version)
+    return version
 
 
 def _is_conflict(exc: Exception) -> bool:

@@ -12,23 +12,27 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import subprocess
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NATSClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import KeyValueConfig, StreamConfig
+from nats.js.api import KeyValueConfig, PubAck, StreamConfig
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from aivos.cloud.fleet.config import ConfigStore
 from aivos.cloud.fleet.service import FleetService
 from aivos.cloud.jetstream import open_key_value
-from aivos.shared.jsready import NOT_READY, until_jetstream_answers
-from aivos.shared.natsconf import NatsServer
+from aivos.cloud.models.catalogue_store import CATALOGUE_KEY, CatalogueStore, decode_pushed
+from aivos.shared.jsready import NOT_READY, JetStreamPermissionDenied, until_jetstream_answers
+from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
 from aivos.shared.subjects import CONFIG_BUCKET
 from tests.fixtures.nats import completes_once_quorum_returns
 from tests.fixtures.wait import eventually
@@ -46,7 +50,9 @@ class _FlakyApi:
     ``"STREAM.CREATE"``), then by forwarding them to the real ``$JS.API``. Actions:
     ``silent`` (no answer: the client times out), ``503``, ``pass`` (the real answer),
     ``apply_silent`` (forwarded, so the server applies it, but the answer is dropped),
-    ``stale`` (forwarded, then `on_stale` runs, then the answer from before it is sent)."""
+    ``stale`` (forwarded, then `on_stale` runs, then the answer from before it is sent).
+    JetStream publishes (``PREFIX.$KV...``, ``PREFIX.$O...``, from `_WritesViaFlaky`) have
+    the verb ``$KV`` or ``$O`` and are forwarded to their own subject."""
 
     def __init__(
         self,
@@ -71,7 +77,8 @@ class _FlakyApi:
 
     async def _on_request(self, msg: Msg) -> None:
         rest = msg.subject[len(PREFIX) + 1 :]
-        verb = ".".join(rest.split(".")[:2])
+        write = rest.startswith(("$KV.", "$O."))  # a JetStream publish (`_WritesViaFlaky`)
+        verb = rest.split(".")[0] if write else ".".join(rest.split(".")[:2])
         queue = self.script.get(verb, [])
         action = queue.pop(0) if queue else self.default
         self.calls.append((verb, action))
@@ -80,14 +87,27 @@ class _FlakyApi:
         if action == "503":
             await msg.respond(json.dumps(_503).encode())
             return
-        answer = await self.nc.request(f"$JS.API.{rest}", msg.data, timeout=10)
+        target = rest if write else f"$JS.API.{rest}"
+        answer = await self.nc.request(target, msg.data, timeout=10, headers=msg.headers)
         if action == "stale" and self.on_stale is not None:
             await self.on_stale()
         if action != "apply_silent":
             await msg.respond(answer.data)
 
 
-_OURS = ("READY_", "KV_ready_", "KV_raced_")  # streams these tests make on the shared hub
+class _WritesViaFlaky(JetStreamContext):
+    """A JetStream context whose API requests *and* publishes (KV puts, object chunks) go
+    to `_FlakyApi`: nats-py publishes KV and object writes to ``$KV.``/``$O.`` subjects,
+    outside the API prefix."""
+
+    def __init__(self, nc: NATSClient, timeout: float = 1.0) -> None:
+        super().__init__(nc, prefix=PREFIX, timeout=timeout)
+
+    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> PubAck:
+        return await super().publish(f"{PREFIX}.{subject}", *args, **kwargs)
+
+
+_OURS = ("READY_", "KV_ready_", "KV_raced_", "OBJ_ready_")  # streams made on the shared hub
 
 
 @pytest.fixture
@@ -207,6 +227,138 @@ async def test_a_bucket_created_meanwhile_with_another_config_is_opened(
     assert info.config.max_msgs_per_subject == 7  # the rival's config stays
 
 
+async def _bucket_via_flaky(
+    hub_nc: NATSClient, script: dict[str, list[str]]
+) -> tuple[Any, _FlakyApi]:
+    """A fresh KV bucket (history 5), opened through `_FlakyApi` with `script`."""
+    bucket = _name("ready")
+    await hub_nc.jetstream().create_key_value(KeyValueConfig(bucket=bucket, history=5))
+    api = await _FlakyApi(hub_nc, script).start()
+    return await _WritesViaFlaky(hub_nc).key_value(bucket), api
+
+
+async def _history(kv: Any, key: str) -> list[bytes]:
+    return [entry.value for entry in await kv.history(key)]
+
+
+async def test_config_put_whose_answer_was_lost_is_written_again_with_the_same_value(
+    hub_nc: NATSClient,
+) -> None:
+    """The config value is stored but its answer is lost: the put is retried with the same
+    bytes (same version), so the key gets one more revision with the same content."""
+    kv, api = await _bucket_via_flaky(hub_nc, {"$KV": ["pass", "apply_silent"]})
+    store = ConfigStore(kv)
+
+    version = await store.put("s1", {"bundle_version": "b-1"})
+
+    assert version == 1
+    assert api.actions("$KV") == ["pass", "apply_silent", "pass"]  # counter, value twice
+    first, second = await _history(kv, "s1")
+    assert first == second and json.loads(first)["version"] == 1
+    assert await store.get_raw("s1") == {"bundle_version": "b-1", "version": 1}
+
+
+async def test_config_version_taken_without_an_answer_is_skipped_not_shared(
+    hub_nc: NATSClient,
+) -> None:
+    """The counter's compare-and-set is applied but its answer is lost: the retry reads the
+    counter again, finds it moved and takes the next number; version 1 is skipped rather
+    than assumed ours (another put may have taken it). A 503 on the next write is retried
+    too."""
+    kv, api = await _bucket_via_flaky(hub_nc, {"$KV": ["apply_silent", "pass", "503"]})
+    store = ConfigStore(kv)
+
+    version = await store.put(None, {"heartbeat_interval_s": 30})
+
+    assert version == 2
+    # the counter's create (applied, unanswered), its update to 2, the value (503, again)
+    assert api.actions("$KV") == ["apply_silent", "pass", "503", "pass"]
+    assert await _history(kv, "_version") == [b"1", b"2"]
+    assert (await store.get_raw(None))["version"] == 2
+
+
+_CATALOGUE = """
+[models.primary]
+backend = "llamacpp"
+version = "p-2"
+
+[classes.small]
+chain = ["primary"]
+"""
+
+
+@pytest.mark.parametrize("stored_before", [False, True], ids=["create", "update"])
+async def test_catalogue_push_whose_answer_was_lost_is_done_once(
+    hub_nc: NATSClient, stored_before: bool
+) -> None:
+    """The catalogue is stored but the answer is lost: the retry is refused (wrong last
+    sequence), the push reads again, finds exactly what it wrote and is done: one new
+    revision, one version (watchers would apply a second one again)."""
+    kv, api = await _bucket_via_flaky(hub_nc, {})
+    store = CatalogueStore(kv)
+    if stored_before:
+        assert await store.push(_CATALOGUE) == 1
+    api.script["$KV"] = ["apply_silent"]
+
+    version = await store.push(_CATALOGUE)
+
+    expected = 2 if stored_before else 1
+    assert version == expected
+    values = await _history(kv, CATALOGUE_KEY)
+    assert [decode_pushed(v)[0] for v in values] == list(range(1, expected + 1))
+    assert api.actions("$KV")[-2:] == ["apply_silent", "pass"]  # the retry: refused
+
+
+_PERMISSIONS_CONF = """
+listen: 127.0.0.1:{port}
+jetstream {{ store_dir: "{store}" }}
+authorization {{
+  users = [
+    {{ user: "limited", password: "limited",
+       permissions: {{ publish: {{ deny: ["$JS.API.STREAM.CREATE.>"] }} }} }}
+  ]
+}}
+"""
+
+
+@pytest.fixture
+def limited_hub(tmp_path: Path) -> Iterator[str]:
+    """A hub whose one user may use JetStream but not create streams (a missing grant)."""
+    port = free_port()
+    conf = tmp_path / "hub.conf"
+    conf.write_text(_PERMISSIONS_CONF.format(port=port, store=tmp_path / "js"))
+    with (tmp_path / "hub.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [str(nats_server_binary()), "-c", str(conf)], stdout=log, stderr=log
+        )
+    try:
+        yield f"nats://limited:limited@127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_a_missing_jetstream_grant_is_named_at_once_not_retried(
+    limited_hub: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server drops the denied create (the client would time out, again and again) but
+    sends a permissions violation: the open fails at once, naming the subject."""
+    nc = await eventually(lambda: nats.connect(limited_hub), timeout=30, what="the hub up")
+    caplog.set_level("INFO", logger="aivos.cloud.jetstream")
+    try:
+        with pytest.raises(JetStreamPermissionDenied) as raised:
+            await open_key_value(
+                nc.jetstream(timeout=1.0), KeyValueConfig(bucket="denied"), ready_timeout_s=30
+            )
+    finally:
+        await nc.close()
+
+    denied = "$JS.API.STREAM.CREATE.KV_denied".lower()  # nats-py lower-cases the -ERR line
+    assert (raised.value.action, raised.value.subject.lower()) == ("publish", denied)
+    assert f"may not publish to '{denied}'" in str(raised.value).lower()
+    assert "JetStream not ready" not in caplog.text  # no retry
+
+
 def _clients_named(node: NatsServer, name: str) -> int:
     url = f"http://{node.conf.host}:{node.conf.monitor_port}/connz?limit=1000"
     with urllib.request.urlopen(url, timeout=5) as resp:
@@ -222,7 +374,7 @@ async def _config_bucket_replicas(nc: NATSClient) -> int:
         what="the bucket's stream info",
         ignore=NOT_READY,
     )
-    return info.config.num_replicas
+    return info.config.num_replicas or 1  # unset: one
 
 
 @pytest.mark.slow

@@ -306,3 +306,36 @@ async def test_sites_deployed_before_a_failed_put_are_recorded(
     await RolloutController(registry, sink).tick()  # the next tick deploys the rest
     assert set(_statuses(registry, rid).values()) == {"deploying"}
     assert [registry.site(s).bundle_desired for s in sites] == ["v2"] * 5
+
+
+class _LapsingLease:
+    """Held for the first `puts` config puts of a tick, then lost (as when a put waited
+    on JetStream longer than the lease's TTL)."""
+
+    def __init__(self, sink: ConfigStore, puts: int) -> None:
+        self.sink, self.puts_left = sink, puts
+        self._put = sink.put
+
+    @property
+    def held(self) -> bool:
+        return self.puts_left > 0
+
+    async def put(self, site: str | None, data: dict[str, object], *, merge: bool = False) -> int:
+        self.puts_left -= 1
+        return await self._put(site, data, merge=merge)
+
+
+async def test_a_lease_lost_during_a_tick_stops_its_puts(
+    registry: Registry, sink: ConfigStore
+) -> None:
+    sites = _fleet(registry, 10)
+    rid = start_rollout(
+        registry, bundle_version="v2", sites=None, canary_percent=50, actor="a", soak_s=0.2
+    )
+    lease = _LapsingLease(sink, puts=2)
+    controller = RolloutController(registry, lease, leadership=lease)
+    await controller.tick()
+    deploying = [s for s, st in _statuses(registry, rid).items() if st == "deploying"]
+    assert deploying == sites[:2]  # the canary has 5 sites: the other 3 wait for a leader
+    for s in sites[2:5]:
+        assert await sink.get_raw(s) == {}
