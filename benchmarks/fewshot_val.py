@@ -41,6 +41,9 @@ BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def main() -> None:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if len(sys.argv) < 3 or not sys.argv[2].isdigit():
         sys.exit(__doc__)
     name, seed = sys.argv[1], int(sys.argv[2])

@@ -49,6 +49,7 @@ from aivos.shared.datasets import OOS_LABEL, load_examples
 from aivos.shared.ood import OOD_FILE, SCORE, OodScorer, fit
 
 DATA = Path(__file__).resolve().parents[1] / "shared/data/clinc150/data_full.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "ood_score.json"
 TARGET_IN_SCOPE = 0.965
 
 
@@ -259,7 +260,7 @@ def main() -> None:
         "--bundle", action="append", required=True, help="NAME=DIR=TRAIN_SPEC=VAL_SPEC"
     )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ood"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ood_score.json"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-end-to-end", action="store_true", help="numpy comparison only")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)

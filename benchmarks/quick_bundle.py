@@ -11,7 +11,7 @@ for the first), as `aivos up` pays it. Each bundle is then scored on the data's 
 its own calibrated threshold (in-scope accuracy, oos recall). Results:
 benchmarks/results/quick_bundle.json.
 
-    python -m benchmarks.quick_bundle [--data FILE] [--variants torch,onnx-int8,onnx-fp32]
+    python benchmarks/quick_bundle.py [--data FILE] [--variants torch,onnx-int8,onnx-fp32]
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ def main(data: Path | None, variants: str, build_only: str | None, out: Path | N
     with tempfile.TemporaryDirectory(prefix="aivos-quick-bench-") as tmp:
         for variant in variants.split(","):
             bundle = Path(tmp) / variant
-            argv = [sys.executable, "-m", "benchmarks.quick_bundle", "--data", str(data)]
+            # the script by its path, not `-m benchmarks.quick_bundle`: that needs the cwd to
+            # be the repository root
+            argv = [sys.executable, str(Path(__file__).resolve()), "--data", str(data)]
             started, cpu0 = time.monotonic(), os.times()
             run = subprocess.run(
                 [*argv, "--build-only", variant, "--out", str(bundle)],

@@ -18,6 +18,9 @@ from pathlib import Path
 
 
 def main() -> None:
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     root = str(Path(sys.argv[1]).resolve())

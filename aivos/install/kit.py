@@ -52,6 +52,14 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
+def _credentials_problem(keys: list[str]) -> str:
+    problem = "credentials/ needs exactly one .key, its .crt and ca.crt"
+    if len(keys) > 1:  # written by a release that added each generation to the old kit
+        found = ", ".join(sorted(keys))
+        return f"{problem}; it holds {found} (write a fresh kit: `aivos fleet rotate`)"
+    return problem
+
+
 def _files(root: Path, folder: str, suffixes: tuple[str, ...]) -> dict[str, bytes]:
     directory = root / folder
     if not directory.is_dir():
@@ -83,7 +91,7 @@ def load_kit(root: Path) -> SiteKit:
     credentials = _files(root, "credentials", (".crt", ".key"))
     keys = [n for n in credentials if n.endswith(".key")]
     if len(keys) != 1 or "ca.crt" not in credentials:
-        raise KitInvalid(root, "credentials/ needs exactly one .key, its .crt and ca.crt")
+        raise KitInvalid(root, _credentials_problem(keys))
     if keys[0].removesuffix(".key") + ".crt" not in credentials:
         raise KitInvalid(root, f"credentials/{keys[0]} has no certificate next to it")
     trusted = _files(root, "trusted_keys", (".pub",))

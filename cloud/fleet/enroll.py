@@ -24,8 +24,10 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -346,6 +348,12 @@ def _trusted_keys(data_dir: Path) -> list[Path]:
     return sorted(p for d in (data_dir, data_dir / "keys") if d.is_dir() for p in d.glob("*.pub"))
 
 
+# what a kit is made of, replaced in this order; anything else in its folder is kept (an
+# agent run from the kit's edge.toml keeps its state in ``edge-data``)
+_KIT_ENTRIES = ("trusted_keys", "credentials", "edge.toml", "leaf.conf")
+_STAGE_PREFIX = ".kit-stage-"
+
+
 def _write_kit(
     pki: Pki,
     data_dir: Path,
@@ -355,38 +363,81 @@ def _write_kit(
     leaf_port: int,
     hub_leaf_url: str | None,
 ) -> Path:
+    """The kit of `generation` in `out`, replacing the kit there (a kit holds one
+    generation: `aivos install edge` refuses a folder with two keys)."""
     out = out.resolve()
+    with _kit_stage(out) as stage:
+        creds = _issue_credentials(pki, site_user(site, generation), stage, out)
+        # every hub node's leaf URL (comma-separated in `hub_leaf_url`, else from hub.json)
+        endpoints = _endpoints(data_dir)
+        urls = [u.strip() for u in hub_leaf_url.split(",") if u.strip()] if hub_leaf_url else []
+        urls = urls or list(endpoints.leaf_urls or (endpoints.leaf_url,))
+        leaf = LeafConfig(
+            site=site,
+            hub_leaf_url=urls[0],
+            hub_leaf_urls=tuple(urls[1:]),
+            port=leaf_port,
+            hub_tls=creds,
+            generation=generation,
+        )
+        (stage / "leaf.conf").write_text(render_leaf(leaf))
+        _copy_trusted_keys(data_dir, stage / "trusted_keys")
+        (stage / "edge.toml").write_text(_edge_toml(site, out, leaf.url))
+    return out
+
+
+@contextlib.contextmanager
+def _kit_stage(out: Path) -> Iterator[Path]:
+    """A stage folder inside `out` to write a kit into; when the block succeeds, its entries
+    replace the kit's one by one, each by a rename (a folder: the old one is moved aside
+    first), so `out` never holds two generations' keys and a failed write leaves the old
+    kit. A leaf running from the old kit keeps working: nats-server reads its certificate
+    and key at start, and the hub accepts the old generation until the new one connects."""
     out.mkdir(parents=True, exist_ok=True)
-    creds = pki.issue_client(site_user(site, generation), out / "credentials")
-    # every hub node's leaf URL (comma-separated in `hub_leaf_url`, else from hub.json)
-    endpoints = _endpoints(data_dir)
-    urls = [u.strip() for u in hub_leaf_url.split(",") if u.strip()] if hub_leaf_url else []
-    urls = urls or list(endpoints.leaf_urls or (endpoints.leaf_url,))
-    leaf = LeafConfig(
-        site=site,
-        hub_leaf_url=urls[0],
-        hub_leaf_urls=tuple(urls[1:]),
-        port=leaf_port,
-        hub_tls=creds,
-        generation=generation,
+    for stale in out.glob(f"{_STAGE_PREFIX}*"):  # left by a write that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, dir=out))  # 0700: it holds a key
+    try:
+        yield stage
+        for name in _KIT_ENTRIES:
+            new, old = stage / name, out / name
+            if new.is_dir() and old.exists():
+                old.rename(stage / f"{name}.old")  # removed with the stage
+            os.replace(new, old)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _issue_credentials(pki: Pki, user: str, stage: Path, out: Path) -> CertFiles:
+    """The site's certificate, key and CA in ``stage/credentials``, named by the paths they
+    will have in `out`."""
+    staged = pki.issue_client(user, stage / "credentials")
+    final = out / "credentials"
+    return CertFiles(
+        cert=str(final / Path(staged.cert).name),
+        key=str(final / Path(staged.key).name),
+        ca=str(final / Path(staged.ca).name),
     )
-    (out / "leaf.conf").write_text(render_leaf(leaf))
-    keys_dir = out / "trusted_keys"
-    keys_dir.mkdir(exist_ok=True)
+
+
+def _copy_trusted_keys(data_dir: Path, keys_dir: Path) -> None:
+    keys_dir.mkdir()
     ensure_config_key(data_dir)
     for key in _trusted_keys(data_dir):
         shutil.copyfile(key, keys_dir / key.name)
-    (out / "edge.toml").write_text(
+
+
+def _edge_toml(site: str, out: Path, leaf_url: str) -> str:
+    return (
         "# aivos edge agent settings written by `aivos fleet enroll`\n"
         f"site_id = {json.dumps(site)}\n"
         f"data_dir = {json.dumps(str(out / 'edge-data'))}\n\n"
         "[uplink]\n"
-        f"nats_url = {json.dumps(leaf.url)}  # the site's leaf node (leaf.conf)\n\n"
+        f"nats_url = {json.dumps(leaf_url)}  # the site's leaf node (leaf.conf)\n\n"
         "[fleet]\n"
-        f"trusted_keys_dir = {json.dumps(str(keys_dir))}\n"
+        f"trusted_keys_dir = {json.dumps(str(out / 'trusted_keys'))}\n"
         "require_signed_config = true  # remote config must be signed by config_signing.key\n"
     )
-    return out
 
 
 def enroll_site(

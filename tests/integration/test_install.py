@@ -1,6 +1,8 @@
 """`aivos install edge|cloud --prefix P`: the tree it writes (modes, owners, re-homed
 kit), idempotence (a second run leaves every byte and mtime as it was), units accepted by
-`systemd-analyze verify`, and a broken kit refused before anything is written."""
+`systemd-analyze verify`, a broken kit refused before anything is written, and a kit
+rotated into the folder of the previous one (what every `aivos up` after the first does)
+installed as one generation."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from aivos.cloud.fleet.enroll import enroll_site, secure_hub_config
+from aivos.cloud.fleet.enroll import enroll_site, rotate_site, secure_hub_config
+from aivos.install.errors import KitInvalid
+from aivos.install.kit import load_kit
 
 OWNER = "daemon"  # exists on every Debian-like system, and is not systemd's special "nobody"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -180,6 +184,50 @@ def test_broken_kit_is_refused_before_anything_is_written(kit: Path, tmp_path: P
     assert done.returncode == 1
     assert "credentials/ needs exactly one .key" in " ".join(done.stderr.split())
     assert not (tmp_path / "root").exists()
+
+
+def test_a_kit_with_two_generations_keys_is_refused_with_their_names(
+    kit: Path, tmp_path: Path
+) -> None:
+    mixed = tmp_path / "kit"
+    shutil.copytree(kit, mixed)
+    (key,) = (mixed / "credentials").glob("*.key")
+    shutil.copyfile(key, mixed / "credentials" / "aivos-site-branch-17-0.key")
+    with pytest.raises(KitInvalid) as refused:
+        load_kit(mixed)
+    assert f"it holds aivos-site-branch-17-0.key, {key.name}" in str(refused.value)
+
+
+def test_a_kit_rotated_into_the_previous_ones_folder_holds_only_the_new_generation(
+    tmp_path: Path,
+) -> None:
+    cloud, out = tmp_path / "cloud", tmp_path / "kit"
+    secure_hub_config(cloud)
+    enroll_site(cloud, "branch-18", out)
+    (out / "edge-data").mkdir()  # an agent run from the kit's edge.toml keeps its state here
+    (out / "edge-data" / "edge.db").write_bytes(b"state")
+    rotate_site(cloud, "branch-18", out)
+    kit = load_kit(out)
+    assert sorted(kit.credentials) == [
+        "aivos-site-branch-18-2.crt",
+        "aivos-site-branch-18-2.key",
+        "ca.crt",
+    ]
+    assert f'key_file: "{out}/credentials/aivos-site-branch-18-2.key"' in kit.leaf_conf
+    assert "aivos-leaf-branch-18-g2" in kit.leaf_conf  # the server name the hub retires by
+    assert (out / "edge-data" / "edge.db").read_bytes() == b"state"  # not the kit's: kept
+    # nothing is left of the stage the new generation was written in
+    assert sorted(p.name for p in out.iterdir()) == [
+        "credentials",
+        "edge-data",
+        "edge.toml",
+        "leaf.conf",
+        "trusted_keys",
+    ]
+    done = aivos("install", "edge", "--kit", str(out), "--prefix", str(tmp_path / "root"))
+    assert done.returncode == 0, done.stderr
+    installed = tmp_path / "root/etc/aivos/credentials"
+    assert [p.name for p in installed.glob("*.key")] == ["aivos-site-branch-18-2.key"]
 
 
 def test_cloud_install_keeps_the_db_url_out_of_units_and_is_idempotent(tmp_path: Path) -> None:
