@@ -20,7 +20,10 @@ Three measurements per request are reported:
   added = prepare + client total - worker total. Once with the masker's span cache emptied
   before each request ("cold": every passage searched, as the first time a chunk is
   retrieved) and once with the passages in it ("warm": chunks retrieved before), alternated
-  per request; the request without masking (`added_ms`) is timed in the same loop, and
+  per request, and once more with the cache emptied and then pre-filled with the whole
+  knowledge base ("prefilled": what the edge agent does at start-up, `SpanPrefill`, so the
+  first request that cites a passage finds it); the request without masking (`added_ms`)
+  is timed in the same loop, and
   the ratio masked / unmasked is reported. The direct generator call these rows are
   measured against is the worker's own time for the same request (as for `added_ms`): an
   in-process call with the passages would not be comparable end to end, since the worker's
@@ -57,6 +60,7 @@ from aivos.edge.uplink.link import Uplink  # noqa: E402
 from aivos.shared.messages import Done, GenerateRequest, Passage, Token  # noqa: E402
 from aivos.shared.natsconf import LeafConfig, NatsServer, free_port, start_local_hub  # noqa: E402
 from aivos.shared.residency import ExitGate, ResidencyPolicy  # noqa: E402
+from aivos.shared.residency.prefill import prefill_spans  # noqa: E402
 from aivos.shared.subjects import gen_subject  # noqa: E402
 
 PROMPTS = [
@@ -332,16 +336,20 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         nostream_total: list[float] = []
         # masked rows: prepare + round trip, the passages cold or warm in the span cache
         masked: dict[str, list[float]] = {
-            k: [] for k in ("cold", "warm", "prepare_cold", "prepare_warm")
-        }
+            k: []
+            for k in (
+                "cold", "warm", "prefilled", "prepare_cold", "prepare_warm", "prepare_prefilled"
+            )
+        }  # fmt: skip
 
-        async def run_masked(i: int, warm: bool) -> None:
-            key = "warm" if warm else "cold"
+        async def run_masked(i: int, key: str) -> None:
             prompt, passages = MASKED_PROMPTS[i % len(MASKED_PROMPTS)], kb_passages(i)
-            if not warm:
-                esc.gate.masker.span_cache.clear()
-            else:  # retrieved before (by an earlier request): in the cache
+            if key == "warm":  # retrieved before (by an earlier request): in the cache
                 esc.prepare("w", "", passages)
+            else:
+                esc.gate.masker.span_cache.clear()
+            if key == "prefilled":  # the agent's start-up pre-fill, without its pauses
+                prefill_spans(esc.gate.masker, KB_PASSAGES, pause_s=0.0)
             t0 = time.perf_counter()
             prepared = esc.prepare(f"m{i}{key}", prompt, passages, stream=True)
             req = msgspec.structs.replace(prepared.request, temperature=0.0)
@@ -351,9 +359,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             masked[f"prepare_{key}"].append(prep)
             masked[key].append(prep + total - done.timings.total_ms)
 
+        variants = ("cold", "warm", "prefilled")
         for i in range(2):  # warm-up of the masked path (prompts with passages)
-            await run_masked(i, warm=False)
-            await run_masked(i, warm=True)
+            for key in variants:
+                await run_masked(i, key)
         for values in masked.values():
             values.clear()
         for i in range(args.n):
@@ -385,19 +394,21 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             )
             await first()
             await second()
-            await run_masked(i, warm=i % 2 == 1)
-            await run_masked(i, warm=i % 2 == 0)
+            for k in range(len(variants)):  # each variant first in turn
+                await run_masked(i, variants[(i + k) % len(variants)])
         results["in_process_ms"] = summary(base_total)
         results["added_masked_cold_ms"] = summary(masked["cold"])
         results["added_masked_warm_ms"] = summary(masked["warm"])
         results["prepare_cold_ms"] = summary(masked["prepare_cold"])
         results["prepare_warm_ms"] = summary(masked["prepare_warm"])
+        results["added_masked_prefilled_ms"] = summary(masked["prefilled"])
+        results["prepare_prefilled_ms"] = summary(masked["prepare_prefilled"])
         results["span_cache"] = msgspec.to_builtins(esc.gate.masker.span_cache.stats())
         results["escalated_ms"] = summary(esc_total)
         results["escalated_nostream_ms"] = summary(nostream_total)
         results["added_ms"] = summary(added)
         results["ratio_p50_added_masked_over_unmasked"] = {
-            k: round(summary(masked[k])["p50"] / summary(added)["p50"], 3) for k in ("cold", "warm")
+            k: round(summary(masked[k])["p50"] / summary(added)["p50"], 3) for k in variants
         }
         results["worker_total_ms"] = summary(worker_total)
         results["ttft_in_process_ms"] = summary(base_ttft)
@@ -452,8 +463,12 @@ def report(res: dict[str, object]) -> None:
     if "added_masked_cold_ms" in res:
         row("  masking: Escalator.prepare, passages cold", "prepare_cold_ms")
         row("  masking: Escalator.prepare, passages warm", "prepare_warm_ms")
+        if "prepare_prefilled_ms" in res:
+            row("  masking: Escalator.prepare, passages pre-filled", "prepare_prefilled_ms")
         row("added incl. masking, passages cold", "added_masked_cold_ms", "added_ms")
         row("added incl. masking, passages warm", "added_masked_warm_ms", "added_ms")
+        if "added_masked_prefilled_ms" in res:
+            row("added incl. masking, passages pre-filled", "added_masked_prefilled_ms", "added_ms")
     row("time to first token, in-process", "ttft_in_process_ms")
     row("time to first token, escalated", "ttft_escalated_ms", "ttft_in_process_ms")
     console.print(table)

@@ -42,7 +42,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", choices=("dev", "test", "all"), default="dev")
     ap.add_argument("--baseline", default=None, metavar="GIT_REF")
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_case.json"))
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_case.json",
+    )
     args = ap.parse_args()
     pkgs: dict[str, Any] = {"this tree": None}
     if args.baseline:

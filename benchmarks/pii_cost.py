@@ -338,7 +338,11 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, metavar="GIT_REF")
     ap.add_argument("--passes", default=",".join(PASSES))
     ap.add_argument("--packs", default=",".join(PACKS))
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_cost.json"))
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_cost.json",
+    )
     ap.add_argument(
         "--span-cache",
         action="store_true",

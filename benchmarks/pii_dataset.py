@@ -307,7 +307,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/pii_set.jsonl"))
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "pii_set.jsonl"
+    )
     args = ap.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8") as fh:

@@ -197,7 +197,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--iterations", type=int, default=5000)
     ap.add_argument("--no-perf", action="store_true")
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_eval.json"))
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_eval.json",
+    )
     args = ap.parse_args()
     if args.data:
         records = [

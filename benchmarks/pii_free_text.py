@@ -274,7 +274,10 @@ def main() -> None:
     if args.audit:
         tree = args.baseline if args.audit_of == "baseline" else "this tree"
         ref = subprocess.run(
-            ["git", "rev-parse", "--short", args.baseline], capture_output=True, text=True
+            ["git", "rev-parse", "--short", args.baseline],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
         ref = ref if args.audit_of == "baseline" else f"working tree on {ref}"
         corpus = AUDIT_CORPUS[args.audit_of]

@@ -119,7 +119,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--misses", type=int, default=0)
     ap.add_argument(
-        "--json-out", type=Path, default=Path("benchmarks/results/pii_phone_examples.json")
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_phone_examples.json",
     )
     args = ap.parse_args()
     res = evaluate(args.misses)

@@ -271,7 +271,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--show", type=int, default=0, help="print this many misses / hits")
     ap.add_argument(
-        "--json-out", type=Path, default=Path("benchmarks/results/pii_phone_tradeoff.json")
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_phone_tradeoff.json",
     )
     args = ap.parse_args()
 

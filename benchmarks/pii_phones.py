@@ -232,7 +232,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="values per shape / format")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--misses", type=int, default=0)
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_phones.json"))
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_phones.json",
+    )
     args = ap.parse_args()
     from aivos.shared.residency.locales import locales_for
 

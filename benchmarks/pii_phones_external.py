@@ -246,7 +246,9 @@ def main() -> None:
     ap.add_argument("--dab", type=Path, default=None, help="DAB's data/DAB_annotated_dataset.json")
     ap.add_argument("--baseline", default=None, metavar="GIT_REF", help="also score this ref")
     ap.add_argument(
-        "--json-out", type=Path, default=Path("benchmarks/results/pii_phones_external.json")
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_phones_external.json",
     )
     args = ap.parse_args()
     if args.prepare:

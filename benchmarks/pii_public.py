@@ -306,7 +306,9 @@ def main() -> None:
                 print(f"latency prompt + 3 passages, pack {pack}:", cmp)
             lat[pack] = cmp
         result["latency_prompt_plus_3_passages"] = lat
-    out = args.json_out or (None if args.split else Path("benchmarks/results/pii_public.json"))
+    out = args.json_out or (
+        None if args.split else Path(__file__).resolve().parent / "results" / "pii_public.json"
+    )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -114,7 +114,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--errors", type=int, default=0)
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/results/pii_second.json"))
+    ap.add_argument(
+        "--json-out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "pii_second.json",
+    )
     args = ap.parse_args()
     raw = args.data.read_bytes()
     res = evaluate(json.loads(raw), args.errors)

@@ -51,7 +51,7 @@ from aivos.edge.uplink.link import Uplink
 from aivos.edge.uplink.sync import OutboxDrainer
 from aivos.edge.workflows import WorkflowEngine
 from aivos.shared.metrics import Registry
-from aivos.shared.residency import DataClass, ExitGate, ResidencyPolicy
+from aivos.shared.residency import DataClass, ExitGate, ResidencyPolicy, SpanPrefill
 from aivos.shared.tracing import setup_tracing
 
 __all__ = ["Agent", "Readiness"]
@@ -98,6 +98,8 @@ class Agent:
         self.gate = ExitGate(settings.residency, registry=self.metrics.registry)
         self.uplink = Uplink(settings.uplink.nats_url, settings.site_id)
         self.escalator = Escalator(self.uplink, self.gate, max_tokens=settings.uplink.max_tokens)
+        # the knowledge base's passages searched into the gate's span cache in the background
+        self.span_prefill = SpanPrefill()
         self.callbacks = CallbackSender(
             settings.jobs.callback_timeout_s, allow_hosts=settings.jobs.callback_allow_hosts
         )
@@ -200,6 +202,7 @@ class Agent:
         self.retention.start(self.supervisor)
         self._wire()
         self._started = True
+        self._prefill_spans()
         await self.uplink.start()
         self._spawn(self.jobs.resume())
         self.supervisor.start("escalations", self.escalations.run)
@@ -251,7 +254,9 @@ class Agent:
             callback_allow_hosts=settings.jobs.callback_allow_hosts,
         )
         max_chars = settings.limits.max_text_chars
-        self.documents = Documents(self.serving, self.batcher, max_text_chars=max_chars)
+        self.documents = Documents(
+            self.serving, self.batcher, max_text_chars=max_chars, on_added=self._prefill_spans
+        )
         self.sessions = Sessions(self.store)
         self.metrics.bind(
             queue_depth=lambda: self.batcher.queue_depth,
@@ -262,6 +267,12 @@ class Agent:
             outbox_deferred=lambda: self.store.outbox_deferred_total,
             outbox_dropped=lambda: sum(self.store.outbox_dropped_total.values()),
         )
+
+    def _prefill_spans(self) -> None:
+        """Warm the exit gate's span cache with the live index's passages, off the request
+        path (`SpanPrefill`): at start, and whenever the index or the gate is replaced or a
+        document added. Texts already cached are not searched again."""
+        self.span_prefill.start(self.gate.masker, self.serving.index.passage_texts)
 
     def _sync_up(self) -> None:
         """On every (re)connect: make sure the outbox drainer runs, and poke it."""
@@ -281,6 +292,7 @@ class Agent:
             await self.workflows.stop()
             await self.drainer.stop()
         await self.supervisor.stop_all()
+        await asyncio.to_thread(self.span_prefill.stop)  # it reads the index closed below
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -395,6 +407,7 @@ class Agent:
                 )
                 self.serving.swap(model, new_index)
                 self.workflows.index = new_index  # retrieve steps must not search a closed index
+                self._prefill_spans()  # before the old index closes under the running one
                 await asyncio.to_thread(index.close)
             else:
                 self.serving.swap(model, index)
@@ -416,6 +429,7 @@ class Agent:
             self.gate, self.residency = gate, residency
             self.escalator.gate = gate
             self.recorder.gate = gate
+            self._prefill_spans()  # the new gate's masker starts from an empty cache
             self.store.sync_memory = gate.allows(DataClass.MEMORY)
         if router is not None:
             self.policy = router

@@ -4,6 +4,7 @@ the live model's embedding (through the batch worker, like a query)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import msgspec
 
@@ -25,17 +26,28 @@ class SearchResult(msgspec.Struct, frozen=True):
 
 class Documents:
     def __init__(
-        self, serving: Serving, batcher: MicroBatcher[Classified], *, max_text_chars: int
+        self,
+        serving: Serving,
+        batcher: MicroBatcher[Classified],
+        *,
+        max_text_chars: int,
+        on_added: Callable[[], None] | None = None,
     ) -> None:
+        """`on_added`: called after a document was added (the agent warms the masker's span
+        cache with its passages)."""
         self.serving = serving
         self.batcher = batcher
         self._max_text = max_text_chars
+        self._on_added = on_added
 
     async def add(self, source: str, text: str, title: str | None = None) -> DocumentInfo:
         if not text.strip():
             raise EmptyDocument()
         index = self.serving.index
-        return await asyncio.to_thread(index.add_document, source, text, title)
+        info = await asyncio.to_thread(index.add_document, source, text, title)
+        if self._on_added is not None:
+            self._on_added()
+        return info
 
     async def list(self) -> list[DocumentInfo]:
         return await asyncio.to_thread(self.serving.index.list_documents)

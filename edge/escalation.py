@@ -30,7 +30,9 @@ __all__ = ["Escalator", "Prepared", "PlaceholderStreamRestorer", "generator_of"]
 
 # what the masker may keep its findings for: the knowledge base's passages repeat across
 # requests (the same few hundred chunks); the prompt and memory are the user's own text and
-# are searched each time, never kept (see `shared.residency.masker.SpanCache`)
+# are searched each time, never kept (see `shared.residency.masker.SpanCache`). The key is a
+# passage's own `text`, unchanged: the agent's pre-fill (`SpanPrefill`, fed by
+# `KnowledgeIndex.passage_texts`) warms the cache with exactly these strings.
 _CACHED = frozenset({"passages"})
 
 

@@ -203,6 +203,11 @@ class KnowledgeIndex:
                 return doc
         raise NotFound(f"no knowledge document {doc_id}")
 
+    def passage_texts(self) -> Iterator[str]:
+        """The text of every passage a search can return (`Passage.text`), in chunk order:
+        the exact strings the escalator sends, for warming the masker's span cache."""
+        return self._meta.passage_texts()
+
     # -- search -----------------------------------------------------------------------------
     def search(self, query: str, k: int = 3) -> list[Passage]:
         if not query.strip():

@@ -148,6 +148,24 @@ class MetaStore(Closing):
             vecs = np.frombuffer(b"".join(r["vector"] for r in rows), dtype=np.float32)
             yield keys, vecs.reshape(len(rows), dim)
 
+    def passage_texts(self, batch: int = 256) -> Iterator[str]:
+        """The text of every stored chunk, as a search returns it in a passage, in key order.
+        Read a batch at a time by key (no read transaction held between batches), on the
+        calling thread's reader: for a background reader such as the span-cache pre-fill."""
+        last = -1
+        while True:
+            rows = (
+                self._reader()
+                .execute(
+                    "SELECT key, text FROM chunks WHERE key > ? ORDER BY key LIMIT ?", (last, batch)
+                )
+                .fetchall()
+            )
+            if not rows:
+                return
+            yield from (str(r["text"]) for r in rows)
+            last = int(rows[-1]["key"])
+
     def iter_texts(self, batch: int = 64) -> Iterator[list[tuple[int, str]]]:
         """(key, text embedded) batches of every stored chunk, for a re-embed."""
         rows = self._writer.execute("SELECT key, heading, text FROM chunks ORDER BY key").fetchall()

@@ -27,6 +27,7 @@ from aivos.shared.residency.policy import (
     Rule,
     recommended_policy,
 )
+from aivos.shared.residency.prefill import PrefillStats, SpanPrefill
 from aivos.shared.residency.recognizers import (
     Recognizer,
     RegexRecognizer,
@@ -50,6 +51,8 @@ __all__ = [
     "MaskResult",
     "SpanCache",
     "SpanCacheStats",
+    "SpanPrefill",
+    "PrefillStats",
     "default_masker",
     "Recognizer",
     "RegexRecognizer",

@@ -85,6 +85,12 @@ class GateMetrics:
             "Texts whose spans the masker's span cache holds.",
             lambda: self.span_cache.stats().entries if self.span_cache is not None else 0,
         )
+        registry.gauge(
+            "aivos_residency_span_cache_prefilled",
+            "Texts the current span cache was pre-filled with (knowledge-base passages "
+            "searched in the background before any request cited them).",
+            lambda: self.span_cache.stats().prefilled if self.span_cache is not None else 0,
+        )
 
 
 class ExitGate:

@@ -151,6 +151,7 @@ class SpanCacheStats(msgspec.Struct, frozen=True):
     max_entries: int
     max_chars: int
     max_text_chars: int
+    prefilled: int = 0  # texts put in ahead of any request (`offer`, see `prefill.py`)
 
 
 class SpanCache:
@@ -180,6 +181,7 @@ class SpanCache:
         self._chars = 0
         self._hits = 0
         self._misses = 0
+        self._prefilled = 0
         self._counter: Counter | None = None
 
     def count_into(self, counter: Counter | None) -> None:
@@ -210,6 +212,29 @@ class SpanCache:
                 old, _ = self._found.popitem(last=False)
                 self._chars -= len(old)
 
+    def keeps(self, text: str) -> bool:
+        """Whether `text` would be kept: not too long, and room for it without evicting."""
+        with self._lock:
+            return self._has_room(len(text))
+
+    def offer(self, text: str, found: Found) -> bool:
+        """Put `text` in only if there is room for it without evicting anything (a pre-fill
+        must not push out what requests put in); True when it was put in."""
+        with self._lock:
+            if text in self._found or not self._has_room(len(text)):
+                return False
+            self._found[text] = found
+            self._chars += len(text)
+            self._prefilled += 1
+            return True
+
+    def _has_room(self, n_chars: int) -> bool:
+        return (
+            n_chars <= self.max_text_chars
+            and len(self._found) < self.max_entries
+            and self._chars + n_chars <= self.max_chars
+        )
+
     def __contains__(self, text: object) -> bool:
         with self._lock:
             return text in self._found
@@ -232,6 +257,7 @@ class SpanCache:
                 self.max_entries,
                 self.max_chars,
                 self.max_text_chars,
+                self._prefilled,
             )
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from aivos.shared.errors import AivosError
+from aivos.shared.residency.id_labels import is_id_label
 from aivos.shared.residency.names import STOP, common_words, english_names, gazetteer
 from aivos.shared.residency.scan import Scan
 from aivos.shared.residency.spans import Span
@@ -386,6 +387,11 @@ class TaggerRecognizer:
                 b -= 1  # also `i'm` after `jim` in lower-case text
             if c == 2 and a <= b < n - 1 and padded[b + 3][_WORD].lower() in SUFFIX_WORDS:
                 b += 1  # the street word the model left out (`27 moss` + `lane`)
+            if c == 1:  # the label of an id is no part of a name (`codice fiscale`, `NINO`)
+                while a <= b and is_id_label(padded[a + 2][_WORD], upper_text):
+                    a += 1
+                while b >= a and is_id_label(padded[b + 2][_WORD], upper_text):
+                    b -= 1
             before = padded[a + 1][_WORD]  # a pad's word when a == 0
             at_start = a == 0 or before in _SENTENCE_END
             entity = CLASSES[c]
@@ -480,7 +486,9 @@ def _plausible(
         # (`A GOOD`, `MY ROCK`, `HOW MANY MILES`, `5 MILES`, `DELTA'S CARRY`), not a name
         seq = [before3, before2, before, *words]
         name_at = [
-            _caps_name(w, lexicon) and not _determined(seq[k + 2], seq[k + 1], seq[k])
+            _caps_name(w, lexicon)
+            and not _determined(seq[k + 2], seq[k + 1], seq[k])
+            and not is_id_label(w, upper_text)
             for k, w in enumerate(words)
         ]
         if any(n and _caps_strong(w, lexicon) for n, w in zip(name_at, words, strict=True)):
@@ -492,7 +500,7 @@ def _plausible(
         return any(a and b for a, b in zip(name_at, name_at[1:], strict=False))
     first, _last = gazetteer()
     for k, w in enumerate(words):
-        if not w[:1].isalpha() or len(w) < 2 and not w.isupper():
+        if not w[:1].isalpha() or len(w) < 2 and not w.isupper() or is_id_label(w):
             continue
         if w[:1].isupper() and w.title() not in STOP:
             if k > 0 or not at_start or w.title() in first or _unknown(w.lower(), lexicon):

@@ -12,25 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP_DIRS = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
-# masking benchmarks that still write their default results relative to the working
-# directory, being run by others while this was fixed: strict, so fixing one fails here
-# until it is taken off this list
-PENDING = {
-    "pii_case.py",
-    "pii_cost.py",
-    "pii_dataset.py",
-    "pii_eval.py",
-    "pii_phone_examples.py",
-    "pii_phone_tradeoff.py",
-    "pii_phones.py",
-    "pii_phones_external.py",
-    "pii_public.py",
-    "pii_second.py",
-}
-SCRIPTS = [
-    pytest.param(p, id=p.name, marks=pytest.mark.xfail(strict=True) if p.name in PENDING else ())
-    for p in sorted((ROOT / "benchmarks").glob("*.py"))
-]
+SCRIPTS = [pytest.param(p, id=p.name) for p in sorted((ROOT / "benchmarks").glob("*.py"))]
 
 
 def _names_repo_path(node: ast.expr) -> bool:

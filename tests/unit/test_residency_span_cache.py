@@ -1,12 +1,13 @@
 """The masker's span cache: masked output is byte-identical with and without it (placeholder
 numbering included), it stays within its bounds, a new policy starts from an empty one, only
 the keys a caller names are cached (passages, never the prompt or memory), and its counters
-move."""
+move; the pre-fill puts knowledge-base passages in ahead of requests, within its bounds."""
 
 from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,7 +21,9 @@ from aivos.shared.residency import (
     ExitGate,
     Masker,
     MaskMapping,
+    PrefillStats,
     ResidencyPolicy,
+    SpanPrefill,
     default_masker,
 )
 from aivos.shared.residency.masker import SpanCache
@@ -274,3 +277,95 @@ def test_threads_share_one_cache_and_get_the_same_results() -> None:
     stats = masker.span_cache.stats()
     assert stats.hits + stats.misses == 4 * 3 * len(texts)
     assert stats.entries == len(set(texts))
+
+
+# -- pre-fill (`shared/residency/prefill.py`) ------------------------------------------------
+
+_KB = [
+    "Disputes: write to disputes@bank.example within 60 days.",
+    "Fees: none under EUR 5,000; call +49 30 12345678.",
+    "Branch manager Jane Smith, 12 High Street, London, answers on Saturdays.",
+    "Transfers abroad: IBAN DE89 3704 0044 0532 0130 00 and the BIC of the bank.",
+]
+
+
+def _prefilled(masker: Masker, texts: list[str], **kw: float) -> SpanPrefill:
+    prefill = SpanPrefill(**kw)
+    prefill.start(masker, lambda: iter(texts))
+    assert prefill.wait(timeout=60)
+    return prefill
+
+
+def test_prefill_puts_the_passages_in_and_an_escalation_is_served_from_it() -> None:
+    """The escalator's key is the passage's own text: after a pre-fill, an escalation citing
+    those passages searches none of them, and sends exactly what a gate without a cache sends."""
+    gate = ExitGate(_policy())
+    prefill = _prefilled(gate.masker, _KB)
+    cache = gate.masker.span_cache
+    assert prefill.stats() == PrefillStats("done", runs=1, seen=4, warmed=4)
+    assert [t in cache for t in _KB] == [True] * 4
+    assert cache.stats().prefilled == 4 and cache.stats().hits == 0
+
+    kb = [Passage(text=t, source=f"kb/{i}", score=1.0) for i, t in enumerate(_KB)]
+    prompt = "Jane Smith here, card 4111 1111 1111 1111, mail disputes@bank.example"
+    served = Escalator(Uplink(None, "s1"), gate, max_tokens=16).prepare("r1", prompt, kb[1:])
+    uncached = ExitGate(_policy(), masker=Masker(gate.masker.recognizers))
+    plain = uncached.apply(
+        DataClass.ESCALATION_PROMPT, {"prompt": prompt, "passages": [p.text for p in kb[1:]]}
+    )
+    assert served.request.prompt == plain.payload["prompt"]
+    assert [p.text for p in served.request.passages] == plain.payload["passages"]
+    assert served.pii_counts == plain.counts
+    assert "<IBAN_1>" in served.request.passages[2].text
+    assert (cache.stats().hits, cache.stats().misses) == (3, 0)  # all three passages hit
+
+
+def test_prefill_of_a_new_policys_gate_fills_its_own_cache() -> None:
+    """A policy change gives a new masker with an empty cache; pre-filling it (what the agent
+    does after `apply_remote_config`) fills that one, with what its recognizers find."""
+    custom = (CustomRecognizer(name="EMPLOYEE_ID", pattern="EMP-[0-9]{6}"),)
+    passage = "Ask EMP-123456 about it."
+    old = ExitGate(_policy())
+    _prefilled(old.masker, [passage])
+    new = old.with_policy(_policy(custom=custom))
+    assert passage not in new.masker.span_cache
+    _prefilled(new.masker, [passage])
+    assert new.masker.span_cache.get(passage) == ((4, 14, "EMPLOYEE_ID"),)
+    assert old.masker.span_cache.get(passage) == ()
+
+
+def test_prefill_stays_within_the_cache_and_never_evicts() -> None:
+    recognizers = default_masker().recognizers
+    texts = [f"passage {i}: mail a{i}@example.org" for i in range(6)]  # 30 characters each
+    masker = Masker(recognizers, span_cache=SpanCache(max_entries=4, max_text_chars=29 + 30))
+    masker.mask("a request's passage, cached first", cache=True)
+    too_long = "y" * 60
+    prefill = _prefilled(masker, [texts[0], too_long, *texts[1:]])
+    stats = prefill.stats()
+    assert (stats.seen, stats.warmed, stats.skipped, stats.already) == (7, 3, 4, 0)
+    cache = masker.span_cache
+    assert "a request's passage, cached first" in cache  # not pushed out
+    assert [t in cache for t in texts] == [True, True, True, False, False, False]  # in order
+    assert too_long not in cache and cache.stats().prefilled == 3
+
+    again = _prefilled(masker, texts[:3])  # a re-run searches nothing already there
+    assert (again.stats().already, again.stats().warmed) == (3, 0)
+
+
+def test_a_new_prefill_cancels_the_running_one() -> None:
+    release = threading.Event()
+
+    def blocked() -> Iterator[str]:
+        yield _KB[0]
+        release.wait(60)
+        yield from _KB[1:]
+
+    masker = default_masker()
+    prefill = SpanPrefill()
+    prefill.start(masker, blocked)
+    prefill.start(masker, lambda: iter(_KB[2:]))
+    assert prefill.wait(timeout=60)
+    release.set()
+    prefill.stop(timeout=60)
+    assert prefill.stats() == PrefillStats("done", runs=2, seen=2, warmed=2)
+    assert _KB[1] not in masker.span_cache  # the first run stopped before it
