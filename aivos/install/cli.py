@@ -11,7 +11,7 @@ import click
 
 from aivos.install.account import ensure_account
 from aivos.install.errors import InstallError
-from aivos.install.layout import STATE_DIR, Runtime
+from aivos.install.layout import CONFIG_DIR, STATE_DIR, Runtime
 from aivos.install.tree import Change, Tree
 
 __all__ = ["edge_cmd", "cloud_cmd"]
@@ -55,7 +55,7 @@ def _tree(prefix: Path) -> Tree:
 def _summary(tree: Tree, prefix: Path, next_steps: list[str]) -> None:
     counts = tree.counts()
     click.echo(", ".join(f"{n} {action}" for action, n in counts.items()))
-    if counts["created"] + counts["updated"] == 0:
+    if counts["created"] + counts["updated"] + counts["removed"] == 0:
         click.echo("nothing to do: the installation is up to date")
     if prefix.absolute() == Path("/"):
         click.echo("next: systemctl daemon-reload && " + " && ".join(next_steps))
@@ -128,7 +128,18 @@ def edge_cmd(
             tree, account, kit, runtime, bundle=bundle, journal_max_use=journal_max_use or "512M"
         )
     click.echo(f"branch box for site {site}")
-    _summary(tree, prefix, ["systemctl enable --now aivos-edge.service"])
+    _summary(tree, prefix, ["systemctl enable --now aivos-edge.service", *_leaf_restart(tree)])
+
+
+def _leaf_restart(tree: Tree) -> list[str]:
+    """A restart of the leaf when an earlier install's leaf.conf or credentials changed: a
+    running nats-server keeps the key it read at start (a retired one, after a rotation)."""
+    leaf_files = (f"{CONFIG_DIR}/leaf.conf", f"{CONFIG_DIR}/credentials/")
+    changed = any(
+        change.action in ("updated", "removed") and change.path.startswith(leaf_files)
+        for change in tree.changes
+    )
+    return ["systemctl restart aivos-leaf.service"] if changed else []
 
 
 @click.command("cloud")

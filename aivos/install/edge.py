@@ -15,6 +15,13 @@ path                                   mode    owner            what
 /etc/systemd/journald@aivos.conf       0644    root             log sizes (namespace aivos)
 /etc/sysusers.d/aivos.conf             0644    root             declares the account
 =====================================  ======  ===============  ==========================
+
+``credentials/`` and ``trusted_keys/`` hold exactly the kit's files: after a rotation the
+retired generation's key and certificate, and a signing key the fleet no longer ships, are
+removed (the agent trusts every ``.pub`` there). They are removed last, once everything
+else is written, so an install that stops midway leaves config naming files that exist.
+Only the kinds of file a kit has (``.crt``/``.key``, ``.pub``) directly in those two
+folders are ever removed.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aivos.install.account import Account, sysusers_conf
-from aivos.install.kit import load_kit
+from aivos.install.kit import CREDENTIAL_SUFFIXES, TRUSTED_KEY_SUFFIXES, SiteKit, load_kit
 from aivos.install.layout import (
     CONFIG_DIR,
     JOURNALD_CONF,
@@ -97,4 +104,22 @@ def install_edge(
     }
     for unit in EDGE_UNITS:
         tree.file(f"{UNIT_DIR}/{unit}", render(unit, **values).encode(), 0o644, root)
+    _remove_retired(tree, kit)
     return kit.site
+
+
+def _remove_retired(tree: Tree, kit: SiteKit) -> None:
+    """Remove what an earlier kit installed and this one lacks: the retired generation's key
+    and certificate, signing keys the fleet dropped. Last, after leaf.conf and edge.toml
+    name the new files, so a stop midway leaves a box that works. A running leaf keeps the
+    key it read at start until `systemctl restart aivos-leaf`."""
+    tree.prune(
+        f"{CONFIG_DIR}/credentials",
+        kit.credentials,
+        lambda name: name.endswith(CREDENTIAL_SUFFIXES),
+    )
+    tree.prune(
+        f"{CONFIG_DIR}/trusted_keys",
+        kit.trusted_keys,
+        lambda name: name.endswith(TRUSTED_KEY_SUFFIXES),
+    )

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from aivos.install.errors import KitInvalid
 
-__all__ = ["SiteKit", "load_kit"]
+__all__ = ["CREDENTIAL_SUFFIXES", "TRUSTED_KEY_SUFFIXES", "SiteKit", "load_kit"]
+
+# the kinds of file a kit's two folders hold: what `load_kit` reads from them, and so what
+# the installer owns (and removes when a new kit lacks it) in the installed folders
+CREDENTIAL_SUFFIXES = (".crt", ".key")
+TRUSTED_KEY_SUFFIXES = (".pub",)
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,13 @@ def load_kit(root: Path) -> SiteKit:
     keys_dir = settings.get("fleet", {}).get("trusted_keys_dir")
     if not isinstance(site, str) or not isinstance(keys_dir, str):
         raise KitInvalid(root, "edge.toml needs site_id and fleet.trusted_keys_dir")
-    credentials = _files(root, "credentials", (".crt", ".key"))
+    credentials = _files(root, "credentials", CREDENTIAL_SUFFIXES)
     keys = [n for n in credentials if n.endswith(".key")]
     if len(keys) != 1 or "ca.crt" not in credentials:
         raise KitInvalid(root, _credentials_problem(keys))
     if keys[0].removesuffix(".key") + ".crt" not in credentials:
         raise KitInvalid(root, f"credentials/{keys[0]} has no certificate next to it")
-    trusted = _files(root, "trusted_keys", (".pub",))
+    trusted = _files(root, "trusted_keys", TRUSTED_KEY_SUFFIXES)
     if not trusted:
         raise KitInvalid(root, "trusted_keys/ holds no .pub key")
     leaf_conf = (root / "leaf.conf").read_text()

@@ -2,13 +2,14 @@
 
 A file is rewritten only when its bytes differ, and its mode and owner are set only when
 they differ, so a second install with the same inputs touches nothing (same bytes, same
-mtimes) and reports every path as ``unchanged``."""
+mtimes) and reports every path as ``unchanged``. A folder the installer owns can be pruned
+to the files it was just given (`prune`); each file removed is reported ``removed``."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class Owner:
 
 @dataclass(frozen=True)
 class Change:
-    action: str  # "created" | "updated" | "unchanged"
+    action: str  # "created" | "updated" | "unchanged" | "removed"
     path: str  # the path as it will be on the box (without the prefix)
 
 
@@ -95,6 +96,22 @@ class Tree:
             dirnames.sort()
         self.record("updated" if changed else "unchanged", f"{runtime}/**")
 
+    def prune(
+        self, runtime: str | Path, keep: Collection[str], managed: Callable[[str], bool]
+    ) -> None:
+        """Remove the files directly in the directory `runtime` whose name `managed` accepts
+        and that are not in `keep`, reporting each as ``removed``; anything else there
+        (other kinds of file, directories and what they hold) is left alone."""
+        directory = self.path(runtime)
+        for entry in sorted(directory.iterdir()):
+            # a link is removed, never what it points to; a directory is never ours to remove
+            is_file = entry.is_symlink() or entry.is_file()
+            if is_file and managed(entry.name) and entry.name not in keep:
+                # an unlink, not an overwrite: on a journaling or copy-on-write file system
+                # or an SSD, writing over a file does not reach the blocks that held it
+                entry.unlink()
+                self.record("removed", f"{runtime}/{entry.name}")
+
     def _fix(self, path: Path, mode: int, owner: Owner) -> bool:
         st = path.lstat()
         changed = False
@@ -114,7 +131,7 @@ class Tree:
         self.report(change)
 
     def counts(self) -> dict[str, int]:
-        out = {"created": 0, "updated": 0, "unchanged": 0}
+        out = {"created": 0, "updated": 0, "unchanged": 0, "removed": 0}
         for change in self.changes:
             out[change.action] += 1
         return out
