@@ -34,6 +34,9 @@ __all__ = [
     "FactNotFound",
     "DiskFull",
     "FactLimitReached",
+    "JetStreamRefused",
+    "JetStreamPermissionDenied",
+    "JetStreamNotEnabled",
 ]
 
 
@@ -281,4 +284,50 @@ class FactLimitReached(Conflict):
         super().__init__(
             f"session {session_id} already has {limit} facts (the limit); "
             "delete one or update an existing key"
+        )
+
+
+class JetStreamRefused(AivosError):
+    """The NATS server will not serve this identity's JetStream calls, and asking again
+    cannot change that: a fault in the server's config (accounts, permissions;
+    docs/security.md), not a cluster that is not ready yet. `what` names the call."""
+
+    code = "jetstream_refused"
+
+    def __init__(self, what: str, message: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: {message}")
+
+
+class JetStreamPermissionDenied(JetStreamRefused):
+    """The server refused this identity a subject a JetStream call needs (a missing grant
+    in the hub's permissions, docs/security.md). `action`: "publish" or "subscription";
+    `subject` as the client got it (nats-py lower-cases the server's error line)."""
+
+    code = "jetstream_permission_denied"
+
+    def __init__(self, what: str, action: str, subject: str) -> None:
+        self.action, self.subject = action, subject
+        verb = "publish to" if action == "publish" else "subscribe to"
+        super().__init__(
+            what,
+            f"permission denied: this identity may not {verb} {subject!r} (as the "
+            "server's error names it; nats-py lower-cases it); its hub permissions lack "
+            "that grant (docs/security.md)",
+        )
+
+
+class JetStreamNotEnabled(JetStreamRefused):
+    """The server runs JetStream, but not for the account this identity is in (a 503 with
+    ``err_code`` 10039)."""
+
+    code = "jetstream_not_enabled"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            what,
+            "JetStream is not enabled for this identity's account on the server (503, "
+            "err_code 10039); enable it for that account (`jetstream: enabled` in its "
+            "account block; aivos puts every identity in account AIVOS, which has it, "
+            "docs/security.md)",
         )

@@ -16,6 +16,7 @@ from aivos.shared.errors import (
     DataError,
     DiskFull,
     InvalidInput,
+    JetStreamRefused,
     LinkDown,
     NotFound,
     PolicyDenied,
@@ -35,6 +36,7 @@ HTTP_STATUS: Mapping[type[AivosError], int] = {
     QuotaExceeded: 507,
     DiskFull: 507,
     LinkDown: 503,
+    JetStreamRefused: 503,  # the hub's config lacks a grant or JetStream: not the caller's fault
 }
 
 

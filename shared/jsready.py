@@ -5,7 +5,9 @@ answers stream, bucket and consumer requests with a timeout (``nats.errors.Timeo
 no answer within the request's own timeout) or a 503 (``ServiceUnavailableError``) for a
 few seconds, then normally again. `until_jetstream_answers` calls `op` again, with capped
 exponential backoff and jitter, until it answers or `timeout_s` has passed; every other
-error (not found, bad request, permissions) is an answer and is raised at once.
+error (not found, bad request, permissions) is an answer and is raised at once, and so is
+the one 503 that is permanent: JetStream not enabled for the caller's account (``err_code``
+10039, `JetStreamNotEnabled`).
 
 `op` must be safe to run again: a create that timed out may still have been applied, so
 the op looks the thing up first (or tolerates "already exists") rather than creating
@@ -29,7 +31,8 @@ Violation for Publish to "$JS.API..."'`` that nats-py keeps as the connection's 
 error: given the connection (`nc`, e.g. ``connection_of(js)``), a try that times out after
 such a violation on a JetStream subject (or on the reply inbox) raises
 `JetStreamPermissionDenied` at once, naming the subject. A denial on a leaf link (a site's
-request forwarded to the hub) is not reported to the client: that still times out.
+request forwarded to the hub) is not reported to the client: that still times out. Both
+errors are a `JetStreamRefused` (shared/errors.py) and are importable from here too.
 """
 
 from __future__ import annotations
@@ -44,12 +47,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
-from aivos.shared.errors import AivosError
+from aivos.shared.errors import JetStreamNotEnabled, JetStreamPermissionDenied
 from aivos.shared.natsconf.connect import backoff_delay
 
 __all__ = [
+    "JETSTREAM_NOT_ENABLED",
     "NOT_READY",
     "STREAM_NAME_IN_USE",
+    "JetStreamNotEnabled",
     "JetStreamPermissionDenied",
     "connection_of",
     "until_jetstream_answers",
@@ -65,6 +70,13 @@ NOT_READY: tuple[type[Exception], ...] = (
 )
 """What JetStream says while it cannot answer yet: no answer in time, or a 503."""
 
+JETSTREAM_NOT_ENABLED = 10039
+"""``err_code`` of the 503 a server with JetStream answers when the caller's account has no
+JetStream: a 503 like "not ready", but permanent (`JetStreamNotEnabled`). A server without
+JetStream at all has no responder on the API: nats-py reports that as a 503 without an
+``err_code``, which stays "not ready" (a node whose JetStream is still starting looks the
+same)."""
+
 STREAM_NAME_IN_USE = 10058
 """``err_code`` of the 400 answering a create of a stream (bucket, object store) that exists
 with another config: someone else created it meanwhile; look it up instead."""
@@ -76,23 +88,6 @@ _VIOLATION = re.compile(
 )
 # what a JetStream call publishes to (API, KV and object-store writes) and replies on
 _JETSTREAM_SUBJECTS = {"publish": ("$js.", "$kv.", "$o."), "subscription": ("_inbox",)}
-
-
-class JetStreamPermissionDenied(AivosError):
-    """The server refused this identity a subject a JetStream call needs (a missing grant
-    in the hub's permissions, docs/security.md). `action`: "publish" or "subscription";
-    `subject` as the client got it (nats-py lower-cases the server's error line)."""
-
-    code = "jetstream_permission_denied"
-
-    def __init__(self, what: str, action: str, subject: str) -> None:
-        self.what, self.action, self.subject = what, action, subject
-        verb = "publish to" if action == "publish" else "subscribe to"
-        super().__init__(
-            f"{what}: permission denied: this identity may not {verb} {subject!r} (as the "
-            "server's error names it; nats-py lower-cases it); its hub permissions lack "
-            "that grant (docs/security.md)"
-        )
 
 
 def connection_of(handle: Any) -> NATS | None:
@@ -133,7 +128,8 @@ async def until_jetstream_answers(
     """The result of ``await op()``, called again while it fails with `NOT_READY` and
     `timeout_s` has not passed (0: one try). Each retry is logged at INFO on `logger`
     (default: this module's) as ``"<what>: JetStream not ready (...); retrying ..."``; at
-    the deadline the last error is raised. Any other error is raised at once. With `nc`
+    the deadline the last error is raised. Any other error is raised at once, and a 503
+    with ``err_code`` 10039 as `JetStreamNotEnabled`. With `nc`
     (the connection `op` uses), a timeout that follows a permissions violation on a
     JetStream subject raises `JetStreamPermissionDenied` instead of retrying."""
     out = logger or log
@@ -145,6 +141,8 @@ async def until_jetstream_answers(
         try:
             return await op()
         except NOT_READY as exc:
+            if getattr(exc, "err_code", None) == JETSTREAM_NOT_ENABLED:
+                raise JetStreamNotEnabled(what) from exc
             denied = _denial(nc, before)
             if denied is not None:
                 raise JetStreamPermissionDenied(what, *denied) from exc

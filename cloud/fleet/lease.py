@@ -3,11 +3,16 @@ one of several fleet replicas (consoles, ``aivos cloud fleet``) runs the rollout
 
 The bucket has a TTL (`ttl_s`): an entry not renewed within it disappears. A replica takes
 the lease with a create-if-absent (``kv.create``) and keeps it by compare-and-set renewals
-(``kv.update(last=revision)``) every `ttl_s` / 4; a renewal that finds another revision
-means the lease was lost. A replica that dies (SIGKILL, a partition) stops renewing, and
-another one takes over within `ttl_s`. `held` is true only until
+(``kv.update(last=revision)``) every `ttl_s` / 4. A replica that dies (SIGKILL, a partition)
+stops renewing, and another one takes over within `ttl_s`. `held` is true only until
 `ttl_s` * `safety` after the last successful renewal began, so a replica whose renewals
 stall stops acting before its entry can expire and a successor can start.
+
+A write the server refuses (wrong last sequence) is not taken as a lost lease by itself:
+a write of ours that the server applied but whose answer was lost (a timeout) moved the
+revision on. The entry is read: if it holds this replica's holder id (unique per `Lease`),
+the lease is renewed from the entry's revision in the same step; if it holds another
+holder's id, or is gone, the lease is lost at once.
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ def _default_holder() -> str:
 
 class Lease:
     """``await lease.start()``, then `held` says whether this replica holds it now;
-    ``await lease.stop()`` releases it at once (a successor need not wait for the TTL)."""
+    ``await lease.stop()`` releases it at once (a successor need not wait for the TTL).
+
+    `holder` is what the entry stores; it must be unique to this `Lease` (the default is
+    host, pid and 6 random hex digits): an entry holding it is taken as this one's own."""
 
     def __init__(
         self,
@@ -74,7 +82,7 @@ class Lease:
 
     async def start(self) -> Lease:
         self._kv = await self._bucket()
-        await self._step()
+        await self.renew()
         self._task = asyncio.create_task(self._run(), name=f"lease-{self.name}")
         return self
 
@@ -115,29 +123,60 @@ class Lease:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_s / 4)
-            await self._step()
+            await self.renew()
 
-    async def _step(self) -> None:
+    async def renew(self) -> None:
+        """Take the lease, or renew it, now (the background task does this every
+        `ttl_s` / 4); `held` says the outcome."""
         assert self._kv is not None
         began = time.monotonic()
         was_held = self.held
-        value = self.holder.encode()
         try:
-            if self._revision is None:
-                self._revision = await self._kv.create(self.name, value)
-            else:
-                self._revision = await self._kv.update(self.name, value, last=self._revision)
-        except KeyWrongLastSequenceError:
-            # someone else holds it (or took it over after our entry expired)
-            self._revision = None
-            self._valid_until = 0.0
+            revision = await self._write(self._kv)
         except Exception as exc:  # hub unreachable, timeout: the lease lapses on its own
             log.info("lease %s: renewal failed (%s)", self.name, type(exc).__name__)
         else:
-            self._valid_until = began + self.ttl_s * self.safety
-            if not was_held:
-                self.acquired += 1
-                log.info("lease %s taken by %s", self.name, self.holder)
+            self._revision = revision
+            if revision is None:  # someone else holds it, or held it meanwhile
+                self._valid_until = 0.0
+            else:
+                # from the start of this step: the write that answered landed after it
+                self._valid_until = began + self.ttl_s * self.safety
+                if not was_held:
+                    self.acquired += 1
+                    log.info("lease %s taken by %s", self.name, self.holder)
         if was_held and not self.held:
             log.warning("lease %s lost by %s", self.name, self.holder)
         self._changed.set()
+
+    async def _write(self, kv: KeyValue) -> int | None:
+        """The revision of this holder's entry after taking or renewing it; None if the
+        lease is not ours."""
+        value = self.holder.encode()
+        try:
+            if self._revision is None:
+                return await kv.create(self.name, value)
+            return await kv.update(self.name, value, last=self._revision)
+        except KeyWrongLastSequenceError:
+            return await self._renew_from_stored(kv)
+
+    async def _renew_from_stored(self, kv: KeyValue) -> int | None:
+        """After a refused write: renew from the stored entry if it is still this holder's
+        (a write of ours was applied but its answer lost); None if it is another holder's
+        or gone (expired or released: another replica may have led meanwhile)."""
+        try:
+            entry = await kv.get(self.name)
+        except KeyNotFoundError:
+            return None
+        if entry.value != self.holder.encode() or entry.revision is None:
+            return None
+        # ours at this revision even if the renewal below gets no answer
+        self._revision = entry.revision
+        try:
+            revision = await kv.update(self.name, self.holder.encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:  # taken over between the read and the write
+            return None
+        log.info(
+            "lease %s: kept by %s (an earlier write's answer was lost)", self.name, self.holder
+        )
+        return revision

@@ -1,11 +1,11 @@
 """JetStream calls retried while JetStream cannot answer (`aivos.shared.jsready`).
 
-Against the session hub, through `_FlakyApi`: a responder on a private API prefix that
-answers each JetStream request as scripted (no answer, a 503, or the real server's answer,
-optionally dropped after the server applied it) — the helper retries timeouts and 503s and
-nothing else. Against a 3-node cluster that has lost its quorum: the config bucket is
-created at R3 once the nodes are back, and the console's fleet connector keeps trying
-through JetStream timeouts instead of giving up."""
+Against the session hub, through `FlakyApi` (tests/fixtures/flaky_jetstream.py): a
+responder on a private API prefix that answers each JetStream request as scripted (no
+answer, a 503, or the real server's answer, optionally dropped after the server applied
+it) — the helper retries timeouts and 503s and nothing else. Against a 3-node cluster that
+has lost its quorum: the config bucket is created at R3 once the nodes are back, and the
+console's fleet connector keeps trying through JetStream timeouts instead of giving up."""
 
 from __future__ import annotations
 
@@ -14,17 +14,15 @@ import json
 import secrets
 import subprocess
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NATSClient
-from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import KeyValueConfig, PubAck, StreamConfig
-from nats.js.client import JetStreamContext
+from nats.js.api import KeyValueConfig, StreamConfig
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from aivos.cloud.fleet.config import ConfigStore
@@ -34,78 +32,11 @@ from aivos.cloud.models.catalogue_store import CATALOGUE_KEY, CatalogueStore, de
 from aivos.shared.jsready import NOT_READY, JetStreamPermissionDenied, until_jetstream_answers
 from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
 from aivos.shared.subjects import CONFIG_BUCKET
+from tests.fixtures.flaky_jetstream import PREFIX, FlakyApi, WritesViaFlaky
 from tests.fixtures.nats import completes_once_quorum_returns
 from tests.fixtures.wait import eventually
 
-PREFIX = "aivos.test.jsapi"
-_503 = {
-    "type": "io.nats.jetstream.api.v1.error",
-    "error": {"code": 503, "err_code": 10008, "description": "JetStream temporarily unavailable"},
-}
 _RAISED = {"silent": NatsTimeoutError, "503": ServiceUnavailableError}
-
-
-class _FlakyApi:
-    """Answers requests on ``PREFIX.<verb>...`` by the script for their verb (e.g.
-    ``"STREAM.CREATE"``), then by forwarding them to the real ``$JS.API``. Actions:
-    ``silent`` (no answer: the client times out), ``503``, ``pass`` (the real answer),
-    ``apply_silent`` (forwarded, so the server applies it, but the answer is dropped),
-    ``stale`` (forwarded, then `on_stale` runs, then the answer from before it is sent).
-    JetStream publishes (``PREFIX.$KV...``, ``PREFIX.$O...``, from `_WritesViaFlaky`) have
-    the verb ``$KV`` or ``$O`` and are forwarded to their own subject."""
-
-    def __init__(
-        self,
-        nc: NATSClient,
-        script: dict[str, list[str]],
-        default: str = "pass",
-        on_stale: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        self.nc = nc
-        self.script = script
-        self.default = default
-        self.on_stale = on_stale
-        self.calls: list[tuple[str, str]] = []
-
-    async def start(self) -> _FlakyApi:
-        await self.nc.subscribe(f"{PREFIX}.>", cb=self._on_request)
-        await self.nc.flush()
-        return self
-
-    def actions(self, verb: str) -> list[str]:
-        return [action for v, action in self.calls if v == verb]
-
-    async def _on_request(self, msg: Msg) -> None:
-        rest = msg.subject[len(PREFIX) + 1 :]
-        write = rest.startswith(("$KV.", "$O."))  # a JetStream publish (`_WritesViaFlaky`)
-        verb = rest.split(".")[0] if write else ".".join(rest.split(".")[:2])
-        queue = self.script.get(verb, [])
-        action = queue.pop(0) if queue else self.default
-        self.calls.append((verb, action))
-        if action == "silent":
-            return
-        if action == "503":
-            await msg.respond(json.dumps(_503).encode())
-            return
-        target = rest if write else f"$JS.API.{rest}"
-        answer = await self.nc.request(target, msg.data, timeout=10, headers=msg.headers)
-        if action == "stale" and self.on_stale is not None:
-            await self.on_stale()
-        if action != "apply_silent":
-            await msg.respond(answer.data)
-
-
-class _WritesViaFlaky(JetStreamContext):
-    """A JetStream context whose API requests *and* publishes (KV puts, object chunks) go
-    to `_FlakyApi`: nats-py publishes KV and object writes to ``$KV.``/``$O.`` subjects,
-    outside the API prefix."""
-
-    def __init__(self, nc: NATSClient, timeout: float = 1.0) -> None:
-        super().__init__(nc, prefix=PREFIX, timeout=timeout)
-
-    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> PubAck:
-        return await super().publish(f"{PREFIX}.{subject}", *args, **kwargs)
-
 
 _OURS = ("READY_", "KV_ready_", "KV_raced_", "OBJ_ready_")  # streams made on the shared hub
 
@@ -130,7 +61,7 @@ async def test_retries_timeouts_and_503s_until_jetstream_answers(
 ) -> None:
     stream = _name("READY")
     await hub_nc.jetstream().add_stream(StreamConfig(name=stream, subjects=[f"{stream}.>"]))
-    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["silent", "503", "silent", "503"]}).start()
+    api = await FlakyApi(hub_nc, {"STREAM.INFO": ["silent", "503", "silent", "503"]}).start()
     js = hub_nc.jetstream(prefix=PREFIX, timeout=0.5)
     caplog.set_level("INFO", logger="aivos.shared.jsready")
 
@@ -146,7 +77,7 @@ async def test_retries_timeouts_and_503s_until_jetstream_answers(
 async def test_at_the_deadline_the_last_error_is_raised(hub_nc: NATSClient) -> None:
     """A 503, then no answer at all: a try outlasts the deadline, and what it raised (the
     timeout, not the first 503) is what the caller gets."""
-    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["503"]}, default="silent").start()
+    api = await FlakyApi(hub_nc, {"STREAM.INFO": ["503"]}, default="silent").start()
     js = hub_nc.jetstream(prefix=PREFIX, timeout=3.0)
 
     with pytest.raises(NOT_READY) as raised:
@@ -158,7 +89,7 @@ async def test_at_the_deadline_the_last_error_is_raised(hub_nc: NATSClient) -> N
 
 
 async def test_zero_timeout_is_one_try(hub_nc: NATSClient) -> None:
-    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["503"]}).start()
+    api = await FlakyApi(hub_nc, {"STREAM.INFO": ["503"]}).start()
     js = hub_nc.jetstream(prefix=PREFIX)
 
     with pytest.raises(ServiceUnavailableError):
@@ -192,7 +123,7 @@ async def test_a_create_that_timed_out_but_was_applied_is_found_by_the_retry(
     """The server creates the bucket but its answer is lost: the retry looks it up (no
     second create) and returns the bucket."""
     bucket = _name("ready")
-    api = await _FlakyApi(hub_nc, {"STREAM.CREATE": ["apply_silent"]}).start()
+    api = await FlakyApi(hub_nc, {"STREAM.CREATE": ["apply_silent"]}).start()
     js = hub_nc.jetstream(prefix=PREFIX, timeout=1.0)
 
     kv = await open_key_value(js, KeyValueConfig(bucket=bucket, history=3))
@@ -215,7 +146,7 @@ async def test_a_bucket_created_meanwhile_with_another_config_is_opened(
     async def rival() -> None:
         await real.create_key_value(KeyValueConfig(bucket=bucket, history=7))
 
-    api = await _FlakyApi(hub_nc, {"STREAM.INFO": ["stale"]}, on_stale=rival).start()
+    api = await FlakyApi(hub_nc, {"STREAM.INFO": ["stale"]}, on_stale=rival).start()
     js = hub_nc.jetstream(prefix=PREFIX)
 
     kv = await open_key_value(js, KeyValueConfig(bucket=bucket, history=2), ready_timeout_s=0)
@@ -229,12 +160,12 @@ async def test_a_bucket_created_meanwhile_with_another_config_is_opened(
 
 async def _bucket_via_flaky(
     hub_nc: NATSClient, script: dict[str, list[str]]
-) -> tuple[Any, _FlakyApi]:
-    """A fresh KV bucket (history 5), opened through `_FlakyApi` with `script`."""
+) -> tuple[Any, FlakyApi]:
+    """A fresh KV bucket (history 5), opened through `FlakyApi` with `script`."""
     bucket = _name("ready")
     await hub_nc.jetstream().create_key_value(KeyValueConfig(bucket=bucket, history=5))
-    api = await _FlakyApi(hub_nc, script).start()
-    return await _WritesViaFlaky(hub_nc).key_value(bucket), api
+    api = await FlakyApi(hub_nc, script).start()
+    return await WritesViaFlaky(hub_nc).key_value(bucket), api
 
 
 async def _history(kv: Any, key: str) -> list[bytes]:

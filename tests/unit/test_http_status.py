@@ -20,6 +20,7 @@ from aivos.shared.errors import (
     EmptyText,
     FactNotFound,
     InvalidCallbackUrl,
+    JetStreamNotEnabled,
     JobNotFound,
     LinkDown,
     NotFound,
@@ -65,6 +66,12 @@ from aivos.shared.http_status import http_status
         (ResidencyDenied("audit", "eu", "local-only"), 403, "residency_denied", None),
         (QuotaExceeded("full"), 507, "quota_exceeded", "full"),
         (LinkDown("hub"), 503, "link_down", "hub: uplink is down"),
+        (
+            JetStreamNotEnabled("KV bucket b"),
+            503,
+            "jetstream_not_enabled",
+            str(JetStreamNotEnabled("KV bucket b")),
+        ),
     ],
 )
 def test_listed_errors_keep_their_status_code_and_message(
