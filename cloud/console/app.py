@@ -38,6 +38,7 @@ from aivos.cloud.console.auth import (
 )
 from aivos.cloud.console.errors import http_error
 from aivos.cloud.console.headers import header_map, security_headers
+from aivos.cloud.console.health import ApiHealthController, HealthController, link_banner
 from aivos.cloud.console.models_page import ModelsController
 from aivos.cloud.console.queries import open_cloud_store
 from aivos.cloud.console.review import ReviewController, setup_review
@@ -84,12 +85,14 @@ def _ts(value: float | None) -> str:
     return "-" if value is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
 
 
-def _template_config() -> TemplateConfig[Any]:
+def _template_config(fleet: FleetService) -> TemplateConfig[Any]:
     from litestar.contrib.jinja import JinjaTemplateEngine
 
     def setup(engine: JinjaTemplateEngine) -> None:
         engine.engine.filters["age"] = _age
         engine.engine.filters["ts"] = _ts
+        # base.html's banner while the hub link is down, on every page
+        engine.engine.globals["fleet_link_banner"] = lambda: link_banner(fleet.link.status())
 
     return TemplateConfig(
         directory=_HERE / "templates", engine=JinjaTemplateEngine, engine_callback=setup
@@ -98,10 +101,6 @@ def _template_config() -> TemplateConfig[Any]:
 
 class LoginController(Controller):
     include_in_schema = False
-
-    @get("/healthz")
-    async def healthz(self) -> dict[str, str]:
-        return {"status": "ok"}
 
     @get("/login")
     async def login_page(self, request: Request[Any, Any, Any]) -> Response[Any]:
@@ -279,6 +278,8 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
 
     app = Litestar(
         route_handlers=[
+            HealthController,
+            ApiHealthController,
             LoginController,
             PagesController,
             ModelsController,
@@ -292,7 +293,7 @@ def create_app(settings: ConsoleSettings, fleet: FleetService | None = None) -> 
             "fleet": Provide(provide_fleet, sync_to_thread=False),
             "registry": Provide(provide_registry, sync_to_thread=False),
         },
-        template_config=_template_config(),
+        template_config=_template_config(fleet),
         lifespan=[lifespan],
         exception_handlers={
             LoginRequired: _login_redirect,

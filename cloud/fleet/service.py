@@ -11,13 +11,17 @@ arrive in a queue group (`ingest.QUEUE_GROUP`), so replicas write each one once.
 Opening the buckets waits up to `js_ready_timeout_s` for a hub cluster that cannot answer
 yet (just started, or a node lost). Started with ``wait_for_hub=False`` (the console), the
 service keeps trying in the background for as long as it runs, whatever stopped a try
-(hub unreachable, JetStream not ready, refused), and logs why each try failed."""
+(hub unreachable, JetStream not ready, refused). `link` (`link.FleetLink`) holds the link's
+state for the console and logs the failures: a hub whose config refuses this identity
+(`JetStreamRefused`) is retried every `retry_cap_s` at once and logged at ERROR once, not
+every try."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import random
 from pathlib import Path
 from types import TracebackType
 
@@ -26,11 +30,11 @@ from nats.aio.client import Client as NATS
 from aivos.cloud.fleet.config import ConfigStore
 from aivos.cloud.fleet.ingest import HeartbeatIngest
 from aivos.cloud.fleet.lease import ROLLOUT_LEASE, Lease
+from aivos.cloud.fleet.link import FleetLink
 from aivos.cloud.fleet.registry import Registry, open_registry
 from aivos.cloud.fleet.rollout import RolloutController
 from aivos.cloud.jetstream import scale_streams
-from aivos.shared.errors import LinkDown
-from aivos.shared.jsready import NOT_READY
+from aivos.shared.errors import JetStreamRefused
 from aivos.shared.natsconf.connect import backoff_delay, close_nats, connect_nats
 from aivos.shared.subjects import HUB_DOMAIN
 
@@ -54,6 +58,7 @@ class FleetService:
         lease_ttl_s: float = 5.0,
         lease_name: str = ROLLOUT_LEASE,
         js_ready_timeout_s: float = 60.0,
+        retry_cap_s: float = 30.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.nats_url = nats_url
@@ -61,6 +66,7 @@ class FleetService:
         self.tick_s = tick_s
         self.js_replicas = js_replicas
         self.js_ready_timeout_s = js_ready_timeout_s
+        self.retry_cap_s = retry_cap_s  # the longest wait between two background tries
         # None: a lease exactly when replicas can share the database (PostgreSQL)
         self.use_lease = bool(db) if coordinator_lease is None else coordinator_lease
         self.lease_ttl_s = lease_ttl_s
@@ -73,11 +79,13 @@ class FleetService:
         self.controller: RolloutController | None = None
         self._connector: asyncio.Task[None] | None = None
         self.connect_failures = 0  # background tries that failed (wait_for_hub=False)
+        self.link = FleetLink()
 
     async def start(self, *, wait_for_hub: bool = True) -> FleetService:
         """Connect and start ingest + controller. With ``wait_for_hub=False`` an unreachable
         hub does not fail the start: the connection is retried in the background (the
         console serves the registry meanwhile; config and rollout actions report LinkDown)."""
+        self.link.starting()
         if wait_for_hub:
             await self._connect(connect_timeout_s=30.0)
         else:
@@ -88,7 +96,10 @@ class FleetService:
         """One try: all of it (connection, buckets, lease, ingest) or, on any error, none
         of it, so the next try starts clean."""
         nc = await connect_nats(
-            self.nats_url.split(","), name="aivos-fleet", connect_timeout_s=connect_timeout_s
+            self.nats_url.split(","),
+            name="aivos-fleet",
+            connect_timeout_s=connect_timeout_s,
+            on_state=self.link.nats_state,
         )
         lease: Lease | None = None
         try:
@@ -120,21 +131,30 @@ class FleetService:
             self.registry, config, tick_s=self.tick_s, leadership=lease
         )
         self.controller.start()
+        self.link.connected()
         log.info("fleet service up (data dir %s)", self.data_dir)
 
     async def _connect_forever(self) -> None:
         """`_connect` until it succeeds or the service stops: whatever failed a try (the
-        hub unreachable, JetStream not answering in time, a refusal) is logged and tried
-        again with backoff; the console serves the registry meanwhile."""
+        hub unreachable, JetStream not answering in time, a refusal) is recorded in `link`
+        (which logs it) and tried again; the console serves the registry meanwhile."""
         while True:
             try:
                 await self._connect(connect_timeout_s=10.0)
                 return
             except Exception as exc:
                 self.connect_failures += 1
-                why = "hub unreachable" if isinstance(exc, LinkDown) else _describe(exc)
-                log.warning("fleet: %s (attempt %d); retrying", why, self.connect_failures)
-                await asyncio.sleep(backoff_delay(self.connect_failures, base=1.0, cap=30.0))
+                delay = self._retry_delay(exc)
+                self.link.failed(exc, retry_in_s=delay)
+                await asyncio.sleep(delay)
+
+    def _retry_delay(self, exc: Exception) -> float:
+        """Backoff from 1 s to `retry_cap_s`; a refusal waits the cap at once (with jitter):
+        only a change of the hub's config (a reload) can end it, and fast tries only fill
+        the log."""
+        if isinstance(exc, JetStreamRefused):
+            return self.retry_cap_s * random.uniform(0.8, 1.0)
+        return backoff_delay(self.connect_failures, base=1.0, cap=self.retry_cap_s)
 
     async def stop(self) -> None:
         if self._connector is not None and not self._connector.done():
@@ -149,6 +169,7 @@ class FleetService:
         if self.nc is not None:
             await close_nats(self.nc)
             self.nc = None
+        self.link.stopped()
         self.registry.close()
 
     async def __aenter__(self) -> FleetService:
@@ -161,9 +182,3 @@ class FleetService:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, NOT_READY):
-        return f"hub JetStream not ready ({type(exc).__name__})"
-    return f"hub refused the fleet setup ({type(exc).__name__}: {exc})"

@@ -114,6 +114,7 @@ API_ROUTES = [
     ("/api/config/shop-1", "PUT", "operator"),
     ("/api/rollouts", "POST", "operator"),
     ("/api/rollouts/r-1/pause", "POST", "operator"),
+    ("/api/health", "GET", "viewer"),
     ("/api/audit", "GET", "admin"),
 ]
 ROLES = ("viewer", "operator", "admin")
