@@ -17,8 +17,8 @@ INTEGRATION_RERUNS = 1
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests get one more try (pytest-rerunfailures). They run real nats-server
     clusters, PostgreSQL, model builds and browsers side by side on a small shared CI box,
-    and in three CI runs in a row one test of about 1,500 failed once on a race in a server
-    or a library (each one then fixed). A second failure still fails the run, and every
+    and two CI runs in a row (and one before them) each failed on one test of about 1,500, a
+    different race in a server or a library each time (each one then fixed). A second failure still fails the run, and every
     rerun is listed in the summary (`-r R`, pyproject.toml) as a bug to look at.
     Unit tests get no rerun: they must pass the first time."""
     for item in items:
