@@ -128,18 +128,28 @@ def edge_cmd(
             tree, account, kit, runtime, bundle=bundle, journal_max_use=journal_max_use or "512M"
         )
     click.echo(f"branch box for site {site}")
-    _summary(tree, prefix, ["systemctl enable --now aivos-edge.service", *_leaf_restart(tree)])
+    _summary(tree, prefix, ["systemctl enable --now aivos-edge.service", *_restarts(tree)])
 
 
-def _leaf_restart(tree: Tree) -> list[str]:
-    """A restart of the leaf when an earlier install's leaf.conf or credentials changed: a
-    running nats-server keeps the key it read at start (a retired one, after a rotation)."""
-    leaf_files = (f"{CONFIG_DIR}/leaf.conf", f"{CONFIG_DIR}/credentials/")
-    changed = any(
-        change.action in ("updated", "removed") and change.path.startswith(leaf_files)
-        for change in tree.changes
-    )
-    return ["systemctl restart aivos-leaf.service"] if changed else []
+# which unit reads which installed files only when it starts: a running nats-server keeps
+# the key it read (a retired one, after a rotation); the agent reads edge.toml once
+_READ_AT_START = (
+    ("aivos-leaf.service", (f"{CONFIG_DIR}/leaf.conf", f"{CONFIG_DIR}/credentials/")),
+    ("aivos-edge.service", (f"{CONFIG_DIR}/edge.toml",)),
+)
+
+
+def _restarts(tree: Tree) -> list[str]:
+    """A restart of each unit whose start-time files an earlier install had and this one
+    changed or removed (a first install creates them: `enable --now` starts the units)."""
+    return [
+        f"systemctl restart {unit}"
+        for unit, files in _READ_AT_START
+        if any(
+            change.action in ("updated", "removed") and change.path.startswith(files)
+            for change in tree.changes
+        )
+    ]
 
 
 @click.command("cloud")

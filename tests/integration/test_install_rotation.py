@@ -64,8 +64,10 @@ def test_a_rotated_kit_replaces_the_retired_generation(tmp_path: Path) -> None:
     assert done[f"/etc/aivos/credentials/aivos-site-{SITE}-2.key"] == "created"
     assert done["/etc/aivos/credentials/ca.crt"] == "unchanged"
     assert ", 2 removed" in rotated.stdout
-    # the running leaf still holds the retired key it read at start
+    # the running leaf still holds the retired key it read at start; edge.toml is the same
     assert "&& systemctl restart aivos-leaf.service" in rotated.stdout
+    assert done["/etc/aivos/edge.toml"] == "unchanged"
+    assert "restart aivos-edge.service" not in rotated.stdout
     leaf = (root / "etc/aivos/leaf.conf").read_text()
     assert f'key_file: "/etc/aivos/credentials/aivos-site-{SITE}-2.key"' in leaf
 
@@ -152,3 +154,19 @@ def test_the_install_works_after_every_step_of_a_rotation(tmp_path: Path) -> Non
     assert len(removals) == 2
     assert order.index("/etc/aivos/leaf.conf") < min(removals)
     assert order.index("/etc/aivos/edge.toml") < min(removals)
+
+
+def test_a_changed_edge_toml_asks_for_an_agent_restart(tmp_path: Path) -> None:
+    """The agent reads edge.toml once, at start: an install that changes it says so."""
+    cloud, root = tmp_path / "cloud", tmp_path / "root"
+    secure_hub_config(cloud)
+    kit = fleet("enroll", cloud, tmp_path / "kit")
+    first = install(kit, root)
+    assert "restart" not in first.stdout  # a first install: `enable --now` starts the units
+
+    toml = kit / "edge.toml"
+    toml.write_text(toml.read_text() + "\n[limits]\nmax_text_chars = 2000\n")
+    changed = install(kit, root)
+    assert actions(changed.stdout)["/etc/aivos/edge.toml"] == "updated"
+    assert "&& systemctl restart aivos-edge.service" in changed.stdout
+    assert "restart aivos-leaf.service" not in changed.stdout
