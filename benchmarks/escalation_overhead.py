@@ -10,7 +10,10 @@ Three measurements per request are reported:
 * protocol round trip: a worker whose backend does no work (`_One` below) - the pure cost
   of the NATS path and the message protocol; once with that worker in the benchmark's own
   process (the row recorded since c06be6a) and once in a process of its own, as the
-  llama.cpp worker runs, so that row and the added latency pay the same process hops;
+  llama.cpp worker runs, so that row and the added latency pay the same process hops; and
+  once more in its own process, paced (a pause before each request) and scored as the added
+  latency is (client total minus the worker's time): the row to compare `added_ms` with,
+  since back-to-back requests keep every process on the path awake and real ones do not;
 * added latency with the real model = client-side total minus the worker's own
   ``Done.timings.total_ms`` (receipt -> Done), per request;
 * end-to-end p50 of escalated vs in-process generation, and time to first token;
@@ -215,6 +218,11 @@ def request(i: int, site: str, max_tokens: int, stream: bool = True) -> Generate
     )
 
 
+# the pause before each request of the paced no-op row (any gap from 5 ms to 0.3 s scored
+# alike on this box; the real worker's requests come after 0.5 s of generation)
+PACED_GAP_S = 0.05
+
+
 class _One:
     """The no-op backend: one chunk, no model."""
 
@@ -274,10 +282,34 @@ async def echo_round_trips(hub_url: str, edge: nats.NATS, n: int) -> dict[str, d
     try:
         await wait_workers(edge, "echo", {"echo"}, timeout=60)
         own_process = await measure()
+        paced_total, paced_added = await measure_paced(edge, max(20, n // 5))
     finally:
         proc.terminate()
         proc.wait(30)
-    return {"in_process": in_process, "own_process": own_process}
+    return {
+        "in_process": in_process,
+        "own_process": own_process,
+        "paced_total": paced_total,
+        "paced_added": paced_added,
+    }
+
+
+async def measure_paced(
+    edge: nats.NATS, n: int, gap_s: float = PACED_GAP_S
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The no-op worker process, idle for `gap_s` before each request, scored as `added_ms`
+    is (client total minus the worker's receipt->Done time): like with like with the real
+    worker, whose requests also come after a pause (its generation, the in-process
+    baseline). Back to back, every process on the path stays awake; after any pause each
+    hop pays a wake-up (measured Dec 2: +1.0-1.2 ms at p50 from a 5 ms gap on)."""
+    totals, added = [], []
+    for i in range(n + 5):
+        await asyncio.sleep(gap_s)
+        total, _, done = await escalate(edge, request(i, "echo", 1))
+        if i >= 5:
+            totals.append(total)
+            added.append(total - done.timings.total_ms)
+    return summary(totals), summary(added)
 
 
 async def throughput(
@@ -323,6 +355,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         echo = await echo_round_trips(hub.url, edge, args.n * 5)
         results["protocol_round_trip_ms"] = echo["in_process"]
         results["protocol_round_trip_process_ms"] = echo["own_process"]
+        results["protocol_round_trip_paced_ms"] = echo["paced_total"]
+        results["protocol_added_paced_ms"] = echo["paced_added"]
 
         esc = masked_escalator("bench", args.max_tokens)
         backend = LlamaCppBackend(n_threads=args.threads)
@@ -456,6 +490,8 @@ def report(res: dict[str, object]) -> None:
     row("protocol round trip (no-op worker in this process)", "protocol_round_trip_ms")
     if "protocol_round_trip_process_ms" in res:
         row("protocol round trip (no-op worker process)", "protocol_round_trip_process_ms")
+    if "protocol_added_paced_ms" in res:
+        row("  the same, paced, client - worker (as added)", "protocol_added_paced_ms")
     row("in-process llama.cpp", "in_process_ms")
     row("escalated llama.cpp, streamed", "escalated_ms", "in_process_ms")
     row("escalated llama.cpp, not streamed", "escalated_nostream_ms", "in_process_ms")
