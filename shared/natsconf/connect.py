@@ -24,7 +24,14 @@ from nats.aio.client import Client as NATS
 from aivos.shared.errors import LinkDown
 from aivos.shared.natsconf.render import CertFiles
 
-__all__ = ["backoff_delay", "close_nats", "connect_nats", "identity_from_env", "tls_context"]
+__all__ = [
+    "await_close",
+    "backoff_delay",
+    "close_nats",
+    "connect_nats",
+    "identity_from_env",
+    "tls_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +162,18 @@ async def close_nats(nc: NATS) -> None:
         if nc.is_closed:
             return
     try:
-        await nc.close()
+        await await_close(nc.close())
+    except Exception as exc:  # a transport error while closing leaves it closed anyway
+        log.debug("nats: close raised %r", exc)
+
+
+async def await_close(closing: Awaitable[None]) -> None:
+    """Await a nats-py close, dropping the CancelledError that the library raises on its
+    own (see `close_nats`); it is raised only when our own task is being cancelled."""
+    try:
+        await closing
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
         log.debug("nats: close finished with the library's own cancelled close future")
-    except Exception as exc:  # a transport error while closing leaves it closed anyway
-        log.debug("nats: close raised %r", exc)

@@ -12,7 +12,6 @@ file once, and ``signature.json`` last."""
 from __future__ import annotations
 
 import base64
-import subprocess
 from collections.abc import Callable, Iterator
 from hashlib import sha256
 from pathlib import Path
@@ -29,9 +28,10 @@ from aivos.shared.bundle import FORMAT_VERSION, MANIFEST_NAME, Manifest, Trainin
 from aivos.shared.errors import JetStreamRefused
 from aivos.shared.fleet import SIGNATURE_NAME, generate_signing_key, load_private_key
 from aivos.shared.jsready import JetStreamNotEnabled
-from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
+from aivos.shared.natsconf import NatsServer
 from aivos.shared.subjects import MODELS_BUCKET
 from tests.fixtures.flaky_jetstream import FlakyApi, WritesViaFlaky
+from tests.fixtures.nats import serve_config
 from tests.fixtures.wait import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -48,30 +48,14 @@ accounts {{
 _NO_JETSTREAM_CONF = "listen: 127.0.0.1:{port}\n"
 
 
-def _serve(tmp_path: Path, template: str) -> Iterator[int]:
-    """A nats-server run from `template` on a free port, stopped afterwards."""
-    port = free_port()
-    conf = tmp_path / "server.conf"
-    conf.write_text(template.format(port=port, store=tmp_path / "js"))
-    with (tmp_path / "server.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [str(nats_server_binary()), "-c", str(conf)], stdout=log, stderr=log
-        )
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.fixture
 def accounts_server(tmp_path: Path) -> Iterator[int]:
-    yield from _serve(tmp_path, _ACCOUNTS_CONF)
+    yield from serve_config(tmp_path, _ACCOUNTS_CONF)
 
 
 @pytest.fixture
 def server_without_jetstream(tmp_path: Path) -> Iterator[int]:
-    yield from _serve(tmp_path, _NO_JETSTREAM_CONF)
+    yield from serve_config(tmp_path, _NO_JETSTREAM_CONF)
 
 
 async def test_an_account_without_jetstream_is_named_at_once_not_retried(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -30,10 +29,10 @@ from aivos.cloud.fleet.service import FleetService
 from aivos.cloud.jetstream import open_key_value
 from aivos.cloud.models.catalogue_store import CATALOGUE_KEY, CatalogueStore, decode_pushed
 from aivos.shared.jsready import NOT_READY, JetStreamPermissionDenied, until_jetstream_answers
-from aivos.shared.natsconf import NatsServer, free_port, nats_server_binary
+from aivos.shared.natsconf import NatsServer
 from aivos.shared.subjects import CONFIG_BUCKET
 from tests.fixtures.flaky_jetstream import PREFIX, FlakyApi, WritesViaFlaky
-from tests.fixtures.nats import completes_once_quorum_returns
+from tests.fixtures.nats import completes_once_quorum_returns, serve_config
 from tests.fixtures.wait import eventually
 
 _RAISED = {"silent": NatsTimeoutError, "503": ServiceUnavailableError}
@@ -255,18 +254,8 @@ authorization {{
 @pytest.fixture
 def limited_hub(tmp_path: Path) -> Iterator[str]:
     """A hub whose one user may use JetStream but not create streams (a missing grant)."""
-    port = free_port()
-    conf = tmp_path / "hub.conf"
-    conf.write_text(_PERMISSIONS_CONF.format(port=port, store=tmp_path / "js"))
-    with (tmp_path / "hub.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [str(nats_server_binary()), "-c", str(conf)], stdout=log, stderr=log
-        )
-    try:
+    for port in serve_config(tmp_path, _PERMISSIONS_CONF):
         yield f"nats://limited:limited@127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_a_missing_jetstream_grant_is_named_at_once_not_retried(
