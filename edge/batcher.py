@@ -22,7 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MicroBatcher", "BatchStats"]
+from threadpoolctl import threadpool_limits
+
+__all__ = ["MicroBatcher", "BatchStats", "limit_blas_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,19 @@ T = TypeVar("T")
 
 _STOP = object()
 _NOTHING = object()  # `_collect`: the queue had nothing to take
+
+
+def limit_blas_threads() -> None:
+    """numpy's BLAS runs on the calling thread alone, in every thread of the process.
+
+    The batch workers already give each core one model call. numpy's OpenBLAS split a
+    batch's out-of-scope matmul (`shared/ood.py`) across every core and then kept its helper
+    thread spinning for more work: on a 2-core box at 16 concurrent requests that idle
+    helper burnt most of a core. One BLAS thread: server CPU per request 5.6 -> 2.7 ms at
+    c=64, 242 -> 419 req/s (benchmarks/edge_load.py, docs/performance.md, Dec 3).
+    Call it from the main thread (`aivos edge serve` does, before the agent starts): OpenBLAS
+    0.3.31 applies a limit set in another thread to that thread only, if at all."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 class BatchStats:

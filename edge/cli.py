@@ -57,8 +57,10 @@ def serve_cmd(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     from aivos.edge.api.app import create_app
+    from aivos.edge.batcher import limit_blas_threads
     from aivos.edge.settings import load_edge_settings
 
+    limit_blas_threads()  # here, in the main thread: see its docstring
     settings = load_edge_settings(
         config_path,
         **{

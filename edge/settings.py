@@ -60,19 +60,20 @@ class ModelSettings(_Section, frozen=True, forbid_unknown_fields=True):
         default_factory=dict
     )
     # One thread per ORT call: waking a second intra-op thread costs more than it saves on
-    # short queries. One batch in flight per core, less one core left to the event loop and
-    # the store writer (docs/performance.md).
+    # short queries. One batch in flight per core: on a 2-core box one batch worker saturates
+    # at ~420 req/s (the model thread alone ~2.3 ms per query), two reach 660 and carry a
+    # paced 600 req/s (docs/performance.md, Dec 3).
     intra_op_threads: Annotated[int, Meta(ge=0)] = 1  # 0 = onnxruntime's choice
     max_batch: Annotated[int, Meta(ge=1, le=256)] = 32
     max_wait_ms: Annotated[float, Meta(ge=0, le=50)] = 0.0
-    concurrent_batches: Annotated[int, Meta(ge=0, le=64)] = 0  # 0 = CPU cores - 1 (min 1)
+    concurrent_batches: Annotated[int, Meta(ge=0, le=64)] = 0  # 0 = one per CPU core
     # Correct misspelt query words before the intent classifier sees them (the text kept,
     # masked, escalated and shown stays as written): edge/intent/spelling.py, docs/models.md.
     spelling: bool = True
 
     @property
     def batch_workers(self) -> int:
-        return self.concurrent_batches or max(1, (os.cpu_count() or 1) - 1)
+        return self.concurrent_batches or max(1, os.cpu_count() or 1)
 
 
 class LimitSettings(_Section, frozen=True, forbid_unknown_fields=True):
