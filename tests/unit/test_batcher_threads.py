@@ -47,7 +47,7 @@ async def test_a_batch_workers_numpy_matmuls_leave_no_blas_thread_spinning() -> 
         batcher: MicroBatcher[float] = MicroBatcher(run_batch, concurrency=1)
         await batcher.start()
         try:
-            await batcher.submit("warm-up")  # the worker's limit and the BLAS pool start
+            await batcher.submit("warm-up")  # the BLAS pool starts
             before = _cpu_by_thread()
             for i in range(30):
                 await batcher.submit(f"q{i}")
