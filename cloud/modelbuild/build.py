@@ -85,6 +85,7 @@ def build_bundle(
     max_train_examples: int | None = None,
     layers: int = 0,
     frozen_layers: int = 2,
+    distill_weight: float = 0.0,
     augment_ratio: float = AUGMENT_RATIO,
     generic_negatives: bool = True,
     exclude_negatives: Sequence[str] = (),
@@ -95,7 +96,9 @@ def build_bundle(
     Without `oos` rows in the training data, generic negatives are borrowed (unless
     `generic_negatives` is off; `exclude_negatives` keeps named CLINC150 intents out of that
     pool); `augment_ratio` of the rows get a noisy copy (`source.training_data`).
-    `few_shot` switches the few-shot recipe on or off (`fewshot.py`); None = for small data."""
+    `few_shot` switches the few-shot recipe on or off (`fewshot.py`); None = for small data.
+    `distill_weight` > 0 keeps the embedding close to the full-depth base model's while
+    fine-tuning (`TrainConfig.distill_weight`), for retrieval with fewer `layers`."""
     from aivos.cloud.modelbuild.finetune import (
         HEAD_ONLY_BATCH,
         TrainConfig,
@@ -125,6 +128,7 @@ def build_bundle(
         seed=seed,
         layers=layers,
         frozen_layers=frozen_layers,
+        distill_weight=distill_weight,
     )
     # Rows per intent as the user gave them: the noisy copies sit at the end of `train`.
     user_labels = [e.label for e in train[: len(train) - data.n_augmented]]
@@ -235,6 +239,8 @@ def build_bundle(
                     "n_generic_negatives": float(data.n_generic_negatives),
                     "n_augmented": float(data.n_augmented),
                     "calibration_in_scope_budget": data.max_in_scope_drop,
+                    # a recipe knob, not a measurement: TrainingSummary has no field for it
+                    **({"distill_weight": distill_weight} if config.distill_weight > 0 else {}),
                 },
                 files=files,
                 created_at=created.isoformat(),

@@ -34,6 +34,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HEAD_ONLY_BATCH = 512  # rows per step when only the head trains (embeddings precomputed)
+# Distillation's pseudo-passages (3-5 training rows joined): the token window they are cut to,
+# and how many rows each joins. Knowledge passages are longer than queries.
+DISTILL_PASSAGE_MAX_LENGTH = 128
+DISTILL_PASSAGE_ROWS = (3, 5)
 
 ProgressFn = Callable[[int], None]
 
@@ -65,6 +69,14 @@ class TrainConfig:
     # on val but -0.07 on test (docs/models.md): not a gain, so it stays off by default.
     centroid_mix: float = 0.0
     contrastive_steps: int = 0  # SetFit-style pair stage on the encoder first (contrastive.py)
+    # Keep the pooled embedding close to the stock full-depth encoder's (the teacher, run once
+    # before `layers` drops the top layers): the fine-tuning loss gains
+    # `distill_weight * (1 - cos(student, teacher))` on each batch's rows and on
+    # `distill_passages` pseudo-passages per step (`DISTILL_PASSAGE_ROWS` training rows
+    # joined: retrieval embeds passages, not only queries). For `layers` < 6, whose embedding
+    # otherwise retrieves much worse (docs/models.md, "Encoder depth"). 0 = off.
+    distill_weight: float = 0.0
+    distill_passages: int = 4
 
 
 def planned_epochs(config: TrainConfig, n_rows: int) -> int:
@@ -94,10 +106,7 @@ class IntentNet(nn.Module):
         self.scale = scale
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return F.normalize(mean, dim=-1)
+        return pooled_embedding(self.encoder, input_ids, attention_mask)
 
     def logits(self, emb: torch.Tensor) -> torch.Tensor:
         return self.scale * emb @ F.normalize(self.weight, dim=-1).T + self.bias
@@ -110,6 +119,21 @@ class IntentNet(nn.Module):
             w = (self.scale * F.normalize(self.weight, dim=-1)).float().numpy()
             b = self.bias.float().numpy()
         return TrainedHead(weight=w.astype(np.float32), bias=b.astype(np.float32))
+
+
+def pooled_embedding(
+    encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over real tokens, L2-normalised: the embedding the head (and retrieval) sees."""
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return F.normalize(mean, dim=-1)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean `1 - cos` between rows of two embedding batches (0 when they point the same way)."""
+    return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
 def load_base() -> tuple[Any, Any]:
@@ -158,6 +182,32 @@ def _embed_all(
     return embs
 
 
+def _encode_texts(
+    encoder: Any, tokenizer: object, texts: Sequence[str], max_length: int
+) -> torch.Tensor:
+    """Pooled embeddings of `texts` (no grad, eval mode), in the order given."""
+    was_training = encoder.training
+    encoder.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    embs = torch.empty(len(texts), int(encoder.config.hidden_size))
+    with torch.no_grad():
+        for idx, batch in _batches(tokenizer, texts, max_length, 128, order):
+            embs[idx] = pooled_embedding(encoder, batch["input_ids"], batch["attention_mask"])
+    encoder.train(was_training)
+    return embs
+
+
+def pseudo_passages(texts: Sequence[str], n: int, seed: int) -> list[str]:
+    """`n` passage-like texts, each `DISTILL_PASSAGE_ROWS` random training rows joined."""
+    rng = random.Random(seed)
+    lo, hi = DISTILL_PASSAGE_ROWS
+    out = []
+    for _ in range(n):
+        rows = rng.sample(range(len(texts)), min(len(texts), rng.randint(lo, hi)))
+        out.append(" ".join(texts[i].strip().rstrip(".?!") + "." for i in rows))
+    return out
+
+
 def train_intent_model(
     texts: Sequence[str],
     label_ids: Sequence[int],
@@ -169,6 +219,15 @@ def train_intent_model(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     encoder, tokenizer = load_base()
+    steps_per_epoch = (len(texts) + config.batch_size - 1) // config.batch_size
+    distill = config.distill_weight > 0 and planned_epochs(config, len(texts)) > 0
+    if distill:
+        # the teacher: the stock encoder at full depth, before any layer is dropped
+        n_passages = steps_per_epoch * config.distill_passages
+        passages = pseudo_passages(texts, n_passages, config.seed + 1)
+        teacher_rows = _encode_texts(encoder, tokenizer, texts, config.max_length)
+        teacher_passages = _encode_texts(encoder, tokenizer, passages, DISTILL_PASSAGE_MAX_LENGTH)
+        log.info("distillation: teacher embedded %d rows, %d passages", len(texts), n_passages)
     if config.layers:
         keep_bottom_layers(encoder, config.layers)
     if config.contrastive_steps:
@@ -199,7 +258,6 @@ def train_intent_model(
         centroids = torch.zeros(n_labels, dim).index_add_(0, labels, embs)
         net.weight.copy_(F.normalize(centroids, dim=-1))
 
-    steps_per_epoch = (len(texts) + config.batch_size - 1) // config.batch_size
     if config.head_only_epochs:
         # the embeddings are computed once above; a linear head on them needs no small
         # batches, and tiny steps were what made the quick first bundle slow (~10 steps/s
@@ -246,13 +304,34 @@ def train_intent_model(
             order = [i for chunk in chunks for i in sorted(chunk, key=lambda j: len(texts[j]))]
             batches = _batches(tokenizer, texts, config.max_length, config.batch_size, order)
             rng.shuffle(batches)
+            if distill:  # its own generator: the row batches stay those of a plain build
+                passage_order = list(range(len(passages)))
+                random.Random(config.seed + 2 + epoch).shuffle(passage_order)
             running = 0.0
-            for idx, batch in batches:
+            for step, (idx, batch) in enumerate(batches):
+                emb = net.embed(batch["input_ids"], batch["attention_mask"])
                 loss = F.cross_entropy(
-                    net(batch["input_ids"], batch["attention_mask"]),
-                    labels[idx],
-                    label_smoothing=config.label_smoothing,
+                    net.logits(emb), labels[idx], label_smoothing=config.label_smoothing
                 )
+                if distill:
+                    take = passage_order[
+                        step * config.distill_passages : (step + 1) * config.distill_passages
+                    ]
+                    student = emb
+                    teacher = teacher_rows[idx]
+                    if take:
+                        enc = tokenizer(  # type: ignore[operator]
+                            [passages[i] for i in take],
+                            padding=True,
+                            truncation=True,
+                            max_length=DISTILL_PASSAGE_MAX_LENGTH,
+                            return_tensors="pt",
+                        )
+                        student = torch.cat(
+                            [student, net.embed(enc["input_ids"], enc["attention_mask"])]
+                        )
+                        teacher = torch.cat([teacher, teacher_passages[take]])
+                    loss = loss + config.distill_weight * distill_loss(student, teacher)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
