@@ -62,8 +62,10 @@ async def test_sync_trace_reaches_the_ingest_and_audit_rows_carry_trace_ids(
     # both spans: the publish span ends when the edge has read the JetStream ack, which can
     # come after the ingest has already stored the record and ended its own span
     await eventually(
-        lambda: {"ingest.upsert_batch", "sync.publish_batch"}
-        <= {s.name for s in spans.get_finished_spans()},
+        lambda: (
+            {"ingest.upsert_batch", "sync.publish_batch"}
+            <= {s.name for s in spans.get_finished_spans()}
+        ),
         what="the publish and upsert spans",
     )
     stored = rig.cloud.records(site=SITE)[0]
