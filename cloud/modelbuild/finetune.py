@@ -159,27 +159,23 @@ def _batches(
     out = []
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        enc = tokenizer(  # type: ignore[operator]
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        out.append((idx, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}))
+        out.append((idx, _tokenize(tokenizer, [texts[i] for i in idx], max_length)))
     return out
+
+
+def _tokenize(tokenizer: object, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """One padded batch: input ids and attention mask."""
+    enc = tokenizer(  # type: ignore[operator]
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
 def _embed_all(
     net: IntentNet, tokenizer: object, texts: Sequence[str], max_length: int
 ) -> torch.Tensor:
-    net.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    embs = torch.empty(len(texts), net.weight.shape[1])
-    with torch.no_grad():
-        for idx, batch in _batches(tokenizer, texts, max_length, 128, order):
-            embs[idx] = net.embed(batch["input_ids"], batch["attention_mask"])
-    return embs
+    """The embeddings the head sees, of `texts` (no grad), in the order given."""
+    return _encode_texts(net.encoder, tokenizer, texts, max_length)
 
 
 def _encode_texts(
@@ -320,12 +316,8 @@ def train_intent_model(
                     student = emb
                     teacher = teacher_rows[idx]
                     if take:
-                        enc = tokenizer(  # type: ignore[operator]
-                            [passages[i] for i in take],
-                            padding=True,
-                            truncation=True,
-                            max_length=DISTILL_PASSAGE_MAX_LENGTH,
-                            return_tensors="pt",
+                        enc = _tokenize(
+                            tokenizer, [passages[i] for i in take], DISTILL_PASSAGE_MAX_LENGTH
                         )
                         student = torch.cat(
                             [student, net.embed(enc["input_ids"], enc["attention_mask"])]
