@@ -16,6 +16,15 @@ time, so a stalled server is charged for the requests it delayed (no coordinated
 A closed loop at concurrency c only measures queueing: by Little's law its latency is
 c / throughput, whatever the server does.
 
+The generator's own lateness is reported beside the latency, not hidden in it: `gen_lag_*`
+is how late a request was written after the later of its scheduled time and the moment its
+connection was free again (its previous answer read). The server cannot cause that part: it
+is the generator's event loop waking late (on a shared machine, waiting for a core). The
+`service_*` figures are the latency from the actual write (what the server and the loopback
+took). The headline `p50_ms`/`p99_ms` stay measured from the schedule.
+`--trace FILE` writes every recorded request as `[query index, due ns, sent ns, done ns,
+status]` (perf_counter nanoseconds: the same clock as the server's `time.perf_counter`).
+
     python benchmarks/_loadgen.py --url http://127.0.0.1:8080/v1/infer --token T \
         --queries queries.json --concurrency 16 --count 3000 --duration 15 [--rate 600]
 """
@@ -44,6 +53,9 @@ class _State:
         self.record_started = 0.0
         self.record_ended = 0.0
         self.latencies_ns: list[int] = []
+        self.service_ns: list[int] = []  # from the actual write, not the schedule
+        self.gen_lag_ns: list[int] = []  # written late by the generator itself (module doc)
+        self.trace: list[tuple[int, int, int, int, int]] | None = None
         self.statuses: Counter[int] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -89,19 +101,24 @@ async def _worker(
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     due = time.perf_counter() + phase_s
+    free = 0  # when this connection could take its next request (its last answer read)
     while not st.stop:
         if writer is None:
             reader, writer = await asyncio.open_connection(host, port)
+            free = time.perf_counter_ns()
         assert reader is not None
-        req = requests[st.take()]
+        qi = st.take()
+        req = requests[qi]
         if interval_s > 0:
             wait = due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
             t0 = int(due * 1e9)  # perf_counter_ns() shares perf_counter()'s clock
             due += interval_s
+            sent = time.perf_counter_ns()
         else:
-            t0 = time.perf_counter_ns()
+            t0 = sent = time.perf_counter_ns()
+        lag = max(0, sent - max(t0, free))
         recording = st.recording
         try:
             writer.write(req)
@@ -112,11 +129,15 @@ async def _worker(
             writer.close()
             writer = None
             continue
-        t1 = time.perf_counter_ns()
+        t1 = free = time.perf_counter_ns()
         if recording and st.recording and not st.stop:
             st.statuses[status] += 1
             if 200 <= status < 300:
                 st.latencies_ns.append(t1 - t0)
+                st.service_ns.append(t1 - sent)
+                st.gen_lag_ns.append(lag)
+            if st.trace is not None:
+                st.trace.append((qi, t0, sent, t1, status))
             if len(st.latencies_ns) >= st.count:
                 st.stop = True
                 st.record_ended = time.perf_counter()
@@ -136,6 +157,7 @@ async def run_load(
     duration_s: float,
     warmup_s: float,
     rate: float = 0.0,
+    trace: Path | None = None,
 ) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -149,6 +171,8 @@ async def run_load(
         )
         requests.append(head.encode() + body)
     st = _State(len(requests), count)
+    if trace is not None:
+        st.trace = []
     interval = concurrency / rate if rate > 0 else 0.0
     workers = [
         asyncio.create_task(_worker(host, port, requests, st, interval, i / rate if rate else 0))
@@ -177,6 +201,8 @@ async def run_load(
     result["queries_taken"] = st.taken
     done = max(1, len(st.latencies_ns))
     result["client_cpu_ms_per_req"] = round(1000 * cpu / done, 3)
+    if trace is not None and st.trace is not None:
+        trace.write_text(json.dumps(st.trace))
     return result
 
 
@@ -185,6 +211,16 @@ def _pct(sorted_ms: list[float], q: float) -> float:
         return float("nan")
     i = min(len(sorted_ms) - 1, max(0, round(q * (len(sorted_ms) - 1))))
     return sorted_ms[i]
+
+
+def _spread(name: str, values_ns: list[int]) -> dict[str, float]:
+    """`name`_p50_ms, _p99_ms and _max_ms of `values_ns`."""
+    ms = sorted(x / 1e6 for x in values_ns)
+    return {
+        f"{name}_p50_ms": round(_pct(ms, 0.50), 3),
+        f"{name}_p99_ms": round(_pct(ms, 0.99), 3),
+        f"{name}_max_ms": round(ms[-1], 3) if ms else float("nan"),
+    }
 
 
 def summarise(st: _State, concurrency: int) -> dict[str, object]:
@@ -200,6 +236,8 @@ def summarise(st: _State, concurrency: int) -> dict[str, object]:
         "p99_ms": round(_pct(ms, 0.99), 3),
         "mean_ms": round(sum(ms) / len(ms), 3) if ms else float("nan"),
         "max_ms": round(ms[-1], 3) if ms else float("nan"),
+        **_spread("service", st.service_ns),
+        **_spread("gen_lag", st.gen_lag_ns),
         "statuses": {str(k): v for k, v in sorted(st.statuses.items())},
         "errors": dict(st.errors),
     }
@@ -218,6 +256,7 @@ def main() -> None:
     ap.add_argument(
         "--rate", type=float, default=0.0, help="paced: requests/s offered (0 = closed loop)"
     )
+    ap.add_argument("--trace", type=Path, default=None, help="per-request timings to this file")
     args = ap.parse_args()
     texts = json.loads(args.queries.read_text())
     texts = texts[args.offset :] + texts[: args.offset]
@@ -231,6 +270,7 @@ def main() -> None:
             args.duration,
             args.warmup,
             args.rate,
+            args.trace,
         )
     )
     print(json.dumps(result))

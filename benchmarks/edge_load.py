@@ -14,6 +14,11 @@ about 3 minutes on 2 cores:
 `--artifacts` (from `aivos models build --keep-artifacts DIR`) gives the baseline the same
 fine-tuned encoder and head as the bundle. `--profile DIR` additionally records a py-spy
 profile of each server at the highest concurrency level (slower numbers for that level).
+Each row also reports the latency from the actual write (`service_*`) and how late the load
+generator itself wrote (`gen_lag_*`, benchmarks/_loadgen.py); `--trace-dir DIR` keeps every
+request's scheduled/written/answered times. Only the paced 600 req/s level, agent only:
+
+    python benchmarks/edge_load.py --stacks agent --levels '' --paced 64@600
 """
 
 from __future__ import annotations
@@ -244,6 +249,11 @@ def _drive(
             str(offset),
             "--rate",
             str(rate),
+            *(
+                ["--trace", str(args.trace_dir / f"{name}_c{c}_{rate:g}.json")]
+                if args.trace_dir
+                else []
+            ),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -275,7 +285,9 @@ def _drive(
     paced = f"@{rate:g}/s" if rate else "closed"
     console.print(
         f"  {name:>8} c={c:<3} {paced:>8} {row['rps']:>8} req/s  p50 {row['p50_ms']:>7} ms  "
-        f"p99 {row['p99_ms']:>7} ms  n={row['completed']} statuses={row['statuses']} "
+        f"p99 {row['p99_ms']:>7} ms  (from the write: p99 {row.get('service_p99_ms')} ms; "
+        f"generator late p99 {row.get('gen_lag_p99_ms')} ms)  "
+        f"n={row['completed']} statuses={row['statuses']} "
         f"errors={row['errors']} server_cpu={row['server_cpu_cores']} "
         f"runq_wait={row['server_runq_wait_threads']} "
         f"cpu_ms/req server={row.get('server_cpu_ms_per_req')} client={row['client_cpu_ms_per_req']}"
@@ -494,8 +506,13 @@ def main() -> None:
     )
     ap.add_argument("--profile", type=Path, default=None, help="py-spy profiles to this dir")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    ap.add_argument(
+        "--trace-dir", type=Path, default=None, help="the load generator's per-request timings"
+    )
     args = ap.parse_args()
-    args.levels = [int(x) for x in args.levels.split(",")]
+    args.levels = [int(x) for x in args.levels.split(",") if x]
+    if args.trace_dir:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
     args.paced = [
         (int(c), float(r)) for c, _, r in (x.partition("@") for x in args.paced.split(",") if x)
     ]
