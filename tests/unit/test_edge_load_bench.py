@@ -1,12 +1,14 @@
 """The edge load benchmark's bookkeeping: the load generator reports how many queries it
 took so the next level goes on from there (no query repeats within a run: the agent's
-result cache must not turn a level into cache hits), and the per-level counters and ratios."""
+result cache must not turn a level into cache hits), the per-level counters and ratios, and
+the paced generator's own lateness kept apart from the server's latency."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+from pathlib import Path
 
 from benchmarks._loadgen import run_load
 from benchmarks.edge_load import _counter_delta, _ratio
@@ -70,3 +72,28 @@ def test_a_ratio_over_a_level_that_completed_nothing_is_nan_not_a_crash() -> Non
     assert _ratio(650.0, 65.0) == 10.0
     assert math.isnan(_ratio(65.2, 0.0))
     assert math.isnan(_ratio(None, 2.0))
+
+
+async def test_a_paced_run_traces_schedule_write_and_answer_and_reports_its_own_lag(
+    tmp_path: Path,
+) -> None:
+    server, port = await _serve([])
+    trace = tmp_path / "trace.json"
+    texts = [f"query {i}" for i in range(500)]
+    try:
+        result = await run_load(
+            f"http://127.0.0.1:{port}/v1/infer", "t", texts, 4, 60, 5.0, 0.05, 200.0, trace
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    rows = json.loads(trace.read_text())
+    assert result["completed"] == 60
+    assert len(rows) >= 60  # every recorded answer (the last ones may land after the count)
+    for qi, due, sent, done, status in rows:
+        assert 0 <= qi < len(texts) and status == 200
+        assert sent <= done and due <= done
+    for name in ("service", "gen_lag"):
+        for stat in ("p50", "p99", "max"):
+            assert isinstance(result[f"{name}_{stat}_ms"], float)
+    assert float(result["gen_lag_p50_ms"]) >= 0.0  # type: ignore[arg-type]
