@@ -209,9 +209,10 @@ def _latency(
     return out
 
 
-def main() -> None:
+def harness_args(doc: str | None, out_name: str) -> argparse.ArgumentParser:
+    """The arguments every int8 graph comparison takes (this file and int8_static.py)."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--bundle", type=Path, required=True)
     ap.add_argument("--artifacts", type=Path, required=True)
@@ -220,12 +221,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-latency", action="store_true", help="quality only")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/int8_fusion.json")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results" / out_name)
+    return ap
 
-    rows = load_examples(f"{clinc150_path()}#{args.split}")
-    texts = [e.text for e in rows]
-    truth = np.array([e.label for e in rows], dtype=object)
+
+def split_queries(split: str) -> tuple[list[str], np.ndarray]:
+    """CLINC150 `split`'s texts and their labels (the truth `_quality` scores against)."""
+    rows = load_examples(f"{clinc150_path()}#{split}")
+    return [e.text for e in rows], np.array([e.label for e in rows], dtype=object)
+
+
+def main() -> None:
+    args = harness_args(__doc__, "int8_fusion.json").parse_args()
+    texts, truth = split_queries(args.split)
     manifest = load_bundle_manifest(args.bundle)
     fp32 = args.artifacts / "model_fp32.onnx"
     load0 = os.getloadavg()

@@ -57,7 +57,6 @@ shipped. Validate on val; never tune on test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -90,7 +89,7 @@ from aivos.edge.intent.runtime import _session_options
 from aivos.shared.bundle import load_bundle_manifest
 from aivos.shared.datasets import load_examples
 from aivos.shared.paths import clinc150_path
-from benchmarks.int8_fusion import _latency, _quality, _twin
+from benchmarks.int8_fusion import _latency, _quality, _twin, harness_args, split_queries
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -305,23 +304,10 @@ def _decision(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--artifacts", type=Path, required=True)
-    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap = harness_args(__doc__, "int8_static.json")
     ap.add_argument("--calib-n", type=int, default=500, help="train queries to calibrate on")
-    ap.add_argument("--n", type=int, default=400, help="queries timed per round")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--no-latency", action="store_true", help="quality only")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/int8_static.json")
     args = ap.parse_args()
-
-    rows = load_examples(f"{clinc150_path()}#{args.split}")
-    texts = [e.text for e in rows]
-    truth = np.array([e.label for e in rows], dtype=object)
+    texts, truth = split_queries(args.split)
     manifest = load_bundle_manifest(args.bundle)
     fp32 = args.artifacts / "model_fp32.onnx"
     config = args.artifacts / "encoder" / "config.json"
