@@ -103,8 +103,10 @@ class Recorder:
         candidate: dict[str, Any] | None = None,
     ) -> None:
         """The audit row, the turns and a hard example are issued together so they land in
-        one group commit. A generated answer's row names the model that produced it
-        (`detail.generator`); a hard example's row names why it is one (`detail.candidate`)."""
+        one group commit. A fallback's job is written in the audit row's own op: committed
+        before the answer, as the row that names it, and never one without the other. A
+        generated answer's row names the model that produced it (`detail.generator`); a
+        hard example's row names why it is one (`detail.candidate`)."""
         detail: dict[str, Any] = {
             "reason": outcome.reason,
             "answered_by": result.answered_by,
@@ -131,7 +133,9 @@ class Recorder:
             detail=detail,
         )
         writes: list[Awaitable[Any]] = [
-            self.store.append_audit(audit, sync=self.gate.allows(DataClass.AUDIT))
+            self.store.append_audit(
+                audit, sync=self.gate.allows(DataClass.AUDIT), before=outcome.job_write
+            )
         ]
         if query.session_id and self._turns > 0:
             writes.append(self.store.add_turn(query.session_id, "user", query.text))

@@ -10,6 +10,8 @@ bodies and SSE events.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, TypeAlias
 
 import msgspec
@@ -116,6 +118,9 @@ class Outcome(msgspec.Struct, frozen=True):
     run_id: str | None = None
     generator: Generator | None = None  # a cloud answer from a named model (model routing)
     cut: bool = False  # the generated answer was cut (max_tokens or the deadline)
+    # a fallback's durable job, not yet written: the recorder writes it in the audit row's
+    # transaction (one commit per request, and neither without the other)
+    job_write: Callable[[sqlite3.Connection], Any] | None = None
 
 
 class InferResult(msgspec.Struct, frozen=True, omit_defaults=False):

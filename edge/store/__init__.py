@@ -10,10 +10,12 @@ it as a context manager: `with Store.open(data_dir) as store: ...`. Connections 
 come from `aivos.shared.sqlite`; rows are decoded by column name.
 
 Writes: `async`, durable when they return (each runs in the next group transaction):
-    append_audit(record: AuditRecord, *, sync=True) -> AuditRow
+    append_audit(record: AuditRecord, *, sync=True, before=None) -> AuditRow
         also enqueues the row in the outbox (data class "audit") in the same transaction
         unless sync=False. A full outbox follows `outbox_when_full`: "refuse" raises
         QuotaExceeded (nothing written); "defer" writes the row and queues it deferred.
+        `before(conn)`, when given, runs first in the same op (a fallback's job): both
+        are written or neither.
     create_job(kind, request, *, state="queued", callback_url=None, deadline=None) -> Job
     update_job(job_id, *, state=None, result=..., error=..., attempts_delta=0) -> Job
     claim_job(*, states=("queued", "waiting_for_uplink"), kind=None) -> Job | None
@@ -229,8 +231,23 @@ class Store(Closing):
             self.outbox.enqueue(conn, "audit", row, subject=row.kind, record_id=f"audit-{row.id}")
         return row
 
-    async def append_audit(self, record: AuditRecord, *, sync: bool = True) -> AuditRow:
-        return await self.writer.submit(lambda c: self._append_audit(c, record, sync))
+    async def append_audit(
+        self,
+        record: AuditRecord,
+        *,
+        sync: bool = True,
+        before: Callable[[sqlite3.Connection], Any] | None = None,
+    ) -> AuditRow:
+        if before is None:
+            return await self.writer.submit(lambda c: self._append_audit(c, record, sync))
+
+        def both(c: sqlite3.Connection) -> AuditRow:
+            # one writer op: a failure of either rolls both back (its savepoint, or the
+            # transaction when it is alone)
+            before(c)
+            return self._append_audit(c, record, sync)
+
+        return await self.writer.submit(both)
 
     def get_audit(self, record_id: str) -> AuditRow | None:
         return _audit.get(self._r(), record_id)

@@ -126,3 +126,28 @@ async def test_duplicate_request_id_is_refused_and_chain_stays_intact(tmp_path):
         assert result.ok and result.n_rows == 2
     finally:
         store.close()
+
+
+async def test_a_write_before_the_row_commits_with_it_or_not_at_all(tmp_path):
+    """`before` (a fallback's job) runs in the audit row's op: one commit for both, and a row
+    that cannot be written takes the job with it."""
+    from aivos.edge.store import jobs
+
+    store = Store.open(tmp_path)
+    try:
+        commits = store.writer_stats.commits
+        await store.append_audit(
+            AuditRecord(id="r1", detail={"job_id": "J1"}),
+            before=lambda c: jobs.create(c, "escalation", {"text": "q"}, job_id="J1"),
+        )
+        assert store.writer_stats.commits == commits + 1
+        assert store.get_job("J1").kind == "escalation" and store.get_audit("r1") is not None
+        with pytest.raises(sqlite3.IntegrityError):  # r1 again: the row is refused
+            await store.append_audit(
+                AuditRecord(id="r1", detail={"job_id": "J2"}),
+                before=lambda c: jobs.create(c, "escalation", {"text": "q"}, job_id="J2"),
+            )
+        assert [j.id for j in store.list_jobs(jobs.JOB_STATES)] == ["J1"]
+        assert store.verify_audit().n_rows == 1
+    finally:
+        store.close()
