@@ -157,25 +157,33 @@ async def _leaf_node(rig: Cluster) -> NatsServer:
     return await eventually(holder, timeout=120, what="the site's leaf link on some node")
 
 
-async def _heartbeats_arrive(rig: Cluster, admin: NATS, site_nc: NATS) -> list[str]:
-    """Until a heartbeat of the site's own reaches `admin` (interest crosses the leaf
-    link and the routes asynchronously), return the subjects `admin` received."""
-    got: list[str] = []
-
-    async def cb(msg: Msg) -> None:
-        got.append(msg.subject)
-
-    sub = await admin.subscribe("aivos.hb.*", cb=cb)
-    await admin.flush()
+async def _until_own_heartbeat(site_nc: NATS, got: list[Msg]) -> None:
+    """Publish the site's own heartbeat until one reaches the subscription filling `got`.
+    Interest crosses the routes and the leaf link asynchronously (`flush` answers when the
+    subscriber's own node has it): until it has reached the leaf, the leaf drops what the
+    site publishes, so a single publish proves nothing."""
 
     async def own_arrived() -> bool:
         await site_nc.publish(heartbeat_subject("a"), b"hb")
         await site_nc.flush()
-        return heartbeat_subject("a") in got
+        return any(msg.subject == heartbeat_subject("a") for msg in got)
 
     await eventually(own_arrived, timeout=120, interval=0.2, what="the site's own heartbeat")
+
+
+async def _heartbeats_arrive(rig: Cluster, admin: NATS, site_nc: NATS) -> list[str]:
+    """Until a heartbeat of the site's own reaches `admin`, return the subjects `admin`
+    received."""
+    got: list[Msg] = []
+
+    async def cb(msg: Msg) -> None:
+        got.append(msg)
+
+    sub = await admin.subscribe("aivos.hb.*", cb=cb)
+    await admin.flush()
+    await _until_own_heartbeat(site_nc, got)
     await sub.unsubscribe()
-    return got
+    return [msg.subject for msg in got]
 
 
 async def test_site_publishes_through_its_leaf_only_where_permitted(cluster: Cluster) -> None:
@@ -185,21 +193,32 @@ async def test_site_publishes_through_its_leaf_only_where_permitted(cluster: Clu
     admin = await cluster.admin()
     site_nc = await nats.connect(cluster.leaf_url, inbox_prefix=site_inbox_prefix("a"))
     try:
-        await _heartbeats_arrive(cluster, admin, site_nc)  # positive control first
-        got: list[str] = []
+        got: list[Msg] = []
 
         async def cb(msg: Msg) -> None:
-            got.append(msg.subject)
+            got.append(msg)
 
         await admin.subscribe("aivos.hb.*", cb=cb)
         await admin.flush()
-        # as site B (denied at the hub), then its own: one link, so in order; once its
-        # own has arrived, B's would have arrived before it had the hub let it through
+        # positive control first, on the subscription the check below uses: once one of the
+        # site's own heartbeats has arrived, its interest has reached the leaf, and it stays
+        # there while the subscription lives (a new one would have to cross again, and a
+        # single publish made before it has would be dropped at the leaf)
+        await _until_own_heartbeat(site_nc, got)
+        # as site B (denied by the hub's permissions for the site), then its own, marked:
+        # one path, so in order; once the marked one has arrived, B's would have arrived
+        # before it had the hub let it through (earlier heartbeats may still be arriving:
+        # only the marked one says that B's has been decided)
         await site_nc.publish(heartbeat_subject("b"), b"forged")
-        await site_nc.publish(heartbeat_subject("a"), b"hb")
+        await site_nc.publish(heartbeat_subject("a"), b"after-forged")
         await site_nc.flush()
-        await eventually(lambda: heartbeat_subject("a") in got, timeout=120, what="own heartbeat")
-        assert heartbeat_subject("b") not in got
+        marked = (heartbeat_subject("a"), b"after-forged")
+        await eventually(
+            lambda: marked in [(msg.subject, msg.data) for msg in got],
+            timeout=120,
+            what="the own heartbeat sent after the forged one",
+        )
+        assert heartbeat_subject("b") not in {msg.subject for msg in got}
         # the kit dials every node's leaf URL over TLS with the site's certificate
         leaf_conf = (cluster.data_dir / "kit-a" / "leaf.conf").read_text()
         for node in cluster.nodes:
