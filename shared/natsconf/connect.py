@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 StateCallback = Callable[[str], Awaitable[None] | None]
+
+# Each `connect_nats` connection's once-only "closed" report, for `close_nats` to call:
+# nats-py skips its closed callback when its close ends in CancelledError (see `close_nats`).
+_report_closed: weakref.WeakKeyDictionary[NATS, Callable[[], Awaitable[None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def backoff_delay(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
@@ -74,7 +81,8 @@ async def connect_nats(
 ) -> NATS:
     """Connect (retrying with backoff up to `connect_timeout_s`, then LinkDown), keep
     reconnecting forever afterwards. `on_state` receives ``"disconnected"``,
-    ``"reconnected"`` and ``"closed"``; subscriptions are restored by nats-py itself."""
+    ``"reconnected"`` and ``"closed"`` (once, when closed through `close_nats`, however
+    that close ends); subscriptions are restored by nats-py itself."""
 
     async def _notify(state: str) -> None:
         log.info("nats %s: %s", name, state)
@@ -88,9 +96,6 @@ async def connect_nats(
 
     async def _reconnected() -> None:
         await _notify("reconnected")
-
-    async def _closed() -> None:
-        await _notify("closed")
 
     async def _error(exc: Exception) -> None:
         log.debug("nats %s: %s", name, exc)
@@ -112,6 +117,8 @@ async def connect_nats(
     deadline = loop.time() + connect_timeout_s
     attempt = 0
     while True:
+        # "closed" from whichever comes first: nats-py's callback or `close_nats`
+        closed = _once(lambda: _notify("closed"))
         try:
             # A bounded attempt per call: nats-py would retry the first connect forever with
             # max_reconnect_attempts=-1, without our backoff or deadline. Unlimited
@@ -121,7 +128,7 @@ async def connect_nats(
                 name=name,
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
-                closed_cb=_closed,
+                closed_cb=closed,
                 error_cb=_error,
                 allow_reconnect=False,
                 max_reconnect_attempts=1,
@@ -132,6 +139,7 @@ async def connect_nats(
             )
             nc.options["allow_reconnect"] = True
             nc.options["max_reconnect_attempts"] = -1
+            _report_closed[nc] = closed
             return nc
         except Exception as exc:  # nats-py raises several unrelated types here
             delay = backoff_delay(attempt, backoff_base, backoff_cap)
@@ -144,27 +152,51 @@ async def connect_nats(
             await asyncio.sleep(delay)
 
 
+def _once(report: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """`report`, run by the first call only."""
+    done = False
+
+    async def call() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await report()
+
+    return call
+
+
 async def close_nats(nc: NATS) -> None:
     """Close a connection in whatever state it is in, and only raise if our own task is
-    being cancelled.
+    being cancelled. A `connect_nats` connection's ``on_state("closed")`` has run when
+    this returns or raises, if the connection is closed by then.
 
     Connected: drain first, so what was published goes out and subscriptions finish.
     Reconnecting: nats-py refuses to drain, so close. nats-py 2.16 cancels its reconnect
     task while that task may be awaiting the transport's close future; cancelling the task
     cancels that shared future, and the close that awaits it next raises CancelledError
     although nobody cancelled the caller (reproduced with a link cut during a reconnect).
-    The transport is closed by then, so that error is the library's and is dropped."""
-    if nc.is_closed:
-        return
-    if nc.is_connected:
-        with contextlib.suppress(Exception):
-            await nc.drain()
+    The transport is closed by then, so that error is the library's and is dropped.
+
+    nats-py runs its closed callback last in its close, so any CancelledError (its own, or
+    our caller's cancellation) skips it; consumers would keep showing a live link. The
+    callback is reported here after the close instead, once only, so not twice when nats-py
+    did run it; a cancellation of our caller still propagates after that."""
+    try:
         if nc.is_closed:
             return
-    try:
-        await await_close(nc.close())
-    except Exception as exc:  # a transport error while closing leaves it closed anyway
-        log.debug("nats: close raised %r", exc)
+        if nc.is_connected:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+            if nc.is_closed:
+                return
+        try:
+            await await_close(nc.close())
+        except Exception as exc:  # a transport error while closing leaves it closed anyway
+            log.debug("nats: close raised %r", exc)
+    finally:
+        report = _report_closed.get(nc)
+        if report is not None and nc.is_closed:
+            await report()
 
 
 async def await_close(closing: Awaitable[None]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from aivos.edge.uplink.link import Uplink
 from aivos.shared.natsconf import NatsServer
-from aivos.shared.natsconf.connect import close_nats
+from aivos.shared.natsconf.connect import close_nats, connect_nats
 from tests.fixtures.nats import UNPATCHED_CLOSE, TcpProxy
 
 ROUNDS = 12
@@ -104,3 +104,54 @@ async def test_the_edge_uplink_stops_while_its_link_is_down(
     await uplink.stop()
     assert nc.is_closed
     assert uplink.state == "closed"
+
+
+async def test_connect_nats_reports_closed_once_however_the_close_ends(
+    nats_hub: NatsServer, tcp_proxy_factory: Callable[[str, int], TcpProxy]
+) -> None:
+    """nats-py runs its closed callback last in its close, so the close that ends in its own
+    CancelledError (a close while the reconnect task awaits the old transport's close,
+    here one extra loop turn after the cut) skipped it: `on_state` saw nothing at all,
+    not even "disconnected", and a consumer kept showing the link up. A close that
+    nats-py finishes itself (a drain, a close from the reconnect backoff) must not report
+    it twice."""
+    proxy = tcp_proxy_factory(nats_hub.conf.host, nats_hub.conf.port)
+    seen: dict[str, list[str]] = {}
+    for extra_turns in range(3):
+        proxy.restore()
+        states = seen[f"reconnecting, {extra_turns} extra turns"] = []
+        nc = await connect_nats(f"nats://{proxy.url_hostport}", name="t", on_state=states.append)
+        proxy.cut()
+        await _reconnecting(nc)
+        for _ in range(extra_turns):
+            await asyncio.sleep(0)
+        await close_nats(nc)
+        assert nc.is_closed
+    proxy.restore()
+    states = seen["connected (drained)"] = []
+    nc = await connect_nats(f"nats://{proxy.url_hostport}", name="t", on_state=states.append)
+    await close_nats(nc)
+    await close_nats(nc)
+    assert nc.is_closed
+    closed = {case: states.count("closed") for case, states in seen.items()}
+    assert closed == dict.fromkeys(seen, 1), seen
+
+
+async def test_a_cancelled_close_reports_closed_and_still_propagates(
+    nats_hub: NatsServer, tcp_proxy_factory: Callable[[str, int], TcpProxy]
+) -> None:
+    """Our caller's cancellation, landing in the middle of nats-py's close, skipped the
+    closed callback too; it is reported, then the cancellation goes on."""
+    proxy = tcp_proxy_factory(nats_hub.conf.host, nats_hub.conf.port)
+    states: list[str] = []
+    nc = await connect_nats(f"nats://{proxy.url_hostport}", name="t", on_state=states.append)
+    proxy.cut()
+    await _reconnecting(nc)
+    closing = asyncio.create_task(close_nats(nc))
+    while not nc.is_closed:  # nats-py marks the client closed first, then closes it
+        await asyncio.sleep(0)
+    assert not closing.done()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert states.count("closed") == 1, states
