@@ -4,6 +4,9 @@ State lives in the cloud data dir ``D`` (next to the CA in ``D/pki``):
 
 * ``D/nats/identities.json``: per site, the credential generations the hub accepts,
   whether the site is revoked, and generations waiting to retire after a rotation;
+  every change (enroll, rotate, revoke, retire) reads, changes and rewrites it holding
+  the lock ``D/nats/identities.lock``, so concurrent commands run one after the other
+  instead of losing each other's change (a second one logs that it waits, then waits);
 * ``D/nats/users.conf``: the hub's ``authorization`` block, rendered from that file and
   `shared.natsconf.permissions` (the hub config includes it, see `secure_hub_config`);
 * ``D/nats/hub.pid``: the running hub; after every change it gets SIGHUP (a config
@@ -34,6 +37,7 @@ import msgspec
 
 from aivos.shared.config_signature import CONFIG_KEY_NAME
 from aivos.shared.errors import ConfigError, NotFound
+from aivos.shared.filelock import exclusive
 from aivos.shared.fleet import generate_signing_key
 from aivos.shared.natsconf.connect import tls_context
 from aivos.shared.natsconf.permissions import (
@@ -116,12 +120,39 @@ def load_identities(data_dir: Path) -> Identities:
     return msgspec.json.decode(path.read_bytes(), type=Identities)
 
 
+def _identities_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Held from `load_identities` to `_save` (and the hub reload) by every change: two
+    changes at once would each write their own copy and drop the other's (a lost
+    enrollment, or a revocation undone by a rotation). Taken once per public call."""
+    return exclusive(_nats_dir(data_dir) / "identities.lock", "aivos fleet enroll/rotate/revoke")
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """`path` holds `data` whole or keeps its old content, after a crash or power loss too:
+    a temp file of its own, fsync, rename over `path`, fsync of the folder (the rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o644)  # neither file holds a secret; nats-server reads users.conf
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def _save(data_dir: Path, ids: Identities) -> None:
+    """Write identities.json and users.conf; the caller holds `_identities_lock`."""
     directory = _nats_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "identities.json.tmp"
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(ids)))
-    os.replace(tmp, directory / "identities.json")
+    _replace(directory / "identities.json", msgspec.json.format(msgspec.json.encode(ids)))
     _write_users(data_dir, ids)
 
 
@@ -137,10 +168,8 @@ def _hub_users(ids: Identities) -> list[HubUser]:
 
 
 def _write_users(data_dir: Path, ids: Identities) -> None:
-    directory = _nats_dir(data_dir)
-    tmp = directory / "users.conf.tmp"
-    tmp.write_text(_render_users(_hub_users(ids), SYSTEM_USER))
-    os.replace(tmp, directory / "users.conf")
+    users = _render_users(_hub_users(ids), SYSTEM_USER)
+    _replace(_nats_dir(data_dir) / "users.conf", users.encode())
 
 
 def reload_hub(data_dir: Path) -> bool:
@@ -271,7 +300,8 @@ def _prepare(data_dir: Path, hosts: list[str] | None) -> Pki:
     for role in ROLES:
         service_identity(data_dir, role)
     _system_identity(data_dir)
-    _save(data_dir, load_identities(data_dir))
+    with _identities_lock(data_dir):
+        _save(data_dir, load_identities(data_dir))
     return pki
 
 
@@ -392,20 +422,24 @@ def _kit_stage(out: Path) -> Iterator[Path]:
     replace the kit's one by one, each by a rename (a folder: the old one is moved aside
     first), so `out` never holds two generations' keys and a failed write leaves the old
     kit. A leaf running from the old kit keeps working: nats-server reads its certificate
-    and key at start, and the hub accepts the old generation until the new one connects."""
+    and key at start, and the hub accepts the old generation until the new one connects.
+    The whole write holds a lock on the `out` folder itself: a second kit write into it
+    (another cloud data dir's, say) waits, so the sweep of stale stages below only ever
+    meets stages of killed writers, and two writers' renames never interleave."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{_STAGE_PREFIX}*"):  # left by a write that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, dir=out))  # 0700: it holds a key
-    try:
-        yield stage
-        for name in _KIT_ENTRIES:
-            new, old = stage / name, out / name
-            if new.is_dir() and old.exists():
-                old.rename(stage / f"{name}.old")  # removed with the stage
-            os.replace(new, old)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with exclusive(out, "kit write"):
+        for stale in out.glob(f"{_STAGE_PREFIX}*"):  # left by a write that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX, dir=out))  # 0700: holds a key
+        try:
+            yield stage
+            for name in _KIT_ENTRIES:
+                new, old = stage / name, out / name
+                if new.is_dir() and old.exists():
+                    old.rename(stage / f"{name}.old")  # removed with the stage
+                os.replace(new, old)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _issue_credentials(pki: Pki, user: str, stage: Path, out: Path) -> CertFiles:
@@ -453,30 +487,33 @@ def enroll_site(
     data_dir = Path(data_dir)
     site = validate_site(site)
     pki = load_pki(data_dir)
-    ids = load_identities(data_dir)
-    ident = ids.sites.get(site)
-    if ident is not None and not ident.revoked and ident.generations:
-        raise ConfigError("site", f"{site} is already enrolled; use `aivos fleet rotate`")
-    last = max([*(ident.generations if ident else []), *(ident.retiring if ident else [])] or [0])
-    generation = last + 1
-    kit = _write_kit(pki, data_dir, site, generation, out, leaf_port, hub_leaf_url)
-    ids.sites[site] = SiteIdentity(generations=[generation], enrolled_ms=_now_ms())
-    _save(data_dir, ids)
-    reload_hub(data_dir)
+    with _identities_lock(data_dir):  # the kit's generation is the one saved
+        ids = load_identities(data_dir)
+        ident = ids.sites.get(site)
+        if ident is not None and not ident.revoked and ident.generations:
+            raise ConfigError("site", f"{site} is already enrolled; use `aivos fleet rotate`")
+        gens = [*(ident.generations if ident else []), *(ident.retiring if ident else [])]
+        generation = max(gens or [0]) + 1
+        kit = _write_kit(pki, data_dir, site, generation, out, leaf_port, hub_leaf_url)
+        ids.sites[site] = SiteIdentity(generations=[generation], enrolled_ms=_now_ms())
+        _save(data_dir, ids)
+        reload_hub(data_dir)
     return kit
 
 
 def revoke_site(data_dir: Path, site: str) -> SiteIdentity:
     """Remove every credential of `site` from the hub and reload: its leaf is cut off."""
-    ids = load_identities(data_dir)
-    ident = ids.sites.get(validate_site(site))
-    if ident is None:
-        raise NotFound(f"site {site} is not enrolled")
-    cut = _site_leaf_names(site, [*ident.generations, *ident.retiring])
-    ident.revoked, ident.revoked_ms = True, _now_ms()
-    ident.retiring = []
-    _save(data_dir, ids)
-    if reload_hub(data_dir):
+    with _identities_lock(data_dir):  # a rotation running now cannot undo the revocation
+        ids = load_identities(data_dir)
+        ident = ids.sites.get(validate_site(site))
+        if ident is None:
+            raise NotFound(f"site {site} is not enrolled")
+        cut = _site_leaf_names(site, [*ident.generations, *ident.retiring])
+        ident.revoked, ident.revoked_ms = True, _now_ms()
+        ident.retiring = []
+        _save(data_dir, ids)
+        reloaded = reload_hub(data_dir)
+    if reloaded:
         time.sleep(0.2)  # let the reload land before the kick (the leaf redials in 1 s)
         kick_leaves(data_dir, cut)
     return ident
@@ -493,16 +530,18 @@ def rotate_site(
     """A new credential generation in a new kit; the old ones keep working until the
     new one has connected (`retire_rotated` retires them)."""
     data_dir = Path(data_dir)
-    ids = load_identities(data_dir)
-    ident = ids.sites.get(validate_site(site))
-    if ident is None or ident.revoked:
-        raise NotFound(f"site {site} is not enrolled")
-    generation = max([*ident.generations, *ident.retiring]) + 1
-    kit = _write_kit(load_pki(data_dir), data_dir, site, generation, out, leaf_port, hub_leaf_url)
-    ident.retiring = sorted({*ident.retiring, *ident.generations})
-    ident.generations = [generation]
-    _save(data_dir, ids)
-    reload_hub(data_dir)
+    pki = load_pki(data_dir)
+    with _identities_lock(data_dir):  # a second rotation waits and issues the next one
+        ids = load_identities(data_dir)
+        ident = ids.sites.get(validate_site(site))
+        if ident is None or ident.revoked:
+            raise NotFound(f"site {site} is not enrolled")
+        generation = max([*ident.generations, *ident.retiring]) + 1
+        kit = _write_kit(pki, data_dir, site, generation, out, leaf_port, hub_leaf_url)
+        ident.retiring = sorted({*ident.retiring, *ident.generations})
+        ident.generations = [generation]
+        _save(data_dir, ids)
+        reload_hub(data_dir)
     return kit
 
 
@@ -518,24 +557,28 @@ def retire_rotated(data_dir: Path, *, wait_s: float = 0.0) -> list[str]:
         raise ConfigError("nats.monitor_port", "retiring needs the hub's monitor port")
     deadline = time.monotonic() + wait_s
     while True:
-        ids = load_identities(data_dir)
-        pending = {s: i for s, i in ids.sites.items() if i.retiring and not i.revoked}
-        names: set[str] = set()
+        names: set[str] = set()  # asked before taking the lock: the hub may be slow
         for monitor in monitors:  # a hub cluster: the new leaf may be on any node
             with contextlib.suppress(OSError, ValueError):
                 names |= _connected_leaf_names(monitor)
-        retired = [
-            site
-            for site, ident in pending.items()
-            if any(f"aivos-leaf-{site}-g{g}" in names for g in ident.generations)
-        ]
-        if retired:
-            cut: set[str] = set()
+        cut: set[str] = set()
+        with _identities_lock(data_dir):  # held per round, never while waiting
+            ids = load_identities(data_dir)
+            pending = {s: i for s, i in ids.sites.items() if i.retiring and not i.revoked}
+            retired = [
+                site
+                for site, ident in pending.items()
+                if any(f"aivos-leaf-{site}-g{g}" in names for g in ident.generations)
+            ]
             for site in retired:
                 cut |= _site_leaf_names(site, ids.sites[site].retiring)
                 ids.sites[site].retiring = []
-            _save(data_dir, ids)
-            if reload_hub(data_dir):
+            reloaded = False
+            if retired:
+                _save(data_dir, ids)
+                reloaded = reload_hub(data_dir)
+        if retired:
+            if reloaded:
                 time.sleep(0.2)
                 kick_leaves(data_dir, cut)
             return retired

@@ -10,7 +10,9 @@ the CA they already hold. nats-server reloads TLS on SIGHUP: connections already
 established (leaf links, clients, routes) stay up; new handshakes get the new certificate.
 An operator's own certificate (`replacement`) is checked first: it must be issued by the
 node's CA and match its key, else nothing is touched (a certificate of another CA would
-lock out every peer and site)."""
+lock out every peer and site). Two rotations of one node at once could leave one's key
+next to the other's certificate (the node then fails its next reload or start): a rotation
+holds a lock on the certificate's folder, so a second one waits for the first."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from aivos.shared.errors import ConfigError
+from aivos.shared.filelock import exclusive
 from aivos.shared.natsconf.pki import load_pki
 
 __all__ = ["NodeCert", "Rotated", "node_cert", "rotate_node_cert"]
@@ -82,12 +85,15 @@ def node_cert(config: Path) -> NodeCert:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Replace `path` with `data` at once (nats-server never reads half a file), keeping
-    the directory's owner and the given mode."""
+    the directory's owner and the given mode; synced first, so a power loss leaves the old
+    or the new file, never an empty one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -117,18 +123,19 @@ def rotate_node_cert(
     hosts, or `replacement` = (cert, key) after checking it), then SIGHUP the node named by
     its pid file when `reload` and it runs."""
     files = node_cert(config)
-    old = x509.load_pem_x509_certificate(files.cert.read_bytes())
-    if replacement is not None:
-        cert_pem, key_pem = replacement[0].read_bytes(), replacement[1].read_bytes()
-        _checked_replacement(
-            x509.load_pem_x509_certificate(files.ca.read_bytes()), cert_pem, key_pem
-        )
-    else:
-        cert_pem, key_pem = _reissue(files.ca, old)
-    _write_atomic(files.key, key_pem, 0o600)
-    _write_atomic(files.cert, cert_pem, files.cert.stat().st_mode & 0o7777)
+    with exclusive(files.cert.parent, "aivos nats rotate-cert"):  # key and cert as one pair
+        old = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        if replacement is not None:
+            cert_pem, key_pem = replacement[0].read_bytes(), replacement[1].read_bytes()
+            _checked_replacement(
+                x509.load_pem_x509_certificate(files.ca.read_bytes()), cert_pem, key_pem
+            )
+        else:
+            cert_pem, key_pem = _reissue(files.ca, old)
+        _write_atomic(files.key, key_pem, 0o600)
+        _write_atomic(files.cert, cert_pem, files.cert.stat().st_mode & 0o7777)
+        pid = _reload(files.pid_file) if reload else None
     new = x509.load_pem_x509_certificate(cert_pem)
-    pid = _reload(files.pid_file) if reload else None
     return Rotated(old.serial_number, new.serial_number, pid)
 
 
