@@ -30,7 +30,6 @@ archived or extracted, every few MiB (`aivos backup` shows it as a progress disp
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import os
@@ -47,6 +46,7 @@ import msgspec
 from aivos.edge.store.db import db_path
 from aivos.shared import __version__
 from aivos.shared.errors import Conflict, DataError
+from aivos.shared.filelock import exclusive
 from aivos.shared.sqlite import open_reader
 
 __all__ = [
@@ -160,12 +160,8 @@ def _knowledge_lock(data_dir: Path) -> Iterator[None]:
     if not lock.parent.is_dir():
         yield
         return
-    with open(lock, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with exclusive(lock, "knowledge index writer"):
+        yield
 
 
 def _snapshot_sqlite(source: Path, target: Path) -> None:

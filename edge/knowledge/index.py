@@ -21,7 +21,6 @@ private writable copy and then swap the view.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -46,6 +45,7 @@ from aivos.edge.knowledge.chunking import chunk_document, document_title
 from aivos.edge.knowledge.meta import ChunkRow, MetaStore
 from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
 from aivos.shared.errors import DataError, NotFound
+from aivos.shared.filelock import exclusive
 from aivos.shared.ids import new_id
 from aivos.shared.progress import ProgressLog
 from aivos.shared.sqlite import as_disk_full
@@ -272,12 +272,8 @@ class KnowledgeIndex:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._write_lock, open(self.directory / "lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with self._write_lock, exclusive(self.directory / "lock", "knowledge index writer"):
+            yield
 
     @contextlib.contextmanager
     def _mutation(self, staged: list[tuple[Path, Index]]) -> Iterator[None]:

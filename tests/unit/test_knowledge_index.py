@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from aivos.edge.knowledge import Embedder, KnowledgeIndex
 from aivos.shared.errors import DataError
+from aivos.shared.filelock import exclusive
 
 DIM = 64
 
@@ -208,3 +210,24 @@ def test_concurrent_searches_during_writes(kb: KnowledgeIndex) -> None:
         t.join()
     assert errors == []
     assert len(kb) == 2 + 10
+
+
+def test_a_writer_waits_for_another_process_holding_the_index_lock(
+    kb: KnowledgeIndex, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writers of one index in two processes (the agent and `aivos kb add`) take the flock
+    on `directory/lock` (`shared/filelock.py`, as `aivos backup` does); here the test holds
+    it as the other process would, through a file description of its own."""
+    added: list[str] = []
+    writer = threading.Thread(target=lambda: added.append(kb.add_document("h.txt", HOURS).title))
+    with exclusive(kb.directory / "lock", "test"):
+        with caplog.at_level("WARNING", logger="aivos.shared.filelock"):
+            writer.start()
+            give_up = time.monotonic() + 60  # a guard against hanging, not a timing claim
+            while "waiting for" not in caplog.text and time.monotonic() < give_up:
+                time.sleep(0.01)
+        # the writer said it waits (logged just before it blocks), and it has not written
+        assert "waiting for" in caplog.text and writer.is_alive()
+        assert added == [] and len(kb) == 0
+    writer.join(60)
+    assert len(added) == 1 and len(kb) == 1
