@@ -35,6 +35,7 @@ from pathlib import Path
 
 import msgspec
 
+from aivos.shared.atomicfile import write_atomic
 from aivos.shared.config_signature import CONFIG_KEY_NAME
 from aivos.shared.errors import ConfigError, NotFound
 from aivos.shared.filelock import exclusive
@@ -127,32 +128,17 @@ def _identities_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     return exclusive(_nats_dir(data_dir) / "identities.lock", "aivos fleet enroll/rotate/revoke")
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """`path` holds `data` whole or keeps its old content, after a crash or power loss too:
-    a temp file of its own, fsync, rename over `path`, fsync of the folder (the rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o644)  # neither file holds a secret; nats-server reads users.conf
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
 def _save(data_dir: Path, ids: Identities) -> None:
     """Write identities.json and users.conf; the caller holds `_identities_lock`."""
     directory = _nats_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    _replace(directory / "identities.json", msgspec.json.format(msgspec.json.encode(ids)))
+    # neither file holds a secret; nats-server reads users.conf
+    write_atomic(
+        directory / "identities.json",
+        msgspec.json.format(msgspec.json.encode(ids)),
+        mode=0o644,
+        sync_dir=True,
+    )
     _write_users(data_dir, ids)
 
 
@@ -169,7 +155,7 @@ def _hub_users(ids: Identities) -> list[HubUser]:
 
 def _write_users(data_dir: Path, ids: Identities) -> None:
     users = _render_users(_hub_users(ids), SYSTEM_USER)
-    _replace(_nats_dir(data_dir) / "users.conf", users.encode())
+    write_atomic(_nats_dir(data_dir) / "users.conf", users.encode(), mode=0o644, sync_dir=True)
 
 
 def reload_hub(data_dir: Path) -> bool:

@@ -13,13 +13,12 @@ content or the new, never a torn file.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import msgspec
+
+from aivos.shared.atomicfile import write_atomic
 
 __all__ = ["ActivePointer", "FleetPaths", "active_bundle_dir", "atomic_write"]
 
@@ -62,19 +61,9 @@ class FleetPaths:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` durably: temp file in the same dir, fsync, rename."""
+    """Write `data` to `path` durably (its folder made first): `write_atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, data)
 
 
 def active_bundle_dir(data_path: Path) -> Path | None:

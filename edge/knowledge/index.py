@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from usearch.index import Index  # noqa: E402
 from aivos.edge.knowledge.chunking import chunk_document, document_title
 from aivos.edge.knowledge.meta import ChunkRow, MetaStore
 from aivos.edge.knowledge.types import DocumentInfo, Embedder, Passage
+from aivos.shared.atomicfile import write_atomic
 from aivos.shared.errors import DataError, NotFound
 from aivos.shared.filelock import exclusive
 from aivos.shared.ids import new_id
@@ -438,8 +438,8 @@ class KnowledgeIndex:
             n_chunks=len(index),
         )
         try:
-            _atomic_write(self.manifest_path, msgspec.json.format(msgspec.json.encode(manifest)))
-            _fsync_path(self.directory)
+            manifest_json = msgspec.json.format(msgspec.json.encode(manifest))
+            write_atomic(self.manifest_path, manifest_json, sync_dir=True)
         except OSError as exc:
             if as_disk_full(exc, self.directory) is None:
                 raise
@@ -490,25 +490,3 @@ def _search(view: Index, query: np.ndarray, k: int) -> tuple[list[int], list[flo
     keys, dists, counts = compiled.search_many(query, k, False, 1)[:3]
     n = int(counts[0])
     return keys[0, :n].tolist(), dists[0, :n].tolist()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

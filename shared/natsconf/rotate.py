@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from aivos.shared.atomicfile import write_atomic
 from aivos.shared.errors import ConfigError
 from aivos.shared.filelock import exclusive
 from aivos.shared.natsconf.pki import load_pki
@@ -83,23 +83,6 @@ def node_cert(config: Path) -> NodeCert:
     )
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` at once (nats-server never reads half a file), keeping
-    the directory's owner and the given mode; synced first, so a power loss leaves the old
-    or the new file, never an empty one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _checked_replacement(ca: x509.Certificate, cert_pem: bytes, key_pem: bytes) -> None:
     cert = x509.load_pem_x509_certificate(cert_pem)
     try:
@@ -132,8 +115,8 @@ def rotate_node_cert(
             )
         else:
             cert_pem, key_pem = _reissue(files.ca, old)
-        _write_atomic(files.key, key_pem, 0o600)
-        _write_atomic(files.cert, cert_pem, files.cert.stat().st_mode & 0o7777)
+        write_atomic(files.key, key_pem, mode=0o600)
+        write_atomic(files.cert, cert_pem, mode=files.cert.stat().st_mode & 0o7777)
         pid = _reload(files.pid_file) if reload else None
     new = x509.load_pem_x509_certificate(cert_pem)
     return Rotated(old.serial_number, new.serial_number, pid)
