@@ -144,7 +144,9 @@ class Pipeline:
         self._has_uplink = settings.uplink.nats_url is not None
         # feedback votes re-rank retrieval (edge/feedback.py); cached results are dropped
         # when the bundle, the knowledge index or the votes change (edge/cache.py)
-        self.feedback = FeedbackBook(store, weight=settings.knowledge.feedback_weight)
+        self.feedback = FeedbackBook(
+            store, weight=settings.knowledge.feedback_weight, tau=settings.knowledge.feedback_tau
+        )
         self.feedback.on_vote = recorder.candidate_feedback  # ratings of hard examples sync
         if settings.knowledge.feedback_weight > 0:
             serving.use_feedback(self.feedback)
@@ -246,8 +248,12 @@ class Pipeline:
                 generator=self._has_uplink and self.escalator.allowed(),
                 answer_out_of_scope=knowledge_may_answer(self.policy, prediction.intent),
             )
+        request_id = new_id()
+        if done.passages and done.model_version == model.version:
+            # a vote on this request is weighted by its query's similarity (edge/feedback.py)
+            self.feedback.remember(request_id, prediction.embedding, model.embedding_version)
         return Understood(
-            new_id(), started, prediction, done.model_version, done.passages, decision
+            request_id, started, prediction, done.model_version, done.passages, decision
         )
 
     def decide(

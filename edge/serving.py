@@ -5,8 +5,8 @@ classify a batch of queries, then retrieve passages for each with its embedding.
 can never pair a query embedded by one model with an index embedded by another.
 
 With feedback in use (`use_feedback`), a few more candidates than `top_k` are retrieved and
-re-ranked by the votes for the predicted intent (edge/feedback.py) before the top `top_k` are
-kept; without votes the order is the index's.
+re-ranked by the votes of similar queries and of the predicted intent (edge/feedback.py) before
+the top `top_k` are kept; without votes the order is the index's.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ __all__ = ["Classified", "Reranker", "Serving"]
 
 
 class Reranker(Protocol):
-    def has_votes(self, intent: str) -> bool: ...
-    def rerank(self, intent: str, passages: list[Passage], k: int) -> list[Passage]: ...
+    def has_votes(self, intent: str, embedding_version: str) -> bool: ...
+    def rerank(
+        self, intent: str, embedding: Any, embedding_version: str, passages: list[Passage], k: int
+    ) -> list[Passage]: ...
 
 
 class Classified(msgspec.Struct):
@@ -67,12 +69,13 @@ class Serving:
         model, index = self._pair  # one model and its index per batch, even mid-swap
         k = self.top_k
         reranker = self.reranker
+        space = model.embedding_version if reranker is not None else ""
         out = []
         for prediction in model.classify_batch(texts):
             started = time.time_ns()
-            if reranker is not None and reranker.has_votes(prediction.intent):
+            if reranker is not None and reranker.has_votes(prediction.intent, space):
                 found = self.retrieve(index, prediction.embedding, k + max(k, 4))
-                passages = reranker.rerank(prediction.intent, found, k)
+                passages = reranker.rerank(prediction.intent, prediction.embedding, space, found, k)
             else:
                 passages = self.retrieve(index, prediction.embedding, k)
             out.append(Classified(prediction, model.version, passages, (started, time.time_ns())))

@@ -95,6 +95,7 @@ class KnowledgeSettings(_Section, frozen=True, forbid_unknown_fields=True):
     answer_min_score: Annotated[float, Meta(ge=-1, le=1)] = 0.3
     # how far `POST /v1/feedback` votes can move a passage (edge/feedback.py); 0 = off
     feedback_weight: Annotated[float, Meta(ge=0, le=1)] = 0.1
+    feedback_tau: Annotated[float, Meta(ge=0, lt=1)] = 0.7  # vote similarity floor, same file
 
 
 class MemorySettings(_Section, frozen=True, forbid_unknown_fields=True):

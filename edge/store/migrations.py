@@ -242,6 +242,17 @@ def _m0012_site_candidates(db: sqlite_utils.Database) -> None:
     db.table("site_candidates").create_index(["ts"])
 
 
+def _m0013_feedback_embedding(db: sqlite_utils.Database) -> None:
+    """A vote keeps the rated query's embedding (float16 bytes) and the embedding space it is
+    in, so re-ranking can weight it by similarity to a new query (edge/feedback.py). NULL:
+    the request was no longer remembered (or voted before this migration)."""
+    db.execute("ALTER TABLE passage_feedback ADD COLUMN embedding BLOB")
+    db.execute("ALTER TABLE passage_feedback ADD COLUMN embedding_version TEXT")
+    db.execute(
+        "CREATE INDEX idx_passage_feedback_passage ON passage_feedback(doc_id, chunk_id, ts)"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_audit", _m0001_audit),
     ("0002_outbox", _m0002_outbox),
@@ -255,6 +266,7 @@ MIGRATIONS: list[Migration] = [
     ("0010_owners", _m0010_owners),
     ("0011_passage_feedback", _m0011_passage_feedback),
     ("0012_site_candidates", _m0012_site_candidates),
+    ("0013_feedback_embedding", _m0013_feedback_embedding),
 ]
 
 

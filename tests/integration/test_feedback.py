@@ -1,6 +1,7 @@
-"""Decisions that get better, over the real agent: `POST /v1/feedback` re-ranks passages per
-intent, repeated queries are served from the result cache (and still audited), and a local
-route the site cannot answer escalates once a generator is configured."""
+"""Decisions that get better, over the real agent: `POST /v1/feedback` re-ranks passages (a
+vote stores the rated query's embedding), repeated queries are served from the result cache
+(and still audited), and a local route the site cannot answer escalates once a generator is
+configured."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from litestar.testing import TestClient
 
 from aivos.edge.api.app import create_app
+from aivos.edge.intent.runtime import IntentModel
 from tests.fixtures.edge import DOCS, EdgeHarness, issue_token, make_edge_settings
 
 QUESTION = "how much does an international transfer cost"
@@ -86,6 +89,43 @@ def test_a_not_helpful_vote_moves_the_passage_down_for_that_intent(kb_harness: E
         top["doc_id"],
         top["chunk_id"],
     )
+
+
+def test_a_vote_on_a_served_request_stores_its_query_embedding(
+    kb_harness: EdgeHarness, small_bundle: Path
+) -> None:
+    served = kb_harness.post("/v1/infer", json={"text": QUESTION}).json()
+    top = served["passages"][0]
+    voted = kb_harness.post(
+        "/v1/feedback",
+        json={
+            "request_id": served["request_id"],
+            "helpful": True,
+            "doc_id": top["doc_id"],
+            "chunk_id": top["chunk_id"],
+        },
+    )
+    assert voted.status_code == 201, voted.text
+    assert set(voted.json()) == {
+        "request_id",
+        "intent",
+        "helpful",
+        "doc_id",
+        "chunk_id",
+        "votes_up",
+        "votes_down",
+    }
+    with sqlite3.connect(kb_harness.data_dir / "aivos.db") as conn:
+        blob, version = conn.execute(
+            "SELECT embedding, embedding_version FROM passage_feedback WHERE request_id = ?",
+            (served["request_id"],),
+        ).fetchone()
+    model = IntentModel.load(small_bundle)
+    assert version == model.embedding_version
+    stored = np.frombuffer(blob, dtype=np.float16).astype(np.float32)
+    assert stored.shape == (model.embedding_dim,)
+    # the query's own (L2-normalised) embedding, to float16 precision
+    assert float(stored @ model.classify(QUESTION).embedding) == pytest.approx(1.0, abs=1e-2)
 
 
 def test_feedback_is_validated(kb_harness: EdgeHarness) -> None:
