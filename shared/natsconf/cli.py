@@ -22,6 +22,7 @@ import click
 import msgspec
 from rich.console import Console
 
+from aivos.shared.atomicfile import write_atomic
 from aivos.shared.cli_options import host_option, site_option
 from aivos.shared.natsconf.permissions import SYSTEM_USER
 from aivos.shared.natsconf.pki import init_pki
@@ -47,11 +48,13 @@ def write_configs(
     hubs = hub if isinstance(hub, list) else [hub]
     names = ["hub.conf"] if len(hubs) == 1 else [f"hub-{i}.conf" for i in range(1, len(hubs) + 1)]
     paths = [out / name for name in names]
+    # replaced whole: `aivos nats rotate-cert` (and a reloading nats-server) may read a
+    # node's config while it is rewritten; no secret in them, so readable by all
     for path, node in zip(paths, hubs, strict=True):
-        path.write_text(render_hub(node))
+        write_atomic(path, render_hub(node).encode(), mode=0o644)
     for leaf in leaves:
         path = out / f"leaf-{leaf.site}.conf"
-        path.write_text(render_leaf(leaf))
+        write_atomic(path, render_leaf(leaf).encode(), mode=0o644)
         paths.append(path)
     return paths
 
@@ -184,7 +187,10 @@ def _secure(
     data_dir: Path, out: Path, hubs: list[HubConfig], public_hosts: tuple[str, ...]
 ) -> list[HubConfig]:
     """`hubs` with TLS: one certificate per node (the single hub: ``pki/hub.crt``) and
-    the users file of `data_dir` included by its path relative to `out`."""
+    the users file of `data_dir` included by its path relative to `out`. Each step takes
+    the lock its file's other writers take (`write_users_if_missing`, `init_pki`,
+    `Pki.issue_node`), one after the other, never nested: an `aivos fleet enroll` or
+    `aivos nats rotate-cert` running meanwhile is waited for, not overwritten."""
     users = data_dir / "nats" / "users.conf"
     write_users_if_missing(users, SYSTEM_USER)
     users_file = os.path.relpath(users, out)

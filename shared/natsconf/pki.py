@@ -7,6 +7,13 @@ routes, subject ``CN=aivos-hub-route``). Client certificates (one per
 site credential and per cloud service) are issued by `issue_client` and written into
 the kit or service directory that uses them; the CA key never leaves ``pki/``.
 
+Writers lock the folder they write a key and certificate into, so a pair is never half of
+one writer's and half of another's: the CA and the hub certificate are made holding a lock
+on ``pki/`` and a node's pair (re)issued holding one on ``pki/nodes/``, the folders
+`rotate` locks (`aivos nats rotate-cert`). Two first runs at once thus make one CA: the
+second waits, then finds the first's. Every file is replaced whole (`write_atomic`), the
+CA key last, so a CA whose ``ca.key`` exists is complete.
+
 Identity is the certificate: the hub maps a verified client certificate's subject
 (``CN=<user>``) to a NATS user with its permissions (``verify_and_map``). Lifetimes are
 long on purpose (no offline cliff, see docs/security.md): revocation is by removing
@@ -15,9 +22,9 @@ the user from the hub config and reloading, not by waiting for expiry.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -25,7 +32,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from aivos.shared.atomicfile import write_atomic
 from aivos.shared.errors import ConfigError
+from aivos.shared.filelock import exclusive
 from aivos.shared.natsconf.render import ROUTE_USER, CertFiles
 
 __all__ = [
@@ -40,14 +49,28 @@ __all__ = [
 
 CA_DAYS = 20 * 365
 CERT_DAYS = 10 * 365
+CERT_MODE = 0o644  # a certificate holds no secret
+_WRITERS = "certificate writer (aivos nats config/rotate-cert, aivos pki init)"
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` readable by the owner only (keys, secrets)."""
+    """Write `data` to `path` readable by the owner only (keys, secrets), replacing it
+    whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    write_atomic(path, data, mode=0o600)
+
+
+def _locked_folder(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock on a folder of key and certificate pairs (``pki/``, ``pki/nodes/``), made
+    if missing: `exclusive` on a missing path would make a lock file in its place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return exclusive(folder, _WRITERS)
+
+
+def _write_pair(files: CertFiles, cert: bytes, key: bytes) -> None:
+    """Replace a key and its certificate; the caller holds their folder's lock."""
+    write_private(Path(files.key), key)
+    write_atomic(Path(files.cert), cert, mode=CERT_MODE)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -132,10 +155,9 @@ class Pki:
     def issue_server(self, hosts: list[str], days: int = CERT_DAYS) -> CertFiles:
         """(Re)issue the hub certificate for `hosts` (names or IPs) into ``pki/``."""
         cert, key = self._issue("aivos-hub", server=True, hosts=hosts, days=days)
-        files = self.hub_files
-        write_private(Path(files.key), key)
-        Path(files.cert).write_bytes(cert)
-        return files
+        with _locked_folder(self.directory):
+            _write_pair(self.hub_files, cert, key)
+        return self.hub_files
 
     def issue_node(self, name: str, hosts: list[str], days: int = CERT_DAYS) -> CertFiles:
         """(Re)issue hub node `name`'s certificate for `hosts` (names or IPs clients, leaves
@@ -145,8 +167,8 @@ class Pki:
         then reload that node (SIGHUP)."""
         cert, key = self._issue(ROUTE_USER, server=True, hosts=hosts, days=days)
         files = self.node_files(name)
-        write_private(Path(files.key), key)
-        Path(files.cert).write_bytes(cert)
+        with _locked_folder(Path(files.cert).parent):
+            _write_pair(files, cert, key)
         return files
 
     def issue_server_pem(
@@ -182,43 +204,47 @@ def init_pki(
     """Create the CA and the hub certificate under ``<data_dir>/pki`` (idempotent: an
     existing CA is kept, so certificates already issued stay valid)."""
     directory = _pki_dir(data_dir)
-    if (directory / "ca.key").exists():
-        pki = load_pki(data_dir)
-    else:
-        key = _new_key()
-        subject = _name(name)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now())
-            .not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        write_private(directory / "ca.key", _key_pem(key))
-        (directory / "ca.crt").write_bytes(_cert_pem(cert))
-        pki = Pki(directory, key, cert)
+    with _locked_folder(directory):  # a second first run waits, then loads this CA
+        have_ca = (directory / "ca.key").exists()
+        pki = load_pki(data_dir) if have_ca else _new_ca(directory, name)
     if hosts is not None or not Path(pki.hub_files.cert).exists():
         pki.issue_server(sorted(set(hosts or []) | {"localhost", "127.0.0.1"}))
     return pki
+
+
+def _new_ca(directory: Path, name: str) -> Pki:
+    """A new CA written into `directory`; the caller holds its lock."""
+    key = _new_key()
+    subject = _name(name)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now())
+        .not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    # the key last: `init_pki` takes an existing ca.key for a complete CA
+    write_atomic(directory / "ca.crt", _cert_pem(cert), mode=CERT_MODE)
+    write_private(directory / "ca.key", _key_pem(key))
+    return Pki(directory, key, cert)
 
 
 def load_pki(data_dir: Path) -> Pki:

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import msgspec
 
+from aivos.shared.atomicfile import write_atomic
+from aivos.shared.filelock import exclusive
 from aivos.shared.natsconf.permissions import ROLES, service_permissions, service_user
 from aivos.shared.natsconf.pki import Pki
 from aivos.shared.natsconf.render import WILDCARD_HOSTS, HubConfig, HubUser, render_users
 
 __all__ = ["node_hosts", "secure_nodes", "service_users", "write_users_if_missing"]
+
+_USERS_WRITERS = "users file writer (aivos fleet enroll/rotate/revoke, aivos nats config)"
 
 
 def node_hosts(node: HubConfig, extra: tuple[str, ...] = ()) -> list[str]:
@@ -56,9 +60,15 @@ def service_users() -> list[HubUser]:
 
 def write_users_if_missing(path: Path, system_user: str) -> bool:
     """Write a users file with the service roles only (no site yet: `aivos fleet enroll`
-    rewrites it) when `path` does not exist; True when written."""
-    if path.exists():
-        return False
+    rewrites it) when `path` does not exist; True when written.
+
+    Looked for and written holding ``identities.lock`` beside it, the lock `aivos fleet
+    enroll/rotate/revoke` hold while they rewrite the file (`cloud.fleet.enroll`): else
+    an enrolment landing between the look and the write would be overwritten."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_users(service_users(), system_user))
+    with exclusive(path.parent / "identities.lock", _USERS_WRITERS):
+        if path.exists():
+            return False
+        users = render_users(service_users(), system_user).encode()
+        write_atomic(path, users, mode=0o644, sync_dir=True)  # as `aivos fleet enroll` does
     return True
