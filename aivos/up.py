@@ -411,32 +411,12 @@ class Appliance:
 
     def _enroll(self, leaf_port: int) -> tuple[Path, bool]:
         """Enroll the local site, or give it a new credential generation (the hub's ports
-        change from run to run, and a kit names them). Returns (kit, rotated)."""
-        from aivos.cloud.fleet.enroll import enroll_site, rotate_site
-        from aivos.shared.errors import ConfigError
+        change from run to run, and a kit names them), decided holding the identities
+        lock (`enroll_or_rotate_site`). Returns (kit, rotated)."""
+        from aivos.cloud.fleet.enroll import enroll_or_rotate_site
 
         out = self.data_dir / "site-kit"
-        if not self._site_enrolled():
-            try:
-                return enroll_site(self.cloud_dir, self.site, out, leaf_port=leaf_port), False
-            except ConfigError:
-                # enrolled by another process since the look above (the look cannot hold
-                # the identities lock: enroll_site takes it itself): rotate instead
-                if not self._site_enrolled():
-                    raise
-        return rotate_site(self.cloud_dir, self.site, out, leaf_port=leaf_port), True
-
-    def _site_enrolled(self) -> bool:
-        """Whether the site holds a credential generation (ClickException: revoked)."""
-        from aivos.cloud.fleet.enroll import load_identities
-
-        ident = load_identities(self.cloud_dir).sites.get(self.site)
-        if ident is not None and ident.revoked:
-            raise click.ClickException(
-                f"site {self.site} is revoked; enroll it again with "
-                f"`aivos fleet enroll {self.site} --data-dir {self.cloud_dir} --out DIR`"
-            )
-        return ident is not None and bool(ident.generations)
+        return enroll_or_rotate_site(self.cloud_dir, self.site, out, leaf_port=leaf_port)
 
     def _service_env(self, role: str) -> dict[str, str]:
         from aivos.cloud.fleet.enroll import service_env

@@ -29,6 +29,8 @@ from aivos.cloud.fleet.enroll import HubEndpoints, secure_cluster_config, secure
 from aivos.install.errors import InstallError
 from aivos.install.layout import CLOUD_DIR
 from aivos.install.units import HUB_CLUSTER_UNIT, HUB_UNIT
+from aivos.shared.atomicfile import write_atomic
+from aivos.shared.natsconf.pki import CERT_MODE, locked_folder, write_private
 from aivos.shared.natsconf.render import WILDCARD_HOSTS, HubConfig, NodePorts, render_hub
 
 __all__ = [
@@ -193,15 +195,15 @@ def adopt_ca(data_dir: Path, ca_dir: Path) -> None:
     CA is already here (its certificates would not be trusted by the other nodes)."""
     pki = data_dir / "pki"
     given = {name: (ca_dir / name).read_bytes() for name in ("ca.crt", "ca.key")}
-    if (pki / "ca.crt").is_file():
-        if (pki / "ca.crt").read_bytes() != given["ca.crt"]:
-            raise InstallError(f"{CLOUD_DIR}/pki holds another CA than {ca_dir}")
-        return
-    pki.mkdir(parents=True, exist_ok=True)
-    (pki / "ca.crt").write_bytes(given["ca.crt"])
-    fd = os.open(pki / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(given["ca.key"])
+    with locked_folder(pki):  # the lock `aivos pki init`/`nats config` make the CA under
+        if (pki / "ca.crt").is_file():
+            if (pki / "ca.crt").read_bytes() != given["ca.crt"]:
+                raise InstallError(f"{CLOUD_DIR}/pki holds another CA than {ca_dir}")
+            if (pki / "ca.key").is_file():
+                return
+        # the key last, as `init_pki` writes a CA: a CA whose ca.key exists is complete
+        write_atomic(pki / "ca.crt", given["ca.crt"], mode=CERT_MODE)
+        write_private(pki / "ca.key", given["ca.key"])
 
 
 def is_server_state(name: str) -> bool:

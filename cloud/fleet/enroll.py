@@ -32,7 +32,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
+import click
 import msgspec
 
 from aivos.shared.atomicfile import write_atomic
@@ -60,13 +62,19 @@ from aivos.shared.natsconf.render import (
     render_leaf,
 )
 from aivos.shared.natsconf.render import render_users as _render_users
-from aivos.shared.natsconf.secure import secure_nodes, service_users
+from aivos.shared.natsconf.secure import (
+    USERS_LOCK,
+    USERS_WRITERS,
+    secure_nodes,
+    service_users,
+)
 from aivos.shared.subjects import validate_site
 
 __all__ = [
     "HubEndpoints",
     "SiteIdentity",
     "Identities",
+    "enroll_or_rotate_site",
     "enroll_site",
     "ensure_config_key",
     "revoke_site",
@@ -124,8 +132,9 @@ def load_identities(data_dir: Path) -> Identities:
 def _identities_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Held from `load_identities` to `_save` (and the hub reload) by every change: two
     changes at once would each write their own copy and drop the other's (a lost
-    enrollment, or a revocation undone by a rotation). Taken once per public call."""
-    return exclusive(_nats_dir(data_dir) / "identities.lock", "aivos fleet enroll/rotate/revoke")
+    enrollment, or a revocation undone by a rotation). Taken once per public call. The
+    users file's other writer (`aivos nats config`, `write_users_if_missing`) takes it too."""
+    return exclusive(_nats_dir(data_dir) / USERS_LOCK, USERS_WRITERS)
 
 
 def _save(data_dir: Path, ids: Identities) -> None:
@@ -276,7 +285,7 @@ def secure_hub_config(
         leaf_url=f"nats-leaf://{leaf_host}:{leaf_port}",
         monitor_url=f"http://{host}:{monitor_port}" if monitor_port else None,
     )
-    (directory / "hub.json").write_bytes(msgspec.json.encode(endpoints))
+    _write_endpoints(data_dir, endpoints)
     return conf
 
 
@@ -340,8 +349,14 @@ def secure_cluster_config(
         monitor_urls=monitors,
         pid_files=tuple(c.pid_file for c in confs if c.pid_file),
     )
-    (directory / "hub.json").write_bytes(msgspec.json.encode(endpoints))
+    _write_endpoints(data_dir, endpoints)
     return confs
+
+
+def _write_endpoints(data_dir: Path, endpoints: HubEndpoints) -> None:
+    """Replace ``hub.json`` whole: a kit written meanwhile reads the old or the new one."""
+    path = _nats_dir(data_dir) / "hub.json"
+    write_atomic(path, msgspec.json.encode(endpoints), mode=0o644, sync_dir=True)
 
 
 def _endpoints(data_dir: Path) -> HubEndpoints:
@@ -370,18 +385,21 @@ _KIT_ENTRIES = ("trusted_keys", "credentials", "edge.toml", "leaf.conf")
 _STAGE_PREFIX = ".kit-stage-"
 
 
-def _write_kit(
-    pki: Pki,
-    data_dir: Path,
-    site: str,
-    generation: int,
-    out: Path,
-    leaf_port: int,
-    hub_leaf_url: str | None,
-) -> Path:
-    """The kit of `generation` in `out`, replacing the kit there (a kit holds one
+class _KitOrder(NamedTuple):
+    """A kit to write: the CA that issues its credentials, its folder, its leaf's port and
+    the hub leaf URLs it dials (comma-separated; None: those of ``hub.json``)."""
+
+    pki: Pki
+    out: Path
+    leaf_port: int
+    hub_leaf_url: str | None
+
+
+def _write_kit(kit: _KitOrder, data_dir: Path, site: str, generation: int) -> Path:
+    """The kit of `generation` in `kit.out`, replacing the kit there (a kit holds one
     generation: `aivos install edge` refuses a folder with two keys)."""
-    out = out.resolve()
+    pki, leaf_port, hub_leaf_url = kit.pki, kit.leaf_port, kit.hub_leaf_url
+    out = kit.out.resolve()
     with _kit_stage(out) as stage:
         creds = _issue_credentials(pki, site_user(site, generation), stage, out)
         # every hub node's leaf URL (comma-separated in `hub_leaf_url`, else from hub.json)
@@ -473,18 +491,56 @@ def enroll_site(
     data_dir = Path(data_dir)
     site = validate_site(site)
     pki = load_pki(data_dir)
+    kit = _KitOrder(pki, out, leaf_port, hub_leaf_url)
     with _identities_lock(data_dir):  # the kit's generation is the one saved
         ids = load_identities(data_dir)
-        ident = ids.sites.get(site)
-        if ident is not None and not ident.revoked and ident.generations:
+        if _holds_credentials(ids.sites.get(site)):
             raise ConfigError("site", f"{site} is already enrolled; use `aivos fleet rotate`")
-        gens = [*(ident.generations if ident else []), *(ident.retiring if ident else [])]
-        generation = max(gens or [0]) + 1
-        kit = _write_kit(pki, data_dir, site, generation, out, leaf_port, hub_leaf_url)
-        ids.sites[site] = SiteIdentity(generations=[generation], enrolled_ms=_now_ms())
-        _save(data_dir, ids)
-        reload_hub(data_dir)
-    return kit
+        return _enroll_locked(data_dir, ids, site, kit)
+
+
+def enroll_or_rotate_site(
+    data_dir: Path, site: str, out: Path, *, leaf_port: int = 4223
+) -> tuple[Path, bool]:
+    """Enroll `site`, or rotate it when it holds a credential generation (`aivos up`: the
+    hub's ports change from run to run, and a kit names them). Returns (kit, rotated).
+
+    Decided holding the identities lock, so an enrolment by another process landing
+    while this one waited for the lock makes this a rotation, not an error. A revoked
+    site is refused (ClickException): only `aivos fleet enroll` re-enrolls it."""
+    data_dir = Path(data_dir)
+    site = validate_site(site)
+    pki = load_pki(data_dir)
+    kit = _KitOrder(pki, out, leaf_port, None)
+    with _identities_lock(data_dir):
+        ids = load_identities(data_dir)
+        ident = ids.sites.get(site)
+        if ident is not None and ident.revoked:
+            raise click.ClickException(
+                f"site {site} is revoked; enroll it again with "
+                f"`aivos fleet enroll {site} --data-dir {data_dir} --out DIR`"
+            )
+        if _holds_credentials(ident):
+            return _rotate_locked(data_dir, ids, site, kit), True
+        return _enroll_locked(data_dir, ids, site, kit), False
+
+
+def _holds_credentials(ident: SiteIdentity | None) -> bool:
+    """Whether the site has a generation the hub accepts (enrolled and not revoked)."""
+    return ident is not None and not ident.revoked and bool(ident.generations)
+
+
+def _enroll_locked(data_dir: Path, ids: Identities, site: str, kit: _KitOrder) -> Path:
+    """Issue the site's first generation (or the one after those of a revoked enrolment),
+    write its kit, save and reload the hub; the caller holds the identities lock."""
+    ident = ids.sites.get(site)
+    gens = [*(ident.generations if ident else []), *(ident.retiring if ident else [])]
+    generation = max(gens or [0]) + 1
+    out = _write_kit(kit, data_dir, site, generation)
+    ids.sites[site] = SiteIdentity(generations=[generation], enrolled_ms=_now_ms())
+    _save(data_dir, ids)
+    reload_hub(data_dir)
+    return out
 
 
 def revoke_site(data_dir: Path, site: str) -> SiteIdentity:
@@ -516,19 +572,28 @@ def rotate_site(
     """A new credential generation in a new kit; the old ones keep working until the
     new one has connected (`retire_rotated` retires them)."""
     data_dir = Path(data_dir)
+    site = validate_site(site)
     pki = load_pki(data_dir)
+    kit = _KitOrder(pki, out, leaf_port, hub_leaf_url)
     with _identities_lock(data_dir):  # a second rotation waits and issues the next one
         ids = load_identities(data_dir)
-        ident = ids.sites.get(validate_site(site))
+        ident = ids.sites.get(site)
         if ident is None or ident.revoked:
             raise NotFound(f"site {site} is not enrolled")
-        generation = max([*ident.generations, *ident.retiring]) + 1
-        kit = _write_kit(pki, data_dir, site, generation, out, leaf_port, hub_leaf_url)
-        ident.retiring = sorted({*ident.retiring, *ident.generations})
-        ident.generations = [generation]
-        _save(data_dir, ids)
-        reload_hub(data_dir)
-    return kit
+        return _rotate_locked(data_dir, ids, site, kit)
+
+
+def _rotate_locked(data_dir: Path, ids: Identities, site: str, kit: _KitOrder) -> Path:
+    """Issue the site's next generation, write its kit, keep the older ones until it
+    connects, save and reload the hub; the caller holds the identities lock."""
+    ident = ids.sites[site]
+    generation = max([*ident.generations, *ident.retiring]) + 1
+    out = _write_kit(kit, data_dir, site, generation)
+    ident.retiring = sorted({*ident.retiring, *ident.generations})
+    ident.generations = [generation]
+    _save(data_dir, ids)
+    reload_hub(data_dir)
+    return out
 
 
 def _connected_leaf_names(monitor_url: str) -> set[str]:

@@ -40,17 +40,20 @@ from aivos.shared.natsconf.render import ROUTE_USER, CertFiles
 __all__ = [
     "CA_DAYS",
     "CERT_DAYS",
+    "CERT_MODE",
+    "CERT_WRITERS",
     "CertFiles",
     "Pki",
     "init_pki",
     "load_pki",
+    "locked_folder",
     "write_private",
 ]
 
 CA_DAYS = 20 * 365
 CERT_DAYS = 10 * 365
 CERT_MODE = 0o644  # a certificate holds no secret
-_WRITERS = "certificate writer (aivos nats config/rotate-cert, aivos pki init)"
+CERT_WRITERS = "certificate writer (aivos nats config/rotate-cert, aivos pki init)"
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -60,11 +63,11 @@ def write_private(path: Path, data: bytes) -> None:
     write_atomic(path, data, mode=0o600)
 
 
-def _locked_folder(folder: Path) -> contextlib.AbstractContextManager[None]:
+def locked_folder(folder: Path) -> contextlib.AbstractContextManager[None]:
     """The lock on a folder of key and certificate pairs (``pki/``, ``pki/nodes/``), made
     if missing: `exclusive` on a missing path would make a lock file in its place."""
     folder.mkdir(parents=True, exist_ok=True)
-    return exclusive(folder, _WRITERS)
+    return exclusive(folder, CERT_WRITERS)
 
 
 def _write_pair(files: CertFiles, cert: bytes, key: bytes) -> None:
@@ -155,7 +158,7 @@ class Pki:
     def issue_server(self, hosts: list[str], days: int = CERT_DAYS) -> CertFiles:
         """(Re)issue the hub certificate for `hosts` (names or IPs) into ``pki/``."""
         cert, key = self._issue("aivos-hub", server=True, hosts=hosts, days=days)
-        with _locked_folder(self.directory):
+        with locked_folder(self.directory):
             _write_pair(self.hub_files, cert, key)
         return self.hub_files
 
@@ -167,7 +170,7 @@ class Pki:
         then reload that node (SIGHUP)."""
         cert, key = self._issue(ROUTE_USER, server=True, hosts=hosts, days=days)
         files = self.node_files(name)
-        with _locked_folder(Path(files.cert).parent):
+        with locked_folder(Path(files.cert).parent):
             _write_pair(files, cert, key)
         return files
 
@@ -204,7 +207,7 @@ def init_pki(
     """Create the CA and the hub certificate under ``<data_dir>/pki`` (idempotent: an
     existing CA is kept, so certificates already issued stay valid)."""
     directory = _pki_dir(data_dir)
-    with _locked_folder(directory):  # a second first run waits, then loads this CA
+    with locked_folder(directory):  # a second first run waits, then loads this CA
         have_ca = (directory / "ca.key").exists()
         pki = load_pki(data_dir) if have_ca else _new_ca(directory, name)
     if hosts is not None or not Path(pki.hub_files.cert).exists():

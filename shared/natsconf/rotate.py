@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from aivos.shared.atomicfile import write_atomic
 from aivos.shared.errors import ConfigError
 from aivos.shared.filelock import exclusive
-from aivos.shared.natsconf.pki import load_pki
+from aivos.shared.natsconf.pki import CERT_WRITERS, load_pki
 
 __all__ = ["NodeCert", "Rotated", "node_cert", "rotate_node_cert"]
 
@@ -106,7 +106,7 @@ def rotate_node_cert(
     hosts, or `replacement` = (cert, key) after checking it), then SIGHUP the node named by
     its pid file when `reload` and it runs."""
     files = node_cert(config)
-    with exclusive(files.cert.parent, "aivos nats rotate-cert"):  # key and cert as one pair
+    with exclusive(files.cert.parent, CERT_WRITERS):  # key and cert as one pair
         old = x509.load_pem_x509_certificate(files.cert.read_bytes())
         if replacement is not None:
             cert_pem, key_pem = replacement[0].read_bytes(), replacement[1].read_bytes()

@@ -15,9 +15,19 @@ from aivos.shared.natsconf.permissions import ROLES, service_permissions, servic
 from aivos.shared.natsconf.pki import Pki
 from aivos.shared.natsconf.render import WILDCARD_HOSTS, HubConfig, HubUser, render_users
 
-__all__ = ["node_hosts", "secure_nodes", "service_users", "write_users_if_missing"]
+__all__ = [
+    "USERS_LOCK",
+    "USERS_WRITERS",
+    "node_hosts",
+    "secure_nodes",
+    "service_users",
+    "write_users_if_missing",
+]
 
-_USERS_WRITERS = "users file writer (aivos fleet enroll/rotate/revoke, aivos nats config)"
+# the lock file beside the users file, and who takes it (named in its "waiting for" line):
+# `cloud.fleet.enroll` uses both, so every writer of the users file takes the same lock
+USERS_LOCK = "identities.lock"
+USERS_WRITERS = "users file writer (aivos fleet enroll/rotate/revoke, aivos nats config)"
 
 
 def node_hosts(node: HubConfig, extra: tuple[str, ...] = ()) -> list[str]:
@@ -66,7 +76,7 @@ def write_users_if_missing(path: Path, system_user: str) -> bool:
     enroll/rotate/revoke` hold while they rewrite the file (`cloud.fleet.enroll`): else
     an enrolment landing between the look and the write would be overwritten."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(path.parent / "identities.lock", _USERS_WRITERS):
+    with exclusive(path.parent / USERS_LOCK, USERS_WRITERS):
         if path.exists():
             return False
         users = render_users(service_users(), system_user).encode()

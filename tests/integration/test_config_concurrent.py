@@ -8,8 +8,12 @@ make one CA.
 
 The first tests hold a lock themselves (as a writer in progress would), read the
 command's "waiting for ..." line as the sign that it is blocked, check that nothing moved,
-then release the lock and check the end state: no timing. The last ones start the real
-commands together for several rounds and check the same invariants."""
+then release the lock and check the end state: no timing. The next ones start the real
+commands together for several rounds and check the same invariants. The last ones run a
+writer in this process while the test holds its lock and writes meanwhile: the CA copy of
+`aivos install cloud --ca DIR` (under the ``D/pki`` lock), and `aivos up`'s choice between
+enrolling and rotating its site, made holding ``D/nats/identities.lock`` so it acts on what
+the holder saved."""
 
 from __future__ import annotations
 
@@ -20,18 +24,28 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from aivos.cloud.fleet.enroll import Identities, SiteIdentity, load_identities, secure_hub_config
+from aivos.cloud.fleet.enroll import (
+    Identities,
+    SiteIdentity,
+    enroll_site,
+    load_identities,
+    secure_hub_config,
+)
+from aivos.install.errors import InstallError
+from aivos.install.hub import adopt_ca
 from aivos.shared.natsconf.permissions import SYSTEM_USER, site_user
 from aivos.shared.natsconf.pki import init_pki
 from aivos.up import Appliance
+from tests.fixtures.wait import LogSaid
 
 ROUNDS = 5
 
@@ -237,36 +251,22 @@ def test_config_enroll_and_rotate_cert_at_once_keep_enrolments_and_pairs(
     assert_sound_pki(data_dir)
 
 
-# --- `aivos up`: enroll or rotate, decided again when an enrolment won the race ---
+# --- a call in this process waits for a lock the test holds, and the holder writes ---
 
 
-class _Said(logging.Handler):
-    """Sets `event` when a log record mentions `needle`."""
-
-    def __init__(self, needle: str, event: threading.Event) -> None:
-        super().__init__()
-        self.needle, self.event = needle, event
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.needle in record.getMessage():
-            self.event.set()
-
-
-def test_up_rotates_a_site_enrolled_after_it_looked(tmp_path: Path) -> None:
-    """`aivos up` looks (site not enrolled) and enrolls; the enrolment waits for the lock,
-    whose holder (the test, as an `aivos fleet enroll` would) enrolls the site. Released,
-    `up` gets "already enrolled", looks again and rotates: generation 2, no error."""
-    cloud, site = tmp_path / "cloud", "branch-9"
-    secure_hub_config(cloud)
-    app = Appliance(tmp_path / "edge", site, 0, False, cloud)
-    lock = cloud / "nats" / "identities.lock"
+def call_while_held(
+    lock: Path, call: Callable[[], object], meanwhile: Callable[[], None]
+) -> dict[str, object]:
+    """Run `call` in a thread while the test holds `lock` (as a command in progress
+    would); once `call` says it waits for the lock, run `meanwhile` (what that command
+    writes), then release. Returns {"returned": value} or {"error": exception}."""
     waiting, result = threading.Event(), dict[str, object]()
-    said = _Said(f"waiting for {lock}", waiting)
+    said = LogSaid(f"waiting for {lock}", waiting)
     logging.getLogger("aivos.shared.filelock").addHandler(said)
 
-    def run_up_enroll() -> None:
+    def run() -> None:
         try:
-            result["enrolled"] = app._enroll(leaf_port=4223)
+            result["returned"] = call()
         except BaseException as exc:
             result["error"] = exc
         finally:
@@ -274,16 +274,84 @@ def test_up_rotates_a_site_enrolled_after_it_looked(tmp_path: Path) -> None:
 
     try:
         with held(lock):
-            thread = threading.Thread(target=run_up_enroll)
+            thread = threading.Thread(target=run)
             thread.start()
             waiting.wait()
-            assert not result, f"`up` did not wait for the identities lock: {result}"
-            enrolled = Identities(sites={site: SiteIdentity(generations=[1])})
-            (cloud / "nats" / "identities.json").write_bytes(msgspec.json.encode(enrolled))
+            assert not result, f"the call did not wait for {lock}: {result}"
+            meanwhile()
         thread.join()
     finally:
         logging.getLogger("aivos.shared.filelock").removeHandler(said)
+    return result
+
+
+def test_adopting_a_ca_waits_for_the_ca_being_made(tmp_path: Path) -> None:
+    """`aivos install cloud --ca DIR` copies the first machine's CA into ``pki/`` holding
+    its lock: when a first `nats config`/`pki init` (the holder) makes a CA meanwhile,
+    the install finds it and refuses instead of mixing the two CAs' files."""
+    data_dir, given = tmp_path / "cloud", init_pki(tmp_path / "first").directory
+    pki = data_dir / "pki"
+    pki.mkdir(parents=True)
+    made = init_pki(tmp_path / "other").directory  # the CA the lock holder writes
+
+    def make_ca() -> None:
+        assert not list(pki.iterdir()), "the CA was copied while pki/ was locked"
+        for name in ("ca.crt", "ca.key"):
+            (pki / name).write_bytes((made / name).read_bytes())
+
+    result = call_while_held(pki, lambda: adopt_ca(data_dir, given), make_ca)
+    assert isinstance(result.get("error"), InstallError), result
+    for name in ("ca.crt", "ca.key"):
+        assert (pki / name).read_bytes() == (made / name).read_bytes()
+
+
+# --- `aivos up`: enroll or rotate, decided holding the identities lock ---
+
+
+def up_enroll_meanwhile(app: Appliance, site: str, meanwhile: SiteIdentity) -> dict[str, object]:
+    """`up`'s enroll-or-rotate (`Appliance._enroll`) while the test holds the identities
+    lock, as an `aivos fleet` command in progress would; the holder saves `meanwhile` as
+    the site's identity."""
+    nats = app.cloud_dir / "nats"
+
+    def save() -> None:
+        ids = Identities(sites={site: meanwhile})
+        (nats / "identities.json").write_bytes(msgspec.json.encode(ids))
+
+    return call_while_held(nats / "identities.lock", lambda: app._enroll(leaf_port=4223), save)
+
+
+def test_up_rotates_a_site_enrolled_while_it_waited(tmp_path: Path) -> None:
+    """`aivos up` on a site not enrolled yet waits for the identities lock, whose holder
+    (the test, as an `aivos fleet enroll` would) enrolls the site. Released, `up` finds the
+    enrolment and rotates: generation 2, no error."""
+    cloud, site = tmp_path / "cloud", "branch-9"
+    secure_hub_config(cloud)
+    app = Appliance(tmp_path / "edge", site, 0, False, cloud)
+    result = up_enroll_meanwhile(app, site, SiteIdentity(generations=[1]))
     assert "error" not in result, result
-    assert result["enrolled"] == (tmp_path / "edge" / "site-kit", True)  # rotated
+    assert result["returned"] == (tmp_path / "edge" / "site-kit", True)  # rotated
     assert load_identities(cloud).sites[site].generations == [2]
     assert site_user(site, 2) in (cloud / "nats" / "users.conf").read_text()
+
+
+def test_up_refuses_a_site_revoked_while_it_waited(tmp_path: Path) -> None:
+    """`aivos up` on an enrolled site waits for the identities lock, whose holder (as an
+    `aivos fleet revoke` would) revokes the site. Released, `up` sees the revocation (it
+    decides holding the lock, not from a look before it): it refuses with the revoked
+    message, and the site gets no new generation."""
+    cloud, site = tmp_path / "cloud", "branch-9"
+    secure_hub_config(cloud)
+    enroll_site(cloud, site, tmp_path / "kit")
+    app = Appliance(tmp_path / "edge", site, 0, False, cloud)
+    result = up_enroll_meanwhile(app, site, SiteIdentity(generations=[1], revoked=True))
+    error = result.get("error")
+    assert isinstance(error, click.ClickException), result
+    assert error.message == (
+        f"site {site} is revoked; enroll it again with "
+        f"`aivos fleet enroll {site} --data-dir {cloud} --out DIR`"
+    )
+    ident = load_identities(cloud).sites[site]
+    assert ident.revoked and ident.generations == [1]
+    assert not (tmp_path / "edge" / "site-kit").exists()
+    assert site_user(site, 2) not in (cloud / "nats" / "users.conf").read_text()

@@ -32,6 +32,7 @@ from aivos.cloud.fleet.enroll import (
 )
 from aivos.shared.natsconf.permissions import site_user
 from aivos.shared.natsconf.render import render_hub
+from tests.fixtures.wait import LogSaid
 
 SITE = "branch-31"
 
@@ -106,18 +107,6 @@ def test_a_fleet_command_waits_while_another_holds_the_identities_lock(
     }[command]
 
 
-class _Said(logging.Handler):
-    """Sets `event` when a log record mentions `needle`."""
-
-    def __init__(self, needle: str, event: threading.Event) -> None:
-        super().__init__()
-        self.needle, self.event = needle, event
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.needle in record.getMessage():
-            self.event.set()
-
-
 def test_two_rotations_into_one_folder_run_one_after_the_other(cloud: Path, tmp_path: Path) -> None:
     """Rotation 1 (a thread here) is paused inside its kit write by the test's lock on the
     kit folder; rotation 2 (the CLI) then waits for rotation 1. Released, both finish: two
@@ -126,7 +115,7 @@ def test_two_rotations_into_one_folder_run_one_after_the_other(cloud: Path, tmp_
     kit = tmp_path / "kit"
     progress = threading.Event()
     result: dict[str, object] = {}
-    said = _Said(f"waiting for {kit}", progress)
+    said = LogSaid(f"waiting for {kit}", progress)
     logging.getLogger("aivos.shared.filelock").addHandler(said)
 
     def first() -> None:
