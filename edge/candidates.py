@@ -27,6 +27,8 @@ candidate as a record of kind ``answer`` (same request id, masked at the exit li
 candidate's own answer), so the reviewer sees what the cloud said (`attach_answer`).
 
 Candidates are best effort: a full outbox drops one (counted), it never fails the request.
+A candidate is written in its audit row's writer op (`CandidateWrite`, in a savepoint of
+its own): no candidate without the row that names it, and no row lost for a candidate.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from aivos.edge.results import InferResult, Outcome, Understood
 from aivos.edge.router import MSP_SCORE
 from aivos.edge.store import Store
 from aivos.edge.store import reviewed as _reviewed
+from aivos.edge.store.writer import run_in_savepoint
 from aivos.shared.errors import QuotaExceeded
 from aivos.shared.ood import SCORE as OOD_SCORE
 from aivos.shared.residency import DataClass, ExitGate
@@ -51,6 +54,7 @@ __all__ = [
     "KIND_ANSWER",
     "KIND_FEEDBACK",
     "CandidateKeeper",
+    "CandidateWrite",
     "candidate_reason",
 ]
 
@@ -96,6 +100,33 @@ def _record_id(kind: str, request_id: str) -> str:
     return f"{kind}-{request_id}"
 
 
+class CandidateWrite:
+    """A hard example written inside its audit row's writer op, so it commits with the row
+    or not at all (the feedback path finds it through the row). Best effort inside the op:
+    it runs in its own savepoint, as the writer runs each op of a batch, so its failure
+    rolls back the hard example alone, and the row and the request go on (`error` says
+    why; a full disk still fails the whole transaction, as for any op)."""
+
+    def __init__(self, store: Store, payload: dict[str, Any], *, on_site: bool) -> None:
+        self.store = store
+        self.payload = payload
+        self.on_site = on_site
+        self.error: Exception | None = None  # set in the writer thread, read once committed
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        ok, value = run_in_savepoint(conn, self._insert)
+        self.error = None if ok else value
+
+    def _insert(self, conn: sqlite3.Connection) -> None:
+        if self.on_site:
+            _reviewed.keep(conn, self.payload)
+            return
+        rid = _record_id(KIND_CANDIDATE, str(self.payload["request_id"]))
+        self.store.outbox.enqueue(
+            conn, DataClass.HARD_EXAMPLE, self.payload, subject=KIND_CANDIDATE, record_id=rid
+        )
+
+
 class CandidateKeeper:
     """Queues candidate and feedback records; `gate` is the recorder's current exit gate."""
 
@@ -139,35 +170,30 @@ class CandidateKeeper:
             "model_version": result.model_version,
         }
 
-    async def keep(self, gate: ExitGate, payload: dict[str, Any]) -> bool:
-        """Queue the candidate if the policy lets it leave, else keep it on the site; False
-        when neither (best effort: never raises)."""
-        if not self.allowed(gate):
-            return await self._keep_on_site(payload)
-        rid = _record_id(KIND_CANDIDATE, str(payload["request_id"]))
+    def keep_write(self, gate: ExitGate, payload: dict[str, Any]) -> CandidateWrite:
+        """The candidate's write, for its audit row's writer op (`Store.append_audit(
+        after=...)`): queued if the policy lets it leave, else kept on the site. Count it
+        with `settle` once that op committed."""
+        return CandidateWrite(self.store, payload, on_site=not self.allowed(gate))
 
-        def write(conn: sqlite3.Connection) -> None:
-            self.store.outbox.enqueue(
-                conn, DataClass.HARD_EXAMPLE, payload, subject=KIND_CANDIDATE, record_id=rid
-            )
-
-        try:
-            await self.store.transact(write)
-        except QuotaExceeded:
+    def settle(self, write: CandidateWrite) -> bool:
+        """Count (and log) a candidate's write whose audit row committed; False when it was
+        not kept (a full outbox, a failure keeping it on site)."""
+        rid, error = write.payload["request_id"], write.error
+        if error is None:
+            if write.on_site:
+                self.kept_on_site += 1
+            else:
+                self.kept += 1
+            return True
+        if write.on_site:
+            log.warning("hard example %s not kept on site", rid, exc_info=error)
+        elif isinstance(error, QuotaExceeded):
             self.dropped += 1
-            log.info("outbox full: hard example %s not kept", payload["request_id"])
-            return False
-        self.kept += 1
-        return True
-
-    async def _keep_on_site(self, payload: dict[str, Any]) -> bool:
-        try:
-            await self.store.transact(lambda conn: _reviewed.keep(conn, payload))
-        except Exception:  # a hard example must not fail the request it came from
-            log.warning("hard example %s not kept on site", payload["request_id"], exc_info=True)
-            return False
-        self.kept_on_site += 1
-        return True
+            log.info("outbox full: hard example %s not kept", rid)
+        else:
+            log.warning("hard example %s not queued", rid, exc_info=error)
+        return False
 
     def feedback_write(
         self, gate: ExitGate, conn: sqlite3.Connection, request_id: str, helpful: bool

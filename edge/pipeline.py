@@ -22,6 +22,7 @@ causes are recorded as its own, and an intent-bound workflow's inputs come from
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -443,11 +444,21 @@ class Pipeline:
 
     async def _record(self, u: Understood, query: Query, outcome: Outcome) -> InferResult:
         """`Recorder.record`, then the job runner woken for a fallback's job: it is only in
-        the store once the audit row's transaction committed."""
-        result = await self.recorder.record(u, query, outcome)
-        if outcome.job_write is not None:
+        the store once the audit row's transaction committed. That commit happens even when
+        the request is cancelled meanwhile (a client that went away), so the recording is
+        shielded and wakes the runner itself when it is done."""
+        if outcome.job_write is None:
+            return await self.recorder.record(u, query, outcome)
+        recording = asyncio.ensure_future(self.recorder.record(u, query, outcome))
+        # registered before shield's own callback: the runner is woken before the answer
+        recording.add_done_callback(self._wake_for_job)
+        return await asyncio.shield(recording)
+
+    def _wake_for_job(self, recording: asyncio.Future[InferResult]) -> None:
+        """Wake the job runner once a fallback's recording committed (its job exists); a
+        failed one wrote no job (its exception is also read here, for a cancelled caller)."""
+        if not recording.cancelled() and recording.exception() is None:
             self.escalations.wake()
-        return result
 
     async def _run_workflow(self, workflow: Any, inputs: dict[str, Any], caller: Caller) -> Outcome:
         """Intent-routed workflow: wait up to the budget, else answer with the run handle."""

@@ -102,11 +102,13 @@ class Recorder:
         outcome: Outcome,
         candidate: dict[str, Any] | None = None,
     ) -> None:
-        """The audit row, the turns and a hard example are issued together so they land in
-        one group commit. A fallback's job is written in the audit row's own op: committed
-        before the answer, as the row that names it, and never one without the other. A
-        generated answer's row names the model that produced it (`detail.generator`); a
-        hard example's row names why it is one (`detail.candidate`)."""
+        """The audit row and the turns are issued together so they land in one group
+        commit. A fallback's job is written in the audit row's own op: committed before the
+        answer, as the row that names it, and never one without the other; so is a hard
+        example, after the row and in a savepoint of its own (edge/candidates.py), so that
+        its failure costs only itself. A generated answer's row names the model that
+        produced it (`detail.generator`); a hard example's row names why it is one
+        (`detail.candidate`)."""
         detail: dict[str, Any] = {
             "reason": outcome.reason,
             "answered_by": result.answered_by,
@@ -132,22 +134,30 @@ class Recorder:
             trace_id=current_trace_id(),
             detail=detail,
         )
+        # best effort in the row's op: a full outbox drops the candidate, never the row
+        hard_example = (
+            None if candidate is None else self.candidates.keep_write(self.gate, candidate)
+        )
         writes: list[Awaitable[Any]] = [
             self.store.append_audit(
-                audit, sync=self.gate.allows(DataClass.AUDIT), before=outcome.job_write
+                audit,
+                sync=self.gate.allows(DataClass.AUDIT),
+                before=outcome.job_write,
+                after=hard_example,
             )
         ]
         if query.session_id and self._turns > 0:
             writes.append(self.store.add_turn(query.session_id, "user", query.text))
             writes.append(self.store.add_turn(query.session_id, "assistant", result.answer or ""))
-        if candidate is not None:  # best effort: a full outbox drops it, never the request
-            writes.append(self.candidates.keep(self.gate, candidate))
         # one write (no session) is awaited directly: gather() would wrap it in a task
         results = (
             [await _outcome(writes[0])]
             if len(writes) == 1
             else await asyncio.gather(*writes, return_exceptions=True)
         )
+        if hard_example is not None and not isinstance(results[0], BaseException):
+            # committed with the row: counted, even when a turn failed
+            self.candidates.settle(hard_example)
         for written in results:
             if isinstance(written, BaseException):
                 if isinstance(written, QuotaExceeded):

@@ -15,7 +15,8 @@ Writes: `async`, durable when they return (each runs in the next group transacti
         unless sync=False. A full outbox follows `outbox_when_full`: "refuse" raises
         QuotaExceeded (nothing written); "defer" writes the row and queues it deferred.
         `before(conn)`, when given, runs first in the same op (a fallback's job): both
-        are written or neither.
+        are written or neither. `after(conn)` runs last in it (a hard example, which
+        keeps its own failures to itself: edge/candidates.py): not run when the row fails.
     create_job(kind, request, *, state="queued", callback_url=None, deadline=None) -> Job
     update_job(job_id, *, state=None, result=..., error=..., attempts_delta=0) -> Job
     claim_job(*, states=("queued", "waiting_for_uplink"), kind=None) -> Job | None
@@ -237,17 +238,22 @@ class Store(Closing):
         *,
         sync: bool = True,
         before: Callable[[sqlite3.Connection], Any] | None = None,
+        after: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> AuditRow:
-        if before is None:
+        if before is None and after is None:
             return await self.writer.submit(lambda c: self._append_audit(c, record, sync))
 
-        def both(c: sqlite3.Connection) -> AuditRow:
-            # one writer op: a failure of either rolls both back (its savepoint, or the
-            # transaction when it is alone)
-            before(c)
-            return self._append_audit(c, record, sync)
+        def with_hooks(c: sqlite3.Connection) -> AuditRow:
+            # one writer op: a failure of any part rolls all of it back (its savepoint, or
+            # the transaction when it is alone); `after` runs only once the row is written
+            if before is not None:
+                before(c)
+            row = self._append_audit(c, record, sync)
+            if after is not None:
+                after(c)
+            return row
 
-        return await self.writer.submit(both)
+        return await self.writer.submit(with_hooks)
 
     def get_audit(self, record_id: str) -> AuditRow | None:
         return _audit.get(self._r(), record_id)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from aivos.shared.errors import DiskFull, StoreClosed
 
-__all__ = ["Writer", "WriterStats", "as_disk_full"]
+__all__ = ["Writer", "WriterStats", "as_disk_full", "run_in_savepoint"]
 
 log = logging.getLogger(__name__)
 
@@ -245,16 +245,26 @@ class Writer:
 
     @staticmethod
     def _run_op(conn: sqlite3.Connection, op: _Op) -> tuple[_Op, bool, Any]:
-        conn.execute("SAVEPOINT op")
-        try:
-            value = op.fn(conn)
-        except Exception as exc:
-            if as_disk_full(exc, "") is not None:
-                raise  # the whole batch fails with it: it could not commit either
-            # If the op's failure also aborted the transaction, ROLLBACK TO raises and the
-            # whole batch fails (handled by the caller): that is the only honest outcome.
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            return op, False, exc
+        ok, value = run_in_savepoint(conn, op.fn)
+        return op, ok, value
+
+
+def run_in_savepoint(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+) -> tuple[bool, Any]:
+    """`fn(conn)` in a savepoint of its own, as the writer runs each op of a batch: (True,
+    its value), or (False, its exception) with only its own writes rolled back. A full disk
+    propagates: the whole transaction could not commit either."""
+    conn.execute("SAVEPOINT op")
+    try:
+        value = fn(conn)
+    except Exception as exc:
+        if as_disk_full(exc, "") is not None:
+            raise
+        # If the failure also aborted the transaction, ROLLBACK TO raises and the whole
+        # transaction fails (handled by the caller): that is the only honest outcome.
+        conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
-        return op, True, value
+        return False, exc
+    conn.execute("RELEASE op")
+    return True, value

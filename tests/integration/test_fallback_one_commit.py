@@ -97,15 +97,15 @@ async def test_link_down_fallback_is_one_commit_with_its_job(agent: Agent) -> No
     result, commits, ops = await _writes_of(agent.store, agent.infer(InferRequest(text=_TEXT)))
     # committed when the answer returns: the job, and the audit row that names it
     _assert_job_and_audit(agent.store, result, "fallback:link_down")
-    # one transaction: the job with the audit row (one op), and the hard example beside it
+    # one transaction, one op: the job, the audit row and the hard example
     assert commits == 1
-    assert ops == 2
+    assert ops == 1
 
 
 async def test_streamed_link_down_fallback_is_one_commit_with_its_job(agent: Agent) -> None:
     result, commits, ops = await _writes_of(agent.store, _stream(agent, _TEXT))
     _assert_job_and_audit(agent.store, result, "fallback:link_down")
-    assert (commits, ops) == (1, 2)
+    assert (commits, ops) == (1, 1)
 
 
 async def test_async_job_records_its_existing_job(agent: Agent) -> None:

@@ -151,3 +151,28 @@ async def test_a_write_before_the_row_commits_with_it_or_not_at_all(tmp_path):
         assert store.verify_audit().n_rows == 1
     finally:
         store.close()
+
+
+async def test_a_write_after_the_row_commits_with_it_and_never_without_it(tmp_path):
+    """`after` (a hard example) runs in the row's op once the row is in: one commit for
+    both, and not run at all when the row is refused."""
+    from aivos.edge.store import jobs
+
+    store = Store.open(tmp_path)
+    try:
+        rows_seen = []
+
+        def after(c):
+            rows_seen.append(c.execute("SELECT count(*) FROM audit").fetchone()[0])
+            jobs.create(c, "escalation", {"text": "q"}, job_id="J1")
+
+        commits = store.writer_stats.commits
+        await store.append_audit(AuditRecord(id="r1"), after=after)
+        assert store.writer_stats.commits == commits + 1
+        assert rows_seen == [1] and store.get_job("J1").kind == "escalation"
+        with pytest.raises(sqlite3.IntegrityError):  # r1 again: the row is refused
+            await store.append_audit(AuditRecord(id="r1"), after=after)
+        assert rows_seen == [1]
+        assert store.verify_audit().n_rows == 1
+    finally:
+        store.close()
