@@ -244,6 +244,7 @@ class Agent:
             metrics=self.metrics,
             policy=self.policy,
         )
+        self.retention.on_feedback_purged = self.pipeline.feedback.reload
         self.jobs = AsyncJobs(
             self.store,
             self.pipeline,

@@ -208,6 +208,12 @@ class FeedbackBook:
             first = group[0]
             banks.setdefault(first.embedding_version, {})[(first.doc_id, first.chunk_id)] = bank
 
+    def reload(self) -> None:
+        """Read the votes again (retention deleted old ones): a new snapshot, and cached
+        results re-ranked by the old votes are dropped."""
+        self._snap = self._load(self.store.readers.get())
+        self.generation += 1
+
     def remember(self, request_id: str, embedding: np.ndarray, embedding_version: str) -> None:
         """Keep a served request's query embedding until it is rated (or forgotten: the
         oldest go first beyond `capacity`)."""

@@ -3,8 +3,10 @@
 Each pass, in its own short writer transaction per table: outbox records already sent
 (`retention.outbox_sent_days`), session memory (`memory.retention_days`), jobs in a final
 state (`retention.jobs_days`), finished workflow runs with their steps (`retention.runs_days`),
-expired webhook delivery ids (the replay cache) and unlabelled hard examples kept on site
-(`retention.candidates_days`). Pending outbox records, unfinished jobs
+expired webhook delivery ids (the replay cache), unlabelled hard examples kept on site
+(`retention.candidates_days`) and feedback votes with their rated queries' embeddings
+(`retention.feedback_days`; `on_feedback_purged` then tells the feedback book to read its
+votes again). Pending outbox records, unfinished jobs
 and runs, and the audit log are never touched. A failed pass (e.g. the disk is full) is
 logged, counted and retried at the next interval. Started with a `Supervisor` (the agent
 does), the loop is the supervised task "retention": anything else that breaks it restarts
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import msgspec
 
 from aivos.edge.settings import MemorySettings, RetentionSettings
 from aivos.edge.store import Store
 from aivos.edge.store._codec import iso_ago
+from aivos.edge.store.feedback import purge_before as purge_feedback
 from aivos.edge.store.reviewed import purge_unlabelled
 from aivos.edge.supervise import Supervisor
 from aivos.edge.workflows.journal import purge_finished_runs
@@ -40,6 +44,7 @@ class Purged(msgspec.Struct, frozen=True, kw_only=True):
     runs: int = 0
     deliveries: int = 0
     candidates: int = 0
+    feedback: int = 0
 
 
 class Retention:
@@ -55,6 +60,8 @@ class Retention:
         self.settings = settings
         self.memory = memory
         self._task: asyncio.Task[None] | None = None
+        # the agent's feedback book re-reads its votes when old ones were deleted
+        self.on_feedback_purged: Callable[[], None] | None = None
         self._supervisor: Supervisor | None = None
         registry = registry or Registry()
         self._deleted = registry.counter(
@@ -76,7 +83,10 @@ class Retention:
             candidates=await store.transact(
                 lambda c: purge_unlabelled(c, iso_ago(s.candidates_days))
             ),
+            feedback=await store.transact(lambda c: purge_feedback(c, iso_ago(s.feedback_days))),
         )
+        if purged.feedback and self.on_feedback_purged is not None:
+            self.on_feedback_purged()
         for table, n in msgspec.structs.asdict(purged).items():
             if n:
                 self._deleted.inc(n, table=table)

@@ -149,6 +149,9 @@ class RetentionSettings(_Section, frozen=True, forbid_unknown_fields=True):
     runs_days: Annotated[float, Meta(gt=0)] = 90.0  # finished workflow runs and their steps
     # hard examples the residency policy keeps on site, not yet labelled (`aivos candidates`)
     candidates_days: Annotated[float, Meta(gt=0)] = 30.0
+    # feedback votes, each with the rated query's embedding (edge/feedback.py): derived from
+    # what a customer typed, so it does not stay for ever; re-ranking learns from this window
+    feedback_days: Annotated[float, Meta(gt=0)] = 180.0
 
 
 class CacheSettings(_Section, frozen=True, forbid_unknown_fields=True):

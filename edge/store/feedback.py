@@ -23,6 +23,7 @@ __all__ = [
     "counts_for_intent",
     "embedded_votes",
     "previous",
+    "purge_before",
     "upsert",
 ]
 
@@ -147,3 +148,9 @@ def all_embedded_votes(conn: sqlite3.Connection) -> Iterator[EmbeddedVote]:
     """Every vote that carries an embedding, by passage, most recent first within one."""
     for r in conn.execute(_EMBEDDED.format(where="")):
         yield _embedded(r)
+
+
+def purge_before(conn: sqlite3.Connection, before: str) -> int:
+    """Delete the votes cast before `before` (ISO time), their rated queries' embeddings
+    with them; the number deleted (`retention.feedback_days`)."""
+    return conn.execute("DELETE FROM passage_feedback WHERE ts < ?", (before,)).rowcount

@@ -8,11 +8,13 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from aivos.edge.feedback import FeedbackBook
 from aivos.edge.retention import Purged, Retention
 from aivos.edge.settings import EdgeSettings, MemorySettings, RetentionSettings
-from aivos.edge.store import Store, reviewed
+from aivos.edge.store import AuditRecord, Store, reviewed
 from aivos.shared.errors import FactLimitReached
 from aivos.shared.http_status import http_status
 from aivos.shared.metrics import Registry
@@ -159,3 +161,40 @@ def test_retention_settings_have_documented_defaults() -> None:
         row = re.search(rf"^\| `{re.escape(key)}` \| `([^`]+)` \|", doc, re.M)
         assert row, f"docs/store.md does not list {key}"
         assert float(row.group(1)) == default, key
+
+
+async def test_old_feedback_votes_and_their_query_embeddings_go(store: Store) -> None:
+    """`retention.feedback_days`: a vote keeps the rated query's embedding, derived from what
+    a customer typed; after the window the vote goes with it, and the book re-reads."""
+    book = FeedbackBook(store, weight=0.1, tau=0.5)
+    query = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    for rid in ("v-old", "v-new"):
+        await store.append_audit(
+            AuditRecord(
+                id=rid,
+                kind="decision",
+                intent="oos",
+                confidence=None,
+                decision="local",
+                model_version="m1",
+                latency_ms=0.0,
+                pii_counts={},
+                trace_id=None,
+                detail={},
+            ),
+            sync=False,
+        )
+        book.remember(rid, query, "enc@v1")
+        await book.record(rid, True, "D" if rid == "v-old" else "E", 0)
+    await store.transact(lambda c: _age(c, "passage_feedback", "ts", "request_id = 'v-old'"))
+    assert set(book._snap.banks["enc@v1"]) == {("D", 0), ("E", 0)}
+    generation = book.generation
+
+    retention = Retention(store, RetentionSettings(), MemorySettings())
+    retention.on_feedback_purged = book.reload
+    assert (await retention.run_once()).feedback == 1
+    kept = store.readers.get().execute("SELECT request_id FROM passage_feedback")
+    assert [r[0] for r in kept] == ["v-new"]
+    assert set(book._snap.banks["enc@v1"]) == {("E", 0)}  # the old query's vector is gone
+    assert book.generation == generation + 1  # results cached under the old votes drop
+    assert (await retention.run_once()).feedback == 0
