@@ -13,11 +13,11 @@ embedding and the embedding version it was made in. A passage's votes move it:
 
 `s_v` is +1 for helpful, -1 for not. A vote with an embedding of the current version counts
 for any query, by the similarity `k` of its query `e_v` to the new one `q` (a vote about
-"opening hours" does not move a question about transfers, even when both are `oos`). A vote
-without a usable embedding (the request was forgotten, or it was made under another encoder,
-whose vectors are not comparable) counts as before the embeddings: `k = 1`, and only for
-queries of the intent it was recorded with; with only such votes the formula is the
-per-intent one, `(up - down) / (up + down + prior)`.
+"opening hours" does not move a question about transfers, even when both were filed under
+the same intent). A vote without a usable embedding (the request was forgotten, or it was
+made under another encoder, whose vectors are not comparable) counts as before the
+embeddings: `k = 1`, and only for queries of the intent it was recorded with; with only
+such votes the formula is the per-intent one, `(up - down) / (up + down + prior)`.
 
 `score` is the cosine similarity from the index. The passage's own `score` stays what the
 index said (answerability and the `min_score` floor use it); only the order changes. With no
