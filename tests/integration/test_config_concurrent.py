@@ -17,14 +17,10 @@ the holder saved."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -45,39 +41,20 @@ from aivos.install.hub import adopt_ca
 from aivos.shared.natsconf.permissions import SYSTEM_USER, site_user
 from aivos.shared.natsconf.pki import init_pki
 from aivos.up import Appliance
+from tests.fixtures.locks import held, start_aivos
 from tests.fixtures.wait import LogSaid
 
 ROUNDS = 5
 
 
-@contextlib.contextmanager
-def held(path: Path) -> Iterator[None]:
-    """An flock on `path` (a folder, or a lock file), as a command in progress holds it."""
-    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def aivos(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "aivos", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def config(data_dir: Path, out: Path, nodes: int = 1) -> subprocess.Popen[str]:
-    return aivos(
+    return start_aivos(
         "nats", "config", "--out", str(out), "--secure", str(data_dir), "--cluster", str(nodes)
     )
 
 
 def enroll(data_dir: Path, site: str, kit: Path) -> subprocess.Popen[str]:
-    return aivos("fleet", "enroll", site, "--data-dir", str(data_dir), "--out", str(kit))
+    return start_aivos("fleet", "enroll", site, "--data-dir", str(data_dir), "--out", str(kit))
 
 
 def finished(*procs: subprocess.Popen[str]) -> None:
@@ -222,7 +199,7 @@ def test_first_runs_at_once_make_one_ca(tmp_path: Path, round_: int) -> None:
     dir: one CA, and every certificate issued by it and matching its key."""
     data_dir = tmp_path / "cloud"
     procs = [config(data_dir, tmp_path / f"out-{i}", nodes=2) for i in range(3)]
-    procs.append(aivos("pki", "init", "--data-dir", str(data_dir)))
+    procs.append(start_aivos("pki", "init", "--data-dir", str(data_dir)))
     finished(*procs)
     assert_sound_pki(data_dir)
 
@@ -242,7 +219,9 @@ def test_config_enroll_and_rotate_cert_at_once_keep_enrolments_and_pairs(
     procs = [
         config(data_dir, out, nodes=2),
         enroll(data_dir, "branch-7", tmp_path / "kit"),
-        aivos("nats", "rotate-cert", "--config", confs[0], "--config", confs[1], "--no-reload"),
+        start_aivos(
+            "nats", "rotate-cert", "--config", confs[0], "--config", confs[1], "--no-reload"
+        ),
         config(data_dir, out, nodes=2),
     ]
     finished(*procs)

@@ -7,6 +7,7 @@ before the request runs)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,11 +45,10 @@ async def agent(tmp_path: Path, small_bundle: Path) -> AsyncIterator[Agent]:
         await started.stop()
 
 
-async def _writes_of(store: Store, request: Awaitable[T]) -> tuple[T, int, int]:
-    """`request`'s result and the writer commits and ops it cost. The writer is held busy by
-    another transaction (as under load) while the request starts, so whatever the request
-    queues meanwhile goes into the next batch whatever the thread timing: a write it issues
-    only after an earlier one committed is a commit of its own."""
+@contextlib.asynccontextmanager
+async def writer_held(store: Store) -> AsyncIterator[None]:
+    """The writer busy in another transaction (as under load) until the block ends: what
+    is submitted meanwhile waits, uncommitted, and goes into one batch after it."""
     entered, release = threading.Event(), threading.Event()
 
     def hold(c: sqlite3.Connection) -> None:
@@ -58,13 +58,22 @@ async def _writes_of(store: Store, request: Awaitable[T]) -> tuple[T, int, int]:
     held = asyncio.ensure_future(store.transact(hold))
     try:
         assert await asyncio.to_thread(entered.wait, 60)
+        yield
+    finally:
+        release.set()
+        await held
+
+
+async def _writes_of(store: Store, request: Awaitable[T]) -> tuple[T, int, int]:
+    """`request`'s result and the writer commits and ops it cost. The writer is held busy by
+    another transaction (as under load) while the request starts, so whatever the request
+    queues meanwhile goes into the next batch whatever the thread timing: a write it issues
+    only after an earlier one committed is a commit of its own."""
+    async with writer_held(store):
         stats = store.writer_stats
         commits, ops = stats.commits, stats.ops
         task = asyncio.ensure_future(request)
         await eventually(lambda: store.queue_depth > 0, what="the request's first write queued")
-    finally:
-        release.set()
-        await held
     result = await task
     # minus the holding transaction itself
     return result, stats.commits - commits - 1, stats.ops - ops - 1

@@ -7,9 +7,7 @@ away while the commit was pending."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -86,25 +84,6 @@ async def _fill_outbox(store: Store) -> None:
         await store.enqueue("telemetry", {"filler": True})
 
 
-@contextlib.asynccontextmanager
-async def _writer_held(store: Store) -> AsyncIterator[None]:
-    """The writer busy in another transaction (as under load) until the block ends: what
-    is submitted meanwhile waits, uncommitted, and goes into one batch after it."""
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(c: sqlite3.Connection) -> None:
-        entered.set()
-        release.wait(60)
-
-    held = asyncio.ensure_future(store.transact(hold))
-    try:
-        assert await asyncio.to_thread(entered.wait, 60)
-        yield
-    finally:
-        release.set()
-        await held
-
-
 # -- (1) the hard example commits with its audit row, or not at all --------------------------
 
 
@@ -161,7 +140,7 @@ async def test_a_hard_example_that_cannot_be_kept_on_site_costs_only_itself(
         await agent.infer(InferRequest(text="hello", session_id=sid))  # claims the session
     kept, turns = agent.recorder.candidates.kept_on_site, len(agent.store.turns(sid or "-"))
     await one_commit._refuse_inserts(agent.store, "site_candidates")
-    async with _writer_held(agent.store):
+    async with one_commit.writer_held(agent.store):
         request = asyncio.ensure_future(agent.infer(InferRequest(text=_TEXT, session_id=sid)))
         queued = 3 if session else 1  # the row (with its job and hard example), the turns
         await eventually(lambda: agent.store.queue_depth >= queued, what="the writes queued")
@@ -208,7 +187,7 @@ async def test_a_cancelled_request_wakes_the_runner_once_its_job_committed(
     """A client that went away while the commit was pending. Before: the job committed but
     the runner was not woken (it found the job at its next poll)."""
     wakes = _count_wakes(agent, monkeypatch)
-    async with _writer_held(agent.store):
+    async with one_commit.writer_held(agent.store):
         request = asyncio.ensure_future(agent.infer(InferRequest(text=_TEXT)))
         await eventually(lambda: agent.store.queue_depth > 0, what="the audit row queued")
         request.cancel()

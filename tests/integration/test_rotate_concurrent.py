@@ -10,14 +10,9 @@ nothing moved, then releases the lock and checks the end state."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +27,7 @@ from aivos.cloud.fleet.enroll import (
 )
 from aivos.shared.natsconf.permissions import site_user
 from aivos.shared.natsconf.render import render_hub
+from tests.fixtures.locks import held, start_aivos
 from tests.fixtures.wait import LogSaid
 
 SITE = "branch-31"
@@ -44,28 +40,8 @@ def cloud(tmp_path: Path) -> Path:
     return tmp_path / "cloud"
 
 
-@contextlib.contextmanager
-def held(path: Path) -> Iterator[None]:
-    """An flock on `path` (a folder, or a lock file), as a command in progress holds it."""
-    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def start(cloud: Path, *args: str) -> subprocess.Popen[str]:
-    return aivos("fleet", *args, "--data-dir", str(cloud))
-
-
-def aivos(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "aivos", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_aivos("fleet", *args, "--data-dir", str(cloud))
 
 
 def blocked_on(proc: subprocess.Popen[str], lock: Path) -> bool:
@@ -169,7 +145,7 @@ def test_a_second_cert_rotation_of_a_node_waits_for_the_first(tmp_path: Path) ->
     cert, key = tmp_path / "cloud" / "pki" / "hub.crt", tmp_path / "cloud" / "pki" / "hub.key"
     before = cert.read_bytes(), key.read_bytes()
     with held(cert.parent):
-        proc = aivos("nats", "rotate-cert", "--config", str(conf), "--no-reload")
+        proc = start_aivos("nats", "rotate-cert", "--config", str(conf), "--no-reload")
         try:
             assert blocked_on(proc, cert.parent), "rotate-cert ran while the lock was held"
             assert (cert.read_bytes(), key.read_bytes()) == before

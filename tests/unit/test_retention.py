@@ -14,11 +14,12 @@ import pytest
 from aivos.edge.feedback import FeedbackBook
 from aivos.edge.retention import Purged, Retention
 from aivos.edge.settings import EdgeSettings, MemorySettings, RetentionSettings
-from aivos.edge.store import AuditRecord, Store, reviewed
+from aivos.edge.store import Store, reviewed
 from aivos.shared.errors import FactLimitReached
 from aivos.shared.http_status import http_status
 from aivos.shared.metrics import Registry
 from tests.fixtures.wait import eventually
+from tests.unit.test_feedback import served
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = "2000-01-01T00:00:00.000000+00:00"
@@ -169,21 +170,7 @@ async def test_old_feedback_votes_and_their_query_embeddings_go(store: Store) ->
     book = FeedbackBook(store, weight=0.1, tau=0.5)
     query = np.ones(8, dtype=np.float32) / np.sqrt(8)
     for rid in ("v-old", "v-new"):
-        await store.append_audit(
-            AuditRecord(
-                id=rid,
-                kind="decision",
-                intent="oos",
-                confidence=None,
-                decision="local",
-                model_version="m1",
-                latency_ms=0.0,
-                pii_counts={},
-                trace_id=None,
-                detail={},
-            ),
-            sync=False,
-        )
+        await served(store, rid)
         book.remember(rid, query, "enc@v1")
         await book.record(rid, True, "D" if rid == "v-old" else "E", 0)
     await store.transact(lambda c: _age(c, "passage_feedback", "ts", "request_id = 'v-old'"))
