@@ -191,10 +191,10 @@ class Pki:
             directory / f"{user}.crt",
             directory / "ca.crt",
         )
-        write_private(key_path, key)
-        cert_path.write_bytes(cert)
-        ca_path.write_bytes(self.ca_path.read_bytes())
-        return CertFiles(cert=str(cert_path), key=str(key_path), ca=str(ca_path))
+        files = CertFiles(cert=str(cert_path), key=str(key_path), ca=str(ca_path))
+        _write_pair(files, cert, key)  # each file replaced whole, never half written
+        write_atomic(ca_path, self.ca_path.read_bytes(), mode=CERT_MODE)
+        return files
 
 
 def _pki_dir(data_dir: Path) -> Path:

@@ -90,3 +90,21 @@ def test_site_permissions_never_grant_other_sites_or_admin() -> None:
     assert not [s for s in granted if ".b2" in s or "AIVOS_SYNC" in s or "DELETE" in s]
     assert not [s for s in perms.publish if s.startswith(("$KV.", "$O."))]  # no store writes
     assert "aivos.*.b1" in perms.publish and "_INBOX.site-b1.>" in perms.subscribe
+
+
+def test_reissued_client_files_are_replaced_whole(tmp_path: Path) -> None:
+    """A second `issue_client` into the same folder swaps in new files (new inodes): a
+    reader that opened the old certificate reads it whole, never a half-written new one."""
+    from aivos.shared.natsconf.pki import init_pki
+
+    pki = init_pki(tmp_path / "d")
+    first = pki.issue_client("aivos-site-b1-1", tmp_path / "kit")
+    paths = [Path(first.cert), Path(first.key), Path(first.ca)]
+    inodes = [p.stat().st_ino for p in paths]
+    with open(first.cert, "rb") as reader:  # opened before the re-issue, read after it
+        second = pki.issue_client("aivos-site-b1-1", tmp_path / "kit")
+        assert reader.read() != Path(second.cert).read_bytes()
+    assert all(p.stat().st_ino != i for p, i in zip(paths, inodes, strict=True))
+    assert oct(Path(second.key).stat().st_mode & 0o777) == "0o600"
+    assert oct(Path(second.cert).stat().st_mode & 0o777) == "0o644"
+    assert not [p.name for p in (tmp_path / "kit").iterdir() if p.name.startswith(".")]
