@@ -51,7 +51,7 @@ from aivos.shared.natsconf.permissions import (
     site_permissions,
     site_user,
 )
-from aivos.shared.natsconf.pki import Pki, init_pki, load_pki
+from aivos.shared.natsconf.pki import CERT_WRITERS, Pki, init_pki, load_pki
 from aivos.shared.natsconf.render import (
     CertFiles,
     HubConfig,
@@ -169,17 +169,33 @@ def _write_users(data_dir: Path, ids: Identities) -> None:
 
 def reload_hub(data_dir: Path) -> bool:
     """SIGHUP the hub named by ``D/nats/hub.pid`` (every node of a hub cluster, by the pid
-    files in ``hub.json``); False if no hub node is running."""
+    files in ``hub.json``); False if no hub node is running.
+
+    Sent holding the certificate folders' locks (``pki/``, ``pki/nodes/``), which `aivos
+    nats rotate-cert` holds from writing a node's key to writing its certificate: a reload
+    started by this command never reads a new key beside the old certificate."""
     pid_files = _endpoints(data_dir).pid_files or (str(_nats_dir(data_dir) / "hub.pid"),)
     reloaded = False
-    for pid_file in pid_files:
-        try:
-            pid = int(Path(pid_file).read_text().strip())
-            os.kill(pid, signal.SIGHUP)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            continue
-        reloaded = True
+    with _cert_folders_locked(data_dir):
+        for pid_file in pid_files:
+            try:
+                pid = int(Path(pid_file).read_text().strip())
+                os.kill(pid, signal.SIGHUP)
+            except (FileNotFoundError, ValueError, ProcessLookupError):
+                continue
+            reloaded = True
     return reloaded
+
+
+@contextlib.contextmanager
+def _cert_folders_locked(data_dir: Path) -> Iterator[None]:
+    """The locks of the certificate folders that exist (a hub without TLS has none), in
+    one fixed order: ``pki/`` before ``pki/nodes/``."""
+    with contextlib.ExitStack() as stack:
+        for folder in (data_dir / "pki", data_dir / "pki" / "nodes"):
+            if folder.is_dir():
+                stack.enter_context(exclusive(folder, CERT_WRITERS))
+        yield
 
 
 def _leafz(monitor_url: str) -> list[dict[str, object]]:

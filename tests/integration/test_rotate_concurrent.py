@@ -158,3 +158,22 @@ def test_a_second_cert_rotation_of_a_node_waits_for_the_first(tmp_path: Path) ->
     assert new.serial_number != x509.load_pem_x509_certificate(before[0]).serial_number
     private = serialization.load_pem_private_key(key.read_bytes(), None)
     assert private.public_key().public_numbers() == new.public_key().public_numbers()  # type: ignore[union-attr]
+
+
+def test_a_fleet_reload_waits_while_a_cert_rotation_holds_the_pki_folder(
+    cloud: Path, tmp_path: Path
+) -> None:
+    """`rotate-cert` holds ``pki/`` from writing the hub's key to writing its certificate;
+    an enrolment's hub reload sent in between would make nats-server read the new key
+    beside the old certificate. The enrolment waits for the folder before it signals."""
+    pki = cloud / "pki"
+    with held(pki):
+        proc = start(cloud, "enroll", "branch-32", "--out", str(tmp_path / "kit-32"))
+        try:
+            assert blocked_on(proc, pki), "the enrolment reloaded while the pki lock was held"
+        except BaseException:
+            proc.kill()
+            raise
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert not load_identities(cloud).sites["branch-32"].revoked
