@@ -43,6 +43,12 @@ def kb_harness(tmp_path: Path, small_bundle: Path) -> Iterator[EdgeHarness]:
     yield from _harness(tmp_path, small_bundle, **{"knowledge.feedback_weight": 1.0})
 
 
+def _vote(h: EdgeHarness, request_id: str, helpful: bool, passage: dict[str, Any]) -> Any:
+    """`POST /v1/feedback` about one of the request's passages."""
+    body = {"doc_id": passage["doc_id"], "chunk_id": passage["chunk_id"]}
+    return h.post("/v1/feedback", json={"request_id": request_id, "helpful": helpful, **body})
+
+
 def _audited(h: EdgeHarness, request_id: str) -> bool:
     with sqlite3.connect(h.data_dir / "aivos.db") as conn:
         row = conn.execute("SELECT 1 FROM audit WHERE id = ?", (request_id,)).fetchone()
@@ -53,15 +59,7 @@ def test_a_not_helpful_vote_moves_the_passage_down_for_that_intent(kb_harness: E
     first = kb_harness.post("/v1/infer", json={"text": QUESTION}).json()
     assert len(first["passages"]) >= 2
     top = first["passages"][0]
-    voted = kb_harness.post(
-        "/v1/feedback",
-        json={
-            "request_id": first["request_id"],
-            "helpful": False,
-            "doc_id": top["doc_id"],
-            "chunk_id": top["chunk_id"],
-        },
-    )
+    voted = _vote(kb_harness, first["request_id"], False, top)
     assert voted.status_code == 201, voted.text
     body = voted.json()
     assert (body["intent"], body["votes_up"], body["votes_down"]) == (first["intent"], 0, 1)
@@ -74,15 +72,8 @@ def test_a_not_helpful_vote_moves_the_passage_down_for_that_intent(kb_harness: E
     scores = {(p["doc_id"], p["chunk_id"]): p["score"] for p in again["passages"]}
     assert scores.get((top["doc_id"], top["chunk_id"]), top["score"]) == top["score"]
 
-    helpful = kb_harness.post(  # a second vote on the same request replaces the first
-        "/v1/feedback",
-        json={
-            "request_id": first["request_id"],
-            "helpful": True,
-            "doc_id": top["doc_id"],
-            "chunk_id": top["chunk_id"],
-        },
-    ).json()
+    # a second vote on the same request replaces the first
+    helpful = _vote(kb_harness, first["request_id"], True, top).json()
     assert (helpful["votes_up"], helpful["votes_down"]) == (1, 0)
     restored = kb_harness.post("/v1/infer", json={"text": QUESTION}).json()
     assert (restored["passages"][0]["doc_id"], restored["passages"][0]["chunk_id"]) == (
@@ -96,15 +87,7 @@ def test_a_vote_on_a_served_request_stores_its_query_embedding(
 ) -> None:
     served = kb_harness.post("/v1/infer", json={"text": QUESTION}).json()
     top = served["passages"][0]
-    voted = kb_harness.post(
-        "/v1/feedback",
-        json={
-            "request_id": served["request_id"],
-            "helpful": True,
-            "doc_id": top["doc_id"],
-            "chunk_id": top["chunk_id"],
-        },
-    )
+    voted = _vote(kb_harness, served["request_id"], True, top)
     assert voted.status_code == 201, voted.text
     assert set(voted.json()) == {
         "request_id",
