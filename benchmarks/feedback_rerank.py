@@ -18,6 +18,12 @@ and rated), half `heldout` (scored only, never voted on).
    every vote per predicted intent, as before the embeddings).
 4. MRR on `heldout` with the votes, at the chosen tau, for the shipped weight and a small
    sweep; and the cost of one `rerank` call with 1,000 votes in the book.
+5. repeated questions: the `heldout` queries are then served and rated too (same simulated
+   user), and each is asked again as another customer types it (one seeded keyboard slip in
+   about 30% of its longer words, the `--perturb typos` generator; the bundle corrects
+   spelling as served). MRR on those re-asked queries with the votes vs with an empty book.
+   This measures what the votes do for a question asked again, not for a new paraphrase
+   (step 4 measures that).
 
     python benchmarks/feedback_rerank.py --bundle DIR
 
@@ -43,6 +49,7 @@ KB = ROOT / "docs" / "examples" / "kb"
 DATA = Path(__file__).resolve().parent / "data" / "kb_relevance.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results" / "feedback_rerank.json"
 SHOWN = 3
+REASK_RATE, REASK_SEED = 0.3, 13  # how a question is re-typed (edge.intent.evaluate.perturb_typos)
 TAUS = (0.3, 0.4, 0.5, 0.6, 0.7)  # the kernel floors tau is chosen from (feedback split only)
 
 
@@ -195,6 +202,75 @@ async def _rerank_cost(
         store.close()
 
 
+async def _repeats(
+    tmp: Path,
+    model: Any,
+    n: int,
+    rows: list[dict[str, Any]],
+    reasked: list[dict[str, Any]],
+    weight: float,
+    tau: float,
+) -> dict[str, Any]:
+    """Votes from every query (`feedback`, then `heldout`), MRR on the re-asked `heldout`
+    queries with those votes and with none."""
+    from aivos.edge.feedback import FeedbackBook
+    from aivos.edge.store import Store
+
+    store = Store.open(tmp / f"repeat-{weight}")
+    try:
+        replay = _Replay(store, FeedbackBook(store, weight=weight, tau=tau), model, n)
+        retyped = [r for r in reasked if r["retyped"]]  # not the same string again
+        cold, cold_retyped = replay.mrr(reasked), replay.mrr(retyped)
+        for i, r in enumerate(rows):
+            await replay.rate(f"repeat-{weight}-{i}", r)
+        after, after_retyped = replay.mrr(reasked), replay.mrr(retyped)
+        votes = dict(replay.votes)
+    finally:
+        store.close()
+    return {
+        "mrr_reasked_no_feedback": cold,
+        "mrr_reasked_with_feedback": after,
+        "mrr_gain": round(after - cold, 4),
+        "retyped_only": {
+            "n": len(retyped),
+            "mrr_no_feedback": cold_retyped,
+            "mrr_with_feedback": after_retyped,
+            "mrr_gain": round(after_retyped - cold_retyped, 4),
+        },
+        "votes": votes,
+    }
+
+
+def _reask(model: Any, index: Any, n: int, heldout: list[dict[str, Any]]) -> dict[str, Any]:
+    """The held-out queries as another customer types them, classified and searched."""
+    from aivos.edge.intent.evaluate import perturb_typos
+
+    texts = perturb_typos([r["query"] for r in heldout], REASK_RATE, seed=REASK_SEED)
+    reasked = []
+    for r, text in zip(heldout, texts, strict=True):
+        pred = model.classify(text)
+        reasked.append(
+            {
+                **r,
+                "query": text,
+                "retyped": text != r["query"],
+                "intent": pred.intent,
+                "embedding": pred.embedding,
+                "candidates": index.search_vector(pred.embedding, n),
+            }
+        )
+    changed = sum(r["retyped"] for r in reasked)
+    return {
+        "rows": reasked,
+        "n_changed": changed,
+        "examples": [
+            [a["query"], b["query"]]
+            for a, b in zip(heldout, reasked, strict=True)
+            if a["query"] != b["query"]
+        ][:5],
+    }
+
+
 async def run(bundle: Path, weights: list[float]) -> dict[str, Any]:
     from aivos.edge.feedback import FeedbackBook
     from aivos.edge.intent.runtime import IntentModel
@@ -216,8 +292,9 @@ async def run(bundle: Path, weights: list[float]) -> dict[str, Any]:
             row["intent"] = pred.intent
             row["embedding"] = pred.embedding
             row["candidates"] = index.search_vector(pred.embedding, n)
-        index.close()
         heldout = [r for r in rows if r["split"] == "heldout"]
+        reask = _reask(model, index, n, heldout)
+        index.close()
         feedback = [r for r in rows if r["split"] == "feedback"]
         baseline = _mrr([_rank(r["candidates"], r["source"], r["heading"]) for r in heldout])
 
@@ -260,6 +337,16 @@ async def run(bundle: Path, weights: list[float]) -> dict[str, Any]:
                         "mrr_gain": round(after - baseline, 4),
                     }
             report["by_weight"][str(weight)] = result
+        report["repeated_questions"] = {
+            "reask": f"perturb_typos rate {REASK_RATE} seed {REASK_SEED}, spelling as served",
+            "n_reasked": len(reask["rows"]),
+            "n_changed": reask["n_changed"],
+            "examples": reask["examples"],
+            "by_weight": {
+                str(w): await _repeats(tmp, model, n, feedback + heldout, reask["rows"], w, tau)
+                for w in sorted(set(weights) | {shipped})
+            },
+        }
         report["rerank_cost"] = await _rerank_cost(tmp, model, n, rows, tau, 1000)
     report["shipped_weight"] = shipped
     return report

@@ -82,6 +82,26 @@ def test_a_not_helpful_vote_moves_the_passage_down_for_that_intent(kb_harness: E
     )
 
 
+def test_a_vote_reorders_the_same_question_typed_again_with_a_slip(
+    kb_harness: EdgeHarness,
+) -> None:
+    # another customer asks the rated question again, with a typo (not the cached string)
+    retyped = QUESTION.replace("international", "internatinal")
+    before = kb_harness.post("/v1/infer", json={"text": retyped}).json()
+    first = kb_harness.post("/v1/infer", json={"text": QUESTION}).json()
+    top = first["passages"][0]
+    assert (before["passages"][0]["doc_id"], before["passages"][0]["chunk_id"]) == (
+        top["doc_id"],
+        top["chunk_id"],
+    )
+    assert _vote(kb_harness, first["request_id"], False, top).status_code == 201
+
+    again = kb_harness.post("/v1/infer", json={"text": retyped}).json()
+    assert again["request_id"] != before["request_id"]
+    keys = [(p["doc_id"], p["chunk_id"]) for p in again["passages"]]
+    assert keys[0] != (top["doc_id"], top["chunk_id"])
+
+
 def test_a_vote_on_a_served_request_stores_its_query_embedding(
     kb_harness: EdgeHarness, small_bundle: Path
 ) -> None:
