@@ -62,6 +62,7 @@ _COMMANDS: dict[str, dict[str, str]] = {
     "nats": {
         "config": "aivos.shared.natsconf.cli:nats_config_cmd",
         "rotate-cert": "aivos.shared.natsconf.rotate_cli:rotate_cert_cmd",
+        "reload": "aivos.cloud.fleet.reload_cli:reload_cmd",
     },
     "pki": {"init": "aivos.shared.natsconf.pki_cli:pki_init_cmd"},
     "residency": {"mask": "aivos.shared.residency.cli:mask_cmd"},

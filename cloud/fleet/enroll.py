@@ -80,7 +80,10 @@ __all__ = [
     "revoke_site",
     "rotate_site",
     "retire_rotated",
+    "HubReload",
+    "identities_lock",
     "reload_hub",
+    "signal_hub",
     "secure_cluster_config",
     "secure_hub_config",
     "service_identity",
@@ -129,16 +132,17 @@ def load_identities(data_dir: Path) -> Identities:
     return msgspec.json.decode(path.read_bytes(), type=Identities)
 
 
-def _identities_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
+def identities_lock(data_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Held from `load_identities` to `_save` (and the hub reload) by every change: two
     changes at once would each write their own copy and drop the other's (a lost
     enrollment, or a revocation undone by a rotation). Taken once per public call. The
-    users file's other writer (`aivos nats config`, `write_users_if_missing`) takes it too."""
+    users file's other writer (`aivos nats config`, `write_users_if_missing`) takes it too,
+    and so does `aivos nats reload` around its `signal_hub`."""
     return exclusive(_nats_dir(data_dir) / USERS_LOCK, USERS_WRITERS)
 
 
 def _save(data_dir: Path, ids: Identities) -> None:
-    """Write identities.json and users.conf; the caller holds `_identities_lock`."""
+    """Write identities.json and users.conf; the caller holds `identities_lock`."""
     directory = _nats_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     # neither file holds a secret; nats-server reads users.conf
@@ -167,6 +171,11 @@ def _write_users(data_dir: Path, ids: Identities) -> None:
     write_atomic(_nats_dir(data_dir) / "users.conf", users.encode(), mode=0o644, sync_dir=True)
 
 
+class HubReload(NamedTuple):
+    pid_files: tuple[Path, ...]  # every node's pid file, looked at in this order
+    pids: tuple[int, ...]  # the running nodes signalled (empty: no node is running)
+
+
 def reload_hub(data_dir: Path) -> bool:
     """SIGHUP the hub named by ``D/nats/hub.pid`` (every node of a hub cluster, by the pid
     files in ``hub.json``); False if no hub node is running.
@@ -174,8 +183,13 @@ def reload_hub(data_dir: Path) -> bool:
     Sent holding the certificate folders' locks (``pki/``, ``pki/nodes/``), which `aivos
     nats rotate-cert` holds from writing a node's key to writing its certificate: a reload
     started by this command never reads a new key beside the old certificate."""
+    return bool(signal_hub(data_dir).pids)
+
+
+def signal_hub(data_dir: Path) -> HubReload:
+    """`reload_hub`, telling which pid files were read and which node pids signalled."""
     pid_files = _endpoints(data_dir).pid_files or (str(_nats_dir(data_dir) / "hub.pid"),)
-    reloaded = False
+    pids: list[int] = []
     with _cert_folders_locked(data_dir):
         for pid_file in pid_files:
             try:
@@ -183,8 +197,8 @@ def reload_hub(data_dir: Path) -> bool:
                 os.kill(pid, signal.SIGHUP)
             except (FileNotFoundError, ValueError, ProcessLookupError):
                 continue
-            reloaded = True
-    return reloaded
+            pids.append(pid)
+    return HubReload(tuple(Path(f) for f in pid_files), tuple(pids))
 
 
 @contextlib.contextmanager
@@ -311,7 +325,7 @@ def _prepare(data_dir: Path, hosts: list[str] | None) -> Pki:
     for role in ROLES:
         service_identity(data_dir, role)
     _system_identity(data_dir)
-    with _identities_lock(data_dir):
+    with identities_lock(data_dir):
         _save(data_dir, load_identities(data_dir))
     return pki
 
@@ -508,7 +522,7 @@ def enroll_site(
     site = validate_site(site)
     pki = load_pki(data_dir)
     kit = _KitOrder(pki, out, leaf_port, hub_leaf_url)
-    with _identities_lock(data_dir):  # the kit's generation is the one saved
+    with identities_lock(data_dir):  # the kit's generation is the one saved
         ids = load_identities(data_dir)
         if _holds_credentials(ids.sites.get(site)):
             raise ConfigError("site", f"{site} is already enrolled; use `aivos fleet rotate`")
@@ -528,7 +542,7 @@ def enroll_or_rotate_site(
     site = validate_site(site)
     pki = load_pki(data_dir)
     kit = _KitOrder(pki, out, leaf_port, None)
-    with _identities_lock(data_dir):
+    with identities_lock(data_dir):
         ids = load_identities(data_dir)
         ident = ids.sites.get(site)
         if ident is not None and ident.revoked:
@@ -561,7 +575,7 @@ def _enroll_locked(data_dir: Path, ids: Identities, site: str, kit: _KitOrder) -
 
 def revoke_site(data_dir: Path, site: str) -> SiteIdentity:
     """Remove every credential of `site` from the hub and reload: its leaf is cut off."""
-    with _identities_lock(data_dir):  # a rotation running now cannot undo the revocation
+    with identities_lock(data_dir):  # a rotation running now cannot undo the revocation
         ids = load_identities(data_dir)
         ident = ids.sites.get(validate_site(site))
         if ident is None:
@@ -591,7 +605,7 @@ def rotate_site(
     site = validate_site(site)
     pki = load_pki(data_dir)
     kit = _KitOrder(pki, out, leaf_port, hub_leaf_url)
-    with _identities_lock(data_dir):  # a second rotation waits and issues the next one
+    with identities_lock(data_dir):  # a second rotation waits and issues the next one
         ids = load_identities(data_dir)
         ident = ids.sites.get(site)
         if ident is None or ident.revoked:
@@ -629,7 +643,7 @@ def retire_rotated(data_dir: Path, *, wait_s: float = 0.0) -> list[str]:
             with contextlib.suppress(OSError, ValueError):
                 names |= _connected_leaf_names(monitor)
         cut: set[str] = set()
-        with _identities_lock(data_dir):  # held per round, never while waiting
+        with identities_lock(data_dir):  # held per round, never while waiting
             ids = load_identities(data_dir)
             pending = {s: i for s, i in ids.sites.items() if i.retiring and not i.revoked}
             retired = [

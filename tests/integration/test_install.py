@@ -251,6 +251,11 @@ def test_cloud_install_keeps_the_db_url_out_of_units_and_is_idempotent(tmp_path:
         f"aivos-worker@{i}.service" for i in (1, 2, 3)
     ]
     ingest = unit(units / "aivos-ingest.service")["Service"]
+    hub = unit(units / "aivos-hub.service")["Service"]
+    # `systemctl reload` takes the fleet commands' locks, as `aivos nats reload` does
+    assert hub["ExecReload"] == ingest["ExecStart"].split(" cloud ")[0] + (
+        " nats reload --data-dir /var/lib/aivos/cloud"
+    )
     env_lines = ingest.get("Environment", "")
     assert "/var/lib/aivos/cloud/nats/services/ingest/" in env_lines  # runtime paths
     assert str(tmp_path) not in (units / "aivos-ingest.service").read_text()

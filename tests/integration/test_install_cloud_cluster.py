@@ -238,6 +238,7 @@ def test_three_node_install_renders_a_node_per_unit_and_verifies(installed: Inst
     assert "aivos-hub@.service" in names and "aivos-hub.service" not in names
     hub = unit(units / "aivos-hub@.service")["Service"]
     assert hub["ExecStart"].endswith(f"nats-server -c {RUNTIME}/cloud/nats/hub-%i.conf")
+    assert hub["ExecReload"].endswith(f"/aivos nats reload --data-dir {RUNTIME}/cloud")
     nodes = [f"aivos-hub@{i}.service" for i in range(1, NODES + 1)]
     target = unit(units / "aivos-cloud.target")["Unit"]
     assert target["Wants"].split()[:NODES] == nodes
