@@ -264,9 +264,7 @@ def _reask(model: Any, index: Any, n: int, heldout: list[dict[str, Any]]) -> dic
         "rows": reasked,
         "n_changed": changed,
         "examples": [
-            [a["query"], b["query"]]
-            for a, b in zip(heldout, reasked, strict=True)
-            if a["query"] != b["query"]
+            [a["query"], b["query"]] for a, b in zip(heldout, reasked, strict=True) if b["retyped"]
         ][:5],
     }
 
