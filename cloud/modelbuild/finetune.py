@@ -40,6 +40,8 @@ DISTILL_PASSAGE_MAX_LENGTH = 128
 DISTILL_PASSAGE_ROWS = (3, 5)
 
 ProgressFn = Callable[[int], None]
+# An extra term for each fine-tuning batch: (the batch's row indices into `texts`, its logits)
+RowLoss = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,12 @@ def train_intent_model(
     n_labels: int,
     config: TrainConfig,
     progress: ProgressFn | None = None,
+    *,
+    row_loss: RowLoss | None = None,
 ) -> tuple[IntentNet, object]:
-    """Train and return (net, tokenizer). `progress(n)` is called after each optimizer step."""
+    """Train and return (net, tokenizer). `progress(n)` is called after each optimizer step.
+    `row_loss`, if given, is added to each fine-tuning batch's loss (an experiment's extra
+    term, such as benchmarks/kd_teacher.py's distillation from a teacher's logits)."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     encoder, tokenizer = load_base()
@@ -306,9 +312,10 @@ def train_intent_model(
             running = 0.0
             for step, (idx, batch) in enumerate(batches):
                 emb = net.embed(batch["input_ids"], batch["attention_mask"])
-                loss = F.cross_entropy(
-                    net.logits(emb), labels[idx], label_smoothing=config.label_smoothing
-                )
+                logits = net.logits(emb)
+                loss = F.cross_entropy(logits, labels[idx], label_smoothing=config.label_smoothing)
+                if row_loss is not None:
+                    loss = loss + row_loss(idx, logits)
                 if distill:
                     take = passage_order[
                         step * config.distill_passages : (step + 1) * config.distill_passages

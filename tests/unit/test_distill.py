@@ -90,3 +90,36 @@ def test_distillation_keeps_a_shallow_student_close_to_the_full_depth_teacher() 
     distilled_queries, distilled_passages = _mean_cos_to_teacher(5.0)
     assert distilled_queries > plain_queries + 0.05
     assert distilled_passages > plain_passages + 0.05
+
+
+def test_row_loss_gets_every_row_once_per_epoch_with_its_batch_logits() -> None:
+    from aivos.cloud.modelbuild.finetune import train_intent_model
+
+    texts, ids = _rows("train", 4)
+    seen: list[int] = []
+
+    def record(rows: list[int], logits: torch.Tensor) -> torch.Tensor:
+        assert logits.shape == (len(rows), len(_INTENTS))
+        seen.extend(rows)
+        return logits.sum() * 0.0
+
+    config = TrainConfig(epochs=2, batch_size=8, layers=1, frozen_layers=0, seed=5)
+    train_intent_model(texts, ids, len(_INTENTS), config, row_loss=record)
+    assert sorted(seen) == sorted(list(range(len(texts))) * 2)
+
+
+def test_row_loss_is_trained_on() -> None:
+    from aivos.cloud.modelbuild.finetune import _embed_all, train_intent_model
+
+    texts, ids = _rows("train", 4)
+
+    def towards_the_first_label(rows: list[int], logits: torch.Tensor) -> torch.Tensor:
+        return -10.0 * F.log_softmax(logits, dim=-1)[:, 0].mean()
+
+    config = TrainConfig(epochs=10, batch_size=8, layers=1, frozen_layers=0, seed=5)
+    net, tokenizer = train_intent_model(
+        texts, ids, len(_INTENTS), config, row_loss=towards_the_first_label
+    )
+    with torch.no_grad():
+        predicted = net.logits(_embed_all(net, tokenizer, texts, 64)).argmax(-1).tolist()
+    assert predicted.count(0) > len(texts) // 2  # only a quarter of the rows are label 0
